@@ -1,0 +1,42 @@
+# Contexten: the two set-up commands are `make up` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: up test services build lint bench fmt chart-check clean
+
+## Make RabbitMQ and Redis available (start or install them).
+services:
+	@./deploy/local/ensure-services.sh
+
+## Build every binary.
+build:
+	$(CARGO) build --workspace --bins
+
+## Run the whole fleet locally with readable logs; Ctrl-C stops everything.
+up: services build
+	@./deploy/local/run-fleet.sh
+
+## Run every test against the real RabbitMQ and Redis.
+test: services
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+	$(CARGO) test --workspace --doc
+
+## Benchmarks (release mode): the runtime against a raw lapin loop.
+bench: services
+	$(CARGO) bench -p contexten-broker --bench throughput
+
+## Formatting and clippy, warnings as errors.
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,63 @@
+//! The RabbitMQ worker runtime every stage runs on (DESIGN §3–5).
+//!
+//! - [`topology`]: declares the work exchange, one priority queue per stage, the
+//!   retry delay tiers and the dead-letter queues, idempotently.
+//! - [`Publisher`]: persistent, confirmed, `mandatory` publishing of envelopes.
+//! - [`run_worker`]: consumes a stage queue with manual acks and a prefetch, hands
+//!   each envelope to a [`Handler`] (a plain async function returning an
+//!   [`Outcome`]) and turns the outcome into publish, retry, dead letter or ack.
+//!   It reconnects with backoff and shuts down gracefully.
+//! - [`Store`]: the Redis side: per-stage completion records (a redelivered
+//!   message is not processed twice), the task status record, and large payloads
+//!   passed by reference.
+//!
+//! A message is acked only after its successors are confirmed by the broker and
+//! its completion is recorded.
+
+mod connect;
+mod outcome;
+mod publisher;
+mod retry;
+mod runtime;
+pub mod service;
+mod store;
+pub mod topology;
+
+pub use connect::connect;
+pub use outcome::{DeadReason, Handler, Next, Outcome, RetryReason};
+pub use publisher::{PublishedMessage, Publisher};
+pub use retry::RetryPolicy;
+pub use runtime::{WorkerOptions, run_worker};
+pub use service::{WorkerConfig, run_service, shutdown_on_signal};
+pub use store::Store;
+pub use tokio_util::sync::CancellationToken;
+
+use contexten_envelope::EnvelopeError;
+
+/// What can go wrong talking to the broker or Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("amqp: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("no queue is bound for routing key {routing_key:?} on {exchange:?}")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("redis did not answer within {0:?}")]
+    RedisTimeout(std::time::Duration),
+    #[error("large payload {0} is gone from redis")]
+    PayloadMissing(String),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}

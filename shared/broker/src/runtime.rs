@@ -1,0 +1,591 @@
+//! The consumer runtime: one connection per session (reconnected with backoff), a
+//! consume channel with a prefetch, a confirm channel for successors, and one
+//! task per delivery. Outcomes become broker actions in [`apply`], the only place
+//! that acks.
+
+use crate::publisher::{Route, long};
+use crate::{
+    BrokerError, Handler, Next, Outcome, Publisher, RetryPolicy, Store, connect, topology,
+};
+use contexten_config::BrokerSettings;
+use contexten_envelope::{
+    HEADER_ATTEMPT, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, HEADER_DEAD_STAGE, HEADER_PAYLOAD_REF,
+    HEADER_RETRY_TIER, Names, ReplyKind, Stage, StageTiming, TaskEnvelope, TaskResult, now_ms,
+    tier_label,
+};
+use contexten_telemetry::health::Readiness;
+use contexten_telemetry::{metric, propagation};
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Everything a worker needs besides its handler.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The binary's name (connection name, logs, metrics).
+    pub service: &'static str,
+    /// The stage whose queue this worker consumes.
+    pub stage: Stage,
+    pub broker: BrokerSettings,
+    /// Shared with the health server: the runtime reports `broker` here.
+    pub readiness: Readiness,
+}
+
+/// State shared by the deliveries of one broker session.
+struct Session<H> {
+    stage: Stage,
+    names: Names,
+    publisher: Publisher,
+    store: Store,
+    policy: RetryPolicy,
+    handler: Arc<H>,
+}
+
+/// Consumes `options.stage` until `shutdown` is cancelled, then stops consuming,
+/// lets in-flight deliveries finish within the shutdown deadline and returns.
+pub async fn run_worker<H: Handler>(
+    options: WorkerOptions,
+    store: Store,
+    handler: H,
+    shutdown: CancellationToken,
+) -> Result<(), BrokerError> {
+    let handler = Arc::new(handler);
+    let names = Names::new(options.broker.prefix.clone());
+    let policy = RetryPolicy::new(
+        options.broker.retry_tiers.clone(),
+        options.broker.max_attempts,
+    );
+    let mut in_flight = JoinSet::new();
+    let mut first = true;
+    loop {
+        let Some(connection) =
+            connect::connect_with_backoff(&options.broker, options.service, &shutdown).await
+        else {
+            break;
+        };
+        if !first {
+            metric::broker_reconnected(options.service);
+        }
+        first = false;
+        let session =
+            match open_session(&options, &connection, &names, &store, &policy, &handler).await {
+                Ok(session) => Arc::new(session),
+                Err(error) => {
+                    tracing::warn!(%error, "could not open a broker session; reconnecting");
+                    let _ = connection.close(0, "session failed".into()).await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+        let consume = match consume(&options, &connection, &names).await {
+            Ok(consume) => consume,
+            Err(error) => {
+                tracing::warn!(%error, "could not start consuming; reconnecting");
+                let _ = connection.close(0, "consume failed".into()).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let (channel, mut consumer, tag) = consume;
+        options.readiness.set("broker", true, "connected");
+        tracing::info!(stage = %options.stage, prefetch = options.broker.prefetch, "consuming");
+
+        let stopping = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break true,
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        in_flight.spawn(process(session.clone(), delivery));
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "consumer failed; reconnecting");
+                        break false;
+                    }
+                    None => {
+                        tracing::warn!("consumer cancelled by the broker; reconnecting");
+                        break false;
+                    }
+                },
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            }
+        };
+        options.readiness.set(
+            "broker",
+            false,
+            if stopping {
+                "shutting down"
+            } else {
+                "reconnecting"
+            },
+        );
+        if stopping {
+            // Stop new deliveries first; unacked prefetched ones return to the queue
+            // when the connection closes.
+            let _ = channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+            drain(&mut in_flight, options.broker.shutdown_timeout).await;
+            let _ = connection.close(200, "shutdown".into()).await;
+            return Ok(());
+        }
+        let _ = connection.close(0, "reconnecting".into()).await;
+    }
+    drain(&mut in_flight, options.broker.shutdown_timeout).await;
+    Ok(())
+}
+
+async fn open_session<H>(
+    options: &WorkerOptions,
+    connection: &Connection,
+    names: &Names,
+    store: &Store,
+    policy: &RetryPolicy,
+    handler: &Arc<H>,
+) -> Result<Session<H>, BrokerError> {
+    let setup = connection.create_channel().await?;
+    topology::declare(&setup, names, policy.tiers()).await?;
+    let _ = setup.close(200, "declared".into()).await;
+    let publisher = Publisher::new(
+        connection,
+        names.clone(),
+        Some(store.clone()),
+        options.broker.payload_inline_limit,
+    )
+    .await?;
+    Ok(Session {
+        stage: options.stage,
+        names: names.clone(),
+        publisher,
+        store: store.clone(),
+        policy: policy.clone(),
+        handler: handler.clone(),
+    })
+}
+
+async fn consume(
+    options: &WorkerOptions,
+    connection: &Connection,
+    names: &Names,
+) -> Result<(lapin::Channel, lapin::Consumer, String), BrokerError> {
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(options.broker.prefetch, BasicQosOptions::default())
+        .await?;
+    let tag = format!("{}-{}", options.service, uuid::Uuid::now_v7());
+    let consumer = channel
+        .basic_consume(
+            names.stage_queue(options.stage).as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((channel, consumer, tag))
+}
+
+/// Waits for in-flight deliveries up to `deadline`; what is left is requeued by
+/// the broker when the connection closes.
+async fn drain(in_flight: &mut JoinSet<()>, deadline: Duration) {
+    let pending = in_flight.len();
+    if pending == 0 {
+        return;
+    }
+    tracing::info!(pending, "finishing in-flight deliveries");
+    let finished = tokio::time::timeout(deadline, async {
+        while in_flight.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(
+            left = in_flight.len(),
+            "shutdown deadline reached; the broker requeues the rest"
+        );
+        in_flight.abort_all();
+    }
+}
+
+/// The headers of a delivery as strings (integers rendered in decimal).
+fn string_headers(properties: &BasicProperties) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    if let Some(table) = properties.headers() {
+        for (key, value) in table.inner() {
+            let text = match value {
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                AMQPValue::ShortString(s) => s.as_str().to_owned(),
+                AMQPValue::LongUInt(n) => n.to_string(),
+                AMQPValue::LongInt(n) => n.to_string(),
+                AMQPValue::LongLongInt(n) => n.to_string(),
+                AMQPValue::ShortUInt(n) => n.to_string(),
+                AMQPValue::ShortShortUInt(n) => n.to_string(),
+                _ => continue,
+            };
+            map.insert(key.as_str().to_owned(), text);
+        }
+    }
+    map
+}
+
+async fn process<H: Handler>(session: Arc<Session<H>>, delivery: Delivery) {
+    let stage = session.stage;
+    metric::received(stage.as_str());
+    let headers = string_headers(&delivery.properties);
+    let attempt: u32 = headers
+        .get(HEADER_ATTEMPT)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+
+    let body = match headers.get(HEADER_PAYLOAD_REF) {
+        None => delivery.data.clone(),
+        Some(key) => match session.store.get_payload(key).await {
+            Ok(body) => body,
+            Err(BrokerError::PayloadMissing(key)) => {
+                let detail = format!("the large payload {key} is gone from redis");
+                return settle(
+                    &delivery,
+                    dead_letter_raw(&session, &delivery, attempt, "payload_missing", &detail).await,
+                )
+                .await;
+            }
+            Err(error) => {
+                return settle(
+                    &delivery,
+                    retry_raw(&session, &delivery, attempt, &error.to_string()).await,
+                )
+                .await;
+            }
+        },
+    };
+    let envelope = match TaskEnvelope::from_json(&body) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            tracing::warn!(stage = %stage, reason = error.reason_code(), %error, "unusable message");
+            return settle(
+                &delivery,
+                dead_letter_raw(
+                    &session,
+                    &delivery,
+                    attempt,
+                    error.reason_code(),
+                    &error.to_string(),
+                )
+                .await,
+            )
+            .await;
+        }
+    };
+
+    let span = tracing::info_span!(
+        "handle",
+        stage = stage.as_str(),
+        task_id = %envelope.task_id,
+        correlation_id = %envelope.correlation_id,
+        attempt,
+        hop = envelope.hop,
+    );
+    propagation::adopt_parent(&span, &headers);
+    let result = handle_envelope(&session, envelope, attempt)
+        .instrument(span.clone())
+        .await;
+    let _entered = span.enter();
+    settle(&delivery, result).await;
+}
+
+async fn handle_envelope<H: Handler>(
+    session: &Session<H>,
+    mut envelope: TaskEnvelope,
+    attempt: u32,
+) -> Result<(), BrokerError> {
+    let stage = session.stage;
+    match session.store.is_complete(stage, &envelope).await {
+        Ok(true) => {
+            metric::duplicate_skipped(stage.as_str());
+            tracing::info!("already completed by this stage; acking the redelivery");
+            return Ok(());
+        }
+        Ok(false) => {}
+        Err(_) => metric::redis_degraded("completion"),
+    }
+    envelope.attempt = attempt;
+    let input = envelope.clone();
+    envelope.timings.push(StageTiming {
+        stage,
+        started_at_ms: now_ms(),
+        finished_at_ms: None,
+    });
+    let started = Instant::now();
+    let outcome = session.handler.handle(envelope).await;
+    metric::finished(stage.as_str(), outcome.label(), started.elapsed());
+    apply(session, &input, outcome).await
+}
+
+/// Turns an outcome into broker actions; returns once every successor is confirmed.
+async fn apply<H>(
+    session: &Session<H>,
+    input: &TaskEnvelope,
+    outcome: Outcome,
+) -> Result<(), BrokerError> {
+    let stage = session.stage;
+    let trace = propagation::inject(&tracing::Span::current());
+    let state = match outcome {
+        Outcome::Done => "done".to_owned(),
+        Outcome::Forward(nexts) => {
+            let mut targets = Vec::with_capacity(nexts.len());
+            for (
+                i,
+                Next {
+                    stage: to,
+                    envelope,
+                    delay,
+                },
+            ) in nexts.into_iter().enumerate()
+            {
+                let mut next = *envelope;
+                finish_timing(&mut next, stage);
+                next.hop = input.hop + 1 + i as u32;
+                next.attempt = 0;
+                let route = match delay {
+                    None => Route::Now,
+                    Some(delay) => Route::After {
+                        tier: session.policy.tier_for(delay),
+                        delay,
+                    },
+                };
+                match session
+                    .publisher
+                    .publish_envelope(to, &next, route, &trace)
+                    .await
+                {
+                    Err(BrokerError::Unroutable {
+                        exchange,
+                        routing_key,
+                    }) => {
+                        let detail = format!("no queue bound for {routing_key} on {exchange}");
+                        return dead_letter(session, input, "unroutable", &detail, &trace).await;
+                    }
+                    other => other?,
+                }
+                targets.push(to.as_str());
+            }
+            tracing::info!(to = ?targets, "forwarded");
+            format!("queued:{}", targets.join(","))
+        }
+        Outcome::RetryAfter(requested, reason) => {
+            let retry = input.attempt + 1;
+            if retry >= session.policy.max_attempts() {
+                let detail = format!(
+                    "gave up after {} attempts; last error {}: {}",
+                    retry, reason.code, reason.detail
+                );
+                return dead_letter(session, input, "retries_exhausted", &detail, &trace).await;
+            }
+            let delay = session.policy.delay(retry, requested);
+            let mut next = input.clone();
+            next.hop = input.hop + 1;
+            next.attempt = retry;
+            let route = Route::After {
+                tier: session.policy.tier_for(delay),
+                delay,
+            };
+            session
+                .publisher
+                .publish_envelope(stage, &next, route, &trace)
+                .await?;
+            metric::retried(stage.as_str(), &reason.code);
+            tracing::info!(retry, delay_ms = delay.as_millis() as u64, reason = %reason.code, detail = %reason.detail, "retry scheduled");
+            "retrying".to_owned()
+        }
+        Outcome::DeadLetter(reason) => {
+            return dead_letter(session, input, &reason.code, &reason.detail, &trace).await;
+        }
+    };
+    record(session, input, &state).await;
+    Ok(())
+}
+
+fn finish_timing(envelope: &mut TaskEnvelope, stage: Stage) {
+    let now = now_ms();
+    match envelope.timings.iter_mut().rev().find(|t| t.stage == stage) {
+        Some(timing) if timing.finished_at_ms.is_none() => timing.finished_at_ms = Some(now),
+        Some(_) => {}
+        None => envelope.timings.push(StageTiming {
+            stage,
+            started_at_ms: now,
+            finished_at_ms: Some(now),
+        }),
+    }
+}
+
+async fn record<H>(session: &Session<H>, input: &TaskEnvelope, state: &str) {
+    let mut finished = input.clone();
+    finish_timing(&mut finished, session.stage);
+    if session
+        .store
+        .record_completion(session.stage, &finished, state)
+        .await
+        .is_err()
+    {
+        metric::redis_degraded("completion");
+    }
+}
+
+/// Dead-letters `input` with its reason and, unless dispatch itself failed, sends
+/// the requester a failure answer (DESIGN §2: silence is a bug).
+async fn dead_letter<H>(
+    session: &Session<H>,
+    input: &TaskEnvelope,
+    code: &str,
+    detail: &str,
+    trace: &HashMap<String, String>,
+) -> Result<(), BrokerError> {
+    let stage = session.stage;
+    let mut table = FieldTable::default();
+    for (key, value) in trace {
+        table.insert(key.as_str().into(), long(value));
+    }
+    dead_headers(&mut table, stage, input.attempt, code, detail);
+    session
+        .publisher
+        .publish_raw(crate::PublishedMessage {
+            exchange: session.names.dead_letter_exchange(),
+            routing_key: stage.as_str().to_owned(),
+            body: input.to_json(),
+            properties: BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(input.message_id(stage).into())
+                .with_correlation_id(input.correlation_id.as_str().into())
+                .with_headers(table),
+        })
+        .await?;
+    metric::dead_lettered(stage.as_str(), code);
+    tracing::warn!(reason = code, detail, "dead-lettered");
+    if stage != Stage::Dispatch {
+        let mut answer = input.clone();
+        finish_timing(&mut answer, stage);
+        answer.hop = input.hop + 1;
+        answer.attempt = 0;
+        answer.result = Some(TaskResult::failure(
+            stage,
+            code,
+            failure_text(stage, code, detail),
+        ));
+        answer.reply = Some(ReplyKind::Failure);
+        session
+            .publisher
+            .publish_envelope(Stage::Dispatch, &answer, Route::Now, trace)
+            .await?;
+    }
+    record(session, input, &format!("dead_lettered:{code}")).await;
+    Ok(())
+}
+
+fn failure_text(stage: Stage, code: &str, detail: &str) -> String {
+    let what = match code {
+        "retries_exhausted" => "kept failing and was given up",
+        "unroutable" => "could not be routed to its next step",
+        _ => "could not be completed",
+    };
+    format!("Sorry, your request {what} at the {stage} step: {detail}")
+}
+
+fn dead_headers(table: &mut FieldTable, stage: Stage, attempt: u32, code: &str, detail: &str) {
+    table.insert(HEADER_DEAD_REASON.into(), long(code));
+    table.insert(HEADER_DEAD_DETAIL.into(), long(detail));
+    table.insert(HEADER_DEAD_STAGE.into(), long(stage.as_str()));
+    table.insert(HEADER_ATTEMPT.into(), AMQPValue::LongUInt(attempt));
+}
+
+/// Dead-letters a delivery that is not a usable envelope, bytes unchanged.
+async fn dead_letter_raw<H>(
+    session: &Session<H>,
+    delivery: &Delivery,
+    attempt: u32,
+    code: &str,
+    detail: &str,
+) -> Result<(), BrokerError> {
+    let stage = session.stage;
+    let mut table = delivery.properties.headers().clone().unwrap_or_default();
+    dead_headers(&mut table, stage, attempt, code, detail);
+    session
+        .publisher
+        .publish_raw(crate::PublishedMessage {
+            exchange: session.names.dead_letter_exchange(),
+            routing_key: stage.as_str().to_owned(),
+            body: delivery.data.clone(),
+            properties: delivery
+                .properties
+                .clone()
+                .with_delivery_mode(2)
+                .with_headers(table),
+        })
+        .await?;
+    metric::dead_lettered(stage.as_str(), code);
+    Ok(())
+}
+
+/// Re-queues a delivery whose body could not be read yet (Redis down), bytes and
+/// headers unchanged, counting an attempt.
+async fn retry_raw<H>(
+    session: &Session<H>,
+    delivery: &Delivery,
+    attempt: u32,
+    error: &str,
+) -> Result<(), BrokerError> {
+    let retry = attempt + 1;
+    if retry >= session.policy.max_attempts() {
+        let detail = format!("payload unreadable after {retry} attempts: {error}");
+        return dead_letter_raw(session, delivery, attempt, "retries_exhausted", &detail).await;
+    }
+    let delay = session.policy.delay(retry, Duration::ZERO);
+    let tier = session.policy.tier_for(delay);
+    let mut table = delivery.properties.headers().clone().unwrap_or_default();
+    table.insert(HEADER_ATTEMPT.into(), AMQPValue::LongUInt(retry));
+    table.insert(HEADER_RETRY_TIER.into(), long(&tier_label(tier)));
+    session
+        .publisher
+        .publish_raw(crate::PublishedMessage {
+            exchange: session.names.retry_exchange(),
+            routing_key: session.stage.as_str().to_owned(),
+            body: delivery.data.clone(),
+            properties: delivery
+                .properties
+                .clone()
+                .with_expiration(delay.as_millis().to_string().into())
+                .with_headers(table),
+        })
+        .await?;
+    metric::retried(session.stage.as_str(), "redis_unavailable");
+    Ok(())
+}
+
+/// Acks a delivery whose successors are confirmed; otherwise requeues it so the
+/// broker redelivers it (a failed ack on a dead channel requeues it as well).
+async fn settle(delivery: &Delivery, result: Result<(), BrokerError>) {
+    match result {
+        Ok(()) => {
+            if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+                tracing::warn!(%error, "ack failed; the broker will redeliver");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not settle the outcome; requeueing");
+            // A short pause so a broker-side problem does not become a hot loop.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            let _ = delivery.acker.nack(requeue).await;
+        }
+    }
+}

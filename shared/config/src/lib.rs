@@ -1,0 +1,378 @@
+//! Settings shared by every binary (DESIGN §11), read once from the environment at
+//! start and validated into real types. Each binary builds its own config struct
+//! from these parts; nothing reads `std::env` after start.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `AMQP_URL` | RabbitMQ | `amqp://guest:guest@127.0.0.1:5672/%2f` |
+//! | `REDIS_URL` | Redis | `redis://127.0.0.1:6379` |
+//! | `CONTEXTEN_PREFIX` | prefix of every exchange, queue and Redis key | `contexten` |
+//! | `HEALTH_ADDR` | a worker's `/healthz`, `/readyz`, `/metrics` listener | per service |
+//! | `WORKER_PREFETCH` | unacknowledged deliveries per worker (1–1000) = handlers in flight | per service |
+//! | `MAX_ATTEMPTS` | handler attempts per stage before dead-lettering (1–100) | `5` |
+//! | `RETRY_TIERS_MS` | delay queue tiers in milliseconds, ascending | `5000,30000,300000` |
+//! | `SHUTDOWN_TIMEOUT_SECS` | deadline for in-flight work on SIGTERM | `30` |
+//! | `PAYLOAD_INLINE_LIMIT_BYTES` | envelopes above this travel through Redis by reference | `262144` |
+//! | `LOG_FORMAT` | `json` or `pretty` | `json` |
+//! | `RUST_LOG` | log filter | `info` |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/HTTP collector; unset = no export | unset |
+//! | `OTEL_SERVICE_NAME` | service name in traces | the binary's name |
+
+use secrecy::SecretString;
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use secrecy::{ExposeSecret, SecretString as Secret};
+
+/// A setting that is present but malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}={shown:?} is invalid: expected {expected}")]
+pub struct ConfigError {
+    pub var: String,
+    /// The value as shown in the message (masked for secrets).
+    pub shown: String,
+    pub expected: String,
+}
+
+/// Reads settings from the process environment or, in tests, from a map.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    /// A snapshot of the process environment.
+    pub fn from_process() -> Self {
+        Env {
+            vars: std::env::vars().collect(),
+        }
+    }
+
+    /// Settings from pairs, for tests.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Env {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+
+    /// The raw value, with empty strings treated as unset.
+    pub fn raw(&self, var: &str) -> Option<&str> {
+        self.vars
+            .get(var)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// A string with a default.
+    pub fn string(&self, var: &str, default: &str) -> String {
+        self.raw(var).unwrap_or(default).to_owned()
+    }
+
+    /// A secret, wrapped so `Debug` never prints it.
+    pub fn secret(&self, var: &str) -> Option<SecretString> {
+        self.raw(var).map(|v| SecretString::from(v.to_owned()))
+    }
+
+    /// A parsed value with a default; `expected` describes the form in the error.
+    pub fn parse<T>(&self, var: &str, default: T, expected: &str) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+    {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse().map_err(|_| invalid(var, raw, expected)),
+        }
+    }
+
+    /// An optional parsed value.
+    pub fn parse_opt<T: FromStr>(
+        &self,
+        var: &str,
+        expected: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        self.raw(var)
+            .map(|raw| raw.trim().parse().map_err(|_| invalid(var, raw, expected)))
+            .transpose()
+    }
+
+    /// An integer within `range`.
+    pub fn ranged<T>(&self, var: &str, default: T, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Display + Copy,
+    {
+        let expected = format!("an integer from {min} to {max}");
+        let value = self.parse(var, default, &expected)?;
+        if value < min || value > max {
+            return Err(invalid(var, &value.to_string(), &expected));
+        }
+        Ok(value)
+    }
+
+    /// A boolean (`1/0`, `true/false`, `yes/no`).
+    pub fn flag(&self, var: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.raw(var).map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+            Some(v) => Err(invalid(var, &v, "1 or 0 (true/false)")),
+        }
+    }
+
+    /// A URL with one of `schemes`.
+    pub fn url(&self, var: &str, default: &str, schemes: &[&str]) -> Result<url::Url, ConfigError> {
+        let raw = self.raw(var).unwrap_or(default);
+        let expected = format!("a URL with scheme {}", schemes.join(" or "));
+        let parsed = url::Url::parse(raw).map_err(|_| invalid_masked(var, raw, &expected))?;
+        if !schemes.contains(&parsed.scheme()) {
+            return Err(invalid_masked(var, raw, &expected));
+        }
+        Ok(parsed)
+    }
+}
+
+fn invalid(var: &str, raw: &str, expected: &str) -> ConfigError {
+    ConfigError {
+        var: var.to_owned(),
+        shown: raw.to_owned(),
+        expected: expected.to_owned(),
+    }
+}
+
+/// Like [`invalid`] but hides a URL's password.
+fn invalid_masked(var: &str, raw: &str, expected: &str) -> ConfigError {
+    let shown = match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        _ => raw.to_owned(),
+    };
+    invalid(var, &shown, expected)
+}
+
+/// Connection and topology settings of the broker runtime.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// `AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub amqp_url: SecretString,
+    /// `CONTEXTEN_PREFIX`, default `contexten`.
+    pub prefix: String,
+    /// `WORKER_PREFETCH`, 1–1000, default per service.
+    pub prefetch: u16,
+    /// `MAX_ATTEMPTS`, 1–100, default 5.
+    pub max_attempts: u32,
+    /// `RETRY_TIERS_MS`, ascending, default 5 s, 30 s, 5 min.
+    pub retry_tiers: Vec<Duration>,
+    /// `SHUTDOWN_TIMEOUT_SECS`, 1–3600, default 30.
+    pub shutdown_timeout: Duration,
+    /// `PAYLOAD_INLINE_LIMIT_BYTES`, 1 KiB–64 MiB, default 256 KiB.
+    pub payload_inline_limit: usize,
+}
+
+/// The default delay tiers (DESIGN §3).
+pub const DEFAULT_RETRY_TIERS_MS: &str = "5000,30000,300000";
+
+impl BrokerSettings {
+    /// Reads the broker settings; `default_prefetch` is the service's own default.
+    pub fn from_env(env: &Env, default_prefetch: u16) -> Result<Self, ConfigError> {
+        let amqp = env.url(
+            "AMQP_URL",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            &["amqp", "amqps"],
+        )?;
+        let prefix = env.string("CONTEXTEN_PREFIX", "contexten");
+        if prefix.is_empty()
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "CONTEXTEN_PREFIX",
+                &prefix,
+                "letters, digits, '-' or '_'",
+            ));
+        }
+        Ok(BrokerSettings {
+            amqp_url: SecretString::from(amqp.to_string()),
+            prefix,
+            prefetch: env.ranged("WORKER_PREFETCH", default_prefetch, 1, 1000)?,
+            max_attempts: env.ranged("MAX_ATTEMPTS", 5, 1, 100)?,
+            retry_tiers: parse_tiers(env.raw("RETRY_TIERS_MS").unwrap_or(DEFAULT_RETRY_TIERS_MS))?,
+            shutdown_timeout: Duration::from_secs(env.ranged(
+                "SHUTDOWN_TIMEOUT_SECS",
+                30,
+                1,
+                3600,
+            )?),
+            payload_inline_limit: env.ranged(
+                "PAYLOAD_INLINE_LIMIT_BYTES",
+                256 * 1024,
+                1024,
+                64 << 20,
+            )?,
+        })
+    }
+}
+
+fn parse_tiers(raw: &str) -> Result<Vec<Duration>, ConfigError> {
+    let expected = "ascending delays in milliseconds separated by commas, e.g. 5000,30000,300000";
+    let tiers: Vec<u64> = raw
+        .split(',')
+        .map(|part| part.trim().parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| invalid("RETRY_TIERS_MS", raw, expected))?;
+    let ascending = tiers.windows(2).all(|w| w[0] < w[1]);
+    if tiers.is_empty() || tiers.len() > 10 || tiers[0] == 0 || !ascending {
+        return Err(invalid("RETRY_TIERS_MS", raw, expected));
+    }
+    Ok(tiers.into_iter().map(Duration::from_millis).collect())
+}
+
+/// Redis settings.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `REDIS_URL`, default `redis://127.0.0.1:6379`.
+    pub url: SecretString,
+}
+
+impl RedisSettings {
+    /// Reads `REDIS_URL`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?;
+        Ok(RedisSettings {
+            url: SecretString::from(url.to_string()),
+        })
+    }
+}
+
+/// How logs and traces leave the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Telemetry settings.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    /// The service name in logs and traces (`OTEL_SERVICE_NAME`, default the binary's name).
+    pub service_name: String,
+    /// `LOG_FORMAT`: `json` (default) or `pretty`.
+    pub log_format: LogFormat,
+    /// `RUST_LOG`, default `info`.
+    pub log_filter: String,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: an OTLP/HTTP endpoint; unset means no export.
+    pub otlp_endpoint: Option<url::Url>,
+}
+
+impl TelemetrySettings {
+    /// Reads the telemetry settings for `service`.
+    pub fn from_env(env: &Env, service: &str) -> Result<Self, ConfigError> {
+        let otlp_endpoint = match env.raw("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            None => None,
+            Some(_) => Some(env.url("OTEL_EXPORTER_OTLP_ENDPOINT", "", &["http", "https"])?),
+        };
+        Ok(TelemetrySettings {
+            service_name: env.string("OTEL_SERVICE_NAME", service),
+            log_format: env.parse("LOG_FORMAT", LogFormat::Json, "json or pretty")?,
+            log_filter: env.string("RUST_LOG", "info"),
+            otlp_endpoint,
+        })
+    }
+}
+
+/// A socket address setting with a default.
+pub fn socket_addr(env: &Env, var: &str, default: &str) -> Result<SocketAddr, ConfigError> {
+    let raw = env.raw(var).unwrap_or(default);
+    raw.parse().map_err(|_| {
+        invalid(
+            var,
+            raw,
+            "host:port with an IP address, e.g. 127.0.0.1:8080",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let env = Env::from_pairs([]);
+        let broker = BrokerSettings::from_env(&env, 8).unwrap();
+        assert_eq!(broker.prefix, "contexten");
+        assert_eq!(broker.prefetch, 8);
+        assert_eq!(broker.max_attempts, 5);
+        assert_eq!(broker.retry_tiers.len(), 3);
+        assert_eq!(broker.payload_inline_limit, 256 * 1024);
+        assert!(
+            broker
+                .amqp_url
+                .expose_secret()
+                .starts_with("amqp://guest:guest@127.0.0.1:5672")
+        );
+        let redis = RedisSettings::from_env(&env).unwrap();
+        assert_eq!(redis.url.expose_secret(), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn a_bad_setting_names_its_variable_and_form() {
+        let env = Env::from_pairs([("WORKER_PREFETCH", "0")]);
+        let err = BrokerSettings::from_env(&env, 8).unwrap_err();
+        assert_eq!(err.var, "WORKER_PREFETCH");
+        assert!(err.to_string().contains("from 1 to 1000"), "{err}");
+
+        let err = BrokerSettings::from_env(&Env::from_pairs([("RETRY_TIERS_MS", "30,5")]), 8)
+            .unwrap_err();
+        assert_eq!(err.var, "RETRY_TIERS_MS");
+
+        let err =
+            BrokerSettings::from_env(&Env::from_pairs([("AMQP_URL", "http://x")]), 8).unwrap_err();
+        assert_eq!(err.var, "AMQP_URL");
+
+        let err = socket_addr(
+            &Env::from_pairs([("HEALTH_ADDR", "localhost")]),
+            "HEALTH_ADDR",
+            "127.0.0.1:1",
+        )
+        .unwrap_err();
+        assert_eq!(err.var, "HEALTH_ADDR");
+    }
+
+    #[test]
+    fn passwords_never_appear_in_errors_or_debug() {
+        let env = Env::from_pairs([("REDIS_URL", "http://user:hunter2@host")]);
+        let err = RedisSettings::from_env(&env).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let env = Env::from_pairs([("AMQP_URL", "amqp://user:hunter2@host/%2f")]);
+        let broker = BrokerSettings::from_env(&env, 1).unwrap();
+        assert!(!format!("{broker:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn flags_accept_the_usual_spellings() {
+        let env = Env::from_pairs([("A", "1"), ("B", "false"), ("C", "maybe")]);
+        assert!(env.flag("A", false).unwrap());
+        assert!(!env.flag("B", true).unwrap());
+        assert!(env.flag("C", true).is_err());
+        assert!(env.flag("D", true).unwrap());
+    }
+}

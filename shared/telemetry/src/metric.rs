@@ -1,0 +1,95 @@
+//! Metric names (one place, never retyped) and the small functions that count.
+//! Labels stay low-cardinality: stage, outcome, reason; never a task id.
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use std::time::Duration;
+
+/// Deliveries a stage received.
+pub const STAGE_RECEIVED: &str = "contexten_stage_received_total";
+/// Deliveries a stage finished (forwarded or done).
+pub const STAGE_DONE: &str = "contexten_stage_done_total";
+/// Deliveries sent to a retry tier.
+pub const STAGE_RETRIED: &str = "contexten_stage_retried_total";
+/// Deliveries dead-lettered, by reason.
+pub const STAGE_DEAD_LETTERED: &str = "contexten_stage_dead_lettered_total";
+/// Redeliveries skipped because the stage had already completed the task.
+pub const STAGE_DUPLICATES: &str = "contexten_stage_duplicates_skipped_total";
+/// Handler latency per stage.
+pub const HANDLER_DURATION: &str = "contexten_handler_duration_seconds";
+/// Broker reconnections.
+pub const BROKER_RECONNECTS: &str = "contexten_broker_reconnects_total";
+/// Times a Redis-backed guarantee degraded because Redis was unreachable.
+pub const REDIS_DEGRADED: &str = "contexten_redis_degraded_total";
+/// Failure answers that could not be delivered because dispatch itself failed.
+pub const UNANSWERED: &str = "contexten_dispatch_dead_letters_waiting_total";
+/// Depth of a queue as last seen.
+pub const QUEUE_DEPTH: &str = "contexten_queue_depth";
+
+/// Registers descriptions so `/metrics` explains each series.
+pub fn describe_all() {
+    describe_counter!(STAGE_RECEIVED, "Deliveries a stage received");
+    describe_counter!(STAGE_DONE, "Deliveries a stage finished, by outcome");
+    describe_counter!(STAGE_RETRIED, "Deliveries sent to a retry delay tier");
+    describe_counter!(STAGE_DEAD_LETTERED, "Deliveries dead-lettered, by reason");
+    describe_counter!(
+        STAGE_DUPLICATES,
+        "Redeliveries skipped by the completion record"
+    );
+    describe_histogram!(
+        HANDLER_DURATION,
+        metrics::Unit::Seconds,
+        "Handler latency per stage"
+    );
+    describe_counter!(BROKER_RECONNECTS, "Broker reconnections");
+    describe_counter!(
+        REDIS_DEGRADED,
+        "Redis-backed guarantees degraded while Redis was unreachable"
+    );
+    describe_counter!(UNANSWERED, "Dispatch dead letters waiting for an operator");
+    describe_gauge!(QUEUE_DEPTH, "Messages ready in a queue");
+}
+
+/// A delivery arrived at `stage`.
+pub fn received(stage: &'static str) {
+    counter!(STAGE_RECEIVED, "stage" => stage).increment(1);
+}
+
+/// A handler finished with `outcome` (`forward`, `done`, `later`) after `elapsed`.
+pub fn finished(stage: &'static str, outcome: &'static str, elapsed: Duration) {
+    counter!(STAGE_DONE, "stage" => stage, "outcome" => outcome).increment(1);
+    histogram!(HANDLER_DURATION, "stage" => stage).record(elapsed.as_secs_f64());
+}
+
+/// A delivery went to a retry tier.
+pub fn retried(stage: &'static str, reason: &str) {
+    counter!(STAGE_RETRIED, "stage" => stage, "reason" => reason.to_owned()).increment(1);
+}
+
+/// A delivery was dead-lettered.
+pub fn dead_lettered(stage: &'static str, reason: &str) {
+    counter!(STAGE_DEAD_LETTERED, "stage" => stage, "reason" => reason.to_owned()).increment(1);
+    if stage == "dispatch" {
+        counter!(UNANSWERED).increment(1);
+    }
+}
+
+/// A redelivery was skipped because the stage had completed the task.
+pub fn duplicate_skipped(stage: &'static str) {
+    counter!(STAGE_DUPLICATES, "stage" => stage).increment(1);
+}
+
+/// The broker connection was re-established.
+pub fn broker_reconnected(service: &str) {
+    counter!(BROKER_RECONNECTS, "service" => service.to_owned()).increment(1);
+}
+
+/// A Redis-backed guarantee (`completion`, `status`, `dedup`, …) degraded.
+pub fn redis_degraded(what: &'static str) {
+    tracing::warn!(what, "redis unreachable: guarantee degraded");
+    counter!(REDIS_DEGRADED, "what" => what).increment(1);
+}
+
+/// The depth of a queue.
+pub fn queue_depth(queue: &str, depth: u32) {
+    gauge!(QUEUE_DEPTH, "queue" => queue.to_owned()).set(depth as f64);
+}
