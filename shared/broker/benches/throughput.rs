@@ -1,1 +1,263 @@
-fn main() {}
+//! Messages per second through one stage: the worker runtime with a no-op handler
+//! against a raw lapin publish-confirm/consume/ack loop, measured side by side in
+//! the same run (alternating rounds, medians reported).
+//!
+//! Both sides publish the same persistent, confirmed messages with the same
+//! pipelining window into a stage queue declared by the real topology; the raw
+//! side consumes with plain acks, the runtime side parses the envelope, checks and
+//! records completion in Redis, runs the handler and acks.
+//!
+//! `BENCH_MESSAGES` (default 3000) and `BENCH_ROUNDS` (default 5) tune the run.
+
+use contexten_broker::{
+    CancellationToken, Outcome, Publisher, Store, WorkerOptions, run_worker, topology,
+};
+use contexten_config::{BrokerSettings, Env, ExposeSecret, RedisSettings};
+use contexten_envelope::{
+    Names, Priority, ReplyTarget, Request, Source, SourceKind, Stage, TaskEnvelope,
+};
+use contexten_telemetry::health::Readiness;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn prefetch() -> u16 {
+    env_usize("BENCH_PREFETCH", 64) as u16
+}
+const CONFIRM_WINDOW: usize = 256;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn sample(i: usize) -> TaskEnvelope {
+    let source = Source {
+        kind: SourceKind::Api,
+        delivery_id: Some(format!("bench-{i}")),
+        requested_by: Some("bench".into()),
+        reply_to: ReplyTarget::Callback {
+            url: "http://127.0.0.1:9/hook".into(),
+        },
+        extra: Default::default(),
+    };
+    let mut env = TaskEnvelope::new(
+        source,
+        Request {
+            text: "write a function that parses durations".into(),
+            ..Request::default()
+        },
+    );
+    env.priority = Priority::Normal;
+    env
+}
+
+/// Publishes `n` envelopes with up to `CONFIRM_WINDOW` confirms outstanding.
+async fn publish_all(publisher: &Publisher, envelopes: &[TaskEnvelope]) {
+    let mut pending: FuturesUnordered<_> = FuturesUnordered::new();
+    for env in envelopes {
+        if pending.len() >= CONFIRM_WINDOW {
+            let confirmed: Result<(), _> = pending.next().await.expect("pending");
+            confirmed.expect("confirmed");
+        }
+        pending.push(publisher.publish(Stage::Generate, env));
+    }
+    while let Some(result) = pending.next().await {
+        result.expect("confirmed");
+    }
+}
+
+struct Fixture {
+    settings: BrokerSettings,
+    store: Store,
+    names: Names,
+    connection: Connection,
+    publisher: Publisher,
+}
+
+async fn fixture(amqp: &str, redis: &str) -> Fixture {
+    let prefix = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let env = Env::from_pairs([
+        ("AMQP_URL", amqp),
+        ("REDIS_URL", redis),
+        ("CONTEXTEN_PREFIX", prefix.as_str()),
+    ]);
+    let mut settings = BrokerSettings::from_env(&env, prefetch()).unwrap();
+    settings.shutdown_timeout = Duration::from_secs(30);
+    let names = Names::new(prefix);
+    let store = Store::new(&RedisSettings::from_env(&env).unwrap(), names.clone()).unwrap();
+    let connection = Connection::connect(
+        settings.amqp_url.expose_secret(),
+        ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    topology::declare(&channel, &names, &settings.retry_tiers)
+        .await
+        .unwrap();
+    let publisher = Publisher::new(&connection, names.clone(), None, usize::MAX)
+        .await
+        .unwrap();
+    Fixture {
+        settings,
+        store,
+        names,
+        connection,
+        publisher,
+    }
+}
+
+async fn teardown(f: Fixture) {
+    let channel = f.connection.create_channel().await.unwrap();
+    topology::delete(&channel, &f.names, &f.settings.retry_tiers)
+        .await
+        .unwrap();
+    let mut conn = f.store.connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", f.names.prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for chunk in keys.chunks(1000) {
+        let _: () = redis::cmd("DEL")
+            .arg(chunk)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let _ = f.connection.close(200, "bench done".into()).await;
+}
+
+/// The raw loop: plain consume and ack on its own connection.
+async fn raw_round(f: &Fixture, envelopes: &[TaskEnvelope]) -> f64 {
+    let n = envelopes.len();
+    let consumer_conn = Connection::connect(
+        f.settings.amqp_url.expose_secret(),
+        ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = consumer_conn.create_channel().await.unwrap();
+    channel
+        .basic_qos(prefetch(), BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            f.names.stage_queue(Stage::Generate).as_str().into(),
+            "raw".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let consume = async {
+        for _ in 0..n {
+            let delivery = consumer.next().await.expect("delivery").expect("ok");
+            delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .unwrap();
+        }
+    };
+    tokio::join!(publish_all(&f.publisher, envelopes), consume);
+    let elapsed = start.elapsed();
+    let _ = consumer_conn.close(200, "raw done".into()).await;
+    n as f64 / elapsed.as_secs_f64()
+}
+
+/// The runtime with a no-op handler, stopped gracefully once every message was
+/// handled (so every ack is in).
+async fn runtime_round(f: &Fixture, envelopes: &[TaskEnvelope]) -> f64 {
+    let n = envelopes.len();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(tokio::sync::Notify::new());
+    let (h, d) = (handled.clone(), done.clone());
+    let handler = move |_env: TaskEnvelope| {
+        let (h, d) = (h.clone(), d.clone());
+        async move {
+            if h.fetch_add(1, Ordering::SeqCst) + 1 == n {
+                d.notify_one();
+            }
+            Outcome::Done
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let options = WorkerOptions {
+        service: "bench",
+        stage: Stage::Generate,
+        broker: f.settings.clone(),
+        readiness: Readiness::new(&["broker"]),
+    };
+    let ready = options.readiness.clone();
+    let worker = tokio::spawn(run_worker(
+        options,
+        f.store.clone(),
+        handler,
+        shutdown.clone(),
+    ));
+    while !ready.is_ready("broker") {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let start = Instant::now();
+    tokio::join!(publish_all(&f.publisher, envelopes), done.notified());
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    let elapsed = start.elapsed();
+    n as f64 / elapsed.as_secs_f64()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let amqp = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let n = env_usize("BENCH_MESSAGES", 3000);
+    let rounds = env_usize("BENCH_ROUNDS", 5);
+    let f = fixture(&amqp, &redis).await;
+    let batch = |round: usize| (0..n).map(|i| sample(round * n + i)).collect::<Vec<_>>();
+
+    // Warm-up: one small round of each.
+    raw_round(&f, &batch(1000)[..200]).await;
+    runtime_round(&f, &batch(1001)[..200]).await;
+
+    let (mut raw, mut runtime) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        raw.push(raw_round(&f, &batch(2 * round)).await);
+        runtime.push(runtime_round(&f, &batch(2 * round + 1)).await);
+        println!(
+            "round {}: raw {:>8.0} msg/s   runtime {:>8.0} msg/s",
+            round + 1,
+            raw[round],
+            runtime[round]
+        );
+    }
+    let (raw_median, runtime_median) = (median(raw), median(runtime));
+    println!();
+    println!(
+        "broker throughput, {n} persistent confirmed messages per round, prefetch {}, {rounds} rounds",
+        prefetch()
+    );
+    println!("  raw lapin publish-confirm/consume/ack loop: {raw_median:>8.0} msg/s (median)");
+    println!("  worker runtime, no-op handler:              {runtime_median:>8.0} msg/s (median)");
+    println!(
+        "  ratio runtime / raw:                        {:>8.2} (target >= 0.80)",
+        runtime_median / raw_median
+    );
+    teardown(f).await;
+}

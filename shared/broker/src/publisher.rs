@@ -85,7 +85,11 @@ impl Publisher {
         }
         table.insert(HEADER_ATTEMPT.into(), AMQPValue::LongUInt(envelope.attempt));
         let mut body = envelope.to_json();
-        if let Some(store) = self.store.as_ref().filter(|_| body.len() > self.inline_limit) {
+        if let Some(store) = self
+            .store
+            .as_ref()
+            .filter(|_| body.len() > self.inline_limit)
+        {
             let key = store.put_payload(&body).await?;
             table.insert(HEADER_PAYLOAD_REF.into(), long(&key));
             body = Vec::new();

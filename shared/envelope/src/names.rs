@@ -70,12 +70,14 @@ impl Names {
         format!("{}.retry.{}", self.prefix, tier_label(delay))
     }
 
-    /// Redis: a stage's completion record for one message of a task (its hop).
-    pub fn completion_key(&self, stage: Stage, task: TaskId, hop: u32) -> String {
-        format!("{}:done:{}:{}:{}", self.prefix, task, stage.as_str(), hop)
+    /// Redis: the field of a task's status record that marks one message (stage
+    /// and hop) as completed.
+    pub fn completion_field(stage: Stage, hop: u32) -> String {
+        format!("done:{}:{}", stage.as_str(), hop)
     }
 
-    /// Redis: a task's status record (hash of per-stage state and timings).
+    /// Redis: a task's status record (hash of state, per-stage timings and
+    /// completion marks).
     pub fn status_key(&self, task: TaskId) -> String {
         format!("{}:task:{}", self.prefix, task)
     }

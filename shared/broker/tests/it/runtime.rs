@@ -114,7 +114,7 @@ async fn an_envelope_passes_two_stages_intact_with_its_trace_context() {
     assert_ne!(traceparent, TRACEPARENT, "each hop is a new span");
 
     // The status record follows the task.
-    let mut conn = broker.store.pool().get().await.unwrap();
+    let mut conn = broker.store.connection().await.unwrap();
     let state: String = redis::cmd("HGET")
         .arg(broker.names.status_key(sent.task_id))
         .arg("timing:generate")
