@@ -153,7 +153,7 @@ true
 {{- end -}}
 
 {{- define "contexten.terminationGracePeriodSeconds" -}}
-{{- add (int .Values.config.shutdownTimeoutSecs) (int .Values.config.terminationGraceExtraSeconds) -}}
+{{- add (int .Values.config.shutdownTimeoutSecs) (int .Values.terminationGraceExtraSeconds) -}}
 {{- end -}}
 
 {{/* Cross-field rules the JSON schema cannot express; fail with a clear message. */}}
