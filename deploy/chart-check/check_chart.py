@@ -20,7 +20,9 @@
 5. Negative tests: each bad-values/*.yaml must be rejected by the chart, with
    every `# expect:` message of the file in helm's error output.
 6. The Grafana dashboard: every PromQL expression parses (promql-parser) and
-   every fleet metric is charted; the compose file wires the five services.
+   every fleet metric is charted; the compose file wires the five services;
+   the Dockerfile parses (BuildKit's parser) and keeps its promises (cache
+   mounts, a non-root runtime with CA certificates and git, every binary).
 
 Prints one line per check and a summary; exits 1 when anything failed.
 """
@@ -31,11 +33,13 @@ import base64
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import dockerfile
 import jsonschema
 import kubernetes_validate.utils as kv
 import promql_parser
@@ -414,6 +418,32 @@ def validate_docs(label: str, docs: list[dict], k8s_version: str, rep: Report) -
               "\n        ".join(errors[:20]))
 
 
+# ---------------------------------------------------------------- NOTES.txt
+
+def check_notes(helm: Helm, label: str, files: list[Path], apis: list[str], rep: Report) -> None:
+    """helm template skips NOTES.txt, so render it from a copy of the chart in
+    which it is a named template included by an ordinary manifest."""
+    copy_dir = helm.workdir / "notes-chart"
+    if not copy_dir.exists():
+        shutil.copytree(helm.chart, copy_dir)
+        notes = (copy_dir / "templates" / "NOTES.txt")
+        (copy_dir / "templates" / "_chartcheck_notes.tpl").write_text(
+            '{{- define "chartcheck.notes" -}}\n' + notes.read_text() + '{{- end -}}\n')
+        notes.unlink()
+        (copy_dir / "templates" / "zz-chartcheck-notes.yaml").write_text(
+            'notes: {{ include "chartcheck.notes" . | toJson }}\n')
+    args = ["template", RELEASE, str(copy_dir), "--namespace", "contexten",
+            "--show-only", "templates/zz-chartcheck-notes.yaml"]
+    for f in files:
+        args += ["-f", str(f)]
+    for api in apis:
+        args += ["--api-versions", api]
+    res = helm.run(args)
+    text = yaml.safe_load(res.stdout)["notes"] if res.returncode == 0 else ""
+    rep.check(res.returncode == 0 and "<no value>" not in text and "Contexten" in text,
+              f"[{label}] NOTES.txt renders ({len(text.splitlines())} lines)", res.stderr.strip())
+
+
 # ---------------------------------------------------------------- negative
 
 def check_bad_values(helm: Helm, rep: Report) -> None:
@@ -485,6 +515,37 @@ def check_compose(path: Path, rep: Report) -> None:
     rep.check(not problems, "broker, Redis, collector, Jaeger and the five services are wired", "; ".join(problems))
 
 
+def check_dockerfile(path: Path, rep: Report) -> None:
+    print(f"Dockerfile {path.relative_to(path.parent.parent)}")
+    try:
+        cmds = dockerfile.parse_file(str(path))
+    except dockerfile.GoParseError as e:
+        rep.check(False, "Dockerfile parses", str(e))
+        return
+    stages = [i for i, c in enumerate(cmds) if c.cmd == "FROM"]
+    runtime = cmds[stages[-1]:] if stages else []
+    text = path.read_text()
+    problems = []
+    if len(stages) < 2:
+        problems.append("not multi-stage")
+    if not any("--mount=type=cache,target=/usr/local/cargo/registry" in f for c in cmds for f in c.flags):
+        problems.append("no cargo registry cache mount")
+    users = [c.value[0] for c in runtime if c.cmd == "USER"]
+    if not users or users[-1].split(":")[0] in ("0", "root"):
+        problems.append("runtime stage does not switch to a non-root USER")
+    installs = " ".join(c.value[0] for c in runtime if c.cmd == "RUN")
+    for pkg in ("ca-certificates", "git"):
+        if f" {pkg}" not in installs:
+            problems.append(f"runtime stage does not install {pkg}")
+    for binary in ["ingest", *WORKER_BINARIES.values()]:
+        if binary not in text:
+            problems.append(f"binary {binary} is not copied")
+    if not any(c.cmd == "CMD" for c in runtime):
+        problems.append("no default CMD")
+    rep.check(not problems, f"parses: {len(stages)} stages, cache mounts, non-root runtime with CA certificates and git",
+              "; ".join(problems))
+
+
 # ---------------------------------------------------------------- main
 
 def main() -> int:
@@ -529,11 +590,13 @@ def main() -> int:
                 validate_docs(label, docs, v, rep)
             if docs is not None:
                 check_fleet_rules(label, docs, rep)
+            check_notes(helm, label, files, apis, rep)
 
         check_settings_reach_containers(helm, values, schema, rep)
         check_bad_values(helm, rep)
         check_dashboard(HERE.parent / "grafana" / "contexten.json", rep)
         check_compose(HERE.parent / "docker-compose.yml", rep)
+        check_dockerfile(HERE.parent / "Dockerfile", rep)
 
     print()
     print(f"chart-check: {rep.passed} passed, {len(rep.failed)} failed")
