@@ -80,7 +80,8 @@ if [[ "$(cat "$VENV/.requirements" 2>/dev/null)" != "$REQUIREMENTS" ]] || ! [[ -
 fi
 
 log "helm $HELM_VERSION, kubernetes-validate $KV_VERSION"
-# helm keeps its own state out of the user's home
+# no __pycache__ in the work tree; helm keeps its state out of the user's home
+export PYTHONDONTWRITEBYTECODE=1
 export HELM_CACHE_HOME="$CACHE/helm/cache" HELM_CONFIG_HOME="$CACHE/helm/config" HELM_DATA_HOME="$CACHE/helm/data"
 
 exec nice -n 10 "$VENV/bin/python" "$ROOT/deploy/chart-check/check_chart.py" \
