@@ -30,6 +30,10 @@ test: services
 bench: services
 	$(CARGO) bench -p contexten-broker --bench throughput
 
+## Render, lint and validate the Helm chart offline (helm and schemas from PyPI).
+chart-check:
+	@./deploy/chart-check.sh
+
 ## Formatting and clippy, warnings as errors.
 lint:
 	$(CARGO) fmt --all --check
