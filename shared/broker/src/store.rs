@@ -29,8 +29,14 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Store {
     client: redis::Client,
     connection: Arc<OnceCell<ConnectionManager>>,
+    /// When the last attempt to connect failed: callers fail fast for a while
+    /// instead of each paying a connection timeout while Redis is down.
+    last_connect_failure: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     names: Names,
 }
+
+/// How long callers fail fast after a failed connection attempt.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,6 +55,7 @@ impl Store {
         Ok(Store {
             client,
             connection: Arc::default(),
+            last_connect_failure: Arc::default(),
             names,
         })
     }
@@ -60,18 +67,35 @@ impl Store {
 
     /// The shared connection, for components with keys of their own.
     pub async fn connection(&self) -> Result<ConnectionManager, BrokerError> {
+        if let Some(connection) = self.connection.get() {
+            return Ok(connection.clone());
+        }
+        let recently_failed = self
+            .last_connect_failure
+            .lock()
+            .map(|at| at.is_some_and(|at| at.elapsed() < RECONNECT_PAUSE))
+            .unwrap_or(false);
+        if recently_failed {
+            return Err(BrokerError::Redis(
+                "redis unreachable (recent connection attempt failed)".into(),
+            ));
+        }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(2);
+            .set_number_of_retries(1);
         let connect = self
             .connection
             .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config));
-        match tokio::time::timeout(REDIS_TIMEOUT, connect).await {
+        let result = match tokio::time::timeout(REDIS_TIMEOUT, connect).await {
             Ok(Ok(connection)) => Ok(connection.clone()),
             Ok(Err(e)) => Err(BrokerError::Redis(e.to_string())),
             Err(_) => Err(BrokerError::RedisTimeout(REDIS_TIMEOUT)),
+        };
+        if let (Err(_), Ok(mut at)) = (&result, self.last_connect_failure.lock()) {
+            *at = Some(std::time::Instant::now());
         }
+        result
     }
 
     /// Runs one pipeline with the store's timeout.

@@ -47,6 +47,10 @@ pub fn describe_all() {
     );
     describe_counter!(UNANSWERED, "Dispatch dead letters waiting for an operator");
     describe_gauge!(QUEUE_DEPTH, "Messages ready in a queue");
+    describe_gauge!(
+        BREAKER_STATE,
+        "Circuit breaker state: 0 closed, 1 half-open, 2 open"
+    );
 }
 
 /// A delivery arrived at `stage`.
@@ -92,4 +96,12 @@ pub fn redis_degraded(what: &'static str) {
 /// The depth of a queue.
 pub fn queue_depth(queue: &str, depth: u32) {
     gauge!(QUEUE_DEPTH, "queue" => queue.to_owned()).set(depth as f64);
+}
+
+/// Breaker state gauge: 0 closed, 1 half-open, 2 open.
+pub const BREAKER_STATE: &str = "contexten_breaker_state";
+
+/// The state of breaker `name`.
+pub fn breaker_state(name: &str, value: f64) {
+    gauge!(BREAKER_STATE, "breaker" => name.to_owned()).set(value);
 }
