@@ -1,0 +1,34 @@
+//! Small clients for the platforms the fleet answers on (DESIGN §10, EXTERNAL-APIS
+//! §6.2, §6.4, §6.6), each with a configurable base URL so tests point them at
+//! local fakes speaking the real wire format.
+//!
+//! - [`github::GithubClient`]: issue/PR comments, reactions, the marker search
+//!   used to reconcile an uncertain post; auth by token or as a GitHub App (RS256
+//!   JWT exchanged for an installation token, cached until shortly before it
+//!   expires).
+//! - [`linear::LinearClient`]: GraphQL `commentCreate` (threaded with `parentId`,
+//!   with a client-chosen comment id) and `comment(id)`; raw API key or OAuth
+//!   bearer.
+//! - [`slack::SlackClient`]: `chat.postMessage` in a thread (checking `ok`, not
+//!   the status), `reactions.add`, `conversations.replies` to find a message by
+//!   its metadata.
+//! - [`callback::CallbackClient`] and [`callback::WebhookSigner`]: JSON POSTs
+//!   signed in the Standard Webhooks style (`webhook-id`, `webhook-timestamp`,
+//!   `webhook-signature: v1,<base64>`).
+//!
+//! Every failure is a [`ProviderError`] that says whether to wait (rate limited,
+//! with the provider's advertised delay), give up (rejected, with a snake_case
+//! code) or try again (unavailable, and whether the request may have taken
+//! effect). The dispatcher maps these to broker outcomes; ingest's redelivery
+//! command can reuse the GitHub client.
+
+pub mod callback;
+mod error;
+pub mod github;
+mod http;
+pub mod linear;
+pub mod slack;
+pub mod time;
+
+pub use error::ProviderError;
+pub use http::{HttpSettings, retry_after_from};
