@@ -3,9 +3,9 @@
 //! v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`. The id stays the same
 //! when a delivery is repeated, so a receiver deduplicates on it.
 
+use crate::ProviderError;
 use crate::http::{self, HttpSettings};
 use crate::time::unix_now;
-use crate::ProviderError;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
@@ -80,7 +80,14 @@ impl WebhookSigner {
 
     /// Whether one of the `v1` signatures in `header` matches (constant time) and
     /// the timestamp is within [`TOLERANCE`] of `now_unix`.
-    pub fn verify(&self, id: &str, timestamp: &str, header: &str, body: &[u8], now_unix: u64) -> bool {
+    pub fn verify(
+        &self,
+        id: &str,
+        timestamp: &str,
+        header: &str,
+        body: &[u8],
+        now_unix: u64,
+    ) -> bool {
         let Ok(timestamp) = timestamp.trim().parse::<u64>() else {
             return false;
         };
@@ -122,7 +129,11 @@ impl CallbackClient {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
             .ok_or_else(|| {
-                ProviderError::rejected(PROVIDER, "invalid_target", "the callback URL is not http(s)")
+                ProviderError::rejected(
+                    PROVIDER,
+                    "invalid_target",
+                    "the callback URL is not http(s)",
+                )
             })?;
         let timestamp = unix_now();
         let signature = self.signer.sign(id, timestamp, &body);
@@ -143,7 +154,13 @@ impl CallbackClient {
         }
         let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
-        Err(http::status_error(PROVIDER, status, &headers, &text, DEFAULT_LIMIT_WAIT))
+        Err(http::status_error(
+            PROVIDER,
+            status,
+            &headers,
+            &text,
+            DEFAULT_LIMIT_WAIT,
+        ))
     }
 }
 
@@ -153,7 +170,10 @@ mod tests {
 
     fn secret() -> SecretString {
         // Built by concatenation: no secret-looking literal in the source.
-        SecretString::from(format!("whsec_{}", STANDARD.encode(b"a test key of 24 bytes..")))
+        SecretString::from(format!(
+            "whsec_{}",
+            STANDARD.encode(b"a test key of 24 bytes..")
+        ))
     }
 
     #[test]

@@ -48,7 +48,12 @@ pub(crate) fn client(provider: &'static str, settings: HttpSettings) -> reqwest:
 /// The delay a provider advertises: `retry-after` (seconds), else
 /// `x-ratelimit-remaining: 0` with `x-ratelimit-reset` (Unix seconds).
 pub fn retry_after_from(headers: &HeaderMap, now_unix: u64) -> Option<Duration> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(secs) = text("retry-after").and_then(|v| v.parse::<u64>().ok()) {
         return Some(Duration::from_secs(secs));
     }

@@ -2,9 +2,9 @@
 //! `parentId`, with a client-chosen comment `id` (CommentCreateInput.id, a UUID)
 //! so an uncertain create can be checked with `comment(id)` before repeating it.
 
+use crate::ProviderError;
 use crate::http::{self, HttpSettings, snippet};
 use crate::time::unix_now;
-use crate::ProviderError;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
@@ -217,12 +217,17 @@ fn limit_wait(headers: &HeaderMap) -> Duration {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|reset_ms| {
-            Duration::from_millis(reset_ms.saturating_sub(unix_now() * 1000)).max(Duration::from_secs(1))
+            Duration::from_millis(reset_ms.saturating_sub(unix_now() * 1000))
+                .max(Duration::from_secs(1))
         })
         .unwrap_or(DEFAULT_LIMIT_WAIT)
 }
 
-fn graphql_error(errors: &[GraphqlError], status: StatusCode, headers: &HeaderMap) -> ProviderError {
+fn graphql_error(
+    errors: &[GraphqlError],
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> ProviderError {
     let first = &errors[0];
     let code = first
         .extensions

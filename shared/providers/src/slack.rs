@@ -3,9 +3,9 @@
 //! find a message by its metadata. Slack answers most errors with HTTP 200 and
 //! `{ok:false, error}`: the `ok` field decides, never the status alone.
 
+use crate::ProviderError;
 use crate::http::{self, HttpSettings, snippet};
 use crate::time::unix_now;
-use crate::ProviderError;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -210,6 +210,10 @@ async fn read(response: reqwest::Response, writes: bool) -> Result<Value, Provid
                 detail: error,
             }
         }
-        _ => ProviderError::rejected(PROVIDER, &error, format!("Slack answered ok:false ({error})")),
+        _ => ProviderError::rejected(
+            PROVIDER,
+            &error,
+            format!("Slack answered ok:false ({error})"),
+        ),
     })
 }

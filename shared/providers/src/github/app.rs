@@ -46,12 +46,13 @@ impl AppCredentials {
         installation_id: Option<u64>,
     ) -> Result<Self, ProviderError> {
         use secrecy::ExposeSecret;
-        let key = EncodingKey::from_rsa_pem(private_key_pem.expose_secret().as_bytes()).map_err(
-            |e| ProviderError::Misconfigured {
-                provider: PROVIDER,
-                detail: format!("GITHUB_APP_PRIVATE_KEY is not an RSA private key in PEM: {e}"),
-            },
-        )?;
+        let key =
+            EncodingKey::from_rsa_pem(private_key_pem.expose_secret().as_bytes()).map_err(|e| {
+                ProviderError::Misconfigured {
+                    provider: PROVIDER,
+                    detail: format!("GITHUB_APP_PRIVATE_KEY is not an RSA private key in PEM: {e}"),
+                }
+            })?;
         Ok(AppCredentials {
             app_id,
             key,

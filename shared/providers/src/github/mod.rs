@@ -5,9 +5,9 @@ mod app;
 
 pub use app::{AppCredentials, TOKEN_REFRESH_MARGIN};
 
+use crate::ProviderError;
 use crate::http::{self, HttpSettings, retry_after_from, snippet};
 use crate::time::{rfc3339, unix_now};
-use crate::ProviderError;
 use app::TokenCache;
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -118,7 +118,12 @@ impl GithubClient {
             checked_repo(repo)?
         );
         let text = self
-            .send(repo, Method::POST, &path, Some(json!({ "content": content })))
+            .send(
+                repo,
+                Method::POST,
+                &path,
+                Some(json!({ "content": content })),
+            )
             .await?;
         parse::<Reaction>(&text).map(|r| r.id)
     }
@@ -290,7 +295,7 @@ impl GithubClient {
             return Ok(text);
         }
         // Nothing was written by these calls, so a 5xx is plainly retryable.
-        Err(match classify(&status, &headers, &text) {
+        Err(match classify(status, &headers, &text) {
             ProviderError::Unavailable { detail, .. } => ProviderError::Unavailable {
                 provider: PROVIDER,
                 detail,
@@ -304,8 +309,11 @@ impl GithubClient {
 /// GitHub's reading of a failed status: 429, and 403 with `retry-after`,
 /// `x-ratelimit-remaining: 0` or a "secondary rate limit" message, are limits;
 /// other 4xx are permanent; 5xx are retryable.
-pub fn classify(status: impl Into<StatusCode> + Copy, headers: &reqwest::header::HeaderMap, body: &str) -> ProviderError {
-    let status: StatusCode = status.into();
+pub fn classify(
+    status: StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: &str,
+) -> ProviderError {
     if status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS {
         let wait = retry_after_from(headers, unix_now());
         let says_limit = body.to_ascii_lowercase().contains("rate limit");
