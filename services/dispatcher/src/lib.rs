@@ -1,40 +1,26 @@
-//! The dispatch stage. Until the provider clients land (issue 8) the handler logs
-//! each answer with its target and kind, which is what `make up` shows.
+//! The dispatch stage: every answer posted back where the request came from,
+//! exactly once (DESIGN §2, §5; EXTERNAL-APIS §6.2, §6.4, §6.6).
+//!
+//! - [`DispatchHandler`] (in `handler`): the exactly-once flow around the
+//!   platform clients of `contexten-providers`.
+//! - `ledger`: the Redis record of posted replies, locks and attempt marks.
+//! - `deliver`: what each reply becomes per platform (reaction, comment,
+//!   message, signed callback), its limiters and how to find it again.
+//! - [`format`]: GitHub/Linear markdown, Slack blocks, the callback body.
+//! - [`config::DispatcherConfig`]: the settings.
+//!
+//! Per platform: an acknowledgement is an 👀 reaction on the request comment
+//! (GitHub, when the request was a comment) or on the thread's parent (Slack),
+//! otherwise an "On it" comment; progress and the final answer are new comments
+//! or thread messages (new rather than edits, so the requester is notified).
 
-use contexten_broker::Outcome;
-use contexten_envelope::TaskEnvelope;
+pub mod config;
+mod deliver;
+pub mod format;
+mod handler;
+mod ledger;
 
-/// Logs the answer and completes the task.
-pub async fn handle(envelope: TaskEnvelope) -> Outcome {
-    let (kind, summary) = match &envelope.result {
-        Some(result) => (format!("{:?}", result.kind), result.summary.clone()),
-        None => ("none".to_owned(), String::new()),
-    };
-    tracing::info!(
-        reply = ?envelope.reply,
-        target = ?envelope.source.reply_to,
-        result = %kind,
-        summary = %summary,
-        "answer ready (delivery to providers is not implemented in this build)"
-    );
-    Outcome::Done
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use contexten_envelope::{ReplyTarget, Request, Source, SourceKind};
-
-    #[tokio::test]
-    async fn an_answer_completes_the_task() {
-        let source = Source {
-            kind: SourceKind::Api,
-            delivery_id: None,
-            requested_by: None,
-            reply_to: ReplyTarget::None,
-            extra: Default::default(),
-        };
-        let env = TaskEnvelope::new(source, Request::default());
-        assert_eq!(handle(env).await, Outcome::Done);
-    }
-}
+pub use config::DispatcherConfig;
+pub use deliver::{ACK_REACTION, SLACK_EVENT_TYPE, linear_comment_id};
+pub use handler::{DispatchHandler, outcome_of};
+pub use ledger::ReplySlot;

@@ -1,31 +1,19 @@
-//! dispatcher: consumes the dispatch stage and delivers each answer.
+//! dispatcher: consumes the dispatch stage and posts each answer where the
+//! request came from.
 
 use anyhow::Context as _;
 use contexten_broker::Store;
-use contexten_broker::service::{WorkerConfig, bind_health, run_service, shutdown_on_signal};
+use contexten_broker::service::{bind_health, run_service, shutdown_on_signal};
 use contexten_config::Env;
-use contexten_envelope::Stage;
+use dispatcher::{DispatchHandler, DispatcherConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cfg = WorkerConfig::from_env(
-        &Env::from_process(),
-        "dispatcher",
-        Stage::Dispatch,
-        "127.0.0.1:9104",
-        32,
-    )
-    .context("invalid configuration")?;
-    let _telemetry = contexten_telemetry::init(&cfg.telemetry)?;
-    let store = Store::new(&cfg.redis, cfg.names())?;
-    let listener = bind_health(cfg.health_addr).await?;
-    run_service(
-        &cfg,
-        listener,
-        store,
-        dispatcher::handle,
-        shutdown_on_signal(),
-    )
-    .await?;
+    let cfg = DispatcherConfig::from_env(&Env::from_process()).context("invalid configuration")?;
+    let _telemetry = contexten_telemetry::init(&cfg.worker.telemetry)?;
+    let store = Store::new(&cfg.worker.redis, cfg.worker.names())?;
+    let handler = DispatchHandler::new(&cfg.providers, store.clone());
+    let listener = bind_health(cfg.worker.health_addr).await?;
+    run_service(&cfg.worker, listener, store, handler, shutdown_on_signal()).await?;
     Ok(())
 }

@@ -22,6 +22,8 @@ pub const BROKER_RECONNECTS: &str = "contexten_broker_reconnects_total";
 pub const REDIS_DEGRADED: &str = "contexten_redis_degraded_total";
 /// Failure answers that could not be delivered because dispatch itself failed.
 pub const UNANSWERED: &str = "contexten_dispatch_dead_letters_waiting_total";
+/// Replies the dispatcher handled, by provider, reply kind and outcome.
+pub const DISPATCH_REPLIES: &str = "contexten_dispatch_replies_total";
 /// Depth of a queue as last seen.
 pub const QUEUE_DEPTH: &str = "contexten_queue_depth";
 
@@ -47,6 +49,10 @@ pub fn describe_all() {
     );
     describe_counter!(UNANSWERED, "Dispatch dead letters waiting for an operator");
     describe_gauge!(QUEUE_DEPTH, "Messages ready in a queue");
+    describe_counter!(
+        DISPATCH_REPLIES,
+        "Replies the dispatcher handled, by provider, kind and outcome (posted, duplicate, reconciled, stale, rate_limited, rejected, unavailable, not_configured, rescheduled, no_target)"
+    );
     describe_gauge!(
         BREAKER_STATE,
         "Circuit breaker state: 0 closed, 1 half-open, 2 open"
@@ -91,6 +97,12 @@ pub fn broker_reconnected(service: &str) {
 pub fn redis_degraded(what: &'static str) {
     tracing::warn!(what, "redis unreachable: guarantee degraded");
     counter!(REDIS_DEGRADED, "what" => what).increment(1);
+}
+
+/// The dispatcher handled a reply of `kind` for `provider` with `outcome`.
+pub fn reply_dispatched(provider: &'static str, kind: &'static str, outcome: &'static str) {
+    counter!(DISPATCH_REPLIES, "provider" => provider, "kind" => kind, "outcome" => outcome)
+        .increment(1);
 }
 
 /// The depth of a queue.

@@ -1,0 +1,201 @@
+//! The dispatcher's settings (DESIGN §11), read once at start.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `GITHUB_TOKEN` | token that posts GitHub comments (when no App is set) | unset |
+//! | `GITHUB_APP_ID`, `GITHUB_APP_PRIVATE_KEY` | post as a GitHub App; the key is PEM text or the path of a PEM file | unset |
+//! | `GITHUB_APP_INSTALLATION_ID` | the App's installation; unset = looked up per repository | unset |
+//! | `LINEAR_API_KEY` | personal key (sent raw) or OAuth token (`lin_oauth_…` or `Bearer …`) | unset |
+//! | `SLACK_BOT_TOKEN` | bot token (`chat:write`, `reactions:write`; `channels:history` to reconcile) | unset |
+//! | `CALLBACK_SIGNING_SECRET` | Standard Webhooks secret (`whsec_<base64>`) signing callbacks | unset |
+//! | `GITHUB_API_URL` / `LINEAR_API_URL` / `SLACK_API_URL` | base URLs | public APIs |
+//! | `DISPATCH_HTTP_TIMEOUT_SECS` | whole-request timeout of provider calls (1–120) | `10` |
+//! | `GITHUB_WRITES_PER_MINUTE` / `GITHUB_WRITES_PER_HOUR` | content-creating requests per credential | `80` / `500` |
+//! | `SLACK_CHANNEL_MESSAGES_PER_SECOND` | messages per channel per second | `1` |
+//! | `LINEAR_REQUESTS_PER_HOUR` | Linear requests per hour (the whole fleet) | `2500` |
+//! | `DISPATCH_LIMIT_WAIT_MS` | longest in-handler wait for a limiter permit before rescheduling (0–60000) | `2000` |
+//!
+//! A platform without credentials is disabled: its replies are dead-lettered
+//! with `provider_not_configured`, never dropped.
+
+use contexten_broker::service::WorkerConfig;
+use contexten_config::{ConfigError, Env, ExposeSecret, Secret};
+use contexten_envelope::Stage;
+use contexten_providers::HttpSettings;
+use contexten_providers::callback::WebhookSigner;
+use contexten_providers::github::{AppCredentials, GithubAuth};
+use contexten_providers::linear::LinearAuth;
+use std::time::Duration;
+
+/// Everything the dispatcher binary reads at start.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    pub worker: WorkerConfig,
+    pub providers: ProviderSettings,
+}
+
+impl DispatcherConfig {
+    /// Reads and validates every setting.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(DispatcherConfig {
+            worker: WorkerConfig::from_env(
+                env,
+                "dispatcher",
+                Stage::Dispatch,
+                "127.0.0.1:9104",
+                32,
+            )?,
+            providers: ProviderSettings::from_env(env)?,
+        })
+    }
+}
+
+/// Credentials, base URLs and limits of the platforms answers go to.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    /// `None` = GitHub replies are dead-lettered as not configured.
+    pub github: Option<GithubAuth>,
+    pub linear: Option<LinearAuth>,
+    pub slack: Option<Secret>,
+    pub callback: Option<WebhookSigner>,
+    pub github_url: url::Url,
+    pub linear_url: url::Url,
+    pub slack_url: url::Url,
+    pub http: HttpSettings,
+    pub limits: Limits,
+}
+
+/// The fleet-wide limits the dispatcher keeps under.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub github_per_minute: u32,
+    pub github_per_hour: u32,
+    pub slack_per_channel_per_second: u32,
+    pub linear_per_hour: u32,
+    /// Longest wait inside a handler before rescheduling the reply instead.
+    pub max_wait: Duration,
+}
+
+impl ProviderSettings {
+    /// Reads the provider settings.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let http = HttpSettings {
+            timeout: Duration::from_secs(env.ranged("DISPATCH_HTTP_TIMEOUT_SECS", 10, 1, 120)?),
+            ..HttpSettings::default()
+        };
+        let callback = env
+            .secret("CALLBACK_SIGNING_SECRET")
+            .map(|secret| {
+                WebhookSigner::new(&secret).map_err(|_| ConfigError {
+                    var: "CALLBACK_SIGNING_SECRET".into(),
+                    shown: "****".into(),
+                    expected:
+                        "whsec_<base64 of at least 16 bytes> or a raw secret of at least 16 bytes"
+                            .into(),
+                })
+            })
+            .transpose()?;
+        Ok(ProviderSettings {
+            github: github_auth(env)?,
+            linear: env
+                .secret("LINEAR_API_KEY")
+                .map(|k| LinearAuth::from_setting(&k)),
+            slack: env.secret("SLACK_BOT_TOKEN"),
+            callback,
+            github_url: env.url(
+                "GITHUB_API_URL",
+                "https://api.github.com",
+                &["http", "https"],
+            )?,
+            linear_url: env.url(
+                "LINEAR_API_URL",
+                "https://api.linear.app/graphql",
+                &["http", "https"],
+            )?,
+            slack_url: env.url("SLACK_API_URL", "https://slack.com/api", &["http", "https"])?,
+            http,
+            limits: Limits {
+                github_per_minute: env.ranged("GITHUB_WRITES_PER_MINUTE", 80, 1, 10_000)?,
+                github_per_hour: env.ranged("GITHUB_WRITES_PER_HOUR", 500, 1, 100_000)?,
+                slack_per_channel_per_second: env.ranged(
+                    "SLACK_CHANNEL_MESSAGES_PER_SECOND",
+                    1,
+                    1,
+                    100,
+                )?,
+                linear_per_hour: env.ranged("LINEAR_REQUESTS_PER_HOUR", 2500, 1, 100_000)?,
+                max_wait: Duration::from_millis(env.ranged(
+                    "DISPATCH_LIMIT_WAIT_MS",
+                    2000,
+                    0,
+                    60_000,
+                )?),
+            },
+        })
+    }
+}
+
+/// A GitHub App when `GITHUB_APP_ID` is set (its key is then required), else
+/// `GITHUB_TOKEN`, else nothing.
+fn github_auth(env: &Env) -> Result<Option<GithubAuth>, ConfigError> {
+    let Some(app_id) = env.parse_opt::<u64>("GITHUB_APP_ID", "a numeric GitHub App id")? else {
+        return Ok(env.secret("GITHUB_TOKEN").map(GithubAuth::Token));
+    };
+    let key_error = |expected: &str| ConfigError {
+        var: "GITHUB_APP_PRIVATE_KEY".into(),
+        shown: "****".into(),
+        expected: expected.into(),
+    };
+    let raw = env.secret("GITHUB_APP_PRIVATE_KEY").ok_or_else(|| {
+        key_error("the App's RSA private key (PEM text or a file path) when GITHUB_APP_ID is set")
+    })?;
+    // A mounted Kubernetes secret is a file; inline PEM starts with its armour.
+    let pem = if raw.expose_secret().trim_start().starts_with("-----BEGIN") {
+        raw
+    } else {
+        let text = std::fs::read_to_string(raw.expose_secret().trim())
+            .map_err(|_| key_error("PEM text or the path of a readable PEM file"))?;
+        Secret::from(text)
+    };
+    let installation =
+        env.parse_opt::<u64>("GITHUB_APP_INSTALLATION_ID", "a numeric installation id")?;
+    let app = AppCredentials::new(app_id, &pem, installation)
+        .map_err(|_| key_error("an RSA private key in PEM (PKCS#1 or PKCS#8)"))?;
+    Ok(Some(GithubAuth::App(app)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_leave_every_platform_disabled_with_public_urls() {
+        let settings = ProviderSettings::from_env(&Env::default()).unwrap();
+        assert!(settings.github.is_none() && settings.linear.is_none());
+        assert!(settings.slack.is_none() && settings.callback.is_none());
+        assert_eq!(settings.github_url.as_str(), "https://api.github.com/");
+        assert_eq!(settings.limits.github_per_minute, 80);
+    }
+
+    #[test]
+    fn an_app_id_without_a_key_names_the_key_variable() {
+        let env = Env::from_pairs([("GITHUB_APP_ID", "12")]);
+        let err = ProviderSettings::from_env(&env).unwrap_err();
+        assert_eq!(err.var, "GITHUB_APP_PRIVATE_KEY");
+        let env = Env::from_pairs([
+            ("GITHUB_APP_ID", "12"),
+            ("GITHUB_APP_PRIVATE_KEY", "-----BEGIN nonsense"),
+        ]);
+        let err = ProviderSettings::from_env(&env).unwrap_err();
+        assert_eq!(err.var, "GITHUB_APP_PRIVATE_KEY");
+        assert!(!err.to_string().contains("nonsense"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_callback_secret_is_refused_without_showing_it() {
+        let env = Env::from_pairs([("CALLBACK_SIGNING_SECRET", "whsec_!!")]);
+        let err = ProviderSettings::from_env(&env).unwrap_err();
+        assert_eq!(err.var, "CALLBACK_SIGNING_SECRET");
+        assert!(!err.to_string().contains("!!"));
+    }
+}

@@ -1,0 +1,305 @@
+//! The dispatch handler: every answer posted back where the request came from,
+//! exactly once, in order, within the platforms' limits.
+//!
+//! For one envelope: read the reply kind (none = final) and build its [`Plan`];
+//! skip it if the ledger says it was posted (a redelivery), or if it is an
+//! acknowledgement or progress arriving after the final answer; let a final
+//! answer wait briefly for an acknowledgement being posted; take the (task,
+//! kind) lock; reconcile an earlier uncertain attempt; pass the limiters;
+//! mark the attempt, post, and record the external id before returning (the
+//! runtime acks after). Provider errors become outcomes in [`outcome_of`].
+
+use crate::config::{Limits, ProviderSettings};
+use crate::deliver::{Clients, Plan};
+use crate::ledger::{Ledger, ReplySlot};
+use contexten_broker::{Handler, Outcome, Store};
+use contexten_envelope::{ReplyKind, Stage, TaskEnvelope, now_ms};
+use contexten_providers::ProviderError;
+use contexten_providers::callback::CallbackClient;
+use contexten_providers::github::GithubClient;
+use contexten_providers::linear::LinearClient;
+use contexten_providers::slack::SlackClient;
+use contexten_telemetry::metric;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a final answer waits for an acknowledgement or progress message
+/// that is being posted, so it never lands before them.
+const PRELIMINARY_WAIT: Duration = Duration::from_secs(5);
+/// Poll interval of that wait.
+const PRELIMINARY_POLL: Duration = Duration::from_millis(50);
+/// When the (task, kind) lock is held by another delivery, look again after.
+const BUSY_DELAY: Duration = Duration::from_secs(2);
+
+/// The dispatch stage's handler: the platform clients, the reply ledger and
+/// the limits (cheap to clone).
+#[derive(Clone)]
+pub struct DispatchHandler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    clients: Clients,
+    ledger: Ledger,
+    store: Store,
+    limits: Limits,
+    lock_ttl: Duration,
+}
+
+impl DispatchHandler {
+    /// A handler posting with the configured platforms; replies to the others
+    /// are dead-lettered as `provider_not_configured`.
+    pub fn new(settings: &ProviderSettings, store: Store) -> Self {
+        let http = settings.http;
+        let clients = Clients {
+            github: settings
+                .github
+                .clone()
+                .map(|auth| GithubClient::new(&settings.github_url, auth, http)),
+            linear: settings
+                .linear
+                .clone()
+                .map(|auth| LinearClient::new(&settings.linear_url, auth, http)),
+            slack: settings
+                .slack
+                .clone()
+                .map(|token| SlackClient::new(&settings.slack_url, token, http)),
+            callback: settings
+                .callback
+                .clone()
+                .map(|signer| CallbackClient::new(signer, http)),
+        };
+        // Longer than one delivery can take: the limiter wait and three calls
+        // (token exchange or search, post, record), each bounded by the timeout.
+        let lock_ttl = settings.limits.max_wait + http.timeout * 3 + Duration::from_secs(10);
+        DispatchHandler {
+            inner: Arc::new(Inner {
+                clients,
+                ledger: Ledger::new(store.clone()),
+                store,
+                limits: settings.limits,
+                lock_ttl,
+            }),
+        }
+    }
+
+    /// Handles one dispatch envelope.
+    pub async fn dispatch(&self, envelope: TaskEnvelope) -> Outcome {
+        let inner = &self.inner;
+        let kind = envelope.reply.unwrap_or(ReplyKind::Final);
+        let now = now_ms();
+        let slot = ReplySlot {
+            task: envelope.task_id,
+            kind,
+            discriminator: (kind == ReplyKind::Progress).then(|| progress_digest(&envelope)),
+        };
+        let Some(plan) = Plan::new(&envelope, kind, &slot, now) else {
+            note("none", kind, "no_target");
+            return Outcome::Done;
+        };
+        let provider = plan.provider();
+        match inner.ledger.posted(&slot).await {
+            Ok(Some(record)) => {
+                tracing::info!(provider, kind = kind.as_str(), %record, "reply already posted; nothing to do");
+                note(provider, kind, "duplicate");
+                return Outcome::Done;
+            }
+            Ok(None) => {}
+            Err(_) => metric::redis_degraded("reply_ledger"),
+        }
+        let final_posted = inner
+            .ledger
+            .final_posted(envelope.task_id)
+            .await
+            .unwrap_or(false);
+        match kind {
+            ReplyKind::Ack | ReplyKind::Progress if final_posted => {
+                // Arriving after the answer, it would only confuse the thread.
+                note(provider, kind, "stale");
+                return Outcome::Done;
+            }
+            ReplyKind::Final | ReplyKind::Failure if final_posted => {
+                note(provider, kind, "duplicate");
+                return Outcome::Done;
+            }
+            ReplyKind::Final | ReplyKind::Failure => self.wait_for_preliminaries(&envelope).await,
+            _ => {}
+        }
+        if !inner.clients.configured(&plan) {
+            note(provider, kind, "not_configured");
+            return Outcome::dead(
+                "provider_not_configured",
+                format!(
+                    "no {provider} credentials are configured, so this {} reply cannot be posted",
+                    kind.as_str()
+                ),
+            );
+        }
+        let claim = match inner.ledger.claim(&slot, inner.lock_ttl).await {
+            Ok(Some(claim)) => Some(claim),
+            Ok(None) => {
+                note(provider, kind, "rescheduled");
+                return Outcome::later(Stage::Dispatch, BUSY_DELAY, envelope);
+            }
+            Err(_) => {
+                metric::redis_degraded("reply_lock");
+                None
+            }
+        };
+        let outcome = self.post_once(&envelope, &slot, &plan).await;
+        if let Some(claim) = claim {
+            inner.ledger.release(claim).await;
+        }
+        outcome
+    }
+
+    /// Reconciles, passes the limiters, posts and records one reply.
+    async fn post_once(&self, envelope: &TaskEnvelope, slot: &ReplySlot, plan: &Plan) -> Outcome {
+        let inner = &self.inner;
+        let (provider, kind) = (plan.provider(), slot.kind);
+        match inner.ledger.attempt_started(slot).await {
+            Ok(Some(since)) => match inner.clients.reconcile(plan, since).await {
+                Ok(Some(posted)) => {
+                    tracing::info!(provider, external_id = %posted.external_id, "an earlier attempt had posted the reply; recorded it");
+                    if inner.ledger.record(slot, &posted, now_ms()).await.is_err() {
+                        metric::redis_degraded("reply_ledger");
+                    }
+                    note(provider, kind, "reconciled");
+                    return Outcome::Done;
+                }
+                Ok(None) => {}
+                Err(error) => return outcome_of(provider, kind, error),
+            },
+            Ok(None) => {}
+            Err(_) => metric::redis_degraded("reply_ledger"),
+        }
+        match inner.clients.limit(&inner.store, &inner.limits, plan).await {
+            Ok(Ok(())) => {}
+            Ok(Err(wait)) => {
+                note(provider, kind, "rescheduled");
+                return Outcome::later(Stage::Dispatch, wait, envelope.clone());
+            }
+            Err(error) => return outcome_of(provider, kind, error),
+        }
+        if inner
+            .ledger
+            .mark_attempt(slot, now_ms() / 1000)
+            .await
+            .is_err()
+        {
+            metric::redis_degraded("reply_ledger");
+        }
+        match inner.clients.post(plan).await {
+            Ok(posted) => {
+                if inner.ledger.record(slot, &posted, now_ms()).await.is_err() {
+                    // Posted but unrecorded: a redelivery reconciles through the
+                    // attempt mark, or (Redis gone entirely) may post again.
+                    metric::redis_degraded("reply_ledger");
+                }
+                tracing::info!(provider, kind = kind.as_str(), external_id = %posted.external_id, "reply posted");
+                note(provider, kind, "posted");
+                Outcome::Done
+            }
+            Err(error) => {
+                if !error.maybe_applied() && inner.ledger.clear_attempt(slot).await.is_err() {
+                    metric::redis_degraded("reply_ledger");
+                }
+                outcome_of(provider, kind, error)
+            }
+        }
+    }
+
+    /// Waits (bounded) while an acknowledgement or progress message of the task
+    /// is being posted, so the final answer lands after it.
+    async fn wait_for_preliminaries(&self, envelope: &TaskEnvelope) {
+        let ledger = &self.inner.ledger;
+        let task = envelope.task_id;
+        let waited = tokio::time::timeout(PRELIMINARY_WAIT, async {
+            loop {
+                let ack = ledger
+                    .in_flight(task, ReplyKind::Ack)
+                    .await
+                    .unwrap_or(false);
+                let progress = ledger
+                    .in_flight(task, ReplyKind::Progress)
+                    .await
+                    .unwrap_or(false);
+                if !ack && !progress {
+                    return;
+                }
+                tokio::time::sleep(PRELIMINARY_POLL).await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!("an acknowledgement is still being posted; posting the answer anyway");
+        }
+    }
+}
+
+impl Handler for DispatchHandler {
+    fn handle(&self, envelope: TaskEnvelope) -> impl Future<Output = Outcome> + Send {
+        self.dispatch(envelope)
+    }
+}
+
+/// The one place provider errors become outcomes: limits wait for the
+/// advertised delay, refusals are dead-lettered with their code, outages retry.
+pub fn outcome_of(provider: &'static str, kind: ReplyKind, error: ProviderError) -> Outcome {
+    match error {
+        ProviderError::RateLimited {
+            retry_after,
+            detail,
+            ..
+        } => {
+            note(provider, kind, "rate_limited");
+            Outcome::retry(retry_after, "rate_limited", format!("{provider}: {detail}"))
+        }
+        ProviderError::Rejected { code, detail, .. } => {
+            tracing::warn!(provider, kind = kind.as_str(), reason = %code, %detail, "reply refused; dead-lettering");
+            note(provider, kind, "rejected");
+            Outcome::dead(
+                &code,
+                format!("{provider} refused the {} reply: {detail}", kind.as_str()),
+            )
+        }
+        ProviderError::Unavailable { detail, .. } => {
+            note(provider, kind, "unavailable");
+            Outcome::retry(
+                Duration::ZERO,
+                "provider_unavailable",
+                format!("{provider}: {detail}"),
+            )
+        }
+        ProviderError::Misconfigured { detail, .. } => {
+            note(provider, kind, "rejected");
+            Outcome::dead("provider_misconfigured", format!("{provider}: {detail}"))
+        }
+    }
+}
+
+/// Counts a handled reply.
+fn note(provider: &'static str, kind: ReplyKind, outcome: &'static str) {
+    tracing::debug!(provider, kind = kind.as_str(), outcome, "reply handled");
+    metric::reply_dispatched(provider, kind.as_str(), outcome);
+}
+
+/// A short digest of a progress message's content: the same progress posts
+/// once, a new one (another link, another summary) posts again.
+fn progress_digest(envelope: &TaskEnvelope) -> String {
+    let mut hasher = Sha256::new();
+    if let Some(result) = &envelope.result {
+        hasher.update(result.summary.as_bytes());
+        hasher.update([0]);
+        hasher.update(result.web_url.as_deref().unwrap_or("").as_bytes());
+        hasher.update([0]);
+        hasher.update(result.text.as_deref().unwrap_or("").as_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
