@@ -112,7 +112,10 @@ pub async fn declare(
             .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
             .await?;
         let mut binding = FieldTable::default();
-        binding.insert("x-match".into(), long("all"));
+        // `all-with-x`: plain `all` ignores headers starting with `x-`, so every
+        // tier's binding matched every delayed message and each copy came back
+        // after the shortest tier (RabbitMQ >= 3.10).
+        binding.insert("x-match".into(), long("all-with-x"));
         binding.insert(HEADER_RETRY_TIER.into(), long(&tier_label(*tier)));
         channel
             .queue_bind(

@@ -468,3 +468,43 @@ async fn a_large_envelope_travels_by_reference_through_redis() {
     worker.stop().await;
     broker.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_delay_above_the_first_tier_waits_in_its_own_tier_only() {
+    // Regression: with `x-match: all` the tier header (it starts with `x-`) was
+    // ignored, every tier queue got a copy, and the copy in the shortest tier
+    // came back first.
+    let broker = TestBroker::start().await;
+    let seen: Arc<Mutex<Vec<(u32, Instant)>>> = Arc::default();
+    let record = seen.clone();
+    let worker = broker.spawn_worker(Stage::Generate, move |env: TaskEnvelope| {
+        let record = record.clone();
+        async move {
+            record.lock().await.push((env.attempt, Instant::now()));
+            if env.attempt == 0 {
+                Outcome::retry(Duration::from_secs(1), "rate_limited", "wait a second")
+            } else {
+                Outcome::Done
+            }
+        }
+    });
+    broker
+        .publisher
+        .publish(Stage::Generate, &envelope("slow down"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while seen.lock().await.len() < 2 {
+        assert!(Instant::now() < deadline, "the retry never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A stray copy from another tier would show up within the longest tier.
+    const STRAY_COPY_WINDOW: Duration = Duration::from_millis(1500);
+    tokio::time::sleep(STRAY_COPY_WINDOW).await;
+    let seen = seen.lock().await.clone();
+    assert_eq!(seen.len(), 2, "one retry, not one per tier: {seen:?}");
+    let gap = seen[1].1 - seen[0].1;
+    assert!(gap >= Duration::from_secs(1), "came back after {gap:?}");
+    worker.stop().await;
+    broker.cleanup().await;
+}
