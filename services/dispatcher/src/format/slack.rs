@@ -57,7 +57,7 @@ pub fn render_with_limit(
     limit: usize,
 ) -> SlackReply {
     let result = envelope.result.as_ref();
-    let summary = mrkdwn(&summary(result));
+    let mut summary = mrkdwn(&summary(result));
     let (title, content, with_footer) = match Shape::of(envelope, kind) {
         Shape::Ack => (
             format!(
@@ -78,12 +78,13 @@ pub fn render_with_limit(
             true,
         ),
         Shape::Failure => {
-            let reason = result
-                .and_then(|r| r.reason.as_deref())
-                .map(|r| format!("\nReason: `{}`", escape(r)))
-                .unwrap_or_default();
+            if let Some(reason) = result.and_then(|r| r.reason.as_deref()) {
+                summary = format!("{summary}\nReason: `{}`", escape(reason))
+                    .trim_start()
+                    .to_owned();
+            }
             (
-                format!(":warning: *This request could not be completed.*{reason}"),
+                ":warning: *This request could not be completed.*".to_owned(),
                 String::new(),
                 true,
             )

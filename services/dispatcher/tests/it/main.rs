@@ -1,1 +1,9 @@
-
+mod broker;
+mod callback;
+mod format;
+mod github;
+mod helpers;
+mod linear;
+mod ordering;
+mod slack;
+mod truncation;

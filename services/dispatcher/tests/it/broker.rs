@@ -1,0 +1,307 @@
+//! Through the real broker: the dispatcher worker on a unique prefix.
+
+use crate::helpers::*;
+use contexten_broker::{CancellationToken, Publisher, Store, WorkerOptions, run_worker, topology};
+use contexten_config::{BrokerSettings, Env, ExposeSecret};
+use contexten_envelope::{HEADER_DEAD_REASON, Names, ReplyKind, Stage, TaskEnvelope};
+use contexten_telemetry::health::Readiness;
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+/// A dispatcher worker consuming `<prefix>.dispatch`, and a channel to look.
+struct Fleet {
+    settings: BrokerSettings,
+    names: Names,
+    store: Store,
+    connection: Connection,
+    channel: Channel,
+    publisher: Publisher,
+    shutdown: CancellationToken,
+    worker: JoinHandle<Result<(), contexten_broker::BrokerError>>,
+}
+
+impl Fleet {
+    async fn start(t: &TestDispatch) -> Self {
+        let amqp = std::env::var("AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let env = Env::from_pairs([
+            ("AMQP_URL", amqp.as_str()),
+            ("CONTEXTEN_PREFIX", t.names.prefix()),
+            ("RETRY_TIERS_MS", "200,1000"),
+            ("MAX_ATTEMPTS", "3"),
+            ("SHUTDOWN_TIMEOUT_SECS", "10"),
+        ]);
+        let settings = BrokerSettings::from_env(&env, 8).unwrap();
+        let connection = Connection::connect(
+            settings.amqp_url.expose_secret(),
+            ConnectionProperties::default(),
+        )
+        .await
+        .expect("RabbitMQ on AMQP_URL");
+        let channel = connection.create_channel().await.unwrap();
+        topology::declare(&channel, &t.names, &settings.retry_tiers)
+            .await
+            .unwrap();
+        let publisher = Publisher::new(
+            &connection,
+            t.names.clone(),
+            None,
+            settings.payload_inline_limit,
+        )
+        .await
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let options = WorkerOptions {
+            service: "dispatcher-test",
+            stage: Stage::Dispatch,
+            broker: settings.clone(),
+            readiness: Readiness::new(&["broker"]),
+        };
+        let worker = tokio::spawn(run_worker(
+            options,
+            t.store.clone(),
+            t.handler.clone(),
+            shutdown.clone(),
+        ));
+        Fleet {
+            settings,
+            names: t.names.clone(),
+            store: t.store.clone(),
+            connection,
+            channel,
+            publisher,
+            shutdown,
+            worker,
+        }
+    }
+
+    async fn publish(&self, env: &TaskEnvelope) {
+        self.publisher.publish(Stage::Dispatch, env).await.unwrap();
+    }
+
+    /// Whether the dispatch stage completed this message (task and hop).
+    async fn completed(&self, env: &TaskEnvelope) -> bool {
+        self.store
+            .is_complete(Stage::Dispatch, env)
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn ready(&self, queue: &str) -> u32 {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        self.channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .unwrap()
+            .message_count()
+    }
+
+    /// Stops the worker after its in-flight deliveries finish, then deletes the
+    /// topology.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.worker)
+            .await
+            .expect("worker stops")
+            .unwrap()
+            .unwrap();
+        let _ = topology::delete(&self.channel, &self.names, &self.settings.retry_tiers).await;
+        let _ = self.connection.close(200, "test done".into()).await;
+    }
+}
+
+/// Polls `check` until it holds or [`WAIT`] passes.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_ack_then_a_final_arrive_in_order_and_republishing_posts_nothing() {
+    let t = TestDispatch::start().await;
+    let reactions = Scripted::new(vec![
+        ResponseTemplate::new(201).set_body_json(json!({"id": 5})),
+    ]);
+    let comments = Scripted::new(vec![
+        ResponseTemplate::new(201).set_body_json(json!({"id": 6})),
+    ]);
+    Mock::given(method("POST"))
+        .and(path("/repos/octo/hello/issues/comments/11/reactions"))
+        .respond_with(reactions.clone())
+        .mount(&t.github)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/repos/octo/hello/issues/7/comments"))
+        .respond_with(comments.clone())
+        .mount(&t.github)
+        .await;
+    let fleet = Fleet::start(&t).await;
+
+    let mut ack = envelope(github_target(), ReplyKind::Ack);
+    ack.hop = 1;
+    let mut answer = ack.clone();
+    answer.reply = Some(ReplyKind::Final);
+    answer.hop = 4;
+    fleet.publish(&ack).await;
+    fleet.publish(&answer).await;
+    eventually("both replies", || async {
+        fleet.completed(&answer).await && fleet.completed(&ack).await
+    })
+    .await;
+    assert_eq!(reactions.arrivals().len(), 1);
+    assert_eq!(comments.arrivals().len(), 1);
+    assert!(
+        reactions.arrivals()[0].1 < comments.arrivals()[0].1,
+        "the acknowledgement came first"
+    );
+
+    // The same message again (a redelivery), and the same reply re-published
+    // under a new hop (an upstream worker that published twice).
+    let mut republished = answer.clone();
+    republished.hop = 9;
+    fleet.publish(&answer).await;
+    fleet.publish(&ack).await;
+    fleet.publish(&republished).await;
+    eventually("the re-published copy", || fleet.completed(&republished)).await;
+    let queue = fleet.names.stage_queue(Stage::Dispatch);
+    eventually("an empty dispatch queue", || async {
+        fleet.ready(&queue).await == 0
+    })
+    .await;
+    fleet.stop().await;
+    assert_eq!(reactions.arrivals().len(), 1, "no second reaction");
+    assert_eq!(comments.arrivals().len(), 1, "no second comment");
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_429_is_retried_through_the_delay_queue_after_the_advertised_delay() {
+    let t = TestDispatch::start().await;
+    let comments = Scripted::new(vec![
+        ResponseTemplate::new(429)
+            .insert_header("retry-after", "1")
+            .set_body_json(json!({"message": "slow down"})),
+        ResponseTemplate::new(201).set_body_json(json!({"id": 6})),
+    ]);
+    Mock::given(method("POST"))
+        .and(path("/repos/octo/hello/issues/7/comments"))
+        .respond_with(comments.clone())
+        .mount(&t.github)
+        .await;
+    let fleet = Fleet::start(&t).await;
+    let answer = envelope(github_target(), ReplyKind::Final);
+    fleet.publish(&answer).await;
+    eventually("the retried post", || async {
+        comments.arrivals().len() == 2
+    })
+    .await;
+    let arrivals = comments.arrivals();
+    let gap = arrivals[1].1 - arrivals[0].1;
+    assert!(
+        gap >= Duration::from_secs(1),
+        "retried after {gap:?}, before Retry-After"
+    );
+    assert!(
+        gap < Duration::from_secs(5),
+        "retried after {gap:?}, far beyond Retry-After"
+    );
+    eventually("the recorded reply", || async {
+        redis_get(
+            &t.store,
+            &t.names.reply_key(answer.task_id, ReplyKind::Final),
+        )
+        .await
+        .is_some()
+    })
+    .await;
+    fleet.stop().await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_permanent_slack_error_is_dead_lettered_with_its_reason_and_no_new_answer() {
+    let t = TestDispatch::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat.postMessage"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"ok": false, "error": "channel_not_found"})),
+        )
+        .expect(1)
+        .mount(&t.slack)
+        .await;
+    let fleet = Fleet::start(&t).await;
+    let answer = envelope(slack_target(), ReplyKind::Final);
+    fleet.publish(&answer).await;
+    let dead_queue = fleet.names.dead_queue(Stage::Dispatch);
+    let deadline = Instant::now() + WAIT;
+    let dead = loop {
+        let got = fleet
+            .channel
+            .basic_get(dead_queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        match got {
+            Some(message) => break message,
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(25)).await
+            }
+            None => panic!("no dead letter in {dead_queue}"),
+        }
+    };
+    let reason = dead
+        .delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(HEADER_DEAD_REASON).cloned());
+    assert!(
+        matches!(&reason, Some(AMQPValue::LongString(s)) if s.to_string() == "channel_not_found"),
+        "{reason:?}"
+    );
+    fleet.stop().await;
+    assert_eq!(fleet_ready_after_stop(&t).await, 0);
+    t.cleanup().await;
+}
+
+/// Messages left in the dispatch queue (no failure answer was produced for a
+/// dispatch dead letter).
+async fn fleet_ready_after_stop(t: &TestDispatch) -> u32 {
+    let amqp = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let connection = Connection::connect(&amqp, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let count = channel
+        .queue_declare(
+            t.names.stage_queue(Stage::Dispatch).as_str().into(),
+            passive,
+            FieldTable::default(),
+        )
+        .await
+        .map(|q| q.message_count())
+        .unwrap_or(0);
+    let _ = connection.close(200, "done".into()).await;
+    count
+}
