@@ -1,1 +1,1 @@
-
+mod github_app;
