@@ -301,3 +301,35 @@ async fn without_credentials_replies_are_dead_lettered_as_not_configured() {
     assert!(t.github.received_requests().await.unwrap().is_empty());
     t.cleanup().await;
 }
+
+#[tokio::test]
+async fn content_creation_beyond_the_per_minute_budget_is_rescheduled() {
+    let t = TestDispatch::start_with(|s| {
+        s.limits.github_per_minute = 2;
+        s.limits.max_wait = Duration::from_millis(100);
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path(COMMENTS))
+        .respond_with(created(1))
+        .expect(2)
+        .mount(&t.github)
+        .await;
+    for _ in 0..2 {
+        let env = envelope(github_target(), ReplyKind::Final);
+        assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
+    }
+    let third = envelope(github_target(), ReplyKind::Final);
+    match t.handler.dispatch(third).await {
+        Outcome::Forward(next) => {
+            let delay = next[0].delay.expect("a delayed redelivery");
+            assert!(
+                delay > Duration::from_secs(50) && delay <= Duration::from_secs(60),
+                "{delay:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    t.github.verify().await;
+    t.cleanup().await;
+}

@@ -187,3 +187,36 @@ async fn after_an_uncertain_post_the_thread_is_searched_by_metadata() {
     t.slack.verify().await;
     t.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_second_message_to_a_busy_channel_is_rescheduled_instead_of_held() {
+    let t = TestDispatch::start_with(|s| {
+        s.limits.slack_per_channel_per_second = 1;
+        s.limits.max_wait = Duration::ZERO;
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path(POST))
+        .respond_with(posted())
+        .expect(1)
+        .mount(&t.slack)
+        .await;
+    let first = envelope(slack_target(), ReplyKind::Final);
+    let second = envelope(slack_target(), ReplyKind::Final);
+    assert_eq!(t.handler.dispatch(first).await, Outcome::Done);
+    match t.handler.dispatch(second.clone()).await {
+        Outcome::Forward(next) => {
+            assert_eq!(next.len(), 1);
+            assert_eq!(next[0].stage, contexten_envelope::Stage::Dispatch);
+            assert_eq!(next[0].envelope.task_id, second.task_id);
+            let delay = next[0].delay.expect("a delayed redelivery");
+            assert!(
+                delay > Duration::ZERO && delay <= Duration::from_secs(1),
+                "{delay:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    t.slack.verify().await;
+    t.cleanup().await;
+}
