@@ -147,7 +147,15 @@ impl DispatchHandler {
                 None
             }
         };
-        let outcome = self.post_once(&envelope, &slot, &plan).await;
+        // Checked again under the lock: another delivery may have recorded the
+        // reply between the first check and the claim.
+        let outcome = match inner.ledger.posted(&slot).await {
+            Ok(Some(_)) => {
+                note(provider, kind, "duplicate");
+                Outcome::Done
+            }
+            _ => self.post_once(&envelope, &slot, &plan).await,
+        };
         if let Some(claim) = claim {
             inner.ledger.release(claim).await;
         }

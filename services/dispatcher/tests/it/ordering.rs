@@ -107,3 +107,38 @@ async fn distinct_progress_messages_post_once_each() {
     t.github.verify().await;
     t.cleanup().await;
 }
+
+#[tokio::test]
+async fn concurrent_deliveries_of_one_reply_post_it_once() {
+    let t = TestDispatch::start().await;
+    Mock::given(method("POST"))
+        .and(path("/repos/octo/hello/issues/7/comments"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(json!({"id": 6}))
+                .set_delay(Duration::from_millis(300)),
+        )
+        .expect(1)
+        .mount(&t.github)
+        .await;
+    let env = envelope(github_target(), ReplyKind::Final);
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let handler = t.handler.clone();
+            let env = env.clone();
+            tokio::spawn(async move { handler.dispatch(env).await })
+        })
+        .collect();
+    let mut done = 0;
+    for run in runs {
+        match run.await.unwrap() {
+            Outcome::Done => done += 1,
+            // The others found the reply being posted and look again later.
+            Outcome::Forward(next) => assert!(next[0].delay.is_some()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(done >= 1);
+    t.github.verify().await;
+    t.cleanup().await;
+}
