@@ -22,16 +22,17 @@ stop() {
   trap - INT TERM EXIT
   echo "run-fleet: stopping"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 trap stop INT TERM EXIT
 
 for entry in "${services[@]}"; do
   read -r name addr <<<"$entry"
+  # Process substitution keeps $! on the binary itself, so SIGTERM reaches it.
   if [ "$name" = ingest ]; then
-    INGEST_ADDR=$addr "$bin/$name" 2>&1 | sed -u "s/^/[$name] /" &
+    INGEST_ADDR=$addr "$bin/$name" > >(sed -u "s/^/[$name] /") 2>&1 &
   else
-    HEALTH_ADDR=$addr "$bin/$name" 2>&1 | sed -u "s/^/[$name] /" &
+    HEALTH_ADDR=$addr "$bin/$name" > >(sed -u "s/^/[$name] /") 2>&1 &
   fi
   pids+=("$!")
 done

@@ -1,0 +1,185 @@
+//! The operator operations against the real RabbitMQ and Redis.
+
+use contexten_broker::{PublishedMessage, Publisher, Store, topology};
+use contexten_cli::{list_dead, purge_dead, queue_stats, replay_dead, task_status};
+use contexten_config::{BrokerSettings, Env, ExposeSecret, RedisSettings};
+use contexten_envelope::{
+    HEADER_ATTEMPT, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, Names, ReplyTarget, Request, Source,
+    SourceKind, Stage, TaskEnvelope,
+};
+use lapin::options::BasicGetOptions;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+async fn setup() -> (Connection, lapin::Channel, Publisher, Names, BrokerSettings) {
+    let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
+    let amqp = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let env = Env::from_pairs([
+        ("AMQP_URL", amqp.as_str()),
+        ("CONTEXTEN_PREFIX", prefix.as_str()),
+    ]);
+    let settings = BrokerSettings::from_env(&env, 1).unwrap();
+    let names = Names::new(prefix);
+    let connection = Connection::connect(
+        settings.amqp_url.expose_secret(),
+        ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    topology::declare(&channel, &names, &settings.retry_tiers)
+        .await
+        .unwrap();
+    let publisher = Publisher::new(&connection, names.clone(), None, usize::MAX)
+        .await
+        .unwrap();
+    (connection, channel, publisher, names, settings)
+}
+
+fn envelope(text: &str) -> TaskEnvelope {
+    let source = Source {
+        kind: SourceKind::Operator,
+        delivery_id: None,
+        requested_by: None,
+        reply_to: ReplyTarget::None,
+        extra: Default::default(),
+    };
+    TaskEnvelope::new(
+        source,
+        Request {
+            text: text.into(),
+            ..Request::default()
+        },
+    )
+}
+
+async fn dead_letter(publisher: &Publisher, names: &Names, env: &TaskEnvelope, reason: &str) {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        HEADER_DEAD_REASON.into(),
+        AMQPValue::LongString(reason.into()),
+    );
+    headers.insert(
+        HEADER_DEAD_DETAIL.into(),
+        AMQPValue::LongString("the fake provider said 503".into()),
+    );
+    headers.insert(HEADER_ATTEMPT.into(), AMQPValue::LongUInt(4));
+    publisher
+        .publish_raw(PublishedMessage {
+            exchange: names.dead_letter_exchange(),
+            routing_key: Stage::Generate.as_str().into(),
+            body: env.to_json(),
+            properties: BasicProperties::default()
+                .with_message_id(env.message_id(Stage::Generate).into())
+                .with_headers(headers),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_in_place_then_replayed_with_attempts_reset() {
+    let (connection, channel, publisher, names, settings) = setup().await;
+    let (first, second) = (envelope("first"), envelope("second"));
+    dead_letter(&publisher, &names, &first, "retries_exhausted").await;
+    dead_letter(&publisher, &names, &second, "invalid_request").await;
+
+    let letters = list_dead(&channel, &names, Stage::Generate, 10)
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[0].reason, "retries_exhausted");
+    assert_eq!(letters[0].detail, "the fake provider said 503");
+    assert_eq!(
+        letters[0].task_id.as_deref(),
+        Some(first.task_id.to_string().as_str())
+    );
+    assert_eq!(letters[1].reason, "invalid_request");
+    let again = list_dead(&channel, &names, Stage::Generate, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 2, "listing leaves them in place");
+
+    let stats = queue_stats(&channel, &names).await.unwrap();
+    let dead = stats
+        .iter()
+        .find(|q| q.queue == names.dead_queue(Stage::Generate))
+        .unwrap();
+    assert_eq!(dead.ready, 2);
+
+    let moved = replay_dead(
+        &channel,
+        &publisher,
+        &names,
+        Stage::Generate,
+        Some(&second.task_id.to_string()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(moved, 1);
+    let replayed = channel
+        .basic_get(
+            names.stage_queue(Stage::Generate).as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+        .expect("replayed to the work queue");
+    let back = TaskEnvelope::from_json(&replayed.delivery.data).unwrap();
+    assert_eq!(back.task_id, second.task_id);
+    assert_eq!(replayed.delivery.properties.priority(), &Some(3));
+    let headers = replayed.delivery.properties.headers().clone().unwrap();
+    assert_eq!(
+        headers.inner().get(HEADER_ATTEMPT),
+        Some(&AMQPValue::LongUInt(0))
+    );
+    assert!(!headers.contains_key(HEADER_DEAD_REASON));
+
+    assert_eq!(
+        purge_dead(&channel, &names, Stage::Generate).await.unwrap(),
+        1
+    );
+    assert!(
+        list_dead(&channel, &names, Stage::Generate, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    topology::delete(&channel, &names, &settings.retry_tiers)
+        .await
+        .unwrap();
+    let _ = connection.close(200, "done".into()).await;
+}
+
+#[tokio::test]
+async fn a_task_status_shows_its_timings_and_history() {
+    let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let store = Store::new(
+        &RedisSettings::from_env(&Env::from_pairs([("REDIS_URL", url.as_str())])).unwrap(),
+        Names::new(prefix),
+    )
+    .unwrap();
+    let mut env = envelope("status");
+    assert!(task_status(&store, env.task_id).await.unwrap().is_none());
+    env.timings.push(contexten_envelope::StageTiming {
+        stage: Stage::Context,
+        started_at_ms: 10,
+        finished_at_ms: Some(25),
+    });
+    store
+        .record_completion(Stage::Context, &env, "queued:generate")
+        .await
+        .unwrap();
+    let status = task_status(&store, env.task_id).await.unwrap().unwrap();
+    assert_eq!(status["state"], "queued:generate");
+    assert_eq!(status["timings"]["context"]["finished_at_ms"], 25);
+    assert_eq!(status["history"][0]["step"], "context:0");
+    let mut conn = store.connection().await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(store.names().status_key(env.task_id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
