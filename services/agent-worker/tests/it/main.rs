@@ -1,0 +1,1 @@
+//! Integration tests of the agent worker (added in the next commit).
