@@ -33,6 +33,42 @@ async fn declaring_the_topology_twice_is_harmless() {
 }
 
 #[tokio::test]
+async fn a_delayed_message_waits_in_exactly_one_tier_and_arrives_once() {
+    let broker = TestBroker::start().await;
+    let deliveries = Arc::new(AtomicU32::new(0));
+    let seen = deliveries.clone();
+    let worker = broker.spawn_worker(Stage::Generate, move |env: TaskEnvelope| {
+        let seen = seen.clone();
+        async move {
+            seen.fetch_add(1, Ordering::SeqCst);
+            if env.hop == 0 {
+                Outcome::later(Stage::Generate, Duration::from_millis(50), env)
+            } else {
+                Outcome::Done
+            }
+        }
+    });
+    broker
+        .publisher
+        .publish(Stage::Generate, &envelope("later"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while deliveries.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Long enough for copies in the other tiers (the longest is 1 s) to arrive.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        deliveries.load(Ordering::SeqCst),
+        2,
+        "the first delivery and one delayed copy"
+    );
+    worker.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test]
 async fn an_unroutable_publish_is_an_error() {
     let broker = TestBroker::start().await;
     let result = broker
