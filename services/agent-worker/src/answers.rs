@@ -162,11 +162,9 @@ pub fn run_failed(envelope: &TaskEnvelope, run: &AgentRun, state: &RunState) -> 
 
 /// The answer when a run outlives the maximum run duration.
 pub fn timed_out(envelope: &TaskEnvelope, run: &AgentRunRef, max_run: Duration) -> TaskEnvelope {
-    let minutes = max_run.as_secs().div_ceil(60);
     let mut summary = format!(
-        "Sorry, the Codegen agent run did not finish within {minutes} minute{}; \
-         this task stops waiting for it.",
-        if minutes == 1 { "" } else { "s" }
+        "Sorry, the Codegen agent run did not finish within {}; this task stops waiting for it.",
+        span(max_run)
     );
     match &run.web_url {
         Some(url) => {
@@ -179,6 +177,17 @@ pub fn timed_out(envelope: &TaskEnvelope, run: &AgentRunRef, max_run: Duration) 
     let mut result = TaskResult::failure(Stage::Agent, "agent_run_timeout", summary);
     result.web_url = run.web_url.clone();
     answer(envelope, ReplyKind::Failure, result)
+}
+
+/// A duration in words: seconds under two minutes, then minutes, or whole hours.
+fn span(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let (n, unit) = match secs {
+        0..120 => (secs, "second"),
+        _ if secs.is_multiple_of(3600) => (secs / 3600, "hour"),
+        _ => (secs.div_ceil(60), "minute"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
@@ -231,6 +240,14 @@ mod tests {
         let meta = metadata(&env);
         assert_eq!(meta["task_id"], env.task_id.to_string());
         assert_eq!(meta["correlation_id"], "d-1");
+    }
+
+    #[test]
+    fn spans_read_naturally() {
+        assert_eq!(span(Duration::from_secs(1)), "1 second");
+        assert_eq!(span(Duration::from_secs(90)), "90 seconds");
+        assert_eq!(span(Duration::from_secs(3600)), "1 hour");
+        assert_eq!(span(Duration::from_secs(1830)), "31 minutes");
     }
 
     #[test]

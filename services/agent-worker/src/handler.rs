@@ -200,7 +200,12 @@ impl Inner {
                 self.record_and_start(envelope, recorded, false).await
             }
             Err(error) => {
-                if error.certainly_not_applied() && self.records.release(task).await.is_err() {
+                let cleared = if error.certainly_not_applied() {
+                    self.records.release(task).await
+                } else {
+                    self.records.mark_unsure(task).await
+                };
+                if cleared.is_err() {
                     metric::redis_degraded("agent_run_record");
                 }
                 error_outcome(&error, "start an agent run", None)

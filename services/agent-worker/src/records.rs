@@ -139,6 +139,19 @@ impl RunRecords {
             .await
     }
 
+    /// Marks the create claim as ended without a clear answer (a 5xx, a timeout):
+    /// the next attempt looks for the run at once instead of waiting out the grace.
+    pub async fn mark_unsure(&self, task: TaskId) -> Result<(), BrokerError> {
+        let key = self.key(task);
+        self.store
+            .run::<()>(|| {
+                let mut p = redis::pipe();
+                p.hset(&key, "creating_at", 0).ignore();
+                p
+            })
+            .await
+    }
+
     /// Drops the create claim after a create that certainly did not start a run.
     pub async fn release(&self, task: TaskId) -> Result<(), BrokerError> {
         let key = self.key(task);
