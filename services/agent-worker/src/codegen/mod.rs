@@ -254,6 +254,22 @@ mod tests {
     }
 
     #[test]
+    fn an_https_client_builds_with_the_ring_provider() {
+        let config = CodegenConfig {
+            base_url: url::Url::parse("https://api.codegen.com/").unwrap(),
+            org_id: 1,
+            token: Secret::from(format!("{}-{}", "not", "a-token")),
+            timeout: Duration::from_secs(5),
+        };
+        let client = CodegenClient::new(&config).unwrap();
+        assert_eq!(
+            client.url("run/7"),
+            "https://api.codegen.com/v1/organizations/1/agent/run/7"
+        );
+        assert!(!format!("{client:?}").contains("a-token"));
+    }
+
+    #[test]
     fn retry_after_is_read_in_seconds() {
         let mut headers = HeaderMap::new();
         assert_eq!(retry_after(&headers), None);

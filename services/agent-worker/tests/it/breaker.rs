@@ -5,7 +5,6 @@ use crate::helpers::{TestFleet, WAIT, task};
 use contexten_envelope::ReplyKind;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use wiremock::ResponseTemplate;
 
 const OPEN_MS: u64 = 1500;
 const PROBE_TAKES: Duration = Duration::from_millis(600);
@@ -34,12 +33,6 @@ async fn a_burst_of_5xx_opens_the_breaker_for_every_replica_and_one_probe_closes
             status,
         });
     }
-    fleet.fake.rule(CreateRule {
-        needle: None,
-        times: Some(1),
-        response: ResponseTemplate::new(200).set_delay(PROBE_TAKES),
-        status: 200,
-    });
     fleet.fake.default_statuses(&["COMPLETE"]);
     let (first, first_counts) = fleet.spawn_counted();
     let (second, second_counts) = fleet.spawn_counted();
@@ -54,6 +47,9 @@ async fn a_burst_of_5xx_opens_the_breaker_for_every_replica_and_one_probe_closes
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let opened = Instant::now();
+    // Every answer from now on takes a while, so a request sent while the probe
+    // is in flight would show in the timeline.
+    fleet.fake.slow_down(PROBE_TAKES);
     let later: Vec<_> = (0..5).map(|i| task(&format!("later {i}"))).collect();
     for t in &later {
         fleet.publish(t).await;
@@ -74,18 +70,24 @@ async fn a_burst_of_5xx_opens_the_breaker_for_every_replica_and_one_probe_closes
         "each task created once after the failures"
     );
     // Nobody reached Codegen while the breaker was open...
-    let probe = &creates[5];
+    let after: Vec<_> = fleet
+        .fake
+        .timeline()
+        .into_iter()
+        .filter(|(at, _)| *at > opened)
+        .collect();
+    let (probe_at, probe) = after[0];
     assert!(
-        probe.at >= opened + Duration::from_millis(OPEN_MS) - Duration::from_millis(200),
-        "first request after opening came {:?} after it",
-        probe.at - opened
+        probe_at >= opened + Duration::from_millis(OPEN_MS) - Duration::from_millis(200),
+        "first request after opening ({probe}) came {:?} after it",
+        probe_at - opened
     );
     // ...and while the single probe was in flight, nothing else was sent.
-    let next = creates[6..].iter().map(|c| c.at).min().unwrap();
+    let (next_at, next) = after[1];
     assert!(
-        next >= probe.at + PROBE_TAKES,
-        "a second request overlapped the probe by {:?}",
-        probe.at + PROBE_TAKES - next
+        next_at >= probe_at + PROBE_TAKES,
+        "{next} overlapped the probe ({probe}) by {:?}",
+        probe_at + PROBE_TAKES - next_at
     );
     assert_eq!(fleet.breaker_state().await.as_deref(), Some("closed"));
 

@@ -48,6 +48,10 @@ struct State {
     /// Status sequences by prompt needle; the default when none matches.
     sequences: Vec<(String, Vec<String>)>,
     default_sequence: Vec<String>,
+    /// Every request in arrival order, with its endpoint.
+    timeline: Vec<(Instant, &'static str)>,
+    /// Added to every response while set.
+    delay: Option<Duration>,
 }
 
 /// The fake server and what it saw.
@@ -122,6 +126,16 @@ impl FakeCodegen {
             needle.to_owned(),
             statuses.iter().map(|s| (*s).to_owned()).collect(),
         ));
+    }
+
+    /// Delays every response from now on (the requests still arrive at once).
+    pub fn slow_down(&self, delay: Duration) {
+        self.state.lock().unwrap().delay = Some(delay);
+    }
+
+    /// Every request so far: arrival time and endpoint.
+    pub fn timeline(&self) -> Vec<(Instant, &'static str)> {
+        self.state.lock().unwrap().timeline.clone()
     }
 
     pub fn rule(&self, rule: CreateRule) {
@@ -200,6 +214,24 @@ struct Endpoint(FakeCodegen, Kind);
 impl Respond for Endpoint {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let at = Instant::now();
+        let response = self.answer(at, request);
+        let mut state = self.0.state.lock().unwrap();
+        let name = match self.1 {
+            Kind::Create => "create",
+            Kind::Resume => "resume",
+            Kind::Get => "get",
+            Kind::List => "list",
+        };
+        state.timeline.push((at, name));
+        match state.delay {
+            Some(delay) => response.set_delay(delay),
+            None => response,
+        }
+    }
+}
+
+impl Endpoint {
+    fn answer(&self, at: Instant, request: &Request) -> ResponseTemplate {
         let fake = &self.0;
         let bearer = format!("Bearer {}", fake.token);
         let authorised = request
