@@ -62,7 +62,13 @@ impl Inner {
                     return self.record_and_start(envelope, run, false).await;
                 }
                 Ok(None) => {}
-                Err(outcome) => return *outcome,
+                Err(outcome) => {
+                    // Still unsure: the next attempt looks again at once.
+                    if self.records.mark_unsure(task).await.is_err() {
+                        metric::redis_degraded("agent_run_record");
+                    }
+                    return *outcome;
+                }
             },
             Ok(Claim::Recorded) => return Box::pin(self.start(envelope)).await,
             Ok(Claim::Busy(wait)) => {
