@@ -1,63 +1,25 @@
-//! The agent stage. Until its own issue lands the handler is a pass-through: it
-//! answers with a clearly labelled placeholder and forwards to dispatch, so the
-//! whole flow runs end to end.
+//! The agent stage (DESIGN §1, §2): complex tasks through the Codegen agent REST
+//! API (EXTERNAL-APIS §2).
+//!
+//! - [`codegen`]: the typed client (create, get, resume, list runs), both error
+//!   body shapes, the case-insensitive status mapping.
+//! - [`AgentHandler`]: starts or resumes a run, records it against the task in
+//!   Redis before the delivery is acked (so a redelivery never starts a second
+//!   run), sends a progress answer with the run's link, and polls statelessly
+//!   through the delay queues until the run ends or outlives `AGENT_MAX_RUN_SECS`.
+//! - [`gate`]: the shared `codegen` circuit breaker and the fleet-wide rate
+//!   limits (creations, other requests) every replica shares through Redis.
+//! - [`records`]: the task → run records; [`answers`]: prompts and answers.
+//! - [`AgentSettings`]: the stage's settings (table in [`settings`]).
+//!
+//! Flow: `context ─▶ agent ─▶ (status check ─▶ agent)* ─▶ dispatch`.
 
-use contexten_broker::Outcome;
-use contexten_envelope::{Extra, ReplyKind, ResultKind, Stage, TaskEnvelope, TaskResult};
+pub mod answers;
+pub mod codegen;
+pub mod gate;
+mod handler;
+pub mod records;
+pub mod settings;
 
-/// Labels the task as not handled by this build and forwards it to dispatch.
-pub async fn handle(mut envelope: TaskEnvelope) -> Outcome {
-    envelope.result = Some(TaskResult {
-        kind: ResultKind::ContextOnly,
-        produced_by: Stage::Agent,
-        summary: "pass-through: the agent stage is not implemented in this build".into(),
-        text: envelope.context.as_ref().map(|c| c.prompt.clone()),
-        language: None,
-        web_url: None,
-        pull_requests: Vec::new(),
-        reason: None,
-        extra: Extra::new(),
-    });
-    envelope.reply = Some(ReplyKind::Final);
-    Outcome::forward(Stage::Dispatch, envelope)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use contexten_envelope::{ReplyTarget, Request, Source, SourceKind};
-
-    #[tokio::test]
-    async fn the_placeholder_answer_goes_to_dispatch() {
-        let source = Source {
-            kind: SourceKind::Api,
-            delivery_id: None,
-            requested_by: None,
-            reply_to: ReplyTarget::None,
-            extra: Default::default(),
-        };
-        let env = TaskEnvelope::new(
-            source,
-            Request {
-                text: "write".into(),
-                ..Request::default()
-            },
-        );
-        match handle(env).await {
-            Outcome::Forward(next) => {
-                assert_eq!(next[0].stage, Stage::Dispatch);
-                assert_eq!(next[0].envelope.reply, Some(ReplyKind::Final));
-                assert!(
-                    next[0]
-                        .envelope
-                        .result
-                        .as_ref()
-                        .unwrap()
-                        .summary
-                        .starts_with("pass-through")
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-}
+pub use handler::AgentHandler;
+pub use settings::AgentSettings;

@@ -1,5 +1,7 @@
-//! agent-worker: consumes the agent stage and forwards the answer to dispatch.
+//! agent-worker: consumes the agent stage, drives Codegen agent runs and
+//! forwards their answers to dispatch.
 
+use agent_worker::{AgentHandler, AgentSettings};
 use anyhow::Context as _;
 use contexten_broker::Store;
 use contexten_broker::service::{WorkerConfig, bind_health, run_service, shutdown_on_signal};
@@ -8,24 +10,19 @@ use contexten_envelope::Stage;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cfg = WorkerConfig::from_env(
-        &Env::from_process(),
-        "agent-worker",
-        Stage::Agent,
-        "127.0.0.1:9103",
-        16,
-    )
-    .context("invalid configuration")?;
+    let env = Env::from_process();
+    let cfg = WorkerConfig::from_env(&env, "agent-worker", Stage::Agent, "127.0.0.1:9103", 16)
+        .context("invalid configuration")?;
+    let settings = AgentSettings::from_env(&env).context("invalid configuration")?;
     let _telemetry = contexten_telemetry::init(&cfg.telemetry)?;
     let store = Store::new(&cfg.redis, cfg.names())?;
+    let handler = AgentHandler::new(&settings, store.clone()).context("codegen client")?;
+    if !handler.is_configured() {
+        tracing::warn!(
+            "CODEGEN_ORG_ID and CODEGEN_API_TOKEN are unset: agent tasks get a failure answer"
+        );
+    }
     let listener = bind_health(cfg.health_addr).await?;
-    run_service(
-        &cfg,
-        listener,
-        store,
-        agent_worker::handle,
-        shutdown_on_signal(),
-    )
-    .await?;
+    run_service(&cfg, listener, store, handler, shutdown_on_signal()).await?;
     Ok(())
 }

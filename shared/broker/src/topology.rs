@@ -2,7 +2,9 @@
 //! same topology again with the same arguments is a no-op for the broker.
 
 use crate::BrokerError;
-use contexten_envelope::{HEADER_RETRY_TIER, Names, Priority, Stage, tier_label};
+use contexten_envelope::{
+    HEADER_RETRY_TIER, LEGACY_HEADER_RETRY_TIER, Names, Priority, Stage, tier_label,
+};
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
@@ -20,6 +22,13 @@ fn durable_exchange() -> ExchangeDeclareOptions {
 
 fn long(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+}
+
+fn tier_binding(header: &str, tier: Duration) -> FieldTable {
+    let mut binding = FieldTable::default();
+    binding.insert("x-match".into(), long("all"));
+    binding.insert(header.into(), long(&tier_label(tier)));
+    binding
 }
 
 /// Declares every exchange and queue of the fleet under `names`' prefix.
@@ -111,19 +120,23 @@ pub async fn declare(
         channel
             .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
             .await?;
-        let mut binding = FieldTable::default();
-        // `all-with-x`: plain `all` ignores headers starting with `x-`, so every
-        // tier's binding matched every delayed message and each copy came back
-        // after the shortest tier (RabbitMQ >= 3.10).
-        binding.insert("x-match".into(), long("all-with-x"));
-        binding.insert(HEADER_RETRY_TIER.into(), long(&tier_label(*tier)));
         channel
             .queue_bind(
                 queue.as_str().into(),
                 retry.as_str().into(),
                 "".into(),
                 QueueBindOptions::default(),
-                binding,
+                tier_binding(HEADER_RETRY_TIER, *tier),
+            )
+            .await?;
+        // A binding on the old `x-` header matched every delayed message, so each
+        // was delivered once per tier; unbinding one that is absent is a no-op.
+        channel
+            .queue_unbind(
+                queue.as_str().into(),
+                retry.as_str().into(),
+                "".into(),
+                tier_binding(LEGACY_HEADER_RETRY_TIER, *tier),
             )
             .await?;
     }

@@ -10,7 +10,7 @@
 //! | `HEALTH_ADDR` | a worker's `/healthz`, `/readyz`, `/metrics` listener | per service |
 //! | `WORKER_PREFETCH` | unacknowledged deliveries per worker (1–1000) = handlers in flight | per service |
 //! | `MAX_ATTEMPTS` | handler attempts per stage before dead-lettering (1–100) | `5` |
-//! | `RETRY_TIERS_MS` | delay queue tiers in milliseconds, ascending | `5000,30000,300000` |
+//! | `RETRY_TIERS_MS` | delay queue tiers in milliseconds, ascending | `1000,5000,15000,30000,60000,120000,300000` |
 //! | `SHUTDOWN_TIMEOUT_SECS` | deadline for in-flight work on SIGTERM | `30` |
 //! | `PAYLOAD_INLINE_LIMIT_BYTES` | envelopes above this travel through Redis by reference | `262144` |
 //! | `LOG_FORMAT` | `json` or `pretty` | `json` |
@@ -167,7 +167,7 @@ pub struct BrokerSettings {
     pub prefetch: u16,
     /// `MAX_ATTEMPTS`, 1–100, default 5.
     pub max_attempts: u32,
-    /// `RETRY_TIERS_MS`, ascending, default 5 s, 30 s, 5 min.
+    /// `RETRY_TIERS_MS`, ascending, default 1 s … 5 min in seven tiers.
     pub retry_tiers: Vec<Duration>,
     /// `SHUTDOWN_TIMEOUT_SECS`, 1–3600, default 30.
     pub shutdown_timeout: Duration,
@@ -176,7 +176,9 @@ pub struct BrokerSettings {
 }
 
 /// The default delay tiers (DESIGN §3).
-pub const DEFAULT_RETRY_TIERS_MS: &str = "5000,30000,300000";
+/// Fine enough that a delay never waits behind one much longer than itself
+/// (RabbitMQ only expires the message at the head of a delay queue).
+pub const DEFAULT_RETRY_TIERS_MS: &str = "1000,5000,15000,30000,60000,120000,300000";
 
 impl BrokerSettings {
     /// Reads the broker settings; `default_prefetch` is the service's own default.
@@ -321,7 +323,7 @@ mod tests {
         assert_eq!(broker.prefix, "contexten");
         assert_eq!(broker.prefetch, 8);
         assert_eq!(broker.max_attempts, 5);
-        assert_eq!(broker.retry_tiers.len(), 3);
+        assert_eq!(broker.retry_tiers.len(), 7);
         assert_eq!(broker.payload_inline_limit, 256 * 1024);
         assert!(
             broker

@@ -89,8 +89,27 @@ pub struct TaskEnvelope {
     pub cost: CostLedger,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
+    /// Set on the agent stage's own status-check messages: the Codegen run to poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_run: Option<AgentRunRef>,
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// The Codegen agent run a status-check message polls (agent stage only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRunRef {
+    /// Codegen's agent run id.
+    pub run_id: u64,
+    /// When the run was created (or resumed) for this task, unix milliseconds;
+    /// the maximum run duration counts from here.
+    pub created_at_ms: u64,
+    /// Status checks made so far (drives the poll backoff).
+    #[serde(default)]
+    pub polls: u32,
+    /// The run's page on codegen.com, for progress and timeout answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_url: Option<String>,
 }
 
 impl TaskEnvelope {
@@ -119,6 +138,7 @@ impl TaskEnvelope {
             timings: Vec::new(),
             cost: CostLedger::default(),
             fallback_reason: None,
+            agent_run: None,
             extra: Extra::new(),
         }
     }
@@ -436,6 +456,24 @@ mod tests {
         let back = TaskEnvelope::from_json(&env.to_json()).unwrap();
         assert_eq!(back, env);
         assert_eq!(back.task_id.0.get_version_num(), 7);
+    }
+
+    #[test]
+    fn an_agent_run_reference_round_trips_and_is_omitted_when_absent() {
+        let mut env = sample();
+        assert!(
+            !String::from_utf8(env.to_json())
+                .unwrap()
+                .contains("agent_run")
+        );
+        env.agent_run = Some(AgentRunRef {
+            run_id: 42,
+            created_at_ms: 1_700_000_000_000,
+            polls: 3,
+            web_url: Some("https://codegen.com/agent/trace/42".into()),
+        });
+        let back = TaskEnvelope::from_json(&env.to_json()).unwrap();
+        assert_eq!(back.agent_run, env.agent_run);
     }
 
     #[test]

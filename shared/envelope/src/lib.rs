@@ -30,6 +30,7 @@
 //! | `timings` | `[{stage, started_at_ms, finished_at_ms}]` | broker runtime |
 //! | `cost` | tokens and API calls | generator / agent |
 //! | `fallback_reason` | why generation fell back to the agent | generator |
+//! | `agent_run` | `{run_id, created_at_ms, polls, web_url}`: the Codegen run a status check polls (agent stage's own messages only) | agent |
 //!
 //! Fields this version does not know are kept in `extra` maps and written back
 //! unchanged, so an older worker never strips what a newer one added.

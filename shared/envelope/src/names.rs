@@ -7,7 +7,12 @@ use std::time::Duration;
 /// Header: attempts spent in the current stage.
 pub const HEADER_ATTEMPT: &str = "x-contexten-attempt";
 /// Header: the retry tier a delayed message waits in (headers-exchange binding).
-pub const HEADER_RETRY_TIER: &str = "x-contexten-retry-tier";
+/// No `x-` prefix: RabbitMQ's headers exchange ignores `x-` binding arguments
+/// when matching, so such a binding matches every message.
+pub const HEADER_RETRY_TIER: &str = "contexten-retry-tier";
+/// The tier header's name before that was found; [`HEADER_RETRY_TIER`]'s doc
+/// says why. Declaring the topology removes bindings on it.
+pub const LEGACY_HEADER_RETRY_TIER: &str = "x-contexten-retry-tier";
 /// Header: snake_case dead-letter reason code.
 pub const HEADER_DEAD_REASON: &str = "x-contexten-dead-reason";
 /// Header: human-readable dead-letter detail.

@@ -26,6 +26,12 @@ pub const UNANSWERED: &str = "contexten_dispatch_dead_letters_waiting_total";
 pub const DISPATCH_REPLIES: &str = "contexten_dispatch_replies_total";
 /// Depth of a queue as last seen.
 pub const QUEUE_DEPTH: &str = "contexten_queue_depth";
+/// Agent run lifecycle events (created, resumed, adopted, succeeded, failed, …).
+pub const AGENT_RUNS: &str = "contexten_agent_runs_total";
+/// Codegen API requests by endpoint and outcome.
+pub const CODEGEN_REQUESTS: &str = "contexten_codegen_requests_total";
+/// Agent tasks rescheduled without an attempt (breaker open, rate limit).
+pub const AGENT_DEFERRED: &str = "contexten_agent_deferred_total";
 
 /// Registers descriptions so `/metrics` explains each series.
 pub fn describe_all() {
@@ -52,6 +58,15 @@ pub fn describe_all() {
     describe_counter!(
         DISPATCH_REPLIES,
         "Replies the dispatcher handled, by provider, kind and outcome (posted, duplicate, reconciled, stale, rate_limited, rejected, unavailable, not_configured, rescheduled, no_target)"
+    );
+    describe_counter!(AGENT_RUNS, "Codegen agent run lifecycle events");
+    describe_counter!(
+        CODEGEN_REQUESTS,
+        "Codegen API requests by endpoint and outcome"
+    );
+    describe_counter!(
+        AGENT_DEFERRED,
+        "Agent tasks rescheduled by an open breaker or a rate limit"
     );
     describe_gauge!(
         BREAKER_STATE,
@@ -116,4 +131,22 @@ pub const BREAKER_STATE: &str = "contexten_breaker_state";
 /// The state of breaker `name`.
 pub fn breaker_state(name: &str, value: f64) {
     gauge!(BREAKER_STATE, "breaker" => name.to_owned()).set(value);
+}
+
+/// An agent run event (`created`, `resumed`, `adopted`, `succeeded`, `failed`,
+/// `cancelled`, `limit_reached`, `timed_out`).
+pub fn agent_run(event: &'static str) {
+    counter!(AGENT_RUNS, "event" => event).increment(1);
+}
+
+/// A Codegen request to `endpoint` (`create`, `get`, `resume`, `list`) ended with
+/// `outcome` (`ok` or an error class).
+pub fn codegen_request(endpoint: &'static str, outcome: &'static str) {
+    counter!(CODEGEN_REQUESTS, "endpoint" => endpoint, "outcome" => outcome).increment(1);
+}
+
+/// An agent task was rescheduled for `reason` (`breaker_open`, `create_limit`,
+/// `request_limit`, `create_in_flight`).
+pub fn agent_deferred(reason: &'static str) {
+    counter!(AGENT_DEFERRED, "reason" => reason).increment(1);
 }

@@ -1,0 +1,270 @@
+//! What the agent stage sends: the prompt and metadata of a run, and the
+//! envelopes for the dispatcher (progress, final, failure, timeout) and for its
+//! own status checks.
+
+use crate::codegen::{AgentRun, RunState};
+use crate::records::RecordedRun;
+use contexten_envelope::{
+    AgentRunRef, Extra, ReplyKind, ResultKind, Stage, TaskEnvelope, TaskResult,
+};
+use serde_json::{Map, Value};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Ranked files listed in a prompt; the assembled context carries the rest.
+const PROMPT_ITEMS: usize = 20;
+
+/// The run's prompt: the request, the repository, then codemap's context (the
+/// ranked files and the assembled prompt), when the context stage ran.
+pub fn prompt(envelope: &TaskEnvelope) -> String {
+    let mut out = envelope.request.text.trim().to_owned();
+    if let Some(repo) = &envelope.request.repository {
+        let _ = write!(out, "\n\nRepository: {}", repo.url);
+        if let Some(reference) = &repo.reference {
+            let _ = write!(out, " (ref {reference})");
+        }
+    }
+    let Some(context) = &envelope.context else {
+        return out;
+    };
+    if let Some(summary) = context.summary.as_deref().filter(|s| !s.trim().is_empty()) {
+        let _ = write!(out, "\n\n## Codebase summary\n{}", summary.trim());
+    }
+    if !context.items.is_empty() {
+        out.push_str("\n\n## Most relevant files (ranked)");
+        for (rank, item) in context.items.iter().take(PROMPT_ITEMS).enumerate() {
+            let _ = write!(
+                out,
+                "\n{}. {} (score {:.2})",
+                rank + 1,
+                item.path,
+                item.score
+            );
+            if !item.symbols.is_empty() {
+                let _ = write!(out, "; symbols: {}", item.symbols.join(", "));
+            }
+            if !item.reasons.is_empty() {
+                let _ = write!(out, "; why: {}", item.reasons.join(", "));
+            }
+        }
+    }
+    if !context.prompt.trim().is_empty() {
+        let _ = write!(out, "\n\n## Context\n{}", context.prompt.trim());
+    }
+    out
+}
+
+/// Metadata stored with the run: our ids, so the run can be traced and found again.
+pub fn metadata(envelope: &TaskEnvelope) -> Map<String, Value> {
+    let mut map = Map::new();
+    map.insert("source".into(), "contexten".into());
+    map.insert("task_id".into(), envelope.task_id.to_string().into());
+    map.insert(
+        "correlation_id".into(),
+        envelope.correlation_id.clone().into(),
+    );
+    map
+}
+
+fn result(kind: ResultKind, summary: String, web_url: Option<String>) -> TaskResult {
+    TaskResult {
+        kind,
+        produced_by: Stage::Agent,
+        summary,
+        text: None,
+        language: None,
+        web_url,
+        pull_requests: Vec::new(),
+        reason: None,
+        extra: Extra::new(),
+    }
+}
+
+fn answer(envelope: &TaskEnvelope, reply: ReplyKind, result: TaskResult) -> TaskEnvelope {
+    let mut out = envelope.clone();
+    out.agent_run = None;
+    out.result = Some(result);
+    out.reply = Some(reply);
+    out
+}
+
+/// "The agent is on it", with the run's link, as soon as the run exists.
+pub fn progress(envelope: &TaskEnvelope, run: &RecordedRun, resumed: bool) -> TaskEnvelope {
+    let verb = if resumed {
+        "The Codegen agent picked up your follow-up"
+    } else {
+        "The Codegen agent is working on this"
+    };
+    let summary = match &run.web_url {
+        Some(url) => format!("{verb}; follow along at {url}"),
+        None => format!("{verb} (run {}).", run.run_id),
+    };
+    answer(
+        envelope,
+        ReplyKind::Progress,
+        result(ResultKind::AgentRun, summary, run.web_url.clone()),
+    )
+}
+
+/// The stage's own status-check message for `run`.
+pub fn status_check(envelope: &TaskEnvelope, run: &RecordedRun) -> TaskEnvelope {
+    let mut out = envelope.clone();
+    out.result = None;
+    out.reply = None;
+    out.agent_run = Some(AgentRunRef {
+        run_id: run.run_id,
+        created_at_ms: run.created_at_ms,
+        polls: 0,
+        web_url: run.web_url.clone(),
+    });
+    out
+}
+
+/// The final answer of a finished run: summary, result text, link, pull requests.
+pub fn finished(envelope: &TaskEnvelope, run: &AgentRun) -> TaskEnvelope {
+    let prs = run.pull_request_urls();
+    let summary = run
+        .summary
+        .clone()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| match prs.len() {
+            0 => "The Codegen agent finished.".to_owned(),
+            1 => "The Codegen agent finished and opened a pull request.".to_owned(),
+            n => format!("The Codegen agent finished and opened {n} pull requests."),
+        });
+    let mut result = result(ResultKind::AgentRun, summary, run.web_url.clone());
+    result.text = run.result.clone().filter(|s| !s.trim().is_empty());
+    result.pull_requests = prs;
+    answer(envelope, ReplyKind::Final, result)
+}
+
+/// A clear failure answer for a run that ended badly, with its link.
+pub fn run_failed(envelope: &TaskEnvelope, run: &AgentRun, state: &RunState) -> TaskEnvelope {
+    let status = run.status.as_deref().unwrap_or("unknown");
+    let (reason, what) = match state {
+        RunState::Cancelled => ("agent_run_cancelled", "was cancelled"),
+        RunState::LimitReached => (
+            "agent_run_limit_reached",
+            "stopped at one of its limits (time, iterations or tokens)",
+        ),
+        _ => ("agent_run_failed", "failed"),
+    };
+    let mut summary = format!("Sorry, the Codegen agent run {what} (status {status}).");
+    if let Some(url) = &run.web_url {
+        let _ = write!(summary, " Details: {url}");
+    }
+    let mut result = TaskResult::failure(Stage::Agent, reason, summary);
+    result.web_url = run.web_url.clone();
+    result.text = run.result.clone().filter(|s| !s.trim().is_empty());
+    result.pull_requests = run.pull_request_urls();
+    answer(envelope, ReplyKind::Failure, result)
+}
+
+/// The answer when a run outlives the maximum run duration.
+pub fn timed_out(envelope: &TaskEnvelope, run: &AgentRunRef, max_run: Duration) -> TaskEnvelope {
+    let mut summary = format!(
+        "Sorry, the Codegen agent run did not finish within {}; this task stops waiting for it.",
+        span(max_run)
+    );
+    match &run.web_url {
+        Some(url) => {
+            let _ = write!(summary, " It may still finish: {url}");
+        }
+        None => {
+            let _ = write!(summary, " (run {})", run.run_id);
+        }
+    }
+    let mut result = TaskResult::failure(Stage::Agent, "agent_run_timeout", summary);
+    result.web_url = run.web_url.clone();
+    answer(envelope, ReplyKind::Failure, result)
+}
+
+/// A duration in words: seconds under two minutes, then minutes, or whole hours.
+fn span(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let (n, unit) = match secs {
+        0..120 => (secs, "second"),
+        _ if secs.is_multiple_of(3600) => (secs / 3600, "hour"),
+        _ => (secs.div_ceil(60), "minute"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contexten_envelope::{
+        ContextItem, ReplyTarget, RepositoryRef, Request, Source, SourceKind, TaskContext,
+    };
+
+    fn envelope() -> TaskEnvelope {
+        TaskEnvelope::new(
+            Source {
+                kind: SourceKind::Api,
+                delivery_id: Some("d-1".into()),
+                requested_by: None,
+                reply_to: ReplyTarget::None,
+                extra: Extra::new(),
+            },
+            Request {
+                text: "refactor the parser".into(),
+                repository: Some(RepositoryRef {
+                    url: "https://github.com/octo/hello.git".into(),
+                    reference: Some("main".into()),
+                }),
+                ..Request::default()
+            },
+        )
+    }
+
+    #[test]
+    fn the_prompt_holds_request_repository_and_context() {
+        let mut env = envelope();
+        assert_eq!(
+            prompt(&env),
+            "refactor the parser\n\nRepository: https://github.com/octo/hello.git (ref main)"
+        );
+        env.context = Some(TaskContext {
+            items: vec![ContextItem {
+                path: "src/parse.rs".into(),
+                score: 0.875,
+                symbols: vec!["parse".into()],
+                reasons: vec!["mentioned".into()],
+            }],
+            prompt: "fn parse() {}".into(),
+            ..TaskContext::default()
+        });
+        let text = prompt(&env);
+        assert!(text.contains("1. src/parse.rs (score 0.88); symbols: parse; why: mentioned"));
+        assert!(text.ends_with("## Context\nfn parse() {}"), "{text}");
+        let meta = metadata(&env);
+        assert_eq!(meta["task_id"], env.task_id.to_string());
+        assert_eq!(meta["correlation_id"], "d-1");
+    }
+
+    #[test]
+    fn spans_read_naturally() {
+        assert_eq!(span(Duration::from_secs(1)), "1 second");
+        assert_eq!(span(Duration::from_secs(90)), "90 seconds");
+        assert_eq!(span(Duration::from_secs(3600)), "1 hour");
+        assert_eq!(span(Duration::from_secs(1830)), "31 minutes");
+    }
+
+    #[test]
+    fn a_failed_run_answers_with_its_link() {
+        let run: AgentRun = serde_json::from_str(
+            r#"{"id":5,"organization_id":1,"status":"ERROR","web_url":"https://codegen.com/agent/trace/5"}"#,
+        )
+        .unwrap();
+        let out = run_failed(&envelope(), &run, &run.state());
+        let result = out.result.unwrap();
+        assert_eq!(out.reply, Some(ReplyKind::Failure));
+        assert_eq!(result.kind, ResultKind::Failure);
+        assert_eq!(result.reason.as_deref(), Some("agent_run_failed"));
+        assert!(result.summary.contains("https://codegen.com/agent/trace/5"));
+        assert_eq!(
+            result.web_url.as_deref(),
+            Some("https://codegen.com/agent/trace/5")
+        );
+    }
+}
