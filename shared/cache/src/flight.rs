@@ -1,0 +1,126 @@
+//! In-process single flight: concurrent callers with the same key share one
+//! computation. If the computing caller is cancelled, the next waiter computes.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use tokio::sync::OnceCell;
+
+/// Coalesces concurrent computations by key.
+pub struct SingleFlight<T> {
+    flights: Mutex<HashMap<String, Arc<OnceCell<T>>>>,
+}
+
+impl<T> Default for SingleFlight<T> {
+    fn default() -> Self {
+        SingleFlight {
+            flights: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for SingleFlight<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let in_flight = self.flights.lock().map(|m| m.len()).unwrap_or(0);
+        f.debug_struct("SingleFlight")
+            .field("in_flight", &in_flight)
+            .finish()
+    }
+}
+
+impl<T: Clone> SingleFlight<T> {
+    /// Runs `compute` unless a computation for `key` is already in flight, in
+    /// which case waits for its value. Returns the value and whether this caller
+    /// computed it.
+    pub async fn run<F, Fut>(&self, key: &str, compute: F) -> (T, bool)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let cell = {
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            flights.entry(key.to_owned()).or_default().clone()
+        };
+        let mut computed = false;
+        let value = cell
+            .get_or_init(|| {
+                computed = true;
+                compute()
+            })
+            .await
+            .clone();
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if flights.get(key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            flights.remove(key);
+        }
+        (value, computed)
+    }
+
+    /// Keys being computed right now.
+    pub fn in_flight(&self) -> usize {
+        self.flights.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_computation() {
+        let flight: Arc<SingleFlight<u32>> = Arc::default();
+        let runs = Arc::new(AtomicU32::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let (flight, runs) = (flight.clone(), runs.clone());
+            tasks.push(tokio::spawn(async move {
+                flight
+                    .run("k", || async {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        42
+                    })
+                    .await
+            }));
+        }
+        let mut leaders = 0;
+        for task in tasks {
+            let (value, computed) = task.await.unwrap();
+            assert_eq!(value, 42);
+            leaders += computed as u32;
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(leaders, 1);
+        assert_eq!(flight.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_leader_hands_over_to_a_waiter() {
+        let flight: Arc<SingleFlight<u32>> = Arc::default();
+        let leader = {
+            let flight = flight.clone();
+            tokio::spawn(async move {
+                flight
+                    .run("k", || async {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        1
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let waiter = {
+            let flight = flight.clone();
+            tokio::spawn(async move { flight.run("k", || async { 2 }).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        leader.abort();
+        let (value, computed) = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((value, computed), (2, true));
+    }
+}
