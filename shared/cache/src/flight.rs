@@ -41,24 +41,49 @@ impl<T: Clone> SingleFlight<T> {
             let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
             flights.entry(key.to_owned()).or_default().clone()
         };
+        // Removes the map entry when this caller is done or cancelled, unless
+        // others still wait on it (one of them computes next).
+        let leave = Leave {
+            flights: &self.flights,
+            key,
+            cell,
+        };
         let mut computed = false;
-        let value = cell
+        let value = leave
+            .cell
             .get_or_init(|| {
                 computed = true;
                 compute()
             })
             .await
             .clone();
-        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-        if flights.get(key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            flights.remove(key);
-        }
         (value, computed)
     }
 
     /// Keys being computed right now.
     pub fn in_flight(&self) -> usize {
         self.flights.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+struct Leave<'a, T> {
+    flights: &'a Mutex<HashMap<String, Arc<OnceCell<T>>>>,
+    key: &'a str,
+    cell: Arc<OnceCell<T>>,
+}
+
+impl<T> Drop for Leave<'_, T> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        let ours = flights
+            .get(self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.cell));
+        // The map and this guard hold two references; more means waiters remain.
+        // A finished value is dropped from the map at once: later callers look
+        // in the cache instead.
+        if ours && (self.cell.initialized() || Arc::strong_count(&self.cell) <= 2) {
+            flights.remove(self.key);
+        }
     }
 }
 
@@ -122,5 +147,27 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((value, computed), (2, true));
+        assert_eq!(flight.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_lone_caller_leaves_no_entry_behind() {
+        let flight: Arc<SingleFlight<u32>> = Arc::default();
+        let lone = {
+            let flight = flight.clone();
+            tokio::spawn(async move {
+                flight
+                    .run("k", || async {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        1
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(flight.in_flight(), 1);
+        lone.abort();
+        let _ = lone.await;
+        assert_eq!(flight.in_flight(), 0);
     }
 }
