@@ -93,6 +93,19 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
 
+    /// Bound of every wait in these tests.
+    const WAIT: Duration = Duration::from_secs(5);
+
+    async fn until_in_flight(flight: &SingleFlight<u32>, n: usize) {
+        tokio::time::timeout(WAIT, async {
+            while flight.in_flight() != n {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the flight registers in time");
+    }
+
     #[tokio::test]
     async fn concurrent_callers_share_one_computation() {
         let flight: Arc<SingleFlight<u32>> = Arc::default();
@@ -135,17 +148,14 @@ mod tests {
                     .await
             })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        until_in_flight(&flight, 1).await;
         let waiter = {
             let flight = flight.clone();
             tokio::spawn(async move { flight.run("k", || async { 2 }).await })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Whether the waiter joined before the abort or after, it computes.
         leader.abort();
-        let (value, computed) = tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .unwrap()
-            .unwrap();
+        let (value, computed) = tokio::time::timeout(WAIT, waiter).await.unwrap().unwrap();
         assert_eq!((value, computed), (2, true));
         assert_eq!(flight.in_flight(), 0);
     }
@@ -164,8 +174,7 @@ mod tests {
                     .await
             })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(flight.in_flight(), 1);
+        until_in_flight(&flight, 1).await;
         lone.abort();
         let _ = lone.await;
         assert_eq!(flight.in_flight(), 0);

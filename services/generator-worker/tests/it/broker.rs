@@ -12,6 +12,9 @@ use std::time::Duration;
 use wiremock::Mock;
 use wiremock::matchers::{body_string_contains, method};
 
+/// How often `take` looks at a queue.
+const POLL: Duration = Duration::from_millis(25);
+
 async fn take(channel: &Channel, queue: &str) -> TaskEnvelope {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -26,7 +29,7 @@ async fn take(channel: &Channel, queue: &str) -> TaskEnvelope {
             tokio::time::Instant::now() < deadline,
             "nothing arrived in {queue}"
         );
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 
