@@ -6,7 +6,7 @@
 
 use crate::config::GeneratorConfig;
 use crate::engine::{Engine, Failure, Policy, Spend};
-use crate::job::{Job, Kind};
+use crate::job::Job;
 use crate::prompt::{self, TEMPLATE_VERSION};
 use crate::repo::{RepoReader, Snapshot};
 use crate::{answer, validate};
@@ -388,16 +388,6 @@ impl Handler for GenerateHandler {
                 metric::generation("rescheduled");
                 Outcome::retry(delay, code, detail)
             }
-        }
-    }
-}
-
-impl Kind {
-    /// The result kind label stored in cached answers.
-    pub fn result_label(self) -> &'static str {
-        match self {
-            Kind::NewCode => "code",
-            Kind::Diff => "diff",
         }
     }
 }

@@ -33,6 +33,14 @@ impl Kind {
             Kind::Diff => "diff",
         }
     }
+
+    /// The result kind label stored in cached answers.
+    pub fn result_label(self) -> &'static str {
+        match self {
+            Kind::NewCode => "code",
+            Kind::Diff => "diff",
+        }
+    }
 }
 
 /// One generation job.

@@ -270,7 +270,6 @@ fn apply_file(file: &FileDiff, original: &str) -> Result<(String, String), Patch
                 }
             })?
         };
-        // Keep the file's own text for matched lines (whitespace-tolerant match).
         rendered.push_str(&format!(
             "@@ -{},{} +{},{} @@\n",
             if old.is_empty() { at } else { at + 1 },
@@ -278,37 +277,27 @@ fn apply_file(file: &FileDiff, original: &str) -> Result<(String, String), Patch
             if new.is_empty() { at } else { at + 1 },
             new.len()
         ));
-        let mut old_iter = lines[at..at + old.len()].iter();
+        // Context and removed lines keep the file's exact text (the match may
+        // have ignored trailing whitespace); added lines are the model's.
+        let mut originals = lines[at..at + old.len()].iter();
+        let mut context_kept = Vec::with_capacity(new.len());
         for line in &hunk.lines {
             match line {
                 HunkLine::Context(_) => {
-                    let actual = old_iter.next().map(String::as_str).unwrap_or("");
+                    let actual = originals.next().cloned().unwrap_or_default();
                     rendered.push_str(&format!(" {actual}\n"));
+                    context_kept.push(actual);
                 }
                 HunkLine::Removed(_) => {
-                    let actual = old_iter.next().map(String::as_str).unwrap_or("");
+                    let actual = originals.next().map(String::as_str).unwrap_or("");
                     rendered.push_str(&format!("-{actual}\n"));
                 }
-                HunkLine::Added(s) => rendered.push_str(&format!("+{s}\n")),
-            }
-        }
-        let context_kept: Vec<String> = {
-            // Context lines keep the file's exact text; added lines are the model's.
-            let mut kept = Vec::with_capacity(new.len());
-            let mut originals = lines[at..at + old.len()].iter();
-            for line in &hunk.lines {
-                match line {
-                    HunkLine::Context(_) => {
-                        kept.push(originals.next().cloned().unwrap_or_default());
-                    }
-                    HunkLine::Removed(_) => {
-                        originals.next();
-                    }
-                    HunkLine::Added(s) => kept.push(s.clone()),
+                HunkLine::Added(added) => {
+                    rendered.push_str(&format!("+{added}\n"));
+                    context_kept.push(added.clone());
                 }
             }
-            kept
-        };
+        }
         let inserted = context_kept.len();
         lines.splice(at..at + old.len(), context_kept);
         cursor = at + inserted;
