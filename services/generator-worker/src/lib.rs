@@ -1,63 +1,35 @@
-//! The generate stage. Until its own issue lands the handler is a pass-through: it
-//! answers with a clearly labelled placeholder and forwards to dispatch, so the
-//! whole flow runs end to end.
+//! The generate stage (DESIGN §1 "Autogenlib"; EXTERNAL-APIS §3.4, §6.7):
+//! context-aware code generation with an LLM, cached, validated, with fallback to
+//! the agent.
+//!
+//! Flow of one task through [`GenerateHandler`]:
+//! 1. [`job`]: gather what to generate from the envelope (request, hints, the
+//!    context worker's prompt) and the repository snapshot ([`repo`]): the kind
+//!    (new code, or a diff when the target file exists), language, symbol, the
+//!    target file's code and usage snippets (secrets [`redact`]ed).
+//! 2. [`prompt`]: render the versioned templates (`templates/v1/`).
+//! 3. No provider configured → a labelled context-only answer ([`answer`]).
+//! 4. Cache key (prompt, context fingerprint, model, temperature, language,
+//!    template version) → memory/disk/Redis cache (`contexten-cache`); identical
+//!    tasks in flight share one generation (single flight + Redis lock).
+//! 5. [`engine`]: the call under concurrency, rate and token limits, the shared
+//!    circuit breaker and retries honouring `Retry-After`.
+//! 6. [`extract`] + [`validate`]: whole text → fenced blocks → diff; tree-sitter
+//!    ([`syntax`]) with no ERROR/MISSING nodes; diffs must apply ([`patch`]).
+//!    One repair round with the error; then fallback to the agent.
 
-use contexten_broker::Outcome;
-use contexten_envelope::{Extra, ReplyKind, ResultKind, Stage, TaskEnvelope, TaskResult};
+pub mod answer;
+pub mod config;
+pub mod engine;
+pub mod extract;
+pub mod handler;
+pub mod job;
+pub mod patch;
+pub mod prompt;
+pub mod redact;
+pub mod repo;
+pub mod syntax;
+pub mod validate;
 
-/// Labels the task as not handled by this build and forwards it to dispatch.
-pub async fn handle(mut envelope: TaskEnvelope) -> Outcome {
-    envelope.result = Some(TaskResult {
-        kind: ResultKind::ContextOnly,
-        produced_by: Stage::Generate,
-        summary: "pass-through: the generate stage is not implemented in this build".into(),
-        text: envelope.context.as_ref().map(|c| c.prompt.clone()),
-        language: None,
-        web_url: None,
-        pull_requests: Vec::new(),
-        reason: None,
-        extra: Extra::new(),
-    });
-    envelope.reply = Some(ReplyKind::Final);
-    Outcome::forward(Stage::Dispatch, envelope)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use contexten_envelope::{ReplyTarget, Request, Source, SourceKind};
-
-    #[tokio::test]
-    async fn the_placeholder_answer_goes_to_dispatch() {
-        let source = Source {
-            kind: SourceKind::Api,
-            delivery_id: None,
-            requested_by: None,
-            reply_to: ReplyTarget::None,
-            extra: Default::default(),
-        };
-        let env = TaskEnvelope::new(
-            source,
-            Request {
-                text: "write".into(),
-                ..Request::default()
-            },
-        );
-        match handle(env).await {
-            Outcome::Forward(next) => {
-                assert_eq!(next[0].stage, Stage::Dispatch);
-                assert_eq!(next[0].envelope.reply, Some(ReplyKind::Final));
-                assert!(
-                    next[0]
-                        .envelope
-                        .result
-                        .as_ref()
-                        .unwrap()
-                        .summary
-                        .starts_with("pass-through")
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-}
+pub use config::GeneratorConfig;
+pub use handler::{Answer, GenerateHandler, GeneratorError, GeneratorStats, Provenance};

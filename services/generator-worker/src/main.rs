@@ -1,31 +1,32 @@
-//! generator-worker: consumes the generate stage and forwards the answer to dispatch.
+//! generator-worker: consumes the generate stage and forwards generated code to
+//! dispatch (or the task to the agent when generation fails).
 
 use anyhow::Context as _;
 use contexten_broker::Store;
 use contexten_broker::service::{WorkerConfig, bind_health, run_service, shutdown_on_signal};
 use contexten_config::Env;
 use contexten_envelope::Stage;
+use generator_worker::{GenerateHandler, GeneratorConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let env = Env::from_process();
     let cfg = WorkerConfig::from_env(
-        &Env::from_process(),
+        &env,
         "generator-worker",
         Stage::Generate,
         "127.0.0.1:9102",
         16,
     )
     .context("invalid configuration")?;
+    let generator = GeneratorConfig::from_env(&env).context("invalid configuration")?;
     let _telemetry = contexten_telemetry::init(&cfg.telemetry)?;
     let store = Store::new(&cfg.redis, cfg.names())?;
+    let handler = GenerateHandler::new(&generator, store.clone())?;
+    if generator.llm.api_key.is_none() {
+        tracing::warn!("LLM_API_KEY is unset: answering with context only");
+    }
     let listener = bind_health(cfg.health_addr).await?;
-    run_service(
-        &cfg,
-        listener,
-        store,
-        generator_worker::handle,
-        shutdown_on_signal(),
-    )
-    .await?;
+    run_service(&cfg, listener, store, handler, shutdown_on_signal()).await?;
     Ok(())
 }

@@ -68,6 +68,13 @@ pub fn describe_all() {
         AGENT_DEFERRED,
         "Agent tasks rescheduled by an open breaker or a rate limit"
     );
+    describe_counter!(
+        CACHE_REQUESTS,
+        "Cache lookups by cache, layer and result (hit ratio)"
+    );
+    describe_counter!(LLM_REQUESTS, "LLM provider calls by provider and outcome");
+    describe_counter!(LLM_TOKENS, "LLM tokens spent by provider and kind");
+    describe_counter!(GENERATIONS, "Generate-stage results by outcome");
     describe_gauge!(
         BREAKER_STATE,
         "Circuit breaker state: 0 closed, 1 half-open, 2 open"
@@ -149,4 +156,37 @@ pub fn codegen_request(endpoint: &'static str, outcome: &'static str) {
 /// `request_limit`, `create_in_flight`).
 pub fn agent_deferred(reason: &'static str) {
     counter!(AGENT_DEFERRED, "reason" => reason).increment(1);
+}
+
+/// Cache lookups by cache, layer (`memory`, `disk`, `redis`) and result (`hit`, `miss`).
+pub const CACHE_REQUESTS: &str = "contexten_cache_requests_total";
+
+/// One lookup in one layer of a cache.
+pub fn cache_request(cache: &'static str, layer: &'static str, hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    counter!(CACHE_REQUESTS, "cache" => cache, "layer" => layer, "result" => result).increment(1);
+}
+
+/// LLM calls by provider and outcome (`ok`, `rate_limited`, `server_error`, …).
+pub const LLM_REQUESTS: &str = "contexten_llm_requests_total";
+/// LLM tokens by provider and kind (`prompt`, `completion`).
+pub const LLM_TOKENS: &str = "contexten_llm_tokens_total";
+/// Generation results by outcome (`generated`, `cached`, `coalesced`, `fallback`,
+/// `context_only`, `rescheduled`).
+pub const GENERATIONS: &str = "contexten_generations_total";
+
+/// One call to an LLM provider and the tokens it spent.
+pub fn llm_call(provider: &'static str, outcome: &'static str, prompt: u64, completion: u64) {
+    counter!(LLM_REQUESTS, "provider" => provider, "outcome" => outcome).increment(1);
+    if prompt > 0 {
+        counter!(LLM_TOKENS, "provider" => provider, "kind" => "prompt").increment(prompt);
+    }
+    if completion > 0 {
+        counter!(LLM_TOKENS, "provider" => provider, "kind" => "completion").increment(completion);
+    }
+}
+
+/// A generate-stage task finished with `outcome`.
+pub fn generation(outcome: &'static str) {
+    counter!(GENERATIONS, "outcome" => outcome).increment(1);
 }

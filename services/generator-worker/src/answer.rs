@@ -1,0 +1,155 @@
+//! The answers the stage sends to dispatch: a generated result, or the
+//! context-only answer of a fleet without an LLM provider.
+
+use crate::handler::{Answer, Provenance};
+use crate::job::{Job, Kind};
+use crate::prompt::TEMPLATE_VERSION;
+use crate::validate::Checked;
+use contexten_broker::Outcome;
+use contexten_envelope::{Extra, ReplyKind, ResultKind, Stage, TaskEnvelope, TaskResult};
+use contexten_llm::{Message, Role};
+
+/// The cached form of a checked answer.
+pub fn generated(job: &Job, checked: Checked, model: &str, repaired: bool) -> Answer {
+    let language = job.language.map(|l| l.name().to_owned());
+    let mut summary = match job.kind {
+        Kind::NewCode => {
+            let what = match &job.symbol {
+                Some(symbol) => format!("the {} `{symbol}`", job.symbol_kind),
+                None => format!("a {}", job.symbol_kind),
+            };
+            let check = match &language {
+                Some(l) => format!("; it parses as {l} (tree-sitter)"),
+                None => "; language unknown, so not syntax-checked".into(),
+            };
+            format!("Generated {what} with {model}{check}.")
+        }
+        Kind::Diff => format!(
+            "Generated a diff to {} with {model}; it applies cleanly to the repository and the changed files parse.",
+            checked
+                .files
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    if repaired {
+        summary.push_str(" The first answer was invalid; this is the repaired one.");
+    }
+    summary.push_str(" Not executed: review before use.");
+    Answer {
+        kind: job.kind.result_label().to_owned(),
+        language,
+        text: checked.text,
+        summary,
+    }
+}
+
+/// A generated (or cached, or shared) answer, final, to dispatch.
+pub fn success(mut envelope: TaskEnvelope, answer: Answer, provenance: Provenance) -> Outcome {
+    let mut summary = answer.summary;
+    match provenance {
+        Provenance::Generated => {}
+        Provenance::Cache(_) | Provenance::OtherReplica => {
+            summary.push_str(" (served from the cache)")
+        }
+        Provenance::Coalesced => summary.push_str(" (shared with an identical request)"),
+    }
+    envelope.result = Some(TaskResult {
+        kind: if answer.kind == "diff" {
+            ResultKind::Diff
+        } else {
+            ResultKind::Code
+        },
+        produced_by: Stage::Generate,
+        summary,
+        text: Some(answer.text),
+        language: answer.language,
+        web_url: None,
+        pull_requests: Vec::new(),
+        reason: None,
+        extra: Extra::new(),
+    });
+    envelope.reply = Some(ReplyKind::Final);
+    Outcome::forward(Stage::Dispatch, envelope)
+}
+
+/// The answer without a provider: the relevant files and the prompt that would
+/// be sent, clearly labelled, so a fresh install completes the flow.
+pub fn context_only(mut envelope: TaskEnvelope, job: &Job, messages: &[Message]) -> Outcome {
+    let mut text = format!(
+        "**Context only: no LLM provider is configured** (set `LLM_API_KEY` to generate code). \
+         Below are the files that matter for this request and the prompt that would be sent \
+         (template {TEMPLATE_VERSION}, {}).\n\n**Relevant files**\n",
+        job.kind.as_str()
+    );
+    let items = envelope
+        .context
+        .as_ref()
+        .map(|c| c.items.as_slice())
+        .unwrap_or_default();
+    if items.is_empty() {
+        text.push_str(
+            "- none: the task carries no context (the context stage did not run for it)\n",
+        );
+    }
+    for item in items {
+        text.push_str(&format!("- `{}` (score {:.2})", item.path, item.score));
+        if !item.symbols.is_empty() {
+            text.push_str(&format!(": {}", item.symbols.join(", ")));
+        }
+        if !item.reasons.is_empty() {
+            text.push_str(&format!(" ({})", item.reasons.join("; ")));
+        }
+        text.push('\n');
+    }
+    let prompt: String = messages
+        .iter()
+        .map(|m| {
+            let role = match m.role {
+                Role::System => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            format!("[{role}]\n{}\n", m.content)
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let fence = fence_for(&prompt);
+    text.push_str(&format!(
+        "\n**Prompt that would be sent**\n\n{fence}text\n{prompt}{fence}\n"
+    ));
+    envelope.result = Some(TaskResult {
+        kind: ResultKind::ContextOnly,
+        produced_by: Stage::Generate,
+        summary: "Context-only answer: no LLM provider is configured, so no code was generated; \
+                  the relevant files and the prompt that would be sent are attached."
+            .into(),
+        text: Some(text),
+        language: job.language.map(|l| l.name().to_owned()),
+        web_url: None,
+        pull_requests: Vec::new(),
+        reason: Some("no_llm_provider".into()),
+        extra: Extra::new(),
+    });
+    envelope.reply = Some(ReplyKind::Final);
+    Outcome::forward(Stage::Dispatch, envelope)
+}
+
+/// A backtick fence longer than any backtick run inside `content`.
+fn fence_for(content: &str) -> String {
+    let longest = content.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    "`".repeat(longest.max(2) + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fences_outgrow_the_content() {
+        assert_eq!(fence_for("plain"), "```");
+        assert_eq!(fence_for("a ```` b"), "`````");
+    }
+}

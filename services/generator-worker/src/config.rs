@@ -1,0 +1,147 @@
+//! The generator's settings, read once at start.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `LLM_PROVIDER`, `LLM_BASE_URL`, `LLM_API_KEY`, `LLM_MODEL`, `LLM_TIMEOUT_SECS`, `LLM_MAX_TOKENS`, `LLM_TEMPERATURE` | the provider (see `contexten_llm::LlmSettings`) | `openai`, OpenAI, unset, `gpt-4.1`, 60, 4096, 0.1 |
+//! | `LLM_MAX_CONCURRENCY` | calls in flight per worker process, 1–256 | `8` |
+//! | `LLM_REQUESTS_PER_MIN` | fleet-wide request limit (sliding window), 1–100000 | `60` |
+//! | `LLM_TOKENS_PER_MIN` | fleet-wide token budget (prompt estimate + max tokens), 1000–100000000 | `200000` |
+//! | `LLM_MAX_RETRIES` | retries of one call on 429/5xx/timeouts, 0–10 | `3` |
+//! | `LLM_RETRY_BASE_MS` | first backoff delay (exponential with jitter), 10–60000 | `500` |
+//! | `LLM_MAX_INLINE_WAIT_SECS` | longest in-process wait (Retry-After, limiter, open breaker) before rescheduling or falling back, 0–120 | `10` |
+//! | `LLM_BREAKER_FAILURES` | consecutive failures that open the breaker, 1–100 | `5` |
+//! | `LLM_BREAKER_OPEN_SECS` | how long it stays open before one probe, 1–3600 | `30` |
+//! | `GENERATOR_CACHE_DIR` | disk cache directory; `off` disables the disk layer | `<tmp>/contexten/generator-cache` |
+//! | `GENERATOR_CACHE_TTL_SECS` | time to live of cached answers, 1–2592000 | `86400` |
+//! | `GENERATOR_CACHE_MEMORY_ENTRIES` | answers kept in memory, 1–1000000 | `1000` |
+//! | `CACHE_ENCRYPTION_KEY` | AES-256-GCM key for disk and Redis entries: 32 bytes as 64 hex chars or base64 | unset (plain) |
+//! | `CONTEXTEN_ALLOW_LOCAL_REPOS` | accept local paths / `file://` repositories | `0` |
+//! | `GENERATOR_REPO_CACHE_DIR` | where remote repositories are fetched | `<tmp>/contexten/repos` |
+//! | `GENERATOR_GIT_TIMEOUT_SECS` | bound of one git command, 1–3600 | `120` |
+
+use contexten_cache::{EncryptionKey, KEY_FORMS};
+use contexten_config::{ConfigError, Env, ExposeSecret};
+use contexten_llm::LlmSettings;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the generate handler needs to be built.
+#[derive(Debug, Clone)]
+pub struct GeneratorConfig {
+    pub llm: LlmSettings,
+    /// `LLM_MAX_CONCURRENCY`.
+    pub max_concurrency: usize,
+    /// `LLM_REQUESTS_PER_MIN`.
+    pub requests_per_min: u32,
+    /// `LLM_TOKENS_PER_MIN`.
+    pub tokens_per_min: u64,
+    /// `LLM_MAX_RETRIES`.
+    pub max_retries: u32,
+    /// `LLM_RETRY_BASE_MS`.
+    pub retry_base: Duration,
+    /// `LLM_MAX_INLINE_WAIT_SECS`.
+    pub inline_wait: Duration,
+    /// `LLM_BREAKER_FAILURES`.
+    pub breaker_failures: u32,
+    /// `LLM_BREAKER_OPEN_SECS`.
+    pub breaker_open: Duration,
+    /// `GENERATOR_CACHE_DIR` (`None` = no disk layer).
+    pub cache_dir: Option<PathBuf>,
+    /// `GENERATOR_CACHE_TTL_SECS`.
+    pub cache_ttl: Duration,
+    /// `GENERATOR_CACHE_MEMORY_ENTRIES`.
+    pub cache_memory_entries: u64,
+    /// `CACHE_ENCRYPTION_KEY`.
+    pub encryption: Option<EncryptionKey>,
+    /// `CONTEXTEN_ALLOW_LOCAL_REPOS`.
+    pub allow_local_repos: bool,
+    /// `GENERATOR_REPO_CACHE_DIR`.
+    pub repo_cache_dir: PathBuf,
+    /// `GENERATOR_GIT_TIMEOUT_SECS`.
+    pub git_timeout: Duration,
+}
+
+impl GeneratorConfig {
+    /// Reads and validates the settings.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let tmp = std::env::temp_dir().join("contexten");
+        let cache_dir = match env.raw("GENERATOR_CACHE_DIR") {
+            Some(v) if v.trim().eq_ignore_ascii_case("off") => None,
+            Some(v) => Some(PathBuf::from(v.trim())),
+            None => Some(tmp.join("generator-cache")),
+        };
+        let encryption =
+            match env.secret("CACHE_ENCRYPTION_KEY") {
+                None => None,
+                Some(secret) => Some(EncryptionKey::parse(secret.expose_secret()).map_err(
+                    |_| ConfigError {
+                        var: "CACHE_ENCRYPTION_KEY".into(),
+                        shown: "****".into(),
+                        expected: KEY_FORMS.into(),
+                    },
+                )?),
+            };
+        Ok(GeneratorConfig {
+            llm: LlmSettings::from_env(env)?,
+            max_concurrency: env.ranged("LLM_MAX_CONCURRENCY", 8, 1, 256)?,
+            requests_per_min: env.ranged("LLM_REQUESTS_PER_MIN", 60, 1, 100_000)?,
+            tokens_per_min: env.ranged("LLM_TOKENS_PER_MIN", 200_000, 1_000, 100_000_000)?,
+            max_retries: env.ranged("LLM_MAX_RETRIES", 3, 0, 10)?,
+            retry_base: Duration::from_millis(env.ranged("LLM_RETRY_BASE_MS", 500, 10, 60_000)?),
+            inline_wait: Duration::from_secs(env.ranged("LLM_MAX_INLINE_WAIT_SECS", 10, 0, 120)?),
+            breaker_failures: env.ranged("LLM_BREAKER_FAILURES", 5, 1, 100)?,
+            breaker_open: Duration::from_secs(env.ranged("LLM_BREAKER_OPEN_SECS", 30, 1, 3600)?),
+            cache_dir,
+            cache_ttl: Duration::from_secs(env.ranged(
+                "GENERATOR_CACHE_TTL_SECS",
+                86_400,
+                1,
+                30 * 86_400,
+            )?),
+            cache_memory_entries: env.ranged(
+                "GENERATOR_CACHE_MEMORY_ENTRIES",
+                1000,
+                1,
+                1_000_000,
+            )?,
+            encryption,
+            allow_local_repos: env.flag("CONTEXTEN_ALLOW_LOCAL_REPOS", false)?,
+            repo_cache_dir: env
+                .raw("GENERATOR_REPO_CACHE_DIR")
+                .map_or_else(|| tmp.join("repos"), |v| PathBuf::from(v.trim())),
+            git_timeout: Duration::from_secs(env.ranged(
+                "GENERATOR_GIT_TIMEOUT_SECS",
+                120,
+                1,
+                3600,
+            )?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_work_without_credentials() {
+        let cfg = GeneratorConfig::from_env(&Env::default()).unwrap();
+        assert!(cfg.llm.api_key.is_none());
+        assert_eq!(cfg.max_retries, 3);
+        assert!(cfg.cache_dir.is_some() && cfg.encryption.is_none());
+        assert!(!cfg.allow_local_repos);
+    }
+
+    #[test]
+    fn a_bad_key_is_named_but_never_shown() {
+        let bad = ["not-", "a-valid-", "key"].concat();
+        let err =
+            GeneratorConfig::from_env(&Env::from_pairs([("CACHE_ENCRYPTION_KEY", bad.as_str())]))
+                .unwrap_err();
+        assert_eq!(err.var, "CACHE_ENCRYPTION_KEY");
+        assert!(!err.to_string().contains(&bad));
+        let off =
+            GeneratorConfig::from_env(&Env::from_pairs([("GENERATOR_CACHE_DIR", "off")])).unwrap();
+        assert!(off.cache_dir.is_none());
+    }
+}
