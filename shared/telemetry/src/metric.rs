@@ -24,6 +24,19 @@ pub const REDIS_DEGRADED: &str = "contexten_redis_degraded_total";
 pub const UNANSWERED: &str = "contexten_dispatch_dead_letters_waiting_total";
 /// Depth of a queue as last seen.
 pub const QUEUE_DEPTH: &str = "contexten_queue_depth";
+/// Requests ingest answered, by provider and outcome (accepted, duplicate,
+/// ignored, rejected, unavailable).
+pub const INGEST_REQUESTS: &str = "contexten_ingest_requests_total";
+/// Requests ingest ignored (answered 2xx, no task), by provider and reason.
+pub const INGEST_IGNORED: &str = "contexten_ingest_ignored_total";
+/// Requests ingest refused with a 4xx, by provider and reason.
+pub const INGEST_REJECTED: &str = "contexten_ingest_rejected_total";
+/// Tasks ingest created, by source and strategy.
+pub const INGEST_TASKS: &str = "contexten_ingest_tasks_total";
+/// Time from request to answer at ingest.
+pub const INGEST_DURATION: &str = "contexten_ingest_request_duration_seconds";
+/// GitHub deliveries refused while the broker was down, recorded for redelivery.
+pub const INGEST_FAILED_RECORDED: &str = "contexten_ingest_failed_deliveries_recorded_total";
 
 /// Registers descriptions so `/metrics` explains each series.
 pub fn describe_all() {
@@ -47,6 +60,22 @@ pub fn describe_all() {
     );
     describe_counter!(UNANSWERED, "Dispatch dead letters waiting for an operator");
     describe_gauge!(QUEUE_DEPTH, "Messages ready in a queue");
+    describe_counter!(INGEST_REQUESTS, "Requests ingest answered, by outcome");
+    describe_counter!(INGEST_IGNORED, "Events ingest ignored, by reason");
+    describe_counter!(
+        INGEST_REJECTED,
+        "Requests ingest refused with a 4xx, by reason"
+    );
+    describe_counter!(INGEST_TASKS, "Tasks ingest created, by source and strategy");
+    describe_histogram!(
+        INGEST_DURATION,
+        metrics::Unit::Seconds,
+        "Time from request to answer at ingest"
+    );
+    describe_counter!(
+        INGEST_FAILED_RECORDED,
+        "GitHub deliveries refused while the broker was down, recorded for redelivery"
+    );
 }
 
 /// A delivery arrived at `stage`.
@@ -92,4 +121,30 @@ pub fn redis_degraded(what: &'static str) {
 /// The depth of a queue.
 pub fn queue_depth(queue: &str, depth: u32) {
     gauge!(QUEUE_DEPTH, "queue" => queue.to_owned()).set(depth as f64);
+}
+
+/// ingest answered a request from `provider` with `outcome` after `elapsed`.
+pub fn ingest_answered(provider: &'static str, outcome: &'static str, elapsed: Duration) {
+    counter!(INGEST_REQUESTS, "provider" => provider, "outcome" => outcome).increment(1);
+    histogram!(INGEST_DURATION, "provider" => provider).record(elapsed.as_secs_f64());
+}
+
+/// ingest ignored an event (no task) for `reason`.
+pub fn ingest_ignored(provider: &'static str, reason: &'static str) {
+    counter!(INGEST_IGNORED, "provider" => provider, "reason" => reason).increment(1);
+}
+
+/// ingest refused a request with a 4xx for `reason`.
+pub fn ingest_rejected(provider: &'static str, reason: &'static str) {
+    counter!(INGEST_REJECTED, "provider" => provider, "reason" => reason).increment(1);
+}
+
+/// ingest created a task.
+pub fn ingest_task(source: &'static str, strategy: &'static str) {
+    counter!(INGEST_TASKS, "source" => source, "strategy" => strategy).increment(1);
+}
+
+/// A refused GitHub delivery was recorded (`store` = `redis` or `file`).
+pub fn ingest_failed_recorded(store: &'static str) {
+    counter!(INGEST_FAILED_RECORDED, "store" => store).increment(1);
 }
