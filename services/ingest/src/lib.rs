@@ -117,11 +117,11 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
         .with_state(state)
         // tower-http answers 413 itself when Content-Length is over the limit;
         // a streamed body over the limit fails extraction (also 413, as JSON).
-        .layer(axum::middleware::map_response(
-            move |r: Response| async move { json_413(r, limit) },
-        ))
+        .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(limit))
-        .layer(DefaultBodyLimit::disable());
+        .layer(axum::middleware::map_response(
+            move |r: Response| async move { json_4xx(r, limit) },
+        ));
     app.merge(health::router(readiness))
 }
 
@@ -129,16 +129,30 @@ async fn not_found() -> Response {
     error::IngestError::NotFound("no such route".into()).into_response()
 }
 
-/// Gives tower-http's bare 413 the JSON body every 4xx has.
-fn json_413(response: Response, limit: usize) -> Response {
+/// Gives the framework's bare 4xx answers (tower-http's 413, axum's 405) the
+/// JSON body every 4xx has.
+fn json_4xx(response: Response, limit: usize) -> Response {
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
-        return error::IngestError::TooLarge(limit).into_response();
+    match response.status() {
+        _ if is_json => response,
+        StatusCode::PAYLOAD_TOO_LARGE => error::IngestError::TooLarge(limit).into_response(),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let (mut parts, _) = response.into_parts();
+            let body = serde_json::json!({
+                "error": "method_not_allowed",
+                "message": "this route does not accept that method",
+            });
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+        }
+        _ => response,
     }
-    response
 }
 
 /// Serves ingest on `listener` until `shutdown`.

@@ -104,6 +104,8 @@ pub struct TokenStore {
     table: Arc<RwLock<Table>>,
     file: Option<PathBuf>,
     inline: Option<Secret>,
+    /// The file content the table was built from, to notice changes.
+    loaded: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
 
 /// The SHA-256 of a token, as stored in the lists.
@@ -170,6 +172,7 @@ impl TokenStore {
             table: Arc::default(),
             file,
             inline,
+            loaded: Arc::default(),
         };
         store.reload()?;
         Ok(store)
@@ -193,6 +196,7 @@ impl TokenStore {
             table: Arc::new(RwLock::new(table)),
             file: None,
             inline: None,
+            loaded: Arc::default(),
         }
     }
 
@@ -209,10 +213,15 @@ impl TokenStore {
             None => Table::new(),
         };
         if let Some(path) = &self.file {
-            let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read {
+            let bytes = std::fs::read(path).map_err(|source| TokensError::Read {
                 path: path.display().to_string(),
                 source,
             })?;
+            if let Ok(mut loaded) = self.loaded.lock() {
+                *loaded = Some(bytes.clone());
+            }
+            let text = String::from_utf8(bytes)
+                .map_err(|_| TokensError::Invalid("the file is not UTF-8".into()))?;
             table.extend(parse_file(&text)?);
         }
         let count = table.len();
@@ -228,17 +237,20 @@ impl TokenStore {
         let Some(path) = self.file.clone() else {
             return;
         };
-        let mut last = std::fs::read(&path).ok();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(RELOAD_INTERVAL) => {}
             }
             let now = std::fs::read(&path).ok();
-            if now == last {
+            let unchanged = self
+                .loaded
+                .lock()
+                .map(|loaded| *loaded == now)
+                .unwrap_or(true);
+            if unchanged {
                 continue;
             }
-            last = now;
             match self.reload() {
                 Ok(count) => tracing::info!(count, "API tokens reloaded"),
                 Err(error) => {
