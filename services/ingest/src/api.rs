@@ -391,15 +391,20 @@ fn status_view(task: TaskId, mut fields: HashMap<String, String>) -> TaskStatus 
     }
     completed.sort();
     let number = |v: Option<String>| v.and_then(|s| s.parse().ok());
+    let summary: serde_json::Value = fields
+        .get(crate::intake::SUMMARY_FIELD)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let text = |key: &str| summary.get(key).and_then(|v| v.as_str()).map(str::to_owned);
     TaskStatus {
         task_id: task.to_string(),
         state: fields.remove("state"),
         stage: fields.remove("stage"),
-        source: fields.remove("source"),
-        strategy: fields.remove("strategy"),
-        strategy_rule: fields.remove("strategy_rule"),
-        priority: fields.remove("priority"),
-        conversation: fields.remove("conversation").filter(|c| !c.is_empty()),
+        source: text("source"),
+        strategy: text("strategy"),
+        strategy_rule: text("strategy_rule"),
+        priority: text("priority"),
+        conversation: text("conversation"),
         created_at_ms: number(fields.remove("created_at_ms")),
         updated_at_ms: number(fields.remove("updated_at_ms")),
         timings,

@@ -19,6 +19,10 @@ use contexten_envelope::{
 use contexten_telemetry::metric;
 use std::time::Duration;
 
+/// The status record field holding ingest's summary of the task (JSON: source,
+/// strategy, strategy_rule, priority, conversation, correlation_id).
+pub const SUMMARY_FIELD: &str = "summary";
+
 /// How long the status record written here lives (the runtime keeps it as long).
 const STATUS_TTL_SECS: u64 = 7 * 24 * 3600;
 
@@ -292,26 +296,22 @@ impl Claim {
         let now = now_ms();
         let timing = serde_json::json!({"started_at_ms": received_at_ms, "finished_at_ms": now});
         let first = env.strategy.first_stage();
-        let fields: [(&str, String); 11] = [
+        // What the runtime maintains (state, stage, updated_at_ms, timing:<stage>)
+        // plus what only ingest knows, in one `summary` field to keep the write small.
+        let summary = serde_json::json!({
+            "source": env.source.kind,
+            "strategy": env.strategy,
+            "strategy_rule": env.strategy_rule,
+            "priority": env.priority,
+            "conversation": env.conversation.as_ref().map(|c| &c.id),
+            "correlation_id": env.correlation_id,
+        });
+        let fields: [(&str, String); 6] = [
             ("state", format!("queued:{}", first.as_str())),
             ("stage", Stage::Ingest.as_str().to_owned()),
             ("created_at_ms", env.created_at_ms.to_string()),
             ("updated_at_ms", now.to_string()),
-            ("source", env.source.kind.as_str().to_owned()),
-            ("strategy", env.strategy.as_str().to_owned()),
-            (
-                "strategy_rule",
-                env.strategy_rule.clone().unwrap_or_default(),
-            ),
-            ("priority", env.priority.as_str().to_owned()),
-            (
-                "conversation",
-                env.conversation
-                    .as_ref()
-                    .map(|c| c.id.clone())
-                    .unwrap_or_default(),
-            ),
-            ("correlation_id", env.correlation_id.clone()),
+            (SUMMARY_FIELD, summary.to_string()),
             ("timing:ingest", timing.to_string()),
         ];
         let script = &state.scripts.acquire;

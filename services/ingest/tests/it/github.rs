@@ -49,10 +49,12 @@ async fn github_command_comment_becomes_exactly_one_task_and_one_acknowledgement
         status_field(&ingest, &task, "state").await.as_deref(),
         Some("queued:context")
     );
-    assert_eq!(
-        status_field(&ingest, &task, "source").await.as_deref(),
-        Some("github")
-    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&status_field(&ingest, &task, "summary").await.unwrap()).unwrap();
+    assert_eq!(summary["source"], "github");
+    assert_eq!(summary["strategy"], "agent");
+    assert_eq!(summary["strategy_rule"], "command:agent");
+    assert_eq!(summary["priority"], "normal");
     assert!(
         status_field(&ingest, &task, "timing:ingest")
             .await
