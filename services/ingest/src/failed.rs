@@ -100,10 +100,27 @@ pub async fn list(
     Ok(out)
 }
 
-/// Forgets deliveries that were redelivered.
-pub async fn forget(store: &Store, delivered: &[FailedDelivery]) -> Result<(), BrokerError> {
+/// Forgets deliveries that were redelivered, in Redis and in the file.
+pub async fn forget(
+    store: &Store,
+    file: &Path,
+    delivered: &[FailedDelivery],
+) -> Result<(), BrokerError> {
     if delivered.is_empty() {
         return Ok(());
+    }
+    if let Ok(text) = std::fs::read_to_string(file) {
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<FailedDelivery>(l)
+                    .map_or(true, |d| !delivered.iter().any(|x| x.guid == d.guid))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if let Err(error) = std::fs::write(file, kept) {
+            tracing::warn!(%error, "could not rewrite the failed deliveries file");
+        }
     }
     let key = failed_key(store.names());
     store

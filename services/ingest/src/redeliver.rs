@@ -424,7 +424,7 @@ pub mod cli {
             .into_iter()
             .filter(|r| report.redelivered.contains(&r.guid))
             .collect();
-        if let Err(error) = failed::forget(&store, &cleared).await {
+        if let Err(error) = failed::forget(&store, &cfg.failed_deliveries_file, &cleared).await {
             eprintln!("warning: could not clear the redelivered records: {error}");
         }
         Ok(())

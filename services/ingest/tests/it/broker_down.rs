@@ -121,3 +121,33 @@ fn degraded_count() -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+#[tokio::test]
+async fn with_broker_and_redis_down_the_refused_delivery_is_recorded_in_a_file() {
+    let file = std::env::temp_dir().join(format!(
+        "ctx-failed-{}.jsonl",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let path = file.to_str().unwrap().to_owned();
+    let ingest = TestIngest::start_with(&[
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("INGEST_FAILED_DELIVERIES_FILE", path.as_str()),
+    ])
+    .await;
+    ingest.proxy.stop();
+    ingest.wait_for_broker(false).await;
+    let delivery = uuid::Uuid::now_v7().to_string();
+    let body = github_comment(24, "/contexten go", "octocat", "MEMBER");
+    let a = ingest.github("issue_comment", &delivery, &body).await;
+    assert_eq!(a.status, 503);
+    let text = std::fs::read_to_string(&file).expect("the file fallback was written");
+    let entry: ingest::failed::FailedDelivery =
+        serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (entry.guid.as_str(), entry.event.as_str()),
+        (delivery.as_str(), "issue_comment")
+    );
+    ingest.proxy.start_again();
+    std::fs::remove_file(file).unwrap();
+    ingest.cleanup().await;
+}

@@ -172,19 +172,22 @@ fn signed_headers(path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
     }
 }
 
-#[test]
-fn arbitrary_requests_to_every_endpoint_get_only_2xx_or_4xx() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let ingest = rt.block_on(TestIngest::start());
+/// Runs `cases` arbitrary requests; returns how often each status was seen.
+fn run_cases(
+    rt: &tokio::runtime::Runtime,
+    ingest: &TestIngest,
+    cases: u32,
+    broker_down: bool,
+) -> std::collections::BTreeMap<u16, u32> {
     let http = reqwest::Client::new();
     let mut runner = TestRunner::new(Config {
-        cases: 400,
+        cases,
         ..Config::default()
     });
     let seen = std::sync::Mutex::new(std::collections::BTreeMap::<u16, u32>::new());
     runner
         .run(&case(), |case| {
-            let status = rt.block_on(async {
+            let (status, body) = rt.block_on(async {
                 let url = format!("{}{}", ingest.url, case.path);
                 let mut request = if case.get {
                     http.get(&url)
@@ -213,30 +216,39 @@ fn arbitrary_requests_to_every_endpoint_get_only_2xx_or_4xx() {
                 let body: Value = response.json().await.unwrap_or(Value::Null);
                 (status, body)
             });
-            let (status, body) = status;
             *seen.lock().unwrap().entry(status).or_default() += 1;
-            prop_assert!(
-                (200..300).contains(&status) || (400..500).contains(&status),
-                "status {} for {:?}: {}",
-                status,
-                case,
-                body
-            );
-            if (400..500).contains(&status) {
+            let allowed = (200..300).contains(&status)
+                || (400..500).contains(&status)
+                || (broker_down && status == 503);
+            prop_assert!(allowed, "status {} for {:?}: {}", status, case, body);
+            if (400..500).contains(&status) || status == 503 {
                 prop_assert!(
                     body["message"].as_str().is_some_and(|m| !m.is_empty()),
-                    "4xx without a reason: {}",
+                    "error without a reason: {}",
                     body
                 );
             }
             Ok(())
         })
         .unwrap();
+    seen.into_inner().unwrap()
+}
+
+#[test]
+fn arbitrary_requests_to_every_endpoint_get_only_2xx_or_4xx() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ingest = rt.block_on(TestIngest::start());
+    let seen = run_cases(&rt, &ingest, 400, false);
     // The cases reached past the signature checks too, not only the 401s.
-    let seen = seen.into_inner().unwrap();
     for status in [200, 400, 401, 404, 415] {
         assert!(seen.contains_key(&status), "no {status} among {seen:?}");
     }
+    // With the broker deliberately down, 503 joins the allowed answers.
+    ingest.proxy.stop();
+    rt.block_on(ingest.wait_for_broker(false));
+    let seen = run_cases(&rt, &ingest, 150, true);
+    assert!(seen.keys().all(|s| *s != 500), "{seen:?}");
+    ingest.proxy.start_again();
     // Still serving after all of it.
     let health = rt.block_on(ingest.get("/healthz", None));
     assert_eq!(health.status, 200);
