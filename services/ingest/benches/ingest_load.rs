@@ -12,7 +12,7 @@
 //! The generator uses hyper's connection-level HTTP/1.1 client, one task per
 //! keep-alive connection, so its own cost per request stays small.
 //!
-//! `BENCH_WEBHOOKS` (default 4000 per round), `BENCH_CONNECTIONS` (default 64),
+//! `BENCH_WEBHOOKS` (default 4000 per round), `BENCH_CONNECTIONS` (default 128),
 //! `BENCH_ROUNDS` (default 3) tune the run; figures are medians over rounds.
 
 use contexten_broker::{CancellationToken, Publisher, topology};
@@ -409,7 +409,7 @@ async fn main() {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let n = env_usize("BENCH_WEBHOOKS", 4000);
-    let connections = env_usize("BENCH_CONNECTIONS", 64);
+    let connections = env_usize("BENCH_CONNECTIONS", 128);
     let rounds = env_usize("BENCH_ROUNDS", 3);
     let fleet = start(&amqp, &redis).await;
     let mut conns = Vec::new();
