@@ -367,7 +367,7 @@ async fn get_inner(
         .map(|(f,)| f)
         .map_err(|error| {
             tracing::warn!(%error, "status record unreadable");
-            IngestError::BrokerDown {
+            IngestError::StoreDown {
                 retry_after: state.retry_after,
             }
         })?;

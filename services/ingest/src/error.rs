@@ -37,6 +37,8 @@ pub enum IngestError {
     NotFound(String),
     #[error("the task queue is unavailable; retry later")]
     BrokerDown { retry_after: Duration },
+    #[error("the task status store is unavailable; retry later")]
+    StoreDown { retry_after: Duration },
     #[error("internal error")]
     Internal,
 }
@@ -62,7 +64,7 @@ impl IngestError {
                 StatusCode::BAD_REQUEST
             }
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::BrokerDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BrokerDown { .. } | Self::StoreDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -82,6 +84,7 @@ impl IngestError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::BrokerDown { .. } => "broker_unavailable",
+            Self::StoreDown { .. } => "store_unavailable",
             Self::Internal => "internal",
         }
     }
@@ -96,7 +99,7 @@ impl IntoResponse for IngestError {
         };
         let mut response = (status, Json(body)).into_response();
         match &self {
-            Self::BrokerDown { retry_after } => {
+            Self::BrokerDown { retry_after } | Self::StoreDown { retry_after } => {
                 response.headers_mut().insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after.as_secs().max(1)),

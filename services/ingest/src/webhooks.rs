@@ -73,7 +73,7 @@ pub(crate) fn answered(
                 None => "ok",
             },
         },
-        Err(IngestError::BrokerDown { .. }) => "unavailable",
+        Err(IngestError::BrokerDown { .. } | IngestError::StoreDown { .. }) => "unavailable",
         Err(e) if e.status().is_client_error() => {
             metric::ingest_rejected(provider, e.code());
             tracing::info!(provider, reason = e.code(), error = %e, "request refused");
@@ -103,6 +103,16 @@ pub(crate) fn ignored(provider: &'static str, reason: &'static str) -> Response 
         json!({"status": "ignored", "reason": reason}),
         "ignored",
     )
+}
+
+/// Slack and Linear document a plain 200 as their success answer: a new task
+/// is answered 200 (same body) there instead of 202.
+fn as_200(mut response: Response) -> Response {
+    if response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::OK;
+        response.extensions_mut().insert(Outcome("accepted"));
+    }
+    response
 }
 
 /// Routes, admits and answers a draft.
@@ -237,7 +247,7 @@ async fn linear_inner(
         &state.cfg.triggers,
         &state.cfg.routing,
     ) {
-        Classified::Task(draft) => submit(state, *draft, received).await,
+        Classified::Task(draft) => submit(state, *draft, received).await.map(as_200),
         Classified::Ignored(reason) => Ok(ignored("linear", reason)),
         _ => Ok(ignored("linear", "event_not_handled")),
     }
@@ -308,13 +318,13 @@ async fn slack_inner(
             json!({"challenge": challenge}),
             "challenge",
         )),
-        Classified::Task(draft) => submit(state, *draft, received).await,
+        Classified::Task(draft) => submit(state, *draft, received).await.map(as_200),
         Classified::TaskIfConversationKnown(draft) => {
             let Some(conversation) = draft.conversation.as_deref() else {
                 return Ok(ignored("slack", "not_in_thread"));
             };
             match state.conversation_known(conversation).await {
-                Ok(true) => submit(state, *draft, received).await,
+                Ok(true) => submit(state, *draft, received).await.map(as_200),
                 Ok(false) => Ok(ignored("slack", "thread_not_ours")),
                 Err(error) => {
                     tracing::warn!(%error, "cannot tell whether the thread is ours");

@@ -35,10 +35,13 @@ pub fn classify(
     };
     match draft {
         Ok(mut draft) => {
+            // Without `Linear-Delivery`, the webhook id and timestamp name the
+            // delivery; the entity and action keep two events of one instant apart.
             draft.delivery_id = delivery.map(str::to_owned).or_else(|| {
                 let hook = str_at(payload, &["webhookId"])?;
                 let ts = payload.get("webhookTimestamp")?.as_u64()?;
-                Some(format!("{hook}:{ts}"))
+                let entity = str_at(data, &["id"]).unwrap_or("");
+                Some(format!("{hook}:{ts}:{entity}:{action}"))
             });
             draft.requested_by = str_at(payload, &["actor", "name"])
                 .or_else(|| str_at(payload, &["actor", "id"]))

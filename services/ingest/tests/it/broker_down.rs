@@ -111,6 +111,15 @@ async fn with_redis_down_dedup_degrades_loudly_and_the_request_is_still_accepted
     assert_eq!(a.status, 202, "{}", a.json);
     ingest.take_task_and_ack(Stage::Context).await;
     assert!(degraded_count() > before, "redis degradation is counted");
+    // The status API cannot answer without Redis: 503, not a false 404.
+    let status = ingest
+        .get(
+            &format!("/v1/tasks/{}", contexten_envelope::TaskId::new()),
+            Some(&token("read")),
+        )
+        .await;
+    assert_eq!((status.status, status.error()), (503, "store_unavailable"));
+    assert!(status.headers.contains_key("retry-after"));
     ingest.cleanup().await;
 }
 

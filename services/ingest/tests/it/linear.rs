@@ -31,7 +31,12 @@ async fn linear_label_newly_added_becomes_one_task_and_an_existing_label_does_no
         HUMAN,
     );
     let a = ingest.linear(&added, &delivery()).await;
-    assert_eq!(a.status, 202, "{}", a.json);
+    assert_eq!(
+        (a.status, a.json["status"].as_str()),
+        (200, Some("accepted")),
+        "{}",
+        a.json
+    );
     let (task, _) = ingest.take_task_and_ack(Stage::Context).await;
     assert_eq!(task.source.kind, SourceKind::Linear);
     assert_eq!(
@@ -70,7 +75,10 @@ async fn linear_assignment_to_the_bot_becomes_a_task_and_a_comment_mention_a_fol
         Some(LINEAR_BOT),
     );
     let assigned = linear_issue("update", data, Some(json!({"assigneeId": null})), HUMAN);
-    assert_eq!(ingest.linear(&assigned, &delivery()).await.status, 202);
+    assert_eq!(
+        ingest.linear(&assigned, &delivery()).await.json["status"],
+        "accepted"
+    );
     let (first, _) = ingest.take_task_and_ack(Stage::Context).await;
     assert_eq!(first.strategy, Strategy::Agent);
     assert_eq!(
@@ -85,7 +93,12 @@ async fn linear_assignment_to_the_bot_becomes_a_task_and_a_comment_mention_a_fol
         HUMAN,
     );
     let a = ingest.linear(&comment, &delivery()).await;
-    assert_eq!(a.status, 202, "{}", a.json);
+    assert_eq!(
+        (a.status, a.json["status"].as_str()),
+        (200, Some("accepted")),
+        "{}",
+        a.json
+    );
     // No repository is known for the comment's team: simple generation.
     let (second, _) = ingest.take_task_and_ack(Stage::Generate).await;
     assert_eq!(second.strategy_rule.as_deref(), Some("rules:no-repository"));
@@ -170,7 +183,10 @@ async fn repeated_linear_delivery_creates_nothing_new() {
         HUMAN,
     );
     let id = delivery();
-    assert_eq!(ingest.linear(&comment, &id).await.status, 202);
+    assert_eq!(
+        ingest.linear(&comment, &id).await.json["status"],
+        "accepted"
+    );
     ingest.take_task_and_ack(Stage::Context).await;
     let a = ingest.linear(&comment, &id).await;
     assert_eq!(
