@@ -20,6 +20,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod failed;
+pub mod hints;
 pub mod intake;
 pub mod providers;
 pub mod redeliver;
