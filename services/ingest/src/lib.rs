@@ -1,75 +1,202 @@
-//! ingest: the fleet's front door. This build declares the topology, keeps a
-//! confirmed publisher ready and serves `/healthz`, `/readyz` and `/metrics` on
-//! `INGEST_ADDR`; the webhook routes and the `/v1` API arrive with issue 4.
+//! ingest: the fleet's front door (DESIGN §1, §5, §7).
+//!
+//! - [`webhooks`]: `POST /webhooks/{github,linear,slack}`; the raw body is kept
+//!   and its signature ([`verify`]) checked before parsing; [`providers`] decide
+//!   what becomes a task.
+//! - [`api`]: `POST /v1/tasks`, `GET /v1/tasks/{id}`, `/v1/openapi.json`, with
+//!   hashed bearer tokens ([`tokens`]).
+//! - [`routing`]: strategy and priority (commands, labels, TOML rules).
+//! - [`intake`]: dedup (`SET NX EX`), status record, conversation, and the two
+//!   confirmed publishes (task to its first stage, acknowledgement to dispatch)
+//!   that happen before any 2xx.
+//! - [`failed`] and [`redeliver`]: GitHub deliveries refused while the broker was
+//!   down, and the command that asks GitHub to redeliver them.
+//!
+//! It keeps a confirmed [`Publisher`] in a [`SharedPublisher`] slot (empty while
+//! the broker is down: requests get 503 with `Retry-After`) and serves `/healthz`,
+//! `/readyz` and `/metrics` on the same `INGEST_ADDR`.
 
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod failed;
+pub mod hints;
+pub mod intake;
+pub mod providers;
+pub mod redeliver;
+pub mod routing;
+pub mod tokens;
+pub mod verify;
+pub mod webhooks;
+
+pub use config::{IngestConfig, StartError};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use contexten_broker::{BrokerError, CancellationToken, Publisher, Store, connect, topology};
-use contexten_config::{
-    BrokerSettings, ConfigError, Env, RedisSettings, TelemetrySettings, socket_addr,
-};
 use contexten_envelope::Names;
 use contexten_telemetry::health::{self, Readiness};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokens::TokenStore;
 use tokio::net::TcpListener;
 use tokio::sync::RwLock;
-
-/// ingest's settings.
-#[derive(Debug, Clone)]
-pub struct IngestConfig {
-    /// `INGEST_ADDR`, default `127.0.0.1:8080`.
-    pub addr: SocketAddr,
-    pub broker: BrokerSettings,
-    pub redis: RedisSettings,
-    pub telemetry: TelemetrySettings,
-}
-
-impl IngestConfig {
-    /// Reads the settings from `env`.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(IngestConfig {
-            addr: socket_addr(env, "INGEST_ADDR", "127.0.0.1:8080")?,
-            broker: BrokerSettings::from_env(env, 1)?,
-            redis: RedisSettings::from_env(env)?,
-            telemetry: TelemetrySettings::from_env(env, "ingest")?,
-        })
-    }
-}
+use tower_http::limit::RequestBodyLimitLayer;
 
 /// The publisher of the current broker session, absent while reconnecting.
 pub type SharedPublisher = Arc<RwLock<Option<Publisher>>>;
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub cfg: IngestConfig,
+    pub names: Names,
+    pub store: Store,
+    pub publisher: SharedPublisher,
+    pub tokens: TokenStore,
+    pub scripts: intake::Scripts,
+    pub retry_after: Duration,
+    pub dedup_ttl: Duration,
+    pub conversation_ttl: Duration,
+}
+
+impl AppState {
+    /// Builds the state (no I/O besides reading the token file).
+    pub fn new(cfg: IngestConfig, tokens: TokenStore) -> Result<Self, BrokerError> {
+        let names = Names::new(cfg.broker.prefix.clone());
+        let store = Store::new(&cfg.redis, names.clone())?;
+        Ok(AppState {
+            names,
+            store,
+            publisher: Arc::default(),
+            tokens,
+            scripts: intake::Scripts::default(),
+            retry_after: cfg.limits.retry_after,
+            dedup_ttl: cfg.limits.dedup_ttl,
+            conversation_ttl: cfg.limits.conversation_ttl,
+            cfg,
+        })
+    }
+
+    /// Whether a conversation has had a task (a Slack thread the bot answers).
+    pub async fn conversation_known(&self, conversation: &str) -> Result<bool, BrokerError> {
+        let key = intake::conversation_key(&self.names, conversation);
+        let (exists,): (bool,) = self
+            .store
+            .run(|| {
+                let mut p = redis::pipe();
+                p.exists(&key);
+                p
+            })
+            .await?;
+        Ok(exists)
+    }
+}
+
+/// Why ingest stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("API tokens: {0}")]
+    Tokens(#[from] tokens::TokensError),
+}
+
+/// Every route of ingest, health included.
+pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
+    let limit = state.cfg.limits.max_body_bytes;
+    let app = Router::new()
+        .route("/webhooks/github", post(webhooks::github))
+        .route("/webhooks/linear", post(webhooks::linear))
+        .route("/webhooks/slack", post(webhooks::slack))
+        .route("/v1/tasks", post(api::create_task))
+        .route("/v1/tasks/{id}", get(api::get_task))
+        .route("/v1/openapi.json", get(api::openapi))
+        .fallback(not_found)
+        .with_state(state)
+        // tower-http answers 413 itself when Content-Length is over the limit;
+        // a streamed body over the limit fails extraction (also 413, as JSON).
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(axum::middleware::map_response(
+            move |r: Response| async move { json_4xx(r, limit) },
+        ));
+    app.merge(health::router(readiness))
+}
+
+async fn not_found() -> Response {
+    error::IngestError::NotFound("no such route".into()).into_response()
+}
+
+/// Gives the framework's bare 4xx answers (tower-http's 413, axum's 405) the
+/// JSON body every 4xx has.
+fn json_4xx(response: Response, limit: usize) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    match response.status() {
+        _ if is_json => response,
+        StatusCode::PAYLOAD_TOO_LARGE => error::IngestError::TooLarge(limit).into_response(),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let (mut parts, _) = response.into_parts();
+            let body = serde_json::json!({
+                "error": "method_not_allowed",
+                "message": "this route does not accept that method",
+            });
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+        }
+        _ => response,
+    }
+}
 
 /// Serves ingest on `listener` until `shutdown`.
 pub async fn serve(
     cfg: IngestConfig,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> Result<(), BrokerError> {
-    let names = Names::new(cfg.broker.prefix.clone());
-    let store = Store::new(&cfg.redis, names.clone())?;
+) -> Result<(), ServeError> {
+    let addr = listener.local_addr().unwrap_or(cfg.addr);
+    cfg.log_providers();
+    let tokens = TokenStore::load(cfg.api_tokens_file.clone(), cfg.api_tokens_inline.clone())?;
+    let state = Arc::new(AppState::new(cfg, tokens)?);
     let readiness = Readiness::new(&["broker", "redis"]);
-    let publisher: SharedPublisher = Arc::default();
+    start_background(&state, &readiness, &shutdown);
+    tracing::info!(%addr, "ingest listening");
+    axum::serve(listener, router(state, readiness))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(|source| BrokerError::Listen { addr, source })?;
+    Ok(())
+}
+
+/// Starts the Redis health watch, the token reloader and the broker session keeper.
+pub fn start_background(
+    state: &Arc<AppState>,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) {
     tokio::spawn(
-        store
+        state
+            .store
             .clone()
             .watch_health(readiness.clone(), shutdown.clone()),
     );
+    tokio::spawn(state.tokens.clone().watch(shutdown.clone()));
     tokio::spawn(keep_publisher(
-        cfg.clone(),
-        names,
-        store,
-        publisher,
+        state.cfg.clone(),
+        state.names.clone(),
+        state.store.clone(),
+        state.publisher.clone(),
         readiness.clone(),
         shutdown.clone(),
     ));
-    tracing::info!(addr = %cfg.addr, "ingest listening");
-    axum::serve(listener, health::router(readiness))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(|source| BrokerError::Listen {
-            addr: cfg.addr,
-            source,
-        })
 }
 
 /// Keeps one broker connection with the topology declared and a publisher open,
@@ -82,6 +209,7 @@ async fn keep_publisher(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) {
+    let mut first = true;
     while !shutdown.is_cancelled() {
         let session = async {
             let connection = connect(&cfg.broker, "ingest").await?;
@@ -98,13 +226,17 @@ async fn keep_publisher(
         };
         match session.await {
             Ok((connection, channel, publisher)) => {
+                if !first {
+                    contexten_telemetry::metric::broker_reconnected("ingest");
+                }
+                first = false;
                 *slot.write().await = Some(publisher);
                 readiness.set("broker", true, "connected");
                 // The declare channel stays open only to notice the connection dropping.
                 while connection.status().connected() && channel.status().connected() {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                     }
                 }
                 *slot.write().await = None;
@@ -116,7 +248,7 @@ async fn keep_publisher(
                 tracing::warn!(%error, "broker unreachable");
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
             }
         }

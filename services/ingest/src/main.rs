@@ -1,17 +1,41 @@
-//! ingest: receives requests and publishes tasks (see the crate docs).
+//! ingest: serves webhooks and the /v1 API (default), or asks GitHub to
+//! redeliver failed webhook deliveries (`redeliver-failed`). See the crate docs.
 
 use anyhow::Context as _;
+use clap::{Parser, Subcommand};
 use contexten_broker::shutdown_on_signal;
 use contexten_config::Env;
-use ingest::IngestConfig;
+use ingest::{IngestConfig, redeliver};
+
+#[derive(Parser)]
+#[command(name = "ingest", about = "Contexten's front door")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve webhooks and the /v1 API on INGEST_ADDR (the default).
+    Serve,
+    /// Ask GitHub to redeliver the hook's failed deliveries of the last window.
+    RedeliverFailed(redeliver::cli::Args),
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cfg = IngestConfig::from_env(&Env::from_process()).context("invalid configuration")?;
+    let cli = Cli::parse();
+    let env = Env::from_process();
+    let cfg = IngestConfig::from_env(&env).context("invalid configuration")?;
     let _telemetry = contexten_telemetry::init(&cfg.telemetry)?;
-    let listener = tokio::net::TcpListener::bind(cfg.addr)
-        .await
-        .with_context(|| format!("cannot listen on INGEST_ADDR={}", cfg.addr))?;
-    ingest::serve(cfg, listener, shutdown_on_signal()).await?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let listener = tokio::net::TcpListener::bind(cfg.addr)
+                .await
+                .with_context(|| format!("cannot listen on INGEST_ADDR={}", cfg.addr))?;
+            ingest::serve(cfg, listener, shutdown_on_signal()).await?;
+        }
+        Command::RedeliverFailed(args) => redeliver::cli::run(&cfg, &env, args).await?,
+    }
     Ok(())
 }

@@ -428,12 +428,21 @@ fn finish_timing(envelope: &mut TaskEnvelope, stage: Stage) {
 async fn record<H>(session: &Session<H>, input: &TaskEnvelope, state: &str) {
     let mut finished = input.clone();
     finish_timing(&mut finished, session.stage);
-    if session
-        .store
-        .record_completion(session.stage, &finished, state)
-        .await
-        .is_err()
-    {
+    // An acknowledgement or progress note runs beside the task: it marks its own
+    // message done but must not overwrite the task's state or stage.
+    let side_message = matches!(input.reply, Some(ReplyKind::Ack | ReplyKind::Progress));
+    let recorded = if side_message {
+        session
+            .store
+            .record_side_completion(session.stage, &finished)
+            .await
+    } else {
+        session
+            .store
+            .record_completion(session.stage, &finished, state)
+            .await
+    };
+    if recorded.is_err() {
         metric::redis_degraded("completion");
     }
 }

@@ -175,6 +175,24 @@ impl Store {
         .await
     }
 
+    /// Records that `stage` completed a side message of the task (an
+    /// acknowledgement or progress note) without touching its state.
+    pub async fn record_side_completion(
+        &self,
+        stage: Stage,
+        envelope: &TaskEnvelope,
+    ) -> Result<(), BrokerError> {
+        let key = self.names.status_key(envelope.task_id);
+        let field = Names::completion_field(stage, envelope.hop);
+        self.run::<()>(|| {
+            let mut p = redis::pipe();
+            p.hset(&key, &field, "done").ignore();
+            p.expire(&key, RECORD_TTL_SECS as i64).ignore();
+            p
+        })
+        .await
+    }
+
     /// Stores a large payload and returns its key.
     pub async fn put_payload(&self, body: &[u8]) -> Result<String, BrokerError> {
         let key = self.names.payload_key(&uuid::Uuid::now_v7().to_string());

@@ -210,6 +210,19 @@ pub enum SourceKind {
     Operator,
 }
 
+impl SourceKind {
+    /// The lowercase name used in JSON, keys and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Github => "github",
+            SourceKind::Linear => "linear",
+            SourceKind::Slack => "slack",
+            SourceKind::Api => "api",
+            SourceKind::Operator => "operator",
+        }
+    }
+}
+
 /// Who asked, through which delivery, and where the answer goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Source {

@@ -75,6 +75,15 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    /// The lowercase name used in JSON, status records and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Simple => "simple",
+            Strategy::Context => "context",
+            Strategy::Agent => "agent",
+        }
+    }
+
     /// The first queued stage of this strategy.
     pub fn first_stage(self) -> Stage {
         match self {
@@ -116,6 +125,16 @@ pub enum Priority {
 impl Priority {
     /// The highest AMQP priority a stage queue accepts (`x-max-priority`).
     pub const MAX_AMQP: u8 = 3;
+
+    /// The lowercase name used in JSON, status records and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Batch => "batch",
+            Priority::Normal => "normal",
+            Priority::Interactive => "interactive",
+            Priority::Operator => "operator",
+        }
+    }
 
     /// The AMQP `priority` property for this level.
     pub fn amqp(self) -> u8 {

@@ -32,6 +32,19 @@ pub const AGENT_RUNS: &str = "contexten_agent_runs_total";
 pub const CODEGEN_REQUESTS: &str = "contexten_codegen_requests_total";
 /// Agent tasks rescheduled without an attempt (breaker open, rate limit).
 pub const AGENT_DEFERRED: &str = "contexten_agent_deferred_total";
+/// Requests ingest answered, by provider and outcome (accepted, duplicate,
+/// ignored, rejected, unavailable).
+pub const INGEST_REQUESTS: &str = "contexten_ingest_requests_total";
+/// Requests ingest ignored (answered 2xx, no task), by provider and reason.
+pub const INGEST_IGNORED: &str = "contexten_ingest_ignored_total";
+/// Requests ingest refused with a 4xx, by provider and reason.
+pub const INGEST_REJECTED: &str = "contexten_ingest_rejected_total";
+/// Tasks ingest created, by source and strategy.
+pub const INGEST_TASKS: &str = "contexten_ingest_tasks_total";
+/// Time from request to answer at ingest.
+pub const INGEST_DURATION: &str = "contexten_ingest_request_duration_seconds";
+/// GitHub deliveries refused while the broker was down, recorded for redelivery.
+pub const INGEST_FAILED_RECORDED: &str = "contexten_ingest_failed_deliveries_recorded_total";
 
 /// Registers descriptions so `/metrics` explains each series.
 pub fn describe_all() {
@@ -78,6 +91,22 @@ pub fn describe_all() {
     describe_gauge!(
         BREAKER_STATE,
         "Circuit breaker state: 0 closed, 1 half-open, 2 open"
+    );
+    describe_counter!(INGEST_REQUESTS, "Requests ingest answered, by outcome");
+    describe_counter!(INGEST_IGNORED, "Events ingest ignored, by reason");
+    describe_counter!(
+        INGEST_REJECTED,
+        "Requests ingest refused with a 4xx, by reason"
+    );
+    describe_counter!(INGEST_TASKS, "Tasks ingest created, by source and strategy");
+    describe_histogram!(
+        INGEST_DURATION,
+        metrics::Unit::Seconds,
+        "Time from request to answer at ingest"
+    );
+    describe_counter!(
+        INGEST_FAILED_RECORDED,
+        "GitHub deliveries refused while the broker was down, recorded for redelivery"
     );
 }
 
@@ -189,4 +218,30 @@ pub fn llm_call(provider: &'static str, outcome: &'static str, prompt: u64, comp
 /// A generate-stage task finished with `outcome`.
 pub fn generation(outcome: &'static str) {
     counter!(GENERATIONS, "outcome" => outcome).increment(1);
+}
+
+/// ingest answered a request from `provider` with `outcome` after `elapsed`.
+pub fn ingest_answered(provider: &'static str, outcome: &'static str, elapsed: Duration) {
+    counter!(INGEST_REQUESTS, "provider" => provider, "outcome" => outcome).increment(1);
+    histogram!(INGEST_DURATION, "provider" => provider).record(elapsed.as_secs_f64());
+}
+
+/// ingest ignored an event (no task) for `reason`.
+pub fn ingest_ignored(provider: &'static str, reason: &'static str) {
+    counter!(INGEST_IGNORED, "provider" => provider, "reason" => reason).increment(1);
+}
+
+/// ingest refused a request with a 4xx for `reason`.
+pub fn ingest_rejected(provider: &'static str, reason: &'static str) {
+    counter!(INGEST_REJECTED, "provider" => provider, "reason" => reason).increment(1);
+}
+
+/// ingest created a task.
+pub fn ingest_task(source: &'static str, strategy: &'static str) {
+    counter!(INGEST_TASKS, "source" => source, "strategy" => strategy).increment(1);
+}
+
+/// A refused GitHub delivery was recorded (`store` = `redis` or `file`).
+pub fn ingest_failed_recorded(store: &'static str) {
+    counter!(INGEST_FAILED_RECORDED, "store" => store).increment(1);
 }

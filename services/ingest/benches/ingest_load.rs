@@ -1,0 +1,511 @@
+//! ingest under load: signed GitHub `issue_comment` webhooks over loopback from
+//! many keep-alive connections to an in-process ingest (port 0, unique prefix,
+//! real RabbitMQ and Redis), at saturation and at half that rate, next to a raw
+//! lapin publish-confirm loop measured in the same run.
+//!
+//! Every accepted webhook is two confirmed persistent messages (the task to
+//! `generate`, the acknowledgement to `dispatch`), so ingest's broker rate is
+//! twice its webhook rate. The raw loop publishes envelopes of the same size to
+//! the same priority queues with the same persistence and the same number of
+//! publishes in flight (two per connection).
+//!
+//! The generator uses hyper's connection-level HTTP/1.1 client, one task per
+//! keep-alive connection, so its own cost per request stays small.
+//!
+//! `BENCH_WEBHOOKS` (default 4000 per round), `BENCH_CONNECTIONS` (default 128),
+//! `BENCH_ROUNDS` (default 3) tune the run; figures are medians over rounds.
+
+use contexten_broker::{CancellationToken, Publisher, topology};
+use contexten_config::{Env, Secret};
+use contexten_envelope::{
+    Names, Priority, ReplyKind, ReplyTarget, Request, Source, SourceKind, Stage, TaskEnvelope,
+};
+use contexten_telemetry::health::Readiness;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use http_body_util::{BodyExt, Full};
+use ingest::tokens::TokenStore;
+use ingest::{AppState, IngestConfig};
+use lapin::options::QueuePurgeOptions;
+use lapin::{Connection, ConnectionProperties};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn secret() -> String {
+    ["bench-", "webhook-", "secret"].concat()
+}
+
+/// One pre-signed delivery.
+struct Delivery {
+    id: String,
+    body: bytes::Bytes,
+    signature: String,
+}
+
+fn deliveries(round: &str, n: usize) -> Vec<Delivery> {
+    let key = Secret::from(secret());
+    (0..n)
+        .map(|i| {
+            let number = 1 + i % 500;
+            let body = serde_json::json!({
+                "action": "created",
+                "issue": {"number": number, "title": "Parser is slow", "body": "Parsing takes 2 ms.",
+                          "user": {"login": "octocat", "type": "User"}, "labels": [], "state": "open"},
+                "comment": {"id": 10_000 + i, "body": "/contexten generate a function that parses `1h30m` durations",
+                            "user": {"login": "octocat", "type": "User"}, "author_association": "MEMBER"},
+                "repository": {"id": 1296269, "full_name": "octo-org/hello-world", "name": "hello-world",
+                               "clone_url": "https://github.com/octo-org/hello-world.git", "default_branch": "main"},
+                "sender": {"login": "octocat", "type": "User"},
+                "installation": {"id": 2311213}
+            });
+            let body = serde_json::to_vec(&body).unwrap();
+            let signature = format!("sha256={}", ingest::verify::sign_hex(&key, &body));
+            Delivery {
+                id: format!("{round}-{i}"),
+                body: body.into(),
+                signature,
+            }
+        })
+        .collect()
+}
+
+struct Fleet {
+    addr: std::net::SocketAddr,
+    names: Names,
+    state: Arc<AppState>,
+    connection: Connection,
+    publisher: Publisher,
+    shutdown: CancellationToken,
+}
+
+async fn start(amqp: &str, redis: &str) -> Fleet {
+    // Production telemetry (filter, JSON logs, metrics recorder), at `warn` by
+    // default so per-task info lines do not flood the bench output
+    // (BENCH_RUST_LOG=info measures with them).
+    let filter = std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into());
+    let telemetry = contexten_config::TelemetrySettings::from_env(
+        &Env::from_pairs([("RUST_LOG", filter.as_str())]),
+        "ingest-bench",
+    )
+    .unwrap();
+    std::mem::forget(contexten_telemetry::init(&telemetry).unwrap());
+    let prefix = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let gh = secret();
+    let env = Env::from_pairs([
+        ("AMQP_URL", amqp),
+        ("REDIS_URL", redis),
+        ("CONTEXTEN_PREFIX", prefix.as_str()),
+        ("GITHUB_WEBHOOK_SECRET", gh.as_str()),
+    ]);
+    let cfg = IngestConfig::from_env(&env).unwrap();
+    let state = Arc::new(AppState::new(cfg, TokenStore::default()).unwrap());
+    let readiness = Readiness::new(&["broker", "redis"]);
+    let shutdown = CancellationToken::new();
+    ingest::start_background(&state, &readiness, &shutdown);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = ingest::router(state.clone(), readiness);
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .unwrap();
+    });
+    while state.publisher.read().await.is_none() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let connection = Connection::connect(amqp, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let names = state.names.clone();
+    let publisher = Publisher::new(&connection, names.clone(), None, usize::MAX)
+        .await
+        .unwrap();
+    Fleet {
+        addr,
+        names,
+        state,
+        connection,
+        publisher,
+        shutdown,
+    }
+}
+
+impl Fleet {
+    async fn purge(&self) {
+        let channel = self.connection.create_channel().await.unwrap();
+        for stage in Stage::QUEUED {
+            channel
+                .queue_purge(
+                    self.names.stage_queue(stage).as_str().into(),
+                    QueuePurgeOptions::default(),
+                )
+                .await
+                .unwrap();
+        }
+        let _ = channel.close(200, "purged".into()).await;
+    }
+
+    async fn teardown(self) {
+        self.shutdown.cancel();
+        let channel = self.connection.create_channel().await.unwrap();
+        topology::delete(&channel, &self.names, &self.state.cfg.broker.retry_tiers)
+            .await
+            .unwrap();
+        let mut conn = self.state.store.connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.names.prefix()))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for chunk in keys.chunks(1000) {
+            let _: () = redis::cmd("DEL")
+                .arg(chunk)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        let _ = self.connection.close(200, "bench done".into()).await;
+    }
+}
+
+/// An envelope like the ones ingest publishes (same size and priority).
+fn envelope(i: usize) -> TaskEnvelope {
+    let mut env = TaskEnvelope::new(
+        Source {
+            kind: SourceKind::Github,
+            delivery_id: Some(format!("raw-{i}")),
+            requested_by: Some("octocat".into()),
+            reply_to: ReplyTarget::Github {
+                repo: "octo-org/hello-world".into(),
+                number: 1 + (i % 500) as u64,
+                comment_id: Some(10_000 + i as u64),
+            },
+            extra: Default::default(),
+        },
+        Request {
+            text: "a function that parses `1h30m` durations".into(),
+            ..Request::default()
+        },
+    );
+    env.priority = Priority::Normal;
+    env.strategy_rule = Some("command:generate".into());
+    if i % 2 == 1 {
+        env.reply = Some(ReplyKind::Ack);
+    }
+    env
+}
+
+/// Raw publish-confirm loop: `n` messages alternating generate/dispatch with
+/// up to `window` confirms outstanding.
+async fn raw_round(fleet: &Fleet, n: usize, window: usize) -> f64 {
+    let envelopes: Vec<_> = (0..n).map(envelope).collect();
+    let mut pending = FuturesUnordered::new();
+    let start = Instant::now();
+    for (i, env) in envelopes.iter().enumerate() {
+        if pending.len() >= window {
+            let r: Result<(), _> = pending.next().await.unwrap();
+            r.unwrap();
+        }
+        let stage = if i % 2 == 0 {
+            Stage::Generate
+        } else {
+            Stage::Dispatch
+        };
+        pending.push(fleet.publisher.publish(stage, env));
+    }
+    while let Some(r) = pending.next().await {
+        r.unwrap();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+struct LoadResult {
+    accepted_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    failures: usize,
+}
+
+/// One keep-alive HTTP/1.1 connection (hyper's connection-level client: no
+/// pool lookups or URL parsing per request, so the generator costs little).
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>,
+}
+
+impl Conn {
+    async fn open(addr: std::net::SocketAddr) -> Conn {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        Conn { sender }
+    }
+
+    /// Sends one delivery; true when ingest answered 202.
+    async fn send(&mut self, d: &Delivery) -> bool {
+        let request = hyper::Request::post("/webhooks/github")
+            .header("host", "ingest")
+            .header("content-type", "application/json")
+            .header("x-github-event", "issue_comment")
+            .header("x-github-delivery", d.id.as_str())
+            .header("x-hub-signature-256", d.signature.as_str())
+            .body(Full::new(d.body.clone()))
+            .unwrap();
+        if self.sender.ready().await.is_err() {
+            return false;
+        }
+        match self.sender.send_request(request).await {
+            Ok(response) => {
+                let ok = response.status() == hyper::StatusCode::ACCEPTED;
+                ok && response.into_body().collect().await.is_ok()
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+fn summarise(mut latencies: Vec<Duration>, elapsed: Duration, failures: usize) -> LoadResult {
+    latencies.sort();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(f64::NAN)
+    };
+    LoadResult {
+        accepted_per_s: (latencies.len() - failures) as f64 / elapsed.as_secs_f64(),
+        p50_ms: pick(0.50),
+        p99_ms: pick(0.99),
+        failures,
+    }
+}
+
+/// Closed loop: `conns` clients sending back to back.
+async fn saturation(conns: &mut Vec<Conn>, batch: Vec<Delivery>) -> LoadResult {
+    let batch = Arc::new(batch);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for mut conn in conns.drain(..) {
+        let (batch, next) = (batch.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(d) = batch.get(i) else { break };
+                let t = Instant::now();
+                if !conn.send(d).await {
+                    failures += 1;
+                }
+                latencies.push(t.elapsed());
+            }
+            (latencies, failures, conn)
+        }));
+    }
+    let (mut latencies, mut failures) = (Vec::new(), 0);
+    for w in workers {
+        let (l, f, conn) = w.await.unwrap();
+        latencies.extend(l);
+        failures += f;
+        conns.push(conn);
+    }
+    summarise(latencies, start.elapsed(), failures)
+}
+
+/// Open loop at `rate` webhooks/s over the idle connections; latency counts from
+/// the scheduled send time (a late send is not forgiven).
+async fn paced(conns: &mut Vec<Conn>, batch: Vec<Delivery>, rate: f64) -> LoadResult {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let (idle_tx, mut idle_rx) = tokio::sync::mpsc::unbounded_channel::<Conn>();
+    let total = conns.len();
+    for conn in conns.drain(..) {
+        idle_tx.send(conn).unwrap();
+    }
+    let start = Instant::now();
+    let mut tasks = FuturesUnordered::new();
+    for (i, d) in batch.into_iter().enumerate() {
+        let due = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let mut conn = idle_rx.recv().await.unwrap();
+        let idle = idle_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let ok = conn.send(&d).await;
+            let latency = due.elapsed();
+            let _ = idle.send(conn);
+            (latency, ok)
+        }));
+    }
+    let (mut latencies, mut failures) = (Vec::new(), 0);
+    while let Some(r) = tasks.next().await {
+        let (latency, ok) = r.unwrap();
+        latencies.push(latency);
+        failures += usize::from(!ok);
+    }
+    let elapsed = start.elapsed();
+    for _ in 0..total {
+        conns.push(idle_rx.recv().await.unwrap());
+    }
+    summarise(latencies, elapsed, failures)
+}
+
+/// CPU seconds this process has used (user + system), from /proc.
+fn cpu_seconds() -> f64 {
+    cpu_seconds_of("self")
+}
+
+/// CPU seconds of the processes named `name` (the broker, Redis), if visible.
+fn cpu_of_named(name: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.chars().all(|c| c.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == name)
+        })
+        .map(|pid| cpu_seconds_of(&pid))
+        .sum()
+}
+
+fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let amqp = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let n = env_usize("BENCH_WEBHOOKS", 4000);
+    let connections = env_usize("BENCH_CONNECTIONS", 128);
+    let rounds = env_usize("BENCH_ROUNDS", 3);
+    let fleet = start(&amqp, &redis).await;
+    let mut conns = Vec::new();
+    for _ in 0..connections {
+        conns.push(Conn::open(fleet.addr).await);
+    }
+
+    // Warm-up: connections, EVALSHA cache, queues.
+    saturation(&mut conns, deliveries("warm", 500)).await;
+    raw_round(&fleet, 500, 2 * connections).await;
+    fleet.purge().await;
+
+    let (mut raw, mut sat, mut sat_p50, mut sat_p99) = (vec![], vec![], vec![], vec![]);
+    let (mut half, mut half_p50, mut half_p99) = (vec![], vec![], vec![]);
+    let mut failures = 0;
+    for round in 0..rounds {
+        let (cpu, beam, redis_cpu) = (
+            cpu_seconds(),
+            cpu_of_named("beam.smp"),
+            cpu_of_named("redis-server"),
+        );
+        let r = raw_round(&fleet, 2 * n, 2 * connections).await;
+        let raw_cpu_us = (cpu_seconds() - cpu) * 1e6 / (2 * n) as f64;
+        let raw_beam_us = (cpu_of_named("beam.smp") - beam) * 1e6 / (2 * n) as f64;
+        let raw_redis_us = (cpu_of_named("redis-server") - redis_cpu) * 1e6 / (2 * n) as f64;
+        fleet.purge().await;
+        let batch = deliveries(&format!("s{round}"), n);
+        let (cpu, beam, redis_cpu) = (
+            cpu_seconds(),
+            cpu_of_named("beam.smp"),
+            cpu_of_named("redis-server"),
+        );
+        let s = saturation(&mut conns, batch).await;
+        let sat_cpu_us = (cpu_seconds() - cpu) * 1e6 / n as f64;
+        let sat_beam_us = (cpu_of_named("beam.smp") - beam) * 1e6 / n as f64;
+        let sat_redis_us = (cpu_of_named("redis-server") - redis_cpu) * 1e6 / n as f64;
+        fleet.purge().await;
+        let h = paced(
+            &mut conns,
+            deliveries(&format!("h{round}"), n / 2),
+            s.accepted_per_s / 2.0,
+        )
+        .await;
+        fleet.purge().await;
+        failures += s.failures + h.failures;
+        println!(
+            "round {}: raw {:>7.0} msg/s | saturation {:>6.0} webhooks/s ({:>7.0} msg/s) p50 {:>5.2} ms p99 {:>6.2} ms | half {:>6.0}/s p50 {:>5.2} ms p99 {:>6.2} ms",
+            round + 1,
+            r,
+            s.accepted_per_s,
+            2.0 * s.accepted_per_s,
+            s.p50_ms,
+            s.p99_ms,
+            h.accepted_per_s,
+            h.p50_ms,
+            h.p99_ms
+        );
+        println!(
+            "         CPU per unit: raw loop {raw_cpu_us:.0} µs/msg here + RabbitMQ {raw_beam_us:.0} + Redis {raw_redis_us:.0}; \
+             ingest {sat_cpu_us:.0} µs/webhook here (server + generator) + RabbitMQ {sat_beam_us:.0} + Redis {sat_redis_us:.0}"
+        );
+        raw.push(r);
+        sat.push(s.accepted_per_s);
+        sat_p50.push(s.p50_ms);
+        sat_p99.push(s.p99_ms);
+        half.push(h.accepted_per_s);
+        half_p50.push(h.p50_ms);
+        half_p99.push(h.p99_ms);
+    }
+    let (raw, sat) = (median(raw), median(sat));
+    println!();
+    println!(
+        "ingest load: {n} signed GitHub issue_comment webhooks per round, {connections} keep-alive connections, {rounds} rounds (medians)"
+    );
+    println!(
+        "  raw lapin publish-confirm loop (same queues, persistence, window): {raw:>8.0} msg/s"
+    );
+    println!(
+        "  saturation: {sat:>6.0} webhooks/s accepted = {:>7.0} broker msg/s (task + ack), p50 {:.2} ms, p99 {:.2} ms",
+        2.0 * sat,
+        median(sat_p50),
+        median(sat_p99)
+    );
+    println!(
+        "  ratio ingest broker msg/s / raw loop: {:.2} (target >= 0.70)",
+        2.0 * sat / raw
+    );
+    println!(
+        "  half load ({:.0} webhooks/s offered): {:.0} accepted/s, p50 {:.2} ms, p99 {:.2} ms (target p99 < 10 ms)",
+        sat / 2.0,
+        median(half),
+        median(half_p50),
+        median(half_p99)
+    );
+    if failures > 0 {
+        println!("  WARNING: {failures} webhooks were not answered 202");
+    }
+    fleet.teardown().await;
+}

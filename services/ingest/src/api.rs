@@ -1,0 +1,413 @@
+//! The `/v1` task API: `POST /v1/tasks` (scope `submit`), `GET /v1/tasks/{id}`
+//! (scope `read`), and its OpenAPI document at `/v1/openapi.json`.
+
+use crate::AppState;
+use crate::error::{ErrorBody, IngestError};
+use crate::intake::Draft;
+use crate::tokens::{Principal, Scope};
+use crate::webhooks::{self, answered, parse_json, require_json};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use contexten_envelope::{
+    Hints, Priority, ReplyTarget, RepositoryRef, SourceKind, Strategy, TaskId, now_ms,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+use utoipa::{OpenApi, ToSchema};
+
+/// The longest accepted `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+/// How to answer the task (a hint; the explicit choice wins over the rules).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StrategyHint {
+    /// Generate only (no repository context). `generate` is accepted too.
+    #[serde(alias = "generate")]
+    Simple,
+    /// Repository context, then generation.
+    Context,
+    /// Repository context, then the Codegen agent (pull requests, multi-file work).
+    Agent,
+}
+
+/// Queue priority (`operator` needs the `admin` scope).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PriorityHint {
+    Batch,
+    Normal,
+    Interactive,
+    Operator,
+}
+
+/// Files and symbols the request is about.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HintsInput {
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub symbols: Vec<String>,
+}
+
+/// `POST /v1/tasks` body.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    /// What to do, in words (1–65536 characters).
+    pub text: String,
+    /// The repository to read (`https://…`, `ssh://…`, `git@…`).
+    #[serde(default)]
+    pub repository_url: Option<String>,
+    /// Branch, tag or commit of `repository_url`.
+    #[serde(default, rename = "ref")]
+    pub reference: Option<String>,
+    #[serde(default)]
+    pub strategy: Option<StrategyHint>,
+    #[serde(default)]
+    pub priority: Option<PriorityHint>,
+    /// Where the answer is POSTed (signed by the dispatcher).
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// A follow-up in the same conversation carries the previous task id.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    #[serde(default)]
+    pub hints: Option<HintsInput>,
+}
+
+/// Answer to a created (202) or repeated (200) request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskAccepted {
+    /// `accepted` or `duplicate` (same `Idempotency-Key`: nothing new was created).
+    pub status: &'static str,
+    pub task_id: Option<String>,
+    /// `GET` this for state and timings.
+    pub status_url: Option<String>,
+    pub strategy: Option<String>,
+    pub strategy_rule: Option<String>,
+    pub priority: Option<String>,
+}
+
+/// One stage's timing.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StageTimingView {
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+}
+
+/// A task's state as the workers record it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskStatus {
+    pub task_id: String,
+    /// `queued:<stage>`, `retrying`, `done`, `dead:<reason>`…
+    pub state: Option<String>,
+    /// The last stage that recorded progress.
+    pub stage: Option<String>,
+    pub source: Option<String>,
+    pub strategy: Option<String>,
+    pub strategy_rule: Option<String>,
+    pub priority: Option<String>,
+    pub conversation: Option<String>,
+    pub created_at_ms: Option<u64>,
+    pub updated_at_ms: Option<u64>,
+    /// Per-stage timings (`ingest`, `context`, `generate`, …).
+    pub timings: BTreeMap<String, StageTimingView>,
+    /// Messages completed, as `<stage>:<hop>`.
+    pub completed: Vec<String>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Contexten task API", version = "1"),
+    paths(create_task, get_task),
+    components(schemas(CreateTask, HintsInput, StrategyHint, PriorityHint, TaskAccepted, TaskStatus, StageTimingView, ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// `GET /v1/openapi.json`.
+pub async fn openapi() -> Response {
+    Json(ApiDoc::openapi()).into_response()
+}
+
+fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<Principal, IngestError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(IngestError::Unauthorized("missing bearer token"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(IngestError::Unauthorized(
+            "authorization must be: Bearer <token>",
+        ))?;
+    let principal = state
+        .tokens
+        .authenticate(token)
+        .ok_or(IngestError::Unauthorized("unknown or revoked token"))?;
+    if !principal.allows(scope) {
+        return Err(IngestError::Forbidden(scope.as_str()));
+    }
+    Ok(principal)
+}
+
+/// Create a task.
+#[utoipa::path(
+    post, path = "/v1/tasks", request_body = CreateTask,
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe submission: the same key returns the first task")),
+    responses(
+        (status = 202, description = "task queued", body = TaskAccepted),
+        (status = 200, description = "same Idempotency-Key seen before; nothing new created", body = TaskAccepted),
+        (status = 400, description = "malformed JSON or invalid field", body = ErrorBody),
+        (status = 401, description = "missing or unknown token", body = ErrorBody),
+        (status = 403, description = "token lacks the submit scope", body = ErrorBody),
+        (status = 413, description = "body over INGEST_MAX_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "content type is not application/json", body = ErrorBody),
+        (status = 503, description = "queue unavailable; see Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_task(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = create_inner(&state, &headers, raw).await;
+    answered("api", started, result)
+}
+
+async fn create_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, IngestError> {
+    let received = now_ms();
+    let raw = webhooks::body(raw, state.cfg.limits.max_body_bytes)?;
+    let principal = authorize(state, headers, Scope::Submit)?;
+    require_json(headers)?;
+    let value = parse_json(&raw)?;
+    let request: CreateTask =
+        serde_json::from_value(value).map_err(|e| IngestError::Invalid(e.to_string()))?;
+    let idempotency = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+                .ok_or(IngestError::Invalid(
+                    "Idempotency-Key must be 1-200 visible ASCII characters".into(),
+                ))?;
+            Some(format!("{}:{key}", principal.name))
+        }
+    };
+    let draft = draft(state, request, &principal, idempotency)?;
+    let response = webhooks::submit(state, draft, received).await?;
+    Ok(response)
+}
+
+fn draft(
+    state: &AppState,
+    request: CreateTask,
+    principal: &Principal,
+    idempotency: Option<String>,
+) -> Result<Draft, IngestError> {
+    let text = request.text.trim();
+    if text.is_empty() || text.len() > 65_536 {
+        return Err(IngestError::Invalid(
+            "text must hold 1 to 65536 characters".into(),
+        ));
+    }
+    let reply_to = match request.callback_url {
+        Some(url) => {
+            let parsed = url::Url::parse(&url)
+                .map_err(|_| IngestError::Invalid("callback_url is not a URL".into()))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(IngestError::Invalid(
+                    "callback_url must be http or https".into(),
+                ));
+            }
+            ReplyTarget::Callback { url }
+        }
+        None => ReplyTarget::None,
+    };
+    let mut draft = Draft::new(SourceKind::Api, reply_to, text);
+    if let Some(url) = request.repository_url {
+        check_repository(&url, state.cfg.allow_local_repos)?;
+        draft.repository = Some(RepositoryRef {
+            url,
+            reference: request.reference,
+        });
+    }
+    draft.explicit = request.strategy.map(|s| {
+        let strategy = match s {
+            StrategyHint::Simple => Strategy::Simple,
+            StrategyHint::Context => Strategy::Context,
+            StrategyHint::Agent => Strategy::Agent,
+        };
+        (strategy, "api:strategy".to_owned())
+    });
+    draft.priority = match request.priority {
+        None => None,
+        Some(PriorityHint::Operator) if !principal.allows(Scope::Admin) => {
+            return Err(IngestError::Forbidden("admin"));
+        }
+        Some(p) => Some(match p {
+            PriorityHint::Batch => Priority::Batch,
+            PriorityHint::Normal => Priority::Normal,
+            PriorityHint::Interactive => Priority::Interactive,
+            PriorityHint::Operator => Priority::Operator,
+        }),
+    };
+    draft.requested_by = Some(principal.name.clone());
+    draft.delivery_id = idempotency;
+    draft.conversation = request
+        .conversation_id
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| format!("api:{}:{}", principal.name, c.trim()));
+    if let Some(hints) = request.hints {
+        draft.hints = Hints {
+            paths: hints.paths,
+            symbols: hints.symbols,
+            ..Hints::default()
+        };
+    }
+    Ok(draft)
+}
+
+fn check_repository(url: &str, allow_local: bool) -> Result<(), IngestError> {
+    if url.starts_with("git@") && url.contains(':') {
+        return Ok(());
+    }
+    let parsed = url::Url::parse(url)
+        .map_err(|_| IngestError::Invalid("repository_url is not a URL".into()))?;
+    match parsed.scheme() {
+        "https" | "http" | "ssh" | "git" => Ok(()),
+        "file" if allow_local => Ok(()),
+        "file" => Err(IngestError::Invalid(
+            "file:// repositories are disabled (CONTEXTEN_ALLOW_LOCAL_REPOS)".into(),
+        )),
+        _ => Err(IngestError::Invalid(
+            "repository_url must be https, ssh or git".into(),
+        )),
+    }
+}
+
+/// A task's state and per-stage timings.
+#[utoipa::path(
+    get, path = "/v1/tasks/{id}",
+    params(("id" = String, Path, description = "task id (UUIDv7)")),
+    responses(
+        (status = 200, description = "the task's status record", body = TaskStatus),
+        (status = 400, description = "not a task id", body = ErrorBody),
+        (status = 401, description = "missing or unknown token", body = ErrorBody),
+        (status = 403, description = "token lacks the read scope", body = ErrorBody),
+        (status = 404, description = "no such task", body = ErrorBody),
+        (status = 503, description = "status store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_task(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let started = Instant::now();
+    let result = get_inner(&state, &headers, &id).await;
+    answered("api", started, result)
+}
+
+async fn get_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Response, IngestError> {
+    authorize(state, headers, Scope::Read)?;
+    let task: TaskId = id
+        .parse()
+        .map_err(|_| IngestError::Invalid(format!("{id:?} is not a task id")))?;
+    let key = state.names.status_key(task);
+    let fields: HashMap<String, String> = state
+        .store
+        .run::<(HashMap<String, String>,)>(|| {
+            let mut p = redis::pipe();
+            p.hgetall(&key);
+            p
+        })
+        .await
+        .map(|(f,)| f)
+        .map_err(|error| {
+            tracing::warn!(%error, "status record unreadable");
+            IngestError::StoreDown {
+                retry_after: state.retry_after,
+            }
+        })?;
+    if fields.is_empty() {
+        return Err(IngestError::NotFound(format!("no task {task}")));
+    }
+    Ok(Json(status_view(task, fields)).into_response())
+}
+
+fn status_view(task: TaskId, mut fields: HashMap<String, String>) -> TaskStatus {
+    let mut timings = BTreeMap::new();
+    let mut completed = Vec::new();
+    for (field, value) in &fields {
+        if let Some(stage) = field.strip_prefix("timing:") {
+            if let Ok(t) = serde_json::from_str::<StageTimingView>(value) {
+                timings.insert(stage.to_owned(), t);
+            }
+        } else if let Some(mark) = field.strip_prefix("done:") {
+            completed.push(mark.to_owned());
+        }
+    }
+    completed.sort();
+    let number = |v: Option<String>| v.and_then(|s| s.parse().ok());
+    let summary: serde_json::Value = fields
+        .get(crate::intake::SUMMARY_FIELD)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let text = |key: &str| summary.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    TaskStatus {
+        task_id: task.to_string(),
+        state: fields.remove("state"),
+        stage: fields.remove("stage"),
+        source: text("source"),
+        strategy: text("strategy"),
+        strategy_rule: text("strategy_rule"),
+        priority: text("priority"),
+        conversation: text("conversation"),
+        created_at_ms: number(fields.remove("created_at_ms")),
+        updated_at_ms: number(fields.remove("updated_at_ms")),
+        timings,
+        completed,
+    }
+}

@@ -1,0 +1,225 @@
+//! ingest's settings (DESIGN §11 names plus ingest's own), read once at start.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `INGEST_ADDR` | HTTP listener (webhooks, `/v1`, health, metrics) | `127.0.0.1:8080` |
+//! | `GITHUB_WEBHOOK_SECRET` | GitHub webhook secret; unset = GitHub disabled | unset |
+//! | `LINEAR_WEBHOOK_SECRET` | Linear signing secret; unset = Linear disabled | unset |
+//! | `SLACK_SIGNING_SECRET` | Slack signing secret; unset = Slack disabled | unset |
+//! | `CONTEXTEN_COMMAND_PREFIX` | the command that addresses the bot | `/contexten` |
+//! | `CONTEXTEN_BOT_LOGIN` | the bot's GitHub login (mentions; its own events ignored) | unset |
+//! | `LINEAR_BOT_USER_ID` | the bot's Linear user id (assignment trigger; its own events ignored) | unset |
+//! | `CONTEXTEN_TRIGGER_LABEL` | the label that triggers the bot on GitHub and Linear | `contexten` |
+//! | `CONTEXTEN_ALLOWED_ASSOCIATIONS` | GitHub `author_association`s allowed to trigger | `OWNER,MEMBER,COLLABORATOR` |
+//! | `CONTEXTEN_ROUTING_RULES` | TOML strategy/priority rules | shipped `routing.toml` |
+//! | `CONTEXTEN_API_TOKENS_FILE` | hashed API tokens with scopes (TOML), reloaded on change | unset |
+//! | `CONTEXTEN_API_TOKENS` | the same tokens inline: `name:sha256hex:scope+scope,...` | unset |
+//! | `CONTEXTEN_ALLOW_LOCAL_REPOS` | accept `file://` repository URLs from the API | `0` |
+//! | `INGEST_MAX_BODY_BYTES` | request body limit (1 KiB–64 MiB) | `1048576` |
+//! | `INGEST_DEDUP_TTL_SECS` | how long a delivery id is remembered (60 s–30 d) | `259200` (3 days: GitHub's redelivery horizon) |
+//! | `INGEST_CONVERSATION_TTL_SECS` | how long a conversation remembers its last task | `2592000` (30 days) |
+//! | `SLACK_TIMESTAMP_TOLERANCE_SECS` | Slack signature window | `300` |
+//! | `LINEAR_TIMESTAMP_TOLERANCE_SECS` | Linear `webhookTimestamp` window | `60` |
+//! | `INGEST_RETRY_AFTER_SECS` | `Retry-After` on 503 while the broker is down | `5` |
+//! | `INGEST_FAILED_DELIVERIES_FILE` | where GitHub deliveries refused while broker and Redis were down are recorded | `<temp dir>/contexten-ingest-failed-deliveries.jsonl` |
+//! | `GITHUB_API_URL`, `GITHUB_TOKEN` | `redeliver-failed` subcommand | `https://api.github.com`, unset |
+
+use crate::routing::{Routing, RulesError};
+use contexten_config::{
+    BrokerSettings, ConfigError, Env, RedisSettings, Secret, TelemetrySettings, socket_addr,
+};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// ingest's settings.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// `INGEST_ADDR`, default `127.0.0.1:8080`.
+    pub addr: SocketAddr,
+    pub broker: BrokerSettings,
+    pub redis: RedisSettings,
+    pub telemetry: TelemetrySettings,
+    pub providers: ProviderSecrets,
+    pub triggers: TriggerSettings,
+    /// `CONTEXTEN_ROUTING_RULES`: loaded rules (shipped defaults when unset).
+    pub routing: Routing,
+    /// `CONTEXTEN_API_TOKENS_FILE`.
+    pub api_tokens_file: Option<PathBuf>,
+    /// `CONTEXTEN_API_TOKENS` (inline token hashes).
+    pub api_tokens_inline: Option<Secret>,
+    /// `CONTEXTEN_ALLOW_LOCAL_REPOS`, default off.
+    pub allow_local_repos: bool,
+    pub limits: Limits,
+    /// `INGEST_FAILED_DELIVERIES_FILE`.
+    pub failed_deliveries_file: PathBuf,
+}
+
+/// Webhook secrets; a provider without one is disabled (no fail-open).
+#[derive(Debug, Clone, Default)]
+pub struct ProviderSecrets {
+    /// `GITHUB_WEBHOOK_SECRET`.
+    pub github: Option<Secret>,
+    /// `LINEAR_WEBHOOK_SECRET`.
+    pub linear: Option<Secret>,
+    /// `SLACK_SIGNING_SECRET`.
+    pub slack: Option<Secret>,
+}
+
+/// What makes an event a task.
+#[derive(Debug, Clone)]
+pub struct TriggerSettings {
+    /// `CONTEXTEN_COMMAND_PREFIX`, default `/contexten`.
+    pub command_prefix: String,
+    /// `CONTEXTEN_BOT_LOGIN`: the bot's GitHub login, also its @mention on Linear.
+    pub bot_login: Option<String>,
+    /// `LINEAR_BOT_USER_ID`.
+    pub linear_bot_user_id: Option<String>,
+    /// `CONTEXTEN_TRIGGER_LABEL`, default `contexten`.
+    pub trigger_label: String,
+    /// `CONTEXTEN_ALLOWED_ASSOCIATIONS`, default `OWNER,MEMBER,COLLABORATOR`.
+    pub allowed_associations: HashSet<String>,
+}
+
+/// Sizes, windows and lifetimes.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `INGEST_MAX_BODY_BYTES`, 1 KiB–64 MiB, default 1 MiB.
+    pub max_body_bytes: usize,
+    /// `INGEST_DEDUP_TTL_SECS`, 60 s–30 days, default 3 days.
+    pub dedup_ttl: Duration,
+    /// `INGEST_CONVERSATION_TTL_SECS`, 60 s–365 days, default 30 days.
+    pub conversation_ttl: Duration,
+    /// `SLACK_TIMESTAMP_TOLERANCE_SECS`, 1–3600, default 300.
+    pub slack_window: Duration,
+    /// `LINEAR_TIMESTAMP_TOLERANCE_SECS`, 1–3600, default 60.
+    pub linear_window: Duration,
+    /// `INGEST_RETRY_AFTER_SECS`, 1–600, default 5.
+    pub retry_after: Duration,
+}
+
+/// Why ingest cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("CONTEXTEN_ROUTING_RULES: {0}")]
+    Rules(#[from] RulesError),
+}
+
+impl IngestConfig {
+    /// Reads the settings from `env`.
+    pub fn from_env(env: &Env) -> Result<Self, StartError> {
+        let rules_path: Option<PathBuf> = env.raw("CONTEXTEN_ROUTING_RULES").map(PathBuf::from);
+        let prefix = env.string("CONTEXTEN_COMMAND_PREFIX", "/contexten");
+        if prefix.chars().any(char::is_whitespace) {
+            return Err(ConfigError {
+                var: "CONTEXTEN_COMMAND_PREFIX".into(),
+                shown: prefix,
+                expected: "one word without spaces, e.g. /contexten".into(),
+            }
+            .into());
+        }
+        let associations = env
+            .string(
+                "CONTEXTEN_ALLOWED_ASSOCIATIONS",
+                "OWNER,MEMBER,COLLABORATOR",
+            )
+            .split(',')
+            .map(|s| s.trim().to_uppercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let secs = |var: &str, default: u64, min: u64, max: u64| {
+            env.ranged(var, default, min, max).map(Duration::from_secs)
+        };
+        Ok(IngestConfig {
+            addr: socket_addr(env, "INGEST_ADDR", "127.0.0.1:8080")?,
+            broker: BrokerSettings::from_env(env, 1)?,
+            redis: RedisSettings::from_env(env)?,
+            telemetry: TelemetrySettings::from_env(env, "ingest")?,
+            providers: ProviderSecrets {
+                github: env.secret("GITHUB_WEBHOOK_SECRET"),
+                linear: env.secret("LINEAR_WEBHOOK_SECRET"),
+                slack: env.secret("SLACK_SIGNING_SECRET"),
+            },
+            triggers: TriggerSettings {
+                command_prefix: prefix,
+                bot_login: env.raw("CONTEXTEN_BOT_LOGIN").map(|s| s.trim().to_owned()),
+                linear_bot_user_id: env.raw("LINEAR_BOT_USER_ID").map(|s| s.trim().to_owned()),
+                trigger_label: env.string("CONTEXTEN_TRIGGER_LABEL", "contexten"),
+                allowed_associations: associations,
+            },
+            routing: Routing::load(rules_path.as_deref())?,
+            api_tokens_file: env.raw("CONTEXTEN_API_TOKENS_FILE").map(PathBuf::from),
+            api_tokens_inline: env.secret("CONTEXTEN_API_TOKENS"),
+            allow_local_repos: env.flag("CONTEXTEN_ALLOW_LOCAL_REPOS", false)?,
+            limits: Limits {
+                max_body_bytes: env.ranged("INGEST_MAX_BODY_BYTES", 1 << 20, 1024, 64 << 20)?,
+                dedup_ttl: secs("INGEST_DEDUP_TTL_SECS", 3 * 86_400, 60, 30 * 86_400)?,
+                conversation_ttl: secs(
+                    "INGEST_CONVERSATION_TTL_SECS",
+                    30 * 86_400,
+                    60,
+                    365 * 86_400,
+                )?,
+                slack_window: secs("SLACK_TIMESTAMP_TOLERANCE_SECS", 300, 1, 3600)?,
+                linear_window: secs("LINEAR_TIMESTAMP_TOLERANCE_SECS", 60, 1, 3600)?,
+                retry_after: secs("INGEST_RETRY_AFTER_SECS", 5, 1, 600)?,
+            },
+            failed_deliveries_file: env
+                .raw("INGEST_FAILED_DELIVERIES_FILE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::env::temp_dir().join("contexten-ingest-failed-deliveries.jsonl")
+                }),
+        })
+    }
+
+    /// Says at start which providers are enabled, and why the others are not.
+    pub fn log_providers(&self) {
+        for (name, secret, var) in [
+            ("github", &self.providers.github, "GITHUB_WEBHOOK_SECRET"),
+            ("linear", &self.providers.linear, "LINEAR_WEBHOOK_SECRET"),
+            ("slack", &self.providers.slack, "SLACK_SIGNING_SECRET"),
+        ] {
+            if secret.is_some() {
+                tracing::info!(provider = name, "webhooks enabled");
+            } else {
+                tracing::warn!(
+                    provider = name,
+                    "webhooks disabled: {var} is not set (requests are refused, never accepted unsigned)"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_leave_every_provider_disabled() {
+        let cfg = IngestConfig::from_env(&Env::from_pairs([])).unwrap();
+        assert!(cfg.providers.github.is_none() && cfg.providers.slack.is_none());
+        assert_eq!(cfg.triggers.command_prefix, "/contexten");
+        assert_eq!(cfg.triggers.trigger_label, "contexten");
+        assert!(cfg.triggers.allowed_associations.contains("MEMBER"));
+        assert_eq!(cfg.limits.max_body_bytes, 1 << 20);
+        assert_eq!(cfg.limits.linear_window, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_bad_setting_names_its_variable() {
+        let err = IngestConfig::from_env(&Env::from_pairs([("INGEST_MAX_BODY_BYTES", "10")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("INGEST_MAX_BODY_BYTES"), "{err}");
+        let err = IngestConfig::from_env(&Env::from_pairs([(
+            "CONTEXTEN_ROUTING_RULES",
+            "/nonexistent/rules.toml",
+        )]))
+        .unwrap_err();
+        assert!(err.to_string().contains("CONTEXTEN_ROUTING_RULES"), "{err}");
+    }
+}

@@ -1,0 +1,395 @@
+//! From a recognised request to two confirmed messages: the task to its first
+//! stage and an acknowledgement to dispatch.
+//!
+//! Order (DESIGN §5): one Redis round trip claims the delivery identity with
+//! `SET NX EX`, writes the initial status record and swaps the conversation's
+//! last task id; then both messages are published and confirmed; only then does
+//! the caller answer 2xx. When publishing fails, the claim is released again so
+//! the provider's retry is accepted (a task is never lost to a stale dedup key).
+//! When Redis is down, dedup degrades loudly and the request is still accepted.
+
+use crate::error::IngestError;
+use crate::routing::{RouteInput, Routing, extract_hints};
+use crate::{AppState, SharedPublisher};
+use contexten_broker::{BrokerError, Publisher, Store};
+use contexten_envelope::{
+    Conversation, Extra, Hints, Names, Priority, ReplyKind, ReplyTarget, RepositoryRef, Request,
+    Source, SourceKind, Stage, Strategy, TaskEnvelope, TaskId, now_ms,
+};
+use contexten_telemetry::metric;
+use std::time::Duration;
+
+/// The status record field holding ingest's summary of the task (JSON: source,
+/// strategy, strategy_rule, priority, conversation, correlation_id).
+pub const SUMMARY_FIELD: &str = "summary";
+
+/// How long the status record written here lives (the runtime keeps it as long).
+const STATUS_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// Hops: the acknowledgement is the task's first message and the task its
+/// second, so every later message of the task (hop ≥ 2) has a distinct
+/// `message_id` and completion mark, including a final answer at dispatch.
+pub const ACK_HOP: u32 = 0;
+/// See [`ACK_HOP`].
+pub const TASK_HOP: u32 = 1;
+
+/// A recognised request, before routing.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub kind: SourceKind,
+    /// The provider's delivery identity (the dedup key), if it has one.
+    pub delivery_id: Option<String>,
+    pub requested_by: Option<String>,
+    pub reply_to: ReplyTarget,
+    pub text: String,
+    pub repository: Option<RepositoryRef>,
+    pub labels: Vec<String>,
+    pub explicit: Option<(Strategy, String)>,
+    pub priority: Option<Priority>,
+    /// `github:owner/repo#7`, `slack:C1:1712.0001`, `linear:<issue id>`.
+    pub conversation: Option<String>,
+    pub source_extra: Extra,
+    pub request_extra: Extra,
+    /// Paths and symbols named explicitly (API), ahead of those found in the text.
+    pub hints: Hints,
+}
+
+impl Draft {
+    /// A draft with only the essentials set.
+    pub fn new(kind: SourceKind, reply_to: ReplyTarget, text: impl Into<String>) -> Self {
+        Draft {
+            kind,
+            delivery_id: None,
+            requested_by: None,
+            reply_to,
+            text: text.into(),
+            repository: None,
+            labels: Vec::new(),
+            explicit: None,
+            priority: None,
+            conversation: None,
+            source_extra: Extra::new(),
+            request_extra: Extra::new(),
+            hints: Hints::default(),
+        }
+    }
+
+    /// The envelope for this draft, routed by `routing`.
+    pub fn into_envelope(self, routing: &Routing) -> TaskEnvelope {
+        let mut hints = extract_hints(&self.text);
+        for (given, found) in [
+            (self.hints.paths, &mut hints.paths),
+            (self.hints.symbols, &mut hints.symbols),
+        ] {
+            let mut merged = given;
+            for f in found.drain(..) {
+                if !merged.contains(&f) {
+                    merged.push(f);
+                }
+            }
+            *found = merged;
+        }
+        let decision = routing.decide(&RouteInput {
+            kind: self.kind,
+            text: &self.text,
+            explicit: self.explicit.clone(),
+            labels: &self.labels,
+            has_repository: self.repository.is_some(),
+            hints: &hints,
+        });
+        let source = Source {
+            kind: self.kind,
+            delivery_id: self.delivery_id,
+            requested_by: self.requested_by,
+            reply_to: self.reply_to,
+            extra: self.source_extra,
+        };
+        let mut env = TaskEnvelope::new(
+            source,
+            Request {
+                text: self.text,
+                repository: self.repository,
+                hints,
+                extra: self.request_extra,
+            },
+        );
+        env.strategy = decision.strategy;
+        env.strategy_rule = Some(decision.rule);
+        env.priority = self.priority.unwrap_or(decision.priority);
+        env.conversation = self.conversation.map(|id| Conversation {
+            id,
+            previous_task_id: None,
+        });
+        env.hop = TASK_HOP;
+        env
+    }
+}
+
+/// What became of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// A new task, published with its acknowledgement.
+    Created(Box<TaskEnvelope>),
+    /// The delivery was seen before; `task_id` is the task it created.
+    Duplicate { task_id: Option<String> },
+}
+
+/// Claims the delivery, records the task, publishes task and acknowledgement.
+pub async fn admit(
+    state: &AppState,
+    mut env: TaskEnvelope,
+    received_at_ms: u64,
+) -> Result<Admission, IngestError> {
+    let publisher = current_publisher(&state.publisher, state.retry_after).await?;
+    let dedup_key = env
+        .source
+        .delivery_id
+        .as_ref()
+        .map(|id| dedup_key(&state.names, env.source.kind, id));
+    let conversation_key = env
+        .conversation
+        .as_ref()
+        .map(|c| conversation_key(&state.names, &c.id));
+    let claim = Claim {
+        dedup_key: dedup_key.clone(),
+        status_key: state.names.status_key(env.task_id),
+        conversation_key: conversation_key.clone(),
+    };
+    let mut recorded = true;
+    match claim
+        .acquire(&state.store, &env, received_at_ms, state)
+        .await
+    {
+        Ok(ClaimResult::Duplicate(task_id)) => return Ok(Admission::Duplicate { task_id }),
+        Ok(ClaimResult::Claimed { previous }) => {
+            if let (Some(c), Some(prev)) = (env.conversation.as_mut(), previous) {
+                c.previous_task_id = prev.parse::<TaskId>().ok();
+            }
+        }
+        Err(error) => {
+            recorded = false;
+            tracing::warn!(%error, task_id = %env.task_id, "dedup and status record skipped");
+            metric::redis_degraded("dedup");
+        }
+    }
+    match publish_pair(&publisher, &env).await {
+        Ok(()) => {
+            metric::ingest_task(env.source.kind.as_str(), env.strategy.as_str());
+            tracing::info!(
+                task_id = %env.task_id,
+                source = env.source.kind.as_str(),
+                strategy = env.strategy.as_str(),
+                rule = env.strategy_rule.as_deref().unwrap_or(""),
+                priority = env.priority.as_str(),
+                "task accepted"
+            );
+            env.hop = TASK_HOP;
+            Ok(Admission::Created(Box::new(env)))
+        }
+        Err(error) => {
+            tracing::warn!(%error, task_id = %env.task_id, "publish failed; releasing the delivery claim");
+            if recorded && let Err(error) = claim.release(&state.store, &env).await {
+                // The retry would be refused as a duplicate: say so loudly.
+                tracing::error!(%error, task_id = %env.task_id, "could not release the delivery claim");
+                metric::redis_degraded("dedup_release");
+            }
+            Err(IngestError::BrokerDown {
+                retry_after: state.retry_after,
+            })
+        }
+    }
+}
+
+/// The confirmed publisher, or 503 while the broker is away.
+pub async fn current_publisher(
+    slot: &SharedPublisher,
+    retry_after: Duration,
+) -> Result<Publisher, IngestError> {
+    slot.read()
+        .await
+        .clone()
+        .ok_or(IngestError::BrokerDown { retry_after })
+}
+
+/// Publishes the task and its acknowledgement concurrently; both must be confirmed.
+async fn publish_pair(publisher: &Publisher, env: &TaskEnvelope) -> Result<(), BrokerError> {
+    let mut ack = env.clone();
+    ack.hop = ACK_HOP;
+    ack.reply = Some(ReplyKind::Ack);
+    let (task, ack) = tokio::join!(
+        publisher.publish(env.strategy.first_stage(), env),
+        publisher.publish(Stage::Dispatch, &ack)
+    );
+    task.and(ack)
+}
+
+/// Redis: a provider delivery identity.
+pub fn dedup_key(names: &Names, kind: SourceKind, id: &str) -> String {
+    names.redis_key(&["ingest", "dedup", kind.as_str(), id])
+}
+
+/// Redis: the last task of a conversation.
+pub fn conversation_key(names: &Names, conversation: &str) -> String {
+    names.redis_key(&["ingest", "conversation", conversation])
+}
+
+struct Claim {
+    dedup_key: Option<String>,
+    status_key: String,
+    conversation_key: Option<String>,
+}
+
+enum ClaimResult {
+    Claimed { previous: Option<String> },
+    Duplicate(Option<String>),
+}
+
+/// One round trip: claim the delivery (or report its task), write the status
+/// record, swap the conversation's last task.
+const ACQUIRE: &str = r#"
+if ARGV[2] == '1' then
+  local seen = redis.call('GET', KEYS[1])
+  if seen then return {0, seen} end
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+end
+local previous = ''
+if ARGV[4] == '1' then
+  previous = redis.call('GET', KEYS[3]) or ''
+  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[5])
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return {1, previous}
+"#;
+
+/// Undoes [`ACQUIRE`] for a task that could not be published, touching only
+/// what still belongs to it.
+const RELEASE: &str = r#"
+if ARGV[2] == '1' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+if ARGV[3] == '1' and redis.call('GET', KEYS[3]) == ARGV[1] then
+  if ARGV[4] == '' then redis.call('DEL', KEYS[3])
+  else redis.call('SET', KEYS[3], ARGV[4], 'KEEPTTL') end
+end
+redis.call('DEL', KEYS[2])
+return 1
+"#;
+
+impl Claim {
+    fn keys(&self) -> [&str; 3] {
+        // Unused keys still need a name in the script's KEYS table.
+        [
+            self.dedup_key.as_deref().unwrap_or(&self.status_key),
+            &self.status_key,
+            self.conversation_key.as_deref().unwrap_or(&self.status_key),
+        ]
+    }
+
+    async fn acquire(
+        &self,
+        store: &Store,
+        env: &TaskEnvelope,
+        received_at_ms: u64,
+        state: &AppState,
+    ) -> Result<ClaimResult, BrokerError> {
+        let now = now_ms();
+        let timing = serde_json::json!({"started_at_ms": received_at_ms, "finished_at_ms": now});
+        let first = env.strategy.first_stage();
+        // What the runtime maintains (state, stage, updated_at_ms, timing:<stage>)
+        // plus what only ingest knows, in one `summary` field to keep the write small.
+        let summary = serde_json::json!({
+            "source": env.source.kind,
+            "strategy": env.strategy,
+            "strategy_rule": env.strategy_rule,
+            "priority": env.priority,
+            "conversation": env.conversation.as_ref().map(|c| &c.id),
+            "correlation_id": env.correlation_id,
+        });
+        let fields: [(&str, String); 6] = [
+            ("state", format!("queued:{}", first.as_str())),
+            ("stage", Stage::Ingest.as_str().to_owned()),
+            ("created_at_ms", env.created_at_ms.to_string()),
+            ("updated_at_ms", now.to_string()),
+            (SUMMARY_FIELD, summary.to_string()),
+            ("timing:ingest", timing.to_string()),
+        ];
+        let script = &state.scripts.acquire;
+        let mut invocation = script.prepare_invoke();
+        for key in self.keys() {
+            invocation.key(key);
+        }
+        invocation
+            .arg(env.task_id.to_string())
+            .arg(if self.dedup_key.is_some() { "1" } else { "0" })
+            .arg(state.dedup_ttl.as_secs())
+            .arg(if self.conversation_key.is_some() {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(state.conversation_ttl.as_secs())
+            .arg(STATUS_TTL_SECS);
+        for (field, value) in fields {
+            invocation.arg(field).arg(value);
+        }
+        let mut connection = store.connection().await?;
+        let (claimed, value): (i64, String) =
+            tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async(&mut connection))
+                .await
+                .map_err(|_| BrokerError::RedisTimeout(REDIS_TIMEOUT))?
+                .map_err(|e| BrokerError::Redis(e.to_string()))?;
+        let value = (!value.is_empty()).then_some(value);
+        Ok(if claimed == 1 {
+            ClaimResult::Claimed { previous: value }
+        } else {
+            ClaimResult::Duplicate(value)
+        })
+    }
+
+    async fn release(&self, store: &Store, env: &TaskEnvelope) -> Result<(), BrokerError> {
+        let previous = env
+            .conversation
+            .as_ref()
+            .and_then(|c| c.previous_task_id)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let script = redis::Script::new(RELEASE);
+        let mut invocation = script.prepare_invoke();
+        for key in self.keys() {
+            invocation.key(key);
+        }
+        invocation
+            .arg(env.task_id.to_string())
+            .arg(if self.dedup_key.is_some() { "1" } else { "0" })
+            .arg(if self.conversation_key.is_some() {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(previous);
+        let mut connection = store.connection().await?;
+        let _: i64 = tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async(&mut connection))
+            .await
+            .map_err(|_| BrokerError::RedisTimeout(REDIS_TIMEOUT))?
+            .map_err(|e| BrokerError::Redis(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Upper bound for ingest's own Redis round trips (a provider's deadline is 3 s
+/// for Slack, so this stays well below).
+const REDIS_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// The Lua scripts, loaded once (`EVALSHA` after the first call).
+pub struct Scripts {
+    pub acquire: redis::Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts {
+            acquire: redis::Script::new(ACQUIRE),
+        }
+    }
+}

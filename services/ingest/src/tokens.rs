@@ -1,0 +1,283 @@
+//! Bearer tokens of the `/v1` API, stored as SHA-256 hashes with scopes
+//! (`submit`, `read`, `admin`; admin implies the others).
+//!
+//! `CONTEXTEN_API_TOKENS_FILE` (TOML, reloaded when its content changes, so a
+//! rotated Kubernetes secret takes effect without a restart):
+//! ```toml
+//! [[tokens]]
+//! name = "ci"                       # shown in logs and requested_by, never the token
+//! sha256 = "<hex sha256 of the token>"   # e.g. `printf %s "$TOKEN" | sha256sum`
+//! scopes = ["submit", "read"]
+//! ```
+//! `CONTEXTEN_API_TOKENS` holds the same inline: `ci:<hex>:submit+read,ops:<hex>:admin`.
+//! Tokens are long random strings, so one SHA-256 is a sufficient hash; the
+//! lookup compares hashes, so the time taken says nothing about a token.
+
+use contexten_broker::CancellationToken;
+use contexten_config::{ExposeSecret, Secret};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// How often the tokens file is checked for changes.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// One scope of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Submit,
+    Read,
+    Admin,
+}
+
+impl Scope {
+    /// The scope's name in errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Submit => "submit",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Scope> {
+        match s.trim() {
+            "submit" => Some(Scope::Submit),
+            "read" => Some(Scope::Read),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Who a token belongs to and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl Principal {
+    /// Whether this principal holds `scope` (admin holds every scope).
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
+    }
+}
+
+/// Why a token list is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum TokensError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid token list: {0}")]
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    #[serde(default)]
+    tokens: Vec<TokenEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    name: String,
+    sha256: String,
+    scopes: Vec<Scope>,
+}
+
+type Table = HashMap<[u8; 32], Principal>;
+
+/// The current token table, shared by every request (cheap to clone).
+#[derive(Debug, Clone, Default)]
+pub struct TokenStore {
+    table: Arc<RwLock<Table>>,
+    file: Option<PathBuf>,
+    inline: Option<Secret>,
+    /// The file content the table was built from, to notice changes.
+    loaded: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+}
+
+/// The SHA-256 of a token, as stored in the lists.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn parse_hash(hex_hash: &str, name: &str) -> Result<[u8; 32], TokensError> {
+    let bytes = hex::decode(hex_hash.trim())
+        .map_err(|_| TokensError::Invalid(format!("token {name:?}: sha256 is not hex")))?;
+    bytes
+        .try_into()
+        .map_err(|_| TokensError::Invalid(format!("token {name:?}: sha256 is not 32 bytes")))
+}
+
+fn parse_file(text: &str) -> Result<Table, TokensError> {
+    let file: TokensFile = toml::from_str(text).map_err(|e| TokensError::Invalid(e.to_string()))?;
+    let mut table = Table::new();
+    for entry in file.tokens {
+        let hash = parse_hash(&entry.sha256, &entry.name)?;
+        table.insert(
+            hash,
+            Principal {
+                name: entry.name,
+                scopes: entry.scopes,
+            },
+        );
+    }
+    Ok(table)
+}
+
+fn parse_inline(text: &str) -> Result<Table, TokensError> {
+    let mut table = Table::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let mut parts = item.splitn(3, ':');
+        let (Some(name), Some(hash), Some(scopes)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokensError::Invalid(
+                "CONTEXTEN_API_TOKENS entries are name:sha256hex:scope+scope".into(),
+            ));
+        };
+        let scopes = scopes
+            .split('+')
+            .map(|s| {
+                Scope::parse(s)
+                    .ok_or_else(|| TokensError::Invalid(format!("token {name:?}: scope {s:?}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        table.insert(
+            parse_hash(hash, name)?,
+            Principal {
+                name: name.to_owned(),
+                scopes,
+            },
+        );
+    }
+    Ok(table)
+}
+
+impl TokenStore {
+    /// Loads the inline list and the file; an error stops the start.
+    pub fn load(file: Option<PathBuf>, inline: Option<Secret>) -> Result<Self, TokensError> {
+        let store = TokenStore {
+            table: Arc::default(),
+            file,
+            inline,
+            loaded: Arc::default(),
+        };
+        store.reload()?;
+        Ok(store)
+    }
+
+    /// A store with fixed tokens, for tests.
+    pub fn from_tokens(tokens: &[(&str, &str, &[Scope])]) -> Self {
+        let table = tokens
+            .iter()
+            .map(|(name, token, scopes)| {
+                (
+                    hash_token(token),
+                    Principal {
+                        name: (*name).to_owned(),
+                        scopes: scopes.to_vec(),
+                    },
+                )
+            })
+            .collect();
+        TokenStore {
+            table: Arc::new(RwLock::new(table)),
+            file: None,
+            inline: None,
+            loaded: Arc::default(),
+        }
+    }
+
+    /// The principal holding `token`, if any.
+    pub fn authenticate(&self, token: &str) -> Option<Principal> {
+        let hash = hash_token(token);
+        self.table.read().ok()?.get(&hash).cloned()
+    }
+
+    /// Re-reads the sources and swaps the table in.
+    pub fn reload(&self) -> Result<usize, TokensError> {
+        let mut table = match &self.inline {
+            Some(inline) => parse_inline(inline.expose_secret())?,
+            None => Table::new(),
+        };
+        if let Some(path) = &self.file {
+            let bytes = std::fs::read(path).map_err(|source| TokensError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            if let Ok(mut loaded) = self.loaded.lock() {
+                *loaded = Some(bytes.clone());
+            }
+            let text = String::from_utf8(bytes)
+                .map_err(|_| TokensError::Invalid("the file is not UTF-8".into()))?;
+            table.extend(parse_file(&text)?);
+        }
+        let count = table.len();
+        if let Ok(mut current) = self.table.write() {
+            *current = table;
+        }
+        Ok(count)
+    }
+
+    /// Reloads the file whenever its content changes, until `shutdown`. A broken
+    /// file keeps the previous tokens (and says so) rather than locking everyone out.
+    pub async fn watch(self, shutdown: CancellationToken) {
+        let Some(path) = self.file.clone() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(RELOAD_INTERVAL) => {}
+            }
+            let now = std::fs::read(&path).ok();
+            let unchanged = self
+                .loaded
+                .lock()
+                .map(|loaded| *loaded == now)
+                .unwrap_or(true);
+            if unchanged {
+                continue;
+            }
+            match self.reload() {
+                Ok(count) => tracing::info!(count, "API tokens reloaded"),
+                Err(error) => {
+                    tracing::error!(%error, "API tokens not reloaded; keeping the previous list")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_and_inline_lists_map_hashes_to_scopes() {
+        let token = ["ctx_", "0123456789abcdef"].concat();
+        let hash = hex::encode(hash_token(&token));
+        let file =
+            format!("[[tokens]]\nname = \"ci\"\nsha256 = \"{hash}\"\nscopes = [\"submit\"]\n");
+        let table = parse_file(&file).unwrap();
+        let who = table.get(&hash_token(&token)).unwrap();
+        assert_eq!(who.name, "ci");
+        assert!(who.allows(Scope::Submit) && !who.allows(Scope::Read));
+        let table = parse_inline(&format!("ops:{hash}:admin")).unwrap();
+        assert!(table.get(&hash_token(&token)).unwrap().allows(Scope::Read));
+        assert!(parse_inline("ops:nothex:admin").is_err());
+        assert!(parse_inline(&format!("ops:{hash}:root")).is_err());
+    }
+}

@@ -1,0 +1,341 @@
+use crate::helpers::*;
+use contexten_broker::{Outcome, Store, WorkerOptions, run_worker};
+use contexten_envelope::{Priority, ReplyTarget, SourceKind, Stage, TaskEnvelope};
+use contexten_telemetry::health::Readiness;
+use serde_json::json;
+
+fn request() -> serde_json::Value {
+    json!({
+        "text": "Add a retry with backoff to `fetch_page` in src/http.rs",
+        "repository_url": "https://github.com/octo-org/hello-world.git",
+        "ref": "main",
+        "callback_url": "https://example.test/hooks/contexten",
+        "conversation_id": "ticket-77"
+    })
+}
+
+#[tokio::test]
+async fn api_task_is_created_routed_and_readable_with_its_timings() {
+    let ingest = TestIngest::start().await;
+    let a = ingest.api(&token("both"), &request(), None).await;
+    assert_eq!(a.status, 202, "{}", a.json);
+    let (task, _) = ingest.take_task_and_ack(Stage::Context).await;
+    assert_eq!(a.json["task_id"], task.task_id.to_string());
+    assert_eq!(task.source.kind, SourceKind::Api);
+    assert_eq!(task.source.requested_by.as_deref(), Some("client"));
+    assert_eq!(
+        task.source.reply_to,
+        ReplyTarget::Callback {
+            url: "https://example.test/hooks/contexten".into()
+        }
+    );
+    assert_eq!(task.priority, Priority::Batch);
+    assert_eq!(task.strategy_rule.as_deref(), Some("rules:one-function"));
+    let repo = task.request.repository.as_ref().unwrap();
+    assert_eq!(
+        (repo.url.as_str(), repo.reference.as_deref()),
+        ("https://github.com/octo-org/hello-world.git", Some("main"))
+    );
+    assert_eq!(task.request.hints.paths, vec!["src/http.rs"]);
+    assert_eq!(
+        task.conversation.as_ref().unwrap().id,
+        "api:client:ticket-77"
+    );
+
+    let status = ingest
+        .get(&format!("/v1/tasks/{}", task.task_id), Some(&token("read")))
+        .await;
+    assert_eq!(status.status, 200, "{}", status.json);
+    assert_eq!(status.json["state"], "queued:context");
+    assert_eq!(status.json["strategy"], "context");
+    assert_eq!(status.json["priority"], "batch");
+    assert_eq!(status.json["source"], "api");
+    assert!(
+        status.json["timings"]["ingest"]["started_at_ms"]
+            .as_u64()
+            .is_some()
+    );
+
+    let unknown = ingest
+        .get(
+            &format!("/v1/tasks/{}", contexten_envelope::TaskId::new()),
+            Some(&token("read")),
+        )
+        .await;
+    assert_eq!((unknown.status, unknown.error()), (404, "not_found"));
+    let bad = ingest
+        .get("/v1/tasks/not-a-uuid", Some(&token("read")))
+        .await;
+    assert_eq!((bad.status, bad.error()), (400, "invalid_request"));
+    ingest.cleanup().await;
+}
+
+#[tokio::test]
+async fn status_follows_the_workers_and_the_acknowledgement_does_not_overwrite_it() {
+    let ingest = TestIngest::start().await;
+    let mut body = request();
+    body["strategy"] = json!("generate");
+    let a = ingest.api(&token("both"), &body, None).await;
+    assert_eq!(a.status, 202, "{}", a.json);
+    let id = a.json["task_id"].as_str().unwrap().to_owned();
+    // A generate worker that forwards to dispatch, and a dispatcher that completes.
+    let store = Store::new(&ingest.state.cfg.redis, ingest.names.clone()).unwrap();
+    let shutdown = contexten_broker::CancellationToken::new();
+    let options = |stage| WorkerOptions {
+        service: "test-worker",
+        stage,
+        broker: ingest.state.cfg.broker.clone(),
+        readiness: Readiness::new(&["broker"]),
+    };
+    let generate = tokio::spawn(run_worker(
+        options(Stage::Generate),
+        store.clone(),
+        |env: TaskEnvelope| async move { Outcome::forward(Stage::Dispatch, env) },
+        shutdown.clone(),
+    ));
+    // Wait for the task to reach dispatch (the ack sits there too), then let dispatch finish only the ack.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = ingest
+            .get(&format!("/v1/tasks/{id}"), Some(&token("read")))
+            .await;
+        if s.json["state"] == "queued:dispatch" {
+            assert_eq!(s.json["stage"], "generate");
+            assert!(
+                s.json["timings"]["generate"]["finished_at_ms"]
+                    .as_u64()
+                    .is_some(),
+                "{}",
+                s.json
+            );
+            assert!(
+                s.json["completed"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("generate:1")),
+                "{}",
+                s.json
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "status never moved: {}",
+            s.json
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let dispatch = tokio::spawn(run_worker(
+        options(Stage::Dispatch),
+        store.clone(),
+        |env: TaskEnvelope| async move {
+            // Only the acknowledgement is completed here; the final answer waits.
+            if env.reply == Some(contexten_envelope::ReplyKind::Ack) {
+                Outcome::Done
+            } else {
+                Outcome::later(Stage::Dispatch, std::time::Duration::from_secs(60), env)
+            }
+        },
+        shutdown.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = ingest
+            .get(&format!("/v1/tasks/{id}"), Some(&token("read")))
+            .await;
+        let completed = s.json["completed"].as_array().cloned().unwrap_or_default();
+        if completed.contains(&json!("dispatch:0")) {
+            assert_ne!(
+                s.json["state"], "done",
+                "the ack must not mark the task done: {}",
+                s.json
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ack never completed: {}",
+            s.json
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    let _ = generate.await;
+    let _ = dispatch.await;
+    ingest.cleanup().await;
+}
+
+#[tokio::test]
+async fn repeated_idempotency_key_creates_nothing_new() {
+    let ingest = TestIngest::start().await;
+    let a = ingest
+        .api(&token("submit"), &request(), Some("order-1"))
+        .await;
+    assert_eq!(a.status, 202);
+    ingest.take_task_and_ack(Stage::Context).await;
+    let again = ingest
+        .api(&token("submit"), &request(), Some("order-1"))
+        .await;
+    assert_eq!(
+        (again.status, again.json["status"].as_str()),
+        (200, Some("duplicate"))
+    );
+    assert_eq!(again.json["task_id"], a.json["task_id"]);
+    // Keys are per token holder: another client's "order-1" is its own request.
+    let other = ingest
+        .api(&token("both"), &request(), Some("order-1"))
+        .await;
+    assert_eq!(other.status, 202);
+    ingest.take_task_and_ack(Stage::Context).await;
+    ingest.assert_nothing_queued().await;
+    ingest.cleanup().await;
+}
+
+#[tokio::test]
+async fn token_scopes_are_enforced() {
+    let ingest = TestIngest::start().await;
+    let a = ingest
+        .post(
+            "/v1/tasks",
+            &[("content-type", "application/json".into())],
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!((a.status, a.error()), (401, "unauthorized"));
+    assert_eq!(a.headers["www-authenticate"], "Bearer");
+    let a = ingest.api("ctx_tok_unknown", &request(), None).await;
+    assert_eq!((a.status, a.error()), (401, "unauthorized"));
+    let a = ingest.api(&token("read"), &request(), None).await;
+    assert_eq!((a.status, a.error()), (403, "forbidden"));
+    let a = ingest
+        .get(
+            &format!("/v1/tasks/{}", contexten_envelope::TaskId::new()),
+            Some(&token("submit")),
+        )
+        .await;
+    assert_eq!((a.status, a.error()), (403, "forbidden"));
+    let a = ingest
+        .get(
+            &format!("/v1/tasks/{}", contexten_envelope::TaskId::new()),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 401);
+    let mut operator = request();
+    operator["priority"] = json!("operator");
+    let a = ingest.api(&token("both"), &operator, None).await;
+    assert_eq!((a.status, a.error()), (403, "forbidden"));
+    let a = ingest.api(&token("admin"), &operator, None).await;
+    assert_eq!(a.status, 202, "{}", a.json);
+    let (task, _) = ingest.take_task_and_ack(Stage::Context).await;
+    assert_eq!(task.priority, Priority::Operator);
+    ingest.assert_nothing_queued().await;
+    ingest.cleanup().await;
+}
+
+#[tokio::test]
+async fn api_bad_input_gets_the_right_4xx() {
+    let ingest = TestIngest::start().await;
+    let auth = ("authorization", format!("Bearer {}", token("submit")));
+    let json_type = ("content-type", "application/json".to_owned());
+    let a = ingest
+        .post(
+            "/v1/tasks",
+            &[auth.clone(), json_type.clone()],
+            b"{\"text\": ".to_vec(),
+        )
+        .await;
+    assert_eq!((a.status, a.error()), (400, "malformed_json"));
+    let a = ingest
+        .post(
+            "/v1/tasks",
+            &[auth.clone(), ("content-type", "text/plain".into())],
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!((a.status, a.error()), (415, "unsupported_media_type"));
+    for bad in [
+        json!({"text": ""}),
+        json!({"text": "x", "strategy": "magic"}),
+        json!({"text": "x", "callback_url": "ftp://x"}),
+        json!({"text": "x", "repository_url": "file:///etc"}),
+        json!({"text": "x", "unknown_field": 1}),
+    ] {
+        let a = ingest
+            .post(
+                "/v1/tasks",
+                &[auth.clone(), json_type.clone()],
+                serde_json::to_vec(&bad).unwrap(),
+            )
+            .await;
+        assert_eq!((a.status, a.error()), (400, "invalid_request"), "{bad}");
+    }
+    let big = json!({"text": "x".repeat(2 << 20)});
+    let a = ingest
+        .post(
+            "/v1/tasks",
+            &[auth, json_type],
+            serde_json::to_vec(&big).unwrap(),
+        )
+        .await;
+    assert_eq!((a.status, a.error()), (413, "body_too_large"));
+    ingest.assert_nothing_queued().await;
+    ingest.cleanup().await;
+}
+
+#[tokio::test]
+async fn openapi_document_describes_the_task_api() {
+    let ingest = TestIngest::start().await;
+    let a = ingest.get("/v1/openapi.json", None).await;
+    assert_eq!(a.status, 200);
+    assert!(a.json["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(a.json["paths"]["/v1/tasks"]["post"].is_object());
+    assert!(a.json["paths"]["/v1/tasks/{id}"]["get"].is_object());
+    assert!(
+        a.json["components"]["schemas"]["CreateTask"]["properties"]["repository_url"].is_object()
+    );
+    assert!(a.json["components"]["securitySchemes"]["bearer"].is_object());
+    let health = ingest.get("/healthz", None).await;
+    assert_eq!(health.status, 200);
+    ingest.cleanup().await;
+}
+
+#[tokio::test]
+async fn api_tokens_file_is_reloaded_when_it_changes() {
+    use ingest::tokens::{RELOAD_INTERVAL, TokenStore, hash_token};
+    let dir = std::env::temp_dir().join(format!("ctx-tokens-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokens.toml");
+    let (old, new) = (token("old"), token("new"));
+    let write = |t: &str| {
+        let file = format!(
+            "[[tokens]]\nname = \"rotating\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n",
+            hex::encode(hash_token(t))
+        );
+        std::fs::write(&path, file).unwrap();
+    };
+    write(&old);
+    let store = TokenStore::load(Some(path.clone()), None).unwrap();
+    assert!(store.authenticate(&old).is_some());
+    let shutdown = contexten_broker::CancellationToken::new();
+    tokio::spawn(store.clone().watch(shutdown.clone()));
+    write(&new);
+    let deadline = tokio::time::Instant::now() + RELOAD_INTERVAL * 5;
+    while store.authenticate(&new).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tokens file never reloaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        store.authenticate(&old).is_none(),
+        "the rotated-out token is revoked"
+    );
+    // A broken file keeps the previous list.
+    std::fs::write(&path, "not toml [[").unwrap();
+    tokio::time::sleep(RELOAD_INTERVAL * 2).await;
+    assert!(store.authenticate(&new).is_some());
+    shutdown.cancel();
+    std::fs::remove_dir_all(dir).unwrap();
+}

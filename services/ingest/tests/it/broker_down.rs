@@ -1,0 +1,162 @@
+use crate::fixtures::*;
+use crate::helpers::*;
+use contexten_broker::topology;
+use contexten_envelope::Stage;
+use lapin::options::QueueDeleteOptions;
+
+#[tokio::test]
+async fn with_rabbitmq_stopped_ingest_answers_503_and_accepts_again_when_it_is_back() {
+    let ingest = TestIngest::start().await;
+    ingest.proxy.stop();
+    ingest.wait_for_broker(false).await;
+    assert!(
+        !ingest.readiness.is_ready("broker"),
+        "/readyz reports the broker down"
+    );
+
+    let delivery = uuid::Uuid::now_v7().to_string();
+    let body = github_comment(21, "/contexten generate a UUID parser", "octocat", "MEMBER");
+    let a = ingest.github("issue_comment", &delivery, &body).await;
+    assert_eq!((a.status, a.error()), (503, "broker_unavailable"));
+    assert_eq!(a.headers["retry-after"], "2");
+    let a = ingest
+        .api(
+            &token("submit"),
+            &serde_json::json!({"text": "hello"}),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 503);
+    // The refused GitHub delivery is recorded for `ingest redeliver-failed`.
+    let recorded = ingest::failed::list(
+        &ingest.state.store,
+        &ingest.state.cfg.failed_deliveries_file,
+        0,
+    )
+    .await
+    .unwrap();
+    assert!(
+        recorded
+            .iter()
+            .any(|r| r.guid == delivery && r.event == "issue_comment"),
+        "{recorded:?}"
+    );
+
+    ingest.proxy.start_again();
+    ingest.wait_for_broker(true).await;
+    let a = ingest.github("issue_comment", &delivery, &body).await;
+    assert_eq!(a.status, 202, "{}", a.json);
+    ingest.take_task_and_ack(Stage::Generate).await;
+    ingest.assert_nothing_queued().await;
+    ingest.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failed_publish_releases_the_dedup_claim_so_the_retry_is_accepted() {
+    let ingest = TestIngest::start().await;
+    // The generate queue is gone: the mandatory publish comes back unroutable.
+    ingest
+        .channel
+        .queue_delete(
+            ingest.names.stage_queue(Stage::Generate).as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let delivery = uuid::Uuid::now_v7().to_string();
+    let body = github_comment(
+        22,
+        "/contexten generate a slug function",
+        "octocat",
+        "MEMBER",
+    );
+    let a = ingest.github("issue_comment", &delivery, &body).await;
+    assert_eq!((a.status, a.error()), (503, "broker_unavailable"));
+    let mut conn = ingest.redis().await;
+    let key = ingest::intake::dedup_key(
+        &ingest.names,
+        contexten_envelope::SourceKind::Github,
+        &delivery,
+    );
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!exists, "the dedup claim was released");
+
+    topology::declare(
+        &ingest.channel,
+        &ingest.names,
+        &ingest.state.cfg.broker.retry_tiers,
+    )
+    .await
+    .unwrap();
+    ingest.purge().await; // the acknowledgement of the failed attempt went through
+    let a = ingest.github("issue_comment", &delivery, &body).await;
+    assert_eq!(a.status, 202, "{}", a.json);
+    let (task, _) = ingest.take_task_and_ack(Stage::Generate).await;
+    assert_eq!(task.source.delivery_id.as_deref(), Some(delivery.as_str()));
+    ingest.cleanup().await;
+}
+
+#[tokio::test]
+async fn with_redis_down_dedup_degrades_loudly_and_the_request_is_still_accepted() {
+    let ingest = TestIngest::start_with(&[("REDIS_URL", "redis://127.0.0.1:1")]).await;
+    let before = degraded_count();
+    let body = github_comment(23, "/contexten context explain main", "octocat", "MEMBER");
+    let a = ingest
+        .github("issue_comment", &uuid::Uuid::now_v7().to_string(), &body)
+        .await;
+    assert_eq!(a.status, 202, "{}", a.json);
+    ingest.take_task_and_ack(Stage::Context).await;
+    assert!(degraded_count() > before, "redis degradation is counted");
+    // The status API cannot answer without Redis: 503, not a false 404.
+    let status = ingest
+        .get(
+            &format!("/v1/tasks/{}", contexten_envelope::TaskId::new()),
+            Some(&token("read")),
+        )
+        .await;
+    assert_eq!((status.status, status.error()), (503, "store_unavailable"));
+    assert!(status.headers.contains_key("retry-after"));
+    ingest.cleanup().await;
+}
+
+fn degraded_count() -> f64 {
+    contexten_telemetry::render_metrics()
+        .lines()
+        .filter(|l| l.starts_with("contexten_redis_degraded_total") && l.contains("what=\"dedup\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn with_broker_and_redis_down_the_refused_delivery_is_recorded_in_a_file() {
+    let file = std::env::temp_dir().join(format!(
+        "ctx-failed-{}.jsonl",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let path = file.to_str().unwrap().to_owned();
+    let ingest = TestIngest::start_with(&[
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("INGEST_FAILED_DELIVERIES_FILE", path.as_str()),
+    ])
+    .await;
+    ingest.proxy.stop();
+    ingest.wait_for_broker(false).await;
+    let delivery = uuid::Uuid::now_v7().to_string();
+    let body = github_comment(24, "/contexten go", "octocat", "MEMBER");
+    let a = ingest.github("issue_comment", &delivery, &body).await;
+    assert_eq!(a.status, 503);
+    let text = std::fs::read_to_string(&file).expect("the file fallback was written");
+    let entry: ingest::failed::FailedDelivery =
+        serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (entry.guid.as_str(), entry.event.as_str()),
+        (delivery.as_str(), "issue_comment")
+    );
+    ingest.proxy.start_again();
+    std::fs::remove_file(file).unwrap();
+    ingest.cleanup().await;
+}

@@ -1,0 +1,11 @@
+//! ingest against the real RabbitMQ and Redis, each test under its own prefix.
+
+mod api;
+mod broker_down;
+mod fixtures;
+mod fuzz;
+mod github;
+mod helpers;
+mod linear;
+mod redeliver;
+mod slack;
