@@ -1,0 +1,31 @@
+//! Removes what a fleet left under its prefix: queues, exchanges, Redis keys.
+
+use crate::harness::{amqp_url, redis_url};
+
+/// Deletes every queue, exchange and Redis key under `prefix`.
+pub async fn remove_prefix(prefix: &str) {
+    if let Ok(connection) =
+        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
+    {
+        if let Ok(channel) = connection.create_channel().await {
+            let names = contexten_envelope::Names::new(prefix);
+            let tiers = [200u64, 1000, 3000].map(std::time::Duration::from_millis);
+            let _ = contexten_broker::topology::delete(&channel, &names, &tiers).await;
+        }
+        let _ = connection.close(200, "cleanup".into()).await;
+    }
+    let Ok(client) = redis::Client::open(redis_url()) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    for chunk in keys.chunks(500) {
+        let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+    }
+}

@@ -1,0 +1,232 @@
+//! Fake GitHub, Linear, Slack, Codegen, LLM and callback servers speaking the
+//! real wire formats, recording what the fleet sent. Failures can be switched on
+//! in bursts (LLM and Codegen) for the fault test.
+
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+/// Every fake the fleet talks to.
+pub struct Fakes {
+    pub github: MockServer,
+    pub linear: MockServer,
+    pub slack: MockServer,
+    pub codegen: MockServer,
+    pub llm: MockServer,
+    pub callback: MockServer,
+    /// While set, the LLM answers 503 (a burst of provider failures).
+    pub llm_failing: Arc<AtomicBool>,
+    /// While set, Codegen answers 502.
+    pub codegen_failing: Arc<AtomicBool>,
+    /// The code the fake LLM answers with.
+    pub llm_answer: Arc<std::sync::Mutex<String>>,
+}
+
+fn body_json(request: &Request) -> Value {
+    serde_json::from_slice(&request.body).unwrap_or(Value::Null)
+}
+
+impl Fakes {
+    pub async fn start() -> Self {
+        let fakes = Fakes {
+            github: MockServer::start().await,
+            linear: MockServer::start().await,
+            slack: MockServer::start().await,
+            codegen: MockServer::start().await,
+            llm: MockServer::start().await,
+            callback: MockServer::start().await,
+            llm_failing: Arc::default(),
+            codegen_failing: Arc::default(),
+            llm_answer: Arc::new(std::sync::Mutex::new(
+                "Here it is:\n\n```python\ndef parse_duration(text: str) -> int:\n    \"\"\"Seconds in a '1h30m' string.\"\"\"\n    units = {'h': 3600, 'm': 60, 's': 1}\n    total, number = 0, ''\n    for ch in text:\n        if ch.isdigit():\n            number += ch\n        else:\n            total += int(number) * units[ch]\n            number = ''\n    return total\n```\n".into(),
+            )),
+        };
+        fakes.mount_github().await;
+        fakes.mount_linear().await;
+        fakes.mount_slack().await;
+        fakes.mount_codegen().await;
+        fakes.mount_llm().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&fakes.callback)
+            .await;
+        fakes
+    }
+
+    async fn mount_github(&self) {
+        let ids = Arc::new(AtomicU64::new(9000));
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/repos/[^/]+/[^/]+/issues/\d+/comments$"))
+            .respond_with(move |request: &Request| {
+                let id = ids.fetch_add(1, Ordering::SeqCst);
+                let body = body_json(request);
+                ResponseTemplate::new(201).set_body_json(json!({
+                    "id": id,
+                    "node_id": format!("IC_{id}"),
+                    "html_url": format!("https://github.com{}#issuecomment-{id}", request.url.path()),
+                    "body": body["body"],
+                    "user": {"login": "contexten-bot", "type": "Bot"},
+                    "created_at": "2026-11-29T12:00:00Z"
+                }))
+            })
+            .mount(&self.github)
+            .await;
+        Mock::given(method("POST"))
+            .and(path_regex(
+                r"^/repos/[^/]+/[^/]+/issues/(comments/)?\d+/reactions$",
+            ))
+            .respond_with(
+                ResponseTemplate::new(201).set_body_json(json!({"id": 1, "content": "eyes"})),
+            )
+            .mount(&self.github)
+            .await;
+        Mock::given(method("GET"))
+            .and(path_regex(r"^/repos/[^/]+/[^/]+/issues/\d+/comments$"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+            .mount(&self.github)
+            .await;
+    }
+
+    async fn mount_linear(&self) {
+        let ids = Arc::new(AtomicU64::new(1));
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/graphql$"))
+            .respond_with(move |request: &Request| {
+                let body = body_json(request);
+                let query = body["query"].as_str().unwrap_or_default();
+                if query.contains("commentCreate") {
+                    let n = ids.fetch_add(1, Ordering::SeqCst);
+                    let id = body["variables"]["input"]["id"].as_str().map(str::to_owned).unwrap_or_else(|| format!("c-{n}"));
+                    ResponseTemplate::new(200).set_body_json(json!({"data": {"commentCreate": {
+                        "success": true,
+                        "comment": {"id": id, "url": format!("https://linear.app/acme/comment/{id}")}
+                    }}}))
+                } else {
+                    ResponseTemplate::new(200).set_body_json(json!({"data": {"comment": null}}))
+                }
+            })
+            .mount(&self.linear)
+            .await;
+    }
+
+    async fn mount_slack(&self) {
+        let ts = Arc::new(AtomicU64::new(1));
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/api/chat\.postMessage$"))
+            .respond_with(move |request: &Request| {
+                let body = body_json(request);
+                let n = ts.fetch_add(1, Ordering::SeqCst);
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "ok": true,
+                    "channel": body["channel"],
+                    "ts": format!("1764417600.{n:06}"),
+                    "message": {"text": body["text"], "thread_ts": body["thread_ts"]}
+                }))
+            })
+            .mount(&self.slack)
+            .await;
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/api/reactions\.add$"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": true})))
+            .mount(&self.slack)
+            .await;
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/api/conversations\.replies$"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({"ok": true, "messages": []})),
+            )
+            .mount(&self.slack)
+            .await;
+    }
+
+    async fn mount_codegen(&self) {
+        let ids = Arc::new(AtomicU64::new(100));
+        let failing = self.codegen_failing.clone();
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/v1/organizations/\d+/agent/run$"))
+            .respond_with(move |request: &Request| {
+                if failing.load(Ordering::SeqCst) {
+                    return ResponseTemplate::new(502)
+                        .set_body_json(json!({"detail": "bad gateway"}));
+                }
+                let id = ids.fetch_add(1, Ordering::SeqCst);
+                let body = body_json(request);
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "id": id, "organization_id": 7, "status": "ACTIVE",
+                    "created_at": "2026-11-29T12:00:00Z",
+                    "web_url": format!("https://codegen.com/agent/trace/{id}"),
+                    "result": null, "metadata": body["metadata"], "github_pull_requests": []
+                }))
+            })
+            .mount(&self.codegen)
+            .await;
+        let failing = self.codegen_failing.clone();
+        Mock::given(method("GET"))
+            .and(path_regex(r"^/v1/organizations/\d+/agent/run/\d+$"))
+            .respond_with(move |request: &Request| {
+                if failing.load(Ordering::SeqCst) {
+                    return ResponseTemplate::new(503).set_body_json(json!({"message": "unavailable"}));
+                }
+                let id: u64 = request.url.path().rsplit('/').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "id": id, "organization_id": 7, "status": "COMPLETE",
+                    "created_at": "2026-11-29T12:00:00Z",
+                    "web_url": format!("https://codegen.com/agent/trace/{id}"),
+                    "summary": "Refactored the parser and opened a pull request",
+                    "result": "Split parse_duration into a tokenizer and an evaluator.",
+                    "github_pull_requests": [{"id": id, "title": "Refactor parser", "url": format!("https://github.com/octo/hello/pull/{id}"), "head_branch_name": "codegen/refactor"}]
+                }))
+            })
+            .mount(&self.codegen)
+            .await;
+        Mock::given(method("GET"))
+            .and(path_regex(r"^/v1/organizations/\d+/agent/runs$"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({"items": [], "total": 0, "page": 1, "size": 100, "pages": 0}),
+            ))
+            .mount(&self.codegen)
+            .await;
+    }
+
+    async fn mount_llm(&self) {
+        let failing = self.llm_failing.clone();
+        let answer = self.llm_answer.clone();
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/v1/chat/completions$"))
+            .respond_with(move |_request: &Request| {
+                if failing.load(Ordering::SeqCst) {
+                    return ResponseTemplate::new(503).set_body_json(json!({"error": {"message": "overloaded", "type": "server_error", "code": null}}));
+                }
+                let content = answer.lock().map(|a| a.clone()).unwrap_or_default();
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "id": "chatcmpl-fleet", "object": "chat.completion", "created": 1764417600, "model": "gpt-4.1",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 420, "completion_tokens": 96, "total_tokens": 516}
+                }))
+            })
+            .mount(&self.llm)
+            .await;
+    }
+
+    /// Requests a fake received whose path matches `pattern`.
+    pub async fn requests(server: &MockServer, method_name: &str, pattern: &str) -> Vec<Request> {
+        let re = regex_lite(pattern);
+        server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.method.as_str() == method_name && re(r.url.path()))
+            .collect()
+    }
+}
+
+/// A tiny matcher for the patterns used here: a path prefix followed by `*`, or an exact path.
+fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool + '_ {
+    move |path: &str| match pattern.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => path == pattern,
+    }
+}
