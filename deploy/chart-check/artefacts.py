@@ -3,6 +3,7 @@ Grafana dashboard, the compose file and the Dockerfile."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import dockerfile
 import promql_parser
 import yaml
 
-from common import RELEASE, WORKER_BINARIES, Helm, Report
+from common import BINARY_READS, RELEASE, WORKER_BINARIES, Helm, Report
 
 def check_notes(helm: Helm, label: str, files: list[Path], apis: list[str], rep: Report) -> None:
     """helm template skips NOTES.txt, so render it from a copy of the chart in
@@ -85,7 +86,30 @@ def check_compose(path: Path, rep: Report) -> None:
         for var in ("AMQP_URL", "REDIS_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"):
             if var not in env:
                 problems.append(f"{binary}: no {var}")
+        if "env_file" in svc:
+            problems.append(f"{binary}: env_file hands every variable to every binary")
     rep.check(not problems, "broker, Redis, collector, Jaeger and the five services are wired", "; ".join(problems))
+
+    # Each binary gets exactly what it reads: nothing else, nothing missing.
+    wrong = []
+    for binary, reads in BINARY_READS.items():
+        env = set(services.get(binary, {}).get("environment", {}))
+        if env - reads:
+            wrong.append(f"{binary} does not read {', '.join(sorted(env - reads))}")
+        if reads - env:
+            wrong.append(f"{binary} misses {', '.join(sorted(reads - env))}")
+    rep.check(not wrong, f"every service gets exactly the variables its binary reads "
+              f"({len(set().union(*BINARY_READS.values()))} variables)", "; ".join(wrong))
+
+    # Every variable taken from contexten.env is documented in its example.
+    example = (path.parent / "contexten.env.example").read_text()
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, re.M))
+    uncommented = "\n".join(line.split(" #")[0] for line in path.read_text().splitlines()
+                            if not line.lstrip().startswith("#"))
+    interpolated = set(re.findall(r"\$\{([A-Z][A-Z0-9_]+)", uncommented)) - {"CONTEXTEN_IMAGE"}
+    undocumented = sorted(interpolated - documented)
+    rep.check(not undocumented, f"contexten.env.example documents the {len(interpolated)} variables compose takes from it",
+              "undocumented: " + ", ".join(undocumented))
 
 
 def check_dockerfile(path: Path, rep: Report) -> None:

@@ -11,12 +11,14 @@
    in every values file; graceful termination outlasts SHUTDOWN_TIMEOUT_SECS;
    probes hit /healthz and /readyz; every Deployment has a PDB.
 4. Every setting in values.yaml reaches a container: each leaf under config,
-   secrets, apiTokens, the broker/Redis connection values and the per-worker
-   prefetch/ports is changed alone, and the effective environment (env,
-   envFrom, secretKeyRef/configMapKeyRef resolved, mounted Secret files) of
-   some container must change, showing the new value where it is a string.
-   With everything set, every variable of the operator interface (DESIGN §11)
-   must appear in some container.
+   secrets, apiTokens, routingRules, the broker/Redis connection values, the
+   per-worker prefetch/ports and the writable volumes is changed alone, and
+   the effective environment (env, envFrom, secretKeyRef/configMapKeyRef
+   resolved, mounted Secret/ConfigMap files, volumes) of some container must
+   change, showing the new value where it is a string. With everything set,
+   every variable a binary reads (DESIGN §11 and the rest, common.BINARY_READS)
+   must appear in some container and none in a binary that does not read it;
+   written paths must lie in writable volumes and read files be mounted.
 5. Negative tests: each bad-values/*.yaml must be rejected by the chart, with
    every `# expect:` message of the file in helm's error output.
 6. The Grafana dashboard: every PromQL expression parses (promql-parser) and
@@ -72,8 +74,9 @@ def check_fleet_rules(label: str, docs: list[dict], rep: Report) -> None:
     rep.check(not missing, f"[{label}] every worker type has an autoscaler ({', '.join(sorted(kinds))})",
               "no autoscaler: " + ", ".join(missing))
 
-    config = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == f"{RELEASE}-config"), None)
-    timeout = int((config or {}).get("data", {}).get("SHUTDOWN_TIMEOUT_SECS", "30"))
+    # the workers' ConfigMaps carry SHUTDOWN_TIMEOUT_SECS (one value for the fleet)
+    timeout = max((int(d.get("data", {}).get("SHUTDOWN_TIMEOUT_SECS", "30")) for d in docs
+                   if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")), default=30)
     pdb_selectors = [d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "PodDisruptionBudget"]
     problems = []
     for name, d in deployments.items():

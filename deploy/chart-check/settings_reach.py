@@ -1,9 +1,13 @@
-"""Check that every setting of values.yaml reaches a container.
+"""Check that every setting of values.yaml reaches a container, and only the
+containers of the binaries that read it.
 
 Each setting is changed alone; the effective environment of some container
-(env and envFrom with Secret/ConfigMap references resolved, mounted Secret
-files) must change and, for strings, show the new value. With every setting
-set, each variable of the operator interface must reach a container.
+(env and envFrom with Secret/ConfigMap references resolved, mounted Secret and
+ConfigMap files, other volumes) must change and, for strings, show the new
+value. With every setting set, each variable any binary reads (common.
+BINARY_READS) must reach a container, no container may get a variable its
+binary does not read, the paths the binaries write must lie in writable
+volumes and the files they read must be mounted.
 """
 from __future__ import annotations
 
@@ -11,20 +15,14 @@ import base64
 import copy
 import json
 
-from common import Helm, Report, deep_merge, get_path, nested
+import posixpath
 
-# The operator interface (DESIGN §11 + the runtime settings): every name must
-# be wireable from values.yaml.
-INTERFACE_VARS = """
-AMQP_URL REDIS_URL CONTEXTEN_PREFIX INGEST_ADDR HEALTH_ADDR
-GITHUB_WEBHOOK_SECRET LINEAR_WEBHOOK_SECRET SLACK_SIGNING_SECRET
-GITHUB_TOKEN GITHUB_APP_ID GITHUB_APP_PRIVATE_KEY LINEAR_API_KEY SLACK_BOT_TOKEN
-GITHUB_API_URL LINEAR_API_URL SLACK_API_URL CODEGEN_API_URL LLM_BASE_URL
-CODEGEN_ORG_ID CODEGEN_API_TOKEN LLM_API_KEY LLM_MODEL CONTEXTEN_API_TOKENS_FILE
-CACHE_ENCRYPTION_KEY CONTEXTEN_ALLOW_LOCAL_REPOS CONTEXTEN_COMMAND_PREFIX CONTEXTEN_BOT_LOGIN
-WORKER_PREFETCH MAX_ATTEMPTS SHUTDOWN_TIMEOUT_SECS LOG_FORMAT RUST_LOG
-OTEL_EXPORTER_OTLP_ENDPOINT OTEL_SERVICE_NAME
-""".split()
+from common import (BINARY_READS, MOUNTED_FILES, WRITABLE_PATHS, Helm, Report, deep_merge,
+                    get_path, nested)
+
+# The operator interface: DESIGN §11 and every other variable a binary reads.
+# Each must be wireable from values.yaml.
+INTERFACE_VARS = sorted(set().union(*BINARY_READS.values()))
 
 # Renders of this check pin the generated passwords, so that only the setting
 # under test changes the output.
@@ -84,6 +82,13 @@ def effective_env(docs: list[dict]) -> dict[str, dict[str, str]]:
                     name = vol["secret"]["secretName"]
                     for key, value in secrets.get(name, {"*": f"<secret {name}>"}).items():
                         env[f"file:{m['mountPath']}/{key}"] = value
+                elif "configMap" in vol:
+                    name = vol["configMap"]["name"]
+                    for key, value in configmaps.get(name, {"*": f"<configmap {name}>"}).items():
+                        env[f"file:{m['mountPath']}/{key}"] = value
+                else:
+                    source = {k: v for k, v in vol.items() if k != "name"}
+                    env[f"mount:{m['mountPath']}"] = json.dumps(source, sort_keys=True)
             out[f"{d['kind']}/{d['metadata']['name']}/{c['name']}"] = env
     return out
 
@@ -112,16 +117,25 @@ def sentinel_for(path: tuple, default, n: int, schema: dict):
     """A value of the right type and shape (so the schema accepts it) that is
     easy to find in the rendered environment."""
     key = path[-1]
-    enum = schema_at(schema, path).get("enum")
+    node = schema_at(schema, path)
+    enum = node.get("enum")
     if enum:
         return next(v for v in enum if v != default)
     if isinstance(default, bool):
         return not default
-    if isinstance(default, int):
+    if isinstance(default, (int, float)):
         if key in ("healthPort", "port"):
             return 20000 + n
-        return default + 1 + n % 7
+        step = 1 + n % 7 if isinstance(default, int) else 0.5
+        lo, hi = node.get("minimum", float("-inf")), node.get("maximum", float("inf"))
+        new = default + step if default + step <= hi else default - step
+        assert lo <= new <= hi, f"no sentinel for {path} in {lo}..{hi}"
+        return new
     tag = f"sentinel{n}x"
+    if key == "retryTiersMs":
+        return f"1000,{20000 + n}"
+    if key == "sizeLimit":
+        return f"{100 + n}Mi"
     if path[:2] == ("rabbitmq", "external") and key == "url":
         return f"amqp://u:{tag}@broker.invalid:5672/%2f"
     if path[:2] == ("redis", "external") and key == "url":
@@ -134,7 +148,7 @@ def sentinel_for(path: tuple, default, n: int, schema: dict):
         return f"/{tag}"
     if key == "existingSecretKey":
         return tag.upper()
-    if key in ("codegenOrgId", "githubAppId"):
+    if key in ("codegenOrgId", "githubAppId", "githubAppInstallationId"):
         return str(900000 + n)
     if key == "vhost":
         return tag
@@ -153,6 +167,15 @@ def settings_plan(values: dict) -> list[tuple[tuple, dict]]:
     plan.append((("apiTokens", "mountPath"), {"apiTokens": {"content": "t"}}))
     plan.append((("apiTokens", "existingSecret"), {}))
     plan.append((("apiTokens", "existingSecretKey"), {"apiTokens": {"existingSecret": "tok"}}))
+    plan.append((("routingRules", "content"), {}))
+    plan.append((("routingRules", "mountPath"), {"routingRules": {"content": "r"}}))
+    plan.append((("routingRules", "existingConfigMap"), {}))
+    plan.append((("routingRules", "existingConfigMapKey"), {"routingRules": {"existingConfigMap": "rules"}}))
+    for path, _ in leaves(values["ingest"]["dataVolume"], ("ingest", "dataVolume")):
+        plan.append((path, {}))
+    for stage, worker in values["workers"].items():
+        for path, _ in leaves(worker.get("cacheVolume", {}), ("workers", stage, "cacheVolume")):
+            plan.append((path, {}))
     plan.append((("ingest", "port"), {}))
     for stage in values["workers"]:
         plan.append((("workers", stage, "prefetch"), {}))
@@ -210,13 +233,63 @@ def check_settings_reach_containers(helm: Helm, values: dict, schema: dict, rep:
     for n, (path, base) in enumerate(settings_plan(values)):
         if path[0] in ("config", "secrets") and path[-1] != "existingSecret":
             full = deep_merge(full, nested(path, sentinel_for(path, get_path(values, path), n, schema)))
-    full = deep_merge(full, {"apiTokens": {"content": "t"}})
+    full = deep_merge(full, {"apiTokens": {"content": "t"}, "routingRules": {"content": "r"}})
     docs, err = helm.template(values=full)
     if not rep.check(docs is not None, "render with every setting set", err):
         return
+    envs = effective_env(docs)
     present = set()
-    for env in effective_env(docs).values():
+    for env in envs.values():
         present |= set(env)
     missing = [v for v in INTERFACE_VARS if v not in present]
     rep.check(not missing, f"all {len(INTERFACE_VARS)} operator-interface variables reach a container",
               "missing: " + ", ".join(missing))
+
+    # ... and each only the binaries that read it (default and full renders).
+    stray = []
+    defaults, _ = helm.template(values=DETERMINISTIC)
+    for label, rendered in (("default", effective_env(defaults or [])), ("everything set", envs)):
+        for cid, env in rendered.items():
+            binary = cid.rsplit("/", 1)[-1]
+            if binary not in BINARY_READS:
+                continue  # RabbitMQ, Redis
+            extra = sorted(v for v in env if ":" not in v and v not in BINARY_READS[binary])
+            if extra:
+                stray.append(f"[{label}] {binary}: {', '.join(extra)}")
+    rep.check(bool(defaults) and not stray,
+              "every variable reaches only the binaries that read it", "; ".join(stray))
+    check_paths("default", defaults or [], rep)
+    check_paths("everything set", docs, rep)
+
+
+def check_paths(label: str, docs: list[dict], rep: Report) -> None:
+    """Written paths lie in writable volumes; read files are mounted."""
+    problems, seen = [], set()
+    envs = effective_env(docs)
+    for d in docs:
+        if d["kind"] != "Deployment":
+            continue
+        pod = d["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for c in pod["containers"]:
+            env = envs[f"Deployment/{d['metadata']['name']}/{c['name']}"]
+            writable = [m["mountPath"] for m in c.get("volumeMounts", [])
+                        if not m.get("readOnly") and ("emptyDir" in volumes[m["name"]]
+                                                      or "persistentVolumeClaim" in volumes[m["name"]])]
+            for var in WRITABLE_PATHS & set(env):
+                seen.add(var)
+                if var == "GENERATOR_CACHE_DIR" and env[var] == "off":
+                    continue  # no disk layer
+                path = posixpath.normpath(env[var])
+                if not any(path.startswith(m.rstrip("/") + "/") for m in writable):
+                    problems.append(f"{c['name']}: {var}={env[var]} is not in a writable volume")
+            for var in MOUNTED_FILES & set(env):
+                seen.add(var)
+                if f"file:{env[var]}" not in env:
+                    problems.append(f"{c['name']}: {var}={env[var]} is not a mounted file")
+    # the default render mounts no tokens file and no routing rules
+    expected = WRITABLE_PATHS | (MOUNTED_FILES if label != "default" else set())
+    unseen = sorted(expected - seen)
+    rep.check(not problems and not unseen,
+              f"[{label}] written paths in writable volumes, read files mounted ({', '.join(sorted(seen))})",
+              "; ".join(problems + [f"{v} not set" for v in unseen]))

@@ -70,13 +70,147 @@ dispatch: dispatcher
 {{- get (include "contexten.workerBinaries" . | fromYaml) .stage -}}
 {{- end -}}
 
+{{/*
+Non-secret settings: values path under .Values.config -> the variable and the
+components (ingest or a worker stage) whose binary reads it. Each component's
+ConfigMap holds only its own; an empty string leaves the variable unset (the
+binary's default), a boolean becomes 1/0. README.md "Configuration" documents
+every variable; deploy/chart-check checks that each reaches exactly these.
+*/}}
+{{- define "contexten.configSettings" -}}
+# every binary
+prefix: {env: CONTEXTEN_PREFIX, to: [ingest, context, generate, agent, dispatch]}
+logFormat: {env: LOG_FORMAT, to: [ingest, context, generate, agent, dispatch]}
+rustLog: {env: RUST_LOG, to: [ingest, context, generate, agent, dispatch]}
+otel.endpoint: {env: OTEL_EXPORTER_OTLP_ENDPOINT, to: [ingest, context, generate, agent, dispatch]}
+# the broker runtime: every worker; ingest declares the delay queues and publishes
+maxAttempts: {env: MAX_ATTEMPTS, to: [context, generate, agent, dispatch]}
+shutdownTimeoutSecs: {env: SHUTDOWN_TIMEOUT_SECS, to: [context, generate, agent, dispatch]}
+retryTiersMs: {env: RETRY_TIERS_MS, to: [ingest, context, generate, agent, dispatch]}
+payloadInlineLimitBytes: {env: PAYLOAD_INLINE_LIMIT_BYTES, to: [ingest, context, generate, agent, dispatch]}
+# shared by two binaries
+allowLocalRepos: {env: CONTEXTEN_ALLOW_LOCAL_REPOS, to: [ingest, generate]}
+githubApiUrl: {env: GITHUB_API_URL, to: [ingest, dispatch]}
+githubAppId: {env: GITHUB_APP_ID, to: [ingest, dispatch]}
+# ingest
+commandPrefix: {env: CONTEXTEN_COMMAND_PREFIX, to: [ingest]}
+botLogin: {env: CONTEXTEN_BOT_LOGIN, to: [ingest]}
+linearBotUserId: {env: LINEAR_BOT_USER_ID, to: [ingest]}
+triggerLabel: {env: CONTEXTEN_TRIGGER_LABEL, to: [ingest]}
+allowedAssociations: {env: CONTEXTEN_ALLOWED_ASSOCIATIONS, to: [ingest]}
+ingestMaxBodyBytes: {env: INGEST_MAX_BODY_BYTES, to: [ingest]}
+ingestDedupTtlSecs: {env: INGEST_DEDUP_TTL_SECS, to: [ingest]}
+ingestConversationTtlSecs: {env: INGEST_CONVERSATION_TTL_SECS, to: [ingest]}
+slackTimestampToleranceSecs: {env: SLACK_TIMESTAMP_TOLERANCE_SECS, to: [ingest]}
+linearTimestampToleranceSecs: {env: LINEAR_TIMESTAMP_TOLERANCE_SECS, to: [ingest]}
+ingestRetryAfterSecs: {env: INGEST_RETRY_AFTER_SECS, to: [ingest]}
+# generator-worker
+llmProvider: {env: LLM_PROVIDER, to: [generate]}
+llmBaseUrl: {env: LLM_BASE_URL, to: [generate]}
+llmModel: {env: LLM_MODEL, to: [generate]}
+llmTimeoutSecs: {env: LLM_TIMEOUT_SECS, to: [generate]}
+llmMaxTokens: {env: LLM_MAX_TOKENS, to: [generate]}
+llmTemperature: {env: LLM_TEMPERATURE, to: [generate]}
+llmMaxConcurrency: {env: LLM_MAX_CONCURRENCY, to: [generate]}
+llmRequestsPerMin: {env: LLM_REQUESTS_PER_MIN, to: [generate]}
+llmTokensPerMin: {env: LLM_TOKENS_PER_MIN, to: [generate]}
+llmMaxRetries: {env: LLM_MAX_RETRIES, to: [generate]}
+llmRetryBaseMs: {env: LLM_RETRY_BASE_MS, to: [generate]}
+llmMaxInlineWaitSecs: {env: LLM_MAX_INLINE_WAIT_SECS, to: [generate]}
+llmBreakerFailures: {env: LLM_BREAKER_FAILURES, to: [generate]}
+llmBreakerOpenSecs: {env: LLM_BREAKER_OPEN_SECS, to: [generate]}
+generatorCacheTtlSecs: {env: GENERATOR_CACHE_TTL_SECS, to: [generate]}
+generatorCacheMemoryEntries: {env: GENERATOR_CACHE_MEMORY_ENTRIES, to: [generate]}
+generatorGitTimeoutSecs: {env: GENERATOR_GIT_TIMEOUT_SECS, to: [generate]}
+# agent-worker
+codegenApiUrl: {env: CODEGEN_API_URL, to: [agent]}
+codegenOrgId: {env: CODEGEN_ORG_ID, to: [agent]}
+codegenTimeoutSecs: {env: CODEGEN_TIMEOUT_SECS, to: [agent]}
+codegenCreateLimit: {env: CODEGEN_CREATE_LIMIT, to: [agent]}
+codegenCreateWindowMs: {env: CODEGEN_CREATE_WINDOW_MS, to: [agent]}
+codegenRequestLimit: {env: CODEGEN_REQUEST_LIMIT, to: [agent]}
+codegenRequestWindowMs: {env: CODEGEN_REQUEST_WINDOW_MS, to: [agent]}
+codegenBreakerFailures: {env: CODEGEN_BREAKER_FAILURES, to: [agent]}
+codegenBreakerOpenMs: {env: CODEGEN_BREAKER_OPEN_MS, to: [agent]}
+codegenBreakerProbeTimeoutMs: {env: CODEGEN_BREAKER_PROBE_TIMEOUT_MS, to: [agent]}
+agentPollInitialMs: {env: AGENT_POLL_INITIAL_MS, to: [agent]}
+agentPollMaxMs: {env: AGENT_POLL_MAX_MS, to: [agent]}
+agentMaxRunSecs: {env: AGENT_MAX_RUN_SECS, to: [agent]}
+agentLimitMaxHoldMs: {env: AGENT_LIMIT_MAX_HOLD_MS, to: [agent]}
+# dispatcher
+githubAppInstallationId: {env: GITHUB_APP_INSTALLATION_ID, to: [dispatch]}
+linearApiUrl: {env: LINEAR_API_URL, to: [dispatch]}
+slackApiUrl: {env: SLACK_API_URL, to: [dispatch]}
+dispatchHttpTimeoutSecs: {env: DISPATCH_HTTP_TIMEOUT_SECS, to: [dispatch]}
+githubWritesPerMinute: {env: GITHUB_WRITES_PER_MINUTE, to: [dispatch]}
+githubWritesPerHour: {env: GITHUB_WRITES_PER_HOUR, to: [dispatch]}
+slackChannelMessagesPerSecond: {env: SLACK_CHANNEL_MESSAGES_PER_SECOND, to: [dispatch]}
+linearRequestsPerHour: {env: LINEAR_REQUESTS_PER_HOUR, to: [dispatch]}
+dispatchLimitWaitMs: {env: DISPATCH_LIMIT_WAIT_MS, to: [dispatch]}
+{{- end -}}
+
+{{/* A setting's value as the environment sees it: booleans 1/0, whole
+numbers without an exponent (YAML numbers arrive as float64). */}}
+{{- define "contexten.envValue" -}}
+{{- if kindIs "bool" . -}}
+{{- ternary "1" "0" . -}}
+{{- else if and (kindIs "float64" .) (eq (float64 (int64 .)) .) -}}
+{{- int64 . -}}
+{{- else -}}
+{{- toString . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The ConfigMap data of one component; call with (dict "root" $ "component" "ingest"). */}}
+{{- define "contexten.componentConfig" -}}
+{{- $root := .root -}}
+{{- $component := .component -}}
+{{- $data := dict -}}
+{{- range $path, $s := include "contexten.configSettings" $root | fromYaml -}}
+{{- if has $component $s.to -}}
+{{- $value := $root.Values.config -}}
+{{- range $key := splitList "." $path -}}
+{{- $value = get $value $key -}}
+{{- end -}}
+{{- if or (kindIs "bool" $value) (not (empty (toString $value))) -}}
+{{- $_ := set $data $s.env (include "contexten.envValue" $value) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if eq $component "generate" -}}
+{{- /* the disk layers live on the worker's writable cache volume */ -}}
+{{- $cache := $root.Values.workers.generate.cacheVolume -}}
+{{- $_ := set $data "GENERATOR_CACHE_DIR" (ternary (printf "%s/generator-cache" $cache.mountPath) "off" $root.Values.config.generatorDiskCache) -}}
+{{- $_ := set $data "GENERATOR_REPO_CACHE_DIR" (printf "%s/repos" $cache.mountPath) -}}
+{{- end -}}
+{{- if eq $component "ingest" -}}
+{{- $_ := set $data "INGEST_FAILED_DELIVERIES_FILE" (printf "%s/failed-deliveries.jsonl" $root.Values.ingest.dataVolume.mountPath) -}}
+{{- end -}}
+{{- toYaml $data -}}
+{{- end -}}
+
+{{/* The components by values key: ingest and the worker stages. */}}
+{{- define "contexten.components" -}}
+ingest: ingest
+context: context-worker
+generate: generator-worker
+agent: agent-worker
+dispatch: dispatcher
+{{- end -}}
+
+{{- define "contexten.configMapName" -}}
+{{- printf "%s-%s-config" (include "contexten.fullname" .root) (get (include "contexten.components" .root | fromYaml) .component) -}}
+{{- end -}}
+
 {{/* Secret keys (environment variable names) each component receives. */}}
 {{- define "contexten.componentSecretEnv" -}}
-ingest: [GITHUB_WEBHOOK_SECRET, LINEAR_WEBHOOK_SECRET, SLACK_SIGNING_SECRET]
-context: [GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY, CACHE_ENCRYPTION_KEY]
+# ingest: webhook verification, inline API tokens, and the GitHub credentials of
+# `ingest redeliver-failed` (run with kubectl exec in an ingest pod)
+ingest: [GITHUB_WEBHOOK_SECRET, LINEAR_WEBHOOK_SECRET, SLACK_SIGNING_SECRET, CONTEXTEN_API_TOKENS, GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY]
+context: []
 generate: [LLM_API_KEY, CACHE_ENCRYPTION_KEY]
 agent: [CODEGEN_API_TOKEN]
-dispatch: [GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY, LINEAR_API_KEY, SLACK_BOT_TOKEN]
+dispatch: [GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY, LINEAR_API_KEY, SLACK_BOT_TOKEN, CALLBACK_SIGNING_SECRET]
 {{- end -}}
 
 {{/* values key under .Values.secrets -> Secret key / environment variable */}}
@@ -84,10 +218,12 @@ dispatch: [GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY, LINEAR_API_KEY, SLACK_BOT_TOKEN
 githubWebhookSecret: GITHUB_WEBHOOK_SECRET
 linearWebhookSecret: LINEAR_WEBHOOK_SECRET
 slackSigningSecret: SLACK_SIGNING_SECRET
+contextenApiTokens: CONTEXTEN_API_TOKENS
 githubToken: GITHUB_TOKEN
 githubAppPrivateKey: GITHUB_APP_PRIVATE_KEY
 linearApiKey: LINEAR_API_KEY
 slackBotToken: SLACK_BOT_TOKEN
+callbackSigningSecret: CALLBACK_SIGNING_SECRET
 codegenApiToken: CODEGEN_API_TOKEN
 llmApiKey: LLM_API_KEY
 cacheEncryptionKey: CACHE_ENCRYPTION_KEY
@@ -184,6 +320,29 @@ true
 {{- if and .Values.apiTokens.content .Values.apiTokens.existingSecret -}}
 {{- fail "apiTokens: set content or existingSecret, not both" -}}
 {{- end -}}
+{{- if and .Values.routingRules.content .Values.routingRules.existingConfigMap -}}
+{{- fail "routingRules: set content or existingConfigMap, not both" -}}
+{{- end -}}
+{{- $cfg := .Values.config -}}
+{{- /* the agent worker refuses to start otherwise (services/agent-worker/src/settings.rs) */ -}}
+{{- if lt (int64 $cfg.agentPollMaxMs) (int64 $cfg.agentPollInitialMs) -}}
+{{- fail (printf "config.agentPollMaxMs (%v) must be at least config.agentPollInitialMs (%v)" (int64 $cfg.agentPollMaxMs) (int64 $cfg.agentPollInitialMs)) -}}
+{{- end -}}
+{{- if le (int64 $cfg.codegenBreakerProbeTimeoutMs) (mul (int64 $cfg.codegenTimeoutSecs) 1000) -}}
+{{- fail (printf "config.codegenBreakerProbeTimeoutMs (%v) must be longer than config.codegenTimeoutSecs (%v s)" (int64 $cfg.codegenBreakerProbeTimeoutMs) (int64 $cfg.codegenTimeoutSecs)) -}}
+{{- end -}}
+{{- /* RETRY_TIERS_MS: 1 to 10 ascending delays, the first above 0 (shared/config) */ -}}
+{{- $last := 0 -}}
+{{- $tiers := splitList "," (toString $cfg.retryTiersMs) -}}
+{{- if gt (len $tiers) 10 -}}
+{{- fail (printf "config.retryTiersMs has %d tiers: at most 10" (len $tiers)) -}}
+{{- end -}}
+{{- range $tiers -}}
+{{- if le (int64 (trim .)) (int64 $last) -}}
+{{- fail (printf "config.retryTiersMs %q: delays must be ascending and above 0" (toString $cfg.retryTiersMs)) -}}
+{{- end -}}
+{{- $last = int64 (trim .) -}}
+{{- end -}}
 {{- if and (eq .Values.autoscaling.keda.protocol "http") (eq .Values.rabbitmq.mode "external") (not .Values.autoscaling.keda.httpSecret) -}}
 {{- fail "autoscaling.keda.protocol is http with an external RabbitMQ: set autoscaling.keda.httpSecret to a Secret holding the management URL" -}}
 {{- end -}}
@@ -193,12 +352,16 @@ true
 
 {{/*
 Pod template of a Contexten service. Call with
-  (dict "root" $ "component" "context" "binary" "context-worker" "c" $values
-        "portName" "health" "port" 9101 "env" (list ...))
+  (dict "root" $ "component" "context-worker" "stage" "context" "binary" "context-worker"
+        "c" $values "portName" "health" "port" 9101 "env" (list ...))
+and optionally "volumes", "volumeMounts", "lifecycle" and "checksums" (extra
+pod annotations). The container gets the component's ConfigMap (envFrom), the
+broker and Redis URLs, its own Secret keys, then "env" and extraEnv.
 */}}
 {{- define "contexten.podTemplate" -}}
 {{- $root := .root -}}
 {{- $c := .c -}}
+{{- $key := default .component .stage -}}
 metadata:
   labels:
     {{- include "contexten.labels" (dict "root" $root "component" .component) | nindent 4 }}
@@ -206,7 +369,11 @@ metadata:
     {{- toYaml . | nindent 4 }}
     {{- end }}
   annotations:
-    checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+    {{- /* the binaries read settings once at start: a change rolls the pods */}}
+    checksum/config: {{ include "contexten.componentConfig" (dict "root" $root "component" $key) | sha256sum }}
+    {{- with .checksums }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
     checksum/secret-values: {{ toJson $root.Values.secrets | sha256sum }}
     prometheus.io/scrape: "true"
     prometheus.io/port: {{ .port | quote }}
@@ -240,7 +407,7 @@ spec:
           protocol: TCP
       envFrom:
         - configMapRef:
-            name: {{ include "contexten.fullname" $root }}-config
+            name: {{ include "contexten.configMapName" (dict "root" $root "component" $key) }}
       env:
         - name: OTEL_SERVICE_NAME
           value: {{ printf "%s%s" $root.Values.config.otel.serviceNamePrefix .binary | quote }}
@@ -254,12 +421,12 @@ spec:
             secretKeyRef:
               name: {{ include "contexten.redisSecretName" $root }}
               key: {{ include "contexten.redisSecretKey" $root }}
-        {{- range $key := get (include "contexten.componentSecretEnv" . | fromYaml) (default .component .stage) }}
-        - name: {{ $key }}
+        {{- range $secretKey := get (include "contexten.componentSecretEnv" . | fromYaml) $key }}
+        - name: {{ $secretKey }}
           valueFrom:
             secretKeyRef:
               name: {{ include "contexten.secretName" $root }}
-              key: {{ $key }}
+              key: {{ $secretKey }}
               # absent key: the variable stays unset and the provider is disabled
               optional: true
         {{- end }}
@@ -326,6 +493,21 @@ spec:
   topologySpreadConstraints:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end -}}
+
+{{/*
+A writable volume: an emptyDir (sizeLimit) or, with existingClaim, that
+PersistentVolumeClaim. Call with (dict "name" "cache" "v" $volumeValues).
+*/}}
+{{- define "contexten.writableVolume" -}}
+name: {{ .name }}
+{{- if .v.existingClaim }}
+persistentVolumeClaim:
+  claimName: {{ .v.existingClaim }}
+{{- else }}
+emptyDir:
+  sizeLimit: {{ .v.sizeLimit }}
+{{- end }}
 {{- end -}}
 
 {{/* PodDisruptionBudget; call with (dict "root" $ "component" "ingest" "name" "..." "pdb" $pdb) */}}
