@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: up test services build lint bench fmt chart-check clean
+.PHONY: up test chaos services build lint bench fmt chart-check clean
 
 ## Make RabbitMQ and Redis available (start or install them).
 services:
@@ -17,14 +17,21 @@ build:
 up: services build
 	@./deploy/local/run-fleet.sh
 
-## Run every test against the real RabbitMQ and Redis.
-test: services
+## Run every test against the real RabbitMQ and Redis, then the short fault test
+## alone (it restarts RabbitMQ and pauses Redis, so nothing else may run beside it).
+test: services build
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --no-fail-fast; \
+		$(CARGO) nextest run --workspace --no-fail-fast -E 'not binary(chaos)'; \
 	else \
-		$(CARGO) test --workspace --no-fail-fast; \
+		$(CARGO) test --workspace --no-fail-fast -- --skip every_task_gets_exactly_one_answer_under_faults; \
 	fi
 	$(CARGO) test --workspace --doc
+	CHAOS_TASKS=$${CHAOS_TASKS:-60} $(CARGO) test -p contexten-fleet-tests --test chaos -- --nocapture
+
+## The long fault test: 500 tasks from every source under kills, a broker
+## restart, a Redis pause and provider failure bursts; prints its report.
+chaos: services build
+	CHAOS_TASKS=$${CHAOS_TASKS:-500} CHAOS_RATE=$${CHAOS_RATE:-10} $(CARGO) test -p contexten-fleet-tests --test chaos -- --nocapture
 
 ## Benchmarks (release mode): the runtime against a raw lapin loop.
 bench: services

@@ -29,3 +29,23 @@ pub async fn remove_prefix(prefix: &str) {
         let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
     }
 }
+
+/// Messages ready in every stage queue and dead queue under `prefix`.
+pub async fn depths(prefix: &str) -> std::collections::BTreeMap<String, u32> {
+    let mut depths = std::collections::BTreeMap::new();
+    let Ok(connection) =
+        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
+    else {
+        return depths;
+    };
+    if let Ok(channel) = connection.create_channel().await {
+        let names = contexten_envelope::Names::new(prefix);
+        if let Ok(stats) = contexten_cli::queue_stats(&channel, &names).await {
+            for q in stats {
+                depths.insert(q.queue, q.ready);
+            }
+        }
+    }
+    let _ = connection.close(200, "depths".into()).await;
+    depths
+}

@@ -22,6 +22,18 @@ pub struct Fakes {
     pub codegen_failing: Arc<AtomicBool>,
     /// The code the fake LLM answers with.
     pub llm_answer: Arc<std::sync::Mutex<String>>,
+    /// Every callback received, with its arrival time.
+    pub callbacks: Arc<std::sync::Mutex<Vec<CallbackSeen>>>,
+}
+
+/// One callback delivery as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct CallbackSeen {
+    pub task_id: String,
+    /// `task.ack`, `task.progress`, `task.final`, `task.failure`.
+    pub kind: String,
+    pub webhook_id: String,
+    pub at: std::time::Instant,
 }
 
 fn body_json(request: &Request) -> Value {
@@ -39,6 +51,7 @@ impl Fakes {
             callback: MockServer::start().await,
             llm_failing: Arc::default(),
             codegen_failing: Arc::default(),
+            callbacks: Arc::default(),
             llm_answer: Arc::new(std::sync::Mutex::new(
                 "Here it is:\n\n```python\ndef parse_duration(text: str) -> int:\n    \"\"\"Seconds in a '1h30m' string.\"\"\"\n    units = {'h': 3600, 'm': 60, 's': 1}\n    total, number = 0, ''\n    for ch in text:\n        if ch.isdigit():\n            number += ch\n        else:\n            total += int(number) * units[ch]\n            number = ''\n    return total\n```\n".into(),
             )),
@@ -48,8 +61,31 @@ impl Fakes {
         fakes.mount_slack().await;
         fakes.mount_codegen().await;
         fakes.mount_llm().await;
+        let seen = fakes.callbacks.clone();
         Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(204))
+            .respond_with(move |request: &Request| {
+                let body = body_json(request);
+                let header = |name: &str| {
+                    request
+                        .headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                if let Ok(mut seen) = seen.lock() {
+                    seen.push(CallbackSeen {
+                        task_id: body["data"]["task_id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        kind: body["type"].as_str().unwrap_or_default().to_owned(),
+                        webhook_id: header("webhook-id"),
+                        at: std::time::Instant::now(),
+                    });
+                }
+                ResponseTemplate::new(204)
+            })
             .mount(&fakes.callback)
             .await;
         fakes
@@ -57,19 +93,28 @@ impl Fakes {
 
     async fn mount_github(&self) {
         let ids = Arc::new(AtomicU64::new(9000));
+        // Comments per issue path, so a marker search finds what was posted.
+        let threads: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<Value>>>> =
+            Arc::default();
+        let store = threads.clone();
         Mock::given(method("POST"))
             .and(path_regex(r"^/repos/[^/]+/[^/]+/issues/\d+/comments$"))
             .respond_with(move |request: &Request| {
                 let id = ids.fetch_add(1, Ordering::SeqCst);
                 let body = body_json(request);
-                ResponseTemplate::new(201).set_body_json(json!({
+                let comment = json!({
                     "id": id,
                     "node_id": format!("IC_{id}"),
                     "html_url": format!("https://github.com{}#issuecomment-{id}", request.url.path()),
                     "body": body["body"],
                     "user": {"login": "contexten-bot", "type": "Bot"},
-                    "created_at": "2026-11-29T12:00:00Z"
-                }))
+                    "created_at": "2026-11-29T12:00:00Z",
+                    "updated_at": "2026-11-29T12:00:00Z"
+                });
+                if let Ok(mut threads) = store.lock() {
+                    threads.entry(request.url.path().to_owned()).or_default().push(comment.clone());
+                }
+                ResponseTemplate::new(201).set_body_json(comment)
             })
             .mount(&self.github)
             .await;
@@ -84,13 +129,32 @@ impl Fakes {
             .await;
         Mock::given(method("GET"))
             .and(path_regex(r"^/repos/[^/]+/[^/]+/issues/\d+/comments$"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+            .respond_with(move |request: &Request| {
+                let page = request
+                    .url
+                    .query_pairs()
+                    .find(|(k, _)| k == "page")
+                    .and_then(|(_, v)| v.parse::<usize>().ok())
+                    .unwrap_or(1);
+                let comments = threads
+                    .lock()
+                    .ok()
+                    .and_then(|t| t.get(request.url.path()).cloned())
+                    .unwrap_or_default();
+                let page: Vec<Value> = comments
+                    .into_iter()
+                    .skip((page - 1) * 100)
+                    .take(100)
+                    .collect();
+                ResponseTemplate::new(200).set_body_json(Value::Array(page))
+            })
             .mount(&self.github)
             .await;
     }
 
     async fn mount_linear(&self) {
         let ids = Arc::new(AtomicU64::new(1));
+        let created: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
         Mock::given(method("POST"))
             .and(path_regex(r"^/graphql$"))
             .respond_with(move |request: &Request| {
@@ -99,12 +163,22 @@ impl Fakes {
                 if query.contains("commentCreate") {
                     let n = ids.fetch_add(1, Ordering::SeqCst);
                     let id = body["variables"]["input"]["id"].as_str().map(str::to_owned).unwrap_or_else(|| format!("c-{n}"));
+                    if let Ok(mut created) = created.lock() {
+                        created.insert(id.clone());
+                    }
                     ResponseTemplate::new(200).set_body_json(json!({"data": {"commentCreate": {
                         "success": true,
                         "comment": {"id": id, "url": format!("https://linear.app/acme/comment/{id}")}
                     }}}))
                 } else {
-                    ResponseTemplate::new(200).set_body_json(json!({"data": {"comment": null}}))
+                    let id = body["variables"]["id"].as_str().unwrap_or_default().to_owned();
+                    let known = created.lock().map(|c| c.contains(&id)).unwrap_or(false);
+                    let comment = if known {
+                        json!({"id": id, "url": format!("https://linear.app/acme/comment/{id}")})
+                    } else {
+                        Value::Null
+                    };
+                    ResponseTemplate::new(200).set_body_json(json!({"data": {"comment": comment}}))
                 }
             })
             .mount(&self.linear)
@@ -113,17 +187,47 @@ impl Fakes {
 
     async fn mount_slack(&self) {
         let ts = Arc::new(AtomicU64::new(1));
+        let threads: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<Value>>>> =
+            Arc::default();
+        let store = threads.clone();
         Mock::given(method("POST"))
             .and(path_regex(r"^/api/chat\.postMessage$"))
             .respond_with(move |request: &Request| {
                 let body = body_json(request);
                 let n = ts.fetch_add(1, Ordering::SeqCst);
+                let message = json!({
+                    "type": "message", "ts": format!("1764417600.{n:06}"),
+                    "text": body["text"], "thread_ts": body["thread_ts"], "metadata": body["metadata"]
+                });
+                let thread = format!("{}/{}", body["channel"].as_str().unwrap_or_default(), body["thread_ts"].as_str().unwrap_or_default());
+                if let Ok(mut threads) = store.lock() {
+                    threads.entry(thread).or_default().push(message.clone());
+                }
                 ResponseTemplate::new(200).set_body_json(json!({
-                    "ok": true,
-                    "channel": body["channel"],
-                    "ts": format!("1764417600.{n:06}"),
-                    "message": {"text": body["text"], "thread_ts": body["thread_ts"]}
+                    "ok": true, "channel": body["channel"], "ts": message["ts"], "message": message
                 }))
+            })
+            .mount(&self.slack)
+            .await;
+        Mock::given(method("GET"))
+            .and(path_regex(r"^/api/conversations\.replies$"))
+            .respond_with(move |request: &Request| {
+                let param = |name: &str| {
+                    request
+                        .url
+                        .query_pairs()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.into_owned())
+                        .unwrap_or_default()
+                };
+                let thread = format!("{}/{}", param("channel"), param("ts"));
+                let messages = threads
+                    .lock()
+                    .ok()
+                    .and_then(|t| t.get(&thread).cloned())
+                    .unwrap_or_default();
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"ok": true, "messages": messages, "has_more": false}))
             })
             .mount(&self.slack)
             .await;

@@ -53,11 +53,27 @@ pub struct FleetOptions {
 
 pub struct Fleet {
     pub prefix: String,
-    pub ingest_url: String,
     pub services: Vec<Service>,
     pub fakes: Fakes,
-    pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
+    /// Talks to ingest from outside (also usable without the fleet).
+    pub client: FleetClient,
+}
+
+/// What a provider or API user sees of the fleet: ingest's URL.
+#[derive(Clone)]
+pub struct FleetClient {
+    pub ingest_url: String,
+    pub http: reqwest::Client,
+    /// The fake callback receiver's base URL.
+    pub callback_uri: String,
+}
+
+impl std::ops::Deref for Fleet {
+    type Target = FleetClient;
+    fn deref(&self) -> &FleetClient {
+        &self.client
+    }
 }
 
 const WORKERS: [&str; 4] = [
@@ -182,13 +198,17 @@ impl Fleet {
         for service in &services {
             service.wait_ready(&http).await?;
         }
+        let client = FleetClient {
+            ingest_url: format!("http://127.0.0.1:{ingest_port}"),
+            http,
+            callback_uri: fakes.callback.uri(),
+        };
         Ok(Fleet {
             prefix,
-            ingest_url: format!("http://127.0.0.1:{ingest_port}"),
             services,
             fakes,
-            http,
             dir,
+            client,
         })
     }
 
@@ -209,6 +229,16 @@ impl Fleet {
             .join("\n")
     }
 
+    /// The service named `log_name` (`dispatcher`, `generator-worker-1`, …).
+    pub fn service(&mut self, log_name: &str) -> &mut Service {
+        self.services
+            .iter_mut()
+            .find(|s| s.log_name == log_name)
+            .expect("a service of that name")
+    }
+}
+
+impl FleetClient {
     /// Posts a signed GitHub webhook.
     pub async fn github_webhook(
         &self,
@@ -290,14 +320,6 @@ impl Fleet {
             .json()
             .await
             .unwrap_or(Value::Null)
-    }
-
-    /// The service named `log_name` (`dispatcher`, `generator-worker-1`, …).
-    pub fn service(&mut self, log_name: &str) -> &mut Service {
-        self.services
-            .iter_mut()
-            .find(|s| s.log_name == log_name)
-            .expect("a service of that name")
     }
 }
 
