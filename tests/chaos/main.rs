@@ -247,6 +247,10 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
         tokio::spawn(async move {
             let mut dice = Dice(0x9E37_79B9_7F4A_7C15 ^ tasks);
             let begun = Instant::now();
+            // CHAOS_FAULTS=0 measures the same load without faults (latency baseline).
+            if std::env::var("CHAOS_FAULTS").is_ok_and(|v| v == "0") {
+                return;
+            }
             let mut round = 0u64;
             loop {
                 let done = stop.load(Ordering::SeqCst);
@@ -414,9 +418,10 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
     };
     fleet.stop().await;
     assert_eq!(sent.len() as u64, tasks, "ingest refused requests for good");
+    let faults = !std::env::var("CHAOS_FAULTS").is_ok_and(|v| v == "0");
     assert_eq!(
         events.rabbitmq_restarts.load(Ordering::SeqCst),
-        1,
+        u64::from(faults),
         "the broker restart happened"
     );
     assert_eq!(report.duplicated, 0, "a reply was posted twice");
