@@ -1,0 +1,501 @@
+//! The whole-repository map: files, definitions by name, resolved imports, the
+//! file-level reference graph and the lexical index.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+
+use rayon::prelude::*;
+
+use crate::bm25::Bm25Index;
+use crate::graph::{self, Adjacency};
+use crate::lang::Language;
+use crate::parse::{FileAnalysis, SymbolKind};
+use crate::redact::RedactionCounts;
+use crate::tokens;
+
+/// Field weights of the lexical index (BM25F folded into term frequencies).
+const W_PATH: f32 = 4.0;
+const W_SYMBOL: f32 = 3.0;
+const W_DOC: f32 = 1.0;
+const W_CONTENT: f32 = 1.0;
+/// A name defined in more files than this is too ambiguous to link without an import.
+const MAX_AMBIGUOUS_DEFS: usize = 6;
+const W_IMPORT_EDGE: f32 = 2.0;
+
+/// One analysed file.
+#[derive(Debug, Clone)]
+pub struct FileEntry {
+    /// Repository-relative path.
+    pub path: String,
+    /// Language.
+    pub language: Language,
+    /// Git blob id of the original bytes.
+    pub blob_id: String,
+    /// Content with secrets redacted (line numbers preserved).
+    pub content: Arc<str>,
+    /// Secrets removed from this file, by kind.
+    pub redactions: Arc<RedactionCounts>,
+    /// Parse results.
+    pub analysis: Arc<FileAnalysis>,
+}
+
+/// A definition's global id: (file index, symbol index within the file).
+pub type SymbolId = (u32, u32);
+
+/// The analysed repository. Cheap to query; build it with [`crate::Engine::analyse`].
+#[derive(Debug)]
+pub struct CodeMap {
+    pub(crate) commit: Option<String>,
+    pub(crate) files: Vec<FileEntry>,
+    pub(crate) by_path: HashMap<String, u32>,
+    pub(crate) defs_by_name: HashMap<String, Vec<SymbolId>>,
+    pub(crate) imports: Vec<Vec<u32>>,
+    pub(crate) imported_by: Vec<Vec<u32>>,
+    /// referencer → definer (and importer → imported) weighted edges.
+    pub(crate) graph: Adjacency,
+    pub(crate) bm25: Bm25Index,
+    pub(crate) skipped: BTreeMap<String, usize>,
+    pub(crate) centrality: OnceLock<Vec<f32>>,
+    pub(crate) ppr_graph: OnceLock<Adjacency>,
+    pub(crate) summary_text: OnceLock<String>,
+}
+
+impl CodeMap {
+    /// Builds the map from analysed files (any order).
+    pub fn build(
+        mut files: Vec<FileEntry>,
+        commit: Option<String>,
+        skipped: BTreeMap<String, usize>,
+    ) -> Self {
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let by_path: HashMap<String, u32> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.path.clone(), idx(i)))
+            .collect();
+        let mut defs_by_name: HashMap<String, Vec<SymbolId>> = HashMap::new();
+        for (fi, f) in files.iter().enumerate() {
+            for (si, s) in f.analysis.symbols.iter().enumerate() {
+                if s.kind != SymbolKind::Impl {
+                    defs_by_name
+                        .entry(s.name.clone())
+                        .or_default()
+                        .push((idx(fi), idx(si)));
+                }
+            }
+        }
+        let modules = ModuleIndex::new(&files);
+        let imports: Vec<Vec<u32>> = files
+            .par_iter()
+            .enumerate()
+            .map(|(fi, f)| modules.resolve_all(fi, f, &files))
+            .collect();
+        let mut imported_by = vec![Vec::new(); files.len()];
+        for (fi, targets) in imports.iter().enumerate() {
+            for t in targets {
+                imported_by[*t as usize].push(idx(fi));
+            }
+        }
+        let bm25 = Bm25Index::build(files.par_iter().map(lexical_doc).collect());
+        let mut map = Self {
+            commit,
+            files,
+            by_path,
+            defs_by_name,
+            imports,
+            imported_by,
+            graph: Vec::new(),
+            bm25,
+            skipped,
+            centrality: OnceLock::new(),
+            ppr_graph: OnceLock::new(),
+            summary_text: OnceLock::new(),
+        };
+        map.graph = (0..map.files.len())
+            .into_par_iter()
+            .map(|fi| map.file_edges(fi))
+            .collect();
+        map
+    }
+
+    /// Number of files in the map.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether the map has no files.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Commit id, for git sources.
+    pub fn commit(&self) -> Option<&str> {
+        self.commit.as_deref()
+    }
+
+    /// All files, in path order.
+    pub fn files(&self) -> &[FileEntry] {
+        &self.files
+    }
+
+    /// Skipped files by reason.
+    pub fn skipped(&self) -> &BTreeMap<String, usize> {
+        &self.skipped
+    }
+
+    /// A file by exact path, or by unique path suffix (`lib.rs` → `src/lib.rs`).
+    pub fn find_file(&self, path: &str) -> Option<u32> {
+        let path = path.trim_start_matches("./").trim_start_matches('/');
+        if let Some(i) = self.by_path.get(path) {
+            return Some(*i);
+        }
+        let suffix = format!("/{path}");
+        let mut hits = self
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.path.ends_with(&suffix));
+        let first = hits.next()?;
+        // Prefer the shortest path when several end the same way; ties by path order.
+        let best = hits.fold(first, |b, h| {
+            if h.1.path.len() < b.1.path.len() {
+                h
+            } else {
+                b
+            }
+        });
+        Some(idx(best.0))
+    }
+
+    /// Files a file imports (resolved inside the repository).
+    pub fn imports_of(&self, file: u32) -> &[u32] {
+        self.imports.get(file as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// Files that import a file.
+    pub fn importers_of(&self, file: u32) -> &[u32] {
+        self.imported_by
+            .get(file as usize)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Global PageRank of files over the reference graph (computed once).
+    pub fn file_centrality(&self) -> &[f32] {
+        self.centrality
+            .get_or_init(|| graph::pagerank(&self.graph, &vec![0.0; self.files.len()]))
+    }
+
+    /// The innermost definition of `file` spanning `line`.
+    pub fn symbol_at(&self, file: u32, line: u32) -> Option<u32> {
+        let syms = &self.files.get(file as usize)?.analysis.symbols;
+        syms.iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.start_line <= line && line <= s.end_line && s.kind != SymbolKind::Impl
+            })
+            .min_by_key(|(i, s)| (s.end_line - s.start_line, std::cmp::Reverse(*i)))
+            .map(|(i, _)| idx(i))
+    }
+
+    /// Definitions a use of `name` in `file` refers to: those in imported files (or the
+    /// same package) first, then the file itself, then unambiguous ones elsewhere.
+    pub fn resolve(&self, file: u32, name: &str) -> Vec<SymbolId> {
+        let Some(cands) = self.defs_by_name.get(name) else {
+            return Vec::new();
+        };
+        let preferred: Vec<SymbolId> = cands
+            .iter()
+            .copied()
+            .filter(|(f, _)| self.in_scope(file, *f))
+            .collect();
+        if !preferred.is_empty() {
+            return preferred;
+        }
+        let local: Vec<SymbolId> = cands.iter().copied().filter(|(f, _)| *f == file).collect();
+        if !local.is_empty() {
+            return local;
+        }
+        let distinct_files: HashSet<u32> = cands.iter().map(|(f, _)| *f).collect();
+        if distinct_files.len() > MAX_AMBIGUOUS_DEFS {
+            return Vec::new();
+        }
+        cands.clone()
+    }
+
+    /// Whether names of `other` are visible in `file` without qualification: it is
+    /// imported, or (Go, Java) in the same package directory.
+    fn in_scope(&self, file: u32, other: u32) -> bool {
+        if file == other {
+            return false;
+        }
+        if self.imports_of(file).binary_search(&other).is_ok() {
+            return true;
+        }
+        let (f, g) = (&self.files[file as usize], &self.files[other as usize]);
+        matches!(f.language, Language::Go | Language::Java)
+            && g.language == f.language
+            && parent_dir(&f.path) == parent_dir(&g.path)
+    }
+
+    fn file_edges(&self, fi: usize) -> Vec<(u32, f32)> {
+        let file = idx(fi);
+        let mut w: BTreeMap<u32, f32> = BTreeMap::new();
+        for t in self.imports_of(file) {
+            *w.entry(*t).or_default() += W_IMPORT_EDGE;
+        }
+        let mut seen: HashMap<&str, u32> = HashMap::new();
+        for r in &self.files[fi].analysis.refs {
+            *seen.entry(r.name.as_str()).or_default() += r.count;
+        }
+        let mut names: Vec<(&str, u32)> = seen.into_iter().collect();
+        names.sort_unstable();
+        for (name, count) in names {
+            let targets = self.resolve(file, name);
+            let files: HashSet<u32> = targets
+                .iter()
+                .map(|(f, _)| *f)
+                .filter(|f| *f != file)
+                .collect();
+            if files.is_empty() {
+                continue;
+            }
+            let private = if name.starts_with('_') { 0.1 } else { 1.0 };
+            let each = private * (count as f32).sqrt() / files.len() as f32;
+            for f in files {
+                *w.entry(f).or_default() += each;
+            }
+        }
+        w.into_iter().collect()
+    }
+}
+
+pub(crate) fn idx(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+pub(crate) fn parent_dir(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(d, _)| d)
+}
+
+fn lexical_doc(f: &FileEntry) -> HashMap<String, f32> {
+    let mut doc: HashMap<String, f32> = HashMap::new();
+    let mut add = |t: &str, w: f32| {
+        if let Some(v) = doc.get_mut(t) {
+            *v += w;
+        } else {
+            doc.insert(t.to_owned(), w);
+        }
+    };
+    tokens::code_terms(&f.path, |t| add(t, W_PATH));
+    for s in &f.analysis.symbols {
+        tokens::code_terms(&s.name, |t| add(t, W_SYMBOL));
+        if !s.doc.is_empty() {
+            tokens::code_terms(&s.doc, |t| add(t, W_DOC));
+        }
+    }
+    for (t, c) in &f.analysis.terms {
+        add(t, W_CONTENT * *c as f32);
+    }
+    doc
+}
+
+/// Maps import specifiers to files: exact module paths for relative imports, and
+/// path suffixes (up to three components) for absolute ones.
+struct ModuleIndex {
+    exact: HashMap<String, Vec<u32>>,
+    suffix: HashMap<String, Vec<u32>>,
+    dirs: HashMap<String, Vec<u32>>,
+}
+
+impl ModuleIndex {
+    fn new(files: &[FileEntry]) -> Self {
+        let mut m = Self {
+            exact: HashMap::new(),
+            suffix: HashMap::new(),
+            dirs: HashMap::new(),
+        };
+        for (i, f) in files.iter().enumerate() {
+            if !f.language.is_parsed() {
+                continue;
+            }
+            let module = module_path(&f.path);
+            m.exact.entry(module.clone()).or_default().push(idx(i));
+            let comps: Vec<&str> = module.split('/').collect();
+            for k in 1..=comps.len().min(3) {
+                let key = comps[comps.len() - k..].join("/");
+                m.suffix.entry(key).or_default().push(idx(i));
+            }
+            let dir: Vec<&str> = parent_dir(&f.path)
+                .split('/')
+                .filter(|c| !c.is_empty())
+                .collect();
+            for k in 1..=dir.len().min(3) {
+                let key = dir[dir.len() - k..].join("/");
+                m.dirs.entry(key).or_default().push(idx(i));
+            }
+        }
+        m
+    }
+
+    fn resolve_all(&self, fi: usize, f: &FileEntry, files: &[FileEntry]) -> Vec<u32> {
+        let mut out: Vec<u32> = Vec::new();
+        for imp in &f.analysis.imports {
+            for t in self.resolve(&imp.target, f, files) {
+                if t as usize != fi && !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    fn resolve(&self, target: &str, f: &FileEntry, files: &[FileEntry]) -> Vec<u32> {
+        let dir = parent_dir(&f.path);
+        let same_lang = |v: &Vec<u32>| -> Vec<u32> {
+            v.iter()
+                .copied()
+                .filter(|i| compatible(files[*i as usize].language, f.language))
+                .collect()
+        };
+        match f.language {
+            Language::JavaScript | Language::TypeScript | Language::Tsx
+                if target.starts_with('.') =>
+            {
+                let joined = normalize(&format!("{dir}/{target}"));
+                let key = module_path(&joined);
+                self.exact.get(&key).map(same_lang).unwrap_or_default()
+            }
+            Language::Python if target.starts_with('.') => {
+                let dots = target.chars().take_while(|c| *c == '.').count();
+                let mut base: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
+                for _ in 1..dots {
+                    base.pop();
+                }
+                let rest = target[dots..].replace('.', "/");
+                let key = if rest.is_empty() {
+                    base.join("/")
+                } else if base.is_empty() {
+                    rest
+                } else {
+                    format!("{}/{rest}", base.join("/"))
+                };
+                self.exact.get(&key).map(same_lang).unwrap_or_default()
+            }
+            Language::Rust if !target.contains("::") => {
+                // `mod foo;` next to the declaring file.
+                let stem = f
+                    .path
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .trim_end_matches(".rs");
+                let base = if ["lib", "main", "mod"].contains(&stem) {
+                    dir.to_owned()
+                } else {
+                    format!("{dir}/{stem}")
+                };
+                let key = normalize(&format!("{base}/{target}"));
+                self.exact.get(&key).map(same_lang).unwrap_or_default()
+            }
+            Language::Go => {
+                let segs: Vec<&str> = target.split('/').collect();
+                for k in (1..=segs.len().min(3)).rev() {
+                    if let Some(v) = self.dirs.get(&segs[segs.len() - k..].join("/")) {
+                        let hits = same_lang(v);
+                        if !hits.is_empty() && (k > 1 || segs.len() == 1) {
+                            return hits;
+                        }
+                    }
+                }
+                Vec::new()
+            }
+            _ => {
+                let segs: Vec<&str> = target
+                    .split([':', '.', '/'])
+                    .filter(|s| !s.is_empty() && !["crate", "self", "super", "@", "~"].contains(s))
+                    .collect();
+                for k in (1..=segs.len()).rev() {
+                    let head = &segs[..k];
+                    let key = head[head.len().saturating_sub(3)..].join("/");
+                    if let Some(v) = self.suffix.get(&key) {
+                        let hits = same_lang(v);
+                        // A bare single-segment name matches too much unless it is unique.
+                        if !hits.is_empty() && (key.contains('/') || hits.len() == 1) {
+                            return hits;
+                        }
+                    }
+                    if f.language == Language::Java {
+                        if let Some(v) = self.dirs.get(&key) {
+                            let hits = same_lang(v);
+                            if !hits.is_empty() && key.contains('/') {
+                                return hits;
+                            }
+                        }
+                    }
+                }
+                Vec::new()
+            }
+        }
+    }
+}
+
+fn compatible(a: Language, b: Language) -> bool {
+    let web = |l| {
+        matches!(
+            l,
+            Language::JavaScript | Language::TypeScript | Language::Tsx
+        )
+    };
+    a == b || (web(a) && web(b))
+}
+
+/// `src/a/mod.rs` → `src/a`, `pkg/__init__.py` → `pkg`, `web/index.ts` → `web`,
+/// `src/a/b.rs` → `src/a/b`.
+fn module_path(path: &str) -> String {
+    let no_ext = match path.rsplit_once('.') {
+        Some((stem, ext)) if !ext.contains('/') => stem,
+        _ => path,
+    };
+    for special in ["/mod", "/__init__", "/index", "/lib", "/main"] {
+        if let Some(dir) = no_ext.strip_suffix(special) {
+            if special == "/lib" || special == "/main" {
+                return no_ext.to_owned();
+            }
+            return dir.to_owned();
+        }
+    }
+    if ["mod", "__init__", "index"].contains(&no_ext) {
+        return String::new();
+    }
+    no_ext.to_owned()
+}
+
+/// Resolves `.` and `..` components.
+fn normalize(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            _ => out.push(c),
+        }
+    }
+    out.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_paths_drop_index_files() {
+        assert_eq!(module_path("src/net/mod.rs"), "src/net");
+        assert_eq!(module_path("pkg/__init__.py"), "pkg");
+        assert_eq!(module_path("web/index.ts"), "web");
+        assert_eq!(module_path("src/a/b.rs"), "src/a/b");
+        assert_eq!(normalize("web/./x/../y"), "web/y");
+    }
+}
