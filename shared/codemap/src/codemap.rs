@@ -58,6 +58,7 @@ pub struct CodeMap {
     pub(crate) centrality: OnceLock<Vec<f32>>,
     pub(crate) ppr_graph: OnceLock<Adjacency>,
     pub(crate) summary_text: OnceLock<String>,
+    pub(crate) companions: OnceLock<Vec<(u32, u32)>>,
 }
 
 impl CodeMap {
@@ -110,6 +111,7 @@ impl CodeMap {
             centrality: OnceLock::new(),
             ppr_graph: OnceLock::new(),
             summary_text: OnceLock::new(),
+            companions: OnceLock::new(),
         };
         map.graph = (0..map.files.len())
             .into_par_iter()
@@ -149,22 +151,29 @@ impl CodeMap {
         if let Some(i) = self.by_path.get(path) {
             return Some(*i);
         }
-        let suffix = format!("/{path}");
-        let mut hits = self
-            .files
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.path.ends_with(&suffix));
-        let first = hits.next()?;
-        // Prefer the shortest path when several end the same way; ties by path order.
-        let best = hits.fold(first, |b, h| {
-            if h.1.path.len() < b.1.path.len() {
-                h
-            } else {
-                b
+        // Absolute or foreign prefixes (`/srv/app/shop/cart.py`): drop leading
+        // components until a suffix of a repository path matches.
+        let mut rest = path;
+        loop {
+            let suffix = format!("/{rest}");
+            let mut hits = self
+                .files
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.path.ends_with(&suffix) || f.path == rest);
+            if let Some(first) = hits.next() {
+                // Prefer the shortest path when several end the same way; ties by path order.
+                let best = hits.fold(first, |b, h| {
+                    if h.1.path.len() < b.1.path.len() {
+                        h
+                    } else {
+                        b
+                    }
+                });
+                return Some(idx(best.0));
             }
-        });
-        Some(idx(best.0))
+            rest = rest.split_once('/')?.1;
+        }
     }
 
     /// Files a file imports (resolved inside the repository).
@@ -403,7 +412,12 @@ impl ModuleIndex {
                 for k in (1..=segs.len().min(3)).rev() {
                     if let Some(v) = self.dirs.get(&segs[segs.len() - k..].join("/")) {
                         let hits = same_lang(v);
-                        if !hits.is_empty() && (k > 1 || segs.len() == 1) {
+                        // One trailing component is enough when it names a single directory.
+                        let one_dir = hits.windows(2).all(|w| {
+                            parent_dir(&files[w[0] as usize].path)
+                                == parent_dir(&files[w[1] as usize].path)
+                        });
+                        if !hits.is_empty() && (k > 1 || one_dir) {
                             return hits;
                         }
                     }

@@ -51,7 +51,9 @@ pub use filter::{DEFAULT_MAX_FILE_BYTES, SkipReason};
 pub use lang::Language;
 pub use parse::{ANALYSER_VERSION, FileAnalysis, ImportRef, RefSite, SymbolDef, SymbolKind};
 pub use prompt::{AssembledPrompt, IncludedItem, ItemKind, assemble_prompt, tokenizer_for};
-pub use query::{Hints, Query, RankedFile, RankedSymbol, ScoreComponents, baseline_rank};
+pub use query::{
+    Hints, Query, RankParams, RankedFile, RankedSymbol, ScoreComponents, baseline_rank,
+};
 pub use source::{GitToken, RepoSource, blob_id};
 pub use summary::{
     CentralSymbol, CodebaseSummary, DirCount, FileSummary, LanguageCount, SymbolInfo,

@@ -17,15 +17,70 @@ use crate::graph::{self, Adjacency};
 use crate::parse::SymbolKind;
 use crate::tokens;
 
-/// Fusion weights (tuned on the retrieval evaluation, see `eval/README.md`).
-const W_BM25: f32 = 0.6;
-const W_PAGERANK: f32 = 0.3;
-const W_MENTION: f32 = 1.0;
-/// Only this many lexical hits seed the personalised PageRank.
-const SEED_TOP: usize = 20;
 const SYMBOLS_PER_FILE: usize = 5;
 /// A reverse (definer → user) edge carries this share of the forward weight.
 const REVERSE_EDGE: f32 = 0.3;
+
+/// Fusion weights and priors of the ranking (defaults tuned on the retrieval
+/// evaluation; see `eval/README.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RankParams {
+    /// Weight of the normalised BM25 score.
+    pub w_bm25: f32,
+    /// Weight of the normalised personalised PageRank.
+    pub w_pagerank: f32,
+    /// Weight of explicit mentions.
+    pub w_mention: f32,
+    /// How many lexical hits seed the personalised PageRank.
+    pub seed_top: usize,
+    /// Exponent of the global PageRank the personalised one is divided by, so
+    /// hubs everyone uses do not win every query (0 = off).
+    pub hub_damping: f32,
+    /// Score factor of files that are not source code (docs, config).
+    pub non_code: f32,
+    /// Share of a file's score given to its test / subject companion.
+    pub companion: f32,
+}
+
+impl Default for RankParams {
+    fn default() -> Self {
+        Self {
+            w_bm25: 0.6,
+            w_pagerank: 0.3,
+            w_mention: 1.0,
+            seed_top: 10,
+            hub_damping: 0.25,
+            non_code: 0.5,
+            companion: 0.3,
+        }
+    }
+}
+
+impl RankParams {
+    /// Parses `key=value,...` overrides (used by the evaluation to explore weights).
+    pub fn with_overrides(mut self, spec: &str) -> Self {
+        for kv in spec.split(',').filter(|s| !s.is_empty()) {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            let Ok(x) = v.trim().parse::<f32>() else {
+                continue;
+            };
+            match k.trim() {
+                "w_bm25" => self.w_bm25 = x,
+                "w_pagerank" => self.w_pagerank = x,
+                "w_mention" => self.w_mention = x,
+                "seed_top" => self.seed_top = x as usize,
+                "hub_damping" => self.hub_damping = x,
+                "non_code" => self.non_code = x,
+                "companion" => self.companion = x,
+                _ => {}
+            }
+        }
+        self
+    }
+}
 
 /// Explicit hints that come with a request (from the envelope or the CLI).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -150,6 +205,11 @@ static IDENT_RE: LazyLock<Regex> = LazyLock::new(|| {
 impl CodeMap {
     /// Ranks files (and symbols inside them) by relevance to `q`. Deterministic.
     pub fn query(&self, q: &Query) -> Vec<RankedFile> {
+        self.query_with(q, &RankParams::default())
+    }
+
+    /// [`CodeMap::query`] with explicit ranking parameters.
+    pub fn query_with(&self, q: &Query, p: &RankParams) -> Vec<RankedFile> {
         if self.files.is_empty() || q.top_k == 0 {
             return Vec::new();
         }
@@ -170,30 +230,48 @@ impl CodeMap {
         let mut order: Vec<usize> = (0..raw.len()).filter(|i| raw[*i] > 0.0).collect();
         order.sort_by(|a, b| raw[*b].total_cmp(&raw[*a]).then(a.cmp(b)));
         let mut personal = vec![0.0f32; self.files.len()];
-        for &i in order.iter().take(SEED_TOP) {
+        for &i in order.iter().take(p.seed_top) {
             personal[i] += bm25[i] * bm25[i];
         }
         for (f, (w, _)) in &mentions.files {
             personal[*f as usize] += 2.0 * w;
         }
-        let ppr = if personal.iter().any(|p| *p > 0.0) {
-            normalise(&graph::pagerank(self.ppr_graph(), &personal))
+        let ppr = if personal.iter().any(|x| *x > 0.0) {
+            let mut r = graph::pagerank(self.ppr_graph(), &personal);
+            if p.hub_damping > 0.0 {
+                let global = self.file_centrality();
+                for (x, g) in r.iter_mut().zip(global) {
+                    *x /= g.max(1e-9).powf(p.hub_damping);
+                }
+            }
+            normalise(&r)
         } else {
             vec![0.0; self.files.len()]
         };
 
+        let base: Vec<f32> = (0..self.files.len())
+            .map(|i| {
+                let mention = mentions.files.get(&idx(i)).map_or(0.0, |m| m.0);
+                let s = p.w_bm25 * bm25[i] + p.w_pagerank * ppr[i] + p.w_mention * mention;
+                if self.files[i].language.is_parsed() {
+                    s
+                } else {
+                    s * p.non_code
+                }
+            })
+            .collect();
+        let lifted = self.companion_lift(&base, p.companion);
         let mut scored: Vec<(u32, f32, ScoreComponents)> = (0..self.files.len())
             .map(|i| {
                 let mention = mentions.files.get(&idx(i)).map_or(0.0, |m| m.0);
-                let c = ScoreComponents {
-                    bm25: bm25[i],
-                    pagerank: ppr[i],
-                    mention,
-                };
                 (
                     idx(i),
-                    W_BM25 * c.bm25 + W_PAGERANK * c.pagerank + W_MENTION * c.mention,
-                    c,
+                    base[i] + lifted[i],
+                    ScoreComponents {
+                        bm25: bm25[i],
+                        pagerank: ppr[i],
+                        mention,
+                    },
                 )
             })
             .filter(|(_, s, _)| *s > 0.0)
@@ -215,6 +293,45 @@ impl CodeMap {
             .into_iter()
             .map(|(f, score, c)| self.ranked_file(f, score, c, &mentions, &term_set))
             .collect()
+    }
+
+    /// Each file passes `share` of its score to its test (`foo_test.go`,
+    /// `FooTest.java`, `test_foo.py`, `test/foo.ts`) or, for a test, to its subject.
+    fn companion_lift(&self, base: &[f32], share: f32) -> Vec<f32> {
+        let mut lift = vec![0.0f32; base.len()];
+        if share <= 0.0 {
+            return lift;
+        }
+        let companions = self.companions.get_or_init(|| {
+            let mut by_stem: HashMap<String, Vec<u32>> = HashMap::new();
+            for (i, f) in self.files.iter().enumerate() {
+                if f.language.is_parsed() {
+                    by_stem
+                        .entry(subject_stem(&f.path))
+                        .or_default()
+                        .push(idx(i));
+                }
+            }
+            let mut pairs = Vec::new();
+            for group in by_stem.values().filter(|g| g.len() > 1 && g.len() <= 4) {
+                for &a in group {
+                    for &b in group {
+                        if a != b
+                            && is_test_path(&self.files[a as usize].path)
+                                != is_test_path(&self.files[b as usize].path)
+                        {
+                            pairs.push((a, b));
+                        }
+                    }
+                }
+            }
+            pairs.sort_unstable();
+            pairs
+        });
+        for &(a, b) in companions {
+            lift[b as usize] = lift[b as usize].max(share * base[a as usize]);
+        }
+        lift
     }
 
     /// The graph PPR walks: forward reference/import edges plus weaker reverse ones.
@@ -431,6 +548,34 @@ impl CodeMap {
             components: c,
         }
     }
+}
+
+/// Whether a path looks like a test file.
+pub(crate) fn is_test_path(path: &str) -> bool {
+    let l = path.to_ascii_lowercase();
+    let name = l.rsplit('/').next().unwrap_or(&l);
+    l.split('/')
+        .any(|c| c == "test" || c == "tests" || c == "__tests__" || c == "spec")
+        || name.starts_with("test_")
+        || name.contains("_test.")
+        || name.contains(".test.")
+        || name.contains(".spec.")
+        || name.ends_with("test.java")
+        || name.ends_with("tests.java")
+}
+
+/// The name a test and its subject share: `FooTest.java`, `foo_test.go`,
+/// `test_foo.py`, `foo.test.ts` → `foo`.
+fn subject_stem(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
+    let stem = name.split('.').next().unwrap_or(&name);
+    let stem = stem.strip_prefix("test_").unwrap_or(stem);
+    let stem = stem.strip_suffix("_test").unwrap_or(stem);
+    let stem = stem
+        .strip_suffix("tests")
+        .or_else(|| stem.strip_suffix("test"))
+        .unwrap_or(stem);
+    stem.trim_end_matches('_').to_owned()
 }
 
 fn normalise(v: &[f32]) -> Vec<f32> {

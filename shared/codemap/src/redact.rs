@@ -105,6 +105,8 @@ fn replace_one(caps: &Captures<'_>, counts: &mut RedactionCounts) -> String {
         if keep {
             return whole.to_owned();
         }
+        // A known token inside an assignment is counted under its own kind.
+        let kind = specific_kind(val).unwrap_or(kind);
         *counts.entry(kind.to_owned()).or_default() += 1;
         let start = v.start() - caps.get(0).map_or(0, |m| m.start());
         let end = start + val.len();
@@ -112,6 +114,20 @@ fn replace_one(caps: &Captures<'_>, counts: &mut RedactionCounts) -> String {
     }
     *counts.entry(kind.to_owned()).or_default() += 1;
     marker(kind, whole)
+}
+
+fn specific_kind(val: &str) -> Option<&'static str> {
+    let caps = SECRET_RE.captures(val)?;
+    KINDS
+        .iter()
+        .copied()
+        .filter(|k| {
+            !matches!(
+                *k,
+                "secret_assignment" | "high_entropy" | "azure_key" | "connection_string"
+            )
+        })
+        .find(|k| caps.name(k).is_some())
 }
 
 /// The replacement keeps the number of lines of the secret.

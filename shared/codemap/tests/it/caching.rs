@@ -1,0 +1,138 @@
+//! Caching: a new revision re-parses only changed files; git sources; local refusal.
+
+use contexten_codemap::{AnalysisStore, CodemapError, DiskStore, Engine, EngineConfig, RepoSource};
+
+use crate::helpers::{engine, git, write, write_repo};
+
+fn files() -> Vec<(String, String)> {
+    (0..20)
+        .map(|i| {
+            (
+                format!("src/m{i}.rs"),
+                format!("pub fn f{i}() -> u32 {{ {i} }}\n"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn changing_one_file_reparses_only_that_file() {
+    let f = files();
+    let refs: Vec<(&str, &str)> = f.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let dir = write_repo(&refs);
+    let engine = engine();
+    let src = RepoSource::Local(dir.path().to_path_buf());
+    let first = engine.analyse(&src).expect("first");
+    assert_eq!(engine.stats().files_parsed, 20);
+    write(
+        dir.path(),
+        "src/m7.rs",
+        "pub fn f7() -> u32 { 700 }\npub fn extra() {}\n",
+    );
+    let second = engine.analyse(&src).expect("second");
+    let s = engine.stats();
+    assert_eq!(s.files_parsed, 21, "only the changed file is parsed again");
+    assert_eq!(s.files_reused_memory, 19);
+    assert!(first.file_summary("src/m7.rs").expect("m7").symbols.len() == 1);
+    assert_eq!(
+        second.file_summary("src/m7.rs").expect("m7").symbols.len(),
+        2
+    );
+}
+
+#[test]
+fn disk_cache_survives_a_new_engine() {
+    let f = files();
+    let refs: Vec<(&str, &str)> = f.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let dir = write_repo(&refs);
+    let cache = tempfile::tempdir().expect("cache");
+    let cfg = || EngineConfig {
+        allow_local: true,
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..EngineConfig::default()
+    };
+    let src = RepoSource::Local(dir.path().to_path_buf());
+    let a = Engine::new(cfg());
+    a.analyse(&src).expect("a");
+    assert_eq!(a.stats().files_parsed, 20);
+    let b = Engine::new(cfg());
+    let map = b.analyse(&src).expect("b");
+    assert_eq!(b.stats().files_parsed, 0);
+    assert_eq!(b.stats().files_reused_store, 20);
+    assert_eq!(map.len(), 20);
+    let store = DiskStore::new(cache.path().join("analysis"));
+    let key = format!(
+        "{}-rust-v{}",
+        map.files()[0].blob_id,
+        contexten_codemap::ANALYSER_VERSION
+    );
+    assert!(store.get(&key).expect("get").is_some());
+}
+
+#[test]
+fn git_commits_are_read_by_blob_and_share_unchanged_files() {
+    let f = files();
+    let refs: Vec<(&str, &str)> = f.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let dir = write_repo(&refs);
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "-q", "-m", "first"]);
+    let c1 = git(dir.path(), &["rev-parse", "HEAD"]);
+    write(dir.path(), "src/m3.rs", "pub fn f3() -> u32 { 33 }\n");
+    git(dir.path(), &["commit", "-q", "-am", "second"]);
+    let engine = engine();
+    let url = format!("file://{}", dir.path().display());
+    let m1 = engine
+        .analyse(&RepoSource::Git {
+            url: url.clone(),
+            reference: Some(c1.clone()),
+        })
+        .expect("c1");
+    assert_eq!(m1.commit(), Some(c1.as_str()));
+    assert_eq!(engine.stats().files_parsed, 20);
+    let blob = git(dir.path(), &["rev-parse", &format!("{c1}:src/m0.rs")]);
+    assert_eq!(m1.files()[0].blob_id, blob);
+    let m2 = engine
+        .analyse(&RepoSource::Git {
+            url: url.clone(),
+            reference: Some("main".into()),
+        })
+        .expect("head");
+    assert_eq!(engine.stats().files_parsed, 21);
+    assert_ne!(m1.commit(), m2.commit());
+    engine
+        .analyse(&RepoSource::Git {
+            url,
+            reference: Some("main".into()),
+        })
+        .expect("again");
+    assert_eq!(engine.stats().maps_reused, 1);
+    // A working directory shares blob ids with git.
+    let local = engine
+        .analyse(&RepoSource::Local(dir.path().to_path_buf()))
+        .expect("local");
+    assert_eq!(engine.stats().files_parsed, 21);
+    assert!(local.files().iter().all(|f| f.path != ".git/HEAD"));
+}
+
+#[test]
+fn local_repositories_are_refused_unless_allowed() {
+    let dir = write_repo(&[("a.py", "x = 1\n")]);
+    let strict = Engine::new(EngineConfig::default());
+    for src in [
+        RepoSource::Local(dir.path().to_path_buf()),
+        RepoSource::Git {
+            url: format!("file://{}", dir.path().display()),
+            reference: None,
+        },
+        RepoSource::Git {
+            url: dir.path().display().to_string(),
+            reference: None,
+        },
+    ] {
+        assert!(
+            matches!(strict.analyse(&src), Err(CodemapError::LocalRepoRefused)),
+            "{src:?}"
+        );
+    }
+}
