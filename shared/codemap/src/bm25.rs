@@ -1,29 +1,126 @@
 //! A small BM25 index over weighted term frequencies (BM25F-style field weights
 //! are folded into the term frequencies before indexing).
 
-use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use rustc_hash::FxHashMap as HashMap;
 
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
 
-/// Inverted index: term → (document, weighted tf).
+/// Interned terms, shared by every map an engine builds: per-file term lists are
+/// kept as ids so (re)building an index is appending to vectors, not hashing strings.
+#[derive(Debug, Default)]
+pub struct TermTable {
+    ids: RwLock<HashMap<Box<str>, u32>>,
+}
+
+impl TermTable {
+    /// Ids of `terms` (interning new ones), summing weights of repeated terms;
+    /// sorted by id.
+    pub fn intern_all<'a>(
+        &self,
+        terms: impl IntoIterator<Item = (&'a str, f32)>,
+    ) -> Vec<(u32, f32)> {
+        let terms: Vec<(&str, f32)> = terms.into_iter().collect();
+        let mut out = Vec::with_capacity(terms.len());
+        let mut missing = Vec::new();
+        {
+            let ids = self
+                .ids
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (t, w) in &terms {
+                match ids.get(*t) {
+                    Some(id) => out.push((*id, *w)),
+                    None => missing.push((*t, *w)),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let mut ids = self
+                .ids
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (t, w) in missing {
+                let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+                let id = *ids.entry(Box::from(t)).or_insert(next);
+                out.push((id, w));
+            }
+        }
+        out.sort_unstable_by_key(|(id, _)| *id);
+        out.dedup_by(|b, a| {
+            if a.0 == b.0 {
+                a.1 += b.1;
+                true
+            } else {
+                false
+            }
+        });
+        out
+    }
+
+    /// Ids of `terms` in order (interning new ones).
+    pub fn intern_each<'a>(&self, terms: impl IntoIterator<Item = &'a str>) -> Vec<u32> {
+        let terms: Vec<&str> = terms.into_iter().collect();
+        let mut out = vec![u32::MAX; terms.len()];
+        let mut missing = Vec::new();
+        {
+            let ids = self
+                .ids
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (i, t) in terms.iter().enumerate() {
+                match ids.get(*t) {
+                    Some(id) => out[i] = *id,
+                    None => missing.push(i),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let mut ids = self
+                .ids
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for i in missing {
+                let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+                out[i] = *ids.entry(Box::from(terms[i])).or_insert(next);
+            }
+        }
+        out
+    }
+
+    /// The id of a known term.
+    pub fn get(&self, term: &str) -> Option<u32> {
+        self.ids
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(term)
+            .copied()
+    }
+}
+
+/// Inverted index: term id → (document, weighted tf).
 #[derive(Debug, Default)]
 pub struct Bm25Index {
-    postings: HashMap<String, Vec<(u32, f32)>>,
+    terms: Arc<TermTable>,
+    postings: Vec<Vec<(u32, f32)>>,
     doc_len: Vec<f32>,
     avg_len: f32,
 }
 
 impl Bm25Index {
-    /// Builds the index from per-document weighted term lists (documents in order).
-    pub fn build(docs: Vec<HashMap<String, f32>>) -> Self {
-        let mut postings: HashMap<String, Vec<(u32, f32)>> = HashMap::new();
+    /// Builds the index from per-document (term id, weighted tf) lists, in order.
+    pub fn build(docs: &[&[(u32, f32)]], terms: Arc<TermTable>) -> Self {
+        let max_id = docs.iter().flat_map(|d| d.iter().map(|(t, _)| *t)).max();
+        let mut postings: Vec<Vec<(u32, f32)>> =
+            vec![Vec::new(); max_id.map_or(0, |m| m as usize + 1)];
         let mut doc_len = Vec::with_capacity(docs.len());
-        for (i, doc) in docs.into_iter().enumerate() {
+        for (i, doc) in docs.iter().enumerate() {
             let id = u32::try_from(i).unwrap_or(u32::MAX);
-            doc_len.push(doc.values().sum());
-            for (term, tf) in doc {
-                postings.entry(term).or_default().push((id, tf));
+            doc_len.push(doc.iter().map(|(_, w)| w).sum());
+            for &(term, tf) in doc.iter() {
+                postings[term as usize].push((id, tf));
             }
         }
         let avg_len = if doc_len.is_empty() {
@@ -32,16 +129,24 @@ impl Bm25Index {
             (doc_len.iter().sum::<f32>() / doc_len.len() as f32).max(1.0)
         };
         Self {
+            terms,
             postings,
             doc_len,
             avg_len,
         }
     }
 
+    fn list(&self, term: &str) -> &[(u32, f32)] {
+        self.terms
+            .get(term)
+            .and_then(|id| self.postings.get(id as usize))
+            .map_or(&[], Vec::as_slice)
+    }
+
     /// Inverse document frequency of a term (0 when absent).
     pub fn idf(&self, term: &str) -> f32 {
         let n = self.doc_len.len() as f32;
-        let df = self.postings.get(term).map_or(0, Vec::len) as f32;
+        let df = self.list(term).len() as f32;
         if df == 0.0 {
             return 0.0;
         }
@@ -51,16 +156,17 @@ impl Bm25Index {
     /// Document frequency of a term.
     #[cfg(test)]
     pub fn df(&self, term: &str) -> usize {
-        self.postings.get(term).map_or(0, Vec::len)
+        self.list(term).len()
     }
 
     /// Dense scores for `(term, query weight)` pairs.
     pub fn score(&self, query: &[(String, f32)]) -> Vec<f32> {
         let mut scores = vec![0.0f32; self.doc_len.len()];
         for (term, qw) in query {
-            let Some(list) = self.postings.get(term) else {
+            let list = self.list(term);
+            if list.is_empty() {
                 continue;
-            };
+            }
             let idf = self.idf(term);
             for &(doc, tf) in list {
                 let len = self.doc_len[doc as usize];
@@ -91,13 +197,15 @@ mod tests {
 
     #[test]
     fn rarer_matching_terms_score_higher() {
-        let doc =
-            |pairs: &[(&str, f32)]| pairs.iter().map(|(t, w)| ((*t).to_owned(), *w)).collect();
-        let idx = Bm25Index::build(vec![
-            doc(&[("session", 1.0), ("common", 1.0)]),
-            doc(&[("redirect", 3.0), ("common", 1.0)]),
-            doc(&[("common", 2.0)]),
-        ]);
+        let terms = Arc::new(TermTable::default());
+        let docs = [
+            terms.intern_all([("session", 1.0), ("common", 1.0)]),
+            terms.intern_all([("redirect", 3.0), ("common", 1.0), ("redirect", 1.0)]),
+            terms.intern_all([("common", 2.0)]),
+        ];
+        assert_eq!(docs[1].len(), 2, "repeated terms are merged");
+        let refs: Vec<&[(u32, f32)]> = docs.iter().map(Vec::as_slice).collect();
+        let idx = Bm25Index::build(&refs, terms);
         let s = idx.score(&weigh_query(&["redirect".into(), "common".into()]));
         assert!(s[1] > s[0] && s[1] > s[2], "{s:?}");
         assert_eq!(idx.df("common"), 3);

@@ -1,12 +1,14 @@
 //! The whole-repository map: files, definitions by name, resolved imports, the
 //! file-level reference graph and the lexical index.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
-use crate::bm25::Bm25Index;
+use crate::bm25::{Bm25Index, TermTable};
 use crate::graph::{self, Adjacency};
 use crate::lang::Language;
 use crate::parse::{FileAnalysis, SymbolKind};
@@ -37,10 +39,74 @@ pub struct FileEntry {
     pub redactions: Arc<RedactionCounts>,
     /// Parse results.
     pub analysis: Arc<FileAnalysis>,
+    /// Weighted lexical terms (symbols, docs, content) as ids of the engine's table.
+    pub(crate) lexical: Arc<Vec<(u32, f32)>>,
+    /// Definition and reference names as ids of the engine's name table.
+    pub(crate) names: Arc<NameIds>,
+}
+
+/// A file's identifiers as interned ids (computed once per blob).
+#[derive(Debug, Default)]
+pub(crate) struct NameIds {
+    /// (name id, symbol index), sorted; `Impl` blocks left out.
+    pub defs: Vec<(u32, u32)>,
+    /// (name id, total uses), sorted by id.
+    pub refs: Vec<(u32, u32)>,
+    /// Ids of names starting with `_` (private by convention), sorted.
+    pub private: Vec<u32>,
+}
+
+impl NameIds {
+    /// Interns the names of an analysis.
+    pub(crate) fn new(a: &FileAnalysis, names: &TermTable) -> Self {
+        let def_ids = names.intern_each(a.symbols.iter().map(|s| s.name.as_str()));
+        let mut defs: Vec<(u32, u32)> = def_ids
+            .into_iter()
+            .zip(0u32..)
+            .filter(|(_, i)| a.symbols[*i as usize].kind != SymbolKind::Impl)
+            .collect();
+        defs.sort_unstable();
+        let ref_ids = names.intern_each(a.refs.iter().map(|r| r.name.as_str()));
+        let mut refs: Vec<(u32, u32)> = ref_ids
+            .iter()
+            .zip(&a.refs)
+            .map(|(id, r)| (*id, r.count))
+            .collect();
+        refs.sort_unstable();
+        refs.dedup_by(|b, a| {
+            if a.0 == b.0 {
+                a.1 += b.1;
+                true
+            } else {
+                false
+            }
+        });
+        let mut private: Vec<u32> = ref_ids
+            .iter()
+            .zip(&a.refs)
+            .filter(|(_, r)| r.name.starts_with('_'))
+            .map(|(id, _)| *id)
+            .collect();
+        private.sort_unstable();
+        private.dedup();
+        Self {
+            defs,
+            refs,
+            private,
+        }
+    }
 }
 
 /// A definition's global id: (file index, symbol index within the file).
 pub type SymbolId = (u32, u32);
+
+/// Every definition of one name.
+#[derive(Debug, Default)]
+pub(crate) struct NameDefs {
+    pub ids: Vec<SymbolId>,
+    /// Number of distinct files defining the name.
+    pub files: usize,
+}
 
 /// The analysed repository. Cheap to query; build it with [`crate::Engine::analyse`].
 #[derive(Debug)]
@@ -48,7 +114,11 @@ pub struct CodeMap {
     pub(crate) commit: Option<String>,
     pub(crate) files: Vec<FileEntry>,
     pub(crate) by_path: HashMap<String, u32>,
-    pub(crate) defs_by_name: HashMap<String, Vec<SymbolId>>,
+    /// Definitions by name id.
+    pub(crate) defs_by_name: Vec<NameDefs>,
+    pub(crate) names: Arc<TermTable>,
+    /// Go / Java package directories → their files.
+    pub(crate) packages: HashMap<String, Vec<u32>>,
     pub(crate) imports: Vec<Vec<u32>>,
     pub(crate) imported_by: Vec<Vec<u32>>,
     /// referencer → definer (and importer → imported) weighted edges.
@@ -67,6 +137,8 @@ impl CodeMap {
         mut files: Vec<FileEntry>,
         commit: Option<String>,
         skipped: BTreeMap<String, usize>,
+        terms: Arc<TermTable>,
+        names: Arc<TermTable>,
     ) -> Self {
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let by_path: HashMap<String, u32> = files
@@ -74,17 +146,31 @@ impl CodeMap {
             .enumerate()
             .map(|(i, f)| (f.path.clone(), idx(i)))
             .collect();
-        let mut defs_by_name: HashMap<String, Vec<SymbolId>> = HashMap::new();
+        let max_name = files
+            .iter()
+            .filter_map(|f| f.names.defs.last().map(|d| d.0))
+            .max();
+        let mut defs_by_name: Vec<NameDefs> = Vec::new();
+        defs_by_name.resize_with(max_name.map_or(0, |m| m as usize + 1), NameDefs::default);
+        let mut packages: HashMap<String, Vec<u32>> = HashMap::default();
         for (fi, f) in files.iter().enumerate() {
-            for (si, s) in f.analysis.symbols.iter().enumerate() {
-                if s.kind != SymbolKind::Impl {
-                    defs_by_name
-                        .entry(s.name.clone())
-                        .or_default()
-                        .push((idx(fi), idx(si)));
+            let mut last = u32::MAX;
+            for &(name, si) in &f.names.defs {
+                let e = &mut defs_by_name[name as usize];
+                if last != name {
+                    e.files += 1;
+                    last = name;
                 }
+                e.ids.push((idx(fi), si));
+            }
+            if matches!(f.language, Language::Go | Language::Java) {
+                packages
+                    .entry(parent_dir(&f.path).to_owned())
+                    .or_default()
+                    .push(idx(fi));
             }
         }
+        let t0 = std::time::Instant::now();
         let modules = ModuleIndex::new(&files);
         let imports: Vec<Vec<u32>> = files
             .par_iter()
@@ -97,12 +183,20 @@ impl CodeMap {
                 imported_by[*t as usize].push(idx(fi));
             }
         }
-        let bm25 = Bm25Index::build(files.par_iter().map(lexical_doc).collect());
+        let t1 = std::time::Instant::now();
+        let docs: Vec<Vec<(u32, f32)>> = files
+            .par_iter()
+            .map(|f| with_path_terms(f, &terms))
+            .collect();
+        let refs: Vec<&[(u32, f32)]> = docs.iter().map(Vec::as_slice).collect();
+        let bm25 = Bm25Index::build(&refs, terms);
         let mut map = Self {
             commit,
             files,
             by_path,
             defs_by_name,
+            names,
+            packages,
             imports,
             imported_by,
             graph: Vec::new(),
@@ -113,10 +207,18 @@ impl CodeMap {
             summary_text: OnceLock::new(),
             companions: OnceLock::new(),
         };
+        let t2 = std::time::Instant::now();
         map.graph = (0..map.files.len())
             .into_par_iter()
             .map(|fi| map.file_edges(fi))
             .collect();
+        tracing::debug!(
+            files = map.files.len(),
+            imports_ms = (t1 - t0).as_secs_f64() * 1e3,
+            lexical_ms = (t2 - t1).as_secs_f64() * 1e3,
+            graph_ms = t2.elapsed().as_secs_f64() * 1e3,
+            "code map built"
+        );
         map
     }
 
@@ -209,26 +311,74 @@ impl CodeMap {
     /// Definitions a use of `name` in `file` refers to: those in imported files (or the
     /// same package) first, then the file itself, then unambiguous ones elsewhere.
     pub fn resolve(&self, file: u32, name: &str) -> Vec<SymbolId> {
-        let Some(cands) = self.defs_by_name.get(name) else {
-            return Vec::new();
+        let mut out = Vec::new();
+        if let Some(id) = self.names.get(name) {
+            self.resolve_id(file, id, &mut out);
+        }
+        out
+    }
+
+    /// [`CodeMap::resolve`] by name id, into a reused buffer.
+    pub(crate) fn resolve_id(&self, file: u32, name: u32, out: &mut Vec<SymbolId>) {
+        out.clear();
+        let Some(defs) = self.defs_by_name.get(name as usize) else {
+            return;
         };
-        let preferred: Vec<SymbolId> = cands
-            .iter()
-            .copied()
-            .filter(|(f, _)| self.in_scope(file, *f))
-            .collect();
-        if !preferred.is_empty() {
-            return preferred;
+        let cands = &defs.ids;
+        if cands.is_empty() {
+            return;
         }
-        let local: Vec<SymbolId> = cands.iter().copied().filter(|(f, _)| *f == file).collect();
-        if !local.is_empty() {
-            return local;
+        // Few candidates: filter them; many (`new`, `get`): look only in the scope.
+        if cands.len() <= 16 {
+            out.extend(
+                cands
+                    .iter()
+                    .copied()
+                    .filter(|(f, _)| self.in_scope(file, *f)),
+            );
+        } else {
+            for &g in self.imports_of(file) {
+                self.defs_in(g, name, out);
+            }
+            if let Some(pkg) = self.package_of(file) {
+                for &g in pkg.iter().filter(|g| **g != file) {
+                    self.defs_in(g, name, out);
+                }
+            }
+            out.sort_unstable();
+            out.dedup();
         }
-        let distinct_files: HashSet<u32> = cands.iter().map(|(f, _)| *f).collect();
-        if distinct_files.len() > MAX_AMBIGUOUS_DEFS {
-            return Vec::new();
+        if !out.is_empty() {
+            return;
         }
-        cands.clone()
+        self.defs_in(file, name, out);
+        if !out.is_empty() {
+            return;
+        }
+        if defs.files <= MAX_AMBIGUOUS_DEFS {
+            out.extend_from_slice(cands);
+        }
+    }
+
+    /// Definitions with name id `name` in one file.
+    fn defs_in(&self, file: u32, name: u32, out: &mut Vec<SymbolId>) {
+        let defs = &self.files[file as usize].names.defs;
+        let start = defs.partition_point(|(n, _)| *n < name);
+        out.extend(
+            defs[start..]
+                .iter()
+                .take_while(|(n, _)| *n == name)
+                .map(|(_, s)| (file, *s)),
+        );
+    }
+
+    /// The other files of a Go or Java package (same directory, same language).
+    fn package_of(&self, file: u32) -> Option<&Vec<u32>> {
+        let f = &self.files[file as usize];
+        if !matches!(f.language, Language::Go | Language::Java) {
+            return None;
+        }
+        self.packages.get(parent_dir(&f.path))
     }
 
     /// Whether names of `other` are visible in `file` without qualification: it is
@@ -248,34 +398,48 @@ impl CodeMap {
 
     fn file_edges(&self, fi: usize) -> Vec<(u32, f32)> {
         let file = idx(fi);
-        let mut w: BTreeMap<u32, f32> = BTreeMap::new();
+        // Fixed-point sums: name ids depend on interning order, and float addition in a
+        // different order could change ranks by an ulp and flip ties.
+        let mut w: BTreeMap<u32, u64> = BTreeMap::new();
         for t in self.imports_of(file) {
-            *w.entry(*t).or_default() += W_IMPORT_EDGE;
+            *w.entry(*t).or_default() += fixed(W_IMPORT_EDGE);
         }
-        let mut seen: HashMap<&str, u32> = HashMap::new();
-        for r in &self.files[fi].analysis.refs {
-            *seen.entry(r.name.as_str()).or_default() += r.count;
-        }
-        let mut names: Vec<(&str, u32)> = seen.into_iter().collect();
-        names.sort_unstable();
-        for (name, count) in names {
-            let targets = self.resolve(file, name);
-            let files: HashSet<u32> = targets
-                .iter()
-                .map(|(f, _)| *f)
-                .filter(|f| *f != file)
-                .collect();
+        let names = &self.files[fi].names;
+        let mut targets = Vec::new();
+        let mut files: Vec<u32> = Vec::new();
+        for &(name, count) in &names.refs {
+            self.resolve_id(file, name, &mut targets);
+            files.clear();
+            files.extend(targets.iter().map(|(f, _)| *f).filter(|f| *f != file));
+            files.sort_unstable();
+            files.dedup();
             if files.is_empty() {
                 continue;
             }
-            let private = if name.starts_with('_') { 0.1 } else { 1.0 };
+            let private = if names.private.binary_search(&name).is_ok() {
+                0.1
+            } else {
+                1.0
+            };
             let each = private * (count as f32).sqrt() / files.len() as f32;
-            for f in files {
-                *w.entry(f).or_default() += each;
+            for f in &files {
+                *w.entry(*f).or_default() += fixed(each);
             }
         }
-        w.into_iter().collect()
+        w.into_iter().map(|(f, v)| (f, unfixed(v))).collect()
     }
+}
+
+const FIXED_ONE: f64 = (1u64 << 32) as f64;
+
+/// A non-negative weight as an exact, order-independent summand.
+pub(crate) fn fixed(x: f32) -> u64 {
+    (f64::from(x.max(0.0)) * FIXED_ONE).round() as u64
+}
+
+/// Back from [`fixed`].
+pub(crate) fn unfixed(v: u64) -> f32 {
+    (v as f64 / FIXED_ONE) as f32
 }
 
 pub(crate) fn idx(i: usize) -> u32 {
@@ -286,26 +450,55 @@ pub(crate) fn parent_dir(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(d, _)| d)
 }
 
-fn lexical_doc(f: &FileEntry) -> HashMap<String, f32> {
-    let mut doc: HashMap<String, f32> = HashMap::new();
-    let mut add = |t: &str, w: f32| {
-        if let Some(v) = doc.get_mut(t) {
-            *v += w;
-        } else {
-            doc.insert(t.to_owned(), w);
+/// The file's cached lexical terms plus its path's (weighted as a field).
+fn with_path_terms(f: &FileEntry, terms: &TermTable) -> Vec<(u32, f32)> {
+    let mut path: Vec<String> = Vec::new();
+    tokens::code_terms(&f.path, |t| path.push(t.to_owned()));
+    let ids = terms.intern_all(path.iter().map(|t| (t.as_str(), W_PATH)));
+    let mut out: Vec<(u32, f32)> = Vec::with_capacity(f.lexical.len() + ids.len());
+    let (mut i, mut j) = (0, 0);
+    let lex = &f.lexical;
+    // Merge two id-sorted lists.
+    while i < lex.len() || j < ids.len() {
+        match (lex.get(i), ids.get(j)) {
+            (Some(a), Some(b)) if a.0 == b.0 => {
+                out.push((a.0, a.1 + b.1));
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a.0 < b.0 => {
+                out.push(*a);
+                i += 1;
+            }
+            (Some(a), None) => {
+                out.push(*a);
+                i += 1;
+            }
+            (_, Some(b)) => {
+                out.push(*b);
+                j += 1;
+            }
+            (None, None) => break,
         }
-    };
-    tokens::code_terms(&f.path, |t| add(t, W_PATH));
-    for s in &f.analysis.symbols {
-        tokens::code_terms(&s.name, |t| add(t, W_SYMBOL));
+    }
+    out
+}
+
+/// Weighted terms of one analysed file except its path: computed once per blob.
+pub(crate) fn lexical_terms(a: &FileAnalysis, terms: &TermTable) -> Vec<(u32, f32)> {
+    let mut extra: Vec<(String, f32)> = Vec::new();
+    for s in &a.symbols {
+        tokens::code_terms(&s.name, |t| extra.push((t.to_owned(), W_SYMBOL)));
         if !s.doc.is_empty() {
-            tokens::code_terms(&s.doc, |t| add(t, W_DOC));
+            tokens::code_terms(&s.doc, |t| extra.push((t.to_owned(), W_DOC)));
         }
     }
-    for (t, c) in &f.analysis.terms {
-        add(t, W_CONTENT * *c as f32);
-    }
-    doc
+    terms.intern_all(
+        a.terms
+            .iter()
+            .map(|(t, c)| (t.as_str(), W_CONTENT * *c as f32))
+            .chain(extra.iter().map(|(t, w)| (t.as_str(), *w))),
+    )
 }
 
 /// Maps import specifiers to files: exact module paths for relative imports, and
@@ -319,9 +512,9 @@ struct ModuleIndex {
 impl ModuleIndex {
     fn new(files: &[FileEntry]) -> Self {
         let mut m = Self {
-            exact: HashMap::new(),
-            suffix: HashMap::new(),
-            dirs: HashMap::new(),
+            exact: HashMap::default(),
+            suffix: HashMap::default(),
+            dirs: HashMap::default(),
         };
         for (i, f) in files.iter().enumerate() {
             if !f.language.is_parsed() {

@@ -10,8 +10,9 @@ use std::time::SystemTime;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::bm25::TermTable;
 use crate::cache::{AnalysisStore, DiskStore};
-use crate::codemap::{CodeMap, FileEntry};
+use crate::codemap::{CodeMap, FileEntry, NameIds, lexical_terms};
 use crate::error::CodemapError;
 use crate::filter::{self, DEFAULT_MAX_FILE_BYTES, SkipReason};
 use crate::lang::Language;
@@ -93,6 +94,8 @@ pub struct EngineStats {
 #[derive(Debug)]
 struct CachedFile {
     analysis: Arc<FileAnalysis>,
+    names: Arc<NameIds>,
+    lexical: Arc<Vec<(u32, f32)>>,
     content: Arc<str>,
     redactions: Arc<RedactionCounts>,
 }
@@ -112,6 +115,8 @@ pub struct Engine {
     maps: moka::sync::Cache<String, Arc<CodeMap>>,
     disk: Option<DiskStore>,
     local: Mutex<HashMap<PathBuf, LocalStat>>,
+    terms: Arc<TermTable>,
+    names: Arc<TermTable>,
     parsed: AtomicU64,
     reused_memory: AtomicU64,
     reused_store: AtomicU64,
@@ -139,6 +144,8 @@ impl Engine {
             maps: moka::sync::Cache::new(16),
             disk,
             local: Mutex::new(HashMap::new()),
+            terms: Arc::new(TermTable::default()),
+            names: Arc::new(TermTable::default()),
             config,
             parsed: AtomicU64::new(0),
             reused_memory: AtomicU64::new(0),
@@ -162,6 +169,7 @@ impl Engine {
         if src.is_local() && !self.config.allow_local {
             return Err(CodemapError::LocalRepoRefused);
         }
+        let t = std::time::Instant::now();
         let snap = match src {
             RepoSource::Local(root) => self.read_local(root)?,
             RepoSource::Git { url, reference } => {
@@ -182,8 +190,11 @@ impl Engine {
                 source::read_git(&rev, self.config.max_file_bytes)?
             }
         };
+        let read_ms = t.elapsed().as_secs_f64() * 1e3;
         let tree = snap.tree.clone();
+        let t = std::time::Instant::now();
         let map = Arc::new(self.build(snap));
+        tracing::debug!(read_ms, build_ms = t.elapsed().as_secs_f64() * 1e3, stats = ?self.stats(), "repository analysed");
         if let Some(t) = tree {
             self.maps.insert(t, map.clone());
         }
@@ -214,7 +225,13 @@ impl Engine {
                 Err(reason) => snap.skip(reason),
             }
         }
-        CodeMap::build(files, snap.commit, snap.skipped)
+        CodeMap::build(
+            files,
+            snap.commit,
+            snap.skipped,
+            self.terms.clone(),
+            self.names.clone(),
+        )
     }
 
     fn analyse_file(&self, f: SourceFile) -> Result<FileEntry, SkipReason> {
@@ -239,7 +256,11 @@ impl Engine {
                     a
                 }
             };
+            let lexical = Arc::new(lexical_terms(&analysis, &self.terms));
+            let names = Arc::new(NameIds::new(&analysis, &self.names));
             let c = Arc::new(CachedFile {
+                names,
+                lexical,
                 analysis: Arc::new(analysis),
                 content,
                 redactions: Arc::new(counts),
@@ -254,6 +275,8 @@ impl Engine {
             content: cached.content.clone(),
             redactions: cached.redactions.clone(),
             analysis: cached.analysis.clone(),
+            lexical: cached.lexical.clone(),
+            names: cached.names.clone(),
         })
     }
 

@@ -4,8 +4,8 @@
 //! The result depends only on (content, language, [`ANALYSER_VERSION`]), which is
 //! what makes it cacheable by blob id.
 
+use rustc_hash::FxHashMap as HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use tree_sitter::{Node, Parser, QueryCursor, StreamingIterator};
@@ -239,6 +239,7 @@ pub fn analyse(content: &str, lang: Language) -> FileAnalysis {
     defs.dedup_by_key(|(_, d, n, _)| (d.id(), n.start_byte()));
     out.imports.dedup_by(|a, b| a.target == b.target);
 
+    let lines: Vec<&str> = content.lines().collect();
     let mut name_starts = Vec::with_capacity(defs.len());
     let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(defs.len());
     for &(_, def, name_node, mut kind) in &defs {
@@ -261,7 +262,7 @@ pub fn analyse(content: &str, lang: Language) -> FileAnalysis {
             start_line: line_of(def),
             end_line: u32::try_from(def.end_position().row + 1).unwrap_or(u32::MAX),
             signature: signature(def, src),
-            doc: doc_comment(def, content, lang, src),
+            doc: doc_comment(def, &lines, lang, src),
         });
         ranges.push((def.start_byte(), def.end_byte()));
         name_starts.push(name_node.start_byte());
@@ -343,13 +344,12 @@ fn signature(def: Node<'_>, src: &[u8]) -> String {
 
 /// Comment lines right above the definition (skipping attributes/decorators), or a
 /// Python docstring.
-fn doc_comment(def: Node<'_>, content: &str, lang: Language, src: &[u8]) -> String {
+fn doc_comment(def: Node<'_>, lines: &[&str], lang: Language, src: &[u8]) -> String {
     if lang == Language::Python {
         if let Some(doc) = python_docstring(def, src) {
             return doc;
         }
     }
-    let lines: Vec<&str> = content.lines().collect();
     let mut row = def.start_position().row;
     let mut doc = Vec::new();
     while row > 0 && doc.len() < MAX_DOC_LINES {
@@ -409,7 +409,7 @@ fn collect_refs(
     ranges: &[(usize, usize)],
     name_starts: &[usize],
 ) -> Vec<RefSite> {
-    let mut by_key: HashMap<(&str, Option<u32>), usize> = HashMap::new();
+    let mut by_key: HashMap<(&str, Option<u32>), usize> = HashMap::default();
     let mut out: Vec<RefSite> = Vec::new();
     let mut cursor = root.walk();
     let mut stack: Vec<usize> = Vec::new(); // indices into ranges, innermost last
@@ -464,7 +464,7 @@ fn collect_refs(
 }
 
 fn content_terms(content: &str) -> Vec<(String, u32)> {
-    let mut counts: HashMap<String, u32> = HashMap::new();
+    let mut counts: HashMap<String, u32> = HashMap::default();
     tokens::code_terms(content, |t| {
         if let Some(c) = counts.get_mut(t) {
             *c += 1;

@@ -588,15 +588,17 @@ fn normalise(v: &[f32]) -> Vec<f32> {
 
 /// Plain BM25 over whole-file contents: the evaluation baseline.
 pub fn baseline_rank(files: &[(String, String)], text: &str, top_k: usize) -> Vec<String> {
-    let docs: Vec<HashMap<String, f32>> = files
+    let terms = std::sync::Arc::new(crate::bm25::TermTable::default());
+    let docs: Vec<Vec<(u32, f32)>> = files
         .iter()
         .map(|(_, content)| {
             let mut d: HashMap<String, f32> = HashMap::new();
             tokens::plain_terms(content, |t| *d.entry(t.to_owned()).or_default() += 1.0);
-            d
+            terms.intern_all(d.iter().map(|(t, w)| (t.as_str(), *w)))
         })
         .collect();
-    let idx = crate::bm25::Bm25Index::build(docs);
+    let refs: Vec<&[(u32, f32)]> = docs.iter().map(Vec::as_slice).collect();
+    let idx = crate::bm25::Bm25Index::build(&refs, terms);
     let mut q = Vec::new();
     tokens::plain_terms(text, |t| {
         if !tokens::is_stop_word(t) {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::codemap::{CodeMap, SymbolId, idx, parent_dir};
+use crate::codemap::{CodeMap, SymbolId, fixed, idx, parent_dir, unfixed};
 use crate::parse::{SymbolDef, SymbolKind};
 
 const TOP_DIRS: usize = 12;
@@ -154,30 +154,24 @@ impl CodeMap {
     /// references resolve to (aider's repo-map ranking).
     pub fn symbol_centrality(&self) -> HashMap<SymbolId, f32> {
         let ranks = self.file_centrality();
-        let mut out: HashMap<SymbolId, f32> = HashMap::new();
+        let mut out: HashMap<SymbolId, u64> = HashMap::new();
+        let mut targets = Vec::new();
         for (fi, f) in self.files.iter().enumerate() {
-            let mut total: HashMap<&str, u32> = HashMap::new();
-            for r in &f.analysis.refs {
-                *total.entry(r.name.as_str()).or_default() += r.count;
-            }
-            let mut names: Vec<(&str, u32)> = total.into_iter().collect();
-            names.sort_unstable();
-            for (name, count) in names {
-                let targets: Vec<SymbolId> = self
-                    .resolve(idx(fi), name)
-                    .into_iter()
-                    .filter(|(g, _)| *g as usize != fi)
-                    .collect();
+            for &(name, count) in &f.names.refs {
+                self.resolve_id(idx(fi), name, &mut targets);
+                targets.retain(|(g, _)| *g as usize != fi);
                 if targets.is_empty() {
                     continue;
                 }
                 let share = ranks[fi] * (count as f32).sqrt() / targets.len() as f32;
-                for t in targets {
-                    *out.entry(t).or_default() += share;
+                for t in &targets {
+                    *out.entry(*t).or_default() += fixed(share * 1e6);
                 }
             }
         }
-        out
+        out.into_iter()
+            .map(|(k, v)| (k, unfixed(v) / 1e6))
+            .collect()
     }
 
     /// Summary of the whole repository.
@@ -282,10 +276,14 @@ impl CodeMap {
             Some((c, b)) => (Some(c.rsplit(['.', ':']).next().unwrap_or(c)), b),
             None => (None, name),
         };
-        let Some(cands) = self.defs_by_name.get(base) else {
+        let Some(defs) = self
+            .names
+            .get(base)
+            .and_then(|id| self.defs_by_name.get(id as usize))
+        else {
             return Vec::new();
         };
-        cands
+        defs.ids
             .iter()
             .copied()
             .filter(|id| {

@@ -176,3 +176,35 @@ fn results_are_deterministic_and_serialisable() {
     }
     assert!(a.windows(2).all(|w| w[0].score >= w[1].score));
 }
+
+#[test]
+fn results_do_not_depend_on_what_the_engine_saw_before() {
+    let dir = service_repo();
+    let other = write_repo(&[(
+        "z/zeta.py",
+        "def total():\n    return apply_discount(1)\n\nclass Cart:\n    pass\n",
+    )]);
+    let fresh = analyse(&dir);
+    let engine = crate::helpers::engine();
+    engine
+        .analyse(&contexten_codemap::RepoSource::Local(
+            other.path().to_path_buf(),
+        ))
+        .expect("other");
+    let seasoned = engine
+        .analyse(&contexten_codemap::RepoSource::Local(
+            dir.path().to_path_buf(),
+        ))
+        .expect("again");
+    for text in [
+        "cart total discount",
+        "payment users email receipt",
+        "apply_discount",
+    ] {
+        let q = Query::new(text, 10);
+        assert_eq!(fresh.query(&q), seasoned.query(&q), "{text}");
+    }
+    let a = serde_json::to_string(&fresh.summary()).expect("json");
+    let b = serde_json::to_string(&seasoned.summary()).expect("json");
+    assert_eq!(a, b);
+}
