@@ -167,15 +167,20 @@ fn bench_tree(name: &str, root: &Path, runs: usize, full: bool, rows: &mut Vec<(
 }
 
 fn read_and_parse(files: &[(PathBuf, Language)]) {
+    thread_local! {
+        static PARSER: std::cell::RefCell<tree_sitter::Parser> = std::cell::RefCell::new(tree_sitter::Parser::new());
+    }
     files.par_iter().for_each(|(p, lang)| {
         let Ok(text) = std::fs::read_to_string(p) else {
             return;
         };
         if let Some(g) = lang.grammar() {
-            let mut parser = tree_sitter::Parser::new();
-            if parser.set_language(&g).is_ok() {
-                std::hint::black_box(parser.parse(&text, None));
-            }
+            PARSER.with(|parser| {
+                let mut parser = parser.borrow_mut();
+                if parser.set_language(&g).is_ok() {
+                    std::hint::black_box(parser.parse(&text, None));
+                }
+            });
         }
     });
 }

@@ -100,11 +100,13 @@ impl TermTable {
     }
 }
 
-/// Inverted index: term id → (document, weighted tf).
+/// Inverted index: term id → (document, weighted tf), in compressed-row form
+/// (one flat postings array and per-term offsets) so a rebuild allocates twice.
 #[derive(Debug, Default)]
 pub struct Bm25Index {
     terms: Arc<TermTable>,
-    postings: Vec<Vec<(u32, f32)>>,
+    offsets: Vec<u32>,
+    postings: Vec<(u32, f32)>,
     doc_len: Vec<f32>,
     avg_len: f32,
 }
@@ -112,15 +114,30 @@ pub struct Bm25Index {
 impl Bm25Index {
     /// Builds the index from per-document (term id, weighted tf) lists, in order.
     pub fn build(docs: &[&[(u32, f32)]], terms: Arc<TermTable>) -> Self {
-        let max_id = docs.iter().flat_map(|d| d.iter().map(|(t, _)| *t)).max();
-        let mut postings: Vec<Vec<(u32, f32)>> =
-            vec![Vec::new(); max_id.map_or(0, |m| m as usize + 1)];
+        let n_terms = docs
+            .iter()
+            .flat_map(|d| d.iter().map(|(t, _)| *t as usize + 1))
+            .max()
+            .unwrap_or(0);
+        let mut offsets = vec![0u32; n_terms + 1];
+        for doc in docs {
+            for &(term, _) in doc.iter() {
+                offsets[term as usize + 1] += 1;
+            }
+        }
+        for i in 1..offsets.len() {
+            offsets[i] += offsets[i - 1];
+        }
+        let mut fill = offsets.clone();
+        let mut postings = vec![(0u32, 0.0f32); offsets.last().copied().unwrap_or(0) as usize];
         let mut doc_len = Vec::with_capacity(docs.len());
         for (i, doc) in docs.iter().enumerate() {
             let id = u32::try_from(i).unwrap_or(u32::MAX);
             doc_len.push(doc.iter().map(|(_, w)| w).sum());
             for &(term, tf) in doc.iter() {
-                postings[term as usize].push((id, tf));
+                let slot = &mut fill[term as usize];
+                postings[*slot as usize] = (id, tf);
+                *slot += 1;
             }
         }
         let avg_len = if doc_len.is_empty() {
@@ -130,6 +147,7 @@ impl Bm25Index {
         };
         Self {
             terms,
+            offsets,
             postings,
             doc_len,
             avg_len,
@@ -137,10 +155,16 @@ impl Bm25Index {
     }
 
     fn list(&self, term: &str) -> &[(u32, f32)] {
-        self.terms
-            .get(term)
-            .and_then(|id| self.postings.get(id as usize))
-            .map_or(&[], Vec::as_slice)
+        let Some(id) = self.terms.get(term) else {
+            return &[];
+        };
+        let (Some(start), Some(end)) = (
+            self.offsets.get(id as usize),
+            self.offsets.get(id as usize + 1),
+        ) else {
+            return &[];
+        };
+        &self.postings[*start as usize..*end as usize]
     }
 
     /// Inverse document frequency of a term (0 when absent).

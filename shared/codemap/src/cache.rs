@@ -74,12 +74,20 @@ mod redis_store {
     use super::{AnalysisStore, CodemapError};
 
     /// Redis-backed store shared by all replicas; keys are `<prefix>:codemap:<key>`.
-    #[derive(Debug)]
     pub struct RedisStore {
         client: redis::Client,
         conn: Mutex<Option<redis::Connection>>,
         prefix: String,
         ttl_secs: u64,
+    }
+
+    impl std::fmt::Debug for RedisStore {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            // The client's address may carry a password; show only the key prefix.
+            f.debug_struct("RedisStore")
+                .field("prefix", &self.prefix)
+                .finish_non_exhaustive()
+        }
     }
 
     impl RedisStore {

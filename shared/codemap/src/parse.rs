@@ -19,6 +19,7 @@ pub const ANALYSER_VERSION: u32 = 1;
 const MAX_SIGNATURE_CHARS: usize = 240;
 const MAX_DOC_LINES: usize = 12;
 const MAX_REF_LINES: usize = 6;
+const MAX_QUERY_START_DEPTH: u32 = 8;
 
 /// What a definition is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -201,6 +202,10 @@ pub fn analyse(content: &str, lang: Language) -> FileAnalysis {
     let names = query.capture_names();
     let mut defs: Vec<(usize, Node<'_>, Node<'_>, SymbolKind)> = Vec::new(); // pattern, def, name, kind
     let mut cursor = QueryCursor::new();
+    // Definitions and imports sit near the top of the tree; not starting matches
+    // inside function bodies skips most nodes (the query otherwise costs about as
+    // much as the parse itself).
+    cursor.set_max_start_depth(Some(MAX_QUERY_START_DEPTH));
     let mut matches = cursor.matches(query, root, src);
     while let Some(m) = matches.next() {
         let mut def = None;

@@ -136,3 +136,82 @@ fn local_repositories_are_refused_unless_allowed() {
         );
     }
 }
+
+#[test]
+fn progress_reports_every_file_once_done() {
+    use std::sync::{Arc, Mutex};
+    let f = files();
+    let refs: Vec<(&str, &str)> = f.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let dir = write_repo(&refs);
+    let seen: Arc<Mutex<Vec<(usize, usize)>>> = Arc::default();
+    let sink = seen.clone();
+    let engine = Engine::new(EngineConfig {
+        allow_local: true,
+        progress: Some(Arc::new(move |p: contexten_codemap::Progress| {
+            sink.lock().expect("lock").push((p.done, p.total));
+        })),
+        ..EngineConfig::default()
+    });
+    engine
+        .analyse(&RepoSource::Local(dir.path().to_path_buf()))
+        .expect("analyse");
+    let seen = seen.lock().expect("lock");
+    assert!(seen.contains(&(20, 20)), "{seen:?}");
+    assert!(seen.iter().all(|(d, t)| d <= t && *t == 20));
+}
+
+/// Needs `redis-server` on PATH; runs with `--features redis`.
+#[cfg(feature = "redis")]
+#[test]
+fn redis_store_shares_analyses_between_engines() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    const SERVER_START: Duration = Duration::from_secs(10);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let sock = tmp.path().join("redis.sock");
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--unixsocket",
+        ])
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let deadline = Instant::now() + SERVER_START;
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("redis+unix://{}", sock.display());
+    let store =
+        Arc::new(contexten_codemap::RedisStore::new(&url, "test-codemap", 60).expect("client"));
+    store.put("k", b"v").expect("put");
+    assert_eq!(store.get("k").expect("get").as_deref(), Some(&b"v"[..]));
+
+    let f = files();
+    let refs: Vec<(&str, &str)> = f.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let dir = write_repo(&refs);
+    let src = RepoSource::Local(dir.path().to_path_buf());
+    let cfg = || EngineConfig {
+        allow_local: true,
+        shared_store: Some(store.clone()),
+        ..EngineConfig::default()
+    };
+    let a = Engine::new(cfg());
+    a.analyse(&src).expect("a");
+    assert_eq!(a.stats().files_parsed, 20);
+    let b = Engine::new(cfg());
+    b.analyse(&src).expect("b");
+    assert_eq!(
+        (b.stats().files_parsed, b.stats().files_reused_store),
+        (0, 20)
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
