@@ -3,26 +3,35 @@
 //! "parsing headers" meet on the same terms.
 
 /// Calls `emit` with every term of `text`: each identifier whole, then its parts.
+///
+/// Buffers are reused across words: this runs over every byte of every file.
 pub fn code_terms(text: &str, mut emit: impl FnMut(&str)) {
-    let mut buf = String::new();
+    let mut whole = String::new();
+    let mut part = String::new();
+    let mut parts: Vec<&str> = Vec::new();
     for word in words(text) {
         if word.len() > 48 || word.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
             continue;
         }
-        let parts = split_identifier(word);
+        parts.clear();
+        split_identifier_into(word, &mut parts);
         if parts.len() > 1 {
-            buf.clear();
+            whole.clear();
             for p in &parts {
-                buf.push_str(&p.to_ascii_lowercase());
+                whole.push_str(p);
             }
-            emit(&buf);
+            whole.make_ascii_lowercase();
+            emit(&whole);
         }
-        for p in parts {
+        for p in &parts {
             if p.len() < 2 || p.bytes().all(|b| b.is_ascii_digit()) {
                 continue;
             }
-            let lower = p.to_ascii_lowercase();
-            emit(&stem(&lower));
+            part.clear();
+            part.push_str(p);
+            part.make_ascii_lowercase();
+            stem_in_place(&mut part);
+            emit(&part);
         }
     }
 }
@@ -55,8 +64,14 @@ pub fn words(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Splits `parseHTTPHeaders_now` into `parse`, `HTTP`, `Headers`, `now`.
+#[cfg(test)]
 pub fn split_identifier(word: &str) -> Vec<&str> {
     let mut parts = Vec::new();
+    split_identifier_into(word, &mut parts);
+    parts
+}
+
+fn split_identifier_into<'a>(word: &'a str, parts: &mut Vec<&'a str>) {
     for chunk in word.split('_').filter(|c| !c.is_empty()) {
         let b = chunk.as_bytes();
         let mut start = 0;
@@ -73,12 +88,16 @@ pub fn split_identifier(word: &str) -> Vec<&str> {
         }
         parts.push(&chunk[start..]);
     }
-    parts
 }
 
 /// A deliberately small suffix stripper; both sides of a match go through it.
 pub fn stem(w: &str) -> String {
     let mut s = w.to_owned();
+    stem_in_place(&mut s);
+    s
+}
+
+fn stem_in_place(s: &mut String) {
     if s.len() > 4 && s.ends_with("ies") {
         s.truncate(s.len() - 3);
         s.push('y');
@@ -98,7 +117,6 @@ pub fn stem(w: &str) -> String {
     if s.len() > 4 && s.ends_with('e') {
         s.pop();
     }
-    s
 }
 
 /// English and commit-message noise that carries no signal about code location.
