@@ -105,7 +105,6 @@ struct LocalStat {
     len: u64,
     modified: Option<SystemTime>,
     blob_id: String,
-    bytes: Arc<[u8]>,
 }
 
 /// Holds the caches; share one per process (it is `Send + Sync`).
@@ -162,6 +161,12 @@ impl Engine {
             files_reused_store: self.reused_store.load(Ordering::Relaxed),
             maps_reused: self.maps_reused.load(Ordering::Relaxed),
         }
+    }
+
+    /// Drops the in-memory analyses and maps (disk and shared stores stay).
+    pub fn clear_memory(&self) {
+        self.memory.invalidate_all();
+        self.maps.invalidate_all();
     }
 
     /// Acquires and analyses a repository.
@@ -234,14 +239,25 @@ impl Engine {
         )
     }
 
-    fn analyse_file(&self, f: SourceFile) -> Result<FileEntry, SkipReason> {
+    fn analyse_file(&self, mut f: SourceFile) -> Result<FileEntry, SkipReason> {
         let language = Language::from_path(&f.path);
-        let key = format!("{}-{}-v{ANALYSER_VERSION}", f.blob_id, language.name());
+        let mut key = format!("{}-{}-v{ANALYSER_VERSION}", f.blob_id, language.name());
         let cached = if let Some(c) = self.memory.get(&key) {
             self.reused_memory.fetch_add(1, Ordering::Relaxed);
             c
         } else {
-            let text = std::str::from_utf8(&f.bytes).map_err(|_| SkipReason::NotUtf8)?;
+            let bytes = match f.bytes.take() {
+                Some(b) => b,
+                None => {
+                    // Evicted from memory: read again (and re-key, in case it changed).
+                    let path = f.origin.as_ref().ok_or(SkipReason::Binary)?;
+                    let b: Arc<[u8]> = std::fs::read(path).map_err(|_| SkipReason::Binary)?.into();
+                    f.blob_id = source::blob_id(&b);
+                    key = format!("{}-{}-v{ANALYSER_VERSION}", f.blob_id, language.name());
+                    b
+                }
+            };
+            let text = std::str::from_utf8(&bytes).map_err(|_| SkipReason::NotUtf8)?;
             let mut counts = RedactionCounts::new();
             let content: Arc<str> = Arc::from(redact::redact(text, &mut counts).as_ref());
             let analysis = match self.load(&key) {
@@ -319,13 +335,20 @@ impl Engine {
         let listed = source::list_local(root, &mut snap)?;
         let previous = self.local.lock().map(|m| m.clone()).unwrap_or_default();
         let max = self.config.max_file_bytes;
-        let read: Vec<(String, PathBuf, Result<LocalStat, SkipReason>)> = listed
+        // Unchanged files (same size and mtime) are not read: their blob id is known
+        // and their analysis and content are in memory.
+        type Read = (
+            String,
+            PathBuf,
+            Result<(LocalStat, Option<Arc<[u8]>>), SkipReason>,
+        );
+        let read: Vec<Read> = listed
             .into_par_iter()
             .map(|(rel, abs, meta)| {
                 let modified = meta.modified().ok();
                 if let Some(p) = previous.get(&abs) {
                     if p.len == meta.len() && p.modified == modified && modified.is_some() {
-                        return (rel, abs, Ok(p.clone()));
+                        return (rel, abs, Ok((p.clone(), None)));
                     }
                 }
                 if meta.len() > max {
@@ -334,12 +357,14 @@ impl Engine {
                 let r = match std::fs::read(&abs) {
                     Ok(bytes) => match filter::skip_by_content(&bytes, max) {
                         Some(reason) => Err(reason),
-                        None => Ok(LocalStat {
-                            len: meta.len(),
-                            modified,
-                            blob_id: source::blob_id(&bytes),
-                            bytes: bytes.into(),
-                        }),
+                        None => Ok((
+                            LocalStat {
+                                len: meta.len(),
+                                modified,
+                                blob_id: source::blob_id(&bytes),
+                            },
+                            Some(Arc::from(bytes)),
+                        )),
                     },
                     Err(_) => Err(SkipReason::Binary),
                 };
@@ -349,11 +374,12 @@ impl Engine {
         let mut next = HashMap::with_capacity(read.len());
         for (rel, abs, r) in read {
             match r {
-                Ok(stat) => {
+                Ok((stat, bytes)) => {
                     snap.files.push(SourceFile {
                         path: rel,
                         blob_id: stat.blob_id.clone(),
-                        bytes: stat.bytes.clone(),
+                        bytes,
+                        origin: Some(abs.clone()),
                     });
                     next.insert(abs, stat);
                 }

@@ -86,8 +86,11 @@ pub struct SourceFile {
     pub path: String,
     /// Git blob id (hex).
     pub blob_id: String,
-    /// Raw bytes (before redaction).
-    pub bytes: Arc<[u8]>,
+    /// Raw bytes (before redaction); `None` when a working-directory file is
+    /// unchanged since the last analysis (read again only on a cache miss).
+    pub bytes: Option<Arc<[u8]>>,
+    /// Where a working-directory file lives.
+    pub origin: Option<PathBuf>,
 }
 
 /// The files of one revision, and what was skipped.
@@ -216,7 +219,8 @@ pub(crate) fn read_git(rev: &GitRevision, max_file_bytes: u64) -> Result<Snapsho
         snap.files.push(SourceFile {
             path,
             blob_id: id,
-            bytes: bytes.into(),
+            bytes: Some(bytes.into()),
+            origin: None,
         });
     }
     snap.files.sort_by(|a, b| a.path.cmp(&b.path));

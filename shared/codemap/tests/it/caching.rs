@@ -215,3 +215,27 @@ fn redis_store_shares_analyses_between_engines() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn unchanged_files_evicted_from_memory_are_read_again() {
+    let f = files();
+    let refs: Vec<(&str, &str)> = f.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let dir = write_repo(&refs);
+    let engine = crate::helpers::engine();
+    let src = RepoSource::Local(dir.path().to_path_buf());
+    let first = engine.analyse(&src).expect("first");
+    engine.clear_memory();
+    let second = engine.analyse(&src).expect("second");
+    assert_eq!(second.len(), 20);
+    assert_eq!(
+        engine.stats().files_parsed,
+        40,
+        "evicted files are read and analysed again"
+    );
+    for (a, b) in first.files().iter().zip(second.files()) {
+        assert_eq!(
+            (&a.path, &a.blob_id, &a.analysis),
+            (&b.path, &b.blob_id, &b.analysis)
+        );
+    }
+}
