@@ -274,7 +274,7 @@ pub fn analyse(content: &str, lang: Language) -> FileAnalysis {
         debug_assert_eq!(idx + 1, out.symbols.len());
     }
     name_starts.sort_unstable();
-    out.refs = collect_refs(root, src, &ranges, &name_starts);
+    out.refs = collect_refs(root, src, &ranges, &name_starts, identifier_kinds(lang));
     out
 }
 
@@ -396,6 +396,34 @@ fn python_docstring(def: Node<'_>, src: &[u8]) -> Option<String> {
     )
 }
 
+/// Per node kind id of a language: is it an identifier? (Several ids can share a
+/// name through aliases, so the table is built from every id.)
+fn identifier_kinds(lang: Language) -> &'static [bool] {
+    static TABLES: std::sync::LazyLock<Vec<(Language, Vec<bool>)>> =
+        std::sync::LazyLock::new(|| {
+            crate::lang::ALL
+                .iter()
+                .filter_map(|l| {
+                    let g = l.grammar()?;
+                    let n = g.node_kind_count();
+                    let table = (0..n)
+                        .map(|id| {
+                            u16::try_from(id)
+                                .ok()
+                                .and_then(|id| g.node_kind_for_id(id))
+                                .is_some_and(|k| IDENT_KINDS.contains(&k))
+                        })
+                        .collect();
+                    Some((*l, table))
+                })
+                .collect()
+        });
+    TABLES
+        .iter()
+        .find(|(l, _)| *l == lang)
+        .map_or(&[], |(_, t)| t.as_slice())
+}
+
 const IDENT_KINDS: &[&str] = &[
     "identifier",
     "type_identifier",
@@ -413,6 +441,7 @@ fn collect_refs(
     src: &[u8],
     ranges: &[(usize, usize)],
     name_starts: &[usize],
+    ident: &[bool],
 ) -> Vec<RefSite> {
     let mut by_key: HashMap<(&str, Option<u32>), usize> = HashMap::default();
     let mut out: Vec<RefSite> = Vec::new();
@@ -421,7 +450,12 @@ fn collect_refs(
     let mut next_def = 0usize;
     loop {
         let node = cursor.node();
-        if node.child_count() == 0 && IDENT_KINDS.contains(&node.kind()) {
+        if ident
+            .get(usize::from(node.kind_id()))
+            .copied()
+            .unwrap_or(false)
+            && node.child_count() == 0
+        {
             let start = node.start_byte();
             if name_starts.binary_search(&start).is_err() {
                 while next_def < ranges.len() && ranges[next_def].0 <= start {
