@@ -19,7 +19,7 @@ pub const ANALYSER_VERSION: u32 = 1;
 const MAX_SIGNATURE_CHARS: usize = 240;
 const MAX_DOC_LINES: usize = 12;
 const MAX_REF_LINES: usize = 6;
-const MAX_QUERY_START_DEPTH: u32 = 8;
+const MAX_QUERY_START_DEPTH: u32 = 6;
 
 /// What a definition is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
