@@ -232,8 +232,10 @@ fn cases_from_history(git_dir: &std::path::Path, limit: usize) -> anyhow::Result
         if request.split_whitespace().count() < MIN_WORDS || is_noise(&request) {
             continue;
         }
+        // Expected = modified or deleted source files (they existed in the parent);
+        // the 1..=5 limit counts every touched source file, added ones included.
         let mut source = Vec::new();
-        let mut added_source = false;
+        let mut touched = 0usize;
         for line in files.lines().filter(|l| !l.is_empty()) {
             let Some((status, path)) = line.split_once('\t') else {
                 continue;
@@ -241,14 +243,12 @@ fn cases_from_history(git_dir: &std::path::Path, limit: usize) -> anyhow::Result
             if !Language::from_path(path).is_parsed() {
                 continue;
             }
+            touched += 1;
             if status.starts_with('M') || status.starts_with('D') {
                 source.push(path.to_owned());
-            } else {
-                added_source = true;
             }
         }
-        let _ = added_source;
-        if source.is_empty() || source.len() > MAX_FILES {
+        if source.is_empty() || touched > MAX_FILES {
             continue;
         }
         cases.push(Case {
