@@ -154,6 +154,11 @@ impl Bm25Index {
         }
     }
 
+    /// The id of a term in this index's table.
+    pub fn term_id(&self, term: &str) -> Option<u32> {
+        self.terms.get(term)
+    }
+
     fn list(&self, term: &str) -> &[(u32, f32)] {
         let Some(id) = self.terms.get(term) else {
             return &[];

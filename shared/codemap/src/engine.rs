@@ -274,6 +274,9 @@ impl Engine {
             };
             let lexical = Arc::new(lexical_terms(&analysis, &self.terms));
             let names = Arc::new(NameIds::new(&analysis, &self.names));
+            // The term strings now live as ids in `lexical`; the stores keep them.
+            let mut analysis = analysis;
+            analysis.terms = Vec::new();
             let c = Arc::new(CachedFile {
                 names,
                 lexical,

@@ -167,7 +167,8 @@ pub struct FileAnalysis {
     pub imports: Vec<ImportRef>,
     /// Referenced identifiers.
     pub refs: Vec<RefSite>,
-    /// Content terms with frequencies, sorted by term.
+    /// Content terms with frequencies, sorted by term (kept in the caches; emptied
+    /// in a built map, where they live as interned ids).
     pub terms: Vec<(String, u32)>,
     /// Whether tree-sitter reported syntax errors.
     pub has_errors: bool,

@@ -478,10 +478,9 @@ impl CodeMap {
             let mut matched: Vec<&str> = terms
                 .iter()
                 .filter(|(t, _)| {
-                    file.analysis
-                        .terms
-                        .binary_search_by(|(x, _)| x.as_str().cmp(t))
-                        .is_ok()
+                    self.bm25.term_id(t).is_some_and(|id| {
+                        file.lexical.binary_search_by_key(&id, |(x, _)| *x).is_ok()
+                    })
                 })
                 .map(|(t, _)| t.as_str())
                 .collect();
