@@ -1,0 +1,708 @@
+//! The whole-repository map: files, definitions by name, resolved imports, the
+//! file-level reference graph and the lexical index.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
+use std::sync::{Arc, OnceLock};
+
+use rayon::prelude::*;
+
+use crate::bm25::{Bm25Index, TermTable};
+use crate::graph::{self, Adjacency};
+use crate::lang::Language;
+use crate::parse::{FileAnalysis, SymbolKind};
+use crate::redact::RedactionCounts;
+use crate::tokens;
+
+/// Field weights of the lexical index (BM25F folded into term frequencies).
+const W_PATH: f32 = 4.0;
+const W_SYMBOL: f32 = 3.0;
+const W_DOC: f32 = 1.0;
+const W_CONTENT: f32 = 1.0;
+/// A name defined in more files than this is too ambiguous to link without an import.
+const MAX_AMBIGUOUS_DEFS: usize = 6;
+const W_IMPORT_EDGE: f32 = 2.0;
+
+/// One analysed file.
+#[derive(Debug, Clone)]
+pub struct FileEntry {
+    /// Repository-relative path.
+    pub path: String,
+    /// Language.
+    pub language: Language,
+    /// Git blob id of the original bytes.
+    pub blob_id: String,
+    /// Content with secrets redacted (line numbers preserved).
+    pub content: Arc<str>,
+    /// Secrets removed from this file, by kind.
+    pub redactions: Arc<RedactionCounts>,
+    /// Parse results.
+    pub analysis: Arc<FileAnalysis>,
+    /// Weighted lexical terms (symbols, docs, content) as ids of the engine's table.
+    pub(crate) lexical: Arc<Vec<(u32, f32)>>,
+    /// Definition and reference names as ids of the engine's name table.
+    pub(crate) names: Arc<NameIds>,
+}
+
+/// A file's identifiers as interned ids (computed once per blob).
+#[derive(Debug, Default)]
+pub(crate) struct NameIds {
+    /// (name id, symbol index), sorted; `Impl` blocks left out.
+    pub defs: Vec<(u32, u32)>,
+    /// (name id, total uses), sorted by id.
+    pub refs: Vec<(u32, u32)>,
+    /// Ids of names starting with `_` (private by convention), sorted.
+    pub private: Vec<u32>,
+}
+
+impl NameIds {
+    /// Interns the names of an analysis.
+    pub(crate) fn new(a: &FileAnalysis, names: &TermTable) -> Self {
+        let def_ids = names.intern_each(a.symbols.iter().map(|s| s.name.as_str()));
+        let mut defs: Vec<(u32, u32)> = def_ids
+            .into_iter()
+            .zip(0u32..)
+            .filter(|(_, i)| a.symbols[*i as usize].kind != SymbolKind::Impl)
+            .collect();
+        defs.sort_unstable();
+        let ref_ids = names.intern_each(a.refs.iter().map(|r| r.name.as_str()));
+        let mut refs: Vec<(u32, u32)> = ref_ids
+            .iter()
+            .zip(&a.refs)
+            .map(|(id, r)| (*id, r.count))
+            .collect();
+        refs.sort_unstable();
+        refs.dedup_by(|b, a| {
+            if a.0 == b.0 {
+                a.1 += b.1;
+                true
+            } else {
+                false
+            }
+        });
+        let mut private: Vec<u32> = ref_ids
+            .iter()
+            .zip(&a.refs)
+            .filter(|(_, r)| r.name.starts_with('_'))
+            .map(|(id, _)| *id)
+            .collect();
+        private.sort_unstable();
+        private.dedup();
+        Self {
+            defs,
+            refs,
+            private,
+        }
+    }
+}
+
+/// A definition's global id: (file index, symbol index within the file).
+pub type SymbolId = (u32, u32);
+
+/// Every definition of one name.
+#[derive(Debug, Default)]
+pub(crate) struct NameDefs {
+    pub ids: Vec<SymbolId>,
+    /// Number of distinct files defining the name.
+    pub files: usize,
+}
+
+/// The analysed repository. Cheap to query; build it with [`crate::Engine::analyse`].
+#[derive(Debug)]
+pub struct CodeMap {
+    pub(crate) commit: Option<String>,
+    pub(crate) files: Vec<FileEntry>,
+    pub(crate) by_path: HashMap<String, u32>,
+    /// Definitions by name id.
+    pub(crate) defs_by_name: Vec<NameDefs>,
+    pub(crate) names: Arc<TermTable>,
+    /// Go / Java package directories → their files.
+    pub(crate) packages: HashMap<String, Vec<u32>>,
+    pub(crate) imports: Vec<Vec<u32>>,
+    pub(crate) imported_by: Vec<Vec<u32>>,
+    /// referencer → definer (and importer → imported) weighted edges.
+    pub(crate) graph: Adjacency,
+    pub(crate) bm25: Bm25Index,
+    pub(crate) skipped: BTreeMap<String, usize>,
+    pub(crate) centrality: OnceLock<Vec<f32>>,
+    pub(crate) ppr_graph: OnceLock<Adjacency>,
+    pub(crate) summary_text: OnceLock<String>,
+    pub(crate) companions: OnceLock<Vec<(u32, u32)>>,
+}
+
+impl CodeMap {
+    /// Builds the map from analysed files (any order).
+    pub fn build(
+        mut files: Vec<FileEntry>,
+        commit: Option<String>,
+        skipped: BTreeMap<String, usize>,
+        terms: Arc<TermTable>,
+        names: Arc<TermTable>,
+    ) -> Self {
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let by_path: HashMap<String, u32> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.path.clone(), idx(i)))
+            .collect();
+        let max_name = files
+            .iter()
+            .filter_map(|f| f.names.defs.last().map(|d| d.0))
+            .max();
+        let mut defs_by_name: Vec<NameDefs> = Vec::new();
+        defs_by_name.resize_with(max_name.map_or(0, |m| m as usize + 1), NameDefs::default);
+        let mut packages: HashMap<String, Vec<u32>> = HashMap::default();
+        for (fi, f) in files.iter().enumerate() {
+            let mut last = u32::MAX;
+            for &(name, si) in &f.names.defs {
+                let e = &mut defs_by_name[name as usize];
+                if last != name {
+                    e.files += 1;
+                    last = name;
+                }
+                e.ids.push((idx(fi), si));
+            }
+            if matches!(f.language, Language::Go | Language::Java) {
+                packages
+                    .entry(parent_dir(&f.path).to_owned())
+                    .or_default()
+                    .push(idx(fi));
+            }
+        }
+        let t0 = std::time::Instant::now();
+        let modules = ModuleIndex::new(&files);
+        let imports: Vec<Vec<u32>> = files
+            .par_iter()
+            .enumerate()
+            .map(|(fi, f)| modules.resolve_all(fi, f, &files))
+            .collect();
+        let mut imported_by = vec![Vec::new(); files.len()];
+        for (fi, targets) in imports.iter().enumerate() {
+            for t in targets {
+                imported_by[*t as usize].push(idx(fi));
+            }
+        }
+        let t1 = std::time::Instant::now();
+        let docs: Vec<Vec<(u32, f32)>> = files
+            .par_iter()
+            .map(|f| with_path_terms(f, &terms))
+            .collect();
+        let refs: Vec<&[(u32, f32)]> = docs.iter().map(Vec::as_slice).collect();
+        let bm25 = Bm25Index::build(&refs, terms);
+        let mut map = Self {
+            commit,
+            files,
+            by_path,
+            defs_by_name,
+            names,
+            packages,
+            imports,
+            imported_by,
+            graph: Vec::new(),
+            bm25,
+            skipped,
+            centrality: OnceLock::new(),
+            ppr_graph: OnceLock::new(),
+            summary_text: OnceLock::new(),
+            companions: OnceLock::new(),
+        };
+        let t2 = std::time::Instant::now();
+        map.graph = (0..map.files.len())
+            .into_par_iter()
+            .map(|fi| map.file_edges(fi))
+            .collect();
+        tracing::debug!(
+            files = map.files.len(),
+            imports_ms = (t1 - t0).as_secs_f64() * 1e3,
+            lexical_ms = (t2 - t1).as_secs_f64() * 1e3,
+            graph_ms = t2.elapsed().as_secs_f64() * 1e3,
+            "code map built"
+        );
+        map
+    }
+
+    /// Number of files in the map.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether the map has no files.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Commit id, for git sources.
+    pub fn commit(&self) -> Option<&str> {
+        self.commit.as_deref()
+    }
+
+    /// All files, in path order.
+    pub fn files(&self) -> &[FileEntry] {
+        &self.files
+    }
+
+    /// Skipped files by reason.
+    pub fn skipped(&self) -> &BTreeMap<String, usize> {
+        &self.skipped
+    }
+
+    /// A file by exact path, or by unique path suffix (`lib.rs` → `src/lib.rs`).
+    pub fn find_file(&self, path: &str) -> Option<u32> {
+        let path = path.trim_start_matches("./").trim_start_matches('/');
+        if let Some(i) = self.by_path.get(path) {
+            return Some(*i);
+        }
+        // Absolute or foreign prefixes (`/srv/app/shop/cart.py`): drop leading
+        // components until a suffix of a repository path matches.
+        let mut rest = path;
+        loop {
+            let suffix = format!("/{rest}");
+            let mut hits = self
+                .files
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.path.ends_with(&suffix) || f.path == rest);
+            if let Some(first) = hits.next() {
+                // Prefer the shortest path when several end the same way; ties by path order.
+                let best = hits.fold(first, |b, h| {
+                    if h.1.path.len() < b.1.path.len() {
+                        h
+                    } else {
+                        b
+                    }
+                });
+                return Some(idx(best.0));
+            }
+            rest = rest.split_once('/')?.1;
+        }
+    }
+
+    /// Files a file imports (resolved inside the repository).
+    pub fn imports_of(&self, file: u32) -> &[u32] {
+        self.imports.get(file as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// Files that import a file.
+    pub fn importers_of(&self, file: u32) -> &[u32] {
+        self.imported_by
+            .get(file as usize)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Global PageRank of files over the reference graph (computed once).
+    pub fn file_centrality(&self) -> &[f32] {
+        self.centrality
+            .get_or_init(|| graph::pagerank(&self.graph, &vec![0.0; self.files.len()]))
+    }
+
+    /// The innermost definition of `file` spanning `line`.
+    pub fn symbol_at(&self, file: u32, line: u32) -> Option<u32> {
+        let syms = &self.files.get(file as usize)?.analysis.symbols;
+        syms.iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.start_line <= line && line <= s.end_line && s.kind != SymbolKind::Impl
+            })
+            .min_by_key(|(i, s)| (s.end_line - s.start_line, std::cmp::Reverse(*i)))
+            .map(|(i, _)| idx(i))
+    }
+
+    /// Definitions a use of `name` in `file` refers to: those in imported files (or the
+    /// same package) first, then the file itself, then unambiguous ones elsewhere.
+    pub fn resolve(&self, file: u32, name: &str) -> Vec<SymbolId> {
+        let mut out = Vec::new();
+        if let Some(id) = self.names.get(name) {
+            self.resolve_id(file, id, &mut out);
+        }
+        out
+    }
+
+    /// [`CodeMap::resolve`] by name id, into a reused buffer.
+    pub(crate) fn resolve_id(&self, file: u32, name: u32, out: &mut Vec<SymbolId>) {
+        out.clear();
+        let Some(defs) = self.defs_by_name.get(name as usize) else {
+            return;
+        };
+        let cands = &defs.ids;
+        if cands.is_empty() {
+            return;
+        }
+        // Few candidates: filter them; many (`new`, `get`): look only in the scope.
+        if cands.len() <= 16 {
+            out.extend(
+                cands
+                    .iter()
+                    .copied()
+                    .filter(|(f, _)| self.in_scope(file, *f)),
+            );
+        } else {
+            for &g in self.imports_of(file) {
+                self.defs_in(g, name, out);
+            }
+            if let Some(pkg) = self.package_of(file) {
+                for &g in pkg.iter().filter(|g| **g != file) {
+                    self.defs_in(g, name, out);
+                }
+            }
+            out.sort_unstable();
+            out.dedup();
+        }
+        if !out.is_empty() {
+            return;
+        }
+        self.defs_in(file, name, out);
+        if !out.is_empty() {
+            return;
+        }
+        if defs.files <= MAX_AMBIGUOUS_DEFS {
+            out.extend_from_slice(cands);
+        }
+    }
+
+    /// Definitions with name id `name` in one file.
+    fn defs_in(&self, file: u32, name: u32, out: &mut Vec<SymbolId>) {
+        let defs = &self.files[file as usize].names.defs;
+        let start = defs.partition_point(|(n, _)| *n < name);
+        out.extend(
+            defs[start..]
+                .iter()
+                .take_while(|(n, _)| *n == name)
+                .map(|(_, s)| (file, *s)),
+        );
+    }
+
+    /// The other files of a Go or Java package (same directory, same language).
+    fn package_of(&self, file: u32) -> Option<&Vec<u32>> {
+        let f = &self.files[file as usize];
+        if !matches!(f.language, Language::Go | Language::Java) {
+            return None;
+        }
+        self.packages.get(parent_dir(&f.path))
+    }
+
+    /// Whether names of `other` are visible in `file` without qualification: it is
+    /// imported, or (Go, Java) in the same package directory.
+    fn in_scope(&self, file: u32, other: u32) -> bool {
+        if file == other {
+            return false;
+        }
+        if self.imports_of(file).binary_search(&other).is_ok() {
+            return true;
+        }
+        let (f, g) = (&self.files[file as usize], &self.files[other as usize]);
+        matches!(f.language, Language::Go | Language::Java)
+            && g.language == f.language
+            && parent_dir(&f.path) == parent_dir(&g.path)
+    }
+
+    fn file_edges(&self, fi: usize) -> Vec<(u32, f32)> {
+        let file = idx(fi);
+        // Fixed-point sums: name ids depend on interning order, and float addition in a
+        // different order could change ranks by an ulp and flip ties.
+        let mut w: BTreeMap<u32, u64> = BTreeMap::new();
+        for t in self.imports_of(file) {
+            *w.entry(*t).or_default() += fixed(W_IMPORT_EDGE);
+        }
+        let names = &self.files[fi].names;
+        let mut targets = Vec::new();
+        let mut files: Vec<u32> = Vec::new();
+        for &(name, count) in &names.refs {
+            self.resolve_id(file, name, &mut targets);
+            files.clear();
+            files.extend(targets.iter().map(|(f, _)| *f).filter(|f| *f != file));
+            files.sort_unstable();
+            files.dedup();
+            if files.is_empty() {
+                continue;
+            }
+            let private = if names.private.binary_search(&name).is_ok() {
+                0.1
+            } else {
+                1.0
+            };
+            let each = private * (count as f32).sqrt() / files.len() as f32;
+            for f in &files {
+                *w.entry(*f).or_default() += fixed(each);
+            }
+        }
+        w.into_iter().map(|(f, v)| (f, unfixed(v))).collect()
+    }
+}
+
+const FIXED_ONE: f64 = (1u64 << 32) as f64;
+
+/// A non-negative weight as an exact, order-independent summand.
+pub(crate) fn fixed(x: f32) -> u64 {
+    (f64::from(x.max(0.0)) * FIXED_ONE).round() as u64
+}
+
+/// Back from [`fixed`].
+pub(crate) fn unfixed(v: u64) -> f32 {
+    (v as f64 / FIXED_ONE) as f32
+}
+
+pub(crate) fn idx(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+pub(crate) fn parent_dir(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(d, _)| d)
+}
+
+/// The file's cached lexical terms plus its path's (weighted as a field).
+fn with_path_terms(f: &FileEntry, terms: &TermTable) -> Vec<(u32, f32)> {
+    let mut path: Vec<String> = Vec::new();
+    tokens::code_terms(&f.path, |t| path.push(t.to_owned()));
+    let ids = terms.intern_all(path.iter().map(|t| (t.as_str(), W_PATH)));
+    let mut out: Vec<(u32, f32)> = Vec::with_capacity(f.lexical.len() + ids.len());
+    let (mut i, mut j) = (0, 0);
+    let lex = &f.lexical;
+    // Merge two id-sorted lists.
+    while i < lex.len() || j < ids.len() {
+        match (lex.get(i), ids.get(j)) {
+            (Some(a), Some(b)) if a.0 == b.0 => {
+                out.push((a.0, a.1 + b.1));
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a.0 < b.0 => {
+                out.push(*a);
+                i += 1;
+            }
+            (Some(a), None) => {
+                out.push(*a);
+                i += 1;
+            }
+            (_, Some(b)) => {
+                out.push(*b);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+/// Weighted terms of one analysed file except its path: computed once per blob.
+pub(crate) fn lexical_terms(a: &FileAnalysis, terms: &TermTable) -> Vec<(u32, f32)> {
+    let mut extra: Vec<(String, f32)> = Vec::new();
+    for s in &a.symbols {
+        tokens::code_terms(&s.name, |t| extra.push((t.to_owned(), W_SYMBOL)));
+        if !s.doc.is_empty() {
+            tokens::code_terms(&s.doc, |t| extra.push((t.to_owned(), W_DOC)));
+        }
+    }
+    terms.intern_all(
+        a.terms
+            .iter()
+            .map(|(t, c)| (t.as_str(), W_CONTENT * *c as f32))
+            .chain(extra.iter().map(|(t, w)| (t.as_str(), *w))),
+    )
+}
+
+/// Maps import specifiers to files: exact module paths for relative imports, and
+/// path suffixes (up to three components) for absolute ones.
+struct ModuleIndex {
+    exact: HashMap<String, Vec<u32>>,
+    suffix: HashMap<String, Vec<u32>>,
+    dirs: HashMap<String, Vec<u32>>,
+}
+
+impl ModuleIndex {
+    fn new(files: &[FileEntry]) -> Self {
+        let mut m = Self {
+            exact: HashMap::default(),
+            suffix: HashMap::default(),
+            dirs: HashMap::default(),
+        };
+        for (i, f) in files.iter().enumerate() {
+            if !f.language.is_parsed() {
+                continue;
+            }
+            let module = module_path(&f.path);
+            m.exact.entry(module.clone()).or_default().push(idx(i));
+            let comps: Vec<&str> = module.split('/').collect();
+            for k in 1..=comps.len().min(3) {
+                let key = comps[comps.len() - k..].join("/");
+                m.suffix.entry(key).or_default().push(idx(i));
+            }
+            let dir: Vec<&str> = parent_dir(&f.path)
+                .split('/')
+                .filter(|c| !c.is_empty())
+                .collect();
+            for k in 1..=dir.len().min(3) {
+                let key = dir[dir.len() - k..].join("/");
+                m.dirs.entry(key).or_default().push(idx(i));
+            }
+        }
+        m
+    }
+
+    fn resolve_all(&self, fi: usize, f: &FileEntry, files: &[FileEntry]) -> Vec<u32> {
+        let mut out: Vec<u32> = Vec::new();
+        for imp in &f.analysis.imports {
+            for t in self.resolve(&imp.target, f, files) {
+                if t as usize != fi && !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    fn resolve(&self, target: &str, f: &FileEntry, files: &[FileEntry]) -> Vec<u32> {
+        let dir = parent_dir(&f.path);
+        let same_lang = |v: &Vec<u32>| -> Vec<u32> {
+            v.iter()
+                .copied()
+                .filter(|i| compatible(files[*i as usize].language, f.language))
+                .collect()
+        };
+        match f.language {
+            Language::JavaScript | Language::TypeScript | Language::Tsx
+                if target.starts_with('.') =>
+            {
+                let joined = normalize(&format!("{dir}/{target}"));
+                let key = module_path(&joined);
+                self.exact.get(&key).map(same_lang).unwrap_or_default()
+            }
+            Language::Python if target.starts_with('.') => {
+                let dots = target.chars().take_while(|c| *c == '.').count();
+                let mut base: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
+                for _ in 1..dots {
+                    base.pop();
+                }
+                let rest = target[dots..].replace('.', "/");
+                let key = if rest.is_empty() {
+                    base.join("/")
+                } else if base.is_empty() {
+                    rest
+                } else {
+                    format!("{}/{rest}", base.join("/"))
+                };
+                self.exact.get(&key).map(same_lang).unwrap_or_default()
+            }
+            Language::Rust if !target.contains("::") => {
+                // `mod foo;` next to the declaring file.
+                let stem = f
+                    .path
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .trim_end_matches(".rs");
+                let base = if ["lib", "main", "mod"].contains(&stem) {
+                    dir.to_owned()
+                } else {
+                    format!("{dir}/{stem}")
+                };
+                let key = normalize(&format!("{base}/{target}"));
+                self.exact.get(&key).map(same_lang).unwrap_or_default()
+            }
+            Language::Go => {
+                let segs: Vec<&str> = target.split('/').collect();
+                for k in (1..=segs.len().min(3)).rev() {
+                    if let Some(v) = self.dirs.get(&segs[segs.len() - k..].join("/")) {
+                        let hits = same_lang(v);
+                        // One trailing component is enough when it names a single directory.
+                        let one_dir = hits.windows(2).all(|w| {
+                            parent_dir(&files[w[0] as usize].path)
+                                == parent_dir(&files[w[1] as usize].path)
+                        });
+                        if !hits.is_empty() && (k > 1 || one_dir) {
+                            return hits;
+                        }
+                    }
+                }
+                Vec::new()
+            }
+            _ => {
+                let segs: Vec<&str> = target
+                    .split([':', '.', '/'])
+                    .filter(|s| !s.is_empty() && !["crate", "self", "super", "@", "~"].contains(s))
+                    .collect();
+                for k in (1..=segs.len()).rev() {
+                    let head = &segs[..k];
+                    let key = head[head.len().saturating_sub(3)..].join("/");
+                    if let Some(v) = self.suffix.get(&key) {
+                        let hits = same_lang(v);
+                        // A bare single-segment name matches too much unless it is unique.
+                        if !hits.is_empty() && (key.contains('/') || hits.len() == 1) {
+                            return hits;
+                        }
+                    }
+                    if f.language == Language::Java {
+                        if let Some(v) = self.dirs.get(&key) {
+                            let hits = same_lang(v);
+                            if !hits.is_empty() && key.contains('/') {
+                                return hits;
+                            }
+                        }
+                    }
+                }
+                Vec::new()
+            }
+        }
+    }
+}
+
+fn compatible(a: Language, b: Language) -> bool {
+    let web = |l| {
+        matches!(
+            l,
+            Language::JavaScript | Language::TypeScript | Language::Tsx
+        )
+    };
+    a == b || (web(a) && web(b))
+}
+
+/// `src/a/mod.rs` → `src/a`, `pkg/__init__.py` → `pkg`, `web/index.ts` → `web`,
+/// `src/a/b.rs` → `src/a/b`.
+fn module_path(path: &str) -> String {
+    let no_ext = match path.rsplit_once('.') {
+        Some((stem, ext)) if !ext.contains('/') => stem,
+        _ => path,
+    };
+    for special in ["/mod", "/__init__", "/index", "/lib", "/main"] {
+        if let Some(dir) = no_ext.strip_suffix(special) {
+            if special == "/lib" || special == "/main" {
+                return no_ext.to_owned();
+            }
+            return dir.to_owned();
+        }
+    }
+    if ["mod", "__init__", "index"].contains(&no_ext) {
+        return String::new();
+    }
+    no_ext.to_owned()
+}
+
+/// Resolves `.` and `..` components.
+fn normalize(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            _ => out.push(c),
+        }
+    }
+    out.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_paths_drop_index_files() {
+        assert_eq!(module_path("src/net/mod.rs"), "src/net");
+        assert_eq!(module_path("pkg/__init__.py"), "pkg");
+        assert_eq!(module_path("web/index.ts"), "web");
+        assert_eq!(module_path("src/a/b.rs"), "src/a/b");
+        assert_eq!(normalize("web/./x/../y"), "web/y");
+    }
+}

@@ -1,0 +1,399 @@
+//! The engine: acquires a repository, analyses each file once per blob id
+//! (memory → disk → optional shared store) and builds the [`CodeMap`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::bm25::TermTable;
+use crate::cache::{AnalysisStore, DiskStore};
+use crate::codemap::{CodeMap, FileEntry, NameIds, lexical_terms};
+use crate::error::CodemapError;
+use crate::filter::{self, DEFAULT_MAX_FILE_BYTES, SkipReason};
+use crate::lang::Language;
+use crate::parse::{self, ANALYSER_VERSION, FileAnalysis};
+use crate::redact::{self, RedactionCounts};
+use crate::source::{self, GitOptions, GitToken, RepoSource, Snapshot, SourceFile};
+
+/// Progress of an analysis: files done out of total.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Files analysed so far.
+    pub done: usize,
+    /// Files to analyse.
+    pub total: usize,
+}
+
+/// Called from worker threads as files are analysed (a CLI draws a progress bar).
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Engine settings; the worker fills them from its environment at start.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// Disk cache of analyses and git clones; `None` keeps analyses in memory only
+    /// and clones under the system temp directory.
+    pub cache_dir: Option<PathBuf>,
+    /// Accept local paths and `file://` URLs (`CONTEXTEN_ALLOW_LOCAL_REPOS`).
+    pub allow_local: bool,
+    /// Files above this size are skipped.
+    pub max_file_bytes: u64,
+    /// Token for private GitHub repositories (`GITHUB_TOKEN`).
+    pub github_token: Option<GitToken>,
+    /// In-memory cache capacity, in files.
+    pub memory_entries: u64,
+    /// Extra shared store (Redis) consulted after the disk.
+    pub shared_store: Option<Arc<dyn AnalysisStore>>,
+    /// Progress callback.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            allow_local: false,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            github_token: None,
+            memory_entries: 200_000,
+            shared_store: None,
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("cache_dir", &self.cache_dir)
+            .field("allow_local", &self.allow_local)
+            .field("max_file_bytes", &self.max_file_bytes)
+            .field("github_token", &self.github_token)
+            .field("memory_entries", &self.memory_entries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters of work done, for tests, metrics and the benchmark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    /// Files parsed with tree-sitter (cache misses).
+    pub files_parsed: u64,
+    /// Files whose analysis came from memory.
+    pub files_reused_memory: u64,
+    /// Files whose analysis came from disk or the shared store.
+    pub files_reused_store: u64,
+    /// Analyses answered by a cached whole-repository map (same git tree).
+    pub maps_reused: u64,
+}
+
+#[derive(Debug)]
+struct CachedFile {
+    analysis: Arc<FileAnalysis>,
+    names: Arc<NameIds>,
+    lexical: Arc<Vec<(u32, f32)>>,
+    content: Arc<str>,
+    redactions: Arc<RedactionCounts>,
+}
+
+#[derive(Debug, Clone)]
+struct LocalStat {
+    len: u64,
+    modified: Option<SystemTime>,
+    blob_id: String,
+}
+
+/// Holds the caches; share one per process (it is `Send + Sync`).
+pub struct Engine {
+    config: EngineConfig,
+    memory: moka::sync::Cache<String, Arc<CachedFile>>,
+    maps: moka::sync::Cache<String, Arc<CodeMap>>,
+    disk: Option<DiskStore>,
+    local: Mutex<HashMap<PathBuf, LocalStat>>,
+    terms: Arc<TermTable>,
+    names: Arc<TermTable>,
+    parsed: AtomicU64,
+    reused_memory: AtomicU64,
+    reused_store: AtomicU64,
+    maps_reused: AtomicU64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Creates an engine with empty memory caches.
+    pub fn new(config: EngineConfig) -> Self {
+        let disk = config
+            .cache_dir
+            .as_ref()
+            .map(|d| DiskStore::new(d.join("analysis")));
+        Self {
+            memory: moka::sync::Cache::new(config.memory_entries),
+            maps: moka::sync::Cache::new(16),
+            disk,
+            local: Mutex::new(HashMap::new()),
+            terms: Arc::new(TermTable::default()),
+            names: Arc::new(TermTable::default()),
+            config,
+            parsed: AtomicU64::new(0),
+            reused_memory: AtomicU64::new(0),
+            reused_store: AtomicU64::new(0),
+            maps_reused: AtomicU64::new(0),
+        }
+    }
+
+    /// Work counters since creation.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            files_parsed: self.parsed.load(Ordering::Relaxed),
+            files_reused_memory: self.reused_memory.load(Ordering::Relaxed),
+            files_reused_store: self.reused_store.load(Ordering::Relaxed),
+            maps_reused: self.maps_reused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Drops the in-memory analyses and maps (disk and shared stores stay).
+    pub fn clear_memory(&self) {
+        self.memory.invalidate_all();
+        self.maps.invalidate_all();
+    }
+
+    /// Acquires and analyses a repository.
+    pub fn analyse(&self, src: &RepoSource) -> Result<Arc<CodeMap>, CodemapError> {
+        if src.is_local() && !self.config.allow_local {
+            return Err(CodemapError::LocalRepoRefused);
+        }
+        let t = std::time::Instant::now();
+        let snap = match src {
+            RepoSource::Local(root) => self.read_local(root)?,
+            RepoSource::Git { url, reference } => {
+                let clones = self
+                    .config
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(|| std::env::temp_dir().join("contexten-codemap"));
+                let opts = GitOptions {
+                    cache_dir: &clones,
+                    token: self.config.github_token.as_ref(),
+                };
+                let rev = source::resolve_git(url, reference.as_deref(), &opts)?;
+                if let Some(map) = self.maps.get(&rev.tree) {
+                    self.maps_reused.fetch_add(1, Ordering::Relaxed);
+                    return Ok(map);
+                }
+                source::read_git(&rev, self.config.max_file_bytes)?
+            }
+        };
+        let read_ms = t.elapsed().as_secs_f64() * 1e3;
+        let tree = snap.tree.clone();
+        let t = std::time::Instant::now();
+        let map = Arc::new(self.build(snap));
+        tracing::debug!(read_ms, build_ms = t.elapsed().as_secs_f64() * 1e3, stats = ?self.stats(), "repository analysed");
+        if let Some(t) = tree {
+            self.maps.insert(t, map.clone());
+        }
+        Ok(map)
+    }
+
+    /// Builds a map from an already-read snapshot.
+    pub fn build(&self, mut snap: Snapshot) -> CodeMap {
+        let total = snap.files.len();
+        let done = AtomicUsize::new(0);
+        let results: Vec<Result<FileEntry, SkipReason>> = std::mem::take(&mut snap.files)
+            .into_par_iter()
+            .map(|f| {
+                let r = self.analyse_file(f);
+                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(p) = &self.config.progress {
+                    if d % 64 == 0 || d == total {
+                        p(Progress { done: d, total });
+                    }
+                }
+                r
+            })
+            .collect();
+        let mut files = Vec::with_capacity(results.len());
+        for r in results {
+            match r {
+                Ok(f) => files.push(f),
+                Err(reason) => snap.skip(reason),
+            }
+        }
+        CodeMap::build(
+            files,
+            snap.commit,
+            snap.skipped,
+            self.terms.clone(),
+            self.names.clone(),
+        )
+    }
+
+    fn analyse_file(&self, mut f: SourceFile) -> Result<FileEntry, SkipReason> {
+        let language = Language::from_path(&f.path);
+        let mut key = format!("{}-{}-v{ANALYSER_VERSION}", f.blob_id, language.name());
+        let cached = if let Some(c) = self.memory.get(&key) {
+            self.reused_memory.fetch_add(1, Ordering::Relaxed);
+            c
+        } else {
+            let bytes = match f.bytes.take() {
+                Some(b) => b,
+                None => {
+                    // Evicted from memory: read again (and re-key, in case it changed).
+                    let path = f.origin.as_ref().ok_or(SkipReason::Binary)?;
+                    let b: Arc<[u8]> = std::fs::read(path).map_err(|_| SkipReason::Binary)?.into();
+                    f.blob_id = source::blob_id(&b);
+                    key = format!("{}-{}-v{ANALYSER_VERSION}", f.blob_id, language.name());
+                    b
+                }
+            };
+            let text = std::str::from_utf8(&bytes).map_err(|_| SkipReason::NotUtf8)?;
+            let mut counts = RedactionCounts::new();
+            let content: Arc<str> = Arc::from(redact::redact(text, &mut counts).as_ref());
+            let analysis = match self.load(&key) {
+                Some(a) => {
+                    self.reused_store.fetch_add(1, Ordering::Relaxed);
+                    a
+                }
+                None => {
+                    self.parsed.fetch_add(1, Ordering::Relaxed);
+                    let a = parse::analyse(&content, language);
+                    self.save(&key, &a);
+                    a
+                }
+            };
+            let lexical = Arc::new(lexical_terms(&analysis, &self.terms));
+            let names = Arc::new(NameIds::new(&analysis, &self.names));
+            // The term strings now live as ids in `lexical`; the stores keep them.
+            let mut analysis = analysis;
+            analysis.terms = Vec::new();
+            let c = Arc::new(CachedFile {
+                names,
+                lexical,
+                analysis: Arc::new(analysis),
+                content,
+                redactions: Arc::new(counts),
+            });
+            self.memory.insert(key, c.clone());
+            c
+        };
+        Ok(FileEntry {
+            path: f.path,
+            language,
+            blob_id: f.blob_id,
+            content: cached.content.clone(),
+            redactions: cached.redactions.clone(),
+            analysis: cached.analysis.clone(),
+            lexical: cached.lexical.clone(),
+            names: cached.names.clone(),
+        })
+    }
+
+    fn stores(&self) -> impl Iterator<Item = &dyn AnalysisStore> {
+        self.disk
+            .iter()
+            .map(|d| d as &dyn AnalysisStore)
+            .chain(self.config.shared_store.iter().map(|s| s.as_ref()))
+    }
+
+    fn load(&self, key: &str) -> Option<FileAnalysis> {
+        for store in self.stores() {
+            match store.get(key) {
+                Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+                    Ok(a) => return Some(a),
+                    Err(e) => tracing::warn!(error = %e, "discarding unreadable cached analysis"),
+                },
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "analysis store read failed"),
+            }
+        }
+        None
+    }
+
+    fn save(&self, key: &str, a: &FileAnalysis) {
+        let Ok(bytes) = serde_json::to_vec(a) else {
+            return;
+        };
+        for store in self.stores() {
+            if let Err(e) = store.put(key, &bytes) {
+                tracing::warn!(error = %e, "analysis store write failed");
+            }
+        }
+    }
+
+    /// Reads a working directory; unchanged files (same size and mtime as last
+    /// time) are not read again.
+    fn read_local(&self, root: &std::path::Path) -> Result<Snapshot, CodemapError> {
+        let mut snap = Snapshot::default();
+        let listed = source::list_local(root, &mut snap)?;
+        let previous = self.local.lock().map(|m| m.clone()).unwrap_or_default();
+        let max = self.config.max_file_bytes;
+        // Unchanged files (same size and mtime) are not read: their blob id is known
+        // and their analysis and content are in memory.
+        type Read = (
+            String,
+            PathBuf,
+            Result<(LocalStat, Option<Arc<[u8]>>), SkipReason>,
+        );
+        let read: Vec<Read> = listed
+            .into_par_iter()
+            .map(|(rel, abs, meta)| {
+                let modified = meta.modified().ok();
+                if let Some(p) = previous.get(&abs) {
+                    if p.len == meta.len() && p.modified == modified && modified.is_some() {
+                        return (rel, abs, Ok((p.clone(), None)));
+                    }
+                }
+                if meta.len() > max {
+                    return (rel, abs, Err(SkipReason::Oversize));
+                }
+                let r = match std::fs::read(&abs) {
+                    Ok(bytes) => match filter::skip_by_content(&bytes, max) {
+                        Some(reason) => Err(reason),
+                        None => Ok((
+                            LocalStat {
+                                len: meta.len(),
+                                modified,
+                                blob_id: source::blob_id(&bytes),
+                            },
+                            Some(Arc::from(bytes)),
+                        )),
+                    },
+                    Err(_) => Err(SkipReason::Binary),
+                };
+                (rel, abs, r)
+            })
+            .collect();
+        let mut next = HashMap::with_capacity(read.len());
+        for (rel, abs, r) in read {
+            match r {
+                Ok((stat, bytes)) => {
+                    snap.files.push(SourceFile {
+                        path: rel,
+                        blob_id: stat.blob_id.clone(),
+                        bytes,
+                        origin: Some(abs.clone()),
+                    });
+                    next.insert(abs, stat);
+                }
+                Err(reason) => snap.skip(reason),
+            }
+        }
+        if let Ok(mut m) = self.local.lock() {
+            // Keep other roots' entries; replace this root's.
+            m.retain(|k, _| !k.starts_with(root));
+            m.extend(next);
+        }
+        Ok(snap)
+    }
+}

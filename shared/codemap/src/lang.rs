@@ -1,0 +1,218 @@
+//! Languages with official tree-sitter grammars and their tags-style queries.
+
+use std::sync::LazyLock;
+
+use serde::{Deserialize, Serialize};
+use tree_sitter::Query;
+
+/// A source language; `Other` files take part lexically only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// Rust (`.rs`).
+    Rust,
+    /// Python (`.py`, `.pyi`).
+    Python,
+    /// TypeScript (`.ts`, `.mts`, `.cts`).
+    TypeScript,
+    /// TSX (`.tsx`).
+    Tsx,
+    /// JavaScript (`.js`, `.jsx`, `.mjs`, `.cjs`).
+    JavaScript,
+    /// Go (`.go`).
+    Go,
+    /// Java (`.java`).
+    Java,
+    /// Any other text file.
+    Other,
+}
+
+impl Language {
+    /// Detects the language from a path's extension.
+    pub fn from_path(path: &str) -> Self {
+        let ext = path.rsplit_once('.').map_or("", |(_, e)| e);
+        match ext {
+            "rs" => Self::Rust,
+            "py" | "pyi" => Self::Python,
+            "ts" | "mts" | "cts" => Self::TypeScript,
+            "tsx" => Self::Tsx,
+            "js" | "jsx" | "mjs" | "cjs" => Self::JavaScript,
+            "go" => Self::Go,
+            "java" => Self::Java,
+            _ => Self::Other,
+        }
+    }
+
+    /// Display name used in summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rust => "rust",
+            Self::Python => "python",
+            Self::TypeScript => "typescript",
+            Self::Tsx => "tsx",
+            Self::JavaScript => "javascript",
+            Self::Go => "go",
+            Self::Java => "java",
+            Self::Other => "other",
+        }
+    }
+
+    /// Whether the language is parsed with tree-sitter.
+    pub fn is_parsed(self) -> bool {
+        self != Self::Other
+    }
+
+    /// The tree-sitter grammar.
+    pub fn grammar(self) -> Option<tree_sitter::Language> {
+        Some(match self {
+            Self::Rust => tree_sitter_rust::LANGUAGE.into(),
+            Self::Python => tree_sitter_python::LANGUAGE.into(),
+            Self::TypeScript => tree_sitter_typescript::LANGUAGE_TYPESCRIPT.into(),
+            Self::Tsx => tree_sitter_typescript::LANGUAGE_TSX.into(),
+            Self::JavaScript => tree_sitter_javascript::LANGUAGE.into(),
+            Self::Go => tree_sitter_go::LANGUAGE.into(),
+            Self::Java => tree_sitter_java::LANGUAGE.into(),
+            Self::Other => return None,
+        })
+    }
+
+    /// The compiled definitions+imports query (compiled once per language).
+    pub fn query(self) -> Option<&'static Query> {
+        static QUERIES: LazyLock<Vec<Option<Query>>> = LazyLock::new(|| {
+            ALL.iter()
+                .map(|l| {
+                    let src = query_source(*l);
+                    l.grammar().and_then(|g| match Query::new(&g, &src) {
+                        Ok(q) => Some(q),
+                        Err(e) => {
+                            tracing::error!(lang = l.name(), error = %e, "tags query does not compile");
+                            None
+                        }
+                    })
+                })
+                .collect()
+        });
+        let idx = ALL.iter().position(|l| *l == self)?;
+        QUERIES.get(idx).and_then(Option::as_ref)
+    }
+}
+
+/// Every parsed language.
+pub const ALL: [Language; 7] = [
+    Language::Rust,
+    Language::Python,
+    Language::TypeScript,
+    Language::Tsx,
+    Language::JavaScript,
+    Language::Go,
+    Language::Java,
+];
+
+// Captures: @name + @definition.<kind> for definitions, @import for import paths.
+const RUST: &str = r#"
+(struct_item name: (type_identifier) @name) @definition.struct
+(enum_item name: (type_identifier) @name) @definition.enum
+(union_item name: (type_identifier) @name) @definition.struct
+(type_item name: (type_identifier) @name) @definition.type
+(function_item name: (identifier) @name) @definition.function
+(function_signature_item name: (identifier) @name) @definition.function
+(trait_item name: (type_identifier) @name) @definition.trait
+(mod_item name: (identifier) @name) @definition.module
+(macro_definition name: (identifier) @name) @definition.macro
+(const_item name: (identifier) @name) @definition.constant
+(static_item name: (identifier) @name) @definition.constant
+(impl_item type: (_) @name) @definition.impl
+(use_declaration argument: (_) @import)
+(mod_item name: (identifier) @import !body)
+"#;
+
+const PYTHON: &str = r#"
+(class_definition name: (identifier) @name) @definition.class
+(function_definition name: (identifier) @name) @definition.function
+(module (expression_statement (assignment left: (identifier) @name) @definition.constant))
+(import_statement name: (dotted_name) @import)
+(import_statement name: (aliased_import name: (dotted_name) @import))
+(import_from_statement module_name: (_) @import)
+"#;
+
+const JS_COMMON: &str = r#"
+(function_declaration name: (identifier) @name) @definition.function
+(generator_function_declaration name: (identifier) @name) @definition.function
+(method_definition name: (property_identifier) @name) @definition.method
+(variable_declarator name: (identifier) @name value: [(arrow_function) (function_expression)]) @definition.function
+(program (lexical_declaration (variable_declarator name: (identifier) @name) @definition.constant))
+(program (export_statement (lexical_declaration (variable_declarator name: (identifier) @name) @definition.constant)))
+(import_statement source: (string (string_fragment) @import))
+(export_statement source: (string (string_fragment) @import))
+(call_expression function: (identifier) @_req arguments: (arguments (string (string_fragment) @import)) (#eq? @_req "require"))
+"#;
+
+const JS_ONLY: &str = r#"
+(class_declaration name: (identifier) @name) @definition.class
+"#;
+
+const TS_ONLY: &str = r#"
+(class_declaration name: (type_identifier) @name) @definition.class
+(abstract_class_declaration name: (type_identifier) @name) @definition.class
+(interface_declaration name: (type_identifier) @name) @definition.interface
+(type_alias_declaration name: (type_identifier) @name) @definition.type
+(enum_declaration name: (identifier) @name) @definition.enum
+(function_signature name: (identifier) @name) @definition.function
+(method_signature name: (property_identifier) @name) @definition.method
+(abstract_method_signature name: (property_identifier) @name) @definition.method
+(internal_module name: (identifier) @name) @definition.module
+"#;
+
+const GO: &str = r#"
+(function_declaration name: (identifier) @name) @definition.function
+(method_declaration name: (field_identifier) @name) @definition.method
+(type_spec name: (type_identifier) @name type: (struct_type)) @definition.struct
+(type_spec name: (type_identifier) @name type: (interface_type)) @definition.interface
+(type_spec name: (type_identifier) @name) @definition.type
+(source_file (const_declaration (const_spec name: (identifier) @name) @definition.constant))
+(source_file (var_declaration (var_spec name: (identifier) @name) @definition.variable))
+(import_spec path: (interpreted_string_literal) @import)
+"#;
+
+const JAVA: &str = r#"
+(class_declaration name: (identifier) @name) @definition.class
+(interface_declaration name: (identifier) @name) @definition.interface
+(enum_declaration name: (identifier) @name) @definition.enum
+(record_declaration name: (identifier) @name) @definition.class
+(annotation_type_declaration name: (identifier) @name) @definition.interface
+(method_declaration name: (identifier) @name) @definition.method
+(constructor_declaration name: (identifier) @name) @definition.constructor
+(field_declaration declarator: (variable_declarator name: (identifier) @name)) @definition.field
+(import_declaration (scoped_identifier) @import)
+"#;
+
+fn query_source(lang: Language) -> String {
+    match lang {
+        Language::Rust => RUST.to_owned(),
+        Language::Python => PYTHON.to_owned(),
+        Language::JavaScript => format!("{JS_COMMON}{JS_ONLY}"),
+        Language::TypeScript | Language::Tsx => format!("{JS_COMMON}{TS_ONLY}"),
+        Language::Go => GO.to_owned(),
+        Language::Java => JAVA.to_owned(),
+        Language::Other => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_language_query_compiles() {
+        for l in ALL {
+            assert!(l.query().is_some(), "query for {} must compile", l.name());
+        }
+    }
+
+    #[test]
+    fn extensions_map_to_languages() {
+        assert_eq!(Language::from_path("a/b.rs"), Language::Rust);
+        assert_eq!(Language::from_path("x.tsx"), Language::Tsx);
+        assert_eq!(Language::from_path("README.md"), Language::Other);
+    }
+}

@@ -1,0 +1,62 @@
+//! Contexten's context engine: tree-sitter code intelligence that finds what a
+//! request is about and packs it into a token-budgeted prompt.
+//!
+//! Place in the flow: `services/context-worker` (and its `query` / `summary` /
+//! `prompt` CLI subcommands) calls [`Engine::analyse`] on the task's repository,
+//! then [`CodeMap::query`] with the request and [`assemble_prompt`], and puts the
+//! ranked items, the prompt, its token count and the redaction counts into the
+//! envelope's context.
+//!
+//! Main types:
+//! - [`Engine`] / [`EngineConfig`]: acquisition ([`RepoSource`]: local path or git
+//!   URL + ref, shallow fetch, blob ids), per-file analysis cached by
+//!   (blob id, [`ANALYSER_VERSION`]) in memory → disk → an optional shared
+//!   [`AnalysisStore`] (Redis with the `redis` feature), so a new commit re-parses
+//!   only changed files.
+//! - [`CodeMap`]: files, definitions with signatures and docs, imports, the
+//!   cross-file reference graph; [`CodeMap::summary`], [`CodeMap::file_summary`],
+//!   [`CodeMap::symbol_summary`].
+//! - [`Query`] → [`RankedFile`]s: BM25 over code-aware terms fused with
+//!   personalised PageRank and explicit mentions (paths, symbols, stack frames,
+//!   error messages), each result with its [`ScoreComponents`] and reasons.
+//! - [`AssembledPrompt`]: summary, skeletons and bodies filled by binary search
+//!   under a tiktoken budget; the request always fits.
+//!
+//! Secrets are redacted from file contents before anything is parsed, cached or
+//! returned ([`redact`]); `.env*`, key and certificate files are never read.
+
+mod bm25;
+mod cache;
+mod codemap;
+mod engine;
+mod error;
+mod filter;
+mod graph;
+mod lang;
+mod parse;
+mod prompt;
+mod query;
+pub mod redact;
+mod source;
+mod summary;
+mod tokens;
+
+#[cfg(feature = "redis")]
+pub use cache::RedisStore;
+pub use cache::{AnalysisStore, DiskStore};
+pub use codemap::{CodeMap, FileEntry, SymbolId};
+pub use engine::{Engine, EngineConfig, EngineStats, Progress, ProgressFn};
+pub use error::CodemapError;
+pub use filter::{DEFAULT_MAX_FILE_BYTES, SkipReason};
+pub use lang::Language;
+pub use parse::{ANALYSER_VERSION, FileAnalysis, ImportRef, RefSite, SymbolDef, SymbolKind};
+pub use prompt::{AssembledPrompt, IncludedItem, ItemKind, assemble_prompt, tokenizer_for};
+pub use query::{
+    Hints, Query, RankParams, RankedFile, RankedSymbol, ScoreComponents, baseline_rank,
+};
+pub use source::{GitToken, RepoSource, blob_id};
+pub use summary::{
+    CentralSymbol, CodebaseSummary, DirCount, FileSummary, LanguageCount, SymbolInfo,
+    SymbolSummary, Usage,
+};
+pub use tokens::{code_terms, plain_terms};

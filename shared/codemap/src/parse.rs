@@ -1,0 +1,596 @@
+//! Per-file analysis: definitions, imports and referenced identifiers from one
+//! tree-sitter parse, plus the file's content terms for lexical ranking.
+//!
+//! The result depends only on (content, language, [`ANALYSER_VERSION`]), which is
+//! what makes it cacheable by blob id.
+
+use rustc_hash::FxHashMap as HashMap;
+use std::cell::RefCell;
+
+use serde::{Deserialize, Serialize};
+use tree_sitter::{Node, Parser, QueryCursor, StreamingIterator};
+
+use crate::lang::Language;
+use crate::tokens;
+
+/// Bumped whenever the analysis output changes shape or meaning (invalidates caches).
+pub const ANALYSER_VERSION: u32 = 1;
+
+const MAX_SIGNATURE_CHARS: usize = 240;
+const MAX_DOC_LINES: usize = 12;
+const MAX_REF_LINES: usize = 6;
+const MAX_QUERY_START_DEPTH: u32 = 6;
+
+/// What a definition is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SymbolKind {
+    /// Free function.
+    Function,
+    /// Function inside a class, impl or trait.
+    Method,
+    /// Constructor.
+    Constructor,
+    /// Class or record.
+    Class,
+    /// Struct or union.
+    Struct,
+    /// Enum.
+    Enum,
+    /// Interface or protocol.
+    Interface,
+    /// Rust trait.
+    Trait,
+    /// Type alias or other named type.
+    Type,
+    /// Module or namespace.
+    Module,
+    /// Macro.
+    Macro,
+    /// Constant or module-level binding.
+    Constant,
+    /// Package-level variable.
+    Variable,
+    /// Class field.
+    Field,
+    /// Rust impl block (a container, named after its type).
+    Impl,
+}
+
+impl SymbolKind {
+    fn from_capture(s: &str) -> Option<Self> {
+        Some(match s {
+            "function" => Self::Function,
+            "method" => Self::Method,
+            "constructor" => Self::Constructor,
+            "class" => Self::Class,
+            "struct" => Self::Struct,
+            "enum" => Self::Enum,
+            "interface" => Self::Interface,
+            "trait" => Self::Trait,
+            "type" => Self::Type,
+            "module" => Self::Module,
+            "macro" => Self::Macro,
+            "constant" => Self::Constant,
+            "variable" => Self::Variable,
+            "field" => Self::Field,
+            "impl" => Self::Impl,
+            _ => return None,
+        })
+    }
+
+    /// Whether the kind can contain other definitions.
+    pub fn is_container(self) -> bool {
+        matches!(
+            self,
+            Self::Class
+                | Self::Struct
+                | Self::Enum
+                | Self::Interface
+                | Self::Trait
+                | Self::Impl
+                | Self::Module
+        )
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Function => "function",
+            Self::Method => "method",
+            Self::Constructor => "constructor",
+            Self::Class => "class",
+            Self::Struct => "struct",
+            Self::Enum => "enum",
+            Self::Interface => "interface",
+            Self::Trait => "trait",
+            Self::Type => "type",
+            Self::Module => "module",
+            Self::Macro => "macro",
+            Self::Constant => "constant",
+            Self::Variable => "variable",
+            Self::Field => "field",
+            Self::Impl => "impl",
+        }
+    }
+}
+
+/// One definition in a file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SymbolDef {
+    /// Identifier.
+    pub name: String,
+    /// Kind.
+    pub kind: SymbolKind,
+    /// Index of the enclosing definition in the same file.
+    pub parent: Option<u32>,
+    /// First line (1-based).
+    pub start_line: u32,
+    /// Last line (1-based, inclusive).
+    pub end_line: u32,
+    /// Declaration header, whitespace-collapsed.
+    pub signature: String,
+    /// Doc comment or docstring, markers stripped.
+    pub doc: String,
+}
+
+/// An import statement's target as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportRef {
+    /// Module path, crate path or file specifier.
+    pub target: String,
+    /// Line (1-based).
+    pub line: u32,
+}
+
+/// Uses of one identifier from one enclosing definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefSite {
+    /// Identifier used.
+    pub name: String,
+    /// Enclosing definition index, if any.
+    pub in_symbol: Option<u32>,
+    /// Number of uses.
+    pub count: u32,
+    /// First few lines (1-based).
+    pub lines: Vec<u32>,
+}
+
+/// Everything the map needs from one file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileAnalysis {
+    /// Number of lines.
+    pub lines: u32,
+    /// Definitions in document order.
+    pub symbols: Vec<SymbolDef>,
+    /// Imports in document order.
+    pub imports: Vec<ImportRef>,
+    /// Referenced identifiers.
+    pub refs: Vec<RefSite>,
+    /// Content terms with frequencies, sorted by term (kept in the caches; emptied
+    /// in a built map, where they live as interned ids).
+    pub terms: Vec<(String, u32)>,
+    /// Whether tree-sitter reported syntax errors.
+    pub has_errors: bool,
+}
+
+thread_local! {
+    static PARSER: RefCell<Parser> = RefCell::new(Parser::new());
+}
+
+/// Analyses already-redacted content.
+pub fn analyse(content: &str, lang: Language) -> FileAnalysis {
+    let mut out = FileAnalysis {
+        lines: u32::try_from(content.lines().count()).unwrap_or(u32::MAX),
+        terms: content_terms(content),
+        ..FileAnalysis::default()
+    };
+    let (Some(grammar), Some(query)) = (lang.grammar(), lang.query()) else {
+        return out;
+    };
+    let tree = PARSER.with(|p| {
+        let mut p = p.borrow_mut();
+        p.set_language(&grammar).ok()?;
+        p.parse(content, None)
+    });
+    let Some(tree) = tree else {
+        return out;
+    };
+    let root = tree.root_node();
+    out.has_errors = root.has_error();
+    let src = content.as_bytes();
+
+    let names = query.capture_names();
+    let mut defs: Vec<(usize, Node<'_>, Node<'_>, SymbolKind)> = Vec::new(); // pattern, def, name, kind
+    let mut cursor = QueryCursor::new();
+    // Definitions and imports sit near the top of the tree; not starting matches
+    // inside function bodies skips most nodes (the query otherwise costs about as
+    // much as the parse itself).
+    cursor.set_max_start_depth(Some(MAX_QUERY_START_DEPTH));
+    let mut matches = cursor.matches(query, root, src);
+    while let Some(m) = matches.next() {
+        let mut def = None;
+        let mut name = None;
+        let mut kind = None;
+        for c in m.captures {
+            let cap = names[c.index as usize];
+            if cap == "name" {
+                name = Some(c.node);
+            } else if cap == "import" {
+                let target = import_text(text(c.node, src), lang);
+                if !target.is_empty() {
+                    out.imports.push(ImportRef {
+                        target,
+                        line: line_of(c.node),
+                    });
+                }
+            } else if let Some(k) = cap.strip_prefix("definition.") {
+                def = Some(c.node);
+                kind = SymbolKind::from_capture(k);
+            }
+        }
+        if let (Some(d), Some(n), Some(k)) = (def, name, kind) {
+            defs.push((m.pattern_index, d, n, k));
+        }
+    }
+    // Several patterns can match one node (Go type specs): keep the most specific.
+    defs.sort_by_key(|(p, d, n, _)| {
+        (
+            d.start_byte(),
+            std::cmp::Reverse(d.end_byte()),
+            n.start_byte(),
+            *p,
+        )
+    });
+    defs.dedup_by_key(|(_, d, n, _)| (d.id(), n.start_byte()));
+    out.imports.dedup_by(|a, b| a.target == b.target);
+
+    let lines: Vec<&str> = content.lines().collect();
+    let mut name_starts = Vec::with_capacity(defs.len());
+    let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(defs.len());
+    for &(_, def, name_node, mut kind) in &defs {
+        let idx = out.symbols.len();
+        let parent = innermost_container(&ranges, &out.symbols, def.start_byte(), def.end_byte());
+        if kind == SymbolKind::Function
+            && parent.is_some_and(|p| out.symbols[p].kind.is_container())
+        {
+            kind = SymbolKind::Method;
+        }
+        let name = if kind == SymbolKind::Impl {
+            impl_name(text(name_node, src))
+        } else {
+            text(name_node, src).to_owned()
+        };
+        out.symbols.push(SymbolDef {
+            name,
+            kind,
+            parent: parent.and_then(|p| u32::try_from(p).ok()),
+            start_line: line_of(def),
+            end_line: u32::try_from(def.end_position().row + 1).unwrap_or(u32::MAX),
+            signature: signature(def, src),
+            doc: doc_comment(def, &lines, lang, src),
+        });
+        ranges.push((def.start_byte(), def.end_byte()));
+        name_starts.push(name_node.start_byte());
+        debug_assert_eq!(idx + 1, out.symbols.len());
+    }
+    name_starts.sort_unstable();
+    out.refs = collect_refs(root, src, &ranges, &name_starts, identifier_kinds(lang));
+    out
+}
+
+fn innermost_container(
+    ranges: &[(usize, usize)],
+    syms: &[SymbolDef],
+    start: usize,
+    end: usize,
+) -> Option<usize> {
+    ranges
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(i, (s, e))| *s <= start && end <= *e && syms[*i].kind.is_container())
+        .map(|(i, _)| i)
+}
+
+fn text<'a>(node: Node<'_>, src: &'a [u8]) -> &'a str {
+    std::str::from_utf8(&src[node.byte_range()]).unwrap_or("")
+}
+
+fn line_of(node: Node<'_>) -> u32 {
+    u32::try_from(node.start_position().row + 1).unwrap_or(u32::MAX)
+}
+
+/// `Foo<T>` and `crate::x::Foo` name the impl after `Foo`.
+fn impl_name(t: &str) -> String {
+    let base = t.split('<').next().unwrap_or(t);
+    base.rsplit("::").next().unwrap_or(base).trim().to_owned()
+}
+
+fn import_text(raw: &str, lang: Language) -> String {
+    let t = raw
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'' || c == '`');
+    match lang {
+        Language::Rust => t
+            .split('{')
+            .next()
+            .unwrap_or(t)
+            .trim_end_matches("::")
+            .to_owned(),
+        _ => t.to_owned(),
+    }
+}
+
+/// The declaration header: from the definition's start to its body.
+fn signature(def: Node<'_>, src: &[u8]) -> String {
+    let body = def.child_by_field_name("body").or_else(|| {
+        def.child_by_field_name("value")
+            .and_then(|v| v.child_by_field_name("body"))
+    });
+    let end = match body {
+        Some(b) if b.start_byte() > def.start_byte() => b.start_byte(),
+        _ => {
+            let s = &src[def.start_byte()..def.end_byte()];
+            def.start_byte() + s.iter().position(|b| *b == b'\n').unwrap_or(s.len())
+        }
+    };
+    let raw = String::from_utf8_lossy(&src[def.start_byte()..end]);
+    let mut sig = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+    if sig.len() > MAX_SIGNATURE_CHARS {
+        let cut = (0..=MAX_SIGNATURE_CHARS)
+            .rev()
+            .find(|i| sig.is_char_boundary(*i))
+            .unwrap_or(0);
+        sig.truncate(cut);
+        sig.push('…');
+    }
+    sig.trim_end_matches(['{', ':', ' ']).to_owned()
+}
+
+/// Comment lines right above the definition (skipping attributes/decorators), or a
+/// Python docstring.
+fn doc_comment(def: Node<'_>, lines: &[&str], lang: Language, src: &[u8]) -> String {
+    if lang == Language::Python {
+        if let Some(doc) = python_docstring(def, src) {
+            return doc;
+        }
+    }
+    let mut row = def.start_position().row;
+    let mut doc = Vec::new();
+    while row > 0 && doc.len() < MAX_DOC_LINES {
+        row -= 1;
+        let l = lines.get(row).map_or("", |l| l.trim());
+        if l.starts_with("#[") || (l.starts_with('@') && lang != Language::Python) {
+            continue;
+        }
+        let stripped = ["///", "//!", "//", "/**", "*/", "/*", "*", "#"]
+            .iter()
+            .find_map(|m| l.strip_prefix(m));
+        match stripped {
+            Some(s) if !l.starts_with("#[") => doc.push(s.trim_end_matches("*/").trim()),
+            _ => break,
+        }
+    }
+    doc.reverse();
+    doc.retain(|l| !l.is_empty());
+    doc.join("\n")
+}
+
+fn python_docstring(def: Node<'_>, src: &[u8]) -> Option<String> {
+    let body = def.child_by_field_name("body")?;
+    let first = body.named_child(0)?;
+    if first.kind() != "expression_statement" {
+        return None;
+    }
+    let s = first.named_child(0)?;
+    if s.kind() != "string" {
+        return None;
+    }
+    let t = text(s, src).trim_matches(|c| c == '"' || c == '\'').trim();
+    Some(
+        t.lines()
+            .take(MAX_DOC_LINES)
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+/// Per node kind id of a language: is it an identifier? (Several ids can share a
+/// name through aliases, so the table is built from every id.)
+fn identifier_kinds(lang: Language) -> &'static [bool] {
+    static TABLES: std::sync::LazyLock<Vec<(Language, Vec<bool>)>> =
+        std::sync::LazyLock::new(|| {
+            crate::lang::ALL
+                .iter()
+                .filter_map(|l| {
+                    let g = l.grammar()?;
+                    let n = g.node_kind_count();
+                    let table = (0..n)
+                        .map(|id| {
+                            u16::try_from(id)
+                                .ok()
+                                .and_then(|id| g.node_kind_for_id(id))
+                                .is_some_and(|k| IDENT_KINDS.contains(&k))
+                        })
+                        .collect();
+                    Some((*l, table))
+                })
+                .collect()
+        });
+    TABLES
+        .iter()
+        .find(|(l, _)| *l == lang)
+        .map_or(&[], |(_, t)| t.as_slice())
+}
+
+const IDENT_KINDS: &[&str] = &[
+    "identifier",
+    "type_identifier",
+    "field_identifier",
+    "property_identifier",
+    "shorthand_property_identifier",
+    "constant",
+];
+
+const IGNORED_NAMES: &[&str] = &["self", "Self", "this", "super", "cls", "_", "__init__"];
+
+/// Identifier uses grouped by (name, enclosing definition), in document order.
+fn collect_refs(
+    root: Node<'_>,
+    src: &[u8],
+    ranges: &[(usize, usize)],
+    name_starts: &[usize],
+    ident: &[bool],
+) -> Vec<RefSite> {
+    let mut by_key: HashMap<(&str, Option<u32>), usize> = HashMap::default();
+    let mut out: Vec<RefSite> = Vec::new();
+    let mut cursor = root.walk();
+    let mut stack: Vec<usize> = Vec::new(); // indices into ranges, innermost last
+    let mut next_def = 0usize;
+    loop {
+        let node = cursor.node();
+        if ident
+            .get(usize::from(node.kind_id()))
+            .copied()
+            .unwrap_or(false)
+            && node.child_count() == 0
+        {
+            let start = node.start_byte();
+            if name_starts.binary_search(&start).is_err() {
+                while next_def < ranges.len() && ranges[next_def].0 <= start {
+                    stack.push(next_def);
+                    next_def += 1;
+                }
+                while stack.last().is_some_and(|d| ranges[*d].1 <= start) {
+                    stack.pop();
+                }
+                // A popped-over inner range may leave an outer one that ended too.
+                stack.retain(|d| ranges[*d].1 > start);
+                let name = text(node, src);
+                if name.len() > 1 && !IGNORED_NAMES.contains(&name) {
+                    let in_symbol = stack.last().and_then(|d| u32::try_from(*d).ok());
+                    let line = line_of(node);
+                    let i = *by_key.entry((name, in_symbol)).or_insert_with(|| {
+                        out.push(RefSite {
+                            name: name.to_owned(),
+                            in_symbol,
+                            count: 0,
+                            lines: Vec::new(),
+                        });
+                        out.len() - 1
+                    });
+                    let site = &mut out[i];
+                    site.count += 1;
+                    if site.lines.len() < MAX_REF_LINES && site.lines.last() != Some(&line) {
+                        site.lines.push(line);
+                    }
+                }
+            }
+        }
+        if cursor.goto_first_child() {
+            continue;
+        }
+        loop {
+            if cursor.goto_next_sibling() {
+                break;
+            }
+            if !cursor.goto_parent() {
+                return out;
+            }
+        }
+    }
+}
+
+fn content_terms(content: &str) -> Vec<(String, u32)> {
+    let mut counts: HashMap<String, u32> = HashMap::default();
+    tokens::code_terms(content, |t| {
+        if let Some(c) = counts.get_mut(t) {
+            *c += 1;
+        } else {
+            counts.insert(t.to_owned(), 1);
+        }
+    });
+    let mut v: Vec<(String, u32)> = counts.into_iter().collect();
+    v.sort_unstable();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(a: &FileAnalysis) -> Vec<(&str, SymbolKind)> {
+        a.symbols
+            .iter()
+            .map(|s| (s.name.as_str(), s.kind))
+            .collect()
+    }
+
+    #[test]
+    fn rust_definitions_signatures_and_docs() {
+        let src = "use crate::net::Client;\n\n/// Retries a request.\n#[inline]\npub fn retry(n: u32) -> bool {\n    Client::new().send(n)\n}\n\nstruct S;\nimpl S {\n    fn go(&self) {}\n}\n";
+        let a = analyse(src, Language::Rust);
+        assert_eq!(
+            names(&a),
+            [
+                ("retry", SymbolKind::Function),
+                ("S", SymbolKind::Struct),
+                ("S", SymbolKind::Impl),
+                ("go", SymbolKind::Method)
+            ]
+        );
+        assert_eq!(a.symbols[0].signature, "pub fn retry(n: u32) -> bool");
+        assert_eq!(a.symbols[0].doc, "Retries a request.");
+        assert_eq!(a.symbols[0].start_line, 5);
+        assert_eq!(a.imports[0].target, "crate::net::Client");
+        let send = a
+            .refs
+            .iter()
+            .find(|r| r.name == "send")
+            .map(|r| (r.in_symbol, r.lines.clone()));
+        assert_eq!(send, Some((Some(0), vec![6])));
+    }
+
+    #[test]
+    fn python_methods_docstrings_and_imports() {
+        let src = "from .models import Response\nimport os.path\n\nclass Session:\n    def send(self, req):\n        \"\"\"Send it.\"\"\"\n        return Response(req)\n";
+        let a = analyse(src, Language::Python);
+        assert_eq!(
+            names(&a),
+            [("Session", SymbolKind::Class), ("send", SymbolKind::Method)]
+        );
+        assert_eq!(a.symbols[1].doc, "Send it.");
+        assert_eq!(a.symbols[1].signature, "def send(self, req)");
+        let imports: Vec<&str> = a.imports.iter().map(|i| i.target.as_str()).collect();
+        assert_eq!(imports, [".models", "os.path"]);
+        assert!(
+            a.refs
+                .iter()
+                .any(|r| r.name == "Response" && r.in_symbol == Some(1))
+        );
+    }
+
+    #[test]
+    fn go_type_kinds_are_specific() {
+        let src = "package x\n\nimport \"fmt\"\n\ntype Cmd struct{}\ntype Runner interface{ Run() }\n\nfunc (c *Cmd) Execute() error { return fmt.Errorf(\"x\") }\n";
+        let a = analyse(src, Language::Go);
+        assert_eq!(
+            names(&a),
+            [
+                ("Cmd", SymbolKind::Struct),
+                ("Runner", SymbolKind::Interface),
+                ("Execute", SymbolKind::Method)
+            ]
+        );
+        assert_eq!(a.imports[0].target, "fmt");
+    }
+
+    #[test]
+    fn other_files_only_get_terms() {
+        let a = analyse("Hello parseHeaders world", Language::Other);
+        assert!(a.symbols.is_empty());
+        assert!(a.terms.iter().any(|(t, _)| t == "parseheaders"));
+    }
+}

@@ -1,0 +1,619 @@
+//! Relevance: which files and symbols a request is about.
+//!
+//! Three signals are fused: BM25 over code-aware terms (path, symbol names, docs,
+//! content), personalised PageRank over the reference/import graph seeded by the
+//! lexical and explicit matches, and explicit mentions (paths, symbol names,
+//! stack-trace frames, error messages found in the code).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::bm25::weigh_query;
+use crate::codemap::{CodeMap, SymbolId, idx};
+use crate::graph::{self, Adjacency};
+use crate::parse::SymbolKind;
+use crate::tokens;
+
+const SYMBOLS_PER_FILE: usize = 5;
+/// A reverse (definer → user) edge carries this share of the forward weight.
+const REVERSE_EDGE: f32 = 0.3;
+
+/// Fusion weights and priors of the ranking (defaults tuned on the retrieval
+/// evaluation; see `eval/README.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RankParams {
+    /// Weight of the normalised BM25 score.
+    pub w_bm25: f32,
+    /// Weight of the normalised personalised PageRank.
+    pub w_pagerank: f32,
+    /// Weight of explicit mentions.
+    pub w_mention: f32,
+    /// How many lexical hits seed the personalised PageRank.
+    pub seed_top: usize,
+    /// Exponent of the global PageRank the personalised one is divided by, so
+    /// hubs everyone uses do not win every query (0 = off).
+    pub hub_damping: f32,
+    /// Score factor of files that are not source code (docs, config).
+    pub non_code: f32,
+    /// Share of a file's score given to its test / subject companion.
+    pub companion: f32,
+}
+
+impl Default for RankParams {
+    fn default() -> Self {
+        Self {
+            w_bm25: 0.6,
+            w_pagerank: 0.3,
+            w_mention: 1.0,
+            seed_top: 10,
+            hub_damping: 0.25,
+            non_code: 0.5,
+            companion: 0.3,
+        }
+    }
+}
+
+impl RankParams {
+    /// Parses `key=value,...` overrides (used by the evaluation to explore weights).
+    pub fn with_overrides(mut self, spec: &str) -> Self {
+        for kv in spec.split(',').filter(|s| !s.is_empty()) {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            let Ok(x) = v.trim().parse::<f32>() else {
+                continue;
+            };
+            match k.trim() {
+                "w_bm25" => self.w_bm25 = x,
+                "w_pagerank" => self.w_pagerank = x,
+                "w_mention" => self.w_mention = x,
+                "seed_top" => self.seed_top = x as usize,
+                "hub_damping" => self.hub_damping = x,
+                "non_code" => self.non_code = x,
+                "companion" => self.companion = x,
+                _ => {}
+            }
+        }
+        self
+    }
+}
+
+/// Explicit hints that come with a request (from the envelope or the CLI).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Hints {
+    /// Paths the requester named.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Symbols the requester named.
+    #[serde(default)]
+    pub symbols: Vec<String>,
+    /// Stack traces, logs or error messages pasted with the request.
+    #[serde(default)]
+    pub traces: Vec<String>,
+}
+
+/// A relevance query.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Query {
+    /// The request text.
+    pub text: String,
+    /// Explicit hints.
+    #[serde(default)]
+    pub hints: Hints,
+    /// How many files to return.
+    pub top_k: usize,
+}
+
+impl Query {
+    /// A query from text alone.
+    pub fn new(text: impl Into<String>, top_k: usize) -> Self {
+        Self {
+            text: text.into(),
+            hints: Hints::default(),
+            top_k,
+        }
+    }
+}
+
+/// How a score was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScoreComponents {
+    /// Lexical score, normalised to the best file (0..1).
+    pub bm25: f32,
+    /// Personalised PageRank, normalised to the best file (0..1).
+    pub pagerank: f32,
+    /// Explicit mention strength.
+    pub mention: f32,
+}
+
+/// A relevant symbol inside a ranked file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RankedSymbol {
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: SymbolKind,
+    /// First line.
+    pub start_line: u32,
+    /// Last line.
+    pub end_line: u32,
+    /// Declaration header.
+    pub signature: String,
+    /// Relevance.
+    pub score: f32,
+    /// Why it was chosen.
+    pub reasons: Vec<String>,
+}
+
+/// A relevant file, best first in [`CodeMap::query`]'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RankedFile {
+    /// Path.
+    pub path: String,
+    /// Fused score.
+    pub score: f32,
+    /// Most relevant symbols in the file.
+    pub symbols: Vec<RankedSymbol>,
+    /// Why it was chosen.
+    pub reasons: Vec<String>,
+    /// Score parts.
+    pub components: ScoreComponents,
+}
+
+#[derive(Default)]
+struct Mentions {
+    files: BTreeMap<u32, (f32, Vec<String>)>,
+    symbols: BTreeMap<SymbolId, (f32, String)>,
+}
+
+impl Mentions {
+    fn file(&mut self, f: u32, w: f32, reason: String) {
+        let e = self.files.entry(f).or_default();
+        e.0 = e.0.max(w);
+        if !e.1.contains(&reason) && e.1.len() < 4 {
+            e.1.push(reason);
+        }
+    }
+
+    fn symbol(&mut self, id: SymbolId, w: f32, reason: String) {
+        let e = self.symbols.entry(id).or_insert((0.0, reason));
+        e.0 = e.0.max(w);
+    }
+}
+
+static FRAME_RE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?P<path>[A-Za-z0-9_.$\-/\\]+\.(?:py|pyi|rs|ts|tsx|js|jsx|mjs|cjs|go|java))(?:"?, line |:)(?P<line>\d+)"#)
+        .unwrap_or_else(|e| panic!("frame regex: {e}"))
+});
+static PATH_RE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"[A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_.\-]+)+|[A-Za-z0-9_\-]+\.(?:py|rs|ts|tsx|js|jsx|go|java|toml|json|yaml|yml|md)\b")
+        .unwrap_or_else(|e| panic!("path regex: {e}"))
+});
+static QUOTED_RE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#""([^"\n]{10,200})"|'([^'\n]{10,200})'|`([^`\n]{10,200})`"#)
+        .unwrap_or_else(|e| panic!("quoted regex: {e}"))
+});
+static IDENT_RE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"`?([A-Za-z_][A-Za-z0-9_]*(?:(?:::|\.)[A-Za-z_][A-Za-z0-9_]*)*)(`|\()?")
+        .unwrap_or_else(|e| panic!("ident regex: {e}"))
+});
+
+impl CodeMap {
+    /// Ranks files (and symbols inside them) by relevance to `q`. Deterministic.
+    pub fn query(&self, q: &Query) -> Vec<RankedFile> {
+        self.query_with(q, &RankParams::default())
+    }
+
+    /// [`CodeMap::query`] with explicit ranking parameters.
+    pub fn query_with(&self, q: &Query, p: &RankParams) -> Vec<RankedFile> {
+        if self.files.is_empty() || q.top_k == 0 {
+            return Vec::new();
+        }
+        let mut text = q.text.clone();
+        for t in &q.hints.traces {
+            text.push('\n');
+            text.push_str(t);
+        }
+        let mentions = self.mentions(&text, &q.hints);
+        let mut qterms = tokens::query_terms(&text);
+        for s in q.hints.symbols.iter().chain(&q.hints.paths) {
+            qterms.extend(tokens::query_terms(s));
+        }
+        let weighted = weigh_query(&qterms);
+        let raw = self.bm25.score(&weighted);
+        let bm25 = normalise(&raw);
+
+        let mut order: Vec<usize> = (0..raw.len()).filter(|i| raw[*i] > 0.0).collect();
+        order.sort_by(|a, b| raw[*b].total_cmp(&raw[*a]).then(a.cmp(b)));
+        let mut personal = vec![0.0f32; self.files.len()];
+        for &i in order.iter().take(p.seed_top) {
+            personal[i] += bm25[i] * bm25[i];
+        }
+        for (f, (w, _)) in &mentions.files {
+            personal[*f as usize] += 2.0 * w;
+        }
+        let ppr = if personal.iter().any(|x| *x > 0.0) {
+            let mut r = graph::pagerank(self.ppr_graph(), &personal);
+            if p.hub_damping > 0.0 {
+                let global = self.file_centrality();
+                for (x, g) in r.iter_mut().zip(global) {
+                    *x /= g.max(1e-9).powf(p.hub_damping);
+                }
+            }
+            normalise(&r)
+        } else {
+            vec![0.0; self.files.len()]
+        };
+
+        let base: Vec<f32> = (0..self.files.len())
+            .map(|i| {
+                let mention = mentions.files.get(&idx(i)).map_or(0.0, |m| m.0);
+                let s = p.w_bm25 * bm25[i] + p.w_pagerank * ppr[i] + p.w_mention * mention;
+                if self.files[i].language.is_parsed() {
+                    s
+                } else {
+                    s * p.non_code
+                }
+            })
+            .collect();
+        let lifted = self.companion_lift(&base, p.companion);
+        let mut scored: Vec<(u32, f32, ScoreComponents)> = (0..self.files.len())
+            .map(|i| {
+                let mention = mentions.files.get(&idx(i)).map_or(0.0, |m| m.0);
+                (
+                    idx(i),
+                    base[i] + lifted[i],
+                    ScoreComponents {
+                        bm25: bm25[i],
+                        pagerank: ppr[i],
+                        mention,
+                    },
+                )
+            })
+            .filter(|(_, s, _)| *s > 0.0)
+            .collect();
+        scored.sort_by(|a, b| {
+            b.1.total_cmp(&a.1).then_with(|| {
+                self.files[a.0 as usize]
+                    .path
+                    .cmp(&self.files[b.0 as usize].path)
+            })
+        });
+        scored.truncate(q.top_k);
+        let term_set: Vec<(String, f32)> = weighted
+            .iter()
+            .map(|(t, w)| (t.clone(), w * self.bm25.idf(t)))
+            .filter(|(_, w)| *w > 0.0)
+            .collect();
+        scored
+            .into_iter()
+            .map(|(f, score, c)| self.ranked_file(f, score, c, &mentions, &term_set))
+            .collect()
+    }
+
+    /// Each file passes `share` of its score to its test (`foo_test.go`,
+    /// `FooTest.java`, `test_foo.py`, `test/foo.ts`) or, for a test, to its subject.
+    fn companion_lift(&self, base: &[f32], share: f32) -> Vec<f32> {
+        let mut lift = vec![0.0f32; base.len()];
+        if share <= 0.0 {
+            return lift;
+        }
+        let companions = self.companions.get_or_init(|| {
+            let mut by_stem: HashMap<String, Vec<u32>> = HashMap::new();
+            for (i, f) in self.files.iter().enumerate() {
+                if f.language.is_parsed() {
+                    by_stem
+                        .entry(subject_stem(&f.path))
+                        .or_default()
+                        .push(idx(i));
+                }
+            }
+            let mut pairs = Vec::new();
+            for group in by_stem.values().filter(|g| g.len() > 1 && g.len() <= 4) {
+                for &a in group {
+                    for &b in group {
+                        if a != b
+                            && is_test_path(&self.files[a as usize].path)
+                                != is_test_path(&self.files[b as usize].path)
+                        {
+                            pairs.push((a, b));
+                        }
+                    }
+                }
+            }
+            pairs.sort_unstable();
+            pairs
+        });
+        for &(a, b) in companions {
+            lift[b as usize] = lift[b as usize].max(share * base[a as usize]);
+        }
+        lift
+    }
+
+    /// The graph PPR walks: forward reference/import edges plus weaker reverse ones.
+    fn ppr_graph(&self) -> &Adjacency {
+        self.ppr_graph.get_or_init(|| {
+            let mut g: Vec<BTreeMap<u32, f32>> = vec![BTreeMap::new(); self.graph.len()];
+            for (i, edges) in self.graph.iter().enumerate() {
+                for &(j, w) in edges {
+                    *g[i].entry(j).or_default() += w;
+                    *g[j as usize].entry(idx(i)).or_default() += REVERSE_EDGE * w;
+                }
+            }
+            g.into_iter().map(|m| m.into_iter().collect()).collect()
+        })
+    }
+
+    fn mentions(&self, text: &str, hints: &Hints) -> Mentions {
+        let mut m = Mentions::default();
+        for p in &hints.paths {
+            if let Some(f) = self.find_file(p) {
+                m.file(f, 2.0, format!("named in hints: {p}"));
+            }
+        }
+        for s in &hints.symbols {
+            for id in self.find_symbols(s) {
+                m.file(id.0, 1.5, format!("defines `{s}` named in hints"));
+                m.symbol(id, 2.0, format!("named in hints: {s}"));
+            }
+        }
+        for c in FRAME_RE.captures_iter(text) {
+            let (Some(p), Some(l)) = (c.name("path"), c.name("line")) else {
+                continue;
+            };
+            let path = p.as_str().replace('\\', "/");
+            let line: u32 = l.as_str().parse().unwrap_or(0);
+            let Some(f) = self.find_file(&path) else {
+                continue;
+            };
+            let at = self.symbol_at(f, line);
+            let in_sym = at.map(|s| {
+                format!(
+                    " in `{}`",
+                    self.files[f as usize].analysis.symbols[s as usize].name
+                )
+            });
+            m.file(
+                f,
+                1.5,
+                format!(
+                    "stack frame {path}:{line}{}",
+                    in_sym.clone().unwrap_or_default()
+                ),
+            );
+            if let Some(s) = at {
+                m.symbol((f, s), 1.5, format!("stack frame {path}:{line}"));
+            }
+        }
+        for c in PATH_RE.find_iter(text) {
+            let p = c.as_str().trim_matches(|ch: char| ch == '.' || ch == '/');
+            if p.len() < 4 || !p.contains(['/', '.']) {
+                continue;
+            }
+            if let Some(f) = self.find_file(p) {
+                m.file(f, 1.2, format!("path mentioned: {p}"));
+            }
+        }
+        for c in QUOTED_RE.captures_iter(text) {
+            let Some(s) = c.get(1).or_else(|| c.get(2)).or_else(|| c.get(3)) else {
+                continue;
+            };
+            let needle = s.as_str().trim();
+            if !needle.contains(' ') {
+                continue;
+            }
+            let hits: Vec<usize> = (0..self.files.len())
+                .filter(|i| self.files[*i].content.contains(needle))
+                .collect();
+            if hits.len() <= 5 {
+                for f in hits {
+                    m.file(idx(f), 1.0, format!("contains the message \"{needle}\""));
+                }
+            }
+        }
+        self.identifier_mentions(text, &mut m);
+        m
+    }
+
+    fn identifier_mentions(&self, text: &str, m: &mut Mentions) {
+        let mut seen: Vec<&str> = Vec::new();
+        for c in IDENT_RE.captures_iter(text) {
+            let Some(word) = c.get(1).map(|w| w.as_str()) else {
+                continue;
+            };
+            if word.len() < 3 || seen.contains(&word) {
+                continue;
+            }
+            seen.push(word);
+            let code_like = c.get(2).is_some()
+                || word.contains('_')
+                || word.contains("::")
+                || word.contains('.')
+                || word.chars().skip(1).any(|ch| ch.is_ascii_uppercase());
+            let ids = self.find_symbols(word);
+            if ids.is_empty() {
+                continue;
+            }
+            let files: std::collections::BTreeSet<u32> = ids.iter().map(|(f, _)| *f).collect();
+            let strength = match (code_like, files.len()) {
+                (true, n) if n <= 3 => 1.0,
+                (true, n) if n <= 10 => 0.5,
+                (false, n) if n <= 2 && word.len() >= 5 => 0.35,
+                _ => continue,
+            };
+            for id in &ids {
+                m.file(
+                    id.0,
+                    strength,
+                    format!("defines `{word}` mentioned in the request"),
+                );
+                m.symbol(
+                    *id,
+                    strength * 2.0,
+                    format!("mentioned in the request: {word}"),
+                );
+            }
+        }
+    }
+
+    fn ranked_file(
+        &self,
+        f: u32,
+        score: f32,
+        c: ScoreComponents,
+        mentions: &Mentions,
+        terms: &[(String, f32)],
+    ) -> RankedFile {
+        let file = &self.files[f as usize];
+        let mut reasons: Vec<String> = mentions
+            .files
+            .get(&f)
+            .map(|m| m.1.clone())
+            .unwrap_or_default();
+        if c.bm25 > 0.0 {
+            let mut matched: Vec<&str> = terms
+                .iter()
+                .filter(|(t, _)| {
+                    self.bm25.term_id(t).is_some_and(|id| {
+                        file.lexical.binary_search_by_key(&id, |(x, _)| *x).is_ok()
+                    })
+                })
+                .map(|(t, _)| t.as_str())
+                .collect();
+            matched.truncate(6);
+            reasons.push(format!(
+                "lexical match ({:.2}): {}",
+                c.bm25,
+                matched.join(", ")
+            ));
+        }
+        if c.pagerank > 0.05 {
+            reasons.push(format!(
+                "graph neighbour of matching files (pagerank {:.2})",
+                c.pagerank
+            ));
+        }
+        let mut symbols: Vec<RankedSymbol> = file
+            .analysis
+            .symbols
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.kind != SymbolKind::Impl)
+            .filter_map(|(si, s)| {
+                let mut sc = 0.0;
+                let mut why = Vec::new();
+                if let Some((w, r)) = mentions.symbols.get(&(f, idx(si))) {
+                    sc += w;
+                    why.push(r.clone());
+                }
+                let mut hit = Vec::new();
+                tokens::code_terms(&s.name, |t| {
+                    if let Some((_, w)) = terms.iter().find(|(q, _)| q == t) {
+                        if !hit.contains(&t.to_owned()) {
+                            hit.push(t.to_owned());
+                            sc += w * 0.2;
+                        }
+                    }
+                });
+                if !hit.is_empty() {
+                    why.push(format!("name matches: {}", hit.join(", ")));
+                }
+                (sc > 0.0).then(|| RankedSymbol {
+                    name: s.name.clone(),
+                    kind: s.kind,
+                    start_line: s.start_line,
+                    end_line: s.end_line,
+                    signature: s.signature.clone(),
+                    score: sc,
+                    reasons: why,
+                })
+            })
+            .collect();
+        symbols.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then(a.start_line.cmp(&b.start_line))
+        });
+        symbols.truncate(SYMBOLS_PER_FILE);
+        RankedFile {
+            path: file.path.clone(),
+            score,
+            symbols,
+            reasons,
+            components: c,
+        }
+    }
+}
+
+/// Whether a path looks like a test file.
+pub(crate) fn is_test_path(path: &str) -> bool {
+    let l = path.to_ascii_lowercase();
+    let name = l.rsplit('/').next().unwrap_or(&l);
+    l.split('/')
+        .any(|c| c == "test" || c == "tests" || c == "__tests__" || c == "spec")
+        || name.starts_with("test_")
+        || name.contains("_test.")
+        || name.contains(".test.")
+        || name.contains(".spec.")
+        || name.ends_with("test.java")
+        || name.ends_with("tests.java")
+}
+
+/// The name a test and its subject share: `FooTest.java`, `foo_test.go`,
+/// `test_foo.py`, `foo.test.ts` → `foo`.
+fn subject_stem(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
+    let stem = name.split('.').next().unwrap_or(&name);
+    let stem = stem.strip_prefix("test_").unwrap_or(stem);
+    let stem = stem.strip_suffix("_test").unwrap_or(stem);
+    let stem = stem
+        .strip_suffix("tests")
+        .or_else(|| stem.strip_suffix("test"))
+        .unwrap_or(stem);
+    stem.trim_end_matches('_').to_owned()
+}
+
+fn normalise(v: &[f32]) -> Vec<f32> {
+    let max = v.iter().copied().fold(0.0f32, f32::max);
+    if max <= 0.0 {
+        return vec![0.0; v.len()];
+    }
+    v.iter().map(|x| x / max).collect()
+}
+
+/// Plain BM25 over whole-file contents: the evaluation baseline.
+pub fn baseline_rank(files: &[(String, String)], text: &str, top_k: usize) -> Vec<String> {
+    let terms = std::sync::Arc::new(crate::bm25::TermTable::default());
+    let docs: Vec<Vec<(u32, f32)>> = files
+        .iter()
+        .map(|(_, content)| {
+            let mut d: HashMap<String, f32> = HashMap::new();
+            tokens::plain_terms(content, |t| *d.entry(t.to_owned()).or_default() += 1.0);
+            terms.intern_all(d.iter().map(|(t, w)| (t.as_str(), *w)))
+        })
+        .collect();
+    let refs: Vec<&[(u32, f32)]> = docs.iter().map(Vec::as_slice).collect();
+    let idx = crate::bm25::Bm25Index::build(&refs, terms);
+    let mut q = Vec::new();
+    tokens::plain_terms(text, |t| {
+        if !tokens::is_stop_word(t) {
+            q.push(t.to_owned());
+        }
+    });
+    let scores = idx.score(&weigh_query(&q));
+    let mut order: Vec<usize> = (0..files.len()).filter(|i| scores[*i] > 0.0).collect();
+    order.sort_by(|a, b| {
+        scores[*b]
+            .total_cmp(&scores[*a])
+            .then(files[*a].0.cmp(&files[*b].0))
+    });
+    order
+        .into_iter()
+        .take(top_k)
+        .map(|i| files[i].0.clone())
+        .collect()
+}

@@ -1,0 +1,429 @@
+//! Codebase, file and symbol summaries: names, signatures and locations, not counts only.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::codemap::{CodeMap, SymbolId, fixed, idx, parent_dir, unfixed};
+use crate::parse::{SymbolDef, SymbolKind};
+
+const TOP_DIRS: usize = 12;
+const TOP_SYMBOLS: usize = 25;
+const MAX_USAGES: usize = 200;
+
+/// Files and lines of one language.
+#[derive(Debug, Clone, Serialize)]
+pub struct LanguageCount {
+    /// Language name.
+    pub language: String,
+    /// Number of files.
+    pub files: usize,
+    /// Number of lines.
+    pub lines: usize,
+}
+
+/// A top-level module / directory.
+#[derive(Debug, Clone, Serialize)]
+pub struct DirCount {
+    /// Directory (first two components).
+    pub dir: String,
+    /// Files under it.
+    pub files: usize,
+    /// Definitions under it.
+    pub symbols: usize,
+}
+
+/// A definition with its location.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SymbolInfo {
+    /// Name.
+    pub name: String,
+    /// Enclosing definition's name, if any.
+    pub parent: Option<String>,
+    /// Kind.
+    pub kind: SymbolKind,
+    /// File.
+    pub path: String,
+    /// First line.
+    pub start_line: u32,
+    /// Last line.
+    pub end_line: u32,
+    /// Declaration header.
+    pub signature: String,
+    /// Doc comment.
+    pub doc: String,
+}
+
+/// A central symbol with its PageRank-derived score.
+#[derive(Debug, Clone, Serialize)]
+pub struct CentralSymbol {
+    /// The symbol.
+    #[serde(flatten)]
+    pub symbol: SymbolInfo,
+    /// Centrality score.
+    pub score: f32,
+}
+
+/// The whole repository in brief.
+#[derive(Debug, Clone, Serialize)]
+pub struct CodebaseSummary {
+    /// Commit id, for git sources.
+    pub commit: Option<String>,
+    /// Files analysed.
+    pub files: usize,
+    /// Definitions found.
+    pub symbols: usize,
+    /// Imports resolved to files of the repository.
+    pub import_edges: usize,
+    /// File → file reference edges.
+    pub reference_edges: usize,
+    /// Languages by file count.
+    pub languages: Vec<LanguageCount>,
+    /// Largest top-level modules.
+    pub top_dirs: Vec<DirCount>,
+    /// Entry points (`main.rs`, `main.go`, `__main__.py`, `index.ts`, ...).
+    pub entry_points: Vec<String>,
+    /// Most central definitions (PageRank over the reference graph).
+    pub central_symbols: Vec<CentralSymbol>,
+    /// Skipped files by reason.
+    pub skipped: BTreeMap<String, usize>,
+}
+
+/// One file in brief.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileSummary {
+    /// Path.
+    pub path: String,
+    /// Language.
+    pub language: String,
+    /// Lines.
+    pub lines: u32,
+    /// Definitions.
+    pub symbols: Vec<SymbolInfo>,
+    /// Imports as written.
+    pub imports: Vec<String>,
+    /// Imported repository files.
+    pub imports_files: Vec<String>,
+    /// Files importing this one.
+    pub imported_by: Vec<String>,
+}
+
+/// A place a symbol is used.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Usage {
+    /// File.
+    pub path: String,
+    /// Line.
+    pub line: u32,
+    /// Enclosing definition.
+    pub in_symbol: Option<String>,
+}
+
+/// A symbol in depth.
+#[derive(Debug, Clone, Serialize)]
+pub struct SymbolSummary {
+    /// Definitions with this name (several when overloaded or ambiguous).
+    pub definitions: Vec<SymbolInfo>,
+    /// What the definitions reference (resolved).
+    pub dependencies: Vec<SymbolInfo>,
+    /// Call sites and other uses, `path:line`.
+    pub usages: Vec<Usage>,
+}
+
+impl CodeMap {
+    /// Describes a definition.
+    pub fn symbol_info(&self, (f, s): SymbolId) -> SymbolInfo {
+        let file = &self.files[f as usize];
+        let d: &SymbolDef = &file.analysis.symbols[s as usize];
+        SymbolInfo {
+            name: d.name.clone(),
+            parent: d
+                .parent
+                .map(|p| file.analysis.symbols[p as usize].name.clone()),
+            kind: d.kind,
+            path: file.path.clone(),
+            start_line: d.start_line,
+            end_line: d.end_line,
+            signature: d.signature.clone(),
+            doc: d.doc.clone(),
+        }
+    }
+
+    /// Symbol centrality: each file's PageRank shared among the definitions its
+    /// references resolve to (aider's repo-map ranking).
+    pub fn symbol_centrality(&self) -> HashMap<SymbolId, f32> {
+        let ranks = self.file_centrality();
+        let mut out: HashMap<SymbolId, u64> = HashMap::new();
+        let mut targets = Vec::new();
+        for (fi, f) in self.files.iter().enumerate() {
+            for &(name, count) in &f.names.refs {
+                self.resolve_id(idx(fi), name, &mut targets);
+                targets.retain(|(g, _)| *g as usize != fi);
+                if targets.is_empty() {
+                    continue;
+                }
+                let share = ranks[fi] * (count as f32).sqrt() / targets.len() as f32;
+                for t in &targets {
+                    *out.entry(*t).or_default() += fixed(share * 1e6);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|(k, v)| (k, unfixed(v) / 1e6))
+            .collect()
+    }
+
+    /// Summary of the whole repository.
+    pub fn summary(&self) -> CodebaseSummary {
+        let mut langs: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        let mut dirs: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        let mut entry_points = Vec::new();
+        for f in &self.files {
+            let e = langs.entry(f.language.name()).or_default();
+            e.0 += 1;
+            e.1 += f.analysis.lines as usize;
+            let comps: Vec<&str> = parent_dir(&f.path)
+                .split('/')
+                .filter(|c| !c.is_empty())
+                .take(2)
+                .collect();
+            let d = dirs
+                .entry(if comps.is_empty() {
+                    ".".to_owned()
+                } else {
+                    comps.join("/")
+                })
+                .or_default();
+            d.0 += 1;
+            d.1 += f.analysis.symbols.len();
+            if is_entry_point(&f.path, &f.content) {
+                entry_points.push(f.path.clone());
+            }
+        }
+        let mut languages: Vec<LanguageCount> = langs
+            .into_iter()
+            .map(|(l, (files, lines))| LanguageCount {
+                language: l.to_owned(),
+                files,
+                lines,
+            })
+            .collect();
+        languages.sort_by(|a, b| b.files.cmp(&a.files).then(a.language.cmp(&b.language)));
+        let mut top_dirs: Vec<DirCount> = dirs
+            .into_iter()
+            .map(|(dir, (files, symbols))| DirCount {
+                dir,
+                files,
+                symbols,
+            })
+            .collect();
+        top_dirs.sort_by(|a, b| b.files.cmp(&a.files).then(a.dir.cmp(&b.dir)));
+        top_dirs.truncate(TOP_DIRS);
+        let mut central: Vec<(SymbolId, f32)> = self.symbol_centrality().into_iter().collect();
+        central.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        central.truncate(TOP_SYMBOLS);
+        CodebaseSummary {
+            commit: self.commit.clone(),
+            files: self.files.len(),
+            symbols: self.files.iter().map(|f| f.analysis.symbols.len()).sum(),
+            import_edges: self.imports.iter().map(Vec::len).sum(),
+            reference_edges: self.graph.iter().map(Vec::len).sum(),
+            languages,
+            top_dirs,
+            entry_points,
+            central_symbols: central
+                .into_iter()
+                .map(|(id, score)| CentralSymbol {
+                    symbol: self.symbol_info(id),
+                    score,
+                })
+                .collect(),
+            skipped: self.skipped.clone(),
+        }
+    }
+
+    /// Summary of one file (exact path or unique suffix).
+    pub fn file_summary(&self, path: &str) -> Option<FileSummary> {
+        let fi = self.find_file(path)?;
+        let f = &self.files[fi as usize];
+        let names = |v: &[u32]| {
+            v.iter()
+                .map(|i| self.files[*i as usize].path.clone())
+                .collect()
+        };
+        Some(FileSummary {
+            path: f.path.clone(),
+            language: f.language.name().to_owned(),
+            lines: f.analysis.lines,
+            symbols: (0..f.analysis.symbols.len())
+                .map(|s| self.symbol_info((fi, idx(s))))
+                .collect(),
+            imports: f
+                .analysis
+                .imports
+                .iter()
+                .map(|i| i.target.clone())
+                .collect(),
+            imports_files: names(self.imports_of(fi)),
+            imported_by: names(self.importers_of(fi)),
+        })
+    }
+
+    /// Definitions named `name` (`Type.method` / `Type::method` narrow by container).
+    pub fn find_symbols(&self, name: &str) -> Vec<SymbolId> {
+        let (container, base) = match name.rsplit_once("::").or_else(|| name.rsplit_once('.')) {
+            Some((c, b)) => (Some(c.rsplit(['.', ':']).next().unwrap_or(c)), b),
+            None => (None, name),
+        };
+        let Some(defs) = self
+            .names
+            .get(base)
+            .and_then(|id| self.defs_by_name.get(id as usize))
+        else {
+            return Vec::new();
+        };
+        defs.ids
+            .iter()
+            .copied()
+            .filter(|id| {
+                container.is_none_or(|c| self.symbol_info(*id).parent.as_deref() == Some(c))
+            })
+            .collect()
+    }
+
+    /// Summary of a symbol: definitions, what they use, and where they are used.
+    pub fn symbol_summary(&self, name: &str) -> Option<SymbolSummary> {
+        let defs = self.find_symbols(name);
+        if defs.is_empty() {
+            return None;
+        }
+        let mut deps: Vec<SymbolId> = Vec::new();
+        for &(f, s) in &defs {
+            let a = &self.files[f as usize].analysis;
+            for r in a
+                .refs
+                .iter()
+                .filter(|r| r.in_symbol.is_some_and(|i| is_within(a, i, s)))
+            {
+                for t in self.resolve(f, &r.name) {
+                    if !deps.contains(&t) && !defs.contains(&t) {
+                        deps.push(t);
+                    }
+                }
+            }
+        }
+        deps.sort_unstable();
+        let base = self.files[defs[0].0 as usize].analysis.symbols[defs[0].1 as usize]
+            .name
+            .clone();
+        let mut usages = Vec::new();
+        'files: for (fi, f) in self.files.iter().enumerate() {
+            for r in f.analysis.refs.iter().filter(|r| r.name == base) {
+                if !self
+                    .resolve(idx(fi), &base)
+                    .iter()
+                    .any(|t| defs.contains(t))
+                {
+                    continue 'files;
+                }
+                for line in &r.lines {
+                    usages.push(Usage {
+                        path: f.path.clone(),
+                        line: *line,
+                        in_symbol: r
+                            .in_symbol
+                            .map(|i| f.analysis.symbols[i as usize].name.clone()),
+                    });
+                }
+                if usages.len() >= MAX_USAGES {
+                    break 'files;
+                }
+            }
+        }
+        Some(SymbolSummary {
+            definitions: defs.iter().map(|d| self.symbol_info(*d)).collect(),
+            dependencies: deps.into_iter().map(|d| self.symbol_info(d)).collect(),
+            usages,
+        })
+    }
+}
+
+/// Whether definition `inner` is `outer` or nested in it.
+fn is_within(a: &crate::parse::FileAnalysis, inner: u32, outer: u32) -> bool {
+    let mut cur = Some(inner);
+    while let Some(c) = cur {
+        if c == outer {
+            return true;
+        }
+        cur = a.symbols.get(c as usize).and_then(|s| s.parent);
+    }
+    false
+}
+
+fn is_entry_point(path: &str, content: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    matches!(
+        name,
+        "main.rs"
+            | "main.go"
+            | "__main__.py"
+            | "manage.py"
+            | "index.ts"
+            | "index.js"
+            | "main.ts"
+            | "main.py"
+            | "cli.py"
+    ) || path.contains("/bin/") && name.ends_with(".rs")
+        || (name.ends_with(".py") && content.contains("if __name__ == \"__main__\""))
+        || (name.ends_with(".java") && content.contains("public static void main("))
+}
+
+impl CodebaseSummary {
+    /// Compact text for prompts and terminals.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let langs: Vec<String> = self
+            .languages
+            .iter()
+            .map(|l| format!("{} ({} files)", l.language, l.files))
+            .collect();
+        let _ = writeln!(
+            s,
+            "Repository: {} files, {} definitions; languages: {}",
+            self.files,
+            self.symbols,
+            langs.join(", ")
+        );
+        let dirs: Vec<String> = self
+            .top_dirs
+            .iter()
+            .take(8)
+            .map(|d| format!("{} ({})", d.dir, d.files))
+            .collect();
+        let _ = writeln!(s, "Main directories: {}", dirs.join(", "));
+        if !self.entry_points.is_empty() {
+            let _ = writeln!(
+                s,
+                "Entry points: {}",
+                self.entry_points
+                    .iter()
+                    .take(8)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if !self.central_symbols.is_empty() {
+            let _ = writeln!(s, "Central definitions:");
+            for c in self.central_symbols.iter().take(12) {
+                let _ = writeln!(
+                    s,
+                    "  {}:{} {}",
+                    c.symbol.path, c.symbol.start_line, c.symbol.signature
+                );
+            }
+        }
+        s
+    }
+}

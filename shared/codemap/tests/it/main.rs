@@ -1,0 +1,8 @@
+//! Integration tests: small real-shaped repositories written into temp dirs.
+
+mod caching;
+mod helpers;
+mod languages;
+mod prompt;
+mod ranking;
+mod secrets;

@@ -1,0 +1,210 @@
+//! Ranking puts the file a request is obviously about first.
+
+use contexten_codemap::{Hints, Query};
+use tempfile::TempDir;
+
+use crate::helpers::{analyse, write_repo};
+
+fn service_repo() -> TempDir {
+    write_repo(&[
+        (
+            "README.md",
+            "# shop\nA small shop service with payments, carts and users.\n",
+        ),
+        ("shop/__init__.py", ""),
+        (
+            "shop/cart.py",
+            "from .pricing import apply_discount\n\n\nclass Cart:\n    def __init__(self):\n        self.items = []\n\n    def add(self, item):\n        self.items.append(item)\n\n    def total(self):\n        return apply_discount(sum(i.price for i in self.items))\n",
+        ),
+        (
+            "shop/pricing.py",
+            "def apply_discount(amount):\n    if amount > 100:\n        return amount * 0.9\n    return amount\n",
+        ),
+        (
+            "shop/payments.py",
+            "class PaymentGateway:\n    \"\"\"Talks to the card processor.\"\"\"\n\n    def charge(self, card, amount):\n        if amount <= 0:\n            raise ValueError(\"charge amount must be positive\")\n        return self._post(card, amount)\n\n    def _post(self, card, amount):\n        return {\"ok\": True}\n",
+        ),
+        (
+            "shop/users.py",
+            "class UserRepository:\n    def find_by_email(self, email):\n        return None\n",
+        ),
+        (
+            "shop/notifications.py",
+            "def send_receipt(user, order):\n    return f\"receipt for {order}\"\n",
+        ),
+        (
+            "tests/test_cart.py",
+            "from shop.cart import Cart\n\n\ndef test_total():\n    assert Cart().total() == 0\n",
+        ),
+    ])
+}
+
+fn top(map: &contexten_codemap::CodeMap, q: &Query) -> Vec<String> {
+    map.query(q).into_iter().map(|r| r.path).collect()
+}
+
+#[test]
+fn identifier_in_request_ranks_its_definition_first() {
+    let dir = service_repo();
+    let map = analyse(&dir);
+    let r = map.query(&Query::new(
+        "PaymentGateway.charge double-charges cards on retry",
+        5,
+    ));
+    assert_eq!(r[0].path, "shop/payments.py");
+    assert!(
+        r[0].reasons.iter().any(|x| x.contains("PaymentGateway")),
+        "{:?}",
+        r[0].reasons
+    );
+    assert!(r[0].components.mention > 0.0 && r[0].components.bm25 > 0.0);
+    assert_eq!(r[0].symbols[0].name, "charge");
+    assert!(
+        r[0].symbols.iter().any(|s| s.name == "PaymentGateway"),
+        "{:?}",
+        r[0].symbols
+    );
+}
+
+#[test]
+fn natural_language_request_ranks_by_content() {
+    let dir = service_repo();
+    let map = analyse(&dir);
+    assert_eq!(
+        top(
+            &map,
+            &Query::new("the discount is applied to small amounts too", 3)
+        )[0],
+        "shop/pricing.py"
+    );
+}
+
+#[test]
+fn mentioned_path_ranks_first() {
+    let dir = service_repo();
+    let map = analyse(&dir);
+    let r = map.query(&Query::new(
+        "please tidy up shop/users.py, it's confusing",
+        3,
+    ));
+    assert_eq!(r[0].path, "shop/users.py");
+    assert!(r[0].reasons.iter().any(|x| x.contains("path mentioned")));
+    let hinted = Query {
+        text: "clean this".into(),
+        hints: Hints {
+            paths: vec!["notifications.py".into()],
+            ..Hints::default()
+        },
+        top_k: 3,
+    };
+    assert_eq!(top(&map, &hinted)[0], "shop/notifications.py");
+}
+
+#[test]
+fn stack_trace_frame_ranks_file_and_symbol_first() {
+    let dir = service_repo();
+    let map = analyse(&dir);
+    let trace = "Traceback (most recent call last):\n  File \"/srv/app/shop/cart.py\", line 12, in total\nTypeError: unsupported operand";
+    let r = map.query(&Query::new(format!("Checkout crashes:\n{trace}"), 3));
+    assert_eq!(r[0].path, "shop/cart.py");
+    assert_eq!(r[0].symbols[0].name, "total");
+    assert!(
+        r[0].reasons.iter().any(|x| x.starts_with("stack frame")),
+        "{:?}",
+        r[0].reasons
+    );
+}
+
+#[test]
+fn rust_panic_and_node_frames_are_understood() {
+    let dir = write_repo(&[
+        ("src/lib.rs", "pub mod parse;\npub mod eval;\n"),
+        (
+            "src/parse.rs",
+            "pub fn parse(s: &str) -> Vec<String> {\n    s.split(' ').map(String::from).collect()\n}\n",
+        ),
+        (
+            "src/eval.rs",
+            "pub fn eval(t: &[String]) -> i64 {\n    t[0].parse().unwrap()\n}\n",
+        ),
+        (
+            "web/src/x.ts",
+            "export function boom(): number {\n  return 1;\n}\n",
+        ),
+        (
+            "web/src/y.ts",
+            "export function calm(): number {\n  return 2;\n}\n",
+        ),
+    ]);
+    let map = analyse(&dir);
+    let panic =
+        "thread 'main' panicked at src/eval.rs:2:10:\ncalled `Result::unwrap()` on an `Err` value";
+    assert_eq!(top(&map, &Query::new(panic, 3))[0], "src/eval.rs");
+    let node =
+        "TypeError: x is undefined\n    at boom (web/src/x.ts:2:3)\n    at main (node:internal)";
+    assert_eq!(top(&map, &Query::new(node, 3))[0], "web/src/x.ts");
+}
+
+#[test]
+fn error_message_found_in_code_ranks_its_file() {
+    let dir = service_repo();
+    let map = analyse(&dir);
+    let r = map.query(&Query::new(
+        "Users see \"charge amount must be positive\" for valid orders",
+        3,
+    ));
+    assert_eq!(r[0].path, "shop/payments.py");
+    assert!(
+        r[0].reasons
+            .iter()
+            .any(|x| x.contains("contains the message"))
+    );
+}
+
+#[test]
+fn results_are_deterministic_and_serialisable() {
+    let dir = service_repo();
+    let map = analyse(&dir);
+    let q = Query::new("cart total and user email", 10);
+    let a = map.query(&q);
+    let b = analyse(&dir).query(&q);
+    assert_eq!(a, b);
+    let json = serde_json::to_value(&a).expect("json");
+    let first = &json[0];
+    for key in ["path", "score", "symbols", "reasons", "components"] {
+        assert!(first.get(key).is_some(), "missing {key}");
+    }
+    assert!(a.windows(2).all(|w| w[0].score >= w[1].score));
+}
+
+#[test]
+fn results_do_not_depend_on_what_the_engine_saw_before() {
+    let dir = service_repo();
+    let other = write_repo(&[(
+        "z/zeta.py",
+        "def total():\n    return apply_discount(1)\n\nclass Cart:\n    pass\n",
+    )]);
+    let fresh = analyse(&dir);
+    let engine = crate::helpers::engine();
+    engine
+        .analyse(&contexten_codemap::RepoSource::Local(
+            other.path().to_path_buf(),
+        ))
+        .expect("other");
+    let seasoned = engine
+        .analyse(&contexten_codemap::RepoSource::Local(
+            dir.path().to_path_buf(),
+        ))
+        .expect("again");
+    for text in [
+        "cart total discount",
+        "payment users email receipt",
+        "apply_discount",
+    ] {
+        let q = Query::new(text, 10);
+        assert_eq!(fresh.query(&q), seasoned.query(&q), "{text}");
+    }
+    let a = serde_json::to_string(&fresh.summary()).expect("json");
+    let b = serde_json::to_string(&seasoned.summary()).expect("json");
+    assert_eq!(a, b);
+}
