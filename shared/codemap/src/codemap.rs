@@ -133,7 +133,7 @@ pub struct CodeMap {
 
 impl CodeMap {
     /// Builds the map from analysed files (any order).
-    pub fn build(
+    pub(crate) fn build(
         mut files: Vec<FileEntry>,
         commit: Option<String>,
         skipped: BTreeMap<String, usize>,

@@ -207,7 +207,7 @@ impl Engine {
     }
 
     /// Builds a map from an already-read snapshot.
-    pub fn build(&self, mut snap: Snapshot) -> CodeMap {
+    pub(crate) fn build(&self, mut snap: Snapshot) -> CodeMap {
         let total = snap.files.len();
         let done = AtomicUsize::new(0);
         let results: Vec<Result<FileEntry, SkipReason>> = std::mem::take(&mut snap.files)
