@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: up test chaos services build lint bench fmt chart-check clean
+.PHONY: up test chaos eval services build lint bench fmt chart-check clean
 
 ## Make RabbitMQ and Redis available (start or install them).
 services:
@@ -38,6 +38,12 @@ bench: services
 	$(CARGO) bench -p contexten-broker --bench throughput
 	$(CARGO) bench -p generator-worker --bench generator
 	$(CARGO) bench -p ingest --bench ingest_load
+	$(CARGO) bench -p contexten-codemap --bench codemap
+
+## Retrieval evaluation of codemap against plain BM25 (cases from local git
+## mirrors' history, built at run time; see shared/codemap/eval/README.md).
+eval:
+	./shared/codemap/eval/run.sh
 
 ## Render, lint and validate the Helm chart offline (helm and schemas from PyPI).
 chart-check:

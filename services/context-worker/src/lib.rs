@@ -1,21 +1,200 @@
-//! The context stage. Until codemap lands (issue 5) the handler is a pass-through:
-//! it forwards each task to the next stage of its strategy unchanged.
+//! The context stage: reads the task's repository with codemap (tree-sitter
+//! analysis, cached per blob), ranks the files and symbols the request is about,
+//! assembles a token-budgeted, secret-free prompt, fills the envelope's
+//! `context` and forwards the task to generate or agent by its strategy.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `CONTEXT_CACHE_DIR` | per-file analyses and fetched repositories | `<tmp>/contexten/context-cache` |
+//! | `CONTEXT_TOP_K` | ranked files kept (1–100) | `10` |
+//! | `CONTEXT_PROMPT_BUDGET_TOKENS` | prompt budget (256–200000) | `6000` |
+//! | `LLM_MODEL` | picks the tokenizer (o200k for gpt-4o/4.1/o-series/gpt-5, else cl100k) | `gpt-4.1` |
+//! | `CONTEXTEN_ALLOW_LOCAL_REPOS` | accept local paths and `file://` URLs | `0` |
+//! | `GITHUB_TOKEN` | fetches private GitHub repositories (never logged, never in a URL) | unset |
 
 use contexten_broker::Outcome;
-use contexten_envelope::{Stage, TaskEnvelope};
+use contexten_broker::service::WorkerConfig;
+use contexten_codemap::{
+    CodemapError, Engine, EngineConfig, GitToken, Hints, Query, RankedFile, RepoSource,
+};
+use contexten_config::{ConfigError, Env, ExposeSecret};
+use contexten_envelope::{ContextItem, Stage, TaskContext, TaskEnvelope};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Forwards the task to generate or agent, as its strategy says.
-pub async fn handle(envelope: TaskEnvelope) -> Outcome {
-    let next = envelope.strategy.next_after(Stage::Context);
-    Outcome::forward(next, envelope)
+/// The context worker's settings.
+#[derive(Debug, Clone)]
+pub struct ContextConfig {
+    pub worker: WorkerConfig,
+    pub cache_dir: PathBuf,
+    pub top_k: usize,
+    pub budget_tokens: usize,
+    pub model: String,
+    pub allow_local: bool,
+}
+
+impl ContextConfig {
+    /// Reads the settings (see the crate docs).
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let default_cache = std::env::temp_dir().join("contexten/context-cache");
+        Ok(ContextConfig {
+            worker: WorkerConfig::from_env(
+                env,
+                "context-worker",
+                Stage::Context,
+                "127.0.0.1:9101",
+                8,
+            )?,
+            cache_dir: env
+                .raw("CONTEXT_CACHE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or(default_cache),
+            top_k: env.ranged("CONTEXT_TOP_K", 10usize, 1, 100)?,
+            budget_tokens: env.ranged("CONTEXT_PROMPT_BUDGET_TOKENS", 6000usize, 256, 200_000)?,
+            model: env.string("LLM_MODEL", "gpt-4.1"),
+            allow_local: env.flag("CONTEXTEN_ALLOW_LOCAL_REPOS", false)?,
+        })
+    }
+
+    /// The engine these settings describe (`GITHUB_TOKEN` read from `env`).
+    pub fn engine(&self, env: &Env) -> Engine {
+        Engine::new(EngineConfig {
+            cache_dir: Some(self.cache_dir.clone()),
+            allow_local: self.allow_local,
+            github_token: env
+                .secret("GITHUB_TOKEN")
+                .map(|t| GitToken::new(t.expose_secret())),
+            ..EngineConfig::default()
+        })
+    }
+}
+
+/// The handler: the engine (shared caches) and the ranking settings.
+#[derive(Clone)]
+pub struct ContextHandler {
+    engine: Arc<Engine>,
+    top_k: usize,
+    budget_tokens: usize,
+    model: String,
+}
+
+impl ContextHandler {
+    /// A handler over `engine`.
+    pub fn new(engine: Engine, cfg: &ContextConfig) -> Self {
+        ContextHandler {
+            engine: Arc::new(engine),
+            top_k: cfg.top_k,
+            budget_tokens: cfg.budget_tokens,
+            model: cfg.model.clone(),
+        }
+    }
+
+    /// Fills the envelope's context and forwards it by strategy.
+    pub async fn handle(&self, mut envelope: TaskEnvelope) -> Outcome {
+        let next = envelope.strategy.next_after(Stage::Context);
+        let Some(repository) = envelope.request.repository.clone() else {
+            // Nothing to read: the next stage works from the request alone.
+            return Outcome::forward(next, envelope);
+        };
+        let handler = self.clone();
+        let request = envelope.request.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            let source = source_of(&repository.url, repository.reference.as_deref());
+            let map = handler.engine.analyse(&source)?;
+            let query = Query {
+                text: request.text.clone(),
+                hints: Hints {
+                    paths: request.hints.paths.clone(),
+                    symbols: request.hints.symbols.clone(),
+                    traces: Vec::new(),
+                },
+                top_k: handler.top_k,
+            };
+            let ranked = map.query(&query);
+            let prompt = map.assemble_prompt(
+                &request.text,
+                &ranked,
+                handler.budget_tokens,
+                &handler.model,
+            );
+            Ok::<_, CodemapError>((ranked, prompt, map.summary_text().to_owned()))
+        });
+        match work.await {
+            Ok(Ok((ranked, prompt, summary))) => {
+                envelope.context = Some(TaskContext {
+                    items: ranked.iter().map(context_item).collect(),
+                    prompt: prompt.text,
+                    prompt_tokens: prompt.tokens as u32,
+                    redactions: prompt
+                        .redactions
+                        .into_iter()
+                        .map(|(kind, n)| (kind, n as u32))
+                        .collect(),
+                    summary: Some(summary),
+                    extra: Default::default(),
+                });
+                Outcome::forward(next, envelope)
+            }
+            Ok(Err(error)) => outcome_of(error),
+            Err(join) => Outcome::retry(Duration::ZERO, "analysis_panicked", join.to_string()),
+        }
+    }
+}
+
+impl contexten_broker::Handler for ContextHandler {
+    fn handle(&self, envelope: TaskEnvelope) -> impl std::future::Future<Output = Outcome> + Send {
+        ContextHandler::handle(self, envelope)
+    }
+}
+
+/// A `file://` URL of a plain directory (no git history) is read as a local
+/// path; codemap's own parsing treats every URL as a git repository.
+fn source_of(url: &str, reference: Option<&str>) -> RepoSource {
+    if let Some(path) = url.strip_prefix("file://") {
+        let path = std::path::Path::new(path);
+        if path.is_dir() && !path.join(".git").exists() {
+            return RepoSource::Local(path.to_path_buf());
+        }
+    }
+    RepoSource::parse(url, reference)
+}
+
+fn context_item(file: &RankedFile) -> ContextItem {
+    ContextItem {
+        path: file.path.clone(),
+        score: f64::from(file.score),
+        symbols: file.symbols.iter().map(|s| s.name.clone()).collect(),
+        reasons: file.reasons.clone(),
+    }
+}
+
+/// Permanent input errors dead-letter (the requester gets a failure answer);
+/// a failed fetch or read is retried.
+fn outcome_of(error: CodemapError) -> Outcome {
+    match &error {
+        CodemapError::LocalRepoRefused => Outcome::dead("repository_refused", error.to_string()),
+        CodemapError::NotFound(_) => Outcome::dead("repository_not_found", error.to_string()),
+        _ => Outcome::retry(Duration::ZERO, "repository_unavailable", error.to_string()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contexten_envelope::{ReplyTarget, Request, Source, SourceKind, Strategy};
+    use contexten_envelope::{ReplyTarget, RepositoryRef, Request, Source, SourceKind, Strategy};
 
-    fn task(strategy: Strategy) -> TaskEnvelope {
+    fn config(dir: &std::path::Path, allow_local: bool) -> ContextConfig {
+        let cache = dir.join("cache").display().to_string();
+        let allow = if allow_local { "1" } else { "0" };
+        let env = Env::from_pairs([
+            ("CONTEXT_CACHE_DIR", cache.as_str()),
+            ("CONTEXTEN_ALLOW_LOCAL_REPOS", allow),
+        ]);
+        ContextConfig::from_env(&env).unwrap()
+    }
+
+    fn task(repo: Option<String>, strategy: Strategy, text: &str) -> TaskEnvelope {
         let source = Source {
             kind: SourceKind::Api,
             delivery_id: None,
@@ -23,26 +202,100 @@ mod tests {
             reply_to: ReplyTarget::None,
             extra: Default::default(),
         };
-        let mut env = TaskEnvelope::new(
-            source,
-            Request {
-                text: "explain".into(),
-                ..Request::default()
-            },
-        );
+        let request = Request {
+            text: text.into(),
+            repository: repo.map(|url| RepositoryRef {
+                url,
+                reference: None,
+            }),
+            ..Request::default()
+        };
+        let mut env = TaskEnvelope::new(source, request);
         env.strategy = strategy;
         env
     }
 
+    fn repo(dir: &std::path::Path) -> String {
+        let root = dir.join("repo");
+        std::fs::create_dir_all(root.join("billing")).unwrap();
+        std::fs::write(root.join("billing/invoice.py"), "def total_with_tax(amount, rate):\n    \"\"\"Invoice total.\"\"\"\n    return amount * (1 + rate)\n").unwrap();
+        std::fs::write(root.join("billing/report.py"), "from billing.invoice import total_with_tax\n\ndef monthly_report(rows):\n    return sum(total_with_tax(r.amount, r.rate) for r in rows)\n").unwrap();
+        let key = ["AKIA", "Q3ZX7Z2L5V", "NR4WTB"].concat();
+        std::fs::write(
+            root.join("settings.py"),
+            format!("AWS_ACCESS_KEY_ID = \"{key}\"\nREGION = 'eu-west-1'\n"),
+        )
+        .unwrap();
+        std::fs::write(root.join("README.md"), "Billing helpers.\n").unwrap();
+        root.display().to_string()
+    }
+
     #[tokio::test]
-    async fn tasks_go_where_their_strategy_says() {
-        match handle(task(Strategy::Agent)).await {
-            Outcome::Forward(next) => assert_eq!(next[0].stage, Stage::Agent),
+    async fn the_context_ranks_the_file_the_request_is_about_and_keeps_secrets_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), true);
+        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let env = task(
+            Some(repo(dir.path())),
+            Strategy::Agent,
+            "the invoice total_with_tax rounding is wrong; also check settings.py",
+        );
+        let Outcome::Forward(next) = handler.handle(env).await else {
+            panic!("forwarded")
+        };
+        assert_eq!(
+            next[0].stage,
+            Stage::Agent,
+            "agent strategy goes to the agent"
+        );
+        let context = next[0].envelope.context.clone().expect("context filled");
+        assert_eq!(
+            context.items[0].path, "billing/invoice.py",
+            "{:?}",
+            context.items
+        );
+        assert!(!context.items[0].reasons.is_empty());
+        assert!(context.prompt.contains("total_with_tax"));
+        assert!(context.prompt_tokens as usize <= cfg.budget_tokens);
+        assert!(
+            context.items.iter().any(|i| i.path == "settings.py"),
+            "the mentioned file is ranked"
+        );
+        assert!(context.prompt.contains("settings.py"), "and in the prompt");
+        assert!(
+            !context
+                .prompt
+                .contains(&["AKIA", "Q3ZX7Z2L5V", "NR4WTB"].concat()),
+            "no secret in the prompt"
+        );
+        assert!(
+            context.prompt.contains("[REDACTED:"),
+            "the key was replaced, not dropped silently"
+        );
+    }
+
+    #[tokio::test]
+    async fn local_repositories_are_refused_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), false);
+        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let env = task(Some(repo(dir.path())), Strategy::Context, "total_with_tax");
+        match handler.handle(env).await {
+            Outcome::DeadLetter(reason) => assert_eq!(reason.code, "repository_refused"),
             other => panic!("{other:?}"),
         }
-        match handle(task(Strategy::Context)).await {
-            Outcome::Forward(next) => assert_eq!(next[0].stage, Stage::Generate),
-            other => panic!("{other:?}"),
-        }
+    }
+
+    #[tokio::test]
+    async fn without_a_repository_the_task_moves_on_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), true);
+        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let env = task(None, Strategy::Context, "write slugify");
+        let Outcome::Forward(next) = handler.handle(env).await else {
+            panic!("forwarded")
+        };
+        assert_eq!(next[0].stage, Stage::Generate);
+        assert!(next[0].envelope.context.is_none());
     }
 }

@@ -1,31 +1,174 @@
-//! context-worker: consumes the context stage and forwards each task by its strategy.
+//! context-worker: runs the context stage, or, with a subcommand, codemap on the
+//! command line (`query`, `summary`, `prompt`).
 
 use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use context_worker::{ContextConfig, ContextHandler};
 use contexten_broker::Store;
-use contexten_broker::service::{WorkerConfig, bind_health, run_service, shutdown_on_signal};
-use contexten_config::Env;
-use contexten_envelope::Stage;
+use contexten_broker::service::{bind_health, run_service, shutdown_on_signal};
+use contexten_codemap::{Engine, EngineConfig, GitToken, Query, RepoSource};
+use contexten_config::{Env, ExposeSecret};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "context-worker",
+    about = "The context stage; with a subcommand, codemap on the command line"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Args)]
+struct RepoArgs {
+    /// A local path or a git URL.
+    #[arg(long)]
+    repo: String,
+    /// The ref to read (git URLs).
+    #[arg(long = "ref")]
+    reference: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Rank the files a request is about: `[{"path","score","symbols","reasons"}]`, best first.
+    Query {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[arg(
+            long,
+            conflicts_with = "query_file",
+            required_unless_present = "query_file"
+        )]
+        query: Option<String>,
+        #[arg(long)]
+        query_file: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 10)]
+        top_k: usize,
+        /// Print JSON (otherwise a table).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The codebase summary: languages, modules, entry points, central symbols.
+    Summary {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// The prompt the context stage would assemble for a request.
+    Prompt {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[arg(long)]
+        query: String,
+        #[arg(long, default_value_t = 6000)]
+        budget: usize,
+        #[arg(long, default_value = "gpt-4.1")]
+        model: String,
+    },
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cfg = WorkerConfig::from_env(
-        &Env::from_process(),
-        "context-worker",
-        Stage::Context,
-        "127.0.0.1:9101",
-        8,
-    )
-    .context("invalid configuration")?;
-    let _telemetry = contexten_telemetry::init(&cfg.telemetry)?;
-    let store = Store::new(&cfg.redis, cfg.names())?;
-    let listener = bind_health(cfg.health_addr).await?;
-    run_service(
-        &cfg,
-        listener,
-        store,
-        context_worker::handle,
-        shutdown_on_signal(),
-    )
-    .await?;
+    let cli = Cli::parse();
+    let env = Env::from_process();
+    match cli.command {
+        None => run_worker(&env).await,
+        Some(command) => tokio::task::spawn_blocking(move || run_command(command, &env)).await?,
+    }
+}
+
+async fn run_worker(env: &Env) -> anyhow::Result<()> {
+    let cfg = ContextConfig::from_env(env).context("invalid configuration")?;
+    let _telemetry = contexten_telemetry::init(&cfg.worker.telemetry)?;
+    let store = Store::new(&cfg.worker.redis, cfg.worker.names())?;
+    let handler = ContextHandler::new(cfg.engine(env), &cfg);
+    let listener = bind_health(cfg.worker.health_addr).await?;
+    run_service(&cfg.worker, listener, store, handler, shutdown_on_signal()).await?;
+    Ok(())
+}
+
+/// The command line always reads local paths: the person running it chose them.
+fn run_command(command: Command, env: &Env) -> anyhow::Result<()> {
+    let progress: contexten_codemap::ProgressFn = Arc::new(|p: contexten_codemap::Progress| {
+        if p.total >= 200 && (p.done % 100 == 0 || p.done == p.total) {
+            eprint!("\ranalysing {}/{} files", p.done, p.total);
+            if p.done == p.total {
+                eprintln!();
+            }
+        }
+    });
+    let engine = Engine::new(EngineConfig {
+        cache_dir: Some(std::env::temp_dir().join("contexten/cli-cache")),
+        allow_local: true,
+        github_token: env
+            .secret("GITHUB_TOKEN")
+            .map(|t| GitToken::new(t.expose_secret())),
+        progress: Some(progress),
+        ..EngineConfig::default()
+    });
+    let analyse = |repo: &RepoArgs| {
+        engine
+            .analyse(&RepoSource::parse(&repo.repo, repo.reference.as_deref()))
+            .with_context(|| format!("analysing {}", repo.repo))
+    };
+    match command {
+        Command::Query {
+            repo,
+            query,
+            query_file,
+            top_k,
+            json,
+        } => {
+            let text = match (query, query_file) {
+                (Some(q), _) => q,
+                (None, Some(file)) => std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?,
+                (None, None) => anyhow::bail!("give --query or --query-file"),
+            };
+            let map = analyse(&repo)?;
+            let ranked = map.query(&Query::new(text, top_k));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&ranked)?);
+            } else {
+                for file in &ranked {
+                    let symbols: Vec<&str> = file
+                        .symbols
+                        .iter()
+                        .take(4)
+                        .map(|s| s.name.as_str())
+                        .collect();
+                    println!(
+                        "{:>7.3}  {:<50} {}",
+                        file.score,
+                        file.path,
+                        symbols.join(", ")
+                    );
+                    for reason in &file.reasons {
+                        println!("         · {reason}");
+                    }
+                }
+            }
+        }
+        Command::Summary { repo } => {
+            let map = analyse(&repo)?;
+            println!("{}", map.summary_text());
+        }
+        Command::Prompt {
+            repo,
+            query,
+            budget,
+            model,
+        } => {
+            let map = analyse(&repo)?;
+            let ranked = map.query(&Query::new(query.clone(), 10));
+            let prompt = map.assemble_prompt(&query, &ranked, budget, &model);
+            eprintln!(
+                "{} tokens of {budget} ({}), redacted: {:?}",
+                prompt.tokens, prompt.encoding, prompt.redactions
+            );
+            println!("{}", prompt.text);
+        }
+    }
     Ok(())
 }
