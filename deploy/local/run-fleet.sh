@@ -8,6 +8,16 @@ export LOG_FORMAT=${LOG_FORMAT:-pretty}
 export RUST_LOG=${RUST_LOG:-info}
 export CONTEXTEN_ALLOW_LOCAL_REPOS=${CONTEXTEN_ALLOW_LOCAL_REPOS:-1}
 
+# The demo: a throwaway API token and callback secret, made fresh at each start,
+# so a sample request can go through the fleet without any credentials.
+demo_token=${DEMO_API_TOKEN:-demo-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}
+export DEMO_CALLBACK_SECRET=${DEMO_CALLBACK_SECRET:-whsec_$(head -c 24 /dev/urandom | base64)}
+export CALLBACK_SIGNING_SECRET=${CALLBACK_SIGNING_SECRET:-$DEMO_CALLBACK_SECRET}
+if [ -z "${CONTEXTEN_API_TOKENS:-}" ] && [ -z "${CONTEXTEN_API_TOKENS_FILE:-}" ]; then
+  export CONTEXTEN_API_TOKENS="demo:$(printf %s "$demo_token" | sha256sum | cut -d' ' -f1):submit+read"
+fi
+demo_port=${DEMO_RECEIVER_PORT:-8099}
+
 # name  health address (the defaults of DESIGN §11)
 services=(
   "ingest ${INGEST_ADDR:-127.0.0.1:8080}"
@@ -18,6 +28,8 @@ services=(
 )
 
 pids=()
+DEMO_RECEIVER_PORT=$demo_port python3 deploy/local/demo-receiver.py &
+pids+=("$!")
 stop() {
   trap - INT TERM EXIT
   echo "run-fleet: stopping"
@@ -44,6 +56,18 @@ for entry in "${services[@]}"; do
   if ready "$addr"; then echo "run-fleet: $name ready on http://$addr/readyz"; else echo "run-fleet: $name NOT ready on $addr" >&2; exit 1; fi
 done
 echo "run-fleet: the fleet is up (Ctrl-C stops it)"
+
+# A sample request against this repository; the answer arrives at the demo
+# receiver (the context-only answer when no LLM_API_KEY is set).
+if [ -z "${RUN_FLEET_NO_DEMO:-}" ]; then
+  ingest=${INGEST_ADDR:-127.0.0.1:8080}
+  echo "run-fleet: sending a sample request: \"where are dead letters given their reason header?\""
+  curl -fsS -X POST "http://$ingest/v1/tasks" \
+    -H "authorization: Bearer $demo_token" -H 'content-type: application/json' \
+    -d "{\"text\": \"where are dead letters given their reason header? add a helper that counts them\", \"repository_url\": \"file://$PWD\", \"strategy\": \"context\", \"callback_url\": \"http://127.0.0.1:$demo_port/answer\"}" \
+    && echo
+  echo "run-fleet: try it yourself with: curl -H 'authorization: Bearer $demo_token' -H 'content-type: application/json' -d '{\"text\": \"...\", \"repository_url\": \"file://$PWD\", \"callback_url\": \"http://127.0.0.1:$demo_port/answer\"}' http://$ingest/v1/tasks"
+fi
 if [ -n "${RUN_FLEET_DEMO:-}" ]; then eval "$RUN_FLEET_DEMO"; fi
 if [ -n "${RUN_FLEET_EXIT_AFTER_READY:-}" ]; then exit 0; fi
 wait

@@ -91,7 +91,7 @@ async fn run_worker(env: &Env) -> anyhow::Result<()> {
 /// The command line always reads local paths: the person running it chose them.
 fn run_command(command: Command, env: &Env) -> anyhow::Result<()> {
     let progress: contexten_codemap::ProgressFn = Arc::new(|p: contexten_codemap::Progress| {
-        if p.total >= 200 && (p.done % 100 == 0 || p.done == p.total) {
+        if p.total >= 200 && (p.done.is_multiple_of(100) || p.done == p.total) {
             eprint!("\ranalysing {}/{} files", p.done, p.total);
             if p.done == p.total {
                 eprintln!();
