@@ -28,6 +28,9 @@ enum Command {
     },
     /// A task's state, per-stage timings and history.
     Task { id: TaskId },
+    /// Ask GitHub to redeliver the webhook deliveries ingest could not accept
+    /// (GitHub never retries a failed delivery by itself). Uses ingest's settings.
+    GithubRedeliver(ingest::redeliver::cli::Args),
 }
 
 #[derive(Subcommand)]
@@ -61,6 +64,10 @@ async fn main() -> anyhow::Result<()> {
     let broker = BrokerSettings::from_env(&env, 1).context("invalid configuration")?;
     let names = Names::new(broker.prefix.clone());
     match cli.command {
+        Command::GithubRedeliver(args) => {
+            let cfg = ingest::IngestConfig::from_env(&env).context("invalid configuration")?;
+            ingest::redeliver::cli::run(&cfg, &env, args).await?;
+        }
         Command::Task { id } => {
             let store = Store::new(&RedisSettings::from_env(&env)?, names)?;
             match task_status(&store, id).await? {
