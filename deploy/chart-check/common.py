@@ -19,7 +19,8 @@ WORKER_BINARIES = {
 
 # Which binary reads which variable, from the `from_env` functions in the
 # Rust code (shared/config, shared/broker/src/service.rs, services/*/src/
-# config.rs|settings.rs, shared/llm/src/settings.rs, ingest's redeliver.rs).
+# config.rs|settings.rs, services/context-worker/src/lib.rs, shared/llm/src/
+# settings.rs, ingest's redeliver.rs).
 # A variable in a container of another binary is a wiring mistake.
 _EVERY = """AMQP_URL REDIS_URL CONTEXTEN_PREFIX LOG_FORMAT RUST_LOG
     OTEL_EXPORTER_OTLP_ENDPOINT OTEL_SERVICE_NAME RETRY_TIERS_MS PAYLOAD_INLINE_LIMIT_BYTES"""
@@ -33,7 +34,8 @@ BINARY_READS: dict[str, set[str]] = {
         SLACK_TIMESTAMP_TOLERANCE_SECS LINEAR_TIMESTAMP_TOLERANCE_SECS INGEST_RETRY_AFTER_SECS
         INGEST_FAILED_DELIVERIES_FILE GITHUB_API_URL GITHUB_TOKEN GITHUB_APP_ID
         GITHUB_APP_PRIVATE_KEY""").split()),
-    "context-worker": set(_WORKER.split()),
+    "context-worker": set((_WORKER + """ CONTEXT_CACHE_DIR CONTEXT_TOP_K
+        CONTEXT_PROMPT_BUDGET_TOKENS LLM_MODEL CONTEXTEN_ALLOW_LOCAL_REPOS GITHUB_TOKEN""").split()),
     "generator-worker": set((_WORKER + """ LLM_PROVIDER LLM_BASE_URL LLM_API_KEY LLM_MODEL
         LLM_TIMEOUT_SECS LLM_MAX_TOKENS LLM_TEMPERATURE LLM_MAX_CONCURRENCY LLM_REQUESTS_PER_MIN
         LLM_TOKENS_PER_MIN LLM_MAX_RETRIES LLM_RETRY_BASE_MS LLM_MAX_INLINE_WAIT_SECS
@@ -56,7 +58,8 @@ BINARY_READS: dict[str, set[str]] = {
 INGEST_UNUSED = {"WORKER_PREFETCH", "MAX_ATTEMPTS", "SHUTDOWN_TIMEOUT_SECS"}
 # Paths a binary writes: they must lie in a writable volume (the root
 # filesystem is read-only). Directories, except the failed-deliveries file.
-WRITABLE_PATHS = {"GENERATOR_CACHE_DIR", "GENERATOR_REPO_CACHE_DIR", "INGEST_FAILED_DELIVERIES_FILE"}
+WRITABLE_PATHS = {"CONTEXT_CACHE_DIR", "GENERATOR_CACHE_DIR", "GENERATOR_REPO_CACHE_DIR",
+                  "INGEST_FAILED_DELIVERIES_FILE"}
 # Files a binary reads that the chart mounts (from a Secret or a ConfigMap).
 MOUNTED_FILES = {"CONTEXTEN_API_TOKENS_FILE", "CONTEXTEN_ROUTING_RULES"}
 

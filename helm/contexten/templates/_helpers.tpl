@@ -88,8 +88,9 @@ maxAttempts: {env: MAX_ATTEMPTS, to: [context, generate, agent, dispatch]}
 shutdownTimeoutSecs: {env: SHUTDOWN_TIMEOUT_SECS, to: [context, generate, agent, dispatch]}
 retryTiersMs: {env: RETRY_TIERS_MS, to: [ingest, context, generate, agent, dispatch]}
 payloadInlineLimitBytes: {env: PAYLOAD_INLINE_LIMIT_BYTES, to: [ingest, context, generate, agent, dispatch]}
-# shared by two binaries
-allowLocalRepos: {env: CONTEXTEN_ALLOW_LOCAL_REPOS, to: [ingest, generate]}
+# shared by several binaries
+allowLocalRepos: {env: CONTEXTEN_ALLOW_LOCAL_REPOS, to: [ingest, context, generate]}
+llmModel: {env: LLM_MODEL, to: [context, generate]}
 githubApiUrl: {env: GITHUB_API_URL, to: [ingest, dispatch]}
 githubAppId: {env: GITHUB_APP_ID, to: [ingest, dispatch]}
 # ingest
@@ -104,10 +105,12 @@ ingestConversationTtlSecs: {env: INGEST_CONVERSATION_TTL_SECS, to: [ingest]}
 slackTimestampToleranceSecs: {env: SLACK_TIMESTAMP_TOLERANCE_SECS, to: [ingest]}
 linearTimestampToleranceSecs: {env: LINEAR_TIMESTAMP_TOLERANCE_SECS, to: [ingest]}
 ingestRetryAfterSecs: {env: INGEST_RETRY_AFTER_SECS, to: [ingest]}
+# context-worker
+contextTopK: {env: CONTEXT_TOP_K, to: [context]}
+contextPromptBudgetTokens: {env: CONTEXT_PROMPT_BUDGET_TOKENS, to: [context]}
 # generator-worker
 llmProvider: {env: LLM_PROVIDER, to: [generate]}
 llmBaseUrl: {env: LLM_BASE_URL, to: [generate]}
-llmModel: {env: LLM_MODEL, to: [generate]}
 llmTimeoutSecs: {env: LLM_TIMEOUT_SECS, to: [generate]}
 llmMaxTokens: {env: LLM_MAX_TOKENS, to: [generate]}
 llmTemperature: {env: LLM_TEMPERATURE, to: [generate]}
@@ -177,6 +180,10 @@ numbers without an exponent (YAML numbers arrive as float64). */}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- if eq $component "context" -}}
+{{- /* analyses and fetched repositories live on the worker's writable cache volume */ -}}
+{{- $_ := set $data "CONTEXT_CACHE_DIR" (printf "%s/context-cache" $root.Values.workers.context.cacheVolume.mountPath) -}}
+{{- end -}}
 {{- if eq $component "generate" -}}
 {{- /* the disk layers live on the worker's writable cache volume */ -}}
 {{- $cache := $root.Values.workers.generate.cacheVolume -}}
@@ -207,7 +214,8 @@ dispatch: dispatcher
 # ingest: webhook verification, inline API tokens, and the GitHub credentials of
 # `ingest redeliver-failed` (run with kubectl exec in an ingest pod)
 ingest: [GITHUB_WEBHOOK_SECRET, LINEAR_WEBHOOK_SECRET, SLACK_SIGNING_SECRET, CONTEXTEN_API_TOKENS, GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY]
-context: []
+# context-worker: private GitHub repositories
+context: [GITHUB_TOKEN]
 generate: [LLM_API_KEY, CACHE_ENCRYPTION_KEY]
 agent: [CODEGEN_API_TOKEN]
 dispatch: [GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY, LINEAR_API_KEY, SLACK_BOT_TOKEN, CALLBACK_SIGNING_SECRET]
