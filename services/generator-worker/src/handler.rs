@@ -21,6 +21,8 @@ use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// The cross-replica generation lock's lease, renewed by its holder every third.
+const LOCK_LEASE: Duration = Duration::from_secs(6);
 /// What can stop the handler from being built.
 #[derive(Debug, thiserror::Error)]
 pub enum GeneratorError {
@@ -150,7 +152,8 @@ impl GenerateHandler {
             ),
             temperature: config.llm.temperature,
             max_tokens: config.llm.max_tokens,
-            // A generation may take a call, retries and a repair call.
+            // How long a waiter waits for another replica's generation at most:
+            // a call, retries and a repair call.
             lock_ttl: (config.llm.timeout * 2 + Duration::from_secs(10))
                 .min(Duration::from_secs(300)),
             cache_hits: AtomicU64::new(0),
@@ -237,17 +240,31 @@ impl GenerateHandler {
         {
             return cached(Provenance::Cache(hit.layer))(answer);
         }
-        let locked = self.cache.try_lock(key, self.lock_ttl).await;
+        let locked = self.cache.try_lock(key, LOCK_LEASE).await;
         if !locked
             && let Some(hit) = self.cache.wait_for(key, self.lock_ttl).await
             && let Some(answer) = decode(&hit.value)
         {
             return cached(Provenance::OtherReplica)(answer);
         }
+        // Keep the lease alive while generating, so a replica that dies (SIGKILL)
+        // frees the waiters within one lease instead of after a whole generation.
+        let keep_alive = locked.then(|| {
+            let (cache, key) = (self.cache.clone(), key.to_owned());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LOCK_LEASE / 3).await;
+                    cache.extend_lock(&key, LOCK_LEASE).await;
+                }
+            })
+        });
         let mut spend = Spend::default();
         let result = self
             .generate(engine, job, messages, snapshot, &mut spend)
             .await;
+        if let Some(task) = keep_alive {
+            task.abort();
+        }
         if let Ok(answer) = &result
             && let Ok(bytes) = serde_json::to_vec(answer)
         {

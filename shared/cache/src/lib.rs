@@ -310,20 +310,61 @@ impl Cache {
             .await;
     }
 
+    /// Keeps a held lock alive for another `lease` (the holder calls this while it
+    /// works, so a holder that dies releases the lock within one lease).
+    pub async fn extend_lock(&self, key: &str, lease: Duration) {
+        let Some(store) = &self.redis else { return };
+        let lock_key = store.names().redis_key(&["cache", self.name, "lock", key]);
+        let _: Result<(), _> = store
+            .run(|| {
+                let mut p = redis::pipe();
+                p.pexpire(&lock_key, lease.as_millis().max(1) as i64)
+                    .ignore();
+                p
+            })
+            .await;
+    }
+
+    async fn lock_held(&self, key: &str) -> bool {
+        let Some(store) = &self.redis else {
+            return false;
+        };
+        let lock_key = store.names().redis_key(&["cache", self.name, "lock", key]);
+        let held: Result<(bool,), _> = store
+            .run(|| {
+                let mut p = redis::pipe();
+                p.exists(&lock_key);
+                p
+            })
+            .await;
+        // Unknown (Redis unreachable): keep waiting until the deadline.
+        held.map(|(h,)| h).unwrap_or(true)
+    }
+
+    async fn redis_hit(&self, key: &str) -> Option<Hit> {
+        let sealed = self.redis_get(key).await?;
+        let value = self.sealer.open(&self.aad(key), &sealed).ok()?;
+        let value: Arc<[u8]> = value.into();
+        self.memory.insert(key.to_owned(), value.clone()).await;
+        Some(Hit {
+            value,
+            layer: Layer::Redis,
+        })
+    }
+
     /// Waits up to `max_wait` for another replica to store `key` (Redis only).
+    /// Stops early, with `None`, once the other replica's lock is gone without an
+    /// entry (it failed, or died and its lease ran out): the caller does the work.
     pub async fn wait_for(&self, key: &str, max_wait: Duration) -> Option<Hit> {
         self.redis.as_ref()?;
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
-            if let Some(sealed) = self.redis_get(key).await
-                && let Ok(value) = self.sealer.open(&self.aad(key), &sealed)
-            {
-                let value: Arc<[u8]> = value.into();
-                self.memory.insert(key.to_owned(), value.clone()).await;
-                return Some(Hit {
-                    value,
-                    layer: Layer::Redis,
-                });
+            if let Some(hit) = self.redis_hit(key).await {
+                return Some(hit);
+            }
+            if !self.lock_held(key).await {
+                // The holder may have stored the entry just before releasing.
+                return self.redis_hit(key).await;
             }
             if tokio::time::Instant::now() + WAIT_POLL > deadline {
                 return None;

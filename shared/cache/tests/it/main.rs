@@ -172,3 +172,48 @@ async fn the_replica_lock_is_exclusive_and_waiters_see_the_holders_entry() {
     assert!(a.try_lock("k", Duration::from_secs(5)).await);
     cleanup(&redis).await;
 }
+
+#[tokio::test]
+async fn a_waiter_stops_waiting_when_the_lock_holder_disappears() {
+    let prefix = prefix();
+    let redis = store(&prefix, None);
+    let dir = tempfile::tempdir().unwrap();
+    let holder = Cache::new(config(dir.path(), None), Some(redis.clone()));
+    let waiter = Cache::new(config(dir.path(), None), Some(store(&prefix, None)));
+    // A holder that dies never extends its short lease.
+    assert!(holder.try_lock("k", Duration::from_millis(300)).await);
+    let started = std::time::Instant::now();
+    assert!(
+        waiter
+            .wait_for("k", Duration::from_secs(30))
+            .await
+            .is_none()
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(3),
+        "gave up after the lease, not the deadline: {waited:?}"
+    );
+    assert!(
+        waiter.try_lock("k", Duration::from_secs(5)).await,
+        "and can take the lock itself"
+    );
+
+    // A live holder that extends its lease keeps the waiter waiting.
+    let other = Cache::new(config(dir.path(), None), Some(store(&prefix, None)));
+    let keeper = tokio::spawn(async move {
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            waiter.extend_lock("k", Duration::from_millis(300)).await;
+        }
+        waiter.put("k", b"late").await;
+        waiter.unlock("k").await;
+    });
+    let hit = other
+        .wait_for("k", Duration::from_secs(10))
+        .await
+        .expect("the live holder's entry");
+    assert_eq!(&*hit.value, b"late");
+    keeper.await.unwrap();
+    cleanup(&redis).await;
+}
