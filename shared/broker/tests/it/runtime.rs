@@ -149,14 +149,25 @@ async fn an_envelope_passes_two_stages_intact_with_its_trace_context() {
     );
     assert_ne!(traceparent, TRACEPARENT, "each hop is a new span");
 
-    // The status record follows the task.
+    // The status record follows the task; it is written right after the
+    // successor is confirmed, so it may trail the message by a moment.
     let mut conn = broker.store.connection().await.unwrap();
-    let state: String = redis::cmd("HGET")
-        .arg(broker.names.status_key(sent.task_id))
-        .arg("timing:generate")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let state = loop {
+        let state: Option<String> = redis::cmd("HGET")
+            .arg(broker.names.status_key(sent.task_id))
+            .arg("timing:generate")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        match state {
+            Some(state) => break state,
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            None => panic!("the generate stage's timing was never recorded"),
+        }
+    };
     assert!(state.contains("started_at_ms"), "{state}");
 
     context.stop().await;
