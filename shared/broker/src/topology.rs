@@ -2,33 +2,54 @@
 //! same topology again with the same arguments is a no-op for the broker.
 
 use crate::BrokerError;
-use contexten_envelope::{
-    HEADER_RETRY_TIER, LEGACY_HEADER_RETRY_TIER, Names, Priority, Stage, tier_label,
-};
+use crate::publisher::long;
+use contexten_envelope::{HEADER_RETRY_TIER, Names, Priority, Stage, tier_label};
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 use std::time::Duration;
 
-fn durable_exchange() -> ExchangeDeclareOptions {
-    ExchangeDeclareOptions {
+/// Declares a durable exchange.
+async fn declare_exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> Result<(), BrokerError> {
+    let options = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
-    }
+    };
+    channel
+        .exchange_declare(name.into(), kind, options, FieldTable::default())
+        .await?;
+    Ok(())
 }
 
-fn long(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
-}
-
-fn tier_binding(header: &str, tier: Duration) -> FieldTable {
-    let mut binding = FieldTable::default();
-    binding.insert("x-match".into(), long("all"));
-    binding.insert(header.into(), long(&tier_label(tier)));
-    binding
+/// Declares a durable queue with `args` and binds it to `exchange`.
+async fn declare_bound_queue(
+    channel: &Channel,
+    queue: &str,
+    args: FieldTable,
+    exchange: &str,
+    routing_key: &str,
+    binding: FieldTable,
+) -> Result<(), BrokerError> {
+    channel
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
+        .await?;
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            routing_key.into(),
+            QueueBindOptions::default(),
+            binding,
+        )
+        .await?;
+    Ok(())
 }
 
 /// Declares every exchange and queue of the fleet under `names`' prefix.
@@ -40,34 +61,12 @@ pub async fn declare(
     let work = names.work_exchange();
     let retry = names.retry_exchange();
     let dlx = names.dead_letter_exchange();
-    channel
-        .exchange_declare(
-            work.as_str().into(),
-            ExchangeKind::Direct,
-            durable_exchange(),
-            FieldTable::default(),
-        )
-        .await?;
+    declare_exchange(channel, &work, ExchangeKind::Direct).await?;
     // Delayed messages keep their stage routing key, so the tier is chosen by a header.
-    channel
-        .exchange_declare(
-            retry.as_str().into(),
-            ExchangeKind::Headers,
-            durable_exchange(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .exchange_declare(
-            dlx.as_str().into(),
-            ExchangeKind::Direct,
-            durable_exchange(),
-            FieldTable::default(),
-        )
-        .await?;
+    declare_exchange(channel, &retry, ExchangeKind::Headers).await?;
+    declare_exchange(channel, &dlx, ExchangeKind::Direct).await?;
 
     for stage in Stage::QUEUED {
-        let queue = names.stage_queue(stage);
         let mut args = FieldTable::default();
         args.insert(
             "x-max-priority".into(),
@@ -75,40 +74,28 @@ pub async fn declare(
         );
         args.insert("x-dead-letter-exchange".into(), long(&dlx));
         args.insert("x-queue-type".into(), long("classic"));
-        channel
-            .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
-            .await?;
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                work.as_str().into(),
-                stage.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-
-        let dead = names.dead_queue(stage);
-        channel
-            .queue_declare(
-                dead.as_str().into(),
-                QueueDeclareOptions::durable(),
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .queue_bind(
-                dead.as_str().into(),
-                dlx.as_str().into(),
-                stage.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let (queue, dead) = (names.stage_queue(stage), names.dead_queue(stage));
+        declare_bound_queue(
+            channel,
+            &queue,
+            args,
+            &work,
+            stage.as_str(),
+            FieldTable::default(),
+        )
+        .await?;
+        declare_bound_queue(
+            channel,
+            &dead,
+            FieldTable::default(),
+            &dlx,
+            stage.as_str(),
+            FieldTable::default(),
+        )
+        .await?;
     }
 
     for tier in tiers {
-        let queue = names.retry_queue(*tier);
         let mut args = FieldTable::default();
         args.insert(
             "x-message-ttl".into(),
@@ -117,28 +104,20 @@ pub async fn declare(
         // Expired messages go back to the work exchange with their stage routing key.
         args.insert("x-dead-letter-exchange".into(), long(&work));
         args.insert("x-queue-type".into(), long("classic"));
-        channel
-            .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
-            .await?;
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                retry.as_str().into(),
-                "".into(),
-                QueueBindOptions::default(),
-                tier_binding(HEADER_RETRY_TIER, *tier),
-            )
-            .await?;
-        // A binding on the old `x-` header matched every delayed message, so each
-        // was delivered once per tier; unbinding one that is absent is a no-op.
-        channel
-            .queue_unbind(
-                queue.as_str().into(),
-                retry.as_str().into(),
-                "".into(),
-                tier_binding(LEGACY_HEADER_RETRY_TIER, *tier),
-            )
-            .await?;
+        // The headers exchange ignores headers starting with `x-` when matching, so
+        // the tier header must not start with `x-`.
+        let mut binding = FieldTable::default();
+        binding.insert("x-match".into(), long("all"));
+        binding.insert(HEADER_RETRY_TIER.into(), long(&tier_label(*tier)));
+        declare_bound_queue(
+            channel,
+            &names.retry_queue(*tier),
+            args,
+            &retry,
+            "",
+            binding,
+        )
+        .await?;
     }
     Ok(())
 }

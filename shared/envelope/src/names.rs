@@ -10,9 +10,6 @@ pub const HEADER_ATTEMPT: &str = "x-contexten-attempt";
 /// No `x-` prefix: RabbitMQ's headers exchange ignores `x-` binding arguments
 /// when matching, so such a binding matches every message.
 pub const HEADER_RETRY_TIER: &str = "contexten-retry-tier";
-/// The tier header's name before that was found; [`HEADER_RETRY_TIER`]'s doc
-/// says why. Declaring the topology removes bindings on it.
-pub const LEGACY_HEADER_RETRY_TIER: &str = "x-contexten-retry-tier";
 /// Header: snake_case dead-letter reason code.
 pub const HEADER_DEAD_REASON: &str = "x-contexten-dead-reason";
 /// Header: human-readable dead-letter detail.
