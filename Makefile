@@ -35,7 +35,7 @@ chaos: services build
 
 ## Benchmarks (release mode): the runtime against a raw lapin loop.
 bench: services
-	$(CARGO) bench -p contexten-broker --bench throughput
+	$(CARGO) bench -p contexten-broker --features bench --bench throughput
 	$(CARGO) bench -p generator-worker --bench generator
 	$(CARGO) bench -p ingest --bench ingest_load
 	$(CARGO) bench -p contexten-codemap --bench codemap

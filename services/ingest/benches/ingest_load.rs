@@ -1,13 +1,16 @@
 //! ingest under load: signed GitHub `issue_comment` webhooks over loopback from
 //! many keep-alive connections to an in-process ingest (port 0, unique prefix,
-//! real RabbitMQ and Redis), at saturation and at half that rate, next to a raw
-//! lapin publish-confirm loop measured in the same run.
+//! real RabbitMQ and Redis), at saturation and at half that rate, next to raw
+//! lapin loops measured in the same run.
 //!
 //! Every accepted webhook is two confirmed persistent messages (the task to
 //! `generate`, the acknowledgement to `dispatch`), so ingest's broker rate is
-//! twice its webhook rate. The raw loop publishes envelopes of the same size to
-//! the same priority queues with the same persistence and the same number of
-//! publishes in flight (two per connection).
+//! twice its webhook rate. Two references, both with envelopes of the same size
+//! and persistence:
+//! - the foundation benchmark's raw publish-confirm/consume/ack loop
+//!   (`contexten_broker::benchkit`, the reference the ingest issue names);
+//! - a stricter publish-only loop: the same priority queues, nothing consuming,
+//!   the same number of publishes in flight as ingest has (two per connection).
 //!
 //! The generator uses hyper's connection-level HTTP/1.1 client, one task per
 //! keep-alive connection, so its own cost per request stays small.
@@ -15,7 +18,7 @@
 //! `BENCH_WEBHOOKS` (default 4000 per round), `BENCH_CONNECTIONS` (default 128),
 //! `BENCH_ROUNDS` (default 3) tune the run; figures are medians over rounds.
 
-use contexten_broker::{CancellationToken, Publisher, topology};
+use contexten_broker::{CancellationToken, Publisher, benchkit, topology};
 use contexten_config::{Env, Secret};
 use contexten_envelope::{
     Names, Priority, ReplyKind, ReplyTarget, Request, Source, SourceKind, Stage, TaskEnvelope,
@@ -30,6 +33,10 @@ use lapin::options::QueuePurgeOptions;
 use lapin::{Connection, ConnectionProperties};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+// The allocator of the ingest binary (see its main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -204,8 +211,22 @@ fn envelope(i: usize) -> TaskEnvelope {
     env
 }
 
-/// Raw publish-confirm loop: `n` messages alternating generate/dispatch with
-/// up to `window` confirms outstanding.
+/// The foundation benchmark's raw loop over `n` ingest-shaped envelopes.
+async fn foundation_round(fleet: &Fleet, amqp: &str, n: usize) -> f64 {
+    let envelopes: Vec<_> = (0..n).map(envelope).collect();
+    benchkit::publish_consume_ack(
+        amqp,
+        &fleet.publisher,
+        fleet.names.stage_queue(Stage::Generate).as_str(),
+        Stage::Generate,
+        &envelopes,
+        benchkit::PREFETCH,
+    )
+    .await
+}
+
+/// Publish-only loop: `n` messages alternating generate/dispatch with up to
+/// `window` confirms outstanding.
 async fn raw_round(fleet: &Fleet, n: usize, window: usize) -> f64 {
     let envelopes: Vec<_> = (0..n).map(envelope).collect();
     let mut pending = FuturesUnordered::new();
@@ -226,6 +247,36 @@ async fn raw_round(fleet: &Fleet, n: usize, window: usize) -> f64 {
         r.unwrap();
     }
     n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Open loop like [`paced`] without HTTP or Redis: at `rate` pairs/s, a task and
+/// an acknowledgement published and confirmed concurrently, as ingest does;
+/// latency from the scheduled time to both confirms. The broker's own share of
+/// ingest's latency at the same rate.
+async fn paced_raw(fleet: &Fleet, n: usize, rate: f64) -> LoadResult {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    let mut tasks = FuturesUnordered::new();
+    for i in 0..n {
+        let due = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let publisher = fleet.publisher.clone();
+        tasks.push(tokio::spawn(async move {
+            let (task, ack) = (envelope(2 * i), envelope(2 * i + 1));
+            let (a, b) = tokio::join!(
+                publisher.publish(Stage::Generate, &task),
+                publisher.publish(Stage::Dispatch, &ack)
+            );
+            (due.elapsed(), a.is_ok() && b.is_ok())
+        }));
+    }
+    let (mut latencies, mut failures) = (Vec::new(), 0);
+    while let Some(r) = tasks.next().await {
+        let (latency, ok) = r.unwrap();
+        latencies.push(latency);
+        failures += usize::from(!ok);
+    }
+    summarise(latencies, start.elapsed(), failures)
 }
 
 struct LoadResult {
@@ -420,12 +471,16 @@ async fn main() {
     // Warm-up: connections, EVALSHA cache, queues.
     saturation(&mut conns, deliveries("warm", 500)).await;
     raw_round(&fleet, 500, 2 * connections).await;
+    foundation_round(&fleet, &amqp, 500).await;
     fleet.purge().await;
 
+    let mut foundation = vec![];
     let (mut raw, mut sat, mut sat_p50, mut sat_p99) = (vec![], vec![], vec![], vec![]);
     let (mut half, mut half_p50, mut half_p99) = (vec![], vec![], vec![]);
     let mut failures = 0;
     for round in 0..rounds {
+        let f = foundation_round(&fleet, &amqp, 2 * n).await;
+        fleet.purge().await;
         let (cpu, beam, redis_cpu) = (
             cpu_seconds(),
             cpu_of_named("beam.smp"),
@@ -454,10 +509,17 @@ async fn main() {
         )
         .await;
         fleet.purge().await;
+        let hr = paced_raw(&fleet, n / 2, s.accepted_per_s / 2.0).await;
+        fleet.purge().await;
+        println!(
+            "         raw pairs at half load: p50 {:.2} ms p99 {:.2} ms",
+            hr.p50_ms, hr.p99_ms
+        );
         failures += s.failures + h.failures;
         println!(
-            "round {}: raw {:>7.0} msg/s | saturation {:>6.0} webhooks/s ({:>7.0} msg/s) p50 {:>5.2} ms p99 {:>6.2} ms | half {:>6.0}/s p50 {:>5.2} ms p99 {:>6.2} ms",
+            "round {}: foundation {:>6.0} msg/s | publish-only {:>7.0} msg/s | saturation {:>6.0} webhooks/s ({:>7.0} msg/s) p50 {:>5.2} ms p99 {:>6.2} ms | half {:>6.0}/s p50 {:>5.2} ms p99 {:>6.2} ms",
             round + 1,
+            f,
             r,
             s.accepted_per_s,
             2.0 * s.accepted_per_s,
@@ -471,6 +533,7 @@ async fn main() {
             "         CPU per unit: raw loop {raw_cpu_us:.0} µs/msg here + RabbitMQ {raw_beam_us:.0} + Redis {raw_redis_us:.0}; \
              ingest {sat_cpu_us:.0} µs/webhook here (server + generator) + RabbitMQ {sat_beam_us:.0} + Redis {sat_redis_us:.0}"
         );
+        foundation.push(f);
         raw.push(r);
         sat.push(s.accepted_per_s);
         sat_p50.push(s.p50_ms);
@@ -479,13 +542,17 @@ async fn main() {
         half_p50.push(h.p50_ms);
         half_p99.push(h.p99_ms);
     }
-    let (raw, sat) = (median(raw), median(sat));
+    let (foundation, raw, sat) = (median(foundation), median(raw), median(sat));
     println!();
     println!(
         "ingest load: {n} signed GitHub issue_comment webhooks per round, {connections} keep-alive connections, {rounds} rounds (medians)"
     );
     println!(
-        "  raw lapin publish-confirm loop (same queues, persistence, window): {raw:>8.0} msg/s"
+        "  foundation raw publish-confirm/consume/ack loop (ingest-shaped envelopes): {foundation:>8.0} msg/s"
+    );
+    println!(
+        "  publish-only raw loop (same queues, persistence, {} in flight):          {raw:>8.0} msg/s",
+        2 * connections
     );
     println!(
         "  saturation: {sat:>6.0} webhooks/s accepted = {:>7.0} broker msg/s (task + ack), p50 {:.2} ms, p99 {:.2} ms",
@@ -494,7 +561,11 @@ async fn main() {
         median(sat_p99)
     );
     println!(
-        "  ratio ingest broker msg/s / raw loop: {:.2} (target >= 0.70)",
+        "  ratio ingest broker msg/s / foundation loop: {:.2} (target >= 0.70)",
+        2.0 * sat / foundation
+    );
+    println!(
+        "  ratio ingest broker msg/s / publish-only loop: {:.2} (stricter: nothing consumes)",
         2.0 * sat / raw
     );
     println!(

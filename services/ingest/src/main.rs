@@ -7,6 +7,11 @@ use contexten_broker::shutdown_on_signal;
 use contexten_config::Env;
 use ingest::{IngestConfig, redeliver};
 
+// glibc malloc (arena locks, consolidation) was about 15 % of ingest's CPU at
+// saturation in `perf`; mimalloc is the allocator the load bench measures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "ingest", about = "Contexten's front door")]
 struct Cli {

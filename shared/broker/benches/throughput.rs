@@ -10,26 +10,21 @@
 //! `BENCH_MESSAGES` (default 3000) and `BENCH_ROUNDS` (default 5) tune the run.
 
 use contexten_broker::{
-    CancellationToken, Outcome, Publisher, Store, WorkerOptions, run_worker, topology,
+    CancellationToken, Outcome, Publisher, Store, WorkerOptions, benchkit, run_worker, topology,
 };
 use contexten_config::{BrokerSettings, Env, ExposeSecret, RedisSettings};
 use contexten_envelope::{
     Names, Priority, ReplyTarget, Request, Source, SourceKind, Stage, TaskEnvelope,
 };
 use contexten_telemetry::health::Readiness;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn prefetch() -> u16 {
-    env_usize("BENCH_PREFETCH", 64) as u16
+    env_usize("BENCH_PREFETCH", benchkit::PREFETCH.into()) as u16
 }
-const CONFIRM_WINDOW: usize = 256;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -59,19 +54,14 @@ fn sample(i: usize) -> TaskEnvelope {
     env
 }
 
-/// Publishes `n` envelopes with up to `CONFIRM_WINDOW` confirms outstanding.
 async fn publish_all(publisher: &Publisher, envelopes: &[TaskEnvelope]) {
-    let mut pending: FuturesUnordered<_> = FuturesUnordered::new();
-    for env in envelopes {
-        if pending.len() >= CONFIRM_WINDOW {
-            let confirmed: Result<(), _> = pending.next().await.expect("pending");
-            confirmed.expect("confirmed");
-        }
-        pending.push(publisher.publish(Stage::Generate, env));
-    }
-    while let Some(result) = pending.next().await {
-        result.expect("confirmed");
-    }
+    benchkit::publish_all(
+        publisher,
+        Stage::Generate,
+        envelopes,
+        benchkit::CONFIRM_WINDOW,
+    )
+    .await;
 }
 
 struct Fixture {
@@ -138,42 +128,15 @@ async fn teardown(f: Fixture) {
 
 /// The raw loop: plain consume and ack on its own connection.
 async fn raw_round(f: &Fixture, envelopes: &[TaskEnvelope]) -> f64 {
-    let n = envelopes.len();
-    let consumer_conn = Connection::connect(
+    benchkit::publish_consume_ack(
         f.settings.amqp_url.expose_secret(),
-        ConnectionProperties::default(),
+        &f.publisher,
+        f.names.stage_queue(Stage::Generate).as_str(),
+        Stage::Generate,
+        envelopes,
+        prefetch(),
     )
     .await
-    .unwrap();
-    let channel = consumer_conn.create_channel().await.unwrap();
-    channel
-        .basic_qos(prefetch(), BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            f.names.stage_queue(Stage::Generate).as_str().into(),
-            "raw".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let start = Instant::now();
-    let consume = async {
-        for _ in 0..n {
-            let delivery = consumer.next().await.expect("delivery").expect("ok");
-            delivery
-                .acker
-                .ack(BasicAckOptions::default())
-                .await
-                .unwrap();
-        }
-    };
-    tokio::join!(publish_all(&f.publisher, envelopes), consume);
-    let elapsed = start.elapsed();
-    let _ = consumer_conn.close(200, "raw done".into()).await;
-    n as f64 / elapsed.as_secs_f64()
 }
 
 /// The runtime with a no-op handler, stopped gracefully once every message was

@@ -14,6 +14,8 @@
 //! A message is acked only after its successors are confirmed by the broker and
 //! its completion is recorded.
 
+#[cfg(feature = "bench")]
+pub mod benchkit;
 mod connect;
 mod outcome;
 mod publisher;
