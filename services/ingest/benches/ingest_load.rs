@@ -10,7 +10,8 @@
 //! - the foundation benchmark's raw publish-confirm/consume/ack loop
 //!   (`contexten_broker::benchkit`, the reference the ingest issue names);
 //! - a stricter publish-only loop: the same priority queues, nothing consuming,
-//!   the same number of publishes in flight as ingest has (two per connection).
+//!   the same number of publishes in flight as ingest has (two per connection)
+//!   on as many channels as ingest uses.
 //!
 //! The generator uses hyper's connection-level HTTP/1.1 client, one task per
 //! keep-alive connection, so its own cost per request stays small.
@@ -88,7 +89,10 @@ struct Fleet {
     names: Names,
     state: Arc<AppState>,
     connection: Connection,
+    /// One channel, as in the foundation benchmark.
     publisher: Publisher,
+    /// As many channels as ingest publishes on.
+    publisher_like_ingest: Publisher,
     shutdown: CancellationToken,
 }
 
@@ -136,12 +140,22 @@ async fn start(amqp: &str, redis: &str) -> Fleet {
     let publisher = Publisher::new(&connection, names.clone(), None, usize::MAX)
         .await
         .unwrap();
+    let publisher_like_ingest = Publisher::with_channels(
+        &connection,
+        names.clone(),
+        None,
+        usize::MAX,
+        ingest::PUBLISH_CHANNELS,
+    )
+    .await
+    .unwrap();
     Fleet {
         addr,
         names,
         state,
         connection,
         publisher,
+        publisher_like_ingest,
         shutdown,
     }
 }
@@ -241,7 +255,7 @@ async fn raw_round(fleet: &Fleet, n: usize, window: usize) -> f64 {
         } else {
             Stage::Dispatch
         };
-        pending.push(fleet.publisher.publish(stage, env));
+        pending.push(fleet.publisher_like_ingest.publish(stage, env));
     }
     while let Some(r) = pending.next().await {
         r.unwrap();
@@ -260,7 +274,7 @@ async fn paced_raw(fleet: &Fleet, n: usize, rate: f64) -> LoadResult {
     for i in 0..n {
         let due = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;
-        let publisher = fleet.publisher.clone();
+        let publisher = fleet.publisher_like_ingest.clone();
         tasks.push(tokio::spawn(async move {
             let (task, ack) = (envelope(2 * i), envelope(2 * i + 1));
             let (a, b) = tokio::join!(
