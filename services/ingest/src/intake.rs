@@ -3,8 +3,9 @@
 //!
 //! Order (DESIGN §5): one Redis round trip claims the delivery identity with
 //! `SET NX EX`, writes the initial status record and swaps the conversation's
-//! last task id; then both messages are published and confirmed; only then does
-//! the caller answer 2xx. When publishing fails, the claim is released again so
+//! last task id; then the task and its acknowledgement are published and the
+//! task is confirmed; only then does the caller answer 2xx (the acknowledgement's
+//! confirm is awaited in the background, see [`publish_pair`]). When publishing fails, the claim is released again so
 //! the provider's retry is accepted (a task is never lost to a stale dedup key).
 //! When Redis is down, dedup degrades loudly and the request is still accepted.
 
@@ -172,7 +173,7 @@ pub async fn admit(
             metric::redis_degraded("dedup");
         }
     }
-    match publish_pair(&publisher, &env).await {
+    match publish_pair(state, &publisher, &env).await {
         Ok(()) => {
             metric::ingest_task(env.source.kind.as_str(), env.strategy.as_str());
             tracing::info!(
@@ -211,16 +212,28 @@ pub async fn current_publisher(
         .ok_or(IngestError::BrokerDown { retry_after })
 }
 
-/// Publishes the task and its acknowledgement concurrently; both must be confirmed.
-async fn publish_pair(publisher: &Publisher, env: &TaskEnvelope) -> Result<(), BrokerError> {
+/// Publishes the task and, beside it, its acknowledgement. Only the task's
+/// confirm is awaited: the 2xx promises that the task is persisted, while the
+/// "on it" reply is a courtesy (a final answer follows either way). Waiting for
+/// both made every answer as slow as the slower of two queues' disk syncs; the
+/// acknowledgement's confirm is now awaited in the background, and a lost one
+/// is logged and counted.
+async fn publish_pair(
+    state: &AppState,
+    publisher: &Publisher,
+    env: &TaskEnvelope,
+) -> Result<(), BrokerError> {
     let mut ack = env.clone();
     ack.hop = ACK_HOP;
     ack.reply = Some(ReplyKind::Ack);
-    let (task, ack) = tokio::join!(
-        publisher.publish(env.strategy.first_stage(), env),
-        publisher.publish(Stage::Dispatch, &ack)
-    );
-    task.and(ack)
+    let ack_publisher = publisher.clone();
+    state.background.spawn(async move {
+        if let Err(error) = ack_publisher.publish(Stage::Dispatch, &ack).await {
+            tracing::warn!(%error, task_id = %ack.task_id, "acknowledgement not published");
+            metric::ingest_ack_lost();
+        }
+    });
+    publisher.publish(env.strategy.first_stage(), env).await
 }
 
 /// Redis: a provider delivery identity.

@@ -44,6 +44,7 @@ use std::time::Duration;
 use tokens::TokenStore;
 use tokio::net::TcpListener;
 use tokio::sync::RwLock;
+use tokio_util::task::TaskTracker;
 use tower_http::limit::RequestBodyLimitLayer;
 
 /// The publisher of the current broker session, absent while reconnecting.
@@ -60,6 +61,9 @@ pub struct AppState {
     pub retry_after: Duration,
     pub dedup_ttl: Duration,
     pub conversation_ttl: Duration,
+    /// Acknowledgement publishes still waiting for their confirm; shutdown
+    /// waits for them (see [`intake`]).
+    pub background: TaskTracker,
 }
 
 impl AppState {
@@ -76,6 +80,7 @@ impl AppState {
             retry_after: cfg.limits.retry_after,
             dedup_ttl: cfg.limits.dedup_ttl,
             conversation_ttl: cfg.limits.conversation_ttl,
+            background: TaskTracker::new(),
             cfg,
         })
     }
@@ -156,6 +161,9 @@ fn json_4xx(response: Response, limit: usize) -> Response {
     }
 }
 
+/// How long shutdown waits for acknowledgements still being confirmed.
+const ACK_DRAIN: Duration = Duration::from_secs(5);
+
 /// Serves ingest on `listener` until `shutdown`.
 pub async fn serve(
     cfg: IngestConfig,
@@ -167,20 +175,33 @@ pub async fn serve(
     let tokens = TokenStore::load(cfg.api_tokens_file.clone(), cfg.api_tokens_inline.clone())?;
     let state = Arc::new(AppState::new(cfg, tokens)?);
     let readiness = Readiness::new(&["broker", "redis"]);
-    start_background(&state, &readiness, &shutdown);
+    // The broker session outlives the listener: requests still in flight and
+    // acknowledgements still unconfirmed finish before the connection closes.
+    let broker_stop = CancellationToken::new();
+    start_background(&state, &readiness, &shutdown, &broker_stop);
     tracing::info!(%addr, "ingest listening");
-    axum::serve(listener, router(state, readiness))
+    axum::serve(listener, router(state.clone(), readiness))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(|source| BrokerError::Listen { addr, source })?;
+    state.background.close();
+    if tokio::time::timeout(ACK_DRAIN, state.background.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopping with acknowledgements still unconfirmed");
+    }
+    broker_stop.cancel();
     Ok(())
 }
 
-/// Starts the Redis health watch, the token reloader and the broker session keeper.
+/// Starts the Redis health watch and the token reloader (until `shutdown`) and
+/// the broker session keeper (until `broker_stop`).
 pub fn start_background(
     state: &Arc<AppState>,
     readiness: &Readiness,
     shutdown: &CancellationToken,
+    broker_stop: &CancellationToken,
 ) {
     tokio::spawn(
         state
@@ -195,7 +216,7 @@ pub fn start_background(
         state.store.clone(),
         state.publisher.clone(),
         readiness.clone(),
-        shutdown.clone(),
+        broker_stop.clone(),
     ));
 }
 

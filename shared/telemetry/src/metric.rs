@@ -45,6 +45,8 @@ pub const INGEST_TASKS: &str = "contexten_ingest_tasks_total";
 pub const INGEST_DURATION: &str = "contexten_ingest_request_duration_seconds";
 /// GitHub deliveries refused while the broker was down, recorded for redelivery.
 pub const INGEST_FAILED_RECORDED: &str = "contexten_ingest_failed_deliveries_recorded_total";
+/// Acknowledgements ingest could not publish (the task itself was accepted).
+pub const INGEST_ACKS_LOST: &str = "contexten_ingest_acks_lost_total";
 
 /// Registers descriptions so `/metrics` explains each series.
 pub fn describe_all() {
@@ -107,6 +109,10 @@ pub fn describe_all() {
     describe_counter!(
         INGEST_FAILED_RECORDED,
         "GitHub deliveries refused while the broker was down, recorded for redelivery"
+    );
+    describe_counter!(
+        INGEST_ACKS_LOST,
+        "Acknowledgements ingest could not publish (the task itself was accepted)"
     );
 }
 
@@ -244,4 +250,9 @@ pub fn ingest_task(source: &'static str, strategy: &'static str) {
 /// A refused GitHub delivery was recorded (`store` = `redis` or `file`).
 pub fn ingest_failed_recorded(store: &'static str) {
     counter!(INGEST_FAILED_RECORDED, "store" => store).increment(1);
+}
+
+/// An acknowledgement could not be published (the task was).
+pub fn ingest_ack_lost() {
+    counter!(INGEST_ACKS_LOST).increment(1);
 }

@@ -9,7 +9,7 @@ use contexten_telemetry::health::Readiness;
 use ingest::tokens::{Scope, TokenStore};
 use ingest::verify::sign_hex;
 use ingest::{AppState, IngestConfig};
-use lapin::options::{BasicGetOptions, QueuePurgeOptions};
+use lapin::options::BasicGetOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,7 +95,7 @@ impl TestIngest {
         let state = Arc::new(AppState::new(cfg, tokens).expect("state"));
         let readiness = Readiness::new(&["broker", "redis"]);
         let shutdown = CancellationToken::new();
-        ingest::start_background(&state, &readiness, &shutdown);
+        ingest::start_background(&state, &readiness, &shutdown, &shutdown);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = ingest::router(state.clone(), readiness.clone());
@@ -254,19 +254,6 @@ impl TestIngest {
         assert_eq!(ack.task_id, task.task_id);
         assert_ne!(task_props.message_id(), ack_props.message_id());
         (task, ack)
-    }
-
-    /// Empties every stage queue.
-    pub async fn purge(&self) {
-        for stage in Stage::QUEUED {
-            let _ = self
-                .channel
-                .queue_purge(
-                    self.names.stage_queue(stage).as_str().into(),
-                    QueuePurgeOptions::default(),
-                )
-                .await;
-        }
     }
 
     /// A Redis connection for assertions.
