@@ -16,6 +16,11 @@
 //! The generator uses hyper's connection-level HTTP/1.1 client, one task per
 //! keep-alive connection, so its own cost per request stays small.
 //!
+//! ingest runs on a tokio runtime of its own (`BENCH_SERVER_WORKERS` threads,
+//! default 2, as in a 2-core pod), the load generator on another
+//! (`BENCH_CLIENT_WORKERS`, default 2), so neither queues behind the other's
+//! tasks; they still share the machine's cores with RabbitMQ and Redis.
+//!
 //! `BENCH_WEBHOOKS` (default 4000 per round), `BENCH_CONNECTIONS` (default 128),
 //! `BENCH_ROUNDS` (default 3) tune the run; figures are medians over rounds.
 
@@ -120,7 +125,7 @@ async fn start(amqp: &str, redis: &str) -> Fleet {
     // ingest runs on a runtime of its own (two workers, as in a 2-core pod) so
     // the load generator's tasks never queue on the server's workers.
     let server_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(env_usize("BENCH_SERVER_WORKERS", 2))
         .thread_name("ingest")
         .enable_all()
         .build()
@@ -506,8 +511,18 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // The load generator's runtime; ingest has its own (see `start`).
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(env_usize("BENCH_CLIENT_WORKERS", 2))
+        .thread_name("load")
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
+
+async fn run() {
     let amqp = std::env::var("AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
