@@ -91,6 +91,60 @@ async fn an_unroutable_publish_is_an_error() {
 }
 
 #[tokio::test]
+async fn a_publisher_on_several_channels_confirms_every_message_and_notices_a_closed_channel() {
+    let broker = TestBroker::start().await;
+    let publisher = contexten_broker::Publisher::with_channels(
+        &broker.connection,
+        broker.names.clone(),
+        None,
+        usize::MAX,
+        3,
+    )
+    .await
+    .unwrap();
+    let sent: Vec<TaskEnvelope> = (0..12).map(|i| envelope(&format!("request {i}"))).collect();
+    let results =
+        futures_util::future::join_all(sent.iter().map(|e| publisher.publish(Stage::Generate, e)))
+            .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let queue = broker.names.stage_queue(Stage::Generate);
+    let mut received = std::collections::HashSet::new();
+    for _ in 0..sent.len() {
+        let message = broker.take(&queue).await;
+        let env: TaskEnvelope = serde_json::from_slice(&message.delivery.data).unwrap();
+        received.insert(env.task_id);
+    }
+    assert_eq!(
+        received,
+        sent.iter().map(|e| e.task_id).collect(),
+        "every message arrived once"
+    );
+    assert!(publisher.is_connected());
+    // A channel-level error (publishing to a missing exchange) closes one channel.
+    let mut failed = false;
+    for _ in 0..3 {
+        let r = publisher
+            .publish_raw(contexten_broker::PublishedMessage {
+                exchange: "no-such-exchange".into(),
+                routing_key: "x".into(),
+                body: b"{}".to_vec(),
+                properties: Default::default(),
+            })
+            .await;
+        failed |= r.is_err();
+        if !publisher.is_connected() {
+            break;
+        }
+    }
+    assert!(failed, "publishing to a missing exchange fails");
+    assert!(
+        !publisher.is_connected(),
+        "a closed channel makes the publisher report itself disconnected"
+    );
+    broker.cleanup().await;
+}
+
+#[tokio::test]
 async fn an_envelope_passes_two_stages_intact_with_its_trace_context() {
     let broker = TestBroker::start().await;
     let context = broker.spawn_worker(Stage::Context, |env: TaskEnvelope| async move {
