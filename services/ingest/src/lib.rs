@@ -36,6 +36,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use contexten_broker::{BrokerError, CancellationToken, Publisher, Store, connect, topology};
 use contexten_envelope::Names;
 use contexten_telemetry::health::{self, Readiness};
@@ -161,6 +162,19 @@ fn json_4xx(response: Response, limit: usize) -> Response {
     }
 }
 
+/// The listener with `TCP_NODELAY` on every accepted connection: answers are
+/// small and latency-bound, and Nagle's algorithm would hold a write back until
+/// the peer's delayed ACK (axum leaves it on).
+pub fn without_nagle(
+    listener: TcpListener,
+) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    })
+}
+
 /// How long shutdown waits for acknowledgements still being confirmed.
 const ACK_DRAIN: Duration = Duration::from_secs(5);
 
@@ -180,7 +194,7 @@ pub async fn serve(
     let broker_stop = CancellationToken::new();
     start_background(&state, &readiness, &shutdown, &broker_stop);
     tracing::info!(%addr, "ingest listening");
-    axum::serve(listener, router(state.clone(), readiness))
+    axum::serve(without_nagle(listener), router(state.clone(), readiness))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(|source| BrokerError::Listen { addr, source })?;

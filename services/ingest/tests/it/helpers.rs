@@ -101,7 +101,7 @@ impl TestIngest {
         let app = ingest::router(state.clone(), readiness.clone());
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
+            let _ = axum::serve(ingest::without_nagle(listener), app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await;
         });
