@@ -1,8 +1,10 @@
-//! Per-file analysis stores behind one small trait, so the worker can plug Redis
-//! in next to the memory and disk layers the [`crate::Engine`] always has.
+//! Analysis stores behind one small trait, so the worker can plug Redis in next
+//! to the memory and disk layers the [`crate::Engine`] always has.
 //!
-//! Values are compact serde JSON of [`crate::parse::FileAnalysis`]; they hold
-//! signatures and docs of already-redacted content, never raw secrets.
+//! Per-file values are compact serde JSON of [`crate::parse::FileAnalysis`];
+//! whole-repository maps (shared store only) are compressed postcard
+//! ([`crate::snapshot`]). Both hold signatures, docs and terms of already-redacted
+//! content, never raw secrets, and no file contents.
 
 use std::path::{Path, PathBuf};
 
@@ -70,15 +72,37 @@ pub use redis_store::RedisStore;
 #[cfg(feature = "redis")]
 mod redis_store {
     use std::sync::Mutex;
+    use std::time::{Duration, Instant};
 
     use super::{AnalysisStore, CodemapError};
 
-    /// Redis-backed store shared by all replicas; keys are `<prefix>:codemap:<key>`.
+    /// Bounds a connect attempt, so an unreachable Redis costs one short wait.
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Bounds one command; a whole-repository map is a few MB.
+    const IO_TIMEOUT: Duration = Duration::from_secs(5);
+    /// After a failure the store answers "not cached" without trying Redis for
+    /// this long: one analysis touches thousands of keys, and each would
+    /// otherwise wait for its own timeout and log its own warning.
+    const RETRY_PAUSE: Duration = Duration::from_secs(15);
+
+    /// Redis-backed store shared by all replicas; keys are `<prefix>:codemap:<key>`
+    /// and expire `ttl` after they were written.
+    ///
+    /// A failing Redis never fails an analysis: the failed call returns its error
+    /// (the engine logs it as a warning), then for [`RETRY_PAUSE`] every call
+    /// returns [`CodemapError::CachePaused`] at once (logged at debug level) and
+    /// the memory and disk layers carry on alone.
     pub struct RedisStore {
         client: redis::Client,
-        conn: Mutex<Option<redis::Connection>>,
+        state: Mutex<State>,
         prefix: String,
         ttl_secs: u64,
+    }
+
+    #[derive(Default)]
+    struct State {
+        conn: Option<redis::Connection>,
+        paused_until: Option<Instant>,
     }
 
     impl std::fmt::Debug for RedisStore {
@@ -86,46 +110,61 @@ mod redis_store {
             // The client's address may carry a password; show only the key prefix.
             f.debug_struct("RedisStore")
                 .field("prefix", &self.prefix)
+                .field("ttl_secs", &self.ttl_secs)
                 .finish_non_exhaustive()
         }
     }
 
     impl RedisStore {
-        /// Connects lazily to `url`; entries expire after `ttl_secs`.
-        pub fn new(url: &str, prefix: &str, ttl_secs: u64) -> Result<Self, CodemapError> {
+        /// Connects lazily to `url`; entries expire `ttl` after they are written.
+        pub fn new(url: &str, prefix: &str, ttl: Duration) -> Result<Self, CodemapError> {
             let client =
                 redis::Client::open(url).map_err(|e| CodemapError::Cache(e.to_string()))?;
             Ok(Self {
                 client,
-                conn: Mutex::new(None),
+                state: Mutex::new(State::default()),
                 prefix: prefix.to_owned(),
-                ttl_secs,
+                ttl_secs: ttl.as_secs().max(1),
             })
         }
 
+        /// Runs `f` on the connection, unless paused after a failure.
         fn with_conn<T>(
             &self,
             f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
         ) -> Result<T, CodemapError> {
-            let mut guard = self
-                .conn
+            let mut state = self
+                .state
                 .lock()
                 .map_err(|_| CodemapError::Cache("redis lock poisoned".into()))?;
-            if guard.is_none() {
-                *guard = Some(
-                    self.client
-                        .get_connection()
-                        .map_err(|e| CodemapError::Cache(e.to_string()))?,
-                );
+            if state.paused_until.is_some_and(|t| Instant::now() < t) {
+                return Err(CodemapError::CachePaused);
             }
-            let Some(conn) = guard.as_mut() else {
-                return Err(CodemapError::Cache("no redis connection".into()));
+            state.paused_until = None;
+            let result = match state.conn.as_mut() {
+                Some(conn) => f(conn),
+                None => self.connect().and_then(|mut conn| {
+                    let r = f(&mut conn);
+                    state.conn = Some(conn);
+                    r
+                }),
             };
-            f(conn).map_err(|e| {
-                // Drop a broken connection so the next call reconnects.
-                *guard = None;
-                CodemapError::Cache(e.to_string())
+            result.map_err(|e| {
+                // Drop a broken connection: the next call after the pause reconnects.
+                state.conn = None;
+                state.paused_until = Some(Instant::now() + RETRY_PAUSE);
+                CodemapError::Cache(format!(
+                    "redis: {e} (not used for {}s)",
+                    RETRY_PAUSE.as_secs()
+                ))
             })
+        }
+
+        fn connect(&self) -> redis::RedisResult<redis::Connection> {
+            let conn = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+            conn.set_read_timeout(Some(IO_TIMEOUT))?;
+            conn.set_write_timeout(Some(IO_TIMEOUT))?;
+            Ok(conn)
         }
 
         fn key(&self, key: &str) -> String {

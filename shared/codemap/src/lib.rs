@@ -37,6 +37,7 @@ mod parse;
 mod prompt;
 mod query;
 pub mod redact;
+mod snapshot;
 mod source;
 mod summary;
 mod tokens;
@@ -45,7 +46,9 @@ mod tokens;
 pub use cache::RedisStore;
 pub use cache::{AnalysisStore, DiskStore};
 pub use codemap::{CodeMap, FileEntry, SymbolId};
-pub use engine::{Engine, EngineConfig, EngineStats, Progress, ProgressFn};
+pub use engine::{
+    DEFAULT_MAX_STORED_MAP_BYTES, Engine, EngineConfig, EngineStats, Progress, ProgressFn,
+};
 pub use error::CodemapError;
 pub use filter::{DEFAULT_MAX_FILE_BYTES, SkipReason};
 pub use lang::Language;

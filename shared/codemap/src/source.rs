@@ -290,7 +290,7 @@ fn git(git_dir: &Path, args: &[&str], auth_header: Option<&str>) -> Result<Strin
 }
 
 /// Reads blobs with one `git cat-file --batch`; a writer thread avoids pipe deadlock.
-fn cat_blobs<'a>(
+pub(crate) fn cat_blobs<'a>(
     git_dir: &Path,
     ids: impl Iterator<Item = &'a str>,
 ) -> Result<Vec<Vec<u8>>, CodemapError> {
