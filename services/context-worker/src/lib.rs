@@ -8,14 +8,16 @@
 //! (`<CONTEXTEN_PREFIX>:codemap:<blob>-<language>-v<n>`); finished whole-repository
 //! maps by git tree id in memory and in Redis (`<prefix>:codemap:map-<tree>-…`), so
 //! a replica that meets a tree another one analysed parses nothing. Redis entries
-//! expire `CONTEXT_CACHE_TTL_SECS` after they are written and are sealed with
+//! expire `CONTEXT_CACHE_TTL_SECS` (maps: `CONTEXT_MAP_TTL_SECS`) after they are
+//! written and are sealed with
 //! `CACHE_ENCRYPTION_KEY` when set. A Redis failure is logged and the task goes on
 //! with memory and disk.
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `CONTEXT_CACHE_DIR` | per-file analyses and fetched repositories | `<tmp>/contexten/context-cache` |
-//! | `CONTEXT_CACHE_TTL_SECS` | time to live of the Redis entries (60–7776000) | `604800` (7 days) |
+//! | `CONTEXT_CACHE_TTL_SECS` | time to live of the per-file analyses in Redis (60–7776000) | `604800` (7 days) |
+//! | `CONTEXT_MAP_TTL_SECS` | time to live of the whole-repository maps in Redis (60–7776000) | `86400` (1 day) |
 //! | `CACHE_ENCRYPTION_KEY` | AES-256-GCM key for the Redis entries: 32 bytes as 64 hex chars or base64 | unset (plain) |
 //! | `CONTEXT_TOP_K` | ranked files kept (1–100) | `10` |
 //! | `CONTEXT_PROMPT_BUDGET_TOKENS` | prompt budget (256–200000) | `6000` |
@@ -49,8 +51,12 @@ pub struct ContextConfig {
     pub budget_tokens: usize,
     pub model: String,
     pub allow_local: bool,
-    /// `CONTEXT_CACHE_TTL_SECS`: Redis entries expire this long after they are written.
+    /// `CONTEXT_CACHE_TTL_SECS`: per-file analyses in Redis expire this long after
+    /// they are written.
     pub cache_ttl: Duration,
+    /// `CONTEXT_MAP_TTL_SECS`: whole-repository maps in Redis (one per commit, a
+    /// few MB for a 2,000-file repository) expire this long after they are written.
+    pub map_ttl: Duration,
     /// `CACHE_ENCRYPTION_KEY`: seals the Redis entries; `None` stores them plain.
     pub encryption_key: Option<EncryptionKey>,
 }
@@ -78,6 +84,12 @@ impl ContextConfig {
             cache_ttl: Duration::from_secs(env.ranged(
                 "CONTEXT_CACHE_TTL_SECS",
                 DEFAULT_CACHE_TTL_SECS,
+                60,
+                90 * 86_400,
+            )?),
+            map_ttl: Duration::from_secs(env.ranged(
+                "CONTEXT_MAP_TTL_SECS",
+                DEFAULT_MAP_TTL_SECS,
                 60,
                 90 * 86_400,
             )?),
@@ -117,7 +129,7 @@ impl ContextConfig {
             names.prefix(),
             self.cache_ttl,
         );
-        match redis {
+        match redis.map(|r| r.with_map_ttl(self.map_ttl)) {
             Ok(redis) => {
                 let sealer = Sealer::new(self.encryption_key.as_ref());
                 Some(Arc::new(SealedStore::new(redis, sealer)))
@@ -133,6 +145,10 @@ impl ContextConfig {
 /// Default of `CONTEXT_CACHE_TTL_SECS`: a week keeps the blobs of active
 /// repositories warm across deploys and weekends.
 pub const DEFAULT_CACHE_TTL_SECS: u64 = 7 * 86_400;
+
+/// Default of `CONTEXT_MAP_TTL_SECS`: the tasks about one commit arrive within
+/// hours, and every push to a large repository adds a map of a few MB.
+pub const DEFAULT_MAP_TTL_SECS: u64 = 86_400;
 
 /// The handler: the engine (shared caches) and the ranking settings.
 #[derive(Clone)]
@@ -468,11 +484,18 @@ mod tests {
         );
         assert!(a.stats().files_parsed > 0);
         assert_eq!(a.stats().maps_stored, 1);
+        let map_key = prefix
+            .keys()
+            .into_iter()
+            .find(|k| k.starts_with(&format!("{}:codemap:map-", prefix.0)))
+            .expect("the map is in Redis under the prefix");
+        let mut conn = redis::Client::open(redis_url())
+            .and_then(|c| c.get_connection())
+            .unwrap();
+        let ttl: u64 = redis::cmd("TTL").arg(&map_key).query(&mut conn).unwrap();
         assert!(
-            prefix
-                .keys()
-                .iter()
-                .any(|k| k.starts_with(&format!("{}:codemap:map-", prefix.0)))
+            ttl <= DEFAULT_MAP_TTL_SECS && ttl > DEFAULT_MAP_TTL_SECS - 60,
+            "{ttl}"
         );
 
         let second = context(b.handle(task(Some(url), Strategy::Context, text)).await);
@@ -515,6 +538,7 @@ mod tests {
         let prefix = TestPrefix::new();
         let cfg = config(dir.path(), false, &prefix);
         assert_eq!(cfg.cache_ttl, Duration::from_secs(DEFAULT_CACHE_TTL_SECS));
+        assert_eq!(cfg.map_ttl, Duration::from_secs(DEFAULT_MAP_TTL_SECS));
         assert!(cfg.encryption_key.is_none());
         let env = Env::from_pairs([("CONTEXT_CACHE_TTL_SECS", "10")]);
         assert_eq!(

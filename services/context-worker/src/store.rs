@@ -30,11 +30,19 @@ impl<S: AnalysisStore> AnalysisStore for SealedStore<S> {
     }
 
     fn put(&self, key: &str, value: &[u8]) -> Result<(), CodemapError> {
-        let sealed = self
-            .sealer
+        self.inner.put(key, &self.seal(key, value)?)
+    }
+
+    fn put_map(&self, key: &str, value: &[u8]) -> Result<(), CodemapError> {
+        self.inner.put_map(key, &self.seal(key, value)?)
+    }
+}
+
+impl<S> SealedStore<S> {
+    fn seal(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, CodemapError> {
+        self.sealer
             .seal(key, value)
-            .map_err(|e| CodemapError::Cache(e.to_string()))?;
-        self.inner.put(key, &sealed)
+            .map_err(|e| CodemapError::Cache(e.to_string()))
     }
 }
 

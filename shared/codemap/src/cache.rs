@@ -16,6 +16,13 @@ pub trait AnalysisStore: Send + Sync + std::fmt::Debug {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CodemapError>;
     /// Writes a value (best effort; callers log and go on when it fails).
     fn put(&self, key: &str, value: &[u8]) -> Result<(), CodemapError>;
+
+    /// Writes a whole-repository map. A store may keep these for less time than
+    /// per-file entries: there is one per commit, megabytes each, and it is wanted
+    /// for hours, while a blob's analysis serves every commit that keeps the blob.
+    fn put_map(&self, key: &str, value: &[u8]) -> Result<(), CodemapError> {
+        self.put(key, value)
+    }
 }
 
 /// One file per key under a directory, written atomically (temp file + rename).
@@ -86,7 +93,7 @@ mod redis_store {
     const RETRY_PAUSE: Duration = Duration::from_secs(15);
 
     /// Redis-backed store shared by all replicas; keys are `<prefix>:codemap:<key>`
-    /// and expire `ttl` after they were written.
+    /// and expire `ttl` (maps: `map_ttl`) after they were written.
     ///
     /// A failing Redis never fails an analysis: the failed call returns its error
     /// (the engine logs it as a warning), then for [`RETRY_PAUSE`] every call
@@ -97,6 +104,7 @@ mod redis_store {
         state: Mutex<State>,
         prefix: String,
         ttl_secs: u64,
+        map_ttl_secs: u64,
     }
 
     #[derive(Default)]
@@ -111,20 +119,42 @@ mod redis_store {
             f.debug_struct("RedisStore")
                 .field("prefix", &self.prefix)
                 .field("ttl_secs", &self.ttl_secs)
+                .field("map_ttl_secs", &self.map_ttl_secs)
                 .finish_non_exhaustive()
         }
     }
 
     impl RedisStore {
-        /// Connects lazily to `url`; entries expire `ttl` after they are written.
+        /// Connects lazily to `url`; entries (maps too, unless [`Self::with_map_ttl`])
+        /// expire `ttl` after they are written.
         pub fn new(url: &str, prefix: &str, ttl: Duration) -> Result<Self, CodemapError> {
             let client =
                 redis::Client::open(url).map_err(|e| CodemapError::Cache(e.to_string()))?;
+            let ttl_secs = ttl.as_secs().max(1);
             Ok(Self {
                 client,
                 state: Mutex::new(State::default()),
                 prefix: prefix.to_owned(),
-                ttl_secs: ttl.as_secs().max(1),
+                ttl_secs,
+                map_ttl_secs: ttl_secs,
+            })
+        }
+
+        /// Whole-repository maps expire `ttl` after they are written.
+        pub fn with_map_ttl(mut self, ttl: Duration) -> Self {
+            self.map_ttl_secs = ttl.as_secs().max(1);
+            self
+        }
+
+        fn set(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<(), CodemapError> {
+            let k = self.key(key);
+            self.with_conn(|c| {
+                redis::cmd("SET")
+                    .arg(&k)
+                    .arg(value)
+                    .arg("EX")
+                    .arg(ttl_secs)
+                    .query(c)
             })
         }
 
@@ -179,15 +209,11 @@ mod redis_store {
         }
 
         fn put(&self, key: &str, value: &[u8]) -> Result<(), CodemapError> {
-            let k = self.key(key);
-            self.with_conn(|c| {
-                redis::cmd("SET")
-                    .arg(&k)
-                    .arg(value)
-                    .arg("EX")
-                    .arg(self.ttl_secs)
-                    .query(c)
-            })
+            self.set(key, value, self.ttl_secs)
+        }
+
+        fn put_map(&self, key: &str, value: &[u8]) -> Result<(), CodemapError> {
+            self.set(key, value, self.map_ttl_secs)
         }
     }
 }

@@ -12,7 +12,9 @@
 //!   URL + ref, shallow fetch, blob ids), per-file analysis cached by
 //!   (blob id, [`ANALYSER_VERSION`]) in memory → disk → an optional shared
 //!   [`AnalysisStore`] (Redis with the `redis` feature), so a new commit re-parses
-//!   only changed files.
+//!   only changed files; a git tree's finished map is kept in memory and in the
+//!   shared store (compressed, keyed by tree id), so another replica answers the
+//!   same commit without listing or parsing anything.
 //! - [`CodeMap`]: files, definitions with signatures and docs, imports, the
 //!   cross-file reference graph; [`CodeMap::summary`], [`CodeMap::file_summary`],
 //!   [`CodeMap::symbol_summary`].

@@ -37,7 +37,7 @@ impl Engine {
                 "map too large for the shared store; replicas rebuild it from per-file entries"
             );
         }
-        match store.put(&snapshot::key(tree, self.config.max_file_bytes), &bytes) {
+        match store.put_map(&snapshot::key(tree, self.config.max_file_bytes), &bytes) {
             Ok(()) => {
                 self.maps_stored.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
