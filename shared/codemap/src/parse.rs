@@ -275,7 +275,7 @@ pub fn analyse(content: &str, lang: Language) -> FileAnalysis {
         debug_assert_eq!(idx + 1, out.symbols.len());
     }
     name_starts.sort_unstable();
-    out.refs = collect_refs(root, src, &ranges, &name_starts, identifier_kinds(lang));
+    out.refs = collect_refs(root, content, &ranges, &name_starts, identifier_kinds(lang));
     out
 }
 
@@ -434,17 +434,24 @@ const IDENT_KINDS: &[&str] = &[
     "constant",
 ];
 
-const IGNORED_NAMES: &[&str] = &["self", "Self", "this", "super", "cls", "_", "__init__"];
+/// Receivers and dunder noise that say nothing about which definition is used.
+fn is_ignored_name(name: &str) -> bool {
+    // A match compiles to a switch on the length; `[..].contains` compared each.
+    matches!(
+        name,
+        "self" | "Self" | "this" | "super" | "cls" | "_" | "__init__"
+    )
+}
 
 /// Identifier uses grouped by (name, enclosing definition), in document order.
-fn collect_refs(
+fn collect_refs<'a>(
     root: Node<'_>,
-    src: &[u8],
+    src: &'a str,
     ranges: &[(usize, usize)],
     name_starts: &[usize],
     ident: &[bool],
 ) -> Vec<RefSite> {
-    let mut by_key: HashMap<(&str, Option<u32>), usize> = HashMap::default();
+    let mut by_key: HashMap<(&'a str, Option<u32>), usize> = HashMap::default();
     let mut out: Vec<RefSite> = Vec::new();
     let mut cursor = root.walk();
     let mut stack: Vec<usize> = Vec::new(); // indices into ranges, innermost last
@@ -468,8 +475,10 @@ fn collect_refs(
                 }
                 // A popped-over inner range may leave an outer one that ended too.
                 stack.retain(|d| ranges[*d].1 > start);
-                let name = text(node, src);
-                if name.len() > 1 && !IGNORED_NAMES.contains(&name) {
+                // Slicing the validated text: identifiers start and end on char
+                // boundaries, and `get` keeps a surprise from panicking.
+                let name = src.get(node.byte_range()).unwrap_or("");
+                if name.len() > 1 && !is_ignored_name(name) {
                     let in_symbol = stack.last().and_then(|d| u32::try_from(*d).ok());
                     let line = line_of(node);
                     let i = *by_key.entry((name, in_symbol)).or_insert_with(|| {
