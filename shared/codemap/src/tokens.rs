@@ -13,6 +13,16 @@ pub fn code_terms(text: &str, mut emit: impl FnMut(&str)) {
         if word.len() > 48 || word.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
             continue;
         }
+        // Most words are plain lower case: their own single part, no splitting.
+        if word.bytes().all(|b| b.is_ascii_lowercase()) {
+            if word.len() >= 2 {
+                part.clear();
+                part.push_str(word);
+                stem_in_place(&mut part);
+                emit(&part);
+            }
+            continue;
+        }
         parts.clear();
         split_identifier_into(word, &mut parts);
         if parts.len() > 1 {
