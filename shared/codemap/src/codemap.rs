@@ -129,6 +129,7 @@ pub struct CodeMap {
     pub(crate) ppr_graph: OnceLock<Adjacency>,
     pub(crate) summary_text: OnceLock<String>,
     pub(crate) companions: OnceLock<Vec<(u32, u32)>>,
+    pub(crate) test_files: OnceLock<Vec<bool>>,
 }
 
 impl CodeMap {
@@ -206,6 +207,7 @@ impl CodeMap {
             ppr_graph: OnceLock::new(),
             summary_text: OnceLock::new(),
             companions: OnceLock::new(),
+            test_files: OnceLock::new(),
         };
         let t2 = std::time::Instant::now();
         map.graph = (0..map.files.len())
