@@ -35,10 +35,10 @@ pub(crate) fn key(tree: &str, max_file_bytes: u64) -> String {
     format!("map-{tree}-a{ANALYSER_VERSION}-r{REDACTION_VERSION}-f{MAP_FORMAT}-m{max_file_bytes}")
 }
 
-/// A map as stored (owned, for reading).
+/// A map as stored (owned, for reading). No commit id: several commits can share
+/// a tree, and the reader knows which one it asked for.
 #[derive(Debug, Deserialize)]
 pub(crate) struct StoredMap {
-    pub commit: Option<String>,
     pub skipped: BTreeMap<String, usize>,
     /// Every lexical term of the map, once.
     pub terms: Vec<String>,
@@ -61,7 +61,6 @@ pub(crate) struct StoredFile {
 /// The same layout, borrowing from a live map (for writing).
 #[derive(Serialize)]
 struct StoredMapRef<'a> {
-    commit: &'a Option<String>,
     skipped: &'a BTreeMap<String, usize>,
     terms: Vec<&'a str>,
     files: Vec<StoredFileRef<'a>>,
@@ -89,7 +88,6 @@ pub(crate) fn encode(map: &CodeMap, terms: &TermTable) -> Result<Vec<u8>, Codema
     let local: HashMap<u32, u32> = used.iter().zip(0u32..).map(|(g, l)| (*g, l)).collect();
     let spelled = terms.spell(&used);
     let stored = StoredMapRef {
-        commit: &map.commit,
         skipped: &map.skipped,
         terms: spelled.iter().map(|t| &**t).collect(),
         files: map

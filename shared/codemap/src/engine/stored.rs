@@ -137,9 +137,11 @@ impl Engine {
                 })
             })
             .collect::<Result<_, CodemapError>>()?;
+        // The tree is shared; the commit is this request's (another commit, a fork
+        // or an empty commit can have the same tree).
         Ok(CodeMap::build(
             files,
-            stored.commit,
+            Some(rev.commit.clone()),
             stored.skipped,
             self.terms.clone(),
             self.names.clone(),

@@ -130,6 +130,18 @@ fn a_cold_replica_answers_a_known_tree_from_redis_without_parsing() {
             .iter()
             .any(|f| f.path == "shop/settings.py" && f.redactions.get("aws_access_key") == Some(&1))
     );
+
+    // Another commit with the same tree is answered from the same map, as itself.
+    git(
+        repo.path(),
+        &["commit", "-q", "--allow-empty", "-m", "empty"],
+    );
+    let c1b = git(repo.path(), &["rev-parse", "HEAD"]);
+    let c = engine(tempfile::tempdir().expect("c").path(), redis.store());
+    let from_c = c.analyse(&at(&repo, &c1b)).expect("c analyses");
+    assert_eq!(c.stats().maps_reused_shared, 1);
+    assert_eq!(from_c.commit(), Some(c1b.as_str()));
+    assert_eq!(from_b.commit(), Some(c1.as_str()));
 }
 
 #[test]
