@@ -18,11 +18,11 @@ use crate::bm25::TermTable;
 use crate::codemap::CodeMap;
 use crate::error::CodemapError;
 use crate::lang::Language;
-use crate::parse::{ANALYSER_VERSION, FileAnalysis};
+use crate::parse::{ANALYSER_VERSION, FileAnalysis, ImportRef, RefSite, SymbolDef};
 use crate::redact::{REDACTION_VERSION, RedactionCounts};
 
 /// Bumped whenever [`StoredMap`] changes shape.
-const MAP_FORMAT: u32 = 1;
+const MAP_FORMAT: u32 = 2;
 const MAGIC: &[u8; 4] = b"CXM1";
 /// Level 3 compresses a map at a few hundred MB/s; higher levels gain ~10 % for
 /// several times the CPU.
@@ -35,9 +35,10 @@ pub(crate) fn key(tree: &str, max_file_bytes: u64) -> String {
     format!("map-{tree}-a{ANALYSER_VERSION}-r{REDACTION_VERSION}-f{MAP_FORMAT}-m{max_file_bytes}")
 }
 
-/// A map as stored (owned, for reading). No commit id: several commits can share
-/// a tree, and the reader knows which one it asked for.
-#[derive(Debug, Deserialize)]
+/// A map as read back: per-file analyses with lexical terms as indices into the
+/// map's term dictionary. No commit id: several commits can share a tree, and
+/// the reader knows which one it asked for.
+#[derive(Debug)]
 pub(crate) struct StoredMap {
     pub skipped: BTreeMap<String, usize>,
     /// Every lexical term of the map, once.
@@ -46,7 +47,7 @@ pub(crate) struct StoredMap {
 }
 
 /// One file of a [`StoredMap`].
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub(crate) struct StoredFile {
     pub path: String,
     pub language: Language,
@@ -58,22 +59,75 @@ pub(crate) struct StoredFile {
     pub lexical: Vec<(u32, f32)>,
 }
 
-/// The same layout, borrowing from a live map (for writing).
-#[derive(Serialize)]
-struct StoredMapRef<'a> {
-    skipped: &'a BTreeMap<String, usize>,
-    terms: Vec<&'a str>,
-    files: Vec<StoredFileRef<'a>>,
+// The wire form. Compact where the bulk is (measured on the Python stdlib):
+// reference names through a map-wide dictionary, reference lines and term
+// indices as deltas, whole-number term weights as integers. `S`, `I` and `V`
+// are owned when reading and borrowed when writing.
+
+#[derive(Serialize, Deserialize)]
+struct Wire<T, F> {
+    skipped: BTreeMap<String, usize>,
+    terms: Vec<T>,
+    /// Names of references, once.
+    names: Vec<T>,
+    files: Vec<F>,
 }
 
-#[derive(Serialize)]
-struct StoredFileRef<'a> {
-    path: &'a str,
+#[derive(Serialize, Deserialize)]
+struct WireFile<T, S, I> {
+    path: T,
     language: Language,
-    blob_id: &'a str,
-    redactions: &'a RedactionCounts,
-    analysis: &'a FileAnalysis,
-    lexical: Vec<(u32, f32)>,
+    blob_id: T,
+    redactions: RedactionCounts,
+    lines: u32,
+    has_errors: bool,
+    symbols: S,
+    imports: I,
+    refs: Vec<WireRef>,
+    /// Term indices, each as the difference to the previous one.
+    term_deltas: Vec<u32>,
+    weights: Weights,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireRef {
+    name: u32,
+    in_symbol: Option<u32>,
+    count: u32,
+    /// Lines, each as the difference to the previous one.
+    line_deltas: Vec<u32>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Weights {
+    /// Every weight is a whole number (the default field weights are).
+    Whole(Vec<u32>),
+    Fraction(Vec<f32>),
+}
+
+type WireOut<'a> = Wire<&'a str, WireFile<&'a str, &'a Vec<SymbolDef>, &'a Vec<ImportRef>>>;
+type WireIn = Wire<String, WireFile<String, Vec<SymbolDef>, Vec<ImportRef>>>;
+
+fn deltas(values: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut prev = 0u32;
+    values
+        .map(|v| {
+            let d = v.wrapping_sub(prev);
+            prev = v;
+            d
+        })
+        .collect()
+}
+
+fn undeltas(deltas: &[u32]) -> Vec<u32> {
+    let mut acc = 0u32;
+    deltas
+        .iter()
+        .map(|d| {
+            acc = acc.wrapping_add(*d);
+            acc
+        })
+        .collect()
 }
 
 /// Serialises and compresses a map whose term ids come from `terms`.
@@ -87,28 +141,62 @@ pub(crate) fn encode(map: &CodeMap, terms: &TermTable) -> Result<Vec<u8>, Codema
     used.dedup();
     let local: HashMap<u32, u32> = used.iter().zip(0u32..).map(|(g, l)| (*g, l)).collect();
     let spelled = terms.spell(&used);
-    let stored = StoredMapRef {
-        skipped: &map.skipped,
-        terms: spelled.iter().map(|t| &**t).collect(),
-        files: map
-            .files
+    let mut names: Vec<&str> = Vec::new();
+    let mut name_ids: HashMap<&str, u32> = HashMap::default();
+    let mut files = Vec::with_capacity(map.files.len());
+    for f in &map.files {
+        let a = &*f.analysis;
+        let refs = a
+            .refs
             .iter()
-            .map(|f| StoredFileRef {
-                path: &f.path,
-                language: f.language,
-                blob_id: &f.blob_id,
-                redactions: &f.redactions,
-                analysis: &f.analysis,
-                // Global ids are sorted, and local ids keep their order.
-                lexical: f
-                    .lexical
-                    .iter()
-                    .map(|(t, w)| (local.get(t).copied().unwrap_or(u32::MAX), *w))
-                    .collect(),
+            .map(|r| {
+                let name = *name_ids.entry(r.name.as_str()).or_insert_with(|| {
+                    names.push(&r.name);
+                    u32::try_from(names.len() - 1).unwrap_or(u32::MAX)
+                });
+                WireRef {
+                    name,
+                    in_symbol: r.in_symbol,
+                    count: r.count,
+                    line_deltas: deltas(r.lines.iter().copied()),
+                }
             })
-            .collect(),
+            .collect();
+        // Global ids are sorted and local ids keep their order: small deltas.
+        let ids = f
+            .lexical
+            .iter()
+            .map(|(t, _)| local.get(t).copied().unwrap_or(u32::MAX));
+        let whole = f
+            .lexical
+            .iter()
+            .all(|(_, w)| w.fract() == 0.0 && (0.0..=f32::from(u16::MAX)).contains(w));
+        let weights = if whole {
+            Weights::Whole(f.lexical.iter().map(|(_, w)| *w as u32).collect())
+        } else {
+            Weights::Fraction(f.lexical.iter().map(|(_, w)| *w).collect())
+        };
+        files.push(WireFile {
+            path: f.path.as_str(),
+            language: f.language,
+            blob_id: f.blob_id.as_str(),
+            redactions: (*f.redactions).clone(),
+            lines: a.lines,
+            has_errors: a.has_errors,
+            symbols: &a.symbols,
+            imports: &a.imports,
+            refs,
+            term_deltas: deltas(ids),
+            weights,
+        });
+    }
+    let wire: WireOut<'_> = Wire {
+        skipped: map.skipped.clone(),
+        terms: spelled.iter().map(|t| &**t).collect(),
+        names,
+        files,
     };
-    let raw = postcard::to_stdvec(&stored).map_err(|e| CodemapError::Cache(e.to_string()))?;
+    let raw = postcard::to_stdvec(&wire).map_err(|e| CodemapError::Cache(e.to_string()))?;
     let mut out = MAGIC.to_vec();
     zstd::stream::copy_encode(raw.as_slice(), &mut out, ZSTD_LEVEL)
         .map_err(|e| CodemapError::Cache(format!("compressing a map: {e}")))?;
@@ -126,17 +214,59 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StoredMap, CodemapError> {
         .take(MAX_DECODED_BYTES)
         .read_to_end(&mut raw)
         .map_err(|e| CodemapError::Cache(format!("decompressing a map: {e}")))?;
-    let map: StoredMap =
+    let wire: WireIn =
         postcard::from_bytes(&raw).map_err(|e| CodemapError::Cache(e.to_string()))?;
-    let n = map.terms.len();
-    if map
+    let bad = |what: &str| CodemapError::Cache(format!("stored map has {what}"));
+    let files = wire
         .files
-        .iter()
-        .any(|f| f.lexical.iter().any(|(t, _)| *t as usize >= n))
-    {
-        return Err(CodemapError::Cache("stored map has unknown term".into()));
-    }
-    Ok(map)
+        .into_iter()
+        .map(|f| {
+            let ids = undeltas(&f.term_deltas);
+            let weights: Vec<f32> = match f.weights {
+                Weights::Whole(w) => w.into_iter().map(|w| w as f32).collect(),
+                Weights::Fraction(w) => w,
+            };
+            if weights.len() != ids.len() || ids.iter().any(|t| *t as usize >= wire.terms.len()) {
+                return Err(bad("an unknown term"));
+            }
+            let refs = f
+                .refs
+                .into_iter()
+                .map(|r| {
+                    let name = wire
+                        .names
+                        .get(r.name as usize)
+                        .ok_or_else(|| bad("an unknown name"))?;
+                    Ok(RefSite {
+                        name: name.clone(),
+                        in_symbol: r.in_symbol,
+                        count: r.count,
+                        lines: undeltas(&r.line_deltas),
+                    })
+                })
+                .collect::<Result<_, CodemapError>>()?;
+            Ok(StoredFile {
+                path: f.path,
+                language: f.language,
+                blob_id: f.blob_id,
+                redactions: f.redactions,
+                analysis: FileAnalysis {
+                    lines: f.lines,
+                    symbols: f.symbols,
+                    imports: f.imports,
+                    refs,
+                    terms: Vec::new(),
+                    has_errors: f.has_errors,
+                },
+                lexical: ids.into_iter().zip(weights).collect(),
+            })
+        })
+        .collect::<Result<_, CodemapError>>()?;
+    Ok(StoredMap {
+        skipped: wire.skipped,
+        terms: wire.terms,
+        files,
+    })
 }
 
 #[cfg(test)]
