@@ -38,8 +38,9 @@ use contexten_codemap::{
 };
 use contexten_config::{ConfigError, Env, ExposeSecret};
 use contexten_envelope::{ContextItem, Stage, TaskContext, TaskEnvelope};
+use contexten_telemetry::metric;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The context worker's settings.
@@ -154,6 +155,9 @@ pub const DEFAULT_MAP_TTL_SECS: u64 = 86_400;
 #[derive(Clone)]
 pub struct ContextHandler {
     engine: Arc<Engine>,
+    /// Engine counters already turned into metrics (tasks run concurrently, so
+    /// each reports the difference to what was reported before it).
+    reported: Arc<Mutex<EngineStats>>,
     top_k: usize,
     budget_tokens: usize,
     model: String,
@@ -164,6 +168,7 @@ impl ContextHandler {
     pub fn new(engine: Engine, cfg: &ContextConfig) -> Self {
         ContextHandler {
             engine: Arc::new(engine),
+            reported: Arc::default(),
             top_k: cfg.top_k,
             budget_tokens: cfg.budget_tokens,
             model: cfg.model.clone(),
@@ -173,6 +178,55 @@ impl ContextHandler {
     /// The engine's work counters (files parsed, maps reused from Redis, ...).
     pub fn stats(&self) -> EngineStats {
         self.engine.stats()
+    }
+
+    /// Counts the engine's cache work since the last report in
+    /// `contexten_cache_requests_total`: `codemap_file` (memory / store hits, parsed
+    /// files as store misses) and `codemap_map` (memory / redis hits).
+    fn report_cache(&self) {
+        let now = self.engine.stats();
+        let Ok(mut last) = self.reported.lock() else {
+            return;
+        };
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        let batches = [
+            (
+                "codemap_file",
+                "memory",
+                true,
+                d(now.files_reused_memory, last.files_reused_memory),
+            ),
+            (
+                "codemap_file",
+                "store",
+                true,
+                d(now.files_reused_store, last.files_reused_store),
+            ),
+            (
+                "codemap_file",
+                "store",
+                false,
+                d(now.files_parsed, last.files_parsed),
+            ),
+            (
+                "codemap_map",
+                "memory",
+                true,
+                d(now.maps_reused, last.maps_reused),
+            ),
+            (
+                "codemap_map",
+                "redis",
+                true,
+                d(now.maps_reused_shared, last.maps_reused_shared),
+            ),
+        ];
+        for (cache, layer, hit, n) in batches {
+            if n > 0 {
+                metric::cache_requests(cache, layer, hit, n);
+            }
+        }
+        *last = now;
     }
 
     /// Fills the envelope's context and forwards it by strategy.
@@ -186,7 +240,9 @@ impl ContextHandler {
         let request = envelope.request.clone();
         let work = tokio::task::spawn_blocking(move || {
             let source = source_of(&repository.url, repository.reference.as_deref());
-            let map = handler.engine.analyse(&source)?;
+            let map = handler.engine.analyse(&source);
+            handler.report_cache();
+            let map = map?;
             let query = Query {
                 text: request.text.clone(),
                 hints: Hints {
@@ -505,6 +561,11 @@ mod tests {
             "nothing parsed on the second replica"
         );
         assert_eq!(b.stats().maps_reused_shared, 1);
+        assert_eq!(
+            *b.reported.lock().unwrap(),
+            b.stats(),
+            "the task's cache work went to the metrics"
+        );
         assert_eq!(first.items, second.items);
         assert_eq!(first.prompt, second.prompt);
     }
