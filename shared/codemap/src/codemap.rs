@@ -490,8 +490,11 @@ fn with_path_terms(f: &FileEntry, terms: &TermTable) -> Vec<(u32, f32)> {
 pub(crate) fn lexical_terms(a: &FileAnalysis, terms: &TermTable) -> Vec<(u32, f32)> {
     // Symbol and doc terms go into one buffer (end offset, weight) rather than a
     // string each: a file has thousands of them.
-    let mut text = String::new();
-    let mut extra: Vec<(usize, f32)> = Vec::new();
+    // Sized once: whole identifiers plus their parts are about twice the names'
+    // and docs' length, a term every few bytes.
+    let chars: usize = a.symbols.iter().map(|s| s.name.len() + s.doc.len()).sum();
+    let mut text = String::with_capacity(chars * 2);
+    let mut extra: Vec<(usize, f32)> = Vec::with_capacity(chars / 3);
     for s in &a.symbols {
         tokens::code_terms(&s.name, |t| {
             text.push_str(t);
