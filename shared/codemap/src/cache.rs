@@ -133,7 +133,7 @@ mod redis_store {
     /// and expire `ttl` (maps: `map_ttl`) after they were written.
     ///
     /// A failing Redis never fails an analysis: the failed call returns its error
-    /// (the engine logs it as a warning), then for [`RETRY_PAUSE`] every call
+    /// (the engine logs it as a warning), then for 15 s every call
     /// returns [`CodemapError::CachePaused`] at once (logged at debug level) and
     /// the memory and disk layers carry on alone.
     pub struct RedisStore {
