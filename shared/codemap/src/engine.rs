@@ -241,7 +241,11 @@ impl Engine {
     pub(crate) fn build(&self, mut snap: Snapshot) -> CodeMap {
         let total = snap.files.len();
         let done = AtomicUsize::new(0);
-        let results: Vec<Result<FileEntry, SkipReason>> = std::mem::take(&mut snap.files)
+        let mut files = std::mem::take(&mut snap.files);
+        // Largest first, so no big file is left for one thread at the end while
+        // the others idle (the map sorts files by path afterwards).
+        files.sort_by_key(|f| std::cmp::Reverse(f.bytes.as_ref().map_or(0, |b| b.len())));
+        let results: Vec<Result<FileEntry, SkipReason>> = files
             .into_par_iter()
             .map(|f| {
                 let r = self.analyse_file(f);
