@@ -108,6 +108,8 @@ ingestRetryAfterSecs: {env: INGEST_RETRY_AFTER_SECS, to: [ingest]}
 # context-worker
 contextTopK: {env: CONTEXT_TOP_K, to: [context]}
 contextPromptBudgetTokens: {env: CONTEXT_PROMPT_BUDGET_TOKENS, to: [context]}
+contextCacheTtlSecs: {env: CONTEXT_CACHE_TTL_SECS, to: [context]}
+contextMapTtlSecs: {env: CONTEXT_MAP_TTL_SECS, to: [context]}
 # generator-worker
 llmProvider: {env: LLM_PROVIDER, to: [generate]}
 llmBaseUrl: {env: LLM_BASE_URL, to: [generate]}
@@ -214,8 +216,8 @@ dispatch: dispatcher
 # ingest: webhook verification, inline API tokens, and the GitHub credentials of
 # `ingest redeliver-failed` (run with kubectl exec in an ingest pod)
 ingest: [GITHUB_WEBHOOK_SECRET, LINEAR_WEBHOOK_SECRET, SLACK_SIGNING_SECRET, CONTEXTEN_API_TOKENS, GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY]
-# context-worker: private GitHub repositories
-context: [GITHUB_TOKEN]
+# context-worker: private GitHub repositories, sealing its Redis analysis cache
+context: [GITHUB_TOKEN, CACHE_ENCRYPTION_KEY]
 generate: [LLM_API_KEY, CACHE_ENCRYPTION_KEY]
 agent: [CODEGEN_API_TOKEN]
 dispatch: [GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY, LINEAR_API_KEY, SLACK_BOT_TOKEN, CALLBACK_SIGNING_SECRET]

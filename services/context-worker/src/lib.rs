@@ -3,24 +3,44 @@
 //! assembles a token-budgeted, secret-free prompt, fills the envelope's
 //! `context` and forwards the task to generate or agent by its strategy.
 //!
+//! Caching (see the README's context-worker section): per-file analyses by blob id
+//! in memory, on disk under `CONTEXT_CACHE_DIR` (no expiry) and in Redis
+//! (`<CONTEXTEN_PREFIX>:codemap:<blob>-<language>-v<n>`); finished whole-repository
+//! maps by git tree id in memory and in Redis (`<prefix>:codemap:map-<tree>-…`), so
+//! a replica that meets a tree another one analysed parses nothing. Redis entries
+//! expire `CONTEXT_CACHE_TTL_SECS` (maps: `CONTEXT_MAP_TTL_SECS`) after they are
+//! written and are sealed with
+//! `CACHE_ENCRYPTION_KEY` when set. A Redis failure is logged and the task goes on
+//! with memory and disk.
+//!
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `CONTEXT_CACHE_DIR` | per-file analyses and fetched repositories | `<tmp>/contexten/context-cache` |
+//! | `CONTEXT_CACHE_TTL_SECS` | time to live of the per-file analyses in Redis (60–7776000) | `604800` (7 days) |
+//! | `CONTEXT_MAP_TTL_SECS` | time to live of the whole-repository maps in Redis (60–7776000) | `86400` (1 day) |
+//! | `CACHE_ENCRYPTION_KEY` | AES-256-GCM key for the Redis entries: 32 bytes as 64 hex chars or base64 | unset (plain) |
 //! | `CONTEXT_TOP_K` | ranked files kept (1–100) | `10` |
 //! | `CONTEXT_PROMPT_BUDGET_TOKENS` | prompt budget (256–200000) | `6000` |
 //! | `LLM_MODEL` | picks the tokenizer (o200k for gpt-4o/4.1/o-series/gpt-5, else cl100k) | `gpt-4.1` |
 //! | `CONTEXTEN_ALLOW_LOCAL_REPOS` | accept local paths and `file://` URLs | `0` |
 //! | `GITHUB_TOKEN` | fetches private GitHub repositories (never logged, never in a URL) | unset |
 
+mod store;
+
+pub use store::SealedStore;
+
 use contexten_broker::Outcome;
 use contexten_broker::service::WorkerConfig;
+use contexten_cache::{EncryptionKey, KEY_FORMS, Sealer};
 use contexten_codemap::{
-    CodemapError, Engine, EngineConfig, GitToken, Hints, Query, RankedFile, RepoSource,
+    AnalysisStore, CodemapError, Engine, EngineConfig, EngineStats, GitToken, Hints, Query,
+    RankedFile, RedisStore, RepoSource,
 };
 use contexten_config::{ConfigError, Env, ExposeSecret};
 use contexten_envelope::{ContextItem, Stage, TaskContext, TaskEnvelope};
+use contexten_telemetry::metric;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The context worker's settings.
@@ -32,6 +52,14 @@ pub struct ContextConfig {
     pub budget_tokens: usize,
     pub model: String,
     pub allow_local: bool,
+    /// `CONTEXT_CACHE_TTL_SECS`: per-file analyses in Redis expire this long after
+    /// they are written.
+    pub cache_ttl: Duration,
+    /// `CONTEXT_MAP_TTL_SECS`: whole-repository maps in Redis (one per commit, a
+    /// few MB for a 2,000-file repository) expire this long after they are written.
+    pub map_ttl: Duration,
+    /// `CACHE_ENCRYPTION_KEY`: seals the Redis entries; `None` stores them plain.
+    pub encryption_key: Option<EncryptionKey>,
 }
 
 impl ContextConfig {
@@ -54,10 +82,33 @@ impl ContextConfig {
             budget_tokens: env.ranged("CONTEXT_PROMPT_BUDGET_TOKENS", 6000usize, 256, 200_000)?,
             model: env.string("LLM_MODEL", "gpt-4.1"),
             allow_local: env.flag("CONTEXTEN_ALLOW_LOCAL_REPOS", false)?,
+            cache_ttl: Duration::from_secs(env.ranged(
+                "CONTEXT_CACHE_TTL_SECS",
+                DEFAULT_CACHE_TTL_SECS,
+                60,
+                90 * 86_400,
+            )?),
+            map_ttl: Duration::from_secs(env.ranged(
+                "CONTEXT_MAP_TTL_SECS",
+                DEFAULT_MAP_TTL_SECS,
+                60,
+                90 * 86_400,
+            )?),
+            encryption_key: match env.secret("CACHE_ENCRYPTION_KEY") {
+                None => None,
+                Some(secret) => Some(EncryptionKey::parse(secret.expose_secret()).map_err(
+                    |_| ConfigError {
+                        var: "CACHE_ENCRYPTION_KEY".into(),
+                        shown: "****".into(),
+                        expected: KEY_FORMS.into(),
+                    },
+                )?),
+            },
         })
     }
 
-    /// The engine these settings describe (`GITHUB_TOKEN` read from `env`).
+    /// The engine these settings describe (`GITHUB_TOKEN` read from `env`): disk
+    /// cache under `cache_dir`, shared store in Redis under the fleet's prefix.
     pub fn engine(&self, env: &Env) -> Engine {
         Engine::new(EngineConfig {
             cache_dir: Some(self.cache_dir.clone()),
@@ -65,15 +116,48 @@ impl ContextConfig {
             github_token: env
                 .secret("GITHUB_TOKEN")
                 .map(|t| GitToken::new(t.expose_secret())),
+            shared_store: self.shared_store(),
             ..EngineConfig::default()
         })
     }
+
+    /// The Redis store; `None` (logged) only if the client cannot be built, which
+    /// `REDIS_URL`'s validation already rules out.
+    fn shared_store(&self) -> Option<Arc<dyn AnalysisStore>> {
+        let names = self.worker.names();
+        let redis = RedisStore::new(
+            self.worker.redis.url.expose_secret(),
+            names.prefix(),
+            self.cache_ttl,
+        );
+        match redis.map(|r| r.with_map_ttl(self.map_ttl)) {
+            Ok(redis) => {
+                let sealer = Sealer::new(self.encryption_key.as_ref());
+                Some(Arc::new(SealedStore::new(redis, sealer)))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "no Redis analysis cache; using memory and disk only");
+                None
+            }
+        }
+    }
 }
+
+/// Default of `CONTEXT_CACHE_TTL_SECS`: a week keeps the blobs of active
+/// repositories warm across deploys and weekends.
+pub const DEFAULT_CACHE_TTL_SECS: u64 = 7 * 86_400;
+
+/// Default of `CONTEXT_MAP_TTL_SECS`: the tasks about one commit arrive within
+/// hours, and every push to a large repository adds a map of a few MB.
+pub const DEFAULT_MAP_TTL_SECS: u64 = 86_400;
 
 /// The handler: the engine (shared caches) and the ranking settings.
 #[derive(Clone)]
 pub struct ContextHandler {
     engine: Arc<Engine>,
+    /// Engine counters already turned into metrics (tasks run concurrently, so
+    /// each reports the difference to what was reported before it).
+    reported: Arc<Mutex<EngineStats>>,
     top_k: usize,
     budget_tokens: usize,
     model: String,
@@ -84,10 +168,65 @@ impl ContextHandler {
     pub fn new(engine: Engine, cfg: &ContextConfig) -> Self {
         ContextHandler {
             engine: Arc::new(engine),
+            reported: Arc::default(),
             top_k: cfg.top_k,
             budget_tokens: cfg.budget_tokens,
             model: cfg.model.clone(),
         }
+    }
+
+    /// The engine's work counters (files parsed, maps reused from Redis, ...).
+    pub fn stats(&self) -> EngineStats {
+        self.engine.stats()
+    }
+
+    /// Counts the engine's cache work since the last report in
+    /// `contexten_cache_requests_total`: `codemap_file` (memory / store hits, parsed
+    /// files as store misses) and `codemap_map` (memory / redis hits).
+    fn report_cache(&self) {
+        let now = self.engine.stats();
+        let Ok(mut last) = self.reported.lock() else {
+            return;
+        };
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        let batches = [
+            (
+                "codemap_file",
+                "memory",
+                true,
+                d(now.files_reused_memory, last.files_reused_memory),
+            ),
+            (
+                "codemap_file",
+                "store",
+                true,
+                d(now.files_reused_store, last.files_reused_store),
+            ),
+            (
+                "codemap_file",
+                "store",
+                false,
+                d(now.files_parsed, last.files_parsed),
+            ),
+            (
+                "codemap_map",
+                "memory",
+                true,
+                d(now.maps_reused, last.maps_reused),
+            ),
+            (
+                "codemap_map",
+                "redis",
+                true,
+                d(now.maps_reused_shared, last.maps_reused_shared),
+            ),
+        ];
+        for (cache, layer, hit, n) in batches {
+            if n > 0 {
+                metric::cache_requests(cache, layer, hit, n);
+            }
+        }
+        *last = now;
     }
 
     /// Fills the envelope's context and forwards it by strategy.
@@ -101,7 +240,9 @@ impl ContextHandler {
         let request = envelope.request.clone();
         let work = tokio::task::spawn_blocking(move || {
             let source = source_of(&repository.url, repository.reference.as_deref());
-            let map = handler.engine.analyse(&source)?;
+            let map = handler.engine.analyse(&source);
+            handler.report_cache();
+            let map = map?;
             let query = Query {
                 text: request.text.clone(),
                 hints: Hints {
@@ -184,14 +325,61 @@ mod tests {
     use super::*;
     use contexten_envelope::{ReplyTarget, RepositoryRef, Request, Source, SourceKind, Strategy};
 
-    fn config(dir: &std::path::Path, allow_local: bool) -> ContextConfig {
+    /// A unique Redis key prefix whose keys are deleted on drop.
+    struct TestPrefix(String);
+
+    impl TestPrefix {
+        fn new() -> Self {
+            TestPrefix(format!("test-{}", uuid::Uuid::now_v7()))
+        }
+
+        fn keys(&self) -> Vec<String> {
+            let client = redis::Client::open(redis_url()).unwrap();
+            let mut conn = client.get_connection().expect("redis is running");
+            redis::cmd("KEYS")
+                .arg(format!("{}:*", self.0))
+                .query(&mut conn)
+                .unwrap()
+        }
+    }
+
+    impl Drop for TestPrefix {
+        fn drop(&mut self) {
+            let keys = self.keys();
+            if let (false, Ok(mut conn)) = (
+                keys.is_empty(),
+                redis::Client::open(redis_url()).and_then(|c| c.get_connection()),
+            ) {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut conn);
+            }
+        }
+    }
+
+    fn redis_url() -> String {
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    fn config(dir: &std::path::Path, allow_local: bool, prefix: &TestPrefix) -> ContextConfig {
+        config_with(dir, allow_local, prefix, &[])
+    }
+
+    fn config_with(
+        dir: &std::path::Path,
+        allow_local: bool,
+        prefix: &TestPrefix,
+        extra: &[(&str, &str)],
+    ) -> ContextConfig {
         let cache = dir.join("cache").display().to_string();
         let allow = if allow_local { "1" } else { "0" };
-        let env = Env::from_pairs([
+        let url = redis_url();
+        let mut pairs = vec![
             ("CONTEXT_CACHE_DIR", cache.as_str()),
             ("CONTEXTEN_ALLOW_LOCAL_REPOS", allow),
-        ]);
-        ContextConfig::from_env(&env).unwrap()
+            ("CONTEXTEN_PREFIX", prefix.0.as_str()),
+            ("REDIS_URL", url.as_str()),
+        ];
+        pairs.extend_from_slice(extra);
+        ContextConfig::from_env(&Env::from_pairs(pairs)).unwrap()
     }
 
     fn task(repo: Option<String>, strategy: Strategy, text: &str) -> TaskEnvelope {
@@ -233,7 +421,8 @@ mod tests {
     #[tokio::test]
     async fn the_context_ranks_the_file_the_request_is_about_and_keeps_secrets_out() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config(dir.path(), true);
+        let prefix = TestPrefix::new();
+        let cfg = config(dir.path(), true, &prefix);
         let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
         let env = task(
             Some(repo(dir.path())),
@@ -277,7 +466,8 @@ mod tests {
     #[tokio::test]
     async fn local_repositories_are_refused_unless_allowed() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config(dir.path(), false);
+        let prefix = TestPrefix::new();
+        let cfg = config(dir.path(), false, &prefix);
         let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
         let env = task(Some(repo(dir.path())), Strategy::Context, "total_with_tax");
         match handler.handle(env).await {
@@ -289,7 +479,8 @@ mod tests {
     #[tokio::test]
     async fn without_a_repository_the_task_moves_on_unchanged() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config(dir.path(), true);
+        let prefix = TestPrefix::new();
+        let cfg = config(dir.path(), true, &prefix);
         let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
         let env = task(None, Strategy::Context, "write slugify");
         let Outcome::Forward(next) = handler.handle(env).await else {
@@ -297,5 +488,137 @@ mod tests {
         };
         assert_eq!(next[0].stage, Stage::Generate);
         assert!(next[0].envelope.context.is_none());
+    }
+
+    /// The repository of [`repo`] as a git commit, read by `file://` URL.
+    fn git_repo(dir: &std::path::Path) -> String {
+        let root = repo(dir);
+        for args in [
+            &["init", "-q", "-b", "main"][..],
+            &["add", "."],
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.com",
+                "commit",
+                "-q",
+                "-m",
+                "first",
+            ],
+        ] {
+            let ok = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&root)
+                .args(args)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        }
+        format!("file://{root}")
+    }
+
+    #[tokio::test]
+    async fn a_second_replica_answers_a_known_commit_from_redis_without_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = TestPrefix::new();
+        let url = git_repo(dir.path());
+        let text = "the invoice total_with_tax rounding is wrong";
+        let replica = |name: &str| {
+            let cfg = config(&dir.path().join(name), true, &prefix);
+            ContextHandler::new(cfg.engine(&Env::default()), &cfg)
+        };
+        let (a, b) = (replica("a"), replica("b"));
+        let context = |outcome: Outcome| match outcome {
+            Outcome::Forward(next) => next[0].envelope.context.clone().expect("context"),
+            other => panic!("{other:?}"),
+        };
+        let first = context(
+            a.handle(task(Some(url.clone()), Strategy::Context, text))
+                .await,
+        );
+        assert!(a.stats().files_parsed > 0);
+        assert_eq!(a.stats().maps_stored, 1);
+        let map_key = prefix
+            .keys()
+            .into_iter()
+            .find(|k| k.starts_with(&format!("{}:codemap:map-", prefix.0)))
+            .expect("the map is in Redis under the prefix");
+        let mut conn = redis::Client::open(redis_url())
+            .and_then(|c| c.get_connection())
+            .unwrap();
+        let ttl: u64 = redis::cmd("TTL").arg(&map_key).query(&mut conn).unwrap();
+        assert!(
+            ttl <= DEFAULT_MAP_TTL_SECS && ttl > DEFAULT_MAP_TTL_SECS - 60,
+            "{ttl}"
+        );
+
+        let second = context(b.handle(task(Some(url), Strategy::Context, text)).await);
+        assert_eq!(
+            b.stats().files_parsed,
+            0,
+            "nothing parsed on the second replica"
+        );
+        assert_eq!(b.stats().maps_reused_shared, 1);
+        assert_eq!(
+            *b.reported.lock().unwrap(),
+            b.stats(),
+            "the task's cache work went to the metrics"
+        );
+        assert_eq!(first.items, second.items);
+        assert_eq!(first.prompt, second.prompt);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_never_fails_a_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = TestPrefix::new();
+        let url = git_repo(dir.path());
+        let cfg = config_with(
+            dir.path(),
+            true,
+            &prefix,
+            &[("REDIS_URL", "redis://127.0.0.1:1")],
+        );
+        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        for _ in 0..2 {
+            let env = task(Some(url.clone()), Strategy::Context, "total_with_tax");
+            let Outcome::Forward(next) = handler.handle(env).await else {
+                panic!("forwarded")
+            };
+            let context = next[0].envelope.context.clone().expect("context filled");
+            assert_eq!(context.items[0].path, "billing/invoice.py");
+        }
+        assert_eq!(handler.stats().maps_stored, 0);
+    }
+
+    #[test]
+    fn cache_settings_have_defaults_ranges_and_a_checked_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = TestPrefix::new();
+        let cfg = config(dir.path(), false, &prefix);
+        assert_eq!(cfg.cache_ttl, Duration::from_secs(DEFAULT_CACHE_TTL_SECS));
+        assert_eq!(cfg.map_ttl, Duration::from_secs(DEFAULT_MAP_TTL_SECS));
+        assert!(cfg.encryption_key.is_none());
+        let env = Env::from_pairs([("CONTEXT_CACHE_TTL_SECS", "10")]);
+        assert_eq!(
+            ContextConfig::from_env(&env).unwrap_err().var,
+            "CONTEXT_CACHE_TTL_SECS"
+        );
+        let env = Env::from_pairs([("CACHE_ENCRYPTION_KEY", "short")]);
+        let err = ContextConfig::from_env(&env).unwrap_err();
+        assert_eq!(
+            (err.var.as_str(), err.shown.as_str()),
+            ("CACHE_ENCRYPTION_KEY", "****")
+        );
+        let key = "ab".repeat(32);
+        let env = Env::from_pairs([("CACHE_ENCRYPTION_KEY", key.as_str())]);
+        assert!(
+            ContextConfig::from_env(&env)
+                .unwrap()
+                .encryption_key
+                .is_some()
+        );
     }
 }

@@ -3,15 +3,21 @@
 //!
 //! Reports, as medians over repeated runs: cold analysis time and its ratio to only
 //! reading and parsing every file with tree-sitter on the same cores, warm query
-//! latency, re-analysis after changing one file, and peak memory (VmHWM).
+//! latency, re-analysis after changing one file, the size of the stdlib's
+//! whole-repository map in the shared store and how long a cold replica takes to
+//! answer from it, and peak memory (VmHWM).
 //!
 //! Run: `cargo bench -p contexten-codemap --bench codemap` (env `CODEMAP_BENCH_RUNS`,
 //! `CODEMAP_BENCH_PY`, `CODEMAP_BENCH_RUST` override the defaults).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use contexten_codemap::{Engine, EngineConfig, Language, Query, RepoSource};
+use contexten_codemap::{
+    AnalysisStore, CodemapError, Engine, EngineConfig, Language, Query, RepoSource,
+};
 use rayon::prelude::*;
 
 const QUERIES: &[&str] = &[
@@ -48,6 +54,7 @@ fn main() {
         let n = copy_tree(&py, tmp.path());
         eprintln!("python stdlib: {n} files copied from {}", py.display());
         bench_tree("python-stdlib", tmp.path(), runs, true, &mut rows);
+        bench_shared_map("python-stdlib", tmp.path(), &mut rows);
     }
     if let Some(reg) = cargo_registry() {
         bench_tree("cargo-registry", &reg, 1, false, &mut rows);
@@ -162,6 +169,101 @@ fn bench_tree(name: &str, root: &Path, runs: usize, full: bool, rows: &mut Vec<(
             "{} (files parsed: {reparsed} over {} edits)",
             ms(median(re)),
             runs.max(5)
+        ),
+    ));
+}
+
+/// An in-process stand-in for Redis: the value sizes and the cold replica's work
+/// are what is measured, not the network.
+#[derive(Debug, Default)]
+struct MemoryStore(Mutex<HashMap<String, Vec<u8>>>);
+
+impl AnalysisStore for MemoryStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CodemapError> {
+        Ok(self.0.lock().expect("lock").get(key).cloned())
+    }
+    fn put(&self, key: &str, value: &[u8]) -> Result<(), CodemapError> {
+        self.0
+            .lock()
+            .expect("lock")
+            .insert(key.into(), value.into());
+        Ok(())
+    }
+}
+
+/// Commits the tree to git, analyses it with a shared store, then times a second
+/// engine (empty memory, no disk) answering the same commit from that store.
+fn bench_shared_map(name: &str, root: &Path, rows: &mut Vec<(String, String)>) {
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &[
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@example.com",
+            "commit",
+            "-q",
+            "-m",
+            "snapshot",
+        ],
+    ] {
+        let ok = std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("{name}: git {args:?} failed; no shared-map figures");
+            return;
+        }
+    }
+    let store = Arc::new(MemoryStore::default());
+    let cfg = || EngineConfig {
+        allow_local: true,
+        shared_store: Some(store.clone()),
+        ..EngineConfig::default()
+    };
+    let src = RepoSource::Git {
+        url: root.display().to_string(),
+        reference: Some("HEAD".into()),
+    };
+    let t = Instant::now();
+    let first = Engine::new(cfg());
+    first.analyse(&src).expect("analyse");
+    let cold = t.elapsed();
+    let (map_bytes, file_bytes, file_entries) = {
+        let all = store.0.lock().expect("lock");
+        let map: usize = all
+            .iter()
+            .filter(|(k, _)| k.starts_with("map-"))
+            .map(|(_, v)| v.len())
+            .sum();
+        let files: usize = all.values().map(Vec::len).sum::<usize>() - map;
+        (map, files, all.len() - 1)
+    };
+    let mut loads = Vec::new();
+    let mut parsed = 0;
+    for _ in 0..3 {
+        let replica = Engine::new(cfg());
+        loads.push(time(|| drop(replica.analyse(&src).expect("from store"))));
+        parsed += replica.stats().files_parsed;
+    }
+    rows.push((
+        format!("{name}: whole-repository map in the shared store"),
+        format!(
+            "{:.2} MiB (per-file entries: {file_entries}, {:.1} MiB)",
+            map_bytes as f64 / 1048576.0,
+            file_bytes as f64 / 1048576.0
+        ),
+    ));
+    rows.push((
+        format!("{name}: cold replica from the shared map vs cold analysis"),
+        format!(
+            "{} vs {} (files parsed: {parsed})",
+            ms(median(loads)),
+            ms(cold)
         ),
     ));
 }

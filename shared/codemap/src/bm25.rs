@@ -12,10 +12,42 @@ const B: f32 = 0.75;
 /// kept as ids so (re)building an index is appending to vectors, not hashing strings.
 #[derive(Debug, Default)]
 pub struct TermTable {
-    ids: RwLock<HashMap<Box<str>, u32>>,
+    inner: RwLock<Interned>,
+}
+
+#[derive(Debug, Default)]
+struct Interned {
+    ids: HashMap<Arc<str>, u32>,
+    /// Id → term, for writing a map out with its terms spelled.
+    strings: Vec<Arc<str>>,
+}
+
+impl Interned {
+    fn intern(&mut self, t: &str) -> u32 {
+        if let Some(id) = self.ids.get(t) {
+            return *id;
+        }
+        let id = u32::try_from(self.strings.len()).unwrap_or(u32::MAX);
+        let s: Arc<str> = Arc::from(t);
+        self.ids.insert(s.clone(), id);
+        self.strings.push(s);
+        id
+    }
 }
 
 impl TermTable {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Interned> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Interned> {
+        self.inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Ids of `terms` (interning new ones), summing weights of repeated terms;
     /// sorted by id.
     pub fn intern_all<'a>(
@@ -26,26 +58,18 @@ impl TermTable {
         let mut out = Vec::with_capacity(terms.len());
         let mut missing = Vec::new();
         {
-            let ids = self
-                .ids
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let table = self.read();
             for (t, w) in &terms {
-                match ids.get(*t) {
+                match table.ids.get(*t) {
                     Some(id) => out.push((*id, *w)),
                     None => missing.push((*t, *w)),
                 }
             }
         }
         if !missing.is_empty() {
-            let mut ids = self
-                .ids
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut table = self.write();
             for (t, w) in missing {
-                let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-                let id = *ids.entry(Box::from(t)).or_insert(next);
-                out.push((id, w));
+                out.push((table.intern(t), w));
             }
         }
         out.sort_unstable_by_key(|(id, _)| *id);
@@ -66,25 +90,18 @@ impl TermTable {
         let mut out = vec![u32::MAX; terms.len()];
         let mut missing = Vec::new();
         {
-            let ids = self
-                .ids
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let table = self.read();
             for (i, t) in terms.iter().enumerate() {
-                match ids.get(*t) {
+                match table.ids.get(*t) {
                     Some(id) => out[i] = *id,
                     None => missing.push(i),
                 }
             }
         }
         if !missing.is_empty() {
-            let mut ids = self
-                .ids
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut table = self.write();
             for i in missing {
-                let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-                out[i] = *ids.entry(Box::from(terms[i])).or_insert(next);
+                out[i] = table.intern(terms[i]);
             }
         }
         out
@@ -92,11 +109,21 @@ impl TermTable {
 
     /// The id of a known term.
     pub fn get(&self, term: &str) -> Option<u32> {
-        self.ids
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(term)
-            .copied()
+        self.read().ids.get(term).copied()
+    }
+
+    /// The terms of `ids`, in order (an unknown id gives an empty term).
+    pub fn spell(&self, ids: &[u32]) -> Vec<Arc<str>> {
+        let table = self.read();
+        ids.iter()
+            .map(|id| {
+                table
+                    .strings
+                    .get(*id as usize)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(""))
+            })
+            .collect()
     }
 }
 

@@ -1,12 +1,51 @@
-//! Per-file analysis stores behind one small trait, so the worker can plug Redis
-//! in next to the memory and disk layers the [`crate::Engine`] always has.
+//! Analysis stores behind one small trait, so the worker can plug Redis in next
+//! to the memory and disk layers the [`crate::Engine`] always has.
 //!
-//! Values are compact serde JSON of [`crate::parse::FileAnalysis`]; they hold
-//! signatures and docs of already-redacted content, never raw secrets.
+//! Per-file values are zstd-compressed serde JSON of [`crate::parse::FileAnalysis`]
+//! (plain JSON written before is still read); whole-repository maps (shared store
+//! only) are compressed postcard ([`crate::snapshot`]). Both hold signatures, docs and terms of already-redacted
+//! content, never raw secrets, and no file contents.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::CodemapError;
+use crate::parse::FileAnalysis;
+
+/// Marks a compressed per-file value; plain JSON starts with `{`.
+const PACKED: &[u8; 4] = b"CXA1";
+/// The fastest level: values are small and written once per parsed file; it
+/// still makes them about five times smaller than the JSON (52 -> ~10 MB for the
+/// Python standard library), which is what Redis memory is about.
+const PACK_LEVEL: i32 = 1;
+/// A per-file value never decodes to more than this.
+const MAX_UNPACKED_BYTES: u64 = 64 << 20;
+
+/// A per-file analysis as stored.
+pub(crate) fn pack_analysis(a: &FileAnalysis) -> Result<Vec<u8>, CodemapError> {
+    let json = serde_json::to_vec(a).map_err(|e| CodemapError::Cache(e.to_string()))?;
+    let mut out = PACKED.to_vec();
+    zstd::stream::copy_encode(json.as_slice(), &mut out, PACK_LEVEL)
+        .map_err(|e| CodemapError::Cache(e.to_string()))?;
+    Ok(out)
+}
+
+/// A stored per-file analysis, compressed or (written before) plain JSON.
+pub(crate) fn unpack_analysis(bytes: &[u8]) -> Result<FileAnalysis, CodemapError> {
+    let bad = |e: &dyn std::fmt::Display| CodemapError::Cache(e.to_string());
+    match bytes.strip_prefix(PACKED) {
+        Some(body) => {
+            let mut json = Vec::new();
+            zstd::stream::read::Decoder::new(body)
+                .map_err(|e| bad(&e))?
+                .take(MAX_UNPACKED_BYTES)
+                .read_to_end(&mut json)
+                .map_err(|e| bad(&e))?;
+            serde_json::from_slice(&json).map_err(|e| bad(&e))
+        }
+        None => serde_json::from_slice(bytes).map_err(|e| bad(&e)),
+    }
+}
 
 /// A key-value store of serialised per-file analyses.
 pub trait AnalysisStore: Send + Sync + std::fmt::Debug {
@@ -14,6 +53,13 @@ pub trait AnalysisStore: Send + Sync + std::fmt::Debug {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CodemapError>;
     /// Writes a value (best effort; callers log and go on when it fails).
     fn put(&self, key: &str, value: &[u8]) -> Result<(), CodemapError>;
+
+    /// Writes a whole-repository map. A store may keep these for less time than
+    /// per-file entries: there is one per commit, megabytes each, and it is wanted
+    /// for hours, while a blob's analysis serves every commit that keeps the blob.
+    fn put_map(&self, key: &str, value: &[u8]) -> Result<(), CodemapError> {
+        self.put(key, value)
+    }
 }
 
 /// One file per key under a directory, written atomically (temp file + rename).
@@ -70,15 +116,38 @@ pub use redis_store::RedisStore;
 #[cfg(feature = "redis")]
 mod redis_store {
     use std::sync::Mutex;
+    use std::time::{Duration, Instant};
 
     use super::{AnalysisStore, CodemapError};
 
-    /// Redis-backed store shared by all replicas; keys are `<prefix>:codemap:<key>`.
+    /// Bounds a connect attempt, so an unreachable Redis costs one short wait.
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Bounds one command; a whole-repository map is a few MB.
+    const IO_TIMEOUT: Duration = Duration::from_secs(5);
+    /// After a failure the store answers "not cached" without trying Redis for
+    /// this long: one analysis touches thousands of keys, and each would
+    /// otherwise wait for its own timeout and log its own warning.
+    const RETRY_PAUSE: Duration = Duration::from_secs(15);
+
+    /// Redis-backed store shared by all replicas; keys are `<prefix>:codemap:<key>`
+    /// and expire `ttl` (maps: `map_ttl`) after they were written.
+    ///
+    /// A failing Redis never fails an analysis: the failed call returns its error
+    /// (the engine logs it as a warning), then for 15 s every call
+    /// returns [`CodemapError::CachePaused`] at once (logged at debug level) and
+    /// the memory and disk layers carry on alone.
     pub struct RedisStore {
         client: redis::Client,
-        conn: Mutex<Option<redis::Connection>>,
+        state: Mutex<State>,
         prefix: String,
         ttl_secs: u64,
+        map_ttl_secs: u64,
+    }
+
+    #[derive(Default)]
+    struct State {
+        conn: Option<redis::Connection>,
+        paused_until: Option<Instant>,
     }
 
     impl std::fmt::Debug for RedisStore {
@@ -86,46 +155,83 @@ mod redis_store {
             // The client's address may carry a password; show only the key prefix.
             f.debug_struct("RedisStore")
                 .field("prefix", &self.prefix)
+                .field("ttl_secs", &self.ttl_secs)
+                .field("map_ttl_secs", &self.map_ttl_secs)
                 .finish_non_exhaustive()
         }
     }
 
     impl RedisStore {
-        /// Connects lazily to `url`; entries expire after `ttl_secs`.
-        pub fn new(url: &str, prefix: &str, ttl_secs: u64) -> Result<Self, CodemapError> {
+        /// Connects lazily to `url`; entries (maps too, unless [`Self::with_map_ttl`])
+        /// expire `ttl` after they are written.
+        pub fn new(url: &str, prefix: &str, ttl: Duration) -> Result<Self, CodemapError> {
             let client =
                 redis::Client::open(url).map_err(|e| CodemapError::Cache(e.to_string()))?;
+            let ttl_secs = ttl.as_secs().max(1);
             Ok(Self {
                 client,
-                conn: Mutex::new(None),
+                state: Mutex::new(State::default()),
                 prefix: prefix.to_owned(),
                 ttl_secs,
+                map_ttl_secs: ttl_secs,
             })
         }
 
+        /// Whole-repository maps expire `ttl` after they are written.
+        pub fn with_map_ttl(mut self, ttl: Duration) -> Self {
+            self.map_ttl_secs = ttl.as_secs().max(1);
+            self
+        }
+
+        fn set(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<(), CodemapError> {
+            let k = self.key(key);
+            self.with_conn(|c| {
+                redis::cmd("SET")
+                    .arg(&k)
+                    .arg(value)
+                    .arg("EX")
+                    .arg(ttl_secs)
+                    .query(c)
+            })
+        }
+
+        /// Runs `f` on the connection, unless paused after a failure.
         fn with_conn<T>(
             &self,
             f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
         ) -> Result<T, CodemapError> {
-            let mut guard = self
-                .conn
+            let mut state = self
+                .state
                 .lock()
                 .map_err(|_| CodemapError::Cache("redis lock poisoned".into()))?;
-            if guard.is_none() {
-                *guard = Some(
-                    self.client
-                        .get_connection()
-                        .map_err(|e| CodemapError::Cache(e.to_string()))?,
-                );
+            if state.paused_until.is_some_and(|t| Instant::now() < t) {
+                return Err(CodemapError::CachePaused);
             }
-            let Some(conn) = guard.as_mut() else {
-                return Err(CodemapError::Cache("no redis connection".into()));
+            state.paused_until = None;
+            let result = match state.conn.as_mut() {
+                Some(conn) => f(conn),
+                None => self.connect().and_then(|mut conn| {
+                    let r = f(&mut conn);
+                    state.conn = Some(conn);
+                    r
+                }),
             };
-            f(conn).map_err(|e| {
-                // Drop a broken connection so the next call reconnects.
-                *guard = None;
-                CodemapError::Cache(e.to_string())
+            result.map_err(|e| {
+                // Drop a broken connection: the next call after the pause reconnects.
+                state.conn = None;
+                state.paused_until = Some(Instant::now() + RETRY_PAUSE);
+                CodemapError::Cache(format!(
+                    "redis: {e} (not used for {}s)",
+                    RETRY_PAUSE.as_secs()
+                ))
             })
+        }
+
+        fn connect(&self) -> redis::RedisResult<redis::Connection> {
+            let conn = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+            conn.set_read_timeout(Some(IO_TIMEOUT))?;
+            conn.set_write_timeout(Some(IO_TIMEOUT))?;
+            Ok(conn)
         }
 
         fn key(&self, key: &str) -> String {
@@ -140,15 +246,11 @@ mod redis_store {
         }
 
         fn put(&self, key: &str, value: &[u8]) -> Result<(), CodemapError> {
-            let k = self.key(key);
-            self.with_conn(|c| {
-                redis::cmd("SET")
-                    .arg(&k)
-                    .arg(value)
-                    .arg("EX")
-                    .arg(self.ttl_secs)
-                    .query(c)
-            })
+            self.set(key, value, self.ttl_secs)
+        }
+
+        fn put_map(&self, key: &str, value: &[u8]) -> Result<(), CodemapError> {
+            self.set(key, value, self.map_ttl_secs)
         }
     }
 }
@@ -156,6 +258,17 @@ mod redis_store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn analyses_are_packed_and_plain_json_still_reads() {
+        let a = crate::parse::analyse("def f(x):\n    return g(x)\n", crate::Language::Python);
+        let packed = pack_analysis(&a).expect("pack");
+        assert!(packed.starts_with(PACKED));
+        assert_eq!(unpack_analysis(&packed).expect("unpack"), a);
+        let plain = serde_json::to_vec(&a).expect("json");
+        assert_eq!(unpack_analysis(&plain).expect("plain"), a);
+        assert!(unpack_analysis(b"CXA1garbage").is_err());
+    }
 
     #[test]
     fn disk_store_round_trips() {

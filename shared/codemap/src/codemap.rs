@@ -129,6 +129,7 @@ pub struct CodeMap {
     pub(crate) ppr_graph: OnceLock<Adjacency>,
     pub(crate) summary_text: OnceLock<String>,
     pub(crate) companions: OnceLock<Vec<(u32, u32)>>,
+    pub(crate) test_files: OnceLock<Vec<bool>>,
 }
 
 impl CodeMap {
@@ -206,6 +207,7 @@ impl CodeMap {
             ppr_graph: OnceLock::new(),
             summary_text: OnceLock::new(),
             companions: OnceLock::new(),
+            test_files: OnceLock::new(),
         };
         let t2 = std::time::Instant::now();
         map.graph = (0..map.files.len())
@@ -486,18 +488,31 @@ fn with_path_terms(f: &FileEntry, terms: &TermTable) -> Vec<(u32, f32)> {
 
 /// Weighted terms of one analysed file except its path: computed once per blob.
 pub(crate) fn lexical_terms(a: &FileAnalysis, terms: &TermTable) -> Vec<(u32, f32)> {
-    let mut extra: Vec<(String, f32)> = Vec::new();
+    // Symbol and doc terms go into one buffer (end offset, weight) rather than a
+    // string each: a file has thousands of them.
+    // Sized once: whole identifiers plus their parts are about twice the names'
+    // and docs' length, a term every few bytes.
+    let chars: usize = a.symbols.iter().map(|s| s.name.len() + s.doc.len()).sum();
+    let mut text = String::with_capacity(chars * 2);
+    let mut extra: Vec<(usize, f32)> = Vec::with_capacity(chars / 3);
     for s in &a.symbols {
-        tokens::code_terms(&s.name, |t| extra.push((t.to_owned(), W_SYMBOL)));
+        tokens::code_terms(&s.name, |t| {
+            text.push_str(t);
+            extra.push((text.len(), W_SYMBOL));
+        });
         if !s.doc.is_empty() {
-            tokens::code_terms(&s.doc, |t| extra.push((t.to_owned(), W_DOC)));
+            tokens::code_terms(&s.doc, |t| {
+                text.push_str(t);
+                extra.push((text.len(), W_DOC));
+            });
         }
     }
+    let starts = std::iter::once(0).chain(extra.iter().map(|(end, _)| *end));
     terms.intern_all(
         a.terms
             .iter()
             .map(|(t, c)| (t.as_str(), W_CONTENT * *c as f32))
-            .chain(extra.iter().map(|(t, w)| (t.as_str(), *w))),
+            .chain(starts.zip(&extra).map(|(s, (e, w))| (&text[s..*e], *w))),
     )
 }
 

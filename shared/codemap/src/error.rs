@@ -33,6 +33,9 @@ pub enum CodemapError {
     /// A cache store failed.
     #[error("analysis cache error: {0}")]
     Cache(String),
+    /// A shared store is not being tried for a while after it failed.
+    #[error("analysis cache paused after a failure")]
+    CachePaused,
 }
 
 impl CodemapError {

@@ -12,7 +12,9 @@
 //!   URL + ref, shallow fetch, blob ids), per-file analysis cached by
 //!   (blob id, [`ANALYSER_VERSION`]) in memory → disk → an optional shared
 //!   [`AnalysisStore`] (Redis with the `redis` feature), so a new commit re-parses
-//!   only changed files.
+//!   only changed files; a git tree's finished map is kept in memory and in the
+//!   shared store (compressed, keyed by tree id), so another replica answers the
+//!   same commit without listing or parsing anything.
 //! - [`CodeMap`]: files, definitions with signatures and docs, imports, the
 //!   cross-file reference graph; [`CodeMap::summary`], [`CodeMap::file_summary`],
 //!   [`CodeMap::symbol_summary`].
@@ -37,6 +39,7 @@ mod parse;
 mod prompt;
 mod query;
 pub mod redact;
+mod snapshot;
 mod source;
 mod summary;
 mod tokens;
@@ -45,7 +48,9 @@ mod tokens;
 pub use cache::RedisStore;
 pub use cache::{AnalysisStore, DiskStore};
 pub use codemap::{CodeMap, FileEntry, SymbolId};
-pub use engine::{Engine, EngineConfig, EngineStats, Progress, ProgressFn};
+pub use engine::{
+    DEFAULT_MAX_STORED_MAP_BYTES, Engine, EngineConfig, EngineStats, Progress, ProgressFn,
+};
 pub use error::CodemapError;
 pub use filter::{DEFAULT_MAX_FILE_BYTES, SkipReason};
 pub use lang::Language;

@@ -41,6 +41,9 @@ pub struct RankParams {
     pub non_code: f32,
     /// Share of a file's score given to its test / subject companion.
     pub companion: f32,
+    /// Score factor of test files when the request does not speak of tests, so
+    /// a test that repeats the subject's names does not outrank the subject.
+    pub test_file: f32,
 }
 
 impl Default for RankParams {
@@ -53,6 +56,7 @@ impl Default for RankParams {
             hub_damping: 0.25,
             non_code: 0.5,
             companion: 0.3,
+            test_file: 0.7,
         }
     }
 }
@@ -75,6 +79,7 @@ impl RankParams {
                 "hub_damping" => self.hub_damping = x,
                 "non_code" => self.non_code = x,
                 "companion" => self.companion = x,
+                "test_file" => self.test_file = x,
                 _ => {}
             }
         }
@@ -249,14 +254,25 @@ impl CodeMap {
             vec![0.0; self.files.len()]
         };
 
+        let about_tests = qterms
+            .iter()
+            .any(|t| matches!(t.as_str(), "test" | "spec" | "unittest" | "pytest"));
+        let test_factor = if about_tests { 1.0 } else { p.test_file };
+        let tests = self.test_files();
         let base: Vec<f32> = (0..self.files.len())
             .map(|i| {
                 let mention = mentions.files.get(&idx(i)).map_or(0.0, |m| m.0);
                 let s = p.w_bm25 * bm25[i] + p.w_pagerank * ppr[i] + p.w_mention * mention;
-                if self.files[i].language.is_parsed() {
+                let f = &self.files[i];
+                let s = if f.language.is_parsed() {
                     s
                 } else {
                     s * p.non_code
+                };
+                if tests[i] && mention == 0.0 {
+                    s * test_factor
+                } else {
+                    s
                 }
             })
             .collect();
@@ -293,6 +309,12 @@ impl CodeMap {
             .into_iter()
             .map(|(f, score, c)| self.ranked_file(f, score, c, &mentions, &term_set))
             .collect()
+    }
+
+    /// Which files are tests (computed once).
+    fn test_files(&self) -> &[bool] {
+        self.test_files
+            .get_or_init(|| self.files.iter().map(|f| is_test_path(&f.path)).collect())
     }
 
     /// Each file passes `share` of its score to its test (`foo_test.go`,

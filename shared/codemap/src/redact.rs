@@ -13,6 +13,10 @@ use regex::{Captures, Regex};
 /// Counts of redactions by kind (`aws_access_key`, `github_token`, ...).
 pub type RedactionCounts = BTreeMap<String, usize>;
 
+/// Bumped whenever the rules change: stored whole-repository maps take a file
+/// without redactions verbatim from its blob, so they must not outlive the rules.
+pub const REDACTION_VERSION: u32 = 1;
+
 /// Marker prefix of every replacement; counting markers in an output gives its redactions.
 pub const MARKER_PREFIX: &str = "[REDACTED:";
 

@@ -114,10 +114,23 @@ impl Snapshot {
 
 /// Git's blob id of some bytes.
 pub fn blob_id(bytes: &[u8]) -> String {
-    let mut h = sha1_smol::Sha1::new();
+    use sha1::Digest as _;
+    // RustCrypto's SHA-1 uses the CPU's SHA extensions where present (several
+    // times faster than a portable one; every file of a working tree is hashed).
+    let mut h = sha1::Sha1::new();
     h.update(format!("blob {}\0", bytes.len()).as_bytes());
     h.update(bytes);
-    h.digest().to_string()
+    hex(&h.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
 }
 
 /// `Some(path)` when a git URL points at this machine.
@@ -290,7 +303,7 @@ fn git(git_dir: &Path, args: &[&str], auth_header: Option<&str>) -> Result<Strin
 }
 
 /// Reads blobs with one `git cat-file --batch`; a writer thread avoids pipe deadlock.
-fn cat_blobs<'a>(
+pub(crate) fn cat_blobs<'a>(
     git_dir: &Path,
     ids: impl Iterator<Item = &'a str>,
 ) -> Result<Vec<Vec<u8>>, CodemapError> {

@@ -13,6 +13,16 @@ pub fn code_terms(text: &str, mut emit: impl FnMut(&str)) {
         if word.len() > 48 || word.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
             continue;
         }
+        // Most words are plain lower case: their own single part, no splitting.
+        if word.bytes().all(|b| b.is_ascii_lowercase()) {
+            if word.len() >= 2 {
+                part.clear();
+                part.push_str(word);
+                stem_in_place(&mut part);
+                emit(&part);
+            }
+            continue;
+        }
         parts.clear();
         split_identifier_into(word, &mut parts);
         if parts.len() > 1 {
@@ -58,9 +68,28 @@ pub fn query_terms(text: &str) -> Vec<String> {
 }
 
 /// Maximal runs of `[A-Za-z0-9_]`.
+///
+/// Scans bytes, not chars: every byte of a multi-byte UTF-8 character is >= 0x80,
+/// so it ends a run exactly as the character would, without decoding it.
 pub fn words(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| !w.is_empty())
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < bytes.len() && !is_word_byte(bytes[i]) {
+            i += 1;
+        }
+        let start = i;
+        while i < bytes.len() && is_word_byte(bytes[i]) {
+            i += 1;
+        }
+        // Both ends sit next to ASCII bytes (or the ends of the text), so they
+        // are char boundaries.
+        (start < i).then(|| &text[start..i])
+    })
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 /// Splits `parseHTTPHeaders_now` into `parse`, `HTTP`, `Headers`, `now`.
@@ -286,6 +315,17 @@ pub fn is_stop_word(t: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn words_match_a_char_split(text in "(\\PC|[a-zA-Z0-9_ .]){0,40}") {
+            let by_chars: Vec<&str> = text
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| !w.is_empty())
+                .collect();
+            proptest::prop_assert_eq!(words(&text).collect::<Vec<_>>(), by_chars);
+        }
+    }
 
     fn terms(s: &str) -> Vec<String> {
         let mut v = Vec::new();

@@ -198,8 +198,13 @@ pub const CACHE_REQUESTS: &str = "contexten_cache_requests_total";
 
 /// One lookup in one layer of a cache.
 pub fn cache_request(cache: &'static str, layer: &'static str, hit: bool) {
+    cache_requests(cache, layer, hit, 1);
+}
+
+/// `n` lookups with the same cache, layer and result (a worker reporting a batch).
+pub fn cache_requests(cache: &'static str, layer: &'static str, hit: bool, n: u64) {
     let result = if hit { "hit" } else { "miss" };
-    counter!(CACHE_REQUESTS, "cache" => cache, "layer" => layer, "result" => result).increment(1);
+    counter!(CACHE_REQUESTS, "cache" => cache, "layer" => layer, "result" => result).increment(n);
 }
 
 /// LLM calls by provider and outcome (`ok`, `rate_limited`, `server_error`, …).

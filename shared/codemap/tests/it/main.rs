@@ -6,3 +6,5 @@ mod languages;
 mod prompt;
 mod ranking;
 mod secrets;
+#[cfg(feature = "redis")]
+mod shared_map;

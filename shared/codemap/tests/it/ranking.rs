@@ -1,6 +1,6 @@
 //! Ranking puts the file a request is obviously about first.
 
-use contexten_codemap::{Hints, Query};
+use contexten_codemap::{Hints, Query, RankParams};
 use tempfile::TempDir;
 
 use crate::helpers::{analyse, write_repo};
@@ -207,4 +207,43 @@ fn results_do_not_depend_on_what_the_engine_saw_before() {
     let a = serde_json::to_string(&fresh.summary()).expect("json");
     let b = serde_json::to_string(&seasoned.summary()).expect("json");
     assert_eq!(a, b);
+}
+
+/// A test that repeats its subject's names more often than the subject itself.
+fn tested_repo() -> TempDir {
+    write_repo(&[
+        (
+            "billing/rounding.py",
+            "def round_invoice_total(amount, currency):\n    return round(amount, 2)\n",
+        ),
+        (
+            "tests/test_rounding.py",
+            "from billing.rounding import round_invoice_total\n\n\ndef test_round_invoice_total_euro():\n    assert round_invoice_total(1.005, 'EUR') == 1.0\n\n\ndef test_round_invoice_total_yen():\n    assert round_invoice_total(1.5, 'JPY') == 2\n",
+        ),
+    ])
+}
+
+#[test]
+fn a_request_about_the_implementation_ranks_it_above_its_test() {
+    let dir = tested_repo();
+    let map = analyse(&dir);
+    let request = Query::new("invoice total rounding loses a cent", 3);
+    assert_eq!(top(&map, &request)[0], "billing/rounding.py");
+    // Without the test-file factor the test's repetitions win: what the factor is for.
+    let flat = RankParams {
+        test_file: 1.0,
+        ..RankParams::default()
+    };
+    assert_eq!(
+        map.query_with(&request, &flat)[0].path,
+        "tests/test_rounding.py"
+    );
+    // A request about the tests keeps them first.
+    assert_eq!(
+        top(
+            &map,
+            &Query::new("the invoice total rounding tests fail for yen", 3)
+        )[0],
+        "tests/test_rounding.py"
+    );
 }

@@ -1,0 +1,181 @@
+//! Whole-repository maps in the shared store: written after a git tree is built,
+//! read by a replica that has not built that tree before it lists or parses anything.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rayon::prelude::*;
+
+use super::{CachedFile, Engine, file_key, store_failed};
+use crate::bm25::TermTable;
+use crate::codemap::{CodeMap, FileEntry, NameIds};
+use crate::error::CodemapError;
+use crate::redact::{self, RedactionCounts};
+use crate::snapshot::{self, StoredFile, StoredMap};
+use crate::source::{self, GitRevision};
+
+/// A file of a stored map and where its analysis comes from: this engine's memory,
+/// or the stored value plus the blob's bytes.
+type Pending = (StoredFile, String, Result<Arc<CachedFile>, Vec<u8>>);
+
+impl Engine {
+    /// Writes a tree's finished map to the shared store (best effort).
+    pub(super) fn store_map(&self, tree: &str, map: &CodeMap) {
+        let Some(store) = &self.config.shared_store else {
+            return;
+        };
+        let t = std::time::Instant::now();
+        let bytes = match snapshot::encode(map, &self.terms) {
+            Ok(b) => b,
+            Err(e) => return tracing::warn!(error = %e, "map not stored"),
+        };
+        if bytes.len() > self.config.max_stored_map_bytes {
+            return tracing::info!(
+                tree,
+                bytes = bytes.len(),
+                limit = self.config.max_stored_map_bytes,
+                "map too large for the shared store; replicas rebuild it from per-file entries"
+            );
+        }
+        match store.put_map(&snapshot::key(tree, self.config.max_file_bytes), &bytes) {
+            Ok(()) => {
+                self.maps_stored.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    tree,
+                    bytes = bytes.len(),
+                    encode_ms = t.elapsed().as_secs_f64() * 1e3,
+                    "map stored"
+                );
+            }
+            Err(e) => store_failed(&e, "write map"),
+        }
+    }
+
+    /// A tree's map from the shared store, rebuilt around this engine's caches.
+    pub(super) fn load_map(&self, rev: &GitRevision) -> Option<Arc<CodeMap>> {
+        let store = self.config.shared_store.as_ref()?;
+        let bytes = match store.get(&snapshot::key(&rev.tree, self.config.max_file_bytes)) {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(e) => {
+                store_failed(&e, "read map");
+                return None;
+            }
+        };
+        let t = std::time::Instant::now();
+        match snapshot::decode(&bytes).and_then(|stored| self.rebuild(rev, stored)) {
+            Ok(map) => {
+                tracing::debug!(
+                    tree = %rev.tree,
+                    bytes = bytes.len(),
+                    load_ms = t.elapsed().as_secs_f64() * 1e3,
+                    "map loaded from the shared store"
+                );
+                Some(Arc::new(map))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "discarding unusable stored map");
+                None
+            }
+        }
+    }
+
+    /// Turns a stored map back into a [`CodeMap`]: analyses come from the stored
+    /// value (or memory), contents from the blobs of the fetched clone.
+    fn rebuild(&self, rev: &GitRevision, stored: StoredMap) -> Result<CodeMap, CodemapError> {
+        let term_ids = self
+            .terms
+            .intern_each(stored.terms.iter().map(String::as_str));
+        let cached: Vec<(String, Option<Arc<CachedFile>>)> = stored
+            .files
+            .iter()
+            .map(|f| {
+                let key = file_key(&f.blob_id, f.language);
+                let c = self.memory.get(&key);
+                (key, c)
+            })
+            .collect();
+        let missing = stored
+            .files
+            .iter()
+            .zip(&cached)
+            .filter(|(_, (_, c))| c.is_none())
+            .map(|(f, _)| f.blob_id.as_str());
+        let mut blobs = source::cat_blobs(&rev.git_dir, missing)?.into_iter();
+        let pending: Vec<Pending> = stored
+            .files
+            .into_iter()
+            .zip(cached)
+            .map(|(f, (key, c))| {
+                let c = c.ok_or_else(|| blobs.next().unwrap_or_default());
+                (f, key, c)
+            })
+            .collect();
+        let files: Vec<FileEntry> = pending
+            .into_par_iter()
+            .map(|(mut f, key, c)| {
+                let cached = match c {
+                    Ok(c) => {
+                        self.reused_memory.fetch_add(1, Ordering::Relaxed);
+                        c
+                    }
+                    Err(blob) => {
+                        let c = Arc::new(restore_file(&mut f, blob, &term_ids, &self.names)?);
+                        self.memory.insert(key, c.clone());
+                        c
+                    }
+                };
+                Ok(FileEntry {
+                    path: f.path,
+                    language: f.language,
+                    blob_id: f.blob_id,
+                    content: cached.content.clone(),
+                    redactions: cached.redactions.clone(),
+                    analysis: cached.analysis.clone(),
+                    lexical: cached.lexical.clone(),
+                    names: cached.names.clone(),
+                })
+            })
+            .collect::<Result<_, CodemapError>>()?;
+        // The tree is shared; the commit is this request's (another commit, a fork
+        // or an empty commit can have the same tree).
+        Ok(CodeMap::build(
+            files,
+            Some(rev.commit.clone()),
+            stored.skipped,
+            self.terms.clone(),
+            self.names.clone(),
+        ))
+    }
+}
+
+/// One file of a stored map, with its content from the blob (takes its analysis).
+fn restore_file(
+    f: &mut StoredFile,
+    blob: Vec<u8>,
+    term_ids: &[u32],
+    names: &TermTable,
+) -> Result<CachedFile, CodemapError> {
+    let text = String::from_utf8(blob)
+        .map_err(|_| CodemapError::Cache(format!("blob {} is not the stored file", f.blob_id)))?;
+    // Same blob, same rules (the key carries their version): a file that had
+    // nothing to redact is its blob as is.
+    let content: Arc<str> = if f.redactions.is_empty() {
+        Arc::from(text)
+    } else {
+        Arc::from(redact::redact_string(text, &mut RedactionCounts::new()))
+    };
+    let mut lexical: Vec<(u32, f32)> = f
+        .lexical
+        .iter()
+        .map(|(t, w)| (term_ids[*t as usize], *w))
+        .collect();
+    lexical.sort_unstable_by_key(|(t, _)| *t);
+    Ok(CachedFile {
+        names: Arc::new(NameIds::new(&f.analysis, names)),
+        lexical: Arc::new(lexical),
+        analysis: Arc::new(std::mem::take(&mut f.analysis)),
+        content,
+        redactions: Arc::new(f.redactions.clone()),
+    })
+}
