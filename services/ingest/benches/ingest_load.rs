@@ -24,7 +24,7 @@
 //! `BENCH_WEBHOOKS` (default 4000 per round), `BENCH_CONNECTIONS` (default 128),
 //! `BENCH_ROUNDS` (default 3) tune the run; figures are medians over rounds.
 
-use contexten_broker::{CancellationToken, Publisher, benchkit, topology};
+use contexten_broker::{CancellationToken, Publisher, benchkit};
 use contexten_config::{Env, Secret};
 use contexten_envelope::{
     Names, Priority, ReplyKind, ReplyTarget, Request, Source, SourceKind, Stage, TaskEnvelope,
@@ -219,23 +219,13 @@ impl Fleet {
 
     async fn teardown(self) {
         self.shutdown.cancel();
-        let channel = self.connection.create_channel().await.unwrap();
-        topology::delete(&channel, &self.names, &self.state.cfg.broker.retry_tiers)
-            .await
-            .unwrap();
-        let mut conn = self.state.store.connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.names.prefix()))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        for chunk in keys.chunks(1000) {
-            let _: () = redis::cmd("DEL")
-                .arg(chunk)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
+        benchkit::remove_everything(
+            &self.connection,
+            &self.names,
+            &self.state.cfg.broker.retry_tiers,
+            &self.state.store,
+        )
+        .await;
         let _ = self.connection.close(200, "bench done".into()).await;
         self.server_runtime.shutdown_background();
     }

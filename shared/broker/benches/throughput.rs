@@ -106,23 +106,7 @@ async fn fixture(amqp: &str, redis: &str) -> Fixture {
 }
 
 async fn teardown(f: Fixture) {
-    let channel = f.connection.create_channel().await.unwrap();
-    topology::delete(&channel, &f.names, &f.settings.retry_tiers)
-        .await
-        .unwrap();
-    let mut conn = f.store.connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", f.names.prefix()))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    for chunk in keys.chunks(1000) {
-        let _: () = redis::cmd("DEL")
-            .arg(chunk)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
+    benchkit::remove_everything(&f.connection, &f.names, &f.settings.retry_tiers, &f.store).await;
     let _ = f.connection.close(200, "bench done".into()).await;
 }
 

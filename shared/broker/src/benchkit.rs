@@ -2,14 +2,14 @@
 //! (ingest's load test) compare themselves with exactly the same reference,
 //! measured in the same run. Only built with the `bench` feature.
 
-use crate::Publisher;
-use contexten_envelope::{Stage, TaskEnvelope};
+use crate::{Publisher, Store, topology};
+use contexten_envelope::{Names, Stage, TaskEnvelope};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Publishes in flight at most, waiting for confirms (the foundation benchmark's window).
 pub const CONFIRM_WINDOW: usize = 256;
@@ -84,4 +84,30 @@ pub async fn publish_consume_ack(
     let elapsed = start.elapsed();
     let _ = consumer_conn.close(200, "raw done".into()).await;
     n as f64 / elapsed.as_secs_f64()
+}
+
+/// Removes a benchmark's topology and every Redis key under its prefix.
+pub async fn remove_everything(
+    connection: &Connection,
+    names: &Names,
+    retry_tiers: &[Duration],
+    store: &Store,
+) {
+    let channel = connection.create_channel().await.expect("channel");
+    topology::delete(&channel, names, retry_tiers)
+        .await
+        .expect("topology deleted");
+    let mut conn = store.connection().await.expect("redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", names.prefix()))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    for chunk in keys.chunks(1000) {
+        let _: () = redis::cmd("DEL")
+            .arg(chunk)
+            .query_async(&mut conn)
+            .await
+            .expect("deleted");
+    }
 }
