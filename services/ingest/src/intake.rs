@@ -5,8 +5,9 @@
 //! `SET NX EX`, writes the initial status record and swaps the conversation's
 //! last task id; then the task and its acknowledgement are published and the
 //! task is confirmed; only then does the caller answer 2xx (the acknowledgement's
-//! confirm is awaited in the background, see [`publish_pair`]). When publishing fails, the claim is released again so
-//! the provider's retry is accepted (a task is never lost to a stale dedup key).
+//! confirm is awaited in the background, see [`publish_pair`]). When publishing
+//! fails, the claim is released again so the provider's retry is accepted (a
+//! task is never lost to a stale dedup key).
 //! When Redis is down, dedup degrades loudly and the request is still accepted.
 
 use crate::error::IngestError;
