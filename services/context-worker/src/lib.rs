@@ -31,7 +31,7 @@ pub use store::SealedStore;
 
 use contexten_broker::Outcome;
 use contexten_broker::service::WorkerConfig;
-use contexten_cache::{EncryptionKey, KEY_FORMS, Sealer};
+use contexten_cache::{EncryptionKey, Sealer};
 use contexten_codemap::{
     AnalysisStore, CodemapError, Engine, EngineConfig, EngineStats, GitToken, Hints, Query,
     RankedFile, RedisStore, RepoSource,
@@ -94,16 +94,7 @@ impl ContextConfig {
                 60,
                 90 * 86_400,
             )?),
-            encryption_key: match env.secret("CACHE_ENCRYPTION_KEY") {
-                None => None,
-                Some(secret) => Some(EncryptionKey::parse(secret.expose_secret()).map_err(
-                    |_| ConfigError {
-                        var: "CACHE_ENCRYPTION_KEY".into(),
-                        shown: "****".into(),
-                        expected: KEY_FORMS.into(),
-                    },
-                )?),
-            },
+            encryption_key: EncryptionKey::from_env(env)?,
         })
     }
 

@@ -19,8 +19,8 @@
 //! | `GENERATOR_REPO_CACHE_DIR` | where remote repositories are fetched | `<tmp>/contexten/repos` |
 //! | `GENERATOR_GIT_TIMEOUT_SECS` | bound of one git command, 1–3600 | `120` |
 
-use contexten_cache::{EncryptionKey, KEY_FORMS};
-use contexten_config::{ConfigError, Env, ExposeSecret};
+use contexten_cache::EncryptionKey;
+use contexten_config::{ConfigError, Env};
 use contexten_llm::LlmSettings;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -70,17 +70,7 @@ impl GeneratorConfig {
             Some(v) => Some(PathBuf::from(v.trim())),
             None => Some(tmp.join("generator-cache")),
         };
-        let encryption =
-            match env.secret("CACHE_ENCRYPTION_KEY") {
-                None => None,
-                Some(secret) => Some(EncryptionKey::parse(secret.expose_secret()).map_err(
-                    |_| ConfigError {
-                        var: "CACHE_ENCRYPTION_KEY".into(),
-                        shown: "****".into(),
-                        expected: KEY_FORMS.into(),
-                    },
-                )?),
-            };
+        let encryption = EncryptionKey::from_env(env)?;
         Ok(GeneratorConfig {
             llm: LlmSettings::from_env(env)?,
             max_concurrency: env.ranged("LLM_MAX_CONCURRENCY", 8, 1, 256)?,

@@ -8,6 +8,7 @@
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine as _;
+use contexten_config::{ConfigError, Env, ExposeSecret};
 
 const MAGIC: &[u8; 4] = b"CXC1";
 const MODE_PLAIN: u8 = 0;
@@ -51,6 +52,21 @@ impl EncryptionKey {
     /// A key from raw bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         EncryptionKey(bytes)
+    }
+
+    /// `CACHE_ENCRYPTION_KEY` from `env`, if set; a malformed key is a
+    /// configuration error that never shows the value.
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let Some(secret) = env.secret("CACHE_ENCRYPTION_KEY") else {
+            return Ok(None);
+        };
+        Self::parse(secret.expose_secret())
+            .map(Some)
+            .map_err(|_| ConfigError {
+                var: "CACHE_ENCRYPTION_KEY".into(),
+                shown: "****".into(),
+                expected: KEY_FORMS.into(),
+            })
     }
 }
 
