@@ -119,6 +119,22 @@ struct CachedFile {
     redactions: Arc<RedactionCounts>,
 }
 
+impl CachedFile {
+    /// The map's entry for a file with this cached analysis.
+    fn entry(&self, path: String, language: Language, blob_id: String) -> FileEntry {
+        FileEntry {
+            path,
+            language,
+            blob_id,
+            content: self.content.clone(),
+            redactions: self.redactions.clone(),
+            analysis: self.analysis.clone(),
+            lexical: self.lexical.clone(),
+            names: self.names.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct LocalStat {
     len: u64,
@@ -322,16 +338,7 @@ impl Engine {
             self.memory.insert(key, c.clone());
             c
         };
-        Ok(FileEntry {
-            path: f.path,
-            language,
-            blob_id: f.blob_id,
-            content: cached.content.clone(),
-            redactions: cached.redactions.clone(),
-            analysis: cached.analysis.clone(),
-            lexical: cached.lexical.clone(),
-            names: cached.names.clone(),
-        })
+        Ok(cached.entry(f.path, language, f.blob_id))
     }
 
     fn stores(&self) -> impl Iterator<Item = &dyn AnalysisStore> {

@@ -125,16 +125,7 @@ impl Engine {
                         c
                     }
                 };
-                Ok(FileEntry {
-                    path: f.path,
-                    language: f.language,
-                    blob_id: f.blob_id,
-                    content: cached.content.clone(),
-                    redactions: cached.redactions.clone(),
-                    analysis: cached.analysis.clone(),
-                    lexical: cached.lexical.clone(),
-                    names: cached.names.clone(),
-                })
+                Ok(cached.entry(f.path, f.language, f.blob_id))
             })
             .collect::<Result<_, CodemapError>>()?;
         // The tree is shared; the commit is this request's (another commit, a fork
