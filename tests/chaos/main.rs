@@ -424,7 +424,12 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
         u64::from(faults),
         "the broker restart happened"
     );
-    assert_eq!(report.duplicated, 0, "a reply was posted twice");
+    assert_eq!(
+        report.duplicated,
+        0,
+        "a reply was posted twice:\n{}\n{logs}",
+        report.duplicated_detail.join("\n")
+    );
     assert_eq!(
         report.missing, 0,
         "tasks without a final answer:\n{missing_detail}\n{logs}"
@@ -448,6 +453,7 @@ struct Report {
     by_source: BTreeMap<&'static str, (usize, usize)>,
     latencies: Vec<Duration>,
     missing_detail: Vec<String>,
+    duplicated_detail: Vec<String>,
 }
 
 impl Report {
@@ -552,9 +558,10 @@ impl Report {
                     report.answered += 1;
                     entry.0 += 1;
                 }
-                _ => {
+                n => {
                     report.answered += 1;
                     report.duplicated += 1;
+                    report.duplicated_detail.push(format!("{s:?} answered {n} times"));
                     entry.0 += 1;
                 }
             }

@@ -8,6 +8,8 @@
 //! kind) lock; reconcile an earlier uncertain attempt; pass the limiters;
 //! mark the attempt, post, and record the external id before returning (the
 //! runtime acks after). Provider errors become outcomes in [`outcome_of`].
+//! Without the ledger (Redis unreachable) nothing is posted: the reply comes
+//! back after [`LEDGER_DELAY`], since posting unrecorded could post twice.
 
 use crate::config::{Limits, ProviderSettings};
 use crate::deliver::{Clients, Plan};
@@ -31,6 +33,9 @@ const PRELIMINARY_WAIT: Duration = Duration::from_secs(5);
 const PRELIMINARY_POLL: Duration = Duration::from_millis(50);
 /// When the (task, kind) lock is held by another delivery, look again after.
 const BUSY_DELAY: Duration = Duration::from_secs(2);
+/// When the reply ledger (Redis) cannot be read or written, look again after:
+/// posting without it could post twice, so a reply waits for Redis instead.
+const LEDGER_DELAY: Duration = Duration::from_secs(5);
 
 /// The dispatch stage's handler: the platform clients, the reply ledger and
 /// the limits (cheap to clone).
@@ -106,7 +111,7 @@ impl DispatchHandler {
                 return Outcome::Done;
             }
             Ok(None) => {}
-            Err(_) => metric::redis_degraded("reply_ledger"),
+            Err(error) => return ledger_unavailable(provider, kind, &error, envelope),
         }
         let final_posted = inner
             .ledger
@@ -137,15 +142,12 @@ impl DispatchHandler {
             );
         }
         let claim = match inner.ledger.claim(&slot, inner.lock_ttl).await {
-            Ok(Some(claim)) => Some(claim),
+            Ok(Some(claim)) => claim,
             Ok(None) => {
                 note(provider, kind, "rescheduled");
                 return Outcome::later(Stage::Dispatch, BUSY_DELAY, envelope);
             }
-            Err(_) => {
-                metric::redis_degraded("reply_lock");
-                None
-            }
+            Err(error) => return ledger_unavailable(provider, kind, &error, envelope),
         };
         // Checked again under the lock: another delivery may have recorded the
         // reply between the first check and the claim.
@@ -154,11 +156,10 @@ impl DispatchHandler {
                 note(provider, kind, "duplicate");
                 Outcome::Done
             }
-            _ => self.post_once(&envelope, &slot, &plan).await,
+            Ok(None) => self.post_once(&envelope, &slot, &plan).await,
+            Err(error) => ledger_unavailable(provider, kind, &error, envelope.clone()),
         };
-        if let Some(claim) = claim {
-            inner.ledger.release(claim).await;
-        }
+        inner.ledger.release(claim).await;
         outcome
     }
 
@@ -180,7 +181,7 @@ impl DispatchHandler {
                 Err(error) => return outcome_of(provider, kind, error),
             },
             Ok(None) => {}
-            Err(_) => metric::redis_degraded("reply_ledger"),
+            Err(error) => return ledger_unavailable(provider, kind, &error, envelope.clone()),
         }
         match inner.clients.limit(&inner.store, &inner.limits, plan).await {
             Ok(Ok(())) => {}
@@ -190,19 +191,15 @@ impl DispatchHandler {
             }
             Err(error) => return outcome_of(provider, kind, error),
         }
-        if inner
-            .ledger
-            .mark_attempt(slot, now_ms() / 1000)
-            .await
-            .is_err()
-        {
-            metric::redis_degraded("reply_ledger");
+        // Without the mark a crash after the POST could post again: no mark, no post.
+        if let Err(error) = inner.ledger.mark_attempt(slot, now_ms() / 1000).await {
+            return ledger_unavailable(provider, kind, &error, envelope.clone());
         }
         match inner.clients.post(plan).await {
             Ok(posted) => {
                 if inner.ledger.record(slot, &posted, now_ms()).await.is_err() {
-                    // Posted but unrecorded: a redelivery reconciles through the
-                    // attempt mark, or (Redis gone entirely) may post again.
+                    // Posted but unrecorded: the attempt mark stays, so a
+                    // redelivery finds the reply on the platform instead.
                     metric::redis_degraded("reply_ledger");
                 }
                 tracing::info!(provider, kind = kind.as_str(), external_id = %posted.external_id, "reply posted");
@@ -285,6 +282,20 @@ pub fn outcome_of(provider: &'static str, kind: ReplyKind, error: ProviderError)
             Outcome::dead("provider_misconfigured", format!("{provider}: {detail}"))
         }
     }
+}
+
+/// The reply ledger could not be used: the reply waits for Redis rather than
+/// risk a second post (DESIGN §5), loudly.
+fn ledger_unavailable(
+    provider: &'static str,
+    kind: ReplyKind,
+    error: &contexten_broker::BrokerError,
+    envelope: TaskEnvelope,
+) -> Outcome {
+    tracing::warn!(provider, kind = kind.as_str(), %error, "reply ledger unavailable; the reply waits for Redis");
+    metric::redis_degraded("reply_ledger");
+    note(provider, kind, "ledger_unavailable");
+    Outcome::later(Stage::Dispatch, LEDGER_DELAY, envelope)
 }
 
 /// Counts a handled reply.

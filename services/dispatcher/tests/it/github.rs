@@ -1,6 +1,8 @@
 use crate::helpers::*;
-use contexten_broker::Outcome;
-use contexten_envelope::{ReplyKind, ReplyTarget};
+use contexten_broker::{Outcome, Store};
+use contexten_config::{Env, RedisSettings};
+use contexten_envelope::{ReplyKind, ReplyTarget, Stage};
+use dispatcher::DispatchHandler;
 use serde_json::json;
 use std::time::Duration;
 use wiremock::matchers::{body_json, header, method, path};
@@ -124,6 +126,39 @@ async fn a_redelivered_dispatch_message_posts_nothing_new() {
     again.hop += 3; // a re-published copy, not only a redelivery of the same hop
     assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
     assert_eq!(t.handler.dispatch(again).await, Outcome::Done);
+    t.github.verify().await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_redis_a_reply_waits_instead_of_posting_unrecorded() {
+    let t = TestDispatch::start().await;
+    Mock::given(method("POST"))
+        .and(path(COMMENTS))
+        .respond_with(created(9001))
+        .expect(1)
+        .mount(&t.github)
+        .await;
+    // The same platforms, with a Redis that refuses connections.
+    let redis = RedisSettings::from_env(&Env::from_pairs([("REDIS_URL", "redis://127.0.0.1:1")]))
+        .unwrap();
+    let store = Store::new(&redis, t.names.clone()).unwrap();
+    let cut_off = DispatchHandler::new(&settings(&t.github, &t.linear, &t.slack), store);
+    let env = envelope(github_target(), ReplyKind::Final);
+
+    let waiting = cut_off.dispatch(env.clone()).await;
+    let Outcome::Forward(next) = &waiting else {
+        panic!("expected the reply to come back later, got {waiting:?}");
+    };
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].stage, Stage::Dispatch);
+    assert!(next[0].delay.is_some_and(|d| d >= Duration::from_secs(1)));
+    assert!(bodies(&t.github, COMMENTS).await.is_empty(), "posted without a ledger");
+
+    // Redis is back: the deferred copy posts once, a second copy nothing.
+    let deferred = *next[0].envelope.clone();
+    assert_eq!(t.handler.dispatch(deferred.clone()).await, Outcome::Done);
+    assert_eq!(t.handler.dispatch(deferred).await, Outcome::Done);
     t.github.verify().await;
     t.cleanup().await;
 }
