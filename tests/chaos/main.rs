@@ -561,7 +561,9 @@ impl Report {
                 n => {
                     report.answered += 1;
                     report.duplicated += 1;
-                    report.duplicated_detail.push(format!("{s:?} answered {n} times"));
+                    report
+                        .duplicated_detail
+                        .push(format!("{s:?} answered {n} times"));
                     entry.0 += 1;
                 }
             }

@@ -6,8 +6,12 @@
 //! last task id; then the task and its acknowledgement are published and the
 //! task is confirmed; only then does the caller answer 2xx (the acknowledgement's
 //! confirm is awaited in the background, see [`publish_pair`]). When publishing
-//! fails, the claim is released again so the provider's retry is accepted (a
-//! task is never lost to a stale dedup key).
+//! fails, the claim is kept but marked unconfirmed (`?<task id>`): the
+//! provider's retry of the same delivery is accepted and publishes the *same*
+//! task id again, so a task is never lost to a stale dedup key, and a failed
+//! publish that reached the queue after all (its confirm lost with the
+//! connection) is the same task downstream, deduplicated by the stages'
+//! completion marks and the dispatcher's reply ledger: one answer, not two.
 //! When Redis is down, dedup degrades loudly and the request is still accepted.
 
 use crate::error::IngestError;
@@ -152,17 +156,38 @@ pub async fn admit(
         .conversation
         .as_ref()
         .map(|c| conversation_key(&state.names, &c.id));
-    let claim = Claim {
+    let mut claim = Claim {
         dedup_key: dedup_key.clone(),
         status_key: state.names.status_key(env.task_id),
         conversation_key: conversation_key.clone(),
     };
     let mut recorded = true;
-    match claim
+    let mut acquired = claim
         .acquire(&state.store, &env, received_at_ms, state)
-        .await
-    {
+        .await;
+    if let Ok(ClaimResult::Unconfirmed(earlier)) = &acquired {
+        // A retry after a failed publish: it carries on the earlier task id.
+        match earlier.parse::<TaskId>() {
+            Ok(task_id) => {
+                tracing::info!(%task_id, "retry of a delivery whose publish failed; publishing its task again");
+                env.task_id = task_id;
+                claim.status_key = state.names.status_key(task_id);
+                acquired = claim
+                    .acquire(&state.store, &env, received_at_ms, state)
+                    .await;
+            }
+            Err(_) => acquired = Err(BrokerError::Redis(format!("malformed claim {earlier:?}"))),
+        }
+    }
+    match acquired {
         Ok(ClaimResult::Duplicate(task_id)) => return Ok(Admission::Duplicate { task_id }),
+        Ok(ClaimResult::Unconfirmed(_)) => {
+            // Claimed and failed again by a concurrent retry between the two
+            // round trips: let the provider try once more.
+            return Err(IngestError::BrokerDown {
+                retry_after: state.retry_after,
+            });
+        }
         Ok(ClaimResult::Claimed { previous }) => {
             if let (Some(c), Some(prev)) = (env.conversation.as_mut(), previous) {
                 c.previous_task_id = prev.parse::<TaskId>().ok();
@@ -189,10 +214,10 @@ pub async fn admit(
             Ok(Admission::Created(Box::new(env)))
         }
         Err(error) => {
-            tracing::warn!(%error, task_id = %env.task_id, "publish failed; releasing the delivery claim");
-            if recorded && let Err(error) = claim.release(&state.store, &env).await {
+            tracing::warn!(%error, task_id = %env.task_id, "publish failed; the delivery's retry will publish this task again");
+            if recorded && let Err(error) = claim.mark_unconfirmed(&state.store, &env).await {
                 // The retry would be refused as a duplicate: say so loudly.
-                tracing::error!(%error, task_id = %env.task_id, "could not release the delivery claim");
+                tracing::error!(%error, task_id = %env.task_id, "could not mark the delivery claim unconfirmed");
                 metric::redis_degraded("dedup_release");
             }
             Err(IngestError::BrokerDown {
@@ -254,16 +279,24 @@ struct Claim {
 }
 
 enum ClaimResult {
-    Claimed { previous: Option<String> },
+    Claimed {
+        previous: Option<String>,
+    },
     Duplicate(Option<String>),
+    /// The delivery's earlier attempt failed to publish this task id.
+    Unconfirmed(String),
 }
 
-/// One round trip: claim the delivery (or report its task), write the status
-/// record, swap the conversation's last task.
+/// One round trip: claim the delivery (or report its task, or the task of an
+/// unconfirmed earlier attempt: `{2, id}`, to be claimed again under that id),
+/// write the status record, swap the conversation's last task.
 const ACQUIRE: &str = r#"
 if ARGV[2] == '1' then
   local seen = redis.call('GET', KEYS[1])
-  if seen then return {0, seen} end
+  if seen and seen ~= '?' .. ARGV[1] then
+    if string.sub(seen, 1, 1) == '?' then return {2, string.sub(seen, 2)} end
+    return {0, seen}
+  end
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 end
 local previous = ''
@@ -276,11 +309,12 @@ redis.call('EXPIRE', KEYS[2], ARGV[6])
 return {1, previous}
 "#;
 
-/// Undoes [`ACQUIRE`] for a task that could not be published, touching only
-/// what still belongs to it.
-const RELEASE: &str = r#"
+/// Undoes [`ACQUIRE`] for a task whose publish failed, touching only what
+/// still belongs to it, except that the delivery stays claimed as unconfirmed
+/// (`?<task id>`) so its retry publishes the same task id.
+const MARK_UNCONFIRMED: &str = r#"
 if ARGV[2] == '1' and redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[1], '?' .. ARGV[1], 'KEEPTTL')
 end
 if ARGV[3] == '1' and redis.call('GET', KEYS[3]) == ARGV[1] then
   if ARGV[4] == '' then redis.call('DEL', KEYS[3])
@@ -354,21 +388,21 @@ impl Claim {
                 .map_err(|_| BrokerError::RedisTimeout(REDIS_TIMEOUT))?
                 .map_err(|e| BrokerError::Redis(e.to_string()))?;
         let value = (!value.is_empty()).then_some(value);
-        Ok(if claimed == 1 {
-            ClaimResult::Claimed { previous: value }
-        } else {
-            ClaimResult::Duplicate(value)
+        Ok(match claimed {
+            1 => ClaimResult::Claimed { previous: value },
+            2 => ClaimResult::Unconfirmed(value.unwrap_or_default()),
+            _ => ClaimResult::Duplicate(value),
         })
     }
 
-    async fn release(&self, store: &Store, env: &TaskEnvelope) -> Result<(), BrokerError> {
+    async fn mark_unconfirmed(&self, store: &Store, env: &TaskEnvelope) -> Result<(), BrokerError> {
         let previous = env
             .conversation
             .as_ref()
             .and_then(|c| c.previous_task_id)
             .map(|t| t.to_string())
             .unwrap_or_default();
-        let script = redis::Script::new(RELEASE);
+        let script = redis::Script::new(MARK_UNCONFIRMED);
         let mut invocation = script.prepare_invoke();
         for key in self.keys() {
             invocation.key(key);

@@ -140,8 +140,8 @@ async fn without_redis_a_reply_waits_instead_of_posting_unrecorded() {
         .mount(&t.github)
         .await;
     // The same platforms, with a Redis that refuses connections.
-    let redis = RedisSettings::from_env(&Env::from_pairs([("REDIS_URL", "redis://127.0.0.1:1")]))
-        .unwrap();
+    let redis =
+        RedisSettings::from_env(&Env::from_pairs([("REDIS_URL", "redis://127.0.0.1:1")])).unwrap();
     let store = Store::new(&redis, t.names.clone()).unwrap();
     let cut_off = DispatchHandler::new(&settings(&t.github, &t.linear, &t.slack), store);
     let env = envelope(github_target(), ReplyKind::Final);
@@ -153,7 +153,10 @@ async fn without_redis_a_reply_waits_instead_of_posting_unrecorded() {
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].stage, Stage::Dispatch);
     assert!(next[0].delay.is_some_and(|d| d >= Duration::from_secs(1)));
-    assert!(bodies(&t.github, COMMENTS).await.is_empty(), "posted without a ledger");
+    assert!(
+        bodies(&t.github, COMMENTS).await.is_empty(),
+        "posted without a ledger"
+    );
 
     // Redis is back: the deferred copy posts once, a second copy nothing.
     let deferred = *next[0].envelope.clone();

@@ -52,7 +52,7 @@ async fn with_rabbitmq_stopped_ingest_answers_503_and_accepts_again_when_it_is_b
 }
 
 #[tokio::test]
-async fn a_failed_publish_releases_the_dedup_claim_so_the_retry_is_accepted() {
+async fn a_failed_publish_is_retried_under_the_same_task_id() {
     let ingest = TestIngest::start().await;
     // The generate queue is gone: the mandatory publish comes back unroutable.
     ingest
@@ -72,19 +72,8 @@ async fn a_failed_publish_releases_the_dedup_claim_so_the_retry_is_accepted() {
     );
     let a = ingest.github("issue_comment", &delivery, &body).await;
     assert_eq!((a.status, a.error()), (503, "broker_unavailable"));
-    let mut conn = ingest.redis().await;
-    let key = ingest::intake::dedup_key(
-        &ingest.names,
-        contexten_envelope::SourceKind::Github,
-        &delivery,
-    );
-    let exists: bool = redis::cmd("EXISTS")
-        .arg(&key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(!exists, "the dedup claim was released");
-
+    // The failed attempt's acknowledgement went out beside the task (its confirm
+    // is not waited for); it names the task id the attempt chose.
     topology::declare(
         &ingest.channel,
         &ingest.names,
@@ -92,14 +81,43 @@ async fn a_failed_publish_releases_the_dedup_claim_so_the_retry_is_accepted() {
     )
     .await
     .unwrap();
-    // The failed attempt's acknowledgement went out beside the task (its confirm
-    // is not waited for): take it, so the retry's pair is what follows.
     let (stale_ack, _) = ingest.take(Stage::Dispatch).await;
     assert_eq!(stale_ack.reply, Some(contexten_envelope::ReplyKind::Ack));
+    let mut conn = ingest.redis().await;
+    let key = ingest::intake::dedup_key(
+        &ingest.names,
+        contexten_envelope::SourceKind::Github,
+        &delivery,
+    );
+    let claim: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        claim,
+        format!("?{}", stale_ack.task_id),
+        "the claim stays, marked unconfirmed"
+    );
+
+    // The provider's retry is accepted and publishes the same task: had the
+    // failed publish reached the queue after all, both copies are one task.
     let a = ingest.github("issue_comment", &delivery, &body).await;
     assert_eq!(a.status, 202, "{}", a.json);
-    let (task, _) = ingest.take_task_and_ack(Stage::Generate).await;
+    let (task, ack) = ingest.take_task_and_ack(Stage::Generate).await;
+    assert_eq!(task.task_id, stale_ack.task_id);
+    assert_eq!(ack.task_id, stale_ack.task_id);
     assert_eq!(task.source.delivery_id.as_deref(), Some(delivery.as_str()));
+    let status = ingest
+        .get(&format!("/v1/tasks/{}", task.task_id), Some(&token("read")))
+        .await;
+    assert_eq!(status.status, 200, "{}", status.json);
+    // Once confirmed, a further retry is an ordinary duplicate.
+    let again = ingest.github("issue_comment", &delivery, &body).await;
+    assert_eq!(again.status, 200, "{}", again.json);
+    assert_eq!(again.json["status"], "duplicate");
+    assert_eq!(again.json["task_id"], task.task_id.to_string());
+    ingest.assert_nothing_queued().await;
     ingest.cleanup().await;
 }
 
