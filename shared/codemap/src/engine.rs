@@ -19,7 +19,7 @@ use crate::error::CodemapError;
 use crate::filter::{self, DEFAULT_MAX_FILE_BYTES, SkipReason};
 use crate::lang::Language;
 use crate::parse::{self, ANALYSER_VERSION, FileAnalysis};
-use crate::redact::{self, RedactionCounts};
+use crate::redact::{self, REDACTION_VERSION, RedactionCounts};
 use crate::source::{self, GitOptions, GitToken, RepoSource, Snapshot, SourceFile};
 
 mod stored;
@@ -447,9 +447,13 @@ impl Engine {
     }
 }
 
-/// The store key of one file's analysis.
+/// The store key of one file's analysis: the analysis is of the *redacted*
+/// content, so new redaction rules must miss entries made under the old ones.
 fn file_key(blob_id: &str, language: Language) -> String {
-    format!("{blob_id}-{}-v{ANALYSER_VERSION}", language.name())
+    format!(
+        "{blob_id}-{}-v{ANALYSER_VERSION}-r{REDACTION_VERSION}",
+        language.name()
+    )
 }
 
 /// Logs a failed store call: a warning, or a debug line while the store pauses
@@ -459,5 +463,25 @@ fn store_failed(e: &CodemapError, op: &'static str) {
         tracing::debug!(op, "analysis store skipped");
     } else {
         tracing::warn!(error = %e, op, "analysis store failed; going on without it");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_key_changes_with_the_analyser_and_the_redaction_rules() {
+        let key = file_key("3b18e512dba79e4c8300dd08aeb37f8e728b8dad", Language::Rust);
+        assert!(
+            key.starts_with("3b18e512dba79e4c8300dd08aeb37f8e728b8dad-"),
+            "{key}"
+        );
+        assert!(key.contains(&format!("-v{ANALYSER_VERSION}")), "{key}");
+        assert!(key.ends_with(&format!("-r{REDACTION_VERSION}")), "{key}");
+        assert_ne!(
+            key,
+            file_key("3b18e512dba79e4c8300dd08aeb37f8e728b8dad", Language::Python)
+        );
     }
 }

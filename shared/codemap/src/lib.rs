@@ -10,7 +10,7 @@
 //! Main types:
 //! - [`Engine`] / [`EngineConfig`]: acquisition ([`RepoSource`]: local path or git
 //!   URL + ref, shallow fetch, blob ids), per-file analysis cached by
-//!   (blob id, [`ANALYSER_VERSION`]) in memory → disk → an optional shared
+//!   (blob id, [`ANALYSER_VERSION`], redaction rules) in memory → disk → a shared
 //!   [`AnalysisStore`] (Redis with the `redis` feature), so a new commit re-parses
 //!   only changed files; a git tree's finished map is kept in memory and in the
 //!   shared store (compressed, keyed by tree id), so another replica answers the

@@ -62,9 +62,10 @@ fn disk_cache_survives_a_new_engine() {
     assert_eq!(map.len(), 20);
     let store = DiskStore::new(cache.path().join("analysis"));
     let key = format!(
-        "{}-rust-v{}",
+        "{}-rust-v{}-r{}",
         map.files()[0].blob_id,
-        contexten_codemap::ANALYSER_VERSION
+        contexten_codemap::ANALYSER_VERSION,
+        contexten_codemap::redact::REDACTION_VERSION
     );
     assert!(store.get(&key).expect("get").is_some());
 }
