@@ -218,7 +218,8 @@ dispatch: dispatcher
 ingest: [GITHUB_WEBHOOK_SECRET, LINEAR_WEBHOOK_SECRET, SLACK_SIGNING_SECRET, CONTEXTEN_API_TOKENS, GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY]
 # context-worker: private GitHub repositories, sealing its Redis analysis cache
 context: [GITHUB_TOKEN, CACHE_ENCRYPTION_KEY]
-generate: [LLM_API_KEY, CACHE_ENCRYPTION_KEY]
+# generator-worker: private GitHub repositories (applying diffs), sealing its cache
+generate: [LLM_API_KEY, CACHE_ENCRYPTION_KEY, GITHUB_TOKEN]
 agent: [CODEGEN_API_TOKEN]
 dispatch: [GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY, LINEAR_API_KEY, SLACK_BOT_TOKEN, CALLBACK_SIGNING_SECRET]
 {{- end -}}

@@ -18,9 +18,10 @@
 //! | `CONTEXTEN_ALLOW_LOCAL_REPOS` | accept local paths / `file://` repositories | `0` |
 //! | `GENERATOR_REPO_CACHE_DIR` | where remote repositories are fetched | `<tmp>/contexten/repos` |
 //! | `GENERATOR_GIT_TIMEOUT_SECS` | bound of one git command, 1–3600 | `120` |
+//! | `GITHUB_TOKEN` | fetches private GitHub repositories (sent to github.com only, never logged, never in a URL) | unset |
 
 use contexten_cache::EncryptionKey;
-use contexten_config::{ConfigError, Env};
+use contexten_config::{ConfigError, Env, Secret};
 use contexten_llm::LlmSettings;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -59,6 +60,8 @@ pub struct GeneratorConfig {
     pub repo_cache_dir: PathBuf,
     /// `GENERATOR_GIT_TIMEOUT_SECS`.
     pub git_timeout: Duration,
+    /// `GITHUB_TOKEN`: fetches private GitHub repositories (never logged).
+    pub github_token: Option<Secret>,
 }
 
 impl GeneratorConfig {
@@ -105,6 +108,7 @@ impl GeneratorConfig {
                 1,
                 3600,
             )?),
+            github_token: env.secret("GITHUB_TOKEN"),
         })
     }
 }

@@ -3,6 +3,8 @@
 //! the worker's disk), or a remote repository fetched shallowly with the `git`
 //! CLI into a cache directory and read with `git show <commit>:<path>`.
 
+use base64::Engine as _;
+use contexten_config::{ExposeSecret, Secret};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -51,6 +53,10 @@ pub struct RepoReader {
     allow_local: bool,
     cache_dir: PathBuf,
     git_timeout: Duration,
+    /// `Authorization` header for fetches from github.com (`GITHUB_TOKEN`).
+    github_auth: Option<Secret>,
+    /// URLs that get the header (github.com; a fake host in tests).
+    github_prefix: String,
     fetched: Arc<Mutex<HashMap<FetchKey, (String, Instant)>>>,
     locks: Arc<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>>,
 }
@@ -60,6 +66,7 @@ impl std::fmt::Debug for RepoReader {
         f.debug_struct("RepoReader")
             .field("allow_local", &self.allow_local)
             .field("cache_dir", &self.cache_dir)
+            .field("github_token", &self.github_auth.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -83,9 +90,18 @@ impl RepoReader {
             allow_local,
             cache_dir,
             git_timeout,
+            github_auth: None,
+            github_prefix: "https://github.com/".into(),
             fetched: Arc::default(),
             locks: Arc::default(),
         }
+    }
+
+    /// Fetches private repositories from github.com with `token` (the same
+    /// `GITHUB_TOKEN` the context worker uses); other hosts never see it.
+    pub fn with_github_token(mut self, token: Option<&Secret>) -> Self {
+        self.github_auth = token.map(github_auth_header);
+        self
     }
 
     /// Opens the snapshot of `url` at `reference` (default branch when `None`).
@@ -144,7 +160,11 @@ impl RepoReader {
             self.git(&dir, "init", &["init", "--bare", "-q", "."])
                 .await?;
         }
-        self.git(
+        let auth = self
+            .github_auth
+            .as_ref()
+            .filter(|_| url.starts_with(&self.github_prefix));
+        run_git(
             &dir,
             "fetch",
             &[
@@ -157,6 +177,8 @@ impl RepoReader {
                 url,
                 reference,
             ],
+            self.git_timeout,
+            auth,
         )
         .await?;
         let commit = self
@@ -179,7 +201,7 @@ impl RepoReader {
         what: &'static str,
         args: &[&str],
     ) -> Result<Vec<u8>, RepoError> {
-        run_git(dir, what, args, self.git_timeout).await
+        run_git(dir, what, args, self.git_timeout, None).await
     }
 
     /// Reads `path` from `snapshot`; `Ok(None)` when the file does not exist.
@@ -252,11 +274,21 @@ impl RepoReader {
 }
 
 /// Runs git in `dir` without prompts, bounded by `timeout`.
+/// The `http.extraHeader` value GitHub accepts for a token over HTTPS.
+fn github_auth_header(token: &Secret) -> Secret {
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("x-access-token:{}", token.expose_secret()));
+    Secret::from(format!("Authorization: Basic {basic}"))
+}
+
+/// Runs git; an auth header goes through `GIT_CONFIG_*` so it is in neither
+/// argv (visible in `ps`) nor the URL, and git's messages never include it.
 async fn run_git(
     dir: &Path,
     what: &'static str,
     args: &[&str],
     timeout: Duration,
+    auth: Option<&Secret>,
 ) -> Result<Vec<u8>, RepoError> {
     let mut command = tokio::process::Command::new("git");
     command
@@ -267,6 +299,12 @@ async fn run_git(
         .env("GIT_ASKPASS", "true")
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    if let Some(header) = auth {
+        command
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            .env("GIT_CONFIG_VALUE_0", header.expose_secret());
+    }
     let output = tokio::time::timeout(timeout, command.output())
         .await
         .map_err(|_| RepoError::Git {
@@ -317,6 +355,56 @@ mod tests {
         sh(dir.path(), &["add", "."]).await;
         sh(dir.path(), &["commit", "-q", "-m", "one"]).await;
         dir
+    }
+
+    /// The Authorization headers a fake git host received for one fetch.
+    async fn auth_sent_by(reader: RepoReader, server: &wiremock::MockServer) -> Vec<String> {
+        let url = format!("{}/octo/private.git", server.uri());
+        let fetched = reader.fetch(&url, "main").await;
+        assert!(fetched.is_err(), "the fake host serves no repository");
+        let requests = server.received_requests().await.unwrap();
+        assert!(!requests.is_empty(), "git asked the fake host");
+        requests
+            .iter()
+            .filter_map(|r| r.headers.get("authorization"))
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_github_token_goes_to_github_only_and_never_into_messages() {
+        let token = Secret::from(["ghp", "_", "generatorfetchtoken"].concat());
+        let cache = tempfile::tempdir().unwrap();
+        let reader = || {
+            RepoReader::new(false, cache.path().into(), Duration::from_secs(20))
+                .with_github_token(Some(&token))
+        };
+
+        // Standing in for github.com: the token is sent as GitHub expects.
+        let github = wiremock::MockServer::start().await;
+        let mut for_github = reader();
+        for_github.github_prefix = github.uri();
+        let sent = auth_sent_by(for_github.clone(), &github).await;
+        let expected = base64::engine::general_purpose::STANDARD
+            .encode(format!("x-access-token:{}", token.expose_secret()));
+        assert_eq!(sent.first(), Some(&format!("Basic {expected}")), "{sent:?}");
+        // Neither an error nor the reader's Debug form shows it.
+        let error = for_github
+            .fetch(&format!("{}/octo/private.git", github.uri()), "main")
+            .await
+            .unwrap_err()
+            .to_string();
+        for shown in [error, format!("{for_github:?}")] {
+            assert!(!shown.contains(token.expose_secret()), "{shown}");
+            assert!(!shown.contains(&expected), "{shown}");
+        }
+
+        // Any other host never sees it.
+        let elsewhere = wiremock::MockServer::start().await;
+        assert_eq!(
+            auth_sent_by(reader(), &elsewhere).await,
+            Vec::<String>::new()
+        );
     }
 
     #[test]
