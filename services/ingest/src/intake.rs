@@ -243,7 +243,9 @@ pub async fn current_publisher(
 /// "on it" reply is a courtesy (a final answer follows either way). Waiting for
 /// both made every answer as slow as the slower of two queues' disk syncs; the
 /// acknowledgement's confirm is now awaited in the background, and a lost one
-/// is logged and counted.
+/// is logged and counted. For the same reason the acknowledgement is not
+/// persisted: after a broker restart it would only be late; unwritten, it saves
+/// RabbitMQ a disk write and sync per webhook (DESIGN §5 holds for the task).
 async fn publish_pair(
     state: &AppState,
     publisher: &Publisher,
@@ -254,7 +256,7 @@ async fn publish_pair(
     ack.reply = Some(ReplyKind::Ack);
     let ack_publisher = publisher.clone();
     state.background.spawn(async move {
-        if let Err(error) = ack_publisher.publish(Stage::Dispatch, &ack).await {
+        if let Err(error) = ack_publisher.publish_transient(Stage::Dispatch, &ack).await {
             tracing::warn!(%error, task_id = %ack.task_id, "acknowledgement not published");
             metric::ingest_ack_lost();
         }

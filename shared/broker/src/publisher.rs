@@ -100,6 +100,26 @@ impl Publisher {
             .await
     }
 
+    /// Publishes `envelope` to `stage`'s queue now, *not* persisted: for a
+    /// message whose loss in a broker restart costs nothing, such as ingest's
+    /// "on it" acknowledgement (the final answer follows either way). It skips
+    /// the broker's disk write and sync, about a third of RabbitMQ's work per
+    /// webhook in the ingest load bench. Still confirmed and `mandatory`.
+    pub async fn publish_transient(
+        &self,
+        stage: Stage,
+        envelope: &TaskEnvelope,
+    ) -> Result<(), BrokerError> {
+        self.publish_with(
+            stage,
+            envelope,
+            Route::Now,
+            &HashMap::new(),
+            DeliveryMode::Transient,
+        )
+        .await
+    }
+
     /// Publishes `envelope` to `stage` with extra string headers (trace context).
     pub(crate) async fn publish_envelope(
         &self,
@@ -107,6 +127,18 @@ impl Publisher {
         envelope: &TaskEnvelope,
         route: Route,
         headers: &HashMap<String, String>,
+    ) -> Result<(), BrokerError> {
+        self.publish_with(stage, envelope, route, headers, DeliveryMode::Persistent)
+            .await
+    }
+
+    async fn publish_with(
+        &self,
+        stage: Stage,
+        envelope: &TaskEnvelope,
+        route: Route,
+        headers: &HashMap<String, String>,
+        mode: DeliveryMode,
     ) -> Result<(), BrokerError> {
         let mut table = FieldTable::default();
         for (key, value) in headers {
@@ -123,7 +155,7 @@ impl Publisher {
             table.insert(HEADER_PAYLOAD_REF.into(), long(&key));
             body = Vec::new();
         }
-        let mut properties = envelope_properties(stage, envelope);
+        let mut properties = envelope_properties(stage, envelope, mode);
         let exchange = match route {
             Route::Now => self.names.work_exchange(),
             Route::After { tier, delay } => {
@@ -173,10 +205,21 @@ impl Publisher {
     }
 }
 
-/// Persistent delivery, the AMQP priority and the ids mirrored from the envelope.
-fn envelope_properties(stage: Stage, envelope: &TaskEnvelope) -> AMQPProperties {
+/// AMQP delivery modes.
+#[derive(Debug, Clone, Copy)]
+enum DeliveryMode {
+    Transient = 1,
+    Persistent = 2,
+}
+
+/// The delivery mode, the AMQP priority and the ids mirrored from the envelope.
+fn envelope_properties(
+    stage: Stage,
+    envelope: &TaskEnvelope,
+    mode: DeliveryMode,
+) -> AMQPProperties {
     BasicProperties::default()
-        .with_delivery_mode(2)
+        .with_delivery_mode(mode as u8)
         .with_content_type("application/json".into())
         .with_priority(envelope.priority.amqp())
         .with_message_id(envelope.message_id(stage).into())

@@ -253,6 +253,9 @@ impl TestIngest {
         let (ack, ack_props) = self.take(Stage::Dispatch).await;
         assert_eq!(ack.task_id, task.task_id);
         assert_ne!(task_props.message_id(), ack_props.message_id());
+        // The task is persisted; the "on it" acknowledgement needs not be.
+        assert_eq!(task_props.delivery_mode(), &Some(2));
+        assert_eq!(ack_props.delivery_mode(), &Some(1));
         (task, ack)
     }
 

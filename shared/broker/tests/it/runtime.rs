@@ -91,6 +91,37 @@ async fn an_unroutable_publish_is_an_error() {
 }
 
 #[tokio::test]
+async fn transient_publishes_skip_persistence_and_keep_everything_else() {
+    let broker = TestBroker::start().await;
+    let env = envelope("on it");
+    broker
+        .publisher
+        .publish_transient(Stage::Dispatch, &env)
+        .await
+        .unwrap();
+    broker
+        .publisher
+        .publish(Stage::Dispatch, &env)
+        .await
+        .unwrap();
+    let queue = broker.names.stage_queue(Stage::Dispatch);
+    let (transient, persistent) = (broker.take(&queue).await, broker.take(&queue).await);
+    assert_eq!(transient.delivery.properties.delivery_mode(), &Some(1));
+    assert_eq!(persistent.delivery.properties.delivery_mode(), &Some(2));
+    for message in [&transient, &persistent] {
+        let props = &message.delivery.properties;
+        assert_eq!(
+            props.message_id().as_ref().map(|m| m.as_str()),
+            Some(env.message_id(Stage::Dispatch).as_str())
+        );
+        assert_eq!(props.priority(), &Some(env.priority.amqp()));
+        let got = contexten_envelope::TaskEnvelope::from_json(&message.delivery.data).unwrap();
+        assert_eq!(got.task_id, env.task_id);
+    }
+    broker.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_publisher_on_several_channels_confirms_every_message_and_notices_a_closed_channel() {
     let broker = TestBroker::start().await;
     let publisher = contexten_broker::Publisher::with_channels(
