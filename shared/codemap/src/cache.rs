@@ -93,11 +93,18 @@ impl DiskStore {
 impl AnalysisStore for DiskStore {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CodemapError> {
         let p = self.path(key);
-        match std::fs::read(&p) {
-            Ok(v) => Ok(Some(v)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(CodemapError::io(&p, e)),
-        }
+        let mut file = match std::fs::File::open(&p) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CodemapError::io(&p, e)),
+        };
+        let mut value = Vec::new();
+        file.read_to_end(&mut value)
+            .map_err(|e| CodemapError::io(&p, e))?;
+        // A hit marks the entry used, so pruning removes the least recently
+        // used entries first (best effort: a read-only cache still serves).
+        let _ = file.set_modified(std::time::SystemTime::now());
+        Ok(Some(value))
     }
 
     fn put(&self, key: &str, value: &[u8]) -> Result<(), CodemapError> {

@@ -37,6 +37,7 @@ mod graph;
 mod lang;
 mod parse;
 mod prompt;
+mod prune;
 mod query;
 pub mod redact;
 mod snapshot;
@@ -56,6 +57,7 @@ pub use filter::{DEFAULT_MAX_FILE_BYTES, SkipReason};
 pub use lang::Language;
 pub use parse::{ANALYSER_VERSION, FileAnalysis, ImportRef, RefSite, SymbolDef, SymbolKind};
 pub use prompt::{AssembledPrompt, IncludedItem, ItemKind, assemble_prompt, tokenizer_for};
+pub use prune::{LOW_WATER, PruneReport, prune_cache};
 pub use query::{
     Hints, Query, RankParams, RankedFile, RankedSymbol, ScoreComponents, baseline_rank,
 };

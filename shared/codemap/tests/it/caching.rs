@@ -4,7 +4,7 @@ use contexten_codemap::{AnalysisStore, CodemapError, DiskStore, Engine, EngineCo
 
 use crate::helpers::{engine, git, write, write_repo};
 
-fn files() -> Vec<(String, String)> {
+pub(crate) fn files() -> Vec<(String, String)> {
     (0..20)
         .map(|i| {
             (

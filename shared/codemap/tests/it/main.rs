@@ -4,6 +4,7 @@ mod caching;
 mod helpers;
 mod languages;
 mod prompt;
+mod prune;
 mod ranking;
 mod secrets;
 #[cfg(feature = "redis")]
