@@ -110,6 +110,7 @@ contextTopK: {env: CONTEXT_TOP_K, to: [context]}
 contextPromptBudgetTokens: {env: CONTEXT_PROMPT_BUDGET_TOKENS, to: [context]}
 contextCacheTtlSecs: {env: CONTEXT_CACHE_TTL_SECS, to: [context]}
 contextMapTtlSecs: {env: CONTEXT_MAP_TTL_SECS, to: [context]}
+contextCacheMaxBytes: {env: CONTEXT_CACHE_MAX_BYTES, to: [context]}
 # generator-worker
 llmProvider: {env: LLM_PROVIDER, to: [generate]}
 llmBaseUrl: {env: LLM_BASE_URL, to: [generate]}

@@ -4,8 +4,9 @@
 //! `context` and forwards the task to generate or agent by its strategy.
 //!
 //! Caching (see the README's context-worker section): per-file analyses by blob id
-//! in memory, on disk under `CONTEXT_CACHE_DIR` (no expiry) and in Redis
-//! (`<CONTEXTEN_PREFIX>:codemap:<blob>-<language>-v<n>`); finished whole-repository
+//! in memory, on disk under `CONTEXT_CACHE_DIR` (kept under
+//! `CONTEXT_CACHE_MAX_BYTES`, least recently used first) and in Redis
+//! (`<CONTEXTEN_PREFIX>:codemap:<blob>-<language>-v<n>-r<n>`); finished whole-repository
 //! maps by git tree id in memory and in Redis (`<prefix>:codemap:map-<tree>-…`), so
 //! a replica that meets a tree another one analysed parses nothing. Redis entries
 //! expire `CONTEXT_CACHE_TTL_SECS` (maps: `CONTEXT_MAP_TTL_SECS`) after they are
@@ -16,6 +17,7 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `CONTEXT_CACHE_DIR` | per-file analyses and fetched repositories | `<tmp>/contexten/context-cache` |
+//! | `CONTEXT_CACHE_MAX_BYTES` | size budget of `CONTEXT_CACHE_DIR`, checked every 5 minutes; least recently used entries go first, down to 80 % (67108864–17592186044416) | `3221225472` (3 GiB) |
 //! | `CONTEXT_CACHE_TTL_SECS` | time to live of the per-file analyses in Redis (60–7776000) | `604800` (7 days) |
 //! | `CONTEXT_MAP_TTL_SECS` | time to live of the whole-repository maps in Redis (60–7776000) | `86400` (1 day) |
 //! | `CACHE_ENCRYPTION_KEY` | AES-256-GCM key for the Redis entries: 32 bytes as 64 hex chars or base64 | unset (plain) |
@@ -60,6 +62,8 @@ pub struct ContextConfig {
     pub map_ttl: Duration,
     /// `CACHE_ENCRYPTION_KEY`: seals the Redis entries; `None` stores them plain.
     pub encryption_key: Option<EncryptionKey>,
+    /// `CONTEXT_CACHE_MAX_BYTES`: size budget of `cache_dir`.
+    pub cache_max_bytes: u64,
 }
 
 impl ContextConfig {
@@ -95,6 +99,12 @@ impl ContextConfig {
                 90 * 86_400,
             )?),
             encryption_key: EncryptionKey::from_env(env)?,
+            cache_max_bytes: env.ranged(
+                "CONTEXT_CACHE_MAX_BYTES",
+                DEFAULT_CACHE_MAX_BYTES,
+                64 << 20,
+                16 << 40,
+            )?,
         })
     }
 
@@ -137,6 +147,52 @@ impl ContextConfig {
 /// Default of `CONTEXT_CACHE_TTL_SECS`: a week keeps the blobs of active
 /// repositories warm across deploys and weekends.
 pub const DEFAULT_CACHE_TTL_SECS: u64 = 7 * 86_400;
+
+/// Default of `CONTEXT_CACHE_MAX_BYTES`: 3 GiB, inside the chart's 4 GiB cache
+/// volume (an emptyDir over its size limit gets the pod evicted).
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 3 << 30;
+/// How often the disk cache is measured against its budget.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(300);
+/// Entries used this recently are never pruned: a fetch or an analysis may be
+/// reading them.
+const PRUNE_KEEP_RECENT: Duration = Duration::from_secs(600);
+
+/// Keeps `dir` under `max_bytes`: now, then every `every` until `stop` (on
+/// the blocking pool; a failed prune is logged and tried again next time).
+pub async fn keep_disk_cache_pruned(
+    dir: PathBuf,
+    max_bytes: u64,
+    every: Duration,
+    stop: contexten_broker::CancellationToken,
+) {
+    loop {
+        let root = dir.clone();
+        let pruned = tokio::task::spawn_blocking(move || {
+            contexten_codemap::prune_cache(&root, max_bytes, PRUNE_KEEP_RECENT)
+        })
+        .await;
+        match pruned {
+            Ok(Ok(report)) if report.freed() > 0 => {
+                tracing::info!(
+                    freed_bytes = report.freed(),
+                    bytes = report.bytes_after,
+                    max_bytes,
+                    files = report.files_removed,
+                    repositories = report.repositories_removed,
+                    "disk cache pruned"
+                );
+                metric::cache_pruned("codemap_disk", report.freed());
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "disk cache prune failed"),
+            Err(error) => tracing::warn!(%error, "disk cache prune stopped"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
 
 /// Default of `CONTEXT_MAP_TTL_SECS`: the tasks about one commit arrive within
 /// hours, and every push to a large repository adds a map of a few MB.
@@ -591,7 +647,15 @@ mod tests {
         let cfg = config(dir.path(), false, &prefix);
         assert_eq!(cfg.cache_ttl, Duration::from_secs(DEFAULT_CACHE_TTL_SECS));
         assert_eq!(cfg.map_ttl, Duration::from_secs(DEFAULT_MAP_TTL_SECS));
+        assert_eq!(cfg.cache_max_bytes, DEFAULT_CACHE_MAX_BYTES);
         assert!(cfg.encryption_key.is_none());
+        for bad in ["1000", "lots", "-1"] {
+            let env = Env::from_pairs([("CONTEXT_CACHE_MAX_BYTES", bad)]);
+            assert_eq!(
+                ContextConfig::from_env(&env).unwrap_err().var,
+                "CONTEXT_CACHE_MAX_BYTES"
+            );
+        }
         let env = Env::from_pairs([("CONTEXT_CACHE_TTL_SECS", "10")]);
         assert_eq!(
             ContextConfig::from_env(&env).unwrap_err().var,
@@ -611,5 +675,47 @@ mod tests {
                 .encryption_key
                 .is_some()
         );
+    }
+
+    #[tokio::test]
+    async fn the_disk_cache_is_pruned_at_start_and_then_periodically() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("analysis/ab/old.json");
+        let write_old = || {
+            std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+            std::fs::write(&old, vec![b'x'; 4096]).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&old)
+                .unwrap()
+                .set_modified(std::time::SystemTime::now() - Duration::from_secs(86_400))
+                .unwrap();
+        };
+        write_old();
+        let stop = contexten_broker::CancellationToken::new();
+        let pruner = tokio::spawn(keep_disk_cache_pruned(
+            dir.path().to_path_buf(),
+            1024,
+            Duration::from_millis(50),
+            stop.clone(),
+        ));
+        let gone = |what: &'static str| {
+            let old = old.clone();
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while old.exists() {
+                    assert!(std::time::Instant::now() < deadline, "{what}: not pruned");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        gone("at start").await;
+        write_old();
+        gone("on the next round").await;
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), pruner)
+            .await
+            .expect("the pruner stops with the worker")
+            .unwrap();
     }
 }

@@ -84,7 +84,14 @@ async fn run_worker(env: &Env) -> anyhow::Result<()> {
     let store = Store::new(&cfg.worker.redis, cfg.worker.names())?;
     let handler = ContextHandler::new(cfg.engine(env), &cfg);
     let listener = bind_health(cfg.worker.health_addr).await?;
-    run_service(&cfg.worker, listener, store, handler, shutdown_on_signal()).await?;
+    let shutdown = shutdown_on_signal();
+    tokio::spawn(context_worker::keep_disk_cache_pruned(
+        cfg.cache_dir.clone(),
+        cfg.cache_max_bytes,
+        context_worker::PRUNE_EVERY,
+        shutdown.clone(),
+    ));
+    run_service(&cfg.worker, listener, store, handler, shutdown).await?;
     Ok(())
 }
 

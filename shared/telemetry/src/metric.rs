@@ -87,6 +87,10 @@ pub fn describe_all() {
         CACHE_REQUESTS,
         "Cache lookups by cache, layer and result (hit ratio)"
     );
+    describe_counter!(
+        CACHE_PRUNED_BYTES,
+        "Bytes removed from a disk cache to keep it under its budget"
+    );
     describe_counter!(LLM_REQUESTS, "LLM provider calls by provider and outcome");
     describe_counter!(LLM_TOKENS, "LLM tokens spent by provider and kind");
     describe_counter!(GENERATIONS, "Generate-stage results by outcome");
@@ -205,6 +209,14 @@ pub fn cache_request(cache: &'static str, layer: &'static str, hit: bool) {
 pub fn cache_requests(cache: &'static str, layer: &'static str, hit: bool, n: u64) {
     let result = if hit { "hit" } else { "miss" };
     counter!(CACHE_REQUESTS, "cache" => cache, "layer" => layer, "result" => result).increment(n);
+}
+
+/// Bytes removed from a disk cache to keep it under its budget, by cache.
+pub const CACHE_PRUNED_BYTES: &str = "contexten_cache_pruned_bytes_total";
+
+/// A prune of a disk cache freed `bytes`.
+pub fn cache_pruned(cache: &'static str, bytes: u64) {
+    counter!(CACHE_PRUNED_BYTES, "cache" => cache).increment(bytes);
 }
 
 /// LLM calls by provider and outcome (`ok`, `rate_limited`, `server_error`, …).
