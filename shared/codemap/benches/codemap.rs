@@ -44,10 +44,12 @@ const QUERIES: &[&str] = &[
 ];
 
 fn main() {
+    // Five interleaved pairs: on a shared 2-core machine one pair's ratio moved
+    // between 1.35 and 1.57 from run to run, three pairs' median by ±0.1.
     let runs: usize = std::env::var("CODEMAP_BENCH_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(5);
     let mut rows: Vec<(String, String)> = Vec::new();
     if let Some(py) = python_stdlib() {
         let tmp = tempfile::tempdir().expect("tempdir");
