@@ -33,10 +33,10 @@ pub use store::SealedStore;
 
 use contexten_broker::Outcome;
 use contexten_broker::service::WorkerConfig;
-use contexten_cache::{EncryptionKey, Sealer};
+use contexten_cache::{DiskBudget, EncryptionKey, Sealer};
 use contexten_codemap::{
-    AnalysisStore, CodemapError, Engine, EngineConfig, EngineStats, GitToken, Hints, Query,
-    RankedFile, RedisStore, RepoSource,
+    AnalysisStore, CACHE_ANALYSIS_DIR, CACHE_GIT_DIR, CodemapError, Engine, EngineConfig,
+    EngineStats, GitToken, Hints, Query, RankedFile, RedisStore, RepoSource,
 };
 use contexten_config::{ConfigError, Env, ExposeSecret};
 use contexten_envelope::{ContextItem, Stage, TaskContext, TaskEnvelope};
@@ -108,6 +108,14 @@ impl ContextConfig {
         })
     }
 
+    /// The size budget of `cache_dir`: the engine's per-file analyses and
+    /// fetched repositories (kept by [`DiskBudget::keep_pruned`]).
+    pub fn disk_budget(&self) -> DiskBudget {
+        DiskBudget::new(self.cache_max_bytes, PRUNE_KEEP_RECENT)
+            .files_under(self.cache_dir.join(CACHE_ANALYSIS_DIR))
+            .dirs_in(self.cache_dir.join(CACHE_GIT_DIR))
+    }
+
     /// The engine these settings describe (`GITHUB_TOKEN` read from `env`): disk
     /// cache under `cache_dir`, shared store in Redis under the fleet's prefix.
     pub fn engine(&self, env: &Env) -> Engine {
@@ -156,43 +164,6 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(300);
 /// Entries used this recently are never pruned: a fetch or an analysis may be
 /// reading them.
 const PRUNE_KEEP_RECENT: Duration = Duration::from_secs(600);
-
-/// Keeps `dir` under `max_bytes`: now, then every `every` until `stop` (on
-/// the blocking pool; a failed prune is logged and tried again next time).
-pub async fn keep_disk_cache_pruned(
-    dir: PathBuf,
-    max_bytes: u64,
-    every: Duration,
-    stop: contexten_broker::CancellationToken,
-) {
-    loop {
-        let root = dir.clone();
-        let pruned = tokio::task::spawn_blocking(move || {
-            contexten_codemap::prune_cache(&root, max_bytes, PRUNE_KEEP_RECENT)
-        })
-        .await;
-        match pruned {
-            Ok(Ok(report)) if report.freed() > 0 => {
-                tracing::info!(
-                    freed_bytes = report.freed(),
-                    bytes = report.bytes_after,
-                    max_bytes,
-                    files = report.files_removed,
-                    repositories = report.repositories_removed,
-                    "disk cache pruned"
-                );
-                metric::cache_pruned("codemap_disk", report.freed());
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "disk cache prune failed"),
-            Err(error) => tracing::warn!(%error, "disk cache prune stopped"),
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-    }
-}
 
 /// Default of `CONTEXT_MAP_TTL_SECS`: the tasks about one commit arrive within
 /// hours, and every push to a large repository adds a map of a few MB.
@@ -677,45 +648,52 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn the_disk_cache_is_pruned_at_start_and_then_periodically() {
+    #[test]
+    fn the_disk_budget_covers_the_engines_cache_and_pruning_only_costs_a_parse() {
         let dir = tempfile::tempdir().unwrap();
-        let old = dir.path().join("analysis/ab/old.json");
-        let write_old = || {
-            std::fs::create_dir_all(old.parent().unwrap()).unwrap();
-            std::fs::write(&old, vec![b'x'; 4096]).unwrap();
-            std::fs::File::options()
-                .write(true)
-                .open(&old)
-                .unwrap()
-                .set_modified(std::time::SystemTime::now() - Duration::from_secs(86_400))
-                .unwrap();
-        };
-        write_old();
-        let stop = contexten_broker::CancellationToken::new();
-        let pruner = tokio::spawn(keep_disk_cache_pruned(
-            dir.path().to_path_buf(),
-            1024,
-            Duration::from_millis(50),
-            stop.clone(),
-        ));
-        let gone = |what: &'static str| {
-            let old = old.clone();
-            async move {
-                let deadline = std::time::Instant::now() + Duration::from_secs(10);
-                while old.exists() {
-                    assert!(std::time::Instant::now() < deadline, "{what}: not pruned");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        };
-        gone("at start").await;
-        write_old();
-        gone("on the next round").await;
-        stop.cancel();
-        tokio::time::timeout(Duration::from_secs(5), pruner)
-            .await
-            .expect("the pruner stops with the worker")
+        let repo = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(repo.path().join("src")).unwrap();
+        for i in 0..20 {
+            std::fs::write(
+                repo.path().join(format!("src/m{i}.rs")),
+                format!("pub fn f{i}() -> u32 {{ {i} }}\n"),
+            )
             .unwrap();
+        }
+        let prefix = TestPrefix::new();
+        let mut cfg = config(dir.path(), true, &prefix);
+        // Memory and disk only, so a miss on disk is a parse.
+        let engine = || {
+            Engine::new(EngineConfig {
+                cache_dir: Some(cfg.cache_dir.clone()),
+                allow_local: true,
+                ..EngineConfig::default()
+            })
+        };
+        let src = RepoSource::Local(repo.path().to_path_buf());
+        let first = engine();
+        first.analyse(&src).unwrap();
+        assert_eq!(first.stats().files_parsed, 20);
+        let fresh = engine();
+        fresh.analyse(&src).unwrap();
+        assert_eq!(fresh.stats().files_parsed, 0, "served from the disk cache");
+
+        // The worker's budget spares what was used in the last 10 minutes...
+        cfg.cache_max_bytes = 1;
+        assert_eq!(cfg.disk_budget().prune().unwrap().files_removed, 0);
+        // ...while the same entries without that window all go.
+        let report = DiskBudget::new(1, Duration::ZERO)
+            .files_under(cfg.cache_dir.join(CACHE_ANALYSIS_DIR))
+            .dirs_in(cfg.cache_dir.join(CACHE_GIT_DIR))
+            .prune()
+            .unwrap();
+        assert_eq!((report.files_removed, report.bytes_after), (20, 0));
+        let after = engine();
+        after.analyse(&src).unwrap();
+        assert_eq!(
+            after.stats().files_parsed,
+            20,
+            "a pruned entry is parsed again"
+        );
     }
 }

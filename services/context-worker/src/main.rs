@@ -85,9 +85,8 @@ async fn run_worker(env: &Env) -> anyhow::Result<()> {
     let handler = ContextHandler::new(cfg.engine(env), &cfg);
     let listener = bind_health(cfg.worker.health_addr).await?;
     let shutdown = shutdown_on_signal();
-    tokio::spawn(context_worker::keep_disk_cache_pruned(
-        cfg.cache_dir.clone(),
-        cfg.cache_max_bytes,
+    tokio::spawn(cfg.disk_budget().keep_pruned(
+        "codemap_disk",
         context_worker::PRUNE_EVERY,
         shutdown.clone(),
     ));

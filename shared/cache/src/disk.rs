@@ -6,6 +6,7 @@
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncReadExt;
 
 #[derive(Debug, Clone)]
 pub(crate) struct DiskLayer {
@@ -37,7 +38,11 @@ impl DiskLayer {
     /// The sealed value, or `None` when absent, expired or unreadable.
     pub(crate) async fn get(&self, key: &str) -> Option<Vec<u8>> {
         let path = self.path(key);
-        let bytes = tokio::fs::read(&path).await.ok()?;
+        let mut file = tokio::fs::File::open(&path).await.ok()?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).await.ok()?;
+        // A hit marks the entry used: a budget prunes least recently used first.
+        let _ = file.into_std().await.set_modified(SystemTime::now());
         if bytes.len() < 8 {
             let _ = tokio::fs::remove_file(&path).await;
             return None;

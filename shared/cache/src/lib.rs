@@ -13,10 +13,12 @@
 //!
 //! Callers choose the keys (the generator hashes its inputs); values are bytes.
 
+pub mod budget;
 mod disk;
 mod flight;
 mod seal;
 
+pub use budget::{DiskBudget, PruneReport};
 pub use flight::SingleFlight;
 pub use seal::{EncryptionKey, KEY_FORMS, Sealer};
 

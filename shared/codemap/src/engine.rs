@@ -39,6 +39,12 @@ pub struct Progress {
 /// Called from worker threads as files are analysed (a CLI draws a progress bar).
 pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 
+/// Under `cache_dir`: one file per analysed blob (a disk hit refreshes its
+/// modification time, so a size budget can go least recently used first).
+pub const CACHE_ANALYSIS_DIR: &str = "analysis";
+/// Under `cache_dir`: one bare repository per fetched URL (each fetch refreshes it).
+pub const CACHE_GIT_DIR: &str = "git";
+
 /// Engine settings; the worker fills them from its environment at start.
 #[derive(Clone)]
 pub struct EngineConfig {
@@ -174,7 +180,7 @@ impl Engine {
         let disk = config
             .cache_dir
             .as_ref()
-            .map(|d| DiskStore::new(d.join("analysis")));
+            .map(|d| DiskStore::new(d.join(CACHE_ANALYSIS_DIR)));
         Self {
             memory: moka::sync::Cache::new(config.memory_entries),
             maps: moka::sync::Cache::new(16),

@@ -37,7 +37,6 @@ mod graph;
 mod lang;
 mod parse;
 mod prompt;
-mod prune;
 mod query;
 pub mod redact;
 mod snapshot;
@@ -50,14 +49,14 @@ pub use cache::RedisStore;
 pub use cache::{AnalysisStore, DiskStore};
 pub use codemap::{CodeMap, FileEntry, SymbolId};
 pub use engine::{
-    DEFAULT_MAX_STORED_MAP_BYTES, Engine, EngineConfig, EngineStats, Progress, ProgressFn,
+    CACHE_ANALYSIS_DIR, CACHE_GIT_DIR, DEFAULT_MAX_STORED_MAP_BYTES, Engine, EngineConfig,
+    EngineStats, Progress, ProgressFn,
 };
 pub use error::CodemapError;
 pub use filter::{DEFAULT_MAX_FILE_BYTES, SkipReason};
 pub use lang::Language;
 pub use parse::{ANALYSER_VERSION, FileAnalysis, ImportRef, RefSite, SymbolDef, SymbolKind};
 pub use prompt::{AssembledPrompt, IncludedItem, ItemKind, assemble_prompt, tokenizer_for};
-pub use prune::{LOW_WATER, PruneReport, prune_cache};
 pub use query::{
     Hints, Query, RankParams, RankedFile, RankedSymbol, ScoreComponents, baseline_rank,
 };

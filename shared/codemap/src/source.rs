@@ -247,7 +247,7 @@ fn fetch_remote(
 ) -> Result<PathBuf, CodemapError> {
     let dir = opts
         .cache_dir
-        .join("git")
+        .join(crate::CACHE_GIT_DIR)
         .join(format!("{}.git", &blob_id(url.as_bytes())[..16]));
     if !dir.join("HEAD").exists() {
         std::fs::create_dir_all(&dir).map_err(|e| CodemapError::io(&dir, e))?;

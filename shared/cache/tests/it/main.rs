@@ -1,6 +1,8 @@
 //! The cache's layers against the real Redis and a temporary directory, each test
 //! under its own prefix.
 
+mod budget;
+
 use contexten_broker::Store;
 use contexten_cache::{Cache, CacheConfig, EncryptionKey, Layer};
 use contexten_config::{Env, RedisSettings};

@@ -1,10 +1,11 @@
 //! Caching: a new revision re-parses only changed files; git sources; local refusal.
 
 use contexten_codemap::{AnalysisStore, CodemapError, DiskStore, Engine, EngineConfig, RepoSource};
+use std::time::{Duration, SystemTime};
 
 use crate::helpers::{engine, git, write, write_repo};
 
-pub(crate) fn files() -> Vec<(String, String)> {
+fn files() -> Vec<(String, String)> {
     (0..20)
         .map(|i| {
             (
@@ -217,4 +218,34 @@ fn unchanged_files_evicted_from_memory_are_read_again() {
             (&b.path, &b.blob_id, &b.analysis)
         );
     }
+}
+
+#[test]
+fn a_disk_cache_hit_marks_the_entry_used() {
+    let cache = tempfile::tempdir().unwrap();
+    let store = DiskStore::new(cache.path().join("analysis"));
+    store.put("abc-rust-v1", b"value").unwrap();
+    let file = std::fs::read_dir(cache.path().join("analysis/ab"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(48 * 3600))
+        .unwrap();
+    assert_eq!(
+        store.get("abc-rust-v1").unwrap().as_deref(),
+        Some(&b"value"[..])
+    );
+    let age = std::fs::metadata(&file)
+        .unwrap()
+        .modified()
+        .unwrap()
+        .elapsed()
+        .unwrap();
+    assert!(age < Duration::from_secs(60), "{age:?}");
 }

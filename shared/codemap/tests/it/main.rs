@@ -4,7 +4,6 @@ mod caching;
 mod helpers;
 mod languages;
 mod prompt;
-mod prune;
 mod ranking;
 mod secrets;
 #[cfg(feature = "redis")]
