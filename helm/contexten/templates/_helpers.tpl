@@ -126,6 +126,7 @@ llmMaxInlineWaitSecs: {env: LLM_MAX_INLINE_WAIT_SECS, to: [generate]}
 llmBreakerFailures: {env: LLM_BREAKER_FAILURES, to: [generate]}
 llmBreakerOpenSecs: {env: LLM_BREAKER_OPEN_SECS, to: [generate]}
 generatorCacheTtlSecs: {env: GENERATOR_CACHE_TTL_SECS, to: [generate]}
+generatorCacheMaxBytes: {env: GENERATOR_CACHE_MAX_BYTES, to: [generate]}
 generatorCacheMemoryEntries: {env: GENERATOR_CACHE_MEMORY_ENTRIES, to: [generate]}
 generatorGitTimeoutSecs: {env: GENERATOR_GIT_TIMEOUT_SECS, to: [generate]}
 # agent-worker

@@ -18,9 +18,10 @@
 //! | `CONTEXTEN_ALLOW_LOCAL_REPOS` | accept local paths / `file://` repositories | `0` |
 //! | `GENERATOR_REPO_CACHE_DIR` | where remote repositories are fetched | `<tmp>/contexten/repos` |
 //! | `GENERATOR_GIT_TIMEOUT_SECS` | bound of one git command, 1–3600 | `120` |
+//! | `GENERATOR_CACHE_MAX_BYTES` | size budget of the answers on disk and the fetched repositories together, checked every 5 minutes; least recently used go first, down to 80 % (67108864–17592186044416) | `3221225472` (3 GiB) |
 //! | `GITHUB_TOKEN` | fetches private GitHub repositories (sent to github.com only, never logged, never in a URL) | unset |
 
-use contexten_cache::EncryptionKey;
+use contexten_cache::{DiskBudget, EncryptionKey};
 use contexten_config::{ConfigError, Env, Secret};
 use contexten_llm::LlmSettings;
 use std::path::PathBuf;
@@ -62,6 +63,8 @@ pub struct GeneratorConfig {
     pub git_timeout: Duration,
     /// `GITHUB_TOKEN`: fetches private GitHub repositories (never logged).
     pub github_token: Option<Secret>,
+    /// `GENERATOR_CACHE_MAX_BYTES`: size budget of `cache_dir` + `repo_cache_dir`.
+    pub cache_max_bytes: u64,
 }
 
 impl GeneratorConfig {
@@ -109,9 +112,34 @@ impl GeneratorConfig {
                 3600,
             )?),
             github_token: env.secret("GITHUB_TOKEN"),
+            cache_max_bytes: env.ranged(
+                "GENERATOR_CACHE_MAX_BYTES",
+                DEFAULT_CACHE_MAX_BYTES,
+                64 << 20,
+                16 << 40,
+            )?,
         })
     }
+
+    /// The size budget of the answers on disk and the fetched repositories
+    /// (kept by [`DiskBudget::keep_pruned`]).
+    pub fn disk_budget(&self) -> DiskBudget {
+        let budget = DiskBudget::new(self.cache_max_bytes, PRUNE_KEEP_RECENT)
+            .dirs_in(self.repo_cache_dir.clone());
+        match &self.cache_dir {
+            Some(answers) => budget.files_under(answers.clone()),
+            None => budget,
+        }
+    }
 }
+
+/// Default of `GENERATOR_CACHE_MAX_BYTES`: 3 GiB, inside the chart's 4 GiB cache
+/// volume (an emptyDir over its size limit gets the pod evicted).
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 3 << 30;
+/// How often the disk caches are measured against their budget.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(300);
+/// Entries used this recently are never pruned: a fetch or a read may hold them.
+const PRUNE_KEEP_RECENT: Duration = Duration::from_secs(600);
 
 #[cfg(test)]
 mod tests {
@@ -137,5 +165,43 @@ mod tests {
         let off =
             GeneratorConfig::from_env(&Env::from_pairs([("GENERATOR_CACHE_DIR", "off")])).unwrap();
         assert!(off.cache_dir.is_none());
+    }
+
+    #[test]
+    fn the_disk_budget_covers_answers_and_fetched_repositories() {
+        let root = tempfile::tempdir().unwrap();
+        let (answers, repos) = (root.path().join("answers"), root.path().join("repos"));
+        let env = Env::from_pairs([
+            ("GENERATOR_CACHE_DIR", answers.to_str().unwrap()),
+            ("GENERATOR_REPO_CACHE_DIR", repos.to_str().unwrap()),
+        ]);
+        let mut cfg = GeneratorConfig::from_env(&env).unwrap();
+        assert_eq!(cfg.cache_max_bytes, DEFAULT_CACHE_MAX_BYTES);
+        let bad = Env::from_pairs([("GENERATOR_CACHE_MAX_BYTES", "4096")]);
+        assert_eq!(
+            GeneratorConfig::from_env(&bad).unwrap_err().var,
+            "GENERATOR_CACHE_MAX_BYTES"
+        );
+        let day_old = |path: std::path::PathBuf| {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(std::time::SystemTime::now() - Duration::from_secs(86_400))
+                .unwrap();
+            path
+        };
+        let answer = day_old(answers.join("ab/abcdef"));
+        let repo = day_old(repos.join("0123.git/FETCH_HEAD"));
+        let fresh = repos.join("4567.git/FETCH_HEAD");
+        std::fs::create_dir_all(fresh.parent().unwrap()).unwrap();
+        std::fs::write(&fresh, b"in use").unwrap();
+        cfg.cache_max_bytes = 1;
+        let report = cfg.disk_budget().prune().unwrap();
+        assert_eq!((report.files_removed, report.dirs_removed), (1, 1));
+        assert!(!answer.exists() && !repo.parent().unwrap().exists());
+        assert!(fresh.exists(), "used in the last 10 minutes");
     }
 }

@@ -27,6 +27,12 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!("LLM_API_KEY is unset: answering with context only");
     }
     let listener = bind_health(cfg.health_addr).await?;
-    run_service(&cfg, listener, store, handler, shutdown_on_signal()).await?;
+    let shutdown = shutdown_on_signal();
+    tokio::spawn(generator.disk_budget().keep_pruned(
+        "generator_disk",
+        generator_worker::config::PRUNE_EVERY,
+        shutdown.clone(),
+    ));
+    run_service(&cfg, listener, store, handler, shutdown).await?;
     Ok(())
 }
