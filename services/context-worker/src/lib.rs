@@ -33,7 +33,7 @@ pub use store::SealedStore;
 
 use contexten_broker::Outcome;
 use contexten_broker::service::WorkerConfig;
-use contexten_cache::{DiskBudget, EncryptionKey, Sealer};
+use contexten_cache::{DiskBudget, EncryptionKey, Sealer, budget};
 use contexten_codemap::{
     AnalysisStore, CACHE_ANALYSIS_DIR, CACHE_GIT_DIR, CodemapError, Engine, EngineConfig,
     EngineStats, GitToken, Hints, Query, RankedFile, RedisStore, RepoSource,
@@ -99,19 +99,14 @@ impl ContextConfig {
                 90 * 86_400,
             )?),
             encryption_key: EncryptionKey::from_env(env)?,
-            cache_max_bytes: env.ranged(
-                "CONTEXT_CACHE_MAX_BYTES",
-                DEFAULT_CACHE_MAX_BYTES,
-                64 << 20,
-                16 << 40,
-            )?,
+            cache_max_bytes: budget::max_bytes_from_env(env, "CONTEXT_CACHE_MAX_BYTES")?,
         })
     }
 
     /// The size budget of `cache_dir`: the engine's per-file analyses and
     /// fetched repositories (kept by [`DiskBudget::keep_pruned`]).
     pub fn disk_budget(&self) -> DiskBudget {
-        DiskBudget::new(self.cache_max_bytes, PRUNE_KEEP_RECENT)
+        DiskBudget::new(self.cache_max_bytes, budget::IN_USE_WINDOW)
             .files_under(self.cache_dir.join(CACHE_ANALYSIS_DIR))
             .dirs_in(self.cache_dir.join(CACHE_GIT_DIR))
     }
@@ -155,15 +150,6 @@ impl ContextConfig {
 /// Default of `CONTEXT_CACHE_TTL_SECS`: a week keeps the blobs of active
 /// repositories warm across deploys and weekends.
 pub const DEFAULT_CACHE_TTL_SECS: u64 = 7 * 86_400;
-
-/// Default of `CONTEXT_CACHE_MAX_BYTES`: 3 GiB, inside the chart's 4 GiB cache
-/// volume (an emptyDir over its size limit gets the pod evicted).
-pub const DEFAULT_CACHE_MAX_BYTES: u64 = 3 << 30;
-/// How often the disk cache is measured against its budget.
-pub const PRUNE_EVERY: Duration = Duration::from_secs(300);
-/// Entries used this recently are never pruned: a fetch or an analysis may be
-/// reading them.
-const PRUNE_KEEP_RECENT: Duration = Duration::from_secs(600);
 
 /// Default of `CONTEXT_MAP_TTL_SECS`: the tasks about one commit arrive within
 /// hours, and every push to a large repository adds a map of a few MB.
@@ -618,7 +604,7 @@ mod tests {
         let cfg = config(dir.path(), false, &prefix);
         assert_eq!(cfg.cache_ttl, Duration::from_secs(DEFAULT_CACHE_TTL_SECS));
         assert_eq!(cfg.map_ttl, Duration::from_secs(DEFAULT_MAP_TTL_SECS));
-        assert_eq!(cfg.cache_max_bytes, DEFAULT_CACHE_MAX_BYTES);
+        assert_eq!(cfg.cache_max_bytes, budget::DEFAULT_MAX_BYTES);
         assert!(cfg.encryption_key.is_none());
         for bad in ["1000", "lots", "-1"] {
             let env = Env::from_pairs([("CONTEXT_CACHE_MAX_BYTES", bad)]);

@@ -87,7 +87,7 @@ async fn run_worker(env: &Env) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
     tokio::spawn(cfg.disk_budget().keep_pruned(
         "codemap_disk",
-        context_worker::PRUNE_EVERY,
+        contexten_cache::budget::PRUNE_EVERY,
         shutdown.clone(),
     ));
     run_service(&cfg.worker, listener, store, handler, shutdown).await?;

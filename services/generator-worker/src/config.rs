@@ -21,7 +21,7 @@
 //! | `GENERATOR_CACHE_MAX_BYTES` | size budget of the answers on disk and the fetched repositories together, checked every 5 minutes; least recently used go first, down to 80 % (67108864–17592186044416) | `3221225472` (3 GiB) |
 //! | `GITHUB_TOKEN` | fetches private GitHub repositories (sent to github.com only, never logged, never in a URL) | unset |
 
-use contexten_cache::{DiskBudget, EncryptionKey};
+use contexten_cache::{DiskBudget, EncryptionKey, budget};
 use contexten_config::{ConfigError, Env, Secret};
 use contexten_llm::LlmSettings;
 use std::path::PathBuf;
@@ -112,19 +112,14 @@ impl GeneratorConfig {
                 3600,
             )?),
             github_token: env.secret("GITHUB_TOKEN"),
-            cache_max_bytes: env.ranged(
-                "GENERATOR_CACHE_MAX_BYTES",
-                DEFAULT_CACHE_MAX_BYTES,
-                64 << 20,
-                16 << 40,
-            )?,
+            cache_max_bytes: budget::max_bytes_from_env(env, "GENERATOR_CACHE_MAX_BYTES")?,
         })
     }
 
     /// The size budget of the answers on disk and the fetched repositories
     /// (kept by [`DiskBudget::keep_pruned`]).
     pub fn disk_budget(&self) -> DiskBudget {
-        let budget = DiskBudget::new(self.cache_max_bytes, PRUNE_KEEP_RECENT)
+        let budget = DiskBudget::new(self.cache_max_bytes, budget::IN_USE_WINDOW)
             .dirs_in(self.repo_cache_dir.clone());
         match &self.cache_dir {
             Some(answers) => budget.files_under(answers.clone()),
@@ -132,14 +127,6 @@ impl GeneratorConfig {
         }
     }
 }
-
-/// Default of `GENERATOR_CACHE_MAX_BYTES`: 3 GiB, inside the chart's 4 GiB cache
-/// volume (an emptyDir over its size limit gets the pod evicted).
-pub const DEFAULT_CACHE_MAX_BYTES: u64 = 3 << 30;
-/// How often the disk caches are measured against their budget.
-pub const PRUNE_EVERY: Duration = Duration::from_secs(300);
-/// Entries used this recently are never pruned: a fetch or a read may hold them.
-const PRUNE_KEEP_RECENT: Duration = Duration::from_secs(600);
 
 #[cfg(test)]
 mod tests {
@@ -176,7 +163,7 @@ mod tests {
             ("GENERATOR_REPO_CACHE_DIR", repos.to_str().unwrap()),
         ]);
         let mut cfg = GeneratorConfig::from_env(&env).unwrap();
-        assert_eq!(cfg.cache_max_bytes, DEFAULT_CACHE_MAX_BYTES);
+        assert_eq!(cfg.cache_max_bytes, budget::DEFAULT_MAX_BYTES);
         let bad = Env::from_pairs([("GENERATOR_CACHE_MAX_BYTES", "4096")]);
         assert_eq!(
             GeneratorConfig::from_env(&bad).unwrap_err().var,

@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
     tokio::spawn(generator.disk_budget().keep_pruned(
         "generator_disk",
-        generator_worker::config::PRUNE_EVERY,
+        contexten_cache::budget::PRUNE_EVERY,
         shutdown.clone(),
     ));
     run_service(&cfg, listener, store, handler, shutdown).await?;

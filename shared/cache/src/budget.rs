@@ -11,12 +11,26 @@
 //! a generation the next time.
 
 use contexten_broker::CancellationToken;
+use contexten_config::{ConfigError, Env};
 use contexten_telemetry::metric;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// A prune stops once the entries are at this share of the budget.
 pub const LOW_WATER: f64 = 0.8;
+/// Default budget of a worker's disk cache: 3 GiB, inside the chart's 4 GiB
+/// cache volumes (an emptyDir over its size limit gets the pod evicted).
+pub const DEFAULT_MAX_BYTES: u64 = 3 << 30;
+/// How often a worker measures its disk cache against the budget.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(300);
+/// Entries used this recently are never pruned: a fetch or a read may be
+/// using them.
+pub const IN_USE_WINDOW: Duration = Duration::from_secs(600);
+
+/// A worker's budget setting `var` (64 MiB–16 TiB, default [`DEFAULT_MAX_BYTES`]).
+pub fn max_bytes_from_env(env: &Env, var: &str) -> Result<u64, ConfigError> {
+    env.ranged(var, DEFAULT_MAX_BYTES, 64 << 20, 16 << 40)
+}
 
 /// What one prune found and did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
