@@ -358,7 +358,7 @@ async fn raw_round(fleet: &Fleet, n: usize, window: usize) -> f64 {
 async fn paced_raw(fleet: &Fleet, n: usize, rate: f64) -> LoadResult {
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
-    let mut tasks = FuturesUnordered::new();
+    let tasks = FuturesUnordered::new();
     let acks = tokio_util::task::TaskTracker::new();
     for i in 0..n {
         let due = start + interval.mul_f64(i as f64);
@@ -378,12 +378,7 @@ async fn paced_raw(fleet: &Fleet, n: usize, rate: f64) -> LoadResult {
             (due.elapsed(), ok)
         }));
     }
-    let (mut latencies, mut failures) = (Vec::new(), 0);
-    while let Some(r) = tasks.next().await {
-        let (latency, ok) = r.unwrap();
-        latencies.push(latency);
-        failures += usize::from(!ok);
-    }
+    let (latencies, failures) = gather(tasks).await;
     let elapsed = start.elapsed();
     acks.close();
     acks.wait().await;
@@ -436,6 +431,19 @@ impl Conn {
             Err(_) => false,
         }
     }
+}
+
+/// The latencies of an open loop's sends and how many failed.
+async fn gather(
+    mut tasks: FuturesUnordered<tokio::task::JoinHandle<(Duration, bool)>>,
+) -> (Vec<Duration>, usize) {
+    let (mut latencies, mut failures) = (Vec::new(), 0);
+    while let Some(r) = tasks.next().await {
+        let (latency, ok) = r.unwrap();
+        latencies.push(latency);
+        failures += usize::from(!ok);
+    }
+    (latencies, failures)
 }
 
 fn summarise(mut latencies: Vec<Duration>, elapsed: Duration, failures: usize) -> LoadResult {
@@ -497,7 +505,7 @@ async fn paced(conns: &mut Vec<Conn>, batch: Vec<Delivery>, rate: f64) -> LoadRe
         idle_tx.send(conn).unwrap();
     }
     let start = Instant::now();
-    let mut tasks = FuturesUnordered::new();
+    let tasks = FuturesUnordered::new();
     for (i, d) in batch.into_iter().enumerate() {
         let due = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;
@@ -510,12 +518,7 @@ async fn paced(conns: &mut Vec<Conn>, batch: Vec<Delivery>, rate: f64) -> LoadRe
             (latency, ok)
         }));
     }
-    let (mut latencies, mut failures) = (Vec::new(), 0);
-    while let Some(r) = tasks.next().await {
-        let (latency, ok) = r.unwrap();
-        latencies.push(latency);
-        failures += usize::from(!ok);
-    }
+    let (latencies, failures) = gather(tasks).await;
     let elapsed = start.elapsed();
     for _ in 0..total {
         conns.push(idle_rx.recv().await.unwrap());
