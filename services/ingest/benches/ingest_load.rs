@@ -3,9 +3,9 @@
 //! real RabbitMQ and Redis), at saturation and at half that rate, next to raw
 //! lapin loops measured in the same run.
 //!
-//! Every accepted webhook is two confirmed persistent messages (the task to
-//! `generate`, the acknowledgement to `dispatch`), so ingest's broker rate is
-//! twice its webhook rate. Two references, both with envelopes of the same size
+//! Every accepted webhook is two confirmed messages (the persistent task to
+//! `generate`, the transient acknowledgement to `dispatch`, published together
+//! on one channel), so ingest's broker rate is twice its webhook rate. Two references, both with envelopes of the same size
 //! and persistence:
 //! - the foundation benchmark's raw publish-confirm/consume/ack loop
 //!   (`contexten_broker::benchkit`, the reference the ingest issue names);
@@ -18,7 +18,13 @@
 //! [`QueueFormat`]).
 //!
 //! The generator uses hyper's connection-level HTTP/1.1 client, one task per
-//! keep-alive connection, so its own cost per request stays small.
+//! keep-alive connection, so its own cost per request stays small. The open
+//! loops (half load, and the broker alone at that rate) release requests in
+//! 1 ms batches from a thread that keeps time with the OS timer (see [`pace`]);
+//! latency counts from the release tick, and the generator's lag after the tick
+//! is reported beside it. The CPU each part used at half load is reported too:
+//! on two shared cores a "half" rate keeps the machine far busier than half,
+//! because at lower rates fewer requests share each wake-up and write.
 //!
 //! ingest runs on a tokio runtime of its own (`BENCH_SERVER_WORKERS` threads,
 //! default 2, as in a 2-core pod), the load generator on another
@@ -29,7 +35,7 @@
 //! `BENCH_ROUNDS` (default 3) tune the run; figures are medians over rounds.
 //! `BENCH_HALF_RATE` replaces "half of saturation" by a fixed rate.
 
-use contexten_broker::{CancellationToken, Publisher, benchkit};
+use contexten_broker::{CancellationToken, Delivery, Publisher, benchkit};
 use contexten_config::{Env, Secret};
 use contexten_envelope::{
     Names, Priority, ReplyKind, ReplyTarget, Request, Source, SourceKind, Stage, TaskEnvelope,
@@ -61,13 +67,13 @@ fn secret() -> String {
 }
 
 /// One pre-signed delivery.
-struct Delivery {
+struct Webhook {
     id: String,
     body: bytes::Bytes,
     signature: String,
 }
 
-fn deliveries(round: &str, n: usize) -> Vec<Delivery> {
+fn deliveries(round: &str, n: usize) -> Vec<Webhook> {
     let key = Secret::from(secret());
     (0..n)
         .map(|i| {
@@ -85,7 +91,7 @@ fn deliveries(round: &str, n: usize) -> Vec<Delivery> {
             });
             let body = serde_json::to_vec(&body).unwrap();
             let signature = format!("sha256={}", ingest::verify::sign_hex(&key, &body));
-            Delivery {
+            Webhook {
                 id: format!("{round}-{i}"),
                 body: body.into(),
                 signature,
@@ -97,13 +103,26 @@ fn deliveries(round: &str, n: usize) -> Vec<Delivery> {
 /// Server-side latencies of the requests since the last [`take_server_latencies`].
 static SERVER_LATENCIES: std::sync::Mutex<Vec<Duration>> = std::sync::Mutex::new(Vec::new());
 
+/// How late the generator started each half-load request after its release
+/// tick, in µs, since the last [`take_send_lag`].
+static SEND_LAG: std::sync::Mutex<Vec<Duration>> = std::sync::Mutex::new(Vec::new());
+
+/// p50 and p99 of the send lag since the last call, in ms.
+fn take_send_lag() -> (f64, f64) {
+    percentiles(std::mem::take(&mut *SEND_LAG.lock().unwrap()))
+}
+
 /// p50 and p99 of the server-side latencies since the last call, in ms.
 fn take_server_latencies() -> (f64, f64) {
-    let mut latencies = std::mem::take(&mut *SERVER_LATENCIES.lock().unwrap());
-    latencies.sort();
+    percentiles(std::mem::take(&mut *SERVER_LATENCIES.lock().unwrap()))
+}
+
+/// p50 and p99 of `durations`, in ms (NaN when empty).
+fn percentiles(mut durations: Vec<Duration>) -> (f64, f64) {
+    durations.sort();
     let pick = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+        durations
+            .get(((durations.len() as f64 * q) as usize).min(durations.len().saturating_sub(1)))
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(f64::NAN)
     };
@@ -352,37 +371,89 @@ async fn raw_round(fleet: &Fleet, n: usize, window: usize) -> f64 {
 }
 
 /// Open loop like [`paced`] without HTTP or Redis: at `rate` pairs/s, a task
-/// and its acknowledgement published as ingest does (the task's confirm awaited,
-/// the acknowledgement's in the background); latency from the scheduled time to
-/// the task's confirm. The broker's own share of ingest's latency at that rate.
+/// and its acknowledgement published as ingest publishes them (together on one
+/// channel, the task's confirm awaited); latency from the release tick to the
+/// task's confirm. The broker's own share of ingest's latency at that rate.
 async fn paced_raw(fleet: &Fleet, n: usize, rate: f64) -> LoadResult {
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let start = Instant::now();
-    let tasks = FuturesUnordered::new();
+    let publisher = fleet.publisher_like_ingest.clone();
     let acks = tokio_util::task::TaskTracker::new();
-    for i in 0..n {
-        let due = start + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(due.into()).await;
-        let publisher = fleet.publisher_like_ingest.clone();
-        let ack_publisher = publisher.clone();
-        acks.spawn(async move {
-            ack_publisher
-                .publish_transient(Stage::Dispatch, &envelope(2 * i + 1))
-                .await
-        });
-        tasks.push(tokio::spawn(async move {
-            let ok = publisher
-                .publish(Stage::Generate, &envelope(2 * i))
-                .await
-                .is_ok();
+    let ack_confirms = acks.clone();
+    let start = Instant::now();
+    let tasks = pace(n, rate, move |i, due| {
+        let (publisher, acks) = (publisher.clone(), ack_confirms.clone());
+        tokio::spawn(async move {
+            let messages = vec![
+                publisher
+                    .message(Stage::Generate, &envelope(2 * i), Delivery::Persistent)
+                    .await
+                    .unwrap(),
+                publisher
+                    .message(Stage::Dispatch, &envelope(2 * i + 1), Delivery::Transient)
+                    .await
+                    .unwrap(),
+            ];
+            let ok = match publisher.publish_together(messages).await {
+                Ok(pending) => {
+                    let mut pending = pending.into_iter();
+                    let (task, ack) = (pending.next(), pending.next());
+                    if let Some(ack) = ack {
+                        acks.spawn(ack.confirmed());
+                    }
+                    match task {
+                        Some(task) => task.confirmed().await.is_ok(),
+                        None => false,
+                    }
+                }
+                Err(_) => false,
+            };
             (due.elapsed(), ok)
-        }));
-    }
+        })
+    })
+    .await;
     let (latencies, failures) = gather(tasks).await;
     let elapsed = start.elapsed();
     acks.close();
     acks.wait().await;
     summarise(latencies, elapsed, failures)
+}
+
+/// An open loop's schedule: request `i` of `n` at `rate` per second, released
+/// in batches on a 1 ms clock. A thread of its own keeps the clock with the
+/// OS timer: tokio's timer wheel fires about 1 ms after the deadline (measured:
+/// sends started 1.0 ms late at p50, 2.3 ms at p99), which counted the
+/// generator's own lag as ingest's latency. `release(i, tick)` starts request
+/// `i`; its latency counts from `tick`, so a late release is not forgiven.
+async fn pace<F>(
+    n: usize,
+    rate: f64,
+    mut release: F,
+) -> FuturesUnordered<tokio::task::JoinHandle<(Duration, bool)>>
+where
+    F: FnMut(usize, Instant) -> tokio::task::JoinHandle<(Duration, bool)> + Send + 'static,
+{
+    const TICK: Duration = Duration::from_millis(1);
+    tokio::task::spawn_blocking(move || {
+        let tasks = FuturesUnordered::new();
+        let start = Instant::now();
+        let mut next = 0;
+        for tick in 1.. {
+            let at = start + TICK * tick;
+            if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let due = ((TICK * tick).as_secs_f64() * rate).ceil() as usize;
+            while next < due.min(n) {
+                tasks.push(release(next, at));
+                next += 1;
+            }
+            if next == n {
+                break;
+            }
+        }
+        tasks
+    })
+    .await
+    .unwrap()
 }
 
 struct LoadResult {
@@ -411,7 +482,7 @@ impl Conn {
     }
 
     /// Sends one delivery; true when ingest answered 202.
-    async fn send(&mut self, d: &Delivery) -> bool {
+    async fn send(&mut self, d: &Webhook) -> bool {
         let request = hyper::Request::post("/webhooks/github")
             .header("host", "ingest")
             .header("content-type", "application/json")
@@ -446,24 +517,19 @@ async fn gather(
     (latencies, failures)
 }
 
-fn summarise(mut latencies: Vec<Duration>, elapsed: Duration, failures: usize) -> LoadResult {
-    latencies.sort();
-    let pick = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map(|d| d.as_secs_f64() * 1000.0)
-            .unwrap_or(f64::NAN)
-    };
+fn summarise(latencies: Vec<Duration>, elapsed: Duration, failures: usize) -> LoadResult {
+    let accepted_per_s = (latencies.len() - failures) as f64 / elapsed.as_secs_f64();
+    let (p50_ms, p99_ms) = percentiles(latencies);
     LoadResult {
-        accepted_per_s: (latencies.len() - failures) as f64 / elapsed.as_secs_f64(),
-        p50_ms: pick(0.50),
-        p99_ms: pick(0.99),
+        accepted_per_s,
+        p50_ms,
+        p99_ms,
         failures,
     }
 }
 
 /// Closed loop: `conns` clients sending back to back.
-async fn saturation(conns: &mut Vec<Conn>, batch: Vec<Delivery>) -> LoadResult {
+async fn saturation(conns: &mut Vec<Conn>, batch: Vec<Webhook>) -> LoadResult {
     let batch = Arc::new(batch);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
@@ -495,34 +561,40 @@ async fn saturation(conns: &mut Vec<Conn>, batch: Vec<Delivery>) -> LoadResult {
     summarise(latencies, start.elapsed(), failures)
 }
 
-/// Open loop at `rate` webhooks/s over the idle connections; latency counts from
-/// the scheduled send time (a late send is not forgiven).
-async fn paced(conns: &mut Vec<Conn>, batch: Vec<Delivery>, rate: f64) -> LoadResult {
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let (idle_tx, mut idle_rx) = tokio::sync::mpsc::unbounded_channel::<Conn>();
+/// Open loop at `rate` webhooks/s (see [`pace`]) over the keep-alive
+/// connections; a request that finds every connection busy waits, and the wait
+/// counts.
+async fn paced(conns: &mut Vec<Conn>, batch: Vec<Webhook>, rate: f64) -> LoadResult {
     let total = conns.len();
-    for conn in conns.drain(..) {
-        idle_tx.send(conn).unwrap();
-    }
+    let idle = Arc::new(std::sync::Mutex::new(std::mem::take(conns)));
+    let returned = Arc::new(tokio::sync::Notify::new());
+    let batch = Arc::new(batch);
     let start = Instant::now();
-    let tasks = FuturesUnordered::new();
-    for (i, d) in batch.into_iter().enumerate() {
-        let due = start + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(due.into()).await;
-        let mut conn = idle_rx.recv().await.unwrap();
-        let idle = idle_tx.clone();
-        tasks.push(tokio::spawn(async move {
-            let ok = conn.send(&d).await;
+    let pool = (idle.clone(), returned.clone());
+    let tasks = pace(batch.len(), rate, move |i, due| {
+        let (idle, returned, batch) = (pool.0.clone(), pool.1.clone(), batch.clone());
+        tokio::spawn(async move {
+            let mut conn = loop {
+                let notified = returned.notified();
+                if let Some(conn) = idle.lock().unwrap().pop() {
+                    break conn;
+                }
+                notified.await;
+            };
+            SEND_LAG.lock().unwrap().push(due.elapsed());
+            let ok = conn.send(&batch[i]).await;
             let latency = due.elapsed();
-            let _ = idle.send(conn);
+            idle.lock().unwrap().push(conn);
+            returned.notify_one();
             (latency, ok)
-        }));
-    }
+        })
+    })
+    .await;
     let (latencies, failures) = gather(tasks).await;
     let elapsed = start.elapsed();
-    for _ in 0..total {
-        conns.push(idle_rx.recv().await.unwrap());
-    }
+    let mut idle = idle.lock().unwrap();
+    assert_eq!(idle.len(), total, "every connection came back");
+    conns.append(&mut idle);
     summarise(latencies, elapsed, failures)
 }
 
@@ -587,6 +659,77 @@ fn half_rate(saturation: f64) -> f64 {
         .unwrap_or(saturation / 2.0)
 }
 
+/// Where the CPU went during one phase: this process's threads by name, the
+/// broker and Redis (in cores), and how busy the whole machine was.
+struct CpuUsage {
+    started: Instant,
+    machine: (f64, f64),
+    parts: [f64; 5],
+    cores: [f64; 5],
+    machine_busy: f64,
+}
+
+impl CpuUsage {
+    const PARTS: [&'static str; 5] = ["ingest", "lapin-io-loop", "load", "RabbitMQ", "Redis"];
+
+    fn read() -> [f64; 5] {
+        [
+            cpu_of_threads("ingest"),
+            cpu_of_threads("lapin-io-loop"),
+            cpu_of_threads("load"),
+            cpu_of_named("beam.smp"),
+            cpu_of_named("redis-server"),
+        ]
+    }
+
+    /// (busy, total) jiffies of all cores, from /proc/stat.
+    fn machine() -> (f64, f64) {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let idle = ticks.get(3).unwrap_or(&0.0) + ticks.get(4).unwrap_or(&0.0);
+        let total: f64 = ticks.iter().sum();
+        (total - idle, total)
+    }
+
+    fn start() -> CpuUsage {
+        CpuUsage {
+            started: Instant::now(),
+            machine: Self::machine(),
+            parts: Self::read(),
+            cores: [0.0; 5],
+            machine_busy: 0.0,
+        }
+    }
+
+    fn finish(mut self) -> CpuUsage {
+        let wall = self.started.elapsed().as_secs_f64();
+        let now = Self::read();
+        for (i, core) in self.cores.iter_mut().enumerate() {
+            *core = (now[i] - self.parts[i]) / wall;
+        }
+        let machine = Self::machine();
+        self.machine_busy = (machine.0 - self.machine.0) / (machine.1 - self.machine.1).max(1.0);
+        self
+    }
+}
+
+impl std::fmt::Display for CpuUsage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (name, cores) in Self::PARTS.iter().zip(self.cores) {
+            write!(f, "{name} {cores:.2} cores, ")?;
+        }
+        write!(f, "machine {:.0} % busy", 100.0 * self.machine_busy)
+    }
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
@@ -626,6 +769,7 @@ async fn run() {
     let (mut raw, mut sat, mut sat_p50, mut sat_p99) = (vec![], vec![], vec![], vec![]);
     let (mut half, mut half_p50, mut half_p99) = (vec![], vec![], vec![]);
     let (mut half_server_p99, mut half_broker_p99) = (vec![], vec![]);
+    let (mut half_lag_p99, mut half_busy) = (vec![], vec![]);
     let mut failures = 0;
     for round in 0..rounds {
         let f = foundation_round(&fleet, &amqp, 2 * n).await;
@@ -654,23 +798,31 @@ async fn run() {
         let sat_redis_us = (cpu_of_named("redis-server") - redis_cpu) * 1e6 / n as f64;
         fleet.purge().await;
         take_server_latencies();
+        take_send_lag();
+        let usage = CpuUsage::start();
         let h = paced(
             &mut conns,
             deliveries(&format!("h{round}"), n / 2),
             half_rate(s.accepted_per_s),
         )
         .await;
+        let usage = usage.finish();
         let (server_p50, server_p99) = take_server_latencies();
+        let (lag_p50, lag_p99) = take_send_lag();
         fleet.purge().await;
         let hr = paced_raw(&fleet, n / 2, half_rate(s.accepted_per_s)).await;
         fleet.purge().await;
         println!(
             "         half load inside ingest (request parsed → response): p50 {server_p50:.2} ms p99 {server_p99:.2} ms; \
-             broker alone, the same publishes at the same rate: p50 {:.2} ms p99 {:.2} ms",
+             broker alone, the same publishes at the same rate: p50 {:.2} ms p99 {:.2} ms; \
+             generator's send lag after the release tick: p50 {lag_p50:.2} ms p99 {lag_p99:.2} ms",
             hr.p50_ms, hr.p99_ms
         );
+        println!("         half load CPU: {usage}");
         half_server_p99.push(server_p99);
         half_broker_p99.push(hr.p99_ms);
+        half_lag_p99.push(lag_p99);
+        half_busy.push(usage.machine_busy);
         failures += s.failures + h.failures;
         println!(
             "round {}: foundation {:>6.0} msg/s | publish-only {:>7.0} msg/s | saturation {:>6.0} webhooks/s ({:>7.0} msg/s) p50 {:>5.2} ms p99 {:>6.2} ms | half {:>6.0}/s p50 {:>5.2} ms p99 {:>6.2} ms",
@@ -732,9 +884,11 @@ async fn run() {
         median(half_p99)
     );
     println!(
-        "    of which inside ingest p99 {:.2} ms; the broker alone at that rate p99 {:.2} ms",
+        "    of which inside ingest p99 {:.2} ms; the broker alone at that rate p99 {:.2} ms; the generator's send lag p99 {:.2} ms; the machine {:.0} % busy",
         median(half_server_p99),
-        median(half_broker_p99)
+        median(half_broker_p99),
+        median(half_lag_p99),
+        100.0 * median(half_busy)
     );
     if failures > 0 {
         println!("  WARNING: {failures} webhooks were not answered 202");

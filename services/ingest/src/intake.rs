@@ -17,7 +17,7 @@
 use crate::error::IngestError;
 use crate::routing::{RouteInput, Routing, extract_hints};
 use crate::{AppState, SharedPublisher};
-use contexten_broker::{BrokerError, Publisher, Store};
+use contexten_broker::{BrokerError, Delivery, Publisher, Store};
 use contexten_envelope::{
     Conversation, Extra, Hints, Names, Priority, ReplyKind, ReplyTarget, RepositoryRef, Request,
     Source, SourceKind, Stage, Strategy, TaskEnvelope, TaskId, now_ms,
@@ -238,14 +238,16 @@ pub async fn current_publisher(
         .ok_or(IngestError::BrokerDown { retry_after })
 }
 
-/// Publishes the task and, beside it, its acknowledgement. Only the task's
-/// confirm is awaited: the 2xx promises that the task is persisted, while the
-/// "on it" reply is a courtesy (a final answer follows either way). Waiting for
-/// both made every answer as slow as the slower of two queues' disk syncs; the
-/// acknowledgement's confirm is now awaited in the background, and a lost one
-/// is logged and counted. For the same reason the acknowledgement is not
-/// persisted: after a broker restart it would only be late; unwritten, it saves
-/// RabbitMQ a disk write and sync per webhook (DESIGN §5 holds for the task).
+/// Publishes the task and, beside it, its acknowledgement, in one write on one
+/// channel (the broker reads both at once). Only the task's confirm is
+/// awaited: the 2xx promises that the task is persisted, while the "on it"
+/// reply is a courtesy (a final answer follows either way). Its confirm
+/// usually arrives first (it is not written to disk) and is noted here; one
+/// still missing when the task is confirmed is awaited in the background, and a
+/// lost one is logged and counted. For the same reason the acknowledgement is
+/// not persisted: after a broker restart it would only be late; unwritten, it
+/// saves RabbitMQ a disk write and sync per webhook (DESIGN §5 holds for the
+/// task).
 async fn publish_pair(
     state: &AppState,
     publisher: &Publisher,
@@ -254,14 +256,46 @@ async fn publish_pair(
     let mut ack = env.clone();
     ack.hop = ACK_HOP;
     ack.reply = Some(ReplyKind::Ack);
-    let ack_publisher = publisher.clone();
-    state.background.spawn(async move {
-        if let Err(error) = ack_publisher.publish_transient(Stage::Dispatch, &ack).await {
-            tracing::warn!(%error, task_id = %ack.task_id, "acknowledgement not published");
-            metric::ingest_ack_lost();
+    let messages = vec![
+        publisher
+            .message(env.strategy.first_stage(), env, Delivery::Persistent)
+            .await?,
+        publisher
+            .message(Stage::Dispatch, &ack, Delivery::Transient)
+            .await?,
+    ];
+    let mut pending = publisher.publish_together(messages).await?.into_iter();
+    let (Some(task), Some(ack_confirm)) = (pending.next(), pending.next()) else {
+        return Err(BrokerError::Nacked);
+    };
+    let task = task.confirmed();
+    tokio::pin!(task);
+    let mut ack_confirm = Box::pin(ack_confirm.confirmed());
+    let mut ack_result = None;
+    let task_result = loop {
+        tokio::select! {
+            biased;
+            result = &mut task => break result,
+            result = &mut ack_confirm, if ack_result.is_none() => ack_result = Some(result),
         }
-    });
-    publisher.publish(env.strategy.first_stage(), env).await
+    };
+    let task_id = env.task_id;
+    match ack_result {
+        Some(result) => note_ack(task_id, result),
+        None => {
+            state
+                .background
+                .spawn(async move { note_ack(task_id, ack_confirm.await) });
+        }
+    }
+    task_result
+}
+
+fn note_ack(task_id: TaskId, result: Result<(), BrokerError>) {
+    if let Err(error) = result {
+        tracing::warn!(%error, %task_id, "acknowledgement not published");
+        metric::ingest_ack_lost();
+    }
 }
 
 /// Redis: a provider delivery identity.

@@ -27,7 +27,7 @@ pub mod topology;
 
 pub use connect::connect;
 pub use outcome::{DeadReason, Handler, Next, Outcome, RetryReason};
-pub use publisher::{PublishedMessage, Publisher};
+pub use publisher::{Delivery, PendingConfirm, PublishedMessage, Publisher};
 pub use retry::RetryPolicy;
 pub use runtime::{WorkerOptions, run_worker};
 pub use service::{WorkerConfig, run_service, shutdown_on_signal};

@@ -122,6 +122,59 @@ async fn a_failed_publish_is_retried_under_the_same_task_id() {
 }
 
 #[tokio::test]
+async fn a_lost_acknowledgement_is_counted_and_does_not_fail_the_task() {
+    let ingest = TestIngest::start().await;
+    // The dispatch queue is gone: the acknowledgement comes back unroutable
+    // while the task, published in the same write, is confirmed.
+    ingest
+        .channel
+        .queue_delete(
+            ingest.names.stage_queue(Stage::Dispatch).as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let before = acks_lost();
+    let body = github_comment(
+        25,
+        "/contexten generate a CSV splitter",
+        "octocat",
+        "MEMBER",
+    );
+    let a = ingest
+        .github("issue_comment", &uuid::Uuid::now_v7().to_string(), &body)
+        .await;
+    assert_eq!(a.status, 202, "{}", a.json);
+    let (task, _) = ingest.take(Stage::Generate).await;
+    assert_eq!(a.json["task_id"], task.task_id.to_string());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while acks_lost() <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lost acknowledgement is counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    topology::declare(
+        &ingest.channel,
+        &ingest.names,
+        &ingest.state.cfg.broker.retry_tiers,
+    )
+    .await
+    .unwrap();
+    ingest.assert_nothing_queued().await;
+    ingest.cleanup().await;
+}
+
+fn acks_lost() -> f64 {
+    contexten_telemetry::render_metrics()
+        .lines()
+        .filter(|l| l.starts_with("contexten_ingest_acks_lost_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
 async fn with_redis_down_dedup_degrades_loudly_and_the_request_is_still_accepted() {
     let ingest = TestIngest::start_with(&[("REDIS_URL", "redis://127.0.0.1:1")]).await;
     let before = degraded_count();

@@ -1,5 +1,5 @@
 use crate::helpers::*;
-use contexten_broker::{Outcome, topology};
+use contexten_broker::{Delivery, Outcome, topology};
 use contexten_envelope::{
     HEADER_ATTEMPT, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, HEADER_PAYLOAD_REF, Priority,
     ReplyKind, ResultKind, Stage, TaskEnvelope,
@@ -118,6 +118,60 @@ async fn transient_publishes_skip_persistence_and_keep_everything_else() {
         let got = contexten_envelope::TaskEnvelope::from_json(&message.delivery.data).unwrap();
         assert_eq!(got.task_id, env.task_id);
     }
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn messages_published_together_are_confirmed_one_by_one_in_order() {
+    let broker = TestBroker::start().await;
+    let publisher = &broker.publisher;
+    let task = envelope("parse durations");
+    let mut ack = task.clone();
+    ack.reply = Some(ReplyKind::Ack);
+    let messages = vec![
+        contexten_broker::PublishedMessage {
+            exchange: broker.names.work_exchange(),
+            routing_key: "no-such-stage".into(),
+            body: b"{}".to_vec(),
+            properties: Default::default(),
+        },
+        publisher
+            .message(Stage::Generate, &task, Delivery::Persistent)
+            .await
+            .unwrap(),
+        publisher
+            .message(Stage::Dispatch, &ack, Delivery::Transient)
+            .await
+            .unwrap(),
+    ];
+    let pending = publisher.publish_together(messages).await.unwrap();
+    assert_eq!(pending.len(), 3);
+    let results = futures_util::future::join_all(pending.into_iter().map(|p| p.confirmed())).await;
+    assert!(
+        matches!(
+            &results[0],
+            Err(contexten_broker::BrokerError::Unroutable { routing_key, .. }) if routing_key == "no-such-stage"
+        ),
+        "only the unroutable message fails: {:?}",
+        results[0]
+    );
+    assert!(results[1].is_ok(), "{:?}", results[1]);
+    assert!(results[2].is_ok(), "{:?}", results[2]);
+    let generated = broker
+        .take(&broker.names.stage_queue(Stage::Generate))
+        .await;
+    let dispatched = broker
+        .take(&broker.names.stage_queue(Stage::Dispatch))
+        .await;
+    assert_eq!(generated.delivery.properties.delivery_mode(), &Some(2));
+    assert_eq!(dispatched.delivery.properties.delivery_mode(), &Some(1));
+    let got_task = TaskEnvelope::from_json(&generated.delivery.data).unwrap();
+    let got_ack = TaskEnvelope::from_json(&dispatched.delivery.data).unwrap();
+    assert_eq!((got_task.task_id, got_task.reply), (task.task_id, None));
+    assert_eq!(
+        (got_ack.task_id, got_ack.reply),
+        (task.task_id, Some(ReplyKind::Ack))
+    );
     broker.cleanup().await;
 }
 
