@@ -234,11 +234,15 @@ pub fn start_background(
     ));
 }
 
-/// Publishing channels ingest uses in turn. At half of saturation the confirm
-/// latency p99 of task + ack pairs was 8.3–8.6 ms with 4 channels against
-/// 8.7–16.5 ms with one, side by side in one (noisy) run of
-/// `cargo bench -p ingest --bench ingest_load`.
-pub const PUBLISH_CHANNELS: usize = 4;
+/// Publishing channels ingest uses in turn. Since a webhook's task and
+/// acknowledgement leave together on one channel, one channel does best: at a
+/// fixed 3,300 webhooks/s, 12 alternating rounds each of
+/// `BENCH_HALF_RATE=3300 cargo bench -p ingest --bench ingest_load` gave a
+/// median p50 of 2.9 ms and p99 of 14.8 ms with one channel against 4.4 ms and
+/// 21.6 ms with four (RabbitMQ wakes one channel process instead of four and
+/// used about 0.15 of a core less), and saturation did not drop. (When the two
+/// messages were published apart, four channels had the lower p99.)
+pub const PUBLISH_CHANNELS: usize = 1;
 
 /// Keeps one broker connection with the topology declared and a publisher open,
 /// reconnecting with backoff when it drops.
