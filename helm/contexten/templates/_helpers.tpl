@@ -99,6 +99,7 @@ botLogin: {env: CONTEXTEN_BOT_LOGIN, to: [ingest]}
 linearBotUserId: {env: LINEAR_BOT_USER_ID, to: [ingest]}
 triggerLabel: {env: CONTEXTEN_TRIGGER_LABEL, to: [ingest]}
 allowedAssociations: {env: CONTEXTEN_ALLOWED_ASSOCIATIONS, to: [ingest]}
+ingestWorkerThreads: {env: INGEST_WORKER_THREADS, to: [ingest]}
 ingestMaxBodyBytes: {env: INGEST_MAX_BODY_BYTES, to: [ingest]}
 ingestDedupTtlSecs: {env: INGEST_DEDUP_TTL_SECS, to: [ingest]}
 ingestConversationTtlSecs: {env: INGEST_CONVERSATION_TTL_SECS, to: [ingest]}

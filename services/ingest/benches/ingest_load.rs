@@ -26,8 +26,9 @@
 //! on two shared cores a "half" rate keeps the machine far busier than half,
 //! because at lower rates fewer requests share each wake-up and write.
 //!
-//! ingest runs on a tokio runtime of its own (`BENCH_SERVER_WORKERS` threads,
-//! default 2, as in a 2-core pod), the load generator on another
+//! ingest runs on a tokio runtime of its own with as many workers as the
+//! binary starts (`INGEST_WORKER_THREADS`' default; `BENCH_SERVER_WORKERS`
+//! overrides), the load generator on another
 //! (`BENCH_CLIENT_WORKERS`, default 2), so neither queues behind the other's
 //! tasks; they still share the machine's cores with RabbitMQ and Redis.
 //!
@@ -207,10 +208,10 @@ async fn start(amqp: &str, redis: &str) -> Fleet {
         ("GITHUB_WEBHOOK_SECRET", gh.as_str()),
     ]);
     let cfg = IngestConfig::from_env(&env).unwrap();
-    // ingest runs on a runtime of its own (two workers, as in a 2-core pod) so
-    // the load generator's tasks never queue on the server's workers.
+    // ingest runs on a runtime of its own, sized as the binary sizes it, so the
+    // load generator's tasks never queue on the server's workers.
     let server_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(env_usize("BENCH_SERVER_WORKERS", 2))
+        .worker_threads(env_usize("BENCH_SERVER_WORKERS", cfg.worker_threads))
         .thread_name("ingest")
         .enable_all()
         .build()

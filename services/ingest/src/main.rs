@@ -27,11 +27,21 @@ enum Command {
     RedeliverFailed(redeliver::cli::Args),
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let env = Env::from_process();
     let cfg = IngestConfig::from_env(&env).context("invalid configuration")?;
+    // The runtime's size is a setting (INGEST_WORKER_THREADS), so it is built
+    // after the configuration is read.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run(cli, env, cfg))
+}
+
+async fn run(cli: Cli, env: Env, cfg: IngestConfig) -> anyhow::Result<()> {
     let _telemetry = contexten_telemetry::init(&cfg.telemetry)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
