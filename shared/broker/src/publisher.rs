@@ -110,14 +110,8 @@ impl Publisher {
         stage: Stage,
         envelope: &TaskEnvelope,
     ) -> Result<(), BrokerError> {
-        self.publish_with(
-            stage,
-            envelope,
-            Route::Now,
-            &HashMap::new(),
-            Delivery::Transient,
-        )
-        .await
+        let message = self.message(stage, envelope, Delivery::Transient).await?;
+        self.publish_raw(message).await
     }
 
     /// Publishes `envelope` to `stage` with extra string headers (trace context).
@@ -128,20 +122,8 @@ impl Publisher {
         route: Route,
         headers: &HashMap<String, String>,
     ) -> Result<(), BrokerError> {
-        self.publish_with(stage, envelope, route, headers, Delivery::Persistent)
-            .await
-    }
-
-    async fn publish_with(
-        &self,
-        stage: Stage,
-        envelope: &TaskEnvelope,
-        route: Route,
-        headers: &HashMap<String, String>,
-        delivery: Delivery,
-    ) -> Result<(), BrokerError> {
         let message = self
-            .prepare(stage, envelope, route, headers, delivery)
+            .prepare(stage, envelope, route, headers, Delivery::Persistent)
             .await?;
         self.publish_raw(message).await
     }

@@ -1,8 +1,6 @@
 use crate::fixtures::*;
 use crate::helpers::*;
-use contexten_broker::topology;
 use contexten_envelope::Stage;
-use lapin::options::QueueDeleteOptions;
 
 #[tokio::test]
 async fn with_rabbitmq_stopped_ingest_answers_503_and_accepts_again_when_it_is_back() {
@@ -55,14 +53,7 @@ async fn with_rabbitmq_stopped_ingest_answers_503_and_accepts_again_when_it_is_b
 async fn a_failed_publish_is_retried_under_the_same_task_id() {
     let ingest = TestIngest::start().await;
     // The generate queue is gone: the mandatory publish comes back unroutable.
-    ingest
-        .channel
-        .queue_delete(
-            ingest.names.stage_queue(Stage::Generate).as_str().into(),
-            QueueDeleteOptions::default(),
-        )
-        .await
-        .unwrap();
+    ingest.delete_queue(Stage::Generate).await;
     let delivery = uuid::Uuid::now_v7().to_string();
     let body = github_comment(
         22,
@@ -74,13 +65,7 @@ async fn a_failed_publish_is_retried_under_the_same_task_id() {
     assert_eq!((a.status, a.error()), (503, "broker_unavailable"));
     // The failed attempt's acknowledgement went out beside the task (its confirm
     // is not waited for); it names the task id the attempt chose.
-    topology::declare(
-        &ingest.channel,
-        &ingest.names,
-        &ingest.state.cfg.broker.retry_tiers,
-    )
-    .await
-    .unwrap();
+    ingest.redeclare_topology().await;
     let (stale_ack, _) = ingest.take(Stage::Dispatch).await;
     assert_eq!(stale_ack.reply, Some(contexten_envelope::ReplyKind::Ack));
     let mut conn = ingest.redis().await;
@@ -126,14 +111,7 @@ async fn a_lost_acknowledgement_is_counted_and_does_not_fail_the_task() {
     let ingest = TestIngest::start().await;
     // The dispatch queue is gone: the acknowledgement comes back unroutable
     // while the task, published in the same write, is confirmed.
-    ingest
-        .channel
-        .queue_delete(
-            ingest.names.stage_queue(Stage::Dispatch).as_str().into(),
-            QueueDeleteOptions::default(),
-        )
-        .await
-        .unwrap();
+    ingest.delete_queue(Stage::Dispatch).await;
     let before = acks_lost();
     let body = github_comment(
         25,
@@ -155,23 +133,13 @@ async fn a_lost_acknowledgement_is_counted_and_does_not_fail_the_task() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    topology::declare(
-        &ingest.channel,
-        &ingest.names,
-        &ingest.state.cfg.broker.retry_tiers,
-    )
-    .await
-    .unwrap();
+    ingest.redeclare_topology().await;
     ingest.assert_nothing_queued().await;
     ingest.cleanup().await;
 }
 
 fn acks_lost() -> f64 {
-    contexten_telemetry::render_metrics()
-        .lines()
-        .filter(|l| l.starts_with("contexten_ingest_acks_lost_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_total("contexten_ingest_acks_lost_total", "")
 }
 
 #[tokio::test]
@@ -198,11 +166,7 @@ async fn with_redis_down_dedup_degrades_loudly_and_the_request_is_still_accepted
 }
 
 fn degraded_count() -> f64 {
-    contexten_telemetry::render_metrics()
-        .lines()
-        .filter(|l| l.starts_with("contexten_redis_degraded_total") && l.contains("what=\"dedup\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_total("contexten_redis_degraded_total", "what=\"dedup\"")
 }
 
 #[tokio::test]

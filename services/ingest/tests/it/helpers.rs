@@ -9,7 +9,7 @@ use contexten_telemetry::health::Readiness;
 use ingest::tokens::{Scope, TokenStore};
 use ingest::verify::sign_hex;
 use ingest::{AppState, IngestConfig};
-use lapin::options::BasicGetOptions;
+use lapin::options::{BasicGetOptions, QueueDeleteOptions};
 use lapin::{Channel, Connection, ConnectionProperties};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -259,6 +259,24 @@ impl TestIngest {
         (task, ack)
     }
 
+    /// Deletes `stage`'s queue, so a mandatory publish to it comes back unroutable.
+    pub async fn delete_queue(&self, stage: Stage) {
+        self.channel
+            .queue_delete(
+                self.names.stage_queue(stage).as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Declares the topology again (after [`TestIngest::delete_queue`]).
+    pub async fn redeclare_topology(&self) {
+        topology::declare(&self.channel, &self.names, &self.tiers)
+            .await
+            .unwrap();
+    }
+
     /// A Redis connection for assertions.
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(redis_url())
@@ -292,6 +310,16 @@ impl TestIngest {
         }
         let _ = self.connection.close(200, "test done".into()).await;
     }
+}
+
+/// The sum of a Prometheus metric's samples whose line contains `label`
+/// (`""` for all), from this process's recorder.
+pub fn metric_total(name: &str, label: &str) -> f64 {
+    contexten_telemetry::render_metrics()
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 pub fn secret(s: &str) -> Secret {
