@@ -202,28 +202,37 @@ impl Publisher {
     ) -> Result<Vec<PendingConfirm>, BrokerError> {
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
         let channel = &self.channels[turn];
+        // The bodies are borrowed by the publishes, the properties moved into them.
+        let (routes, contents): (Vec<_>, Vec<_>) = messages
+            .into_iter()
+            .map(|m| ((m.exchange, m.routing_key), (m.body, m.properties)))
+            .unzip();
+        let (bodies, properties): (Vec<_>, Vec<_>) = contents.into_iter().unzip();
         // Each publish queues its frames when first polled, so joining them
         // queues all before the connection's writer wakes.
-        let written = futures_util::future::try_join_all(messages.iter().map(|message| {
-            channel.basic_publish(
-                message.exchange.as_str().into(),
-                message.routing_key.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
+        let written =
+            futures_util::future::try_join_all(routes.iter().zip(&bodies).zip(properties).map(
+                |(((exchange, routing_key), body), properties)| {
+                    channel.basic_publish(
+                        exchange.as_str().into(),
+                        routing_key.as_str().into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..BasicPublishOptions::default()
+                        },
+                        body,
+                        properties,
+                    )
                 },
-                &message.body,
-                message.properties.clone(),
-            )
-        }))
-        .await?;
+            ))
+            .await?;
         Ok(written
             .into_iter()
-            .zip(messages)
-            .map(|(confirm, message)| PendingConfirm {
+            .zip(routes)
+            .map(|(confirm, (exchange, routing_key))| PendingConfirm {
                 confirm,
-                exchange: message.exchange,
-                routing_key: message.routing_key,
+                exchange,
+                routing_key,
             })
             .collect())
     }
