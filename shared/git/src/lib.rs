@@ -1,0 +1,1 @@
+//! Hardened git for untrusted repositories (see README "Security model").

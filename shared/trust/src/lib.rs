@@ -1,0 +1,1 @@
+//! Trust boundaries (see README "Security model").
