@@ -15,7 +15,9 @@ pub type RedactionCounts = BTreeMap<String, usize>;
 
 /// Bumped whenever the rules change: stored whole-repository maps take a file
 /// without redactions verbatim from its blob, so they must not outlive the rules.
-pub const REDACTION_VERSION: u32 = 1;
+/// 2: placeholders narrowed to template references, masks and documented
+/// example keys; hyphenated key names (`X-Api-Key`).
+pub const REDACTION_VERSION: u32 = 2;
 
 /// Marker prefix of every replacement; counting markers in an output gives its redactions.
 pub const MARKER_PREFIX: &str = "[REDACTED:";
@@ -35,7 +37,7 @@ static SECRET_RE: LazyLock<Regex> = LazyLock::new(|| {
         r"(?P<azure_key>(?i:AccountKey|SharedAccessKey|azure[_a-z]*key)[ \t]*[=:][ \t]*['\x22]?(?P<azure_val>[A-Za-z0-9+/=]{30,}))",
         r"(?P<connection_string>\b[a-zA-Z][a-zA-Z0-9+.\-]+://[^:/\s@'\x22]+:(?P<conn_pw>[^@\s'\x22/]+)@)",
         // KEY=value / key: "value" where the name says secret; value must be a literal.
-        r"(?P<secret_assignment>(?i:secret|token|passwd|password|pwd|api_?key|apikey|access_?key|private_?key|credentials?|auth_key|client_key)[A-Za-z0-9_\-]*['\x22]?[ \t]*(?::=|=|:)[ \t]*(?:(?P<sa_q>['\x22`])(?P<sa_qval>[^'\x22`\n]{4,})['\x22`]|(?P<sa_bare>[^\s'\x22`,;(){}\[\]$<>]{8,})[ \t]*$))",
+        r"(?P<secret_assignment>(?i:secret|token|passwd|password|pwd|api[_\-]?key|access[_\-]?key|private[_\-]?key|credentials?|auth[_\-]key|client[_\-]key)[A-Za-z0-9_\-]*['\x22]?[ \t]*(?::=|=|:)[ \t]*(?:(?P<sa_q>['\x22`])(?P<sa_qval>[^'\x22`\n]{4,})['\x22`]|(?P<sa_bare>[^\s'\x22`,;(){}\[\]$<>]{8,})[ \t]*$))",
         r"(?P<high_entropy>[=:][ \t]*['\x22`](?P<he_val>[A-Za-z0-9+/=_\-]{20,})['\x22`])",
     ];
     // ASCII word boundaries: a Unicode `\b` makes the DFA give up on non-ASCII
@@ -105,11 +107,18 @@ fn replace_one(caps: &Captures<'_>, counts: &mut RedactionCounts) -> String {
         "high_entropy" => caps.name("he_val"),
         _ => None,
     };
+    if is_documented_example(value.map_or(whole, |v| v.as_str())) {
+        return whole.to_owned();
+    }
     if let Some(v) = value {
         let val = v.as_str();
         let keep = match kind {
-            "secret_assignment" => is_placeholder(val),
-            "high_entropy" => !looks_random(val),
+            "secret_assignment" => {
+                is_placeholder(val)
+                    || is_not_a_value(val)
+                    || (caps.name("sa_bare").is_some() && is_code_reference(val))
+            }
+            "high_entropy" => !looks_random(val) || is_placeholder(val),
             "connection_string" => is_placeholder(val),
             _ => false,
         };
@@ -147,38 +156,86 @@ fn marker(kind: &str, secret: &str) -> String {
     format!("{MARKER_PREFIX}{kind}]{}", "\n".repeat(newlines))
 }
 
-/// Values that are references or examples, not secrets.
+// Template references: shell and compose `${VAR}`, GitHub Actions `${{ … }}`,
+// Jinja, Handlebars and Helm `{{ … }}`, `<your-key>`, Python `%(name)s` and
+// `{name}`, `$VAR`, Windows `%VAR%`, Ruby `#{…}`. A shell default
+// (`${VAR:-value}`) is not a reference: its default may be the secret.
+static REFERENCE_RE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"\$\{\{[^{}]*\}\}|\$\{[A-Za-z_][A-Za-z0-9_.]*\}|\{\{[^{}]*\}\}|<[^<>]+>|%\([A-Za-z_][A-Za-z0-9_]*\)s|\{[A-Za-z_][A-Za-z0-9_]*\}|\$[A-Za-z_][A-Za-z0-9_]*|%[A-Za-z_][A-Za-z0-9_]*%|#\{[^{}]*\}",
+    )
+    .unwrap_or_else(|e| panic!("reference regex must compile: {e}"))
+});
+
+/// Keys published in vendors' documentation as examples, matched exactly: a
+/// value that merely contains "example" (or "test", "dummy") is still redacted.
+const DOCUMENTED_EXAMPLES: &[&str] = &[
+    // AWS (IAM user guide, CLI configuration docs).
+    "AKIAIOSFODNN7EXAMPLE",
+    "AKIAI44QH8DHBEXAMPLE",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
+    // Azurite / the Azure storage emulator's well-known account key.
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+];
+
+/// Characters a masked value repeats (`****`, `xxxx`, `••••`).
+const MASK_CHARS: &[char] = &['*', 'x', 'X', '#', '.', '•', '-', '_'];
+
+fn is_documented_example(v: &str) -> bool {
+    DOCUMENTED_EXAMPLES.contains(&v)
+}
+
+/// Values that stand for a secret without being one: a template reference (only
+/// references and separators), an all-mask value, a documented example key, or
+/// one of our own markers (so redacting twice changes nothing).
 fn is_placeholder(v: &str) -> bool {
-    let lower = v.to_ascii_lowercase();
-    v.contains("${")
-        || v.contains("{{")
-        || v.starts_with('$')
-        || v.starts_with('<')
-        || v.starts_with('%')
-        || lower.starts_with("os.")
-        || lower.starts_with("env")
-        || lower.starts_with("process.env")
-        || lower.starts_with("self.")
-        || lower.starts_with("settings.")
-        || lower.starts_with("config.")
-        || lower.contains("placeholder")
-        || lower.contains("example")
-        || lower.contains("redacted")
-        || lower.contains("changeme")
-        || lower.chars().all(|c| c == '*' || c == 'x' || c == '.')
-        || [
-            "none",
-            "null",
-            "true",
-            "false",
-            "nil",
-            "undefined",
-            "password",
-            "token",
-            "secret",
-        ]
-        .contains(&lower.as_str())
-        || lower.ends_with("()")
+    let v = v.trim();
+    if v.is_empty() || is_documented_example(v) || is_marker(v) {
+        return true;
+    }
+    let mut chars = v.chars();
+    if let Some(first) = chars.next()
+        && MASK_CHARS.contains(&first)
+        && chars.all(|c| c == first)
+    {
+        return true;
+    }
+    REFERENCE_RE.is_match(v)
+        && !REFERENCE_RE
+            .replace_all(v, "")
+            .chars()
+            .any(|c| c.is_ascii_alphanumeric())
+}
+
+fn is_marker(v: &str) -> bool {
+    v.strip_prefix(MARKER_PREFIX)
+        .and_then(|rest| rest.strip_suffix(']'))
+        .is_some_and(|kind| KINDS.contains(&kind))
+}
+
+/// Literals that are no value at all (`"null"`, `"false"`).
+fn is_not_a_value(v: &str) -> bool {
+    ["none", "null", "nil", "true", "false", "undefined"].contains(&v.to_ascii_lowercase().as_str())
+}
+
+/// An unquoted value that is code, not a literal: an attribute path from a
+/// configuration or environment object (`self.config.token`,
+/// `process.env.TOKEN`). Other dotted values (`hunter2.prod`) stay secrets.
+fn is_code_reference(v: &str) -> bool {
+    const ROOTS: &[&str] = &[
+        "self", "this", "cls", "os", "process", "settings", "config", "cfg", "conf", "env",
+        "options", "opts", "params", "props", "app", "ctx", "context",
+    ];
+    let mut parts = v.split('.');
+    let root = parts.next().unwrap_or("");
+    let ident = |p: &str| {
+        p.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    ROOTS.contains(&root.to_ascii_lowercase().as_str()) && v.contains('.') && parts.all(ident)
 }
 
 /// Shannon entropy and character-class mix of a candidate literal.
@@ -220,7 +277,19 @@ pub fn is_sensitive_path(path: &str) -> bool {
     if name.starts_with("id_ecdsa") || name.starts_with("id_ed25519") {
         return true;
     }
-    const NAMES: &[&str] = &[".netrc", ".pgpass", ".npmrc", ".pypirc", "credentials.json"];
+    const NAMES: &[&str] = &[
+        ".netrc",
+        ".pgpass",
+        ".npmrc",
+        ".pypirc",
+        "credentials.json",
+        // AWS's shared credentials file, git's credential store, basic-auth and
+        // Docker registry logins.
+        "credentials",
+        ".git-credentials",
+        ".htpasswd",
+        ".dockercfg",
+    ];
     const EXTS: &[&str] = &[
         "pem", "key", "p12", "pfx", "crt", "cer", "der", "jks", "keystore", "p8", "ppk", "asc",
         "gpg", "kdbx",
@@ -295,6 +364,66 @@ mod tests {
     }
 
     #[test]
+    fn a_word_like_example_does_not_make_a_value_a_placeholder() {
+        for value in [
+            "example-prod-Zx81!",
+            "test-secret-123",
+            "dummy_password_1",
+            "changeme",
+            "placeholder-Zx81",
+            "${DB_PASSWORD:-hunter2prod}",
+            "prefix-${DB_PASSWORD}",
+        ] {
+            let (out, c) = red(&format!("password = \"{value}\""));
+            assert!(!out.contains(value), "{value} survived: {out}");
+            assert_eq!(c.get("secret_assignment"), Some(&1), "{value}");
+        }
+    }
+
+    #[test]
+    fn template_references_masks_and_documented_examples_are_kept() {
+        for line in [
+            "password = \"${DB_PASSWORD}\"",
+            "password: \"${{ secrets.DB_PASSWORD }}\"",
+            "password: \"{{ .Values.db.password }}\"",
+            "api_key = \"<your-api-key>\"",
+            "password = \"%(db_password)s\"",
+            "password = \"{password}\"",
+            "token: \"$GITHUB_TOKEN\"",
+            "TOKEN=$GITHUB_TOKEN_VALUE",
+            "dsn = \"${DB_USER}:${DB_PASSWORD}\"",
+            "password = \"********\"",
+            "password = \"xxxxxxxx\"",
+            "aws_access_key_id = \"AKIAIOSFODNN7EXAMPLE\"",
+            "aws_secret_access_key = \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"",
+            "key AKIAIOSFODNN7EXAMPLE end",
+            "password = \"[REDACTED:secret_assignment]\"",
+            "self.token = self.config.token",
+            "url = postgres://app:${DB_PASSWORD}@db:5432/x",
+        ] {
+            let (out, c) = red(line);
+            assert_eq!(out, line);
+            assert!(c.is_empty(), "{line}: {c:?}");
+        }
+        // Near misses of the documented keys are real keys.
+        let (out, _) = red("aws_secret_access_key = \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY2\"");
+        assert!(out.contains("[REDACTED:"), "{out}");
+        let (out, _) = red("DB_PASSWORD=hunter2.prod");
+        assert_eq!(out, "DB_PASSWORD=[REDACTED:secret_assignment]");
+    }
+
+    #[test]
+    fn hyphenated_key_names_are_secret_assignments() {
+        // Moved from the generator's own redactor: HTTP header style names.
+        let (out, c) = red("headers = {\"X-Api-Key\": \"abcd1234efgh\"}\naccess-key: 'Zx81Qw72'\n");
+        assert!(
+            !out.contains("abcd1234efgh") && !out.contains("Zx81Qw72"),
+            "{out}"
+        );
+        assert_eq!(c.get("secret_assignment"), Some(&2));
+    }
+
+    #[test]
     fn markers_are_counted() {
         let mut c = RedactionCounts::new();
         count_markers(
@@ -314,10 +443,18 @@ mod tests {
             "id_rsa",
             "a/b.p12",
             "x.key",
+            ".aws/credentials",
+            ".git-credentials",
+            "deploy/.htpasswd",
         ] {
             assert!(is_sensitive_path(p), "{p}");
         }
-        for p in ["src/env.rs", "keyboard.py", "src/key_utils.go"] {
+        for p in [
+            "src/env.rs",
+            "keyboard.py",
+            "src/key_utils.go",
+            "src/credentials.rs",
+        ] {
             assert!(!is_sensitive_path(p), "{p}");
         }
     }
