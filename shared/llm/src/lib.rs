@@ -10,11 +10,15 @@
 //! Clients make exactly one HTTP call per [`LlmClient::complete`]; retries,
 //! limits and the circuit breaker belong to the caller, which gets typed errors
 //! ([`LlmError::retry_after`], [`LlmError::is_transient`], [`LlmError::trips_breaker`]).
+//!
+//! [`untrusted`] marks text from issues, comments and repositories as data in
+//! any model prompt (the generator's and the Codegen agent's).
 
 mod anthropic;
 mod error;
 mod openai;
 mod settings;
+pub mod untrusted;
 
 pub use anthropic::AnthropicClient;
 pub use error::LlmError;
