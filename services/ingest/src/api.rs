@@ -331,7 +331,7 @@ fn check_repository(url: &str, allow_local: bool) -> Result<(), IngestError> {
         (status = 400, description = "not a task id", body = ErrorBody),
         (status = 401, description = "missing or unknown token", body = ErrorBody),
         (status = 403, description = "token lacks the read scope", body = ErrorBody),
-        (status = 404, description = "no such task", body = ErrorBody),
+        (status = 404, description = "no such task, or a task another token created (only its creator and admin tokens may read it)", body = ErrorBody),
         (status = 503, description = "status store unavailable", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -351,7 +351,7 @@ async fn get_inner(
     headers: &HeaderMap,
     id: &str,
 ) -> Result<Response, IngestError> {
-    authorize(state, headers, Scope::Read)?;
+    let principal = authorize(state, headers, Scope::Read)?;
     let task: TaskId = id
         .parse()
         .map_err(|_| IngestError::Invalid(format!("{id:?} is not a task id")))?;
@@ -371,10 +371,24 @@ async fn get_inner(
                 retry_after: state.retry_after,
             }
         })?;
-    if fields.is_empty() {
+    // Another token's task is answered exactly like a missing one, so a token
+    // cannot even learn which task ids exist.
+    if fields.is_empty() || !may_read(&principal, &fields) {
         return Err(IngestError::NotFound(format!("no task {task}")));
     }
     Ok(Json(status_view(task, fields)).into_response())
+}
+
+/// A task is readable by the token that created it, or by an `admin` token.
+fn may_read(principal: &Principal, fields: &HashMap<String, String>) -> bool {
+    if principal.allows(Scope::Admin) {
+        return true;
+    }
+    let owner = fields
+        .get(crate::intake::SUMMARY_FIELD)
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        .and_then(|summary| summary.get("api_token")?.as_str().map(str::to_owned));
+    owner.as_deref() == Some(principal.name.as_str())
 }
 
 fn status_view(task: TaskId, mut fields: HashMap<String, String>) -> TaskStatus {

@@ -21,10 +21,13 @@
 //! | `INGEST_CONVERSATION_TTL_SECS` | how long a conversation remembers its last task | `2592000` (30 days) |
 //! | `SLACK_TIMESTAMP_TOLERANCE_SECS` | Slack signature window | `300` |
 //! | `LINEAR_TIMESTAMP_TOLERANCE_SECS` | Linear `webhookTimestamp` window | `60` |
+//! | `INGEST_REQUESTER_LIMIT`, `INGEST_REQUESTER_WINDOW_SECS` | requests one requester (Slack user, Linear user, GitHub login, API token) may make per window, whole fleet | `30`, `600` |
 //! | `INGEST_RETRY_AFTER_SECS` | `Retry-After` on 503 while the broker is down | `5` |
 //! | `INGEST_FAILED_DELIVERIES_FILE` | where GitHub deliveries refused while broker and Redis were down are recorded | `<temp dir>/contexten-ingest-failed-deliveries.jsonl` |
 //! | `GITHUB_API_URL`, `GITHUB_TOKEN` | `redeliver-failed` subcommand | `https://api.github.com`, unset |
 
+use crate::admission::RequesterLimit;
+use crate::gate::RequesterGate;
 use crate::routing::{Routing, RulesError};
 use contexten_config::{
     BrokerSettings, ConfigError, Env, RedisSettings, Secret, TelemetrySettings, socket_addr,
@@ -51,6 +54,8 @@ pub struct IngestConfig {
     pub telemetry: TelemetrySettings,
     pub providers: ProviderSecrets,
     pub triggers: TriggerSettings,
+    /// Who may ask (see [`crate::gate`] for the variables).
+    pub requesters: RequesterGate,
     /// `CONTEXTEN_ROUTING_RULES`: loaded rules (shipped defaults when unset).
     pub routing: Routing,
     /// `CONTEXTEN_API_TOKENS_FILE`.
@@ -60,6 +65,9 @@ pub struct IngestConfig {
     /// `CONTEXTEN_ALLOW_LOCAL_REPOS`, default off.
     pub allow_local_repos: bool,
     pub limits: Limits,
+    /// `INGEST_REQUESTER_LIMIT` (1–100000, default 30) requests per
+    /// `INGEST_REQUESTER_WINDOW_SECS` (1–86400, default 600) per requester.
+    pub requester_limit: RequesterLimit,
     /// `INGEST_FAILED_DELIVERIES_FILE`.
     pub failed_deliveries_file: PathBuf,
 }
@@ -159,6 +167,7 @@ impl IngestConfig {
                 trigger_label: env.string("CONTEXTEN_TRIGGER_LABEL", "contexten"),
                 allowed_associations: associations,
             },
+            requesters: RequesterGate::from_env(env),
             routing: Routing::load(rules_path.as_deref())?,
             api_tokens_file: env.raw("CONTEXTEN_API_TOKENS_FILE").map(PathBuf::from),
             api_tokens_inline: env.secret("CONTEXTEN_API_TOKENS"),
@@ -175,6 +184,10 @@ impl IngestConfig {
                 slack_window: secs("SLACK_TIMESTAMP_TOLERANCE_SECS", 300, 1, 3600)?,
                 linear_window: secs("LINEAR_TIMESTAMP_TOLERANCE_SECS", 60, 1, 3600)?,
                 retry_after: secs("INGEST_RETRY_AFTER_SECS", 5, 1, 600)?,
+            },
+            requester_limit: RequesterLimit {
+                limit: env.ranged("INGEST_REQUESTER_LIMIT", 30, 1, 100_000)?,
+                window: secs("INGEST_REQUESTER_WINDOW_SECS", 600, 1, 86_400)?,
             },
             failed_deliveries_file: env
                 .raw("INGEST_FAILED_DELIVERIES_FILE")
@@ -201,6 +214,10 @@ impl IngestConfig {
                 );
             }
         }
+        self.requesters.log_unfiltered(
+            self.providers.slack.is_some(),
+            self.providers.linear.is_some(),
+        );
     }
 }
 

@@ -35,6 +35,12 @@ pub enum IngestError {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(String),
+    #[error("too many requests from this token; retry in {} s", .retry_after.as_secs())]
+    RateLimited { retry_after: Duration },
+    #[error("{0}")]
+    RepositoryNotAllowed(String),
+    #[error("{0}")]
+    OutboundRefused(String),
     #[error("the task queue is unavailable; retry later")]
     BrokerDown { retry_after: Duration },
     #[error("the task status store is unavailable; retry later")]
@@ -63,7 +69,9 @@ impl IngestError {
             Self::MissingHeader(_) | Self::Malformed(_) | Self::Invalid(_) => {
                 StatusCode::BAD_REQUEST
             }
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::RepositoryNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::OutboundRefused(_) => StatusCode::BAD_REQUEST,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BrokerDown { .. } | Self::StoreDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -82,6 +90,9 @@ impl IngestError {
             Self::Invalid(_) => "invalid_request",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
+            Self::RepositoryNotAllowed(_) => "repository_not_allowed",
+            Self::OutboundRefused(_) => "outbound_refused",
+            Self::RateLimited { .. } => "rate_limited",
             Self::NotFound(_) => "not_found",
             Self::BrokerDown { .. } => "broker_unavailable",
             Self::StoreDown { .. } => "store_unavailable",
@@ -99,7 +110,9 @@ impl IntoResponse for IngestError {
         };
         let mut response = (status, Json(body)).into_response();
         match &self {
-            Self::BrokerDown { retry_after } | Self::StoreDown { retry_after } => {
+            Self::BrokerDown { retry_after }
+            | Self::StoreDown { retry_after }
+            | Self::RateLimited { retry_after } => {
                 response.headers_mut().insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after.as_secs().max(1)),

@@ -20,13 +20,15 @@ use crate::{AppState, SharedPublisher};
 use contexten_broker::{BrokerError, Delivery, Publisher, Store};
 use contexten_envelope::{
     Conversation, Extra, Hints, Names, Priority, ReplyKind, ReplyTarget, RepositoryRef, Request,
-    Source, SourceKind, Stage, Strategy, TaskEnvelope, TaskId, now_ms,
+    Source, SourceKind, Stage, Strategy, TaskEnvelope, TaskId, TaskResult, now_ms,
 };
 use contexten_telemetry::metric;
 use std::time::Duration;
 
 /// The status record field holding ingest's summary of the task (JSON: source,
-/// strategy, strategy_rule, priority, conversation, correlation_id).
+/// strategy, strategy_rule, priority, conversation, correlation_id, and for
+/// API tasks `api_token`, the name of the token that created it: only that
+/// token or an `admin` token may read the task).
 pub const SUMMARY_FIELD: &str = "summary";
 
 /// How long the status record written here lives (the runtime keeps it as long).
@@ -58,6 +60,45 @@ pub struct Draft {
     pub request_extra: Extra,
     /// Paths and symbols named explicitly (API), ahead of those found in the text.
     pub hints: Hints,
+    /// Who asked, for the repository policy and the per-requester limit.
+    pub requester: Option<Requester>,
+    /// Whether [`Draft::repository`] was named by the requester (message text,
+    /// API field), so the policy must allow it, rather than being the GitHub
+    /// event's own repository or one an operator mapped to the channel or team.
+    pub repository_named: bool,
+    /// Set when the request is refused before any work: it is answered at once
+    /// with this reason instead of running (see [`Refusal`]).
+    pub refusal: Option<Refusal>,
+}
+
+/// Who asked, as the repository policy scopes requesters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Requester {
+    Github {
+        owner: String,
+        installation: Option<u64>,
+        repository: String,
+    },
+    Slack {
+        team: String,
+        channel: String,
+    },
+    Linear {
+        organization: String,
+        team: Option<String>,
+    },
+    Api {
+        token: String,
+        repositories: Vec<String>,
+    },
+}
+
+/// A request answered without running: the reason code and the sentence the
+/// requester reads (never internal detail).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub message: String,
 }
 
 impl Draft {
@@ -77,7 +118,17 @@ impl Draft {
             source_extra: Extra::new(),
             request_extra: Extra::new(),
             hints: Hints::default(),
+            requester: None,
+            repository_named: false,
+            refusal: None,
         }
+    }
+
+    /// Refuses the request: it is answered with `refusal` and its repository
+    /// is dropped so nothing downstream can fetch it.
+    pub fn refuse(&mut self, refusal: Refusal) {
+        self.repository = None;
+        self.refusal = Some(refusal);
     }
 
     /// The envelope for this draft, routed by `routing`.
@@ -127,7 +178,24 @@ impl Draft {
             previous_task_id: None,
         });
         env.hop = TASK_HOP;
+        if let Some(refusal) = self.refusal {
+            env.result = Some(TaskResult::failure(
+                Stage::Ingest,
+                refusal.reason,
+                refusal.message,
+            ));
+            env.reply = Some(ReplyKind::Failure);
+        }
         env
+    }
+}
+
+/// The queue a new envelope goes to: its first stage, or dispatch for a
+/// request refused at the door.
+pub fn first_stage(env: &TaskEnvelope) -> Stage {
+    match env.reply {
+        Some(ReplyKind::Failure) => Stage::Dispatch,
+        _ => env.strategy.first_stage(),
     }
 }
 
@@ -253,6 +321,21 @@ async fn publish_pair(
     publisher: &Publisher,
     env: &TaskEnvelope,
 ) -> Result<(), BrokerError> {
+    if env.reply == Some(ReplyKind::Failure) {
+        // A refusal is its own answer: no acknowledgement, nothing else runs.
+        return publisher
+            .publish_together(vec![
+                publisher
+                    .message(Stage::Dispatch, env, Delivery::Persistent)
+                    .await?,
+            ])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(BrokerError::Nacked)?
+            .confirmed()
+            .await;
+    }
     let mut ack = env.clone();
     ack.hop = ACK_HOP;
     ack.reply = Some(ReplyKind::Ack);
@@ -379,7 +462,7 @@ impl Claim {
     ) -> Result<ClaimResult, BrokerError> {
         let now = now_ms();
         let timing = serde_json::json!({"started_at_ms": received_at_ms, "finished_at_ms": now});
-        let first = env.strategy.first_stage();
+        let first = first_stage(env);
         // What the runtime maintains (state, stage, updated_at_ms, timing:<stage>)
         // plus what only ingest knows, in one `summary` field to keep the write small.
         let summary = serde_json::json!({
@@ -389,6 +472,9 @@ impl Claim {
             "priority": env.priority,
             "conversation": env.conversation.as_ref().map(|c| &c.id),
             "correlation_id": env.correlation_id,
+            "api_token": (env.source.kind == SourceKind::Api)
+                .then_some(env.source.requested_by.as_deref())
+                .flatten(),
         });
         let fields: [(&str, String); 6] = [
             ("state", format!("queued:{}", first.as_str())),

@@ -16,14 +16,17 @@
 //! the broker is down: requests get 503 with `Retry-After`) and serves `/healthz`,
 //! `/readyz` and `/metrics` on the same `INGEST_ADDR`.
 
+pub mod admission;
 pub mod api;
 pub mod config;
 pub mod error;
 pub mod failed;
+pub mod gate;
 pub mod hints;
 pub mod intake;
 pub mod providers;
 pub mod redeliver;
+pub mod replay;
 pub mod routing;
 pub mod tokens;
 pub mod verify;

@@ -8,7 +8,12 @@
 //! name = "ci"                       # shown in logs and requested_by, never the token
 //! sha256 = "<hex sha256 of the token>"   # e.g. `printf %s "$TOKEN" | sha256sum`
 //! scopes = ["submit", "read"]
+//! repositories = ["acme/api", "acme/tools-*"]   # optional: what this token may name
 //! ```
+//! A name is 1–64 of `A-Z a-z 0-9 . _ -`; two entries with the same name or the
+//! same hash are refused at load (one of them would silently shadow the other).
+//! A file that disappears means no file tokens, not the old ones: removing the
+//! file revokes them.
 //! `CONTEXTEN_API_TOKENS` holds the same inline: `ci:<hex>:submit+read,ops:<hex>:admin`.
 //! Tokens are long random strings, so one SHA-256 is a sufficient hash; the
 //! lookup compares hashes, so the time taken says nothing about a token.
@@ -59,6 +64,9 @@ impl Scope {
 pub struct Principal {
     pub name: String,
     pub scopes: Vec<Scope>,
+    /// Repositories this token may name besides what the policy file grants
+    /// (see README "Security model").
+    pub repositories: Vec<String>,
 }
 
 impl Principal {
@@ -94,6 +102,8 @@ struct TokenEntry {
     name: String,
     sha256: String,
     scopes: Vec<Scope>,
+    #[serde(default)]
+    repositories: Vec<String>,
 }
 
 type Table = HashMap<[u8; 32], Principal>;
@@ -121,20 +131,53 @@ fn parse_hash(hex_hash: &str, name: &str) -> Result<[u8; 32], TokensError> {
         .map_err(|_| TokensError::Invalid(format!("token {name:?}: sha256 is not 32 bytes")))
 }
 
-fn parse_file(text: &str) -> Result<Table, TokensError> {
+/// Whether `name` is a valid token name: it shows in logs, `requested_by` and
+/// task ownership, so it stays short and plain.
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Adds one token, refusing a bad name, a second use of a name or of a hash.
+fn insert(table: &mut Table, hash: [u8; 32], principal: Principal) -> Result<(), TokensError> {
+    let name = &principal.name;
+    if !valid_name(name) {
+        return Err(TokensError::Invalid(format!(
+            "token name {name:?} must be 1-64 characters of A-Z a-z 0-9 . _ -"
+        )));
+    }
+    if table.values().any(|p| p.name == *name) {
+        return Err(TokensError::Invalid(format!(
+            "token name {name:?} is used twice"
+        )));
+    }
+    if let Some(other) = table.get(&hash) {
+        return Err(TokensError::Invalid(format!(
+            "tokens {:?} and {name:?} have the same sha256",
+            other.name
+        )));
+    }
+    table.insert(hash, principal);
+    Ok(())
+}
+
+fn parse_file(text: &str, table: &mut Table) -> Result<(), TokensError> {
     let file: TokensFile = toml::from_str(text).map_err(|e| TokensError::Invalid(e.to_string()))?;
-    let mut table = Table::new();
     for entry in file.tokens {
         let hash = parse_hash(&entry.sha256, &entry.name)?;
-        table.insert(
+        insert(
+            table,
             hash,
             Principal {
                 name: entry.name,
                 scopes: entry.scopes,
+                repositories: entry.repositories,
             },
-        );
+        )?;
     }
-    Ok(table)
+    Ok(())
 }
 
 fn parse_inline(text: &str) -> Result<Table, TokensError> {
@@ -154,13 +197,15 @@ fn parse_inline(text: &str) -> Result<Table, TokensError> {
                     .ok_or_else(|| TokensError::Invalid(format!("token {name:?}: scope {s:?}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        table.insert(
+        insert(
+            &mut table,
             parse_hash(hash, name)?,
             Principal {
                 name: name.to_owned(),
                 scopes,
+                repositories: Vec::new(),
             },
-        );
+        )?;
     }
     Ok(table)
 }
@@ -188,6 +233,7 @@ impl TokenStore {
                     Principal {
                         name: (*name).to_owned(),
                         scopes: scopes.to_vec(),
+                        repositories: Vec::new(),
                     },
                 )
             })
@@ -213,16 +259,31 @@ impl TokenStore {
             None => Table::new(),
         };
         if let Some(path) = &self.file {
-            let bytes = std::fs::read(path).map_err(|source| TokensError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
+            let bytes = match std::fs::read(path) {
+                Ok(bytes) => Some(bytes),
+                // Deleting the file revokes its tokens (a start without it too:
+                // the deployment may mount it later).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(source) => {
+                    return Err(TokensError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    });
+                }
+            };
             if let Ok(mut loaded) = self.loaded.lock() {
-                *loaded = Some(bytes.clone());
+                *loaded = bytes.clone();
             }
-            let text = String::from_utf8(bytes)
-                .map_err(|_| TokensError::Invalid("the file is not UTF-8".into()))?;
-            table.extend(parse_file(&text)?);
+            match bytes {
+                Some(bytes) => {
+                    let text = String::from_utf8(bytes)
+                        .map_err(|_| TokensError::Invalid("the file is not UTF-8".into()))?;
+                    parse_file(&text, &mut table)?;
+                }
+                None => {
+                    tracing::warn!(path = %path.display(), "API token file absent: no file tokens")
+                }
+            }
         }
         let count = table.len();
         if let Ok(mut current) = self.table.write() {
@@ -271,7 +332,8 @@ mod tests {
         let hash = hex::encode(hash_token(&token));
         let file =
             format!("[[tokens]]\nname = \"ci\"\nsha256 = \"{hash}\"\nscopes = [\"submit\"]\n");
-        let table = parse_file(&file).unwrap();
+        let mut table = Table::new();
+        parse_file(&file, &mut table).unwrap();
         let who = table.get(&hash_token(&token)).unwrap();
         assert_eq!(who.name, "ci");
         assert!(who.allows(Scope::Submit) && !who.allows(Scope::Read));
@@ -279,5 +341,62 @@ mod tests {
         assert!(table.get(&hash_token(&token)).unwrap().allows(Scope::Read));
         assert!(parse_inline("ops:nothex:admin").is_err());
         assert!(parse_inline(&format!("ops:{hash}:root")).is_err());
+    }
+
+    fn file_with(entries: &[(&str, &str)]) -> String {
+        entries
+            .iter()
+            .map(|(name, token)| {
+                format!(
+                    "[[tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n",
+                    hex::encode(hash_token(token))
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bad_names_and_duplicate_names_or_hashes_are_refused_at_load() {
+        let (a, b) = (
+            ["tok_", "aaaaaaaaaaaaaaaa"].concat(),
+            ["tok_", "bbbbbbbbbbbbbbbb"].concat(),
+        );
+        for (entries, expected) in [
+            (vec![("ci bot", a.as_str())], "must be 1-64"),
+            (vec![("", a.as_str())], "must be 1-64"),
+            (vec![("ci", a.as_str()), ("ci", b.as_str())], "used twice"),
+            (vec![("ci", a.as_str()), ("ops", a.as_str())], "same sha256"),
+        ] {
+            let err = parse_file(&file_with(&entries), &mut Table::new()).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+        let mut table = Table::new();
+        parse_file(&file_with(&[("ci", &a), ("ops.team-1", &b)]), &mut table).unwrap();
+        assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn a_token_file_that_disappears_means_no_file_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        let token = ["tok_", "cccccccccccccccc"].concat();
+        std::fs::write(&path, file_with(&[("ci", &token)])).unwrap();
+        let store = TokenStore::load(Some(path.clone()), None).unwrap();
+        assert!(store.authenticate(&token).is_some());
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(store.reload().unwrap(), 0);
+        assert!(store.authenticate(&token).is_none());
+    }
+
+    #[test]
+    fn token_entries_carry_their_repositories() {
+        let token = ["tok_", "dddddddddddddddd"].concat();
+        let file = format!(
+            "[[tokens]]\nname = \"ci\"\nsha256 = \"{}\"\nscopes = [\"submit\"]\nrepositories = [\"acme/*\"]\n",
+            hex::encode(hash_token(&token))
+        );
+        let mut table = Table::new();
+        parse_file(&file, &mut table).unwrap();
+        assert_eq!(table[&hash_token(&token)].repositories, vec!["acme/*"]);
     }
 }

@@ -3,10 +3,12 @@
 //! and published (see [`crate::intake`]).
 
 use crate::AppState;
+use crate::admission::{self, OverLimit};
 use crate::error::IngestError;
 use crate::failed;
 use crate::intake::{self, Admission, Draft};
 use crate::providers::{self, Classified};
+use crate::replay;
 use crate::verify;
 use axum::Json;
 use axum::body::Bytes;
@@ -118,9 +120,17 @@ fn as_200(mut response: Response) -> Response {
 /// Routes, admits and answers a draft.
 pub(crate) async fn submit(
     state: &AppState,
-    draft: Draft,
+    mut draft: Draft,
     received_at_ms: u64,
 ) -> Result<Response, IngestError> {
+    match admission::requester_limit(state, &draft).await {
+        Ok(()) => {}
+        Err(OverLimit::TooMany(retry_after)) => {
+            return Err(IngestError::RateLimited { retry_after });
+        }
+        Err(OverLimit::Quiet) => return Ok(ignored(draft.kind.as_str(), "rate_limited")),
+        Err(OverLimit::Answer(refusal)) => draft.refuse(refusal),
+    }
     let env = draft.into_envelope(&state.cfg.routing);
     match intake::admit(state, env, received_at_ms).await? {
         Admission::Created(env) => Ok((
@@ -185,6 +195,9 @@ async fn github_inner(
     let delivery = header(headers, "x-github-delivery")
         .ok_or(IngestError::MissingHeader("X-GitHub-Delivery"))?;
     let payload = parse_json(&raw)?;
+    if let Err(reason) = state.cfg.requesters.github(&payload) {
+        return Ok(ignored("github", reason));
+    }
     let classified = providers::github::classify(
         event,
         delivery,
@@ -198,7 +211,18 @@ async fn github_inner(
             json!({"status": "pong", "zen": payload.get("zen")}),
             "ping",
         )),
-        Classified::Task(draft) => submit(state, *draft, received).await,
+        Classified::Task(draft) => {
+            let max_age_ms = state.dedup_ttl.as_millis() as u64;
+            if replay::github_event_time_ms(&payload)
+                .is_some_and(|at| received.saturating_sub(at) > max_age_ms)
+            {
+                return Ok(ignored("github", "stale_event"));
+            }
+            if replay::is_replayed_body(state, "github", delivery, &raw).await {
+                return Ok(ignored("github", "replayed_body"));
+            }
+            submit(state, *draft, received).await
+        }
         Classified::Ignored(reason) => Ok(ignored("github", reason)),
         Classified::TaskIfConversationKnown(_) | Classified::Challenge(_) => {
             Ok(ignored("github", "event_not_handled"))
@@ -241,13 +265,22 @@ async fn linear_inner(
         received,
         state.cfg.limits.linear_window,
     )?;
+    if let Err(reason) = state.cfg.requesters.linear(&payload) {
+        return Ok(ignored("linear", reason));
+    }
     match providers::linear::classify(
         &payload,
         header(headers, "linear-delivery"),
         &state.cfg.triggers,
         &state.cfg.routing,
     ) {
-        Classified::Task(draft) => submit(state, *draft, received).await.map(as_200),
+        Classified::Task(draft) => {
+            let delivery = draft.delivery_id.clone().unwrap_or_default();
+            if replay::is_replayed_body(state, "linear", &delivery, &raw).await {
+                return Ok(ignored("linear", "replayed_body"));
+            }
+            submit(state, *draft, received).await.map(as_200)
+        }
         Classified::Ignored(reason) => Ok(ignored("linear", reason)),
         _ => Ok(ignored("linear", "event_not_handled")),
     }
@@ -297,6 +330,15 @@ async fn slack_inner(
     if media == "application/x-www-form-urlencoded" {
         let command: providers::slack::SlashCommand = serde_urlencoded::from_bytes(&raw)
             .map_err(|e| IngestError::Malformed(format!("slash command form: {e}")))?;
+        if let Err(reason) = state.cfg.requesters.slack_command(&command) {
+            // Slack shows the body to the person who typed the command.
+            let _ = ignored("slack", reason);
+            return Ok(labelled(
+                StatusCode::OK,
+                json!({"response_type": "ephemeral", "text": "This workspace, channel or user may not use this command."}),
+                "ignored",
+            ));
+        }
         let draft = providers::slack::classify_command(command, &state.cfg.routing);
         let response = submit(state, draft, received).await?;
         // Slack shows a slash command's 200 body to the user who typed it.
@@ -312,6 +354,9 @@ async fn slack_inner(
         ));
     }
     let payload = parse_json(&raw)?;
+    if let Err(reason) = state.cfg.requesters.slack_event(&payload) {
+        return Ok(ignored("slack", reason));
+    }
     match providers::slack::classify_event(&payload, &state.cfg.routing) {
         Classified::Challenge(challenge) => Ok(labelled(
             StatusCode::OK,

@@ -94,6 +94,8 @@ pub struct SlashCommand {
     pub response_url: Option<String>,
     #[serde(default)]
     pub team_id: Option<String>,
+    #[serde(default)]
+    pub api_app_id: Option<String>,
 }
 
 /// A slash command is always a task. It has no parent message, so the answer

@@ -42,10 +42,20 @@ async fn api_task_is_created_routed_and_readable_with_its_timings() {
         "api:client:ticket-77"
     );
 
-    let status = ingest
-        .get(&format!("/v1/tasks/{}", task.task_id), Some(&token("read")))
-        .await;
+    let path = format!("/v1/tasks/{}", task.task_id);
+    let status = ingest.get(&path, Some(&token("both"))).await;
     assert_eq!(status.status, 200, "{}", status.json);
+    // Another token's task is not there for a `read` token; an admin sees it.
+    let other = ingest.get(&path, Some(&token("read"))).await;
+    assert_eq!(
+        (other.status, other.error()),
+        (404, "not_found"),
+        "{}",
+        other.json
+    );
+    assert!(other.json["message"].as_str().unwrap().contains("no task"));
+    let admin = ingest.get(&path, Some(&token("admin"))).await;
+    assert_eq!(admin.status, 200, "{}", admin.json);
     assert_eq!(status.json["state"], "queued:context");
     assert_eq!(status.json["strategy"], "context");
     assert_eq!(status.json["priority"], "batch");
@@ -97,7 +107,7 @@ async fn status_follows_the_workers_and_the_acknowledgement_does_not_overwrite_i
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let s = ingest
-            .get(&format!("/v1/tasks/{id}"), Some(&token("read")))
+            .get(&format!("/v1/tasks/{id}"), Some(&token("both")))
             .await;
         if s.json["state"] == "queued:dispatch" {
             assert_eq!(s.json["stage"], "generate");
@@ -141,7 +151,7 @@ async fn status_follows_the_workers_and_the_acknowledgement_does_not_overwrite_i
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let s = ingest
-            .get(&format!("/v1/tasks/{id}"), Some(&token("read")))
+            .get(&format!("/v1/tasks/{id}"), Some(&token("both")))
             .await;
         let completed = s.json["completed"].as_array().cloned().unwrap_or_default();
         if completed.contains(&json!("dispatch:0")) {

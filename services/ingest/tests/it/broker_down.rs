@@ -94,7 +94,10 @@ async fn a_failed_publish_is_retried_under_the_same_task_id() {
     assert_eq!(ack.task_id, stale_ack.task_id);
     assert_eq!(task.source.delivery_id.as_deref(), Some(delivery.as_str()));
     let status = ingest
-        .get(&format!("/v1/tasks/{}", task.task_id), Some(&token("read")))
+        .get(
+            &format!("/v1/tasks/{}", task.task_id),
+            Some(&token("admin")),
+        )
         .await;
     assert_eq!(status.status, 200, "{}", status.json);
     // Once confirmed, a further retry is an ordinary duplicate.

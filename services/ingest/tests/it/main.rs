@@ -9,3 +9,4 @@ mod helpers;
 mod linear;
 mod redeliver;
 mod slack;
+mod trust;
