@@ -1,1 +1,16 @@
-//! Trust boundaries (see README "Security model").
+//! Trust boundaries (see README "Security model"): what a request may make the
+//! fleet reach and read.
+//!
+//! - [`outbound`]: the outbound URL guard. Every URL that comes from a request
+//!   (a task's repository, an API callback) is checked before anything connects to
+//!   it: https (or allow-listed http), no credentials, and only public addresses
+//!   unless `CONTEXTEN_OUTBOUND_ALLOW` says otherwise. It hands back the checked
+//!   addresses so the caller connects to exactly them.
+//! - [`policy`]: the repository access policy (`CONTEXTEN_POLICY_FILE`): which
+//!   requester scopes (a Slack channel, a Linear team, an API token, a GitHub
+//!   owner) may read which repositories, reloaded when the file changes.
+//!
+//! Both are pure libraries: ingest and the workers call them at the edge.
+
+pub mod outbound;
+pub mod policy;
