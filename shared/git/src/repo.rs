@@ -1,0 +1,327 @@
+//! Reading one repository: resolve a ref, list a tree with sizes, read blobs
+//! with `cat-file --batch` after their sizes were checked.
+
+use std::ffi::OsString;
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+
+use crate::check::{self, UrlKind};
+use crate::error::GitError;
+use crate::policy::Policy;
+use crate::run::{self, Invocation, SMALL_OUTPUT};
+use crate::select::{Limits, Selector, Skipped};
+
+/// A repository on disk (a cache repository, or a local one when allowed).
+#[derive(Debug, Clone)]
+pub struct Repo {
+    git_dir: PathBuf,
+    policy: Policy,
+}
+
+/// A resolved revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// Commit id (hex).
+    pub commit: String,
+    /// Its tree id (hex).
+    pub tree: String,
+}
+
+/// A regular file of a tree (symlinks and submodules are never listed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// Repository-relative path.
+    pub path: String,
+    /// Blob id (hex).
+    pub id: String,
+    /// Size in bytes, from the tree listing.
+    pub size: u64,
+}
+
+/// The files chosen from a tree.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Chosen files, most valuable first.
+    pub entries: Vec<TreeEntry>,
+    /// Regular files in the tree.
+    pub listed: usize,
+    /// Left out by the caps.
+    pub skipped: Skipped,
+}
+
+/// One object asked of [`Repo::read_blobs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blob {
+    /// The content.
+    Data(Vec<u8>),
+    /// Over the blob cap: its size; the content was not kept.
+    Oversize(u64),
+    /// No such object.
+    Missing,
+    /// A tree or commit, not a file.
+    NotBlob,
+}
+
+impl Repo {
+    pub(crate) fn at(git_dir: PathBuf, policy: Policy) -> Self {
+        Repo { git_dir, policy }
+    }
+
+    /// A repository on this machine (`path/.git`, or `path` when bare); refused
+    /// unless the policy allows local repositories.
+    pub fn open_local(url_or_path: &str, policy: &Policy) -> Result<Self, GitError> {
+        let path = match check::classify_url(url_or_path)? {
+            UrlKind::Local(path) => path,
+            UrlKind::Remote => return Err(GitError::RefusedUrl("not a local repository")),
+        };
+        if !policy.allow_local {
+            return Err(GitError::RefusedUrl("local repositories are not allowed"));
+        }
+        let dot_git = path.join(".git");
+        let git_dir = if dot_git.is_dir() { dot_git } else { path };
+        Ok(Repo::at(git_dir, policy.clone()))
+    }
+
+    /// The git directory.
+    pub fn git_dir(&self) -> &Path {
+        &self.git_dir
+    }
+
+    pub(crate) fn invocation(&self, command: &'static str, args: &[&str]) -> Invocation<'_> {
+        Invocation {
+            policy: &self.policy,
+            git_dir: &self.git_dir,
+            remote: None,
+            command,
+            args: args.iter().map(OsString::from).collect(),
+        }
+    }
+
+    /// Runs a small command; its trimmed stdout.
+    pub(crate) fn small(&self, command: &'static str, args: &[&str]) -> Result<String, GitError> {
+        let out = run::output(&self.invocation(command, args), SMALL_OUTPUT)?;
+        Ok(String::from_utf8_lossy(&out).trim().to_owned())
+    }
+
+    /// The commit and tree of `reference` (`HEAD` when `None`).
+    pub fn resolve(&self, reference: Option<&str>) -> Result<Resolved, GitError> {
+        let reference = check::check_ref(reference.unwrap_or("HEAD"))?;
+        let rev_parse = |rev: String| {
+            self.small(
+                "rev-parse",
+                &["rev-parse", "--verify", "--end-of-options", &rev],
+            )
+        };
+        let commit = rev_parse(format!("{reference}^{{commit}}"))?;
+        let tree = rev_parse(format!("{commit}^{{tree}}"))?;
+        Ok(Resolved { commit, tree })
+    }
+
+    /// Streams the regular files of `commit`'s tree to `each` (`ls-tree -r -l -z`).
+    pub fn list_tree(&self, commit: &str, mut each: impl FnMut(TreeEntry)) -> Result<(), GitError> {
+        let commit = check::check_ref(commit)?;
+        let args = [
+            "ls-tree",
+            "-r",
+            "-l",
+            "-z",
+            "--full-tree",
+            "--end-of-options",
+            commit,
+        ];
+        run::stream(&self.invocation("ls-tree", &args), None, |out| {
+            let mut record = Vec::new();
+            loop {
+                record.clear();
+                let n = out
+                    .read_until(0, &mut record)
+                    .map_err(|e| GitError::io("ls-tree", e))?;
+                if n == 0 {
+                    return Ok(());
+                }
+                if let Some(entry) = parse_entry(&record) {
+                    each(entry);
+                }
+            }
+        })
+    }
+
+    /// Chooses the files of `commit` within `limits`, from sizes alone. `rank`
+    /// returns `None` to leave a file out (the caller counts why), else its
+    /// value (smaller is better; path order breaks ties).
+    pub fn select<R: Ord>(
+        &self,
+        commit: &str,
+        limits: &Limits,
+        mut rank: impl FnMut(&TreeEntry) -> Option<R>,
+    ) -> Result<Selection, GitError> {
+        let mut selector = Selector::new(*limits);
+        let mut listed = 0;
+        self.list_tree(commit, |entry| {
+            listed += 1;
+            if let Some(r) = rank(&entry) {
+                selector.offer((r, entry.path.clone()), entry.size, entry);
+            }
+        })?;
+        let (entries, skipped) = selector.finish();
+        Ok(Selection {
+            entries,
+            listed,
+            skipped,
+        })
+    }
+
+    /// Reads objects (`<id>` or `<rev>:<path>`) with one `cat-file --batch`, in
+    /// order. The size in each header is checked before the content is read:
+    /// a blob over `limits.max_blob_bytes` is passed over (drained through a
+    /// small buffer, or git stopped when it is the last), and going over
+    /// `limits.max_total_bytes` stops git with [`GitError::TooLarge`].
+    pub fn read_blobs<'a>(
+        &self,
+        objects: impl IntoIterator<Item = &'a str>,
+        limits: &Limits,
+    ) -> Result<Vec<Blob>, GitError> {
+        let mut input = Vec::new();
+        let mut count = 0;
+        for object in objects {
+            if object.is_empty() || object.contains(['\n', '\r', '\0']) || object.starts_with('-') {
+                return Err(GitError::RefusedPath(object.chars().take(100).collect()));
+            }
+            input.extend_from_slice(object.as_bytes());
+            input.push(b'\n');
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let inv = self.invocation("cat-file", &["cat-file", "--batch"]);
+        run::stream(&inv, Some(input), |out| {
+            let io = |e| GitError::io("cat-file", e);
+            let mut blobs = Vec::with_capacity(count);
+            let mut total = 0u64;
+            let mut header = String::new();
+            for i in 0..count {
+                header.clear();
+                out.read_line(&mut header).map_err(io)?;
+                let Some((kind, size)) = parse_header(&header) else {
+                    // `<object> missing` (or `ambiguous`).
+                    blobs.push(Blob::Missing);
+                    continue;
+                };
+                let last = i + 1 == count;
+                if kind != "blob" || size > limits.max_blob_bytes {
+                    if last {
+                        // Nothing more is wanted: git is stopped, not drained.
+                        blobs.push(skipped(kind, size));
+                        return Ok(blobs);
+                    }
+                    let drained = std::io::copy(&mut out.take(size + 1), &mut std::io::sink());
+                    drained.map_err(io)?;
+                    blobs.push(skipped(kind, size));
+                    continue;
+                }
+                total += size;
+                if total > limits.max_total_bytes {
+                    return Err(GitError::TooLarge {
+                        command: "cat-file",
+                        limit: limits.max_total_bytes,
+                    });
+                }
+                // The size is known to be under the cap before this allocation.
+                let mut data = vec![0; usize::try_from(size).unwrap_or(usize::MAX)];
+                out.read_exact(&mut data).map_err(io)?;
+                let mut newline = [0u8; 1];
+                out.read_exact(&mut newline).map_err(io)?;
+                blobs.push(Blob::Data(data));
+            }
+            Ok(blobs)
+        })
+    }
+
+    /// One file of `rev`, `None` when it does not exist, is not a file or is
+    /// over `max_bytes`.
+    pub fn read_file(
+        &self,
+        rev: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, GitError> {
+        let object = format!("{}:{}", check::check_ref(rev)?, check::check_path(path)?);
+        let limits = Limits {
+            max_files: 1,
+            max_total_bytes: max_bytes,
+            max_blob_bytes: max_bytes,
+        };
+        let blob = self.read_blobs([object.as_str()], &limits)?.pop();
+        Ok(match blob {
+            Some(Blob::Data(data)) => Some(data),
+            _ => None,
+        })
+    }
+}
+
+fn skipped(kind: &str, size: u64) -> Blob {
+    if kind == "blob" {
+        Blob::Oversize(size)
+    } else {
+        Blob::NotBlob
+    }
+}
+
+/// `<id> <type> <size>\n` → (type, size).
+fn parse_header(header: &str) -> Option<(&str, u64)> {
+    let mut fields = header.split_whitespace();
+    let (_id, kind, size) = (fields.next()?, fields.next()?, fields.next()?);
+    Some((kind, size.parse().ok()?))
+}
+
+/// `<mode> SP <type> SP <id> SP <size>\t<path>\0` → a regular file's entry.
+fn parse_entry(record: &[u8]) -> Option<TreeEntry> {
+    let record = record.strip_suffix(&[0]).unwrap_or(record);
+    let tab = record.iter().position(|&b| b == b'\t')?;
+    let meta = std::str::from_utf8(&record[..tab]).ok()?;
+    let path = String::from_utf8_lossy(&record[tab + 1..]).into_owned();
+    let mut fields = meta.split_whitespace();
+    let (mode, kind, id, size) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    // 100644 / 100755 only: 120000 is a symlink, 160000 a submodule.
+    if kind != "blob" || !mode.starts_with("100") {
+        return None;
+    }
+    Some(TreeEntry {
+        path,
+        id: id.to_owned(),
+        size: size.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_entries_are_regular_files_only() {
+        let file = parse_entry(b"100644 blob abc       12\tsrc/a b.rs\0").unwrap();
+        assert_eq!(
+            file,
+            TreeEntry {
+                path: "src/a b.rs".into(),
+                id: "abc".into(),
+                size: 12
+            }
+        );
+        assert!(parse_entry(b"120000 blob abc 3\tlink\0").is_none());
+        assert!(parse_entry(b"160000 commit abc -\tsub\0").is_none());
+        assert!(parse_entry(b"040000 tree abc -\tdir\0").is_none());
+    }
+
+    #[test]
+    fn batch_headers_give_type_and_size() {
+        assert_eq!(parse_header("abc blob 12\n"), Some(("blob", 12)));
+        assert_eq!(parse_header("HEAD:x missing\n"), None);
+    }
+}
