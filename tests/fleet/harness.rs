@@ -110,6 +110,8 @@ impl Fleet {
             ("SLACK_SIGNING_SECRET", slack_secret()),
             ("LINEAR_WEBHOOK_SECRET", linear_secret()),
             ("CONTEXTEN_BOT_LOGIN", BOT_LOGIN.into()),
+            // The flows and the fault test send many tasks as one person.
+            ("INGEST_REQUESTER_LIMIT", "100000".into()),
             ("LINEAR_BOT_USER_ID", LINEAR_BOT_ID.into()),
             (
                 "CONTEXTEN_API_TOKENS",

@@ -218,7 +218,17 @@ async fn start(amqp: &str, redis: &str) -> Fleet {
         .unwrap();
     let (started, ready) = tokio::sync::oneshot::channel();
     server_runtime.spawn(async move {
-        let state = Arc::new(AppState::new(cfg, TokenStore::default()).unwrap());
+        let state =
+            Arc::new(
+                AppState::new(
+                    cfg,
+                    TokenStore::default(),
+                    contexten_trust::policy::PolicyStore::fixed(
+                        contexten_trust::policy::Policy::none(),
+                    ),
+                )
+                .unwrap(),
+            );
         let readiness = Readiness::new(&["broker", "redis"]);
         let shutdown = CancellationToken::new();
         ingest::start_background(&state, &readiness, &shutdown, &shutdown);

@@ -10,6 +10,7 @@ use crate::intake::{Draft, Refusal};
 use contexten_envelope::SourceKind;
 use contexten_resilience::RateLimiter;
 use contexten_telemetry::metric;
+use contexten_trust::policy::{Decision, RepoId};
 use std::time::Duration;
 
 /// `INGEST_REQUESTER_LIMIT` requests per `INGEST_REQUESTER_WINDOW_SECS` per
@@ -86,6 +87,48 @@ pub async fn requester_limit(state: &AppState, draft: &Draft) -> Result<(), Over
             human_duration(limit.window)
         ),
     }))
+}
+
+/// Whether the draft's repository may be read for its requester: a repository
+/// the requester named (message text, API field) needs the policy's
+/// permission; the GitHub event's own repository and one an operator mapped to
+/// a channel or team do not. Local repositories (a development switch) are
+/// outside the policy.
+pub fn repository_refusal(state: &AppState, draft: &Draft) -> Option<Refusal> {
+    let repository = draft
+        .repository
+        .as_ref()
+        .filter(|_| draft.repository_named)?;
+    if is_local(&repository.url) {
+        return None;
+    }
+    let refuse = |message: String| {
+        Some(Refusal {
+            reason: "repository_not_allowed",
+            message,
+        })
+    };
+    let repo = match RepoId::parse(&repository.url) {
+        Ok(repo) => repo,
+        Err(error) => return refuse(format!("The repository could not be read as one: {error}.")),
+    };
+    let Some(requester) = &draft.requester else {
+        return refuse(format!(
+            "This request does not say who sent it, so it may not read {repo}."
+        ));
+    };
+    match state.policy.decide(&requester.scope(), &repo) {
+        Decision::Allowed => None,
+        Decision::Refused { permission } => {
+            tracing::info!(%repo, source = draft.kind.as_str(), "repository refused by the policy");
+            refuse(permission)
+        }
+    }
+}
+
+/// A path or `file://` URL on the worker's own disk.
+fn is_local(url: &str) -> bool {
+    url.starts_with("file://") || url.starts_with('/') || url.starts_with('.')
 }
 
 fn human_duration(d: Duration) -> String {

@@ -3,7 +3,7 @@
 
 use crate::AppState;
 use crate::error::{ErrorBody, IngestError};
-use crate::intake::Draft;
+use crate::intake::{Draft, Requester};
 use crate::tokens::{Principal, Scope};
 use crate::webhooks::{self, answered, parse_json, require_json};
 use axum::Json;
@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use contexten_envelope::{
     Hints, Priority, ReplyTarget, RepositoryRef, SourceKind, Strategy, TaskId, now_ms,
 };
+use contexten_trust::outbound::Purpose;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -185,9 +186,10 @@ fn authorize(
     responses(
         (status = 202, description = "task queued", body = TaskAccepted),
         (status = 200, description = "same Idempotency-Key seen before; nothing new created", body = TaskAccepted),
-        (status = 400, description = "malformed JSON or invalid field", body = ErrorBody),
+        (status = 400, description = "malformed JSON or invalid field; `outbound_refused`: repository_url or callback_url points where the fleet does not connect (loopback, private, link-local, plain http, credentials in the URL)", body = ErrorBody),
         (status = 401, description = "missing or unknown token", body = ErrorBody),
-        (status = 403, description = "token lacks the submit scope", body = ErrorBody),
+        (status = 403, description = "token lacks the submit scope; `repository_not_allowed`: the policy does not let this token read repository_url", body = ErrorBody),
+        (status = 429, description = "too many requests from this token; see Retry-After", body = ErrorBody),
         (status = 413, description = "body over INGEST_MAX_BODY_BYTES", body = ErrorBody),
         (status = 415, description = "content type is not application/json", body = ErrorBody),
         (status = 503, description = "queue unavailable; see Retry-After", body = ErrorBody),
@@ -256,6 +258,12 @@ fn draft(
                     "callback_url must be http or https".into(),
                 ));
             }
+            // The dispatcher judges the resolved address again when it posts.
+            state
+                .cfg
+                .outbound
+                .precheck(&url, Purpose::Callback)
+                .map_err(|refusal| IngestError::OutboundRefused(refusal.message))?;
             ReplyTarget::Callback { url }
         }
         None => ReplyTarget::None,
@@ -263,11 +271,24 @@ fn draft(
     let mut draft = Draft::new(SourceKind::Api, reply_to, text);
     if let Some(url) = request.repository_url {
         check_repository(&url, state.cfg.allow_local_repos)?;
+        if !url.starts_with("file://") {
+            // The workers judge the resolved address again when they fetch.
+            state
+                .cfg
+                .outbound
+                .precheck(&url, Purpose::Git)
+                .map_err(|refusal| IngestError::OutboundRefused(refusal.message))?;
+        }
         draft.repository = Some(RepositoryRef {
             url,
             reference: request.reference,
         });
+        draft.repository_named = true;
     }
+    draft.requester = Some(Requester::Api {
+        token: principal.name.clone(),
+        repositories: principal.repositories.clone(),
+    });
     draft.explicit = request.strategy.map(|s| {
         let strategy = match s {
             StrategyHint::Simple => Strategy::Simple,

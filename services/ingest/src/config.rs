@@ -14,8 +14,11 @@
 //! | `CONTEXTEN_ALLOWED_ASSOCIATIONS` | GitHub `author_association`s allowed to trigger | `OWNER,MEMBER,COLLABORATOR` |
 //! | `CONTEXTEN_ROUTING_RULES` | TOML strategy/priority rules | shipped `routing.toml` |
 //! | `CONTEXTEN_API_TOKENS_FILE` | hashed API tokens with scopes (TOML), reloaded on change | unset |
+//! | `CONTEXTEN_POLICY_FILE` | repository access policy (TOML), reloaded on change; see README "Security model" | unset: only a GitHub event's own repository |
 //! | `CONTEXTEN_API_TOKENS` | the same tokens inline: `name:sha256hex:scope+scope,...` | unset |
-//! | `CONTEXTEN_ALLOW_LOCAL_REPOS` | accept `file://` repository URLs from the API | `0` |
+//! | `CONTEXTEN_ALLOW_LOCAL_REPOS` | accept `file://` repository URLs from the API; loopback URLs pass the outbound guard (development only) | `0` |
+//! | `CONTEXTEN_OUTBOUND_ALLOW` | hosts, `*.domain`, addresses or CIDRs that API-named repository and callback URLs may reach although private (on-premises git servers, internal receivers) | unset |
+//! | `CONTEXTEN_GIT_ALLOW_SSH` | accept `ssh://` and `git@host:path` repository URLs | `0` |
 //! | `INGEST_MAX_BODY_BYTES` | request body limit (1 KiB–64 MiB) | `1048576` |
 //! | `INGEST_DEDUP_TTL_SECS` | how long a delivery id is remembered (60 s–30 d) | `259200` (3 days: GitHub's redelivery horizon) |
 //! | `INGEST_CONVERSATION_TTL_SECS` | how long a conversation remembers its last task | `2592000` (30 days) |
@@ -32,6 +35,7 @@ use crate::routing::{Routing, RulesError};
 use contexten_config::{
     BrokerSettings, ConfigError, Env, RedisSettings, Secret, TelemetrySettings, socket_addr,
 };
+use contexten_trust::outbound::{OutboundConfigError, OutboundGuard};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,10 +64,17 @@ pub struct IngestConfig {
     pub routing: Routing,
     /// `CONTEXTEN_API_TOKENS_FILE`.
     pub api_tokens_file: Option<PathBuf>,
+    /// `CONTEXTEN_POLICY_FILE`: which repositories each requester may name
+    /// (README "Security model"); unset: only a GitHub event's own repository.
+    pub policy_file: Option<PathBuf>,
     /// `CONTEXTEN_API_TOKENS` (inline token hashes).
     pub api_tokens_inline: Option<Secret>,
     /// `CONTEXTEN_ALLOW_LOCAL_REPOS`, default off.
     pub allow_local_repos: bool,
+    /// The outbound URL guard (`CONTEXTEN_OUTBOUND_ALLOW`,
+    /// `CONTEXTEN_ALLOW_LOCAL_REPOS`, `CONTEXTEN_GIT_ALLOW_SSH`): URLs an API
+    /// request names are judged before the task is queued.
+    pub outbound: OutboundGuard,
     pub limits: Limits,
     /// `INGEST_REQUESTER_LIMIT` (1–100000, default 30) requests per
     /// `INGEST_REQUESTER_WINDOW_SECS` (1–86400, default 600) per requester.
@@ -122,6 +133,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("CONTEXTEN_ROUTING_RULES: {0}")]
     Rules(#[from] RulesError),
+    #[error(transparent)]
+    Outbound(#[from] OutboundConfigError),
 }
 
 impl IngestConfig {
@@ -171,7 +184,11 @@ impl IngestConfig {
             routing: Routing::load(rules_path.as_deref())?,
             api_tokens_file: env.raw("CONTEXTEN_API_TOKENS_FILE").map(PathBuf::from),
             api_tokens_inline: env.secret("CONTEXTEN_API_TOKENS"),
+            policy_file: env
+                .raw("CONTEXTEN_POLICY_FILE")
+                .map(|p| PathBuf::from(p.trim())),
             allow_local_repos: env.flag("CONTEXTEN_ALLOW_LOCAL_REPOS", false)?,
+            outbound: OutboundGuard::from_env(env)?,
             limits: Limits {
                 max_body_bytes: env.ranged("INGEST_MAX_BODY_BYTES", 1 << 20, 1024, 64 << 20)?,
                 dedup_ttl: secs("INGEST_DEDUP_TTL_SECS", 3 * 86_400, 60, 30 * 86_400)?,

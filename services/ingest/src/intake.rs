@@ -23,6 +23,7 @@ use contexten_envelope::{
     Source, SourceKind, Stage, Strategy, TaskEnvelope, TaskId, TaskResult, now_ms,
 };
 use contexten_telemetry::metric;
+use contexten_trust::policy::{RepoId, RepoPattern, Scope};
 use std::time::Duration;
 
 /// The status record field holding ingest's summary of the task (JSON: source,
@@ -77,7 +78,7 @@ pub enum Requester {
     Github {
         owner: String,
         installation: Option<u64>,
-        repository: String,
+        repository: RepoId,
     },
     Slack {
         team: String,
@@ -89,8 +90,41 @@ pub enum Requester {
     },
     Api {
         token: String,
-        repositories: Vec<String>,
+        repositories: Vec<RepoPattern>,
     },
+}
+
+impl Requester {
+    /// The policy's view of this requester.
+    pub fn scope(&self) -> Scope<'_> {
+        match self {
+            Requester::Github {
+                owner,
+                installation,
+                repository,
+            } => Scope::Github {
+                owner,
+                installation: *installation,
+                own_repository: repository,
+            },
+            Requester::Slack { team, channel } => Scope::Slack {
+                team,
+                channel: Some(channel),
+            },
+            Requester::Linear { organization, team } => Scope::Linear {
+                organization,
+                team_id: team.as_deref(),
+                team_key: None,
+            },
+            Requester::Api {
+                token,
+                repositories,
+            } => Scope::Api {
+                token,
+                token_repositories: repositories,
+            },
+        }
+    }
 }
 
 /// A request answered without running: the reason code and the sentence the

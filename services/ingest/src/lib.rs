@@ -43,6 +43,7 @@ use axum::serve::ListenerExt as _;
 use contexten_broker::{BrokerError, CancellationToken, Publisher, Store, connect, topology};
 use contexten_envelope::Names;
 use contexten_telemetry::health::{self, Readiness};
+use contexten_trust::policy::{PolicyError, PolicyStore};
 use std::sync::Arc;
 use std::time::Duration;
 use tokens::TokenStore;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub store: Store,
     pub publisher: SharedPublisher,
     pub tokens: TokenStore,
+    /// `CONTEXTEN_POLICY_FILE`, reloaded on change.
+    pub policy: PolicyStore,
     pub scripts: intake::Scripts,
     pub retry_after: Duration,
     pub dedup_ttl: Duration,
@@ -72,7 +75,11 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the state (no I/O besides reading the token file).
-    pub fn new(cfg: IngestConfig, tokens: TokenStore) -> Result<Self, BrokerError> {
+    pub fn new(
+        cfg: IngestConfig,
+        tokens: TokenStore,
+        policy: PolicyStore,
+    ) -> Result<Self, BrokerError> {
         let names = Names::new(cfg.broker.prefix.clone());
         let store = Store::new(&cfg.redis, names.clone())?;
         Ok(AppState {
@@ -80,6 +87,7 @@ impl AppState {
             store,
             publisher: Arc::default(),
             tokens,
+            policy,
             scripts: intake::Scripts::default(),
             retry_after: cfg.limits.retry_after,
             dedup_ttl: cfg.limits.dedup_ttl,
@@ -111,6 +119,8 @@ pub enum ServeError {
     Broker(#[from] BrokerError),
     #[error("API tokens: {0}")]
     Tokens(#[from] tokens::TokensError),
+    #[error("CONTEXTEN_POLICY_FILE: {0}")]
+    Policy(#[from] PolicyError),
 }
 
 /// Every route of ingest, health included.
@@ -190,7 +200,8 @@ pub async fn serve(
     let addr = listener.local_addr().unwrap_or(cfg.addr);
     cfg.log_providers();
     let tokens = TokenStore::load(cfg.api_tokens_file.clone(), cfg.api_tokens_inline.clone())?;
-    let state = Arc::new(AppState::new(cfg, tokens)?);
+    let policy = PolicyStore::load(cfg.policy_file.clone())?;
+    let state = Arc::new(AppState::new(cfg, tokens, policy)?);
     let readiness = Readiness::new(&["broker", "redis"]);
     // The broker session outlives the listener: requests still in flight and
     // acknowledgements still unconfirmed finish before the connection closes.
@@ -227,6 +238,13 @@ pub fn start_background(
             .watch_health(readiness.clone(), shutdown.clone()),
     );
     tokio::spawn(state.tokens.clone().watch(shutdown.clone()));
+    let stop = shutdown.clone();
+    tokio::spawn(
+        state
+            .policy
+            .clone()
+            .watch(async move { stop.cancelled().await }),
+    );
     tokio::spawn(keep_publisher(
         state.cfg.clone(),
         state.names.clone(),

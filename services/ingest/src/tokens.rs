@@ -20,6 +20,7 @@
 
 use contexten_broker::CancellationToken;
 use contexten_config::{ExposeSecret, Secret};
+use contexten_trust::policy::RepoPattern;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -66,7 +67,7 @@ pub struct Principal {
     pub scopes: Vec<Scope>,
     /// Repositories this token may name besides what the policy file grants
     /// (see README "Security model").
-    pub repositories: Vec<String>,
+    pub repositories: Vec<RepoPattern>,
 }
 
 impl Principal {
@@ -167,13 +168,22 @@ fn parse_file(text: &str, table: &mut Table) -> Result<(), TokensError> {
     let file: TokensFile = toml::from_str(text).map_err(|e| TokensError::Invalid(e.to_string()))?;
     for entry in file.tokens {
         let hash = parse_hash(&entry.sha256, &entry.name)?;
+        let repositories = entry
+            .repositories
+            .iter()
+            .map(|r| {
+                RepoPattern::parse(r).map_err(|e| {
+                    TokensError::Invalid(format!("token {:?}: repository {e}", entry.name))
+                })
+            })
+            .collect::<Result<_, _>>()?;
         insert(
             table,
             hash,
             Principal {
                 name: entry.name,
                 scopes: entry.scopes,
-                repositories: entry.repositories,
+                repositories,
             },
         )?;
     }
@@ -397,6 +407,11 @@ mod tests {
         );
         let mut table = Table::new();
         parse_file(&file, &mut table).unwrap();
-        assert_eq!(table[&hash_token(&token)].repositories, vec!["acme/*"]);
+        assert_eq!(
+            table[&hash_token(&token)].repositories,
+            vec![RepoPattern::parse("acme/*").unwrap()]
+        );
+        let bad = file.replace("acme/*", "acme/*/x");
+        assert!(parse_file(&bad, &mut Table::new()).is_err());
     }
 }

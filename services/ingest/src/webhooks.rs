@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use contexten_envelope::now_ms;
+use contexten_envelope::{ReplyKind, SourceKind, now_ms};
 use contexten_telemetry::metric;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -69,7 +69,7 @@ pub(crate) fn answered(
 ) -> Response {
     let outcome = match &result {
         Ok(r) => match r.status() {
-            StatusCode::ACCEPTED => "accepted",
+            StatusCode::ACCEPTED if r.extensions().get::<Outcome>().is_none() => "accepted",
             _ => match r.extensions().get::<Outcome>() {
                 Some(Outcome(o)) => *o,
                 None => "ok",
@@ -131,20 +131,42 @@ pub(crate) async fn submit(
         Err(OverLimit::Quiet) => return Ok(ignored(draft.kind.as_str(), "rate_limited")),
         Err(OverLimit::Answer(refusal)) => draft.refuse(refusal),
     }
+    if draft.refusal.is_none()
+        && let Some(refusal) = admission::repository_refusal(state, &draft)
+    {
+        if draft.kind == SourceKind::Api {
+            return Err(IngestError::RepositoryNotAllowed(refusal.message));
+        }
+        // Answered in the requester's thread; the repository is never fetched.
+        draft.refuse(refusal);
+    }
     let env = draft.into_envelope(&state.cfg.routing);
     match intake::admit(state, env, received_at_ms).await? {
-        Admission::Created(env) => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({
-                "status": "accepted",
-                "task_id": env.task_id,
-                "status_url": format!("/v1/tasks/{}", env.task_id),
-                "strategy": env.strategy,
-                "strategy_rule": env.strategy_rule,
-                "priority": env.priority,
-            })),
-        )
-            .into_response()),
+        Admission::Created(env) => {
+            // A refused request is answered in its thread: say so here too.
+            let refused = env
+                .result
+                .as_ref()
+                .and_then(|r| r.reason.clone())
+                .filter(|_| env.reply == Some(ReplyKind::Failure));
+            let mut response = (
+                StatusCode::ACCEPTED,
+                Json(json!({
+                    "status": if refused.is_some() { "refused" } else { "accepted" },
+                    "reason": refused,
+                    "task_id": env.task_id,
+                    "status_url": format!("/v1/tasks/{}", env.task_id),
+                    "strategy": env.strategy,
+                    "strategy_rule": env.strategy_rule,
+                    "priority": env.priority,
+                })),
+            )
+                .into_response();
+            if refused.is_some() {
+                response.extensions_mut().insert(Outcome("refused"));
+            }
+            Ok(response)
+        }
         Admission::Duplicate { task_id } => Ok(labelled(
             StatusCode::OK,
             json!({"status": "duplicate", "task_id": task_id}),
@@ -342,7 +364,16 @@ async fn slack_inner(
         let draft = providers::slack::classify_command(command, &state.cfg.routing);
         let response = submit(state, draft, received).await?;
         // Slack shows a slash command's 200 body to the user who typed it.
-        let (text, outcome) = if response.status() == StatusCode::ACCEPTED {
+        let refused = matches!(
+            response.extensions().get::<Outcome>(),
+            Some(Outcome("refused"))
+        );
+        let (text, outcome) = if refused {
+            (
+                "This request cannot be run here; the reason is posted in the channel.",
+                "refused",
+            )
+        } else if response.status() == StatusCode::ACCEPTED {
             ("On it: your request is queued.", "accepted")
         } else {
             ("Already received.", "duplicate")

@@ -8,9 +8,10 @@
 
 use super::{Classified, str_at};
 use crate::config::TriggerSettings;
-use crate::intake::Draft;
+use crate::intake::{Draft, Requester};
 use crate::routing::{Routing, find_command};
 use contexten_envelope::{ReplyTarget, RepositoryRef, SourceKind};
+use contexten_trust::policy::RepoId;
 use serde_json::Value;
 
 /// Classifies one verified delivery of `event`.
@@ -38,11 +39,13 @@ pub fn classify(
     match draft {
         Ok(mut draft) => {
             draft.delivery_id = Some(delivery.to_owned());
-            if let Some(id) = payload.pointer("/installation/id").and_then(Value::as_u64) {
+            let installation = payload.pointer("/installation/id").and_then(Value::as_u64);
+            if let Some(id) = installation {
                 draft
                     .source_extra
                     .insert("installation_id".into(), id.into());
             }
+            draft.requester = requester(payload, installation);
             Classified::Task(Box::new(draft))
         }
         Err(reason) => Classified::Ignored(reason),
@@ -142,6 +145,17 @@ fn labeled(
         }
     }
     Ok(draft)
+}
+
+/// The repository's owner and identity, for the repository policy.
+fn requester(payload: &Value, installation: Option<u64>) -> Option<Requester> {
+    let full_name = str_at(payload, &["repository", "full_name"])?;
+    let (owner, name) = full_name.split_once('/')?;
+    Some(Requester::Github {
+        owner: owner.to_owned(),
+        installation,
+        repository: RepoId::github(owner, name).ok()?,
+    })
 }
 
 /// The parts shared by every GitHub trigger: reply target, repository and conversation.

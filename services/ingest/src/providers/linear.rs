@@ -4,7 +4,7 @@
 
 use super::{Classified, str_at};
 use crate::config::TriggerSettings;
-use crate::intake::Draft;
+use crate::intake::{Draft, Requester};
 use crate::routing::{Routing, find_command, repository_in_text};
 use contexten_envelope::{ReplyTarget, RepositoryRef, SourceKind};
 use serde_json::Value;
@@ -47,12 +47,22 @@ pub fn classify(
                 .or_else(|| str_at(payload, &["actor", "id"]))
                 .map(str::to_owned);
             let team = str_at(data, &["teamId"]).or_else(|| str_at(data, &["issue", "teamId"]));
-            draft.repository = repository_in_text(&draft.text)
+            // Named in the text: the policy must allow it; else the team's
+            // repository from the routing rules (an operator's choice).
+            let named = repository_in_text(&draft.text);
+            draft.repository_named = named.is_some();
+            draft.repository = named
                 .or_else(|| team.and_then(|t| routing.repositories().linear_teams.get(t).cloned()))
                 .map(|url| RepositoryRef {
                     url,
                     reference: None,
                 });
+            draft.requester = Some(Requester::Linear {
+                organization: str_at(payload, &["organizationId"])
+                    .unwrap_or("")
+                    .to_owned(),
+                team: team.map(str::to_owned),
+            });
             if let Some(url) = str_at(payload, &["url"]) {
                 draft.source_extra.insert("linear_url".into(), url.into());
             }

@@ -7,7 +7,7 @@
 //! `message` copies of one message (two `event_id`s) become one task.
 
 use super::{Classified, str_at};
-use crate::intake::Draft;
+use crate::intake::{Draft, Requester};
 use crate::routing::{Routing, command_words, repository_in_text};
 use contexten_envelope::{ReplyTarget, RepositoryRef, SourceKind};
 use serde::Deserialize;
@@ -55,7 +55,11 @@ pub fn classify_event(payload: &Value, routing: &Routing) -> Classified {
         draft.delivery_id = Some(format!("{channel}:{ts}"));
         draft.requested_by = str_at(event, &["user"]).map(str::to_owned);
         draft.conversation = Some(format!("slack:{channel}:{parent}"));
-        draft.repository = repository(&draft.text, channel, routing);
+        set_repository(&mut draft, channel, routing);
+        draft.requester = Some(Requester::Slack {
+            team: str_at(payload, &["team_id"]).unwrap_or("").to_owned(),
+            channel: channel.to_owned(),
+        });
         if let Some(id) = str_at(payload, &["event_id"]) {
             draft
                 .source_extra
@@ -117,7 +121,11 @@ pub fn classify_command(command: SlashCommand, routing: &Routing) -> Draft {
         "slack:{}:command:{}",
         command.channel_id, command.trigger_id
     ));
-    draft.repository = repository(&draft.text, &command.channel_id, routing);
+    set_repository(&mut draft, &command.channel_id, routing);
+    draft.requester = Some(Requester::Slack {
+        team: command.team_id.clone().unwrap_or_default(),
+        channel: command.channel_id.clone(),
+    });
     if let Some(url) = command.response_url {
         draft
             .source_extra
@@ -134,13 +142,17 @@ pub fn classify_command(command: SlashCommand, routing: &Routing) -> Draft {
     draft
 }
 
-fn repository(text: &str, channel: &str, routing: &Routing) -> Option<RepositoryRef> {
-    repository_in_text(text)
+/// A repository named in the text (the policy must allow it), else the one an
+/// operator mapped to the channel in the routing rules.
+fn set_repository(draft: &mut Draft, channel: &str, routing: &Routing) {
+    let named = repository_in_text(&draft.text);
+    draft.repository_named = named.is_some();
+    draft.repository = named
         .or_else(|| routing.repositories().slack_channels.get(channel).cloned())
         .map(|url| RepositoryRef {
             url,
             reference: None,
-        })
+        });
 }
 
 /// Removes `<@U123>` mentions (Slack's wire form) from the text.

@@ -6,6 +6,7 @@ use contexten_broker::{CancellationToken, topology};
 use contexten_config::{Env, Secret};
 use contexten_envelope::{Names, Stage, TaskEnvelope, now_ms};
 use contexten_telemetry::health::Readiness;
+use contexten_trust::policy::PolicyStore;
 use ingest::tokens::{Scope, TokenStore};
 use ingest::verify::sign_hex;
 use ingest::{AppState, IngestConfig};
@@ -58,6 +59,7 @@ pub struct TestIngest {
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     tiers: Vec<Duration>,
+    _policy_dir: tempfile::TempDir,
 }
 
 impl TestIngest {
@@ -83,6 +85,17 @@ impl TestIngest {
             ("LINEAR_BOT_USER_ID", LINEAR_BOT),
             ("INGEST_RETRY_AFTER_SECS", "2"),
         ];
+        // API tests name repositories of the fixtures' organisation; the
+        // policy tests bring their own file.
+        let policy_dir = tempfile::tempdir().unwrap();
+        let policy_path = policy_dir.path().join("policy.toml");
+        std::fs::write(
+            &policy_path,
+            "[[api]]\ntoken = \"*\"\nrepositories = [\"octo-org/*\"]\n\n[[slack]]\nteam = \"T0001\"\nrepositories = [\"octo-org/*\"]\n\n[[linear]]\norganization = \"0c1d2e3f-0000-4000-8000-000000000001\"\nrepositories = [\"octo-org/*\"]\n",
+        )
+        .unwrap();
+        let policy_path = policy_path.display().to_string();
+        pairs.push(("CONTEXTEN_POLICY_FILE", &policy_path));
         pairs.extend_from_slice(extra);
         let cfg = IngestConfig::from_env(&Env::from_pairs(pairs)).expect("test config");
         let tiers = cfg.broker.retry_tiers.clone();
@@ -92,7 +105,8 @@ impl TestIngest {
             ("client", &token("both"), &[Scope::Submit, Scope::Read]),
             ("ops", &token("admin"), &[Scope::Admin]),
         ]);
-        let state = Arc::new(AppState::new(cfg, tokens).expect("state"));
+        let policy = PolicyStore::load(cfg.policy_file.clone()).expect("policy");
+        let state = Arc::new(AppState::new(cfg, tokens, policy).expect("state"));
         let readiness = Readiness::new(&["broker", "redis"]);
         let shutdown = CancellationToken::new();
         ingest::start_background(&state, &readiness, &shutdown, &shutdown);
@@ -122,6 +136,7 @@ impl TestIngest {
             shutdown,
             server,
             tiers,
+            _policy_dir: policy_dir,
         };
         ingest.wait_for_broker(true).await;
         ingest

@@ -145,3 +145,115 @@ async fn one_requester_over_the_limit_is_told_to_slow_down_once() {
     ingest.assert_nothing_queued().await;
     ingest.cleanup().await;
 }
+
+/// A policy file letting one Slack channel read `acme/secret`.
+fn policy_file(dir: &std::path::Path) -> String {
+    let path = dir.join("policy.toml");
+    std::fs::write(
+        &path,
+        "[[slack]]\nteam = \"T0001\"\nchannel = \"C0ALLOWED\"\nrepositories = [\"acme/secret\"]\n\n[[api]]\ntoken = \"client\"\nrepositories = [\"acme/*\"]\n",
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn a_repository_the_channel_may_not_read_is_refused_in_its_thread_and_never_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_file(dir.path());
+    let ingest = TestIngest::start_with(&[("CONTEXTEN_POLICY_FILE", &policy)]).await;
+    let text = "<@U0BOT> explain src/auth.rs in https://github.com/acme/secret";
+    let body = slack_callback("EvP1", slack_mention("C0OTHER", "1712.2001", None, text));
+    let a = ingest.slack(&body, &[]).await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    let (answer, props) = ingest.take(Stage::Dispatch).await;
+    assert_eq!(
+        props.delivery_mode(),
+        &Some(2),
+        "a refusal is persisted like a task"
+    );
+    assert_eq!(answer.reply, Some(ReplyKind::Failure));
+    assert_eq!(
+        answer.request.repository, None,
+        "nothing downstream can fetch it"
+    );
+    let result = answer.result.as_ref().unwrap();
+    assert_eq!(result.reason.as_deref(), Some("repository_not_allowed"));
+    assert!(result.summary.contains("C0OTHER"), "{}", result.summary);
+    assert!(
+        result.summary.contains("github.com/acme/secret"),
+        "{}",
+        result.summary
+    );
+    assert_eq!(
+        answer.source.reply_to,
+        contexten_envelope::ReplyTarget::Slack {
+            channel: "C0OTHER".into(),
+            thread_ts: "1712.2001".into()
+        }
+    );
+    ingest.assert_nothing_queued().await;
+
+    // The channel the policy names gets its task, with the repository.
+    let body = slack_callback("EvP2", slack_mention("C0ALLOWED", "1712.2002", None, text));
+    assert_eq!(ingest.slack(&body, &[]).await.json["status"], "accepted");
+    let (task, _) = ingest.take_task_and_ack(Stage::Context).await;
+    assert_eq!(
+        task.request.repository.as_ref().map(|r| r.url.as_str()),
+        Some("https://github.com/acme/secret.git")
+    );
+
+    // The API: a 403 naming the missing permission, for a token without it.
+    let request = json!({"text": "explain the parser", "repository_url": "https://github.com/acme/secret.git"});
+    let a = ingest.api(&token("submit"), &request, None).await;
+    assert_eq!(
+        (a.status, a.error()),
+        (403, "repository_not_allowed"),
+        "{}",
+        a.json
+    );
+    assert!(
+        a.json["message"].as_str().unwrap().contains("submitter"),
+        "{}",
+        a.json
+    );
+    let a = ingest.api(&token("both"), &request, None).await;
+    assert_eq!(a.status, 202, "{}", a.json);
+    ingest.take_task_and_ack(Stage::Context).await;
+    ingest.assert_nothing_queued().await;
+    ingest.cleanup().await;
+}
+
+#[tokio::test]
+async fn api_urls_pointing_inside_are_refused_before_anything_is_queued() {
+    let ingest = TestIngest::start().await;
+    for (field, url) in [
+        ("repository_url", "https://127.0.0.1/octo-org/x.git"),
+        ("repository_url", "https://localhost/octo-org/x.git"),
+        ("repository_url", "https://169.254.169.254/octo-org/x.git"),
+        (
+            "repository_url",
+            "https://user:pw@github.com/octo-org/x.git",
+        ),
+        ("callback_url", "https://10.0.0.5/hook"),
+        ("callback_url", "http://[::ffff:10.0.0.1]/hook"),
+        ("callback_url", "http://hooks.example.test/plain"),
+    ] {
+        let mut request = json!({"text": "explain the parser"});
+        request[field] = json!(url);
+        let a = ingest.api(&token("both"), &request, None).await;
+        assert_eq!(
+            (a.status, a.error()),
+            (400, "outbound_refused"),
+            "{url}: {}",
+            a.json
+        );
+        assert!(
+            !a.json["message"].as_str().unwrap().contains("pw"),
+            "{}",
+            a.json
+        );
+    }
+    ingest.assert_nothing_queued().await;
+    ingest.cleanup().await;
+}

@@ -297,6 +297,31 @@ impl OutboundGuard {
         Ok(())
     }
 
+    /// The checks that need no DNS: scheme, credentials, an address literal, and
+    /// `localhost` names (RFC 6761: always loopback). For an early, clear answer
+    /// where a request names a URL (ingest); the connect-time [`check`](Self::check)
+    /// still resolves and judges every address.
+    pub fn precheck(&self, url: &str, purpose: Purpose) -> Result<(), OutboundRefusal> {
+        let target = self.parse(url, purpose)?;
+        let ips = match &target.host {
+            TargetHost::Ip(ip) => vec![*ip],
+            TargetHost::Name(name)
+                if (name == "localhost" || name.ends_with(".localhost"))
+                    && !self.allow.allows_host(name) =>
+            {
+                vec![IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)]
+            }
+            TargetHost::Name(_) => Vec::new(),
+        };
+        for ip in &ips {
+            self.judge_ip(*ip, &target.host, purpose)?;
+        }
+        if target.url.scheme() == "http" && !self.http_allowed(&target.host, &ips) {
+            return Err(self.http_refusal(&target.host, purpose));
+        }
+        Ok(())
+    }
+
     /// Judges one address with the exceptions applied.
     pub fn judge(&self, ip: IpAddr) -> Result<(), IpRefusal> {
         if self.allow.allows_ip(ip) {

@@ -424,3 +424,47 @@ fn settings_come_from_the_environment() {
     let flag = OutboundGuard::from_env(&Env::from_pairs([(GIT_SSH_VAR, "maybe")])).unwrap_err();
     assert!(flag.to_string().contains(GIT_SSH_VAR), "{flag}");
 }
+
+#[test]
+fn precheck_judges_literals_localhost_and_schemes_without_dns() {
+    let guard = OutboundGuard::default();
+    for url in [
+        "https://127.0.0.1/x.git",
+        "https://localhost:8443/x.git",
+        "https://api.localhost/x.git",
+        "https://[::1]/x.git",
+        "https://169.254.169.254/latest/meta-data",
+        "http://example.com/x.git",
+        "https://user:pw@example.com/x.git",
+        "file:///etc/passwd",
+    ] {
+        assert!(guard.precheck(url, Purpose::Git).is_err(), "{url}");
+    }
+    // A name other than localhost is judged when it is resolved, at connect time.
+    assert!(
+        guard
+            .precheck("https://git.example.com/x.git", Purpose::Git)
+            .is_ok()
+    );
+    assert!(
+        guard
+            .precheck("https://93.184.215.14/x.git", Purpose::Git)
+            .is_ok()
+    );
+    let local = OutboundGuard::default().allow_loopback(true);
+    assert!(
+        local
+            .precheck("http://localhost:8080/x.git", Purpose::Git)
+            .is_ok()
+    );
+    assert!(
+        local
+            .precheck("http://127.0.0.1:8080/hook", Purpose::Callback)
+            .is_ok()
+    );
+    assert!(
+        local
+            .precheck("http://10.0.0.5/hook", Purpose::Callback)
+            .is_err()
+    );
+}
