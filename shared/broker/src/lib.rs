@@ -12,11 +12,13 @@
 //!   passed by reference.
 //!
 //! A message is acked only after its successors are confirmed by the broker and
-//! its completion is recorded.
+//! its completion is recorded. A task given up on gets a failure answer with its
+//! reason code and that code's sentence ([`failure_text`]), never the detail.
 
 #[cfg(feature = "bench")]
 pub mod benchkit;
 mod connect;
+mod failure;
 mod outcome;
 mod publisher;
 mod retry;
@@ -26,6 +28,7 @@ mod store;
 pub mod topology;
 
 pub use connect::connect;
+pub use failure::failure_text;
 pub use outcome::{DeadReason, Handler, Next, Outcome, RetryReason};
 pub use publisher::{Delivery, PendingConfirm, PublishedMessage, Publisher};
 pub use retry::RetryPolicy;

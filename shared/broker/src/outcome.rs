@@ -24,9 +24,11 @@ pub struct RetryReason {
 /// Why a handler gives up on a task (a permanent failure).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadReason {
-    /// snake_case code (`invalid_request`, `retries_exhausted`, …).
+    /// snake_case code (`invalid_request`, `retries_exhausted`, …); the failure
+    /// answer carries it with its sentence ([`crate::failure_text`]).
     pub code: String,
-    /// Words a person understands; also the failure answer's text.
+    /// What went wrong, for operators: the dead-letter header and the log line.
+    /// Never shown to the requester (it may quote stderr, paths or hosts).
     pub detail: String,
 }
 

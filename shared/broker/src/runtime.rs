@@ -3,9 +3,11 @@
 //! task per delivery. Outcomes become broker actions in [`apply`], the only place
 //! that acks.
 
+use crate::failure::failure_text;
 use crate::publisher::{Route, long};
 use crate::{
-    BrokerError, Handler, Next, Outcome, Publisher, RetryPolicy, Store, connect, topology,
+    BrokerError, DeadReason, Handler, Next, Outcome, Publisher, RetryPolicy, Store, connect,
+    topology,
 };
 use contexten_config::BrokerSettings;
 use contexten_envelope::{
@@ -370,7 +372,8 @@ async fn apply<H>(
                         routing_key,
                     }) => {
                         let detail = format!("no queue bound for {routing_key} on {exchange}");
-                        return dead_letter(session, input, "unroutable", &detail, &trace).await;
+                        let reason = DeadReason::new("unroutable", detail);
+                        return dead_letter(session, input, &reason, None, &trace).await;
                     }
                     other => other?,
                 }
@@ -386,7 +389,9 @@ async fn apply<H>(
                     "gave up after {} attempts; last error {}: {}",
                     retry, reason.code, reason.detail
                 );
-                return dead_letter(session, input, "retries_exhausted", &detail, &trace).await;
+                let exhausted = DeadReason::new("retries_exhausted", detail);
+                let cause = Some(reason.code.as_str());
+                return dead_letter(session, input, &exhausted, cause, &trace).await;
             }
             let delay = session.policy.delay(retry, requested);
             let mut next = input.clone();
@@ -405,7 +410,7 @@ async fn apply<H>(
             "retrying".to_owned()
         }
         Outcome::DeadLetter(reason) => {
-            return dead_letter(session, input, &reason.code, &reason.detail, &trace).await;
+            return dead_letter(session, input, &reason, None, &trace).await;
         }
     };
     record(session, input, &state).await;
@@ -448,15 +453,18 @@ async fn record<H>(session: &Session<H>, input: &TaskEnvelope, state: &str) {
 }
 
 /// Dead-letters `input` with its reason and, unless dispatch itself failed, sends
-/// the requester a failure answer (DESIGN §2: silence is a bug).
+/// the requester a failure answer (DESIGN §2: silence is a bug): the reason code
+/// and its sentence ([`failure_text`]); the detail stays in the header and the log.
+/// `cause` is the last retry's code when the retries are spent.
 async fn dead_letter<H>(
     session: &Session<H>,
     input: &TaskEnvelope,
-    code: &str,
-    detail: &str,
+    reason: &DeadReason,
+    cause: Option<&str>,
     trace: &HashMap<String, String>,
 ) -> Result<(), BrokerError> {
     let stage = session.stage;
+    let (code, detail) = (reason.code.as_str(), reason.detail.as_str());
     let mut table = FieldTable::default();
     for (key, value) in trace {
         table.insert(key.as_str().into(), long(value));
@@ -486,7 +494,7 @@ async fn dead_letter<H>(
         answer.result = Some(TaskResult::failure(
             stage,
             code,
-            failure_text(stage, code, detail),
+            failure_text(stage, code, cause),
         ));
         answer.reply = Some(ReplyKind::Failure);
         session
@@ -496,15 +504,6 @@ async fn dead_letter<H>(
     }
     record(session, input, &format!("dead_lettered:{code}")).await;
     Ok(())
-}
-
-fn failure_text(stage: Stage, code: &str, detail: &str) -> String {
-    let what = match code {
-        "retries_exhausted" => "kept failing and was given up",
-        "unroutable" => "could not be routed to its next step",
-        _ => "could not be completed",
-    };
-    format!("Sorry, your request {what} at the {stage} step: {detail}")
 }
 
 fn dead_headers(table: &mut FieldTable, stage: Stage, attempt: u32, code: &str, detail: &str) {

@@ -375,6 +375,62 @@ async fn a_retried_message_returns_after_the_delay_and_is_dead_lettered_after_th
     let result = answer.result.unwrap();
     assert_eq!(result.kind, ResultKind::Failure);
     assert_eq!(result.reason.as_deref(), Some("retries_exhausted"));
+    assert!(
+        result.summary.contains("`provider_unavailable`")
+            && !result.summary.contains("fake provider"),
+        "the last code, not its words: {}",
+        result.summary
+    );
+    worker.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_dead_lettered_task_is_answered_with_its_reason_code_and_none_of_the_detail() {
+    let broker = TestBroker::start().await;
+    let detail = "git fetch failed: fatal: unable to access 'http://10.1.2.3/x': \
+                  /var/lib/contexten/repos/ab12.git: Permission denied\n\
+                  stack backtrace:\n   0: context_worker::fetch at src/lib.rs:42";
+    let worker = broker.spawn_worker(Stage::Context, move |_env: TaskEnvelope| async move {
+        Outcome::dead("repository_not_found", detail)
+    });
+    let sent = envelope("read my repository");
+    broker
+        .publisher
+        .publish(Stage::Context, &sent)
+        .await
+        .unwrap();
+
+    let answer = broker
+        .take(&broker.names.stage_queue(Stage::Dispatch))
+        .await;
+    let answer = TaskEnvelope::from_json(&answer.delivery.data).unwrap();
+    assert_eq!(answer.task_id, sent.task_id);
+    assert_eq!(answer.reply, Some(ReplyKind::Failure));
+    let answered = String::from_utf8_lossy(&answer.to_json()).into_owned();
+    let result = answer.result.unwrap();
+    assert_eq!(result.reason.as_deref(), Some("repository_not_found"));
+    assert_eq!(
+        result.summary,
+        "Sorry, your request could not be completed: the repository could not be found, \
+         or this deployment has no access to it."
+    );
+    for leak in [
+        "git fetch",
+        "fatal",
+        "10.1.2.3",
+        "/var/lib/contexten",
+        "Permission denied",
+        "backtrace",
+        "src/lib.rs",
+    ] {
+        assert!(!answered.contains(leak), "{leak:?} reached the answer");
+    }
+    // The detail is kept where operators look: the dead letter's header.
+    let dead = broker.take(&broker.names.dead_queue(Stage::Context)).await;
+    let dead_headers = headers(&dead);
+    assert_eq!(dead_headers[HEADER_DEAD_REASON], "repository_not_found");
+    assert!(dead_headers[HEADER_DEAD_DETAIL].contains("10.1.2.3"));
     worker.stop().await;
     broker.cleanup().await;
 }
