@@ -18,6 +18,7 @@
 //! | `CONTEXTEN_API_TOKENS` | the same tokens inline: `name:sha256hex:scope+scope,...` | unset |
 //! | `CONTEXTEN_ALLOW_LOCAL_REPOS` | accept `file://` repository URLs from the API; loopback URLs pass the outbound guard (development only) | `0` |
 //! | `CONTEXTEN_OUTBOUND_ALLOW` | hosts, `*.domain`, addresses or CIDRs that API-named repository and callback URLs may reach although private (on-premises git servers, internal receivers) | unset |
+//! | `CONTEXTEN_GIT_SERVERS` | base URLs of on-premises git servers whose repository URLs are recognised in message text, besides github.com and gitlab.com | unset |
 //! | `CONTEXTEN_GIT_ALLOW_SSH` | accept `ssh://` and `git@host:path` repository URLs | `0` |
 //! | `INGEST_MAX_BODY_BYTES` | request body limit (1 KiB–64 MiB) | `1048576` |
 //! | `INGEST_DEDUP_TTL_SECS` | how long a delivery id is remembered (60 s–30 d) | `259200` (3 days: GitHub's redelivery horizon) |
@@ -137,6 +138,26 @@ pub enum StartError {
     Outbound(#[from] OutboundConfigError),
 }
 
+/// `CONTEXTEN_GIT_SERVERS`: base URLs (`https://git.corp.example`) of on-premises
+/// git servers whose repository URLs are recognised in message text.
+fn git_servers(env: &Env) -> Result<Vec<String>, ConfigError> {
+    let raw = env.raw("CONTEXTEN_GIT_SERVERS").unwrap_or("");
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|server| match url::Url::parse(server) {
+            Ok(url) if matches!(url.scheme(), "https" | "http") && url.host().is_some() => {
+                Ok(server.to_owned())
+            }
+            _ => Err(ConfigError {
+                var: "CONTEXTEN_GIT_SERVERS".into(),
+                shown: server.to_owned(),
+                expected: "comma-separated base URLs such as https://git.corp.example".into(),
+            }),
+        })
+        .collect()
+}
+
 impl IngestConfig {
     /// Reads the settings from `env`.
     pub fn from_env(env: &Env) -> Result<Self, StartError> {
@@ -181,7 +202,7 @@ impl IngestConfig {
                 allowed_associations: associations,
             },
             requesters: RequesterGate::from_env(env),
-            routing: Routing::load(rules_path.as_deref())?,
+            routing: Routing::load(rules_path.as_deref())?.with_git_servers(&git_servers(env)?),
             api_tokens_file: env.raw("CONTEXTEN_API_TOKENS_FILE").map(PathBuf::from),
             api_tokens_inline: env.secret("CONTEXTEN_API_TOKENS"),
             policy_file: env
@@ -277,5 +298,42 @@ mod tests {
         )]))
         .unwrap_err();
         assert!(err.to_string().contains("CONTEXTEN_ROUTING_RULES"), "{err}");
+    }
+
+    #[test]
+    fn on_premises_git_servers_are_recognised_in_text() {
+        let cfg = IngestConfig::from_env(&Env::from_pairs([(
+            "CONTEXTEN_GIT_SERVERS",
+            "https://git.corp.example/, http://127.0.0.1:9418",
+        )]))
+        .unwrap();
+        let routing = &cfg.routing;
+        assert_eq!(
+            routing
+                .repository_in_text("see https://git.corp.example/team/api/blob/x.rs")
+                .as_deref(),
+            Some("https://git.corp.example/team/api.git")
+        );
+        assert_eq!(
+            routing
+                .repository_in_text("in http://127.0.0.1:9418/acme/secret please")
+                .as_deref(),
+            Some("http://127.0.0.1:9418/acme/secret.git")
+        );
+        assert_eq!(
+            routing
+                .repository_in_text("https://github.com/o/r")
+                .as_deref(),
+            Some("https://github.com/o/r.git")
+        );
+        assert_eq!(
+            routing.repository_in_text("http://127.0.0.2:9418/acme/secret"),
+            None
+        );
+        for bad in ["git.corp.example", "ftp://x/"] {
+            let err = IngestConfig::from_env(&Env::from_pairs([("CONTEXTEN_GIT_SERVERS", bad)]))
+                .unwrap_err();
+            assert!(err.to_string().contains("CONTEXTEN_GIT_SERVERS"), "{err}");
+        }
     }
 }

@@ -78,19 +78,24 @@ fn is_symbol(s: &str) -> bool {
             .all(|c| c.is_alphanumeric() || c == '_' || c == ':' || c == '.')
 }
 
+/// The git servers whose repository URLs are recognised in any request.
+pub const PUBLIC_GIT_SERVERS: [&str; 2] = ["https://github.com/", "https://gitlab.com/"];
+
 /// A repository URL named in the text (`https://github.com/owner/repo`), as a
 /// clone URL.
 pub fn repository_in_text(text: &str) -> Option<String> {
+    repository_on_servers(text, &PUBLIC_GIT_SERVERS)
+}
+
+/// A repository URL on one of `servers` (base URLs ending in `/`) named in the
+/// text, as a clone URL (`<base><owner>/<repo>.git`).
+pub fn repository_on_servers<S: AsRef<str>>(text: &str, servers: &[S]) -> Option<String> {
     text.split(|c: char| c.is_whitespace() || "()<>\"'`|".contains(c))
         .find_map(|token| {
-            let rest = token
-                .strip_prefix("https://github.com/")
-                .or_else(|| token.strip_prefix("https://gitlab.com/"))?;
-            let host = if token.starts_with("https://github.com/") {
-                "github.com"
-            } else {
-                "gitlab.com"
-            };
+            let (base, rest) = servers
+                .iter()
+                .map(AsRef::as_ref)
+                .find_map(|base| Some((base, token.strip_prefix(base)?)))?;
             let mut parts = rest.split('/');
             let owner = parts.next().filter(|s| !s.is_empty())?;
             let repo = parts.next().filter(|s| !s.is_empty())?;
@@ -98,8 +103,7 @@ pub fn repository_in_text(text: &str) -> Option<String> {
                 .trim_end_matches(['.', ',', ';'])
                 .trim_end_matches(".git");
             let ok = |s: &str| s.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c));
-            (ok(owner) && ok(repo) && !repo.is_empty())
-                .then(|| format!("https://{host}/{owner}/{repo}.git"))
+            (ok(owner) && ok(repo) && !repo.is_empty()).then(|| format!("{base}{owner}/{repo}.git"))
         })
 }
 

@@ -3,7 +3,9 @@
 //! `routing.toml`), then the default. Also command/mention detection; hint
 //! extraction lives in [`crate::hints`].
 
-pub use crate::hints::{extract_hints, repository_in_text};
+pub use crate::hints::{
+    PUBLIC_GIT_SERVERS, extract_hints, repository_in_text, repository_on_servers,
+};
 use contexten_envelope::{Hints, Priority, SourceKind, Strategy};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -99,6 +101,10 @@ pub struct Decision {
 #[derive(Debug, Clone)]
 pub struct Routing {
     file: RulesFile,
+    /// Base URLs (ending in `/`) of the git servers whose repository URLs are
+    /// recognised in message text: github.com, gitlab.com and
+    /// `CONTEXTEN_GIT_SERVERS`.
+    git_servers: Vec<String>,
 }
 
 impl Routing {
@@ -114,7 +120,27 @@ impl Routing {
         for rule in &mut file.rules {
             rule.keywords = rule.keywords.iter().map(|k| k.to_lowercase()).collect();
         }
-        Ok(Routing { file })
+        Ok(Routing {
+            file,
+            git_servers: PUBLIC_GIT_SERVERS.map(str::to_owned).to_vec(),
+        })
+    }
+
+    /// Also recognises repository URLs on these servers (on-premises GitHub
+    /// Enterprise, GitLab or Gitea), given as base URLs.
+    pub fn with_git_servers(mut self, servers: &[String]) -> Self {
+        for server in servers {
+            let base = format!("{}/", server.trim().trim_end_matches('/'));
+            if !self.git_servers.contains(&base) {
+                self.git_servers.push(base);
+            }
+        }
+        self
+    }
+
+    /// A repository URL the text names, on a recognised git server.
+    pub fn repository_in_text(&self, text: &str) -> Option<String> {
+        repository_on_servers(text, &self.git_servers)
     }
 
     /// The shipped defaults.

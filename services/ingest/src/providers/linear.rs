@@ -5,7 +5,7 @@
 use super::{Classified, str_at};
 use crate::config::TriggerSettings;
 use crate::intake::{Draft, Requester};
-use crate::routing::{Routing, find_command, repository_in_text};
+use crate::routing::{Routing, find_command};
 use contexten_envelope::{ReplyTarget, RepositoryRef, SourceKind};
 use serde_json::Value;
 
@@ -49,7 +49,7 @@ pub fn classify(
             let team = str_at(data, &["teamId"]).or_else(|| str_at(data, &["issue", "teamId"]));
             // Named in the text: the policy must allow it; else the team's
             // repository from the routing rules (an operator's choice).
-            let named = repository_in_text(&draft.text);
+            let named = routing.repository_in_text(&draft.text);
             draft.repository_named = named.is_some();
             draft.repository = named
                 .or_else(|| team.and_then(|t| routing.repositories().linear_teams.get(t).cloned()))

@@ -8,7 +8,7 @@
 
 use super::{Classified, str_at};
 use crate::intake::{Draft, Requester};
-use crate::routing::{Routing, command_words, repository_in_text};
+use crate::routing::{Routing, command_words};
 use contexten_envelope::{ReplyTarget, RepositoryRef, SourceKind};
 use serde::Deserialize;
 use serde_json::Value;
@@ -145,7 +145,7 @@ pub fn classify_command(command: SlashCommand, routing: &Routing) -> Draft {
 /// A repository named in the text (the policy must allow it), else the one an
 /// operator mapped to the channel in the routing rules.
 fn set_repository(draft: &mut Draft, channel: &str, routing: &Routing) {
-    let named = repository_in_text(&draft.text);
+    let named = routing.repository_in_text(&draft.text);
     draft.repository_named = named.is_some();
     draft.repository = named
         .or_else(|| routing.repositories().slack_channels.get(channel).cloned())
