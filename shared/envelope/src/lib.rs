@@ -29,7 +29,7 @@
 //! | `reply` | what the dispatcher posts: `ack` \| `progress` \| `final` \| `failure` | any stage |
 //! | `timings` | `[{stage, started_at_ms, finished_at_ms}]` | broker runtime |
 //! | `cost` | tokens and API calls | generator / agent |
-//! | `fallback_reason` | why generation fell back to the agent | generator |
+//! | `fallback_reason` | why generation fell back to the agent (only strategies that allow it: [`Strategy::allows_agent_fallback`]) | generator |
 //! | `agent_run` | `{run_id, created_at_ms, polls, web_url}`: the Codegen run a status check polls (agent stage's own messages only) | agent |
 //!
 //! Fields this version does not know are kept in `extra` maps and written back

@@ -92,8 +92,21 @@ impl Strategy {
         }
     }
 
+    /// Whether a failed generation may hand this task to the agent stage. A
+    /// Codegen run can write to repositories (branches, pull requests), so only
+    /// a strategy that already routes through the agent may fall back to it; a
+    /// request routed to plain generation gets a failure answer instead. This is
+    /// the one place a strategy is marked as allowing the fallback.
+    pub fn allows_agent_fallback(self) -> bool {
+        match self {
+            Strategy::Agent => true,
+            Strategy::Simple | Strategy::Context => false,
+        }
+    }
+
     /// The stage after `stage` on the normal path; the fallback from generate to
-    /// agent is the generator's own decision, not part of the route.
+    /// agent is the generator's own decision (see [`Strategy::allows_agent_fallback`]),
+    /// not part of the route.
     pub fn next_after(self, stage: Stage) -> Stage {
         match (self, stage) {
             (Strategy::Simple, Stage::Ingest) => Stage::Generate,
@@ -168,6 +181,13 @@ mod tests {
             Stage::Generate
         );
         assert_eq!(Strategy::Simple.first_stage(), Stage::Generate);
+    }
+
+    #[test]
+    fn only_a_strategy_that_includes_the_agent_may_fall_back_to_it() {
+        assert!(Strategy::Agent.allows_agent_fallback());
+        assert!(!Strategy::Simple.allows_agent_fallback());
+        assert!(!Strategy::Context.allows_agent_fallback());
     }
 
     #[test]

@@ -224,7 +224,7 @@ pub const LLM_REQUESTS: &str = "contexten_llm_requests_total";
 /// LLM tokens by provider and kind (`prompt`, `completion`).
 pub const LLM_TOKENS: &str = "contexten_llm_tokens_total";
 /// Generation results by outcome (`generated`, `cached`, `coalesced`, `fallback`,
-/// `context_only`, `rescheduled`).
+/// `failed` (no fallback for the task's strategy), `context_only`, `rescheduled`).
 pub const GENERATIONS: &str = "contexten_generations_total";
 
 /// One call to an LLM provider and the tokens it spent.
