@@ -75,13 +75,22 @@ pub fn success(mut envelope: TaskEnvelope, answer: Answer, provenance: Provenanc
     Outcome::forward(Stage::Dispatch, envelope)
 }
 
-/// The answer without a provider: the relevant files and the prompt that would
-/// be sent, clearly labelled, so a fresh install completes the flow.
-pub fn context_only(mut envelope: TaskEnvelope, job: &Job, messages: &[Message]) -> Outcome {
+/// The answer without a provider: the ranked files with their symbols and the
+/// reasons they were chosen, clearly labelled, so a fresh install completes the
+/// flow. File contents and the prompt that would be sent go into the answer
+/// only with `GENERATOR_CONTEXT_ONLY_SOURCE=1` (`with_source`): the answer is
+/// posted wherever the request came from, and contents are not the requester's
+/// to see just because they could ask.
+pub fn context_only(
+    mut envelope: TaskEnvelope,
+    job: &Job,
+    messages: &[Message],
+    with_source: bool,
+) -> Outcome {
     let mut text = format!(
         "**Context only: no LLM provider is configured** (set `LLM_API_KEY` to generate code). \
-         Below are the files that matter for this request and the prompt that would be sent \
-         (template {TEMPLATE_VERSION}, {}).\n\n**Relevant files**\n",
+         Below are the files that matter for this request ({}), ranked, with their symbols and \
+         why they were chosen.\n\n**Relevant files**\n",
         job.kind.as_str()
     );
     let items = envelope
@@ -104,6 +113,33 @@ pub fn context_only(mut envelope: TaskEnvelope, job: &Job, messages: &[Message])
         }
         text.push('\n');
     }
+    if with_source {
+        text.push_str(&prompt_section(messages));
+    }
+    let summary = if with_source {
+        "Context-only answer: no LLM provider is configured, so no code was generated; \
+         the relevant files and the prompt that would be sent are attached."
+    } else {
+        "Context-only answer: no LLM provider is configured, so no code was generated; \
+         the relevant files and symbols are listed."
+    };
+    envelope.result = Some(TaskResult {
+        kind: ResultKind::ContextOnly,
+        produced_by: Stage::Generate,
+        summary: summary.into(),
+        text: Some(text),
+        language: job.language.map(|l| l.name().to_owned()),
+        web_url: None,
+        pull_requests: Vec::new(),
+        reason: Some("no_llm_provider".into()),
+        extra: Extra::new(),
+    });
+    envelope.reply = Some(ReplyKind::Final);
+    Outcome::forward(Stage::Dispatch, envelope)
+}
+
+/// The prompt that would be sent, fenced, for operators who turned it on.
+fn prompt_section(messages: &[Message]) -> String {
     let prompt: String = messages
         .iter()
         .map(|m| {
@@ -117,24 +153,9 @@ pub fn context_only(mut envelope: TaskEnvelope, job: &Job, messages: &[Message])
         .collect::<Vec<_>>()
         .join("\n");
     let fence = fence_for(&prompt);
-    text.push_str(&format!(
-        "\n**Prompt that would be sent**\n\n{fence}text\n{prompt}{fence}\n"
-    ));
-    envelope.result = Some(TaskResult {
-        kind: ResultKind::ContextOnly,
-        produced_by: Stage::Generate,
-        summary: "Context-only answer: no LLM provider is configured, so no code was generated; \
-                  the relevant files and the prompt that would be sent are attached."
-            .into(),
-        text: Some(text),
-        language: job.language.map(|l| l.name().to_owned()),
-        web_url: None,
-        pull_requests: Vec::new(),
-        reason: Some("no_llm_provider".into()),
-        extra: Extra::new(),
-    });
-    envelope.reply = Some(ReplyKind::Final);
-    Outcome::forward(Stage::Dispatch, envelope)
+    format!(
+        "\n**Prompt that would be sent** (template {TEMPLATE_VERSION})\n\n{fence}text\n{prompt}{fence}\n"
+    )
 }
 
 /// A backtick fence longer than any backtick run inside `content`.
@@ -146,6 +167,63 @@ fn fence_for(content: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use contexten_envelope::{ContextItem, ReplyTarget, Request, Source, SourceKind, TaskContext};
+
+    fn answer_text(with_source: bool) -> String {
+        let mut envelope = TaskEnvelope::new(
+            Source {
+                kind: SourceKind::Api,
+                delivery_id: None,
+                requested_by: None,
+                reply_to: ReplyTarget::None,
+                extra: Extra::new(),
+            },
+            Request::default(),
+        );
+        envelope.context = Some(TaskContext {
+            items: vec![ContextItem {
+                path: "app/timeutil.py".into(),
+                score: 0.91,
+                symbols: vec!["parse_time".into()],
+                reasons: vec!["mentions durations".into()],
+            }],
+            ..TaskContext::default()
+        });
+        let mut job = Job::sample();
+        job.target_code = Some("def parse_time(text): return int(text)".into());
+        let messages = crate::prompt::messages(&job);
+        match context_only(envelope, &job, &messages, with_source) {
+            Outcome::Forward(next) => next[0].envelope.result.clone().unwrap().text.unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_context_only_answer_lists_files_without_their_contents() {
+        let text = answer_text(false);
+        assert_eq!(
+            text,
+            "**Context only: no LLM provider is configured** (set `LLM_API_KEY` to generate \
+             code). Below are the files that matter for this request (new_code), ranked, with \
+             their symbols and why they were chosen.\n\n**Relevant files**\n\
+             - `app/timeutil.py` (score 0.91): parse_time (mentions durations)\n"
+        );
+    }
+
+    #[test]
+    fn an_operator_can_add_the_prompt_to_the_context_only_answer() {
+        let text = answer_text(true);
+        assert!(text.starts_with(&answer_text(false)));
+        for part in [
+            "**Prompt that would be sent** (template v2)",
+            "[system]",
+            "[user]",
+            "def parse_time(text): return int(text)",
+        ] {
+            assert!(text.contains(part), "lacks {part:?}:\n{text}");
+        }
+    }
 
     #[test]
     fn fences_outgrow_the_content() {

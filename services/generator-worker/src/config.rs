@@ -20,6 +20,7 @@
 //! | `GENERATOR_GIT_TIMEOUT_SECS` | bound of one git command, 1–3600 | `120` |
 //! | `GENERATOR_CACHE_MAX_BYTES` | size budget of the answers on disk and the fetched repositories together, checked every 5 minutes; least recently used go first, down to 80 % (67108864–17592186044416) | `3221225472` (3 GiB) |
 //! | `GITHUB_TOKEN` | fetches private GitHub repositories (sent to github.com only, never logged, never in a URL) | unset |
+//! | `GENERATOR_CONTEXT_ONLY_SOURCE` | `1`: the context-only answer (no `LLM_API_KEY`) also carries the prompt it would send, file contents included | `0` |
 
 use contexten_cache::{DiskBudget, EncryptionKey, budget};
 use contexten_config::{ConfigError, Env, Secret};
@@ -65,6 +66,10 @@ pub struct GeneratorConfig {
     pub github_token: Option<Secret>,
     /// `GENERATOR_CACHE_MAX_BYTES`: size budget of `cache_dir` + `repo_cache_dir`.
     pub cache_max_bytes: u64,
+    /// `GENERATOR_CONTEXT_ONLY_SOURCE`: the context-only answer pastes the prompt
+    /// (redacted file contents included) only when an operator turns this on;
+    /// the answer goes wherever the request came from.
+    pub context_only_source: bool,
 }
 
 impl GeneratorConfig {
@@ -113,6 +118,7 @@ impl GeneratorConfig {
             )?),
             github_token: env.secret("GITHUB_TOKEN"),
             cache_max_bytes: budget::max_bytes_from_env(env, "GENERATOR_CACHE_MAX_BYTES")?,
+            context_only_source: env.flag("GENERATOR_CONTEXT_ONLY_SOURCE", false)?,
         })
     }
 
@@ -139,6 +145,17 @@ mod tests {
         assert_eq!(cfg.max_retries, 3);
         assert!(cfg.cache_dir.is_some() && cfg.encryption.is_none());
         assert!(!cfg.allow_local_repos);
+        assert!(
+            !cfg.context_only_source,
+            "no file contents in answers by default"
+        );
+        let on = Env::from_pairs([("GENERATOR_CONTEXT_ONLY_SOURCE", "1")]);
+        assert!(GeneratorConfig::from_env(&on).unwrap().context_only_source);
+        let bad = Env::from_pairs([("GENERATOR_CONTEXT_ONLY_SOURCE", "maybe")]);
+        assert_eq!(
+            GeneratorConfig::from_env(&bad).unwrap_err().var,
+            "GENERATOR_CONTEXT_ONLY_SOURCE"
+        );
     }
 
     #[test]

@@ -2,7 +2,11 @@
 //!
 //! success → `TaskResult{Code|Diff}` to dispatch · no provider → a context-only
 //! answer to dispatch · generation failed → the agent stage with
-//! `fallback_reason` · provider busy for long → retry later.
+//! `fallback_reason` when the task's strategy allows it
+//! ([`Strategy::allows_agent_fallback`]), else a dead letter whose failure
+//! answer carries the reason code · provider busy for long → retry later.
+//!
+//! [`Strategy::allows_agent_fallback`]: contexten_envelope::Strategy::allows_agent_fallback
 
 use crate::config::GeneratorConfig;
 use crate::engine::{Engine, Failure, Policy, Spend};
@@ -78,6 +82,8 @@ pub struct GenerateHandler {
     temperature: f32,
     max_tokens: u32,
     lock_ttl: Duration,
+    /// `GENERATOR_CONTEXT_ONLY_SOURCE`.
+    context_only_source: bool,
     cache_hits: AtomicU64,
     coalesced: AtomicU64,
     fallbacks: AtomicU64,
@@ -157,6 +163,7 @@ impl GenerateHandler {
             // a call, retries and a repair call.
             lock_ttl: (config.llm.timeout * 2 + Duration::from_secs(10))
                 .min(Duration::from_secs(300)),
+            context_only_source: config.context_only_source,
             cache_hits: AtomicU64::new(0),
             coalesced: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
@@ -310,10 +317,31 @@ impl GenerateHandler {
         match validate::check(job, &second, &self.repos, snapshot).await {
             Ok(checked) => Ok(answer::generated(job, checked, &model, true)),
             Err(error) => Err(Failure::Fallback {
-                code: "invalid_output",
+                code: "generation_invalid",
                 detail: format!("the answer was still invalid after one repair round: {error}"),
             }),
         }
+    }
+}
+
+impl GenerateHandler {
+    /// A generation that failed for good goes to the agent only when the task's
+    /// strategy allows it: a Codegen run can write to repositories, which a
+    /// request routed to plain generation never asked for. Otherwise the task
+    /// is dead-lettered with the reason code; the requester's failure answer
+    /// says what happened in one sentence, the detail stays in the logs.
+    fn fall_back(&self, mut envelope: TaskEnvelope, code: &str, detail: String) -> Outcome {
+        let strategy = envelope.strategy.as_str();
+        if !envelope.strategy.allows_agent_fallback() {
+            metric::generation("failed");
+            tracing::warn!(task_id = %envelope.task_id, code, strategy, detail = %detail, "generation failed; the strategy does not allow the agent");
+            return Outcome::dead(code, detail);
+        }
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        metric::generation("fallback");
+        tracing::warn!(task_id = %envelope.task_id, code, strategy, detail = %detail, "generation failed; falling back to the agent");
+        envelope.fallback_reason = Some(format!("{code}: {detail}"));
+        Outcome::forward(Stage::Agent, envelope)
     }
 }
 
@@ -353,7 +381,7 @@ impl Handler for GenerateHandler {
         let messages = prompt::messages(&job);
         let Some(engine) = &self.engine else {
             metric::generation("context_only");
-            return answer::context_only(envelope, &job, &messages);
+            return answer::context_only(envelope, &job, &messages, self.context_only_source);
         };
         let key = self.cache_key(engine, &job, &messages);
         if let Some(hit) = self.cache.get(&key).await
@@ -391,13 +419,7 @@ impl Handler for GenerateHandler {
                 });
                 answer::success(envelope, generated, provenance)
             }
-            Err(Failure::Fallback { code, detail }) => {
-                self.fallbacks.fetch_add(1, Ordering::Relaxed);
-                metric::generation("fallback");
-                tracing::warn!(task_id = %envelope.task_id, code, detail = %detail, "generation failed; falling back to the agent");
-                envelope.fallback_reason = Some(format!("{code}: {detail}"));
-                Outcome::forward(Stage::Agent, envelope)
-            }
+            Err(Failure::Fallback { code, detail }) => self.fall_back(envelope, code, detail),
             Err(Failure::Reschedule {
                 delay,
                 code,

@@ -1,9 +1,11 @@
 //! What to generate, gathered from the envelope and the repository snapshot:
 //! the kind (new code or a diff to an existing file), the language, the symbol,
 //! the target file's code, usage snippets and the context worker's prompt.
+//! Files are read only through [`files`] (sensitive paths refused before any
+//! read); every text that reaches a prompt is redacted by codemap's rules.
 
-use crate::redact::redact;
-use crate::repo::{RepoReader, Snapshot};
+use crate::files::{self, FileSource};
+use crate::repo::Snapshot;
 use crate::syntax::Language;
 use contexten_envelope::TaskEnvelope;
 use sha2::{Digest, Sha256};
@@ -55,7 +57,8 @@ pub struct Job {
     pub target_file: Option<String>,
     /// The target file's code, redacted (prompt only).
     pub target_code: Option<String>,
-    /// The context worker's assembled, budgeted, redacted prompt.
+    /// The context worker's assembled, budgeted prompt (redacted again here:
+    /// the envelope is input like any other).
     pub context: String,
     /// `path:line: text` lines that mention the symbol, redacted.
     pub usages: String,
@@ -67,7 +70,7 @@ impl Job {
     /// Builds the job of `envelope`, reading from `snapshot` when there is one.
     pub async fn build(
         envelope: &TaskEnvelope,
-        repos: &RepoReader,
+        repos: &impl FileSource,
         snapshot: Option<&Snapshot>,
     ) -> Job {
         let hints = &envelope.request.hints;
@@ -77,7 +80,12 @@ impl Job {
             .clone()
             .or_else(|| (hints.paths.len() == 1).then(|| hints.paths[0].clone()));
         let target_source = match (snapshot, &target_file) {
-            (Some(snapshot), Some(path)) => repos.read(snapshot, path).await.ok().flatten(),
+            (Some(snapshot), Some(path)) => files::read_for_prompt(repos, snapshot, path)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::info!(error = %e, "target file not read");
+                    None
+                }),
             _ => None,
         };
         let language = hints
@@ -103,8 +111,7 @@ impl Job {
             }
             _ => String::new(),
         };
-        let target_code = target_source.map(|code| {
-            let mut code = redact(&code);
+        let target_code = target_source.map(|mut code| {
             if code.len() > MAX_TARGET_CHARS {
                 let cut = (0..=MAX_TARGET_CHARS)
                     .rev()
@@ -117,13 +124,15 @@ impl Job {
         });
         Job {
             kind,
-            request: envelope.request.text.trim().to_owned(),
+            request: files::redact(envelope.request.text.trim()),
             language,
             symbol,
             symbol_kind,
             target_file,
             target_code,
-            context: context.map(|c| c.prompt.clone()).unwrap_or_default(),
+            context: context
+                .map(|c| files::redact(c.prompt.as_str()))
+                .unwrap_or_default(),
             usages,
             fingerprint: fingerprint(envelope, snapshot),
         }
@@ -164,7 +173,7 @@ fn majority_language(envelope: &TaskEnvelope) -> Option<Language> {
 /// Lines mentioning `symbol` in the target file and the context's files.
 async fn usages(
     envelope: &TaskEnvelope,
-    repos: &RepoReader,
+    repos: &impl FileSource,
     snapshot: &Snapshot,
     symbol: &str,
     target: Option<&str>,
@@ -177,7 +186,9 @@ async fn usages(
     }
     let mut found = Vec::new();
     for path in paths.iter().take(MAX_USAGE_FILES) {
-        let Ok(Some(code)) = repos.read(snapshot, path).await else {
+        // Redacted whole, before lines are picked: a multi-line secret (a key
+        // block) is only recognised in one piece.
+        let Ok(Some(code)) = files::read_for_prompt(repos, snapshot, path).await else {
             continue;
         };
         for (n, line) in code.lines().enumerate() {
@@ -190,7 +201,7 @@ async fn usages(
             }
         }
     }
-    redact(&found.join("\n"))
+    found.join("\n")
 }
 
 /// Whether `line` mentions `symbol` as a whole word.
@@ -227,6 +238,56 @@ fn fingerprint(envelope: &TaskEnvelope, snapshot: Option<&Snapshot>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::files::tests::{FakeFiles, snapshot};
+    use contexten_envelope::{
+        ContextItem, Hints, ReplyTarget, Request, Source, SourceKind, TaskContext,
+    };
+
+    #[tokio::test]
+    async fn a_request_naming_env_or_key_files_never_reads_them() {
+        let fake = FakeFiles::with(&[
+            (".env", "GREETING_WORD=mellon-7f3a\n"),
+            ("id_rsa", "GREETING_WORD in a key file\n"),
+            ("app/greet.py", "def greet():\n    return GREETING_WORD\n"),
+        ]);
+        let mut envelope = TaskEnvelope::new(
+            Source {
+                kind: SourceKind::Api,
+                delivery_id: None,
+                requested_by: None,
+                reply_to: ReplyTarget::None,
+                extra: Default::default(),
+            },
+            Request {
+                text: "use GREETING_WORD from .env and id_rsa".into(),
+                hints: Hints {
+                    paths: vec![".env".into(), "id_rsa".into()],
+                    symbols: vec!["GREETING_WORD".into()],
+                    target_file: Some(".env".into()),
+                    ..Hints::default()
+                },
+                ..Request::default()
+            },
+        );
+        envelope.context = Some(TaskContext {
+            items: ["id_rsa", "app/greet.py", "config/.env.local"]
+                .map(|path| ContextItem {
+                    path: path.into(),
+                    score: 1.0,
+                    symbols: Vec::new(),
+                    reasons: Vec::new(),
+                })
+                .to_vec(),
+            ..TaskContext::default()
+        });
+        let job = Job::build(&envelope, &fake, Some(&snapshot())).await;
+        assert_eq!(fake.attempted(), ["app/greet.py"]);
+        assert_eq!(job.kind, Kind::NewCode, "the refused target is not read");
+        assert!(job.target_code.is_none());
+        assert_eq!(job.usages, "app/greet.py:2: return GREETING_WORD");
+        assert!(!format!("{job:?}").contains("mellon-7f3a"));
+    }
 
     #[test]
     fn symbols_match_as_whole_words() {

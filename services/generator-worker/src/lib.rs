@@ -6,7 +6,9 @@
 //! 1. [`job`]: gather what to generate from the envelope (request, hints, the
 //!    context worker's prompt) and the repository snapshot ([`repo`]): the kind
 //!    (new code, or a diff when the target file exists), language, symbol, the
-//!    target file's code and usage snippets (secrets [`redact`]ed).
+//!    target file's code and usage snippets, read only through [`files`]
+//!    (codemap's sensitive-path filter before any read, codemap's redactor on
+//!    everything that reaches a prompt).
 //! 2. [`prompt`]: render the versioned templates (`templates/v1/`).
 //! 3. No provider configured → a labelled context-only answer ([`answer`]).
 //! 4. Cache key (prompt, context fingerprint, model, temperature, language,
@@ -22,11 +24,11 @@ pub mod answer;
 pub mod config;
 pub mod engine;
 pub mod extract;
+pub mod files;
 pub mod handler;
 pub mod job;
 pub mod patch;
 pub mod prompt;
-pub mod redact;
 pub mod repo;
 pub mod syntax;
 pub mod validate;

@@ -4,7 +4,7 @@
 use crate::helpers::*;
 use contexten_broker::{CancellationToken, Publisher, WorkerOptions, run_worker, topology};
 use contexten_config::{BrokerSettings, Env, ExposeSecret};
-use contexten_envelope::{ResultKind, Stage, TaskEnvelope};
+use contexten_envelope::{ReplyKind, ResultKind, Stage, Strategy, TaskEnvelope};
 use contexten_telemetry::health::Readiness;
 use lapin::options::BasicGetOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
@@ -34,7 +34,7 @@ async fn take(channel: &Channel, queue: &str) -> TaskEnvelope {
 }
 
 #[tokio::test]
-async fn the_worker_sends_generated_code_to_dispatch_and_failures_to_the_agent() {
+async fn the_worker_sends_generated_code_to_dispatch_and_failures_to_the_agent_only_when_allowed() {
     let fx = Fixture::start().await;
     Mock::given(method("POST"))
         .and(body_string_contains("write parse_duration"))
@@ -45,7 +45,7 @@ async fn the_worker_sends_generated_code_to_dispatch_and_failures_to_the_agent()
     Mock::given(method("POST"))
         .and(body_string_contains("write a poem"))
         .respond_with(completion("Roses are red, the code is not."))
-        .expect(2)
+        .expect(4)
         .mount(&fx.server)
         .await;
 
@@ -93,11 +93,24 @@ async fn the_worker_sends_generated_code_to_dispatch_and_failures_to_the_agent()
     ));
 
     let good = envelope("write parse_duration", "python", "parse_duration");
-    let bad = envelope("write a poem", "python", "poem");
+    let mut bad = envelope("write a poem", "python", "poem");
+    bad.strategy = Strategy::Agent;
+    // Routed to generation only: it must not become an agent run.
+    let mut bad_generation = envelope("write a poem", "python", "sonnet");
+    bad_generation.strategy = Strategy::Context;
     publisher.publish(Stage::Generate, &good).await.unwrap();
     publisher.publish(Stage::Generate, &bad).await.unwrap();
+    publisher
+        .publish(Stage::Generate, &bad_generation)
+        .await
+        .unwrap();
 
-    let answered = take(&channel, &names.stage_queue(Stage::Dispatch)).await;
+    let mut dispatched = vec![
+        take(&channel, &names.stage_queue(Stage::Dispatch)).await,
+        take(&channel, &names.stage_queue(Stage::Dispatch)).await,
+    ];
+    dispatched.sort_by_key(|e| e.task_id != good.task_id);
+    let [answered, failed] = <[TaskEnvelope; 2]>::try_from(dispatched).unwrap();
     assert_eq!(answered.task_id, good.task_id);
     let result = answered.result.unwrap();
     assert_eq!(
@@ -112,7 +125,31 @@ async fn the_worker_sends_generated_code_to_dispatch_and_failures_to_the_agent()
         fell_back
             .fallback_reason
             .unwrap()
-            .starts_with("invalid_output:")
+            .starts_with("generation_invalid:")
+    );
+
+    assert_eq!(failed.task_id, bad_generation.task_id);
+    assert_eq!(failed.reply, Some(ReplyKind::Failure));
+    let failure = failed.result.unwrap();
+    assert_eq!(failure.reason.as_deref(), Some("generation_invalid"));
+    assert!(
+        !failure.summary.contains("syntax error") && !failure.summary.contains("Roses"),
+        "the validation detail stays in the logs: {}",
+        failure.summary
+    );
+    let dead = take(&channel, &names.dead_queue(Stage::Generate)).await;
+    assert_eq!(dead.task_id, bad_generation.task_id);
+    assert_eq!(
+        channel
+            .basic_get(
+                names.stage_queue(Stage::Agent).as_str().into(),
+                BasicGetOptions { no_ack: true }
+            )
+            .await
+            .unwrap()
+            .map(|m| m.delivery.data.len()),
+        None,
+        "only the agent-strategy task reached the agent queue"
     );
 
     shutdown.cancel();

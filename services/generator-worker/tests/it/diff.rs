@@ -118,7 +118,9 @@ async fn a_diff_that_breaks_the_syntax_falls_back_to_the_agent() {
         .expect(2)
         .mount(&fx.server)
         .await;
-    let out = forwarded(fx.handler(&[]).handle(diff_task(&repo)).await, Stage::Agent);
+    let mut task = diff_task(&repo);
+    task.strategy = contexten_envelope::Strategy::Agent;
+    let out = forwarded(fx.handler(&[]).handle(task).await, Stage::Agent);
     let reason = out.fallback_reason.unwrap();
     assert!(
         reason.contains("after applying the diff, `app/timeutil.py` has a python syntax error"),

@@ -3,7 +3,7 @@
 
 use crate::helpers::*;
 use contexten_broker::{Handler, Outcome};
-use contexten_envelope::{ReplyKind, ResultKind, Stage};
+use contexten_envelope::{ReplyKind, ResultKind, Stage, Strategy};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wiremock::matchers::{method, path};
@@ -85,6 +85,13 @@ async fn a_prose_plus_code_answer_is_extracted_and_validated() {
     fx.cleanup().await;
 }
 
+/// A task of a strategy that includes the agent (the only kind that may fall back).
+fn agent_task(text: &str, language: &str, symbol: &str) -> contexten_envelope::TaskEnvelope {
+    let mut env = envelope(text, language, symbol);
+    env.strategy = Strategy::Agent;
+    env
+}
+
 #[tokio::test]
 async fn an_invalid_answer_gets_one_repair_round_then_falls_back_to_the_agent() {
     let fx = Fixture::start().await;
@@ -96,12 +103,16 @@ async fn an_invalid_answer_gets_one_repair_round_then_falls_back_to_the_agent() 
         .await;
     let out = forwarded(
         fx.handler(&[])
-            .handle(envelope("write parse_duration", "python", "parse_duration"))
+            .handle(agent_task(
+                "write parse_duration",
+                "python",
+                "parse_duration",
+            ))
             .await,
         Stage::Agent,
     );
     let reason = out.fallback_reason.expect("a fallback reason");
-    assert!(reason.starts_with("invalid_output:"), "{reason}");
+    assert!(reason.starts_with("generation_invalid:"), "{reason}");
     assert!(reason.contains("python syntax error at line"), "{reason}");
     assert!(out.result.is_none());
     assert_eq!(out.cost.llm_calls, 2);
@@ -114,6 +125,37 @@ async fn an_invalid_answer_gets_one_repair_round_then_falls_back_to_the_agent() 
     assert!(error.contains("python syntax error"), "{error}");
     // A failed generation is not cached.
     assert!(fx.redis_entries("cache:generator:*").await.is_empty());
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_invalid_answer_to_a_generation_request_is_a_failure_and_never_an_agent_run() {
+    let fx = Fixture::start().await;
+    let broken = "```python\ndef parse_duration(text):\n    return (int(text) +\n```";
+    Mock::given(method("POST"))
+        .respond_with(completion(broken))
+        .expect(4)
+        .mount(&fx.server)
+        .await;
+    let handler = fx.handler(&[]);
+    for strategy in [Strategy::Simple, Strategy::Context] {
+        let mut task = envelope(
+            &format!("write parse_duration ({})", strategy.as_str()),
+            "python",
+            "parse_duration",
+        );
+        task.strategy = strategy;
+        match handler.handle(task).await {
+            // The runtime turns the dead letter into the requester's failure
+            // answer (reason code + one sentence); nothing goes to the agent.
+            Outcome::DeadLetter(reason) => {
+                assert_eq!(reason.code, "generation_invalid");
+                assert!(reason.detail.contains("python syntax error"), "{reason:?}");
+            }
+            other => panic!("{strategy:?}: expected a dead letter, got {other:?}"),
+        }
+    }
+    assert_eq!(handler.stats().fallbacks, 0);
     fx.cleanup().await;
 }
 
@@ -236,7 +278,11 @@ async fn a_burst_of_5xx_opens_the_breaker_which_half_opens_and_closes_with_tasks
     // The burst: three 5xx in a row open the breaker; that task goes to the agent.
     let out = forwarded(
         handler
-            .handle(envelope("write parse_duration", "python", "parse_duration"))
+            .handle(agent_task(
+                "write parse_duration",
+                "python",
+                "parse_duration",
+            ))
             .await,
         Stage::Agent,
     );
@@ -505,21 +551,27 @@ async fn cached_entries_on_disk_and_in_redis_are_unreadable_in_clear_with_a_key(
 }
 
 #[tokio::test]
-async fn without_a_provider_the_context_only_answer_is_produced() {
+async fn without_a_provider_the_context_only_answer_lists_files_but_no_contents() {
     let fx = Fixture::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(500))
         .expect(0)
         .mount(&fx.server)
         .await;
-    let handler = fx.handler(&[("LLM_API_KEY", "")]);
-    let out = forwarded(
-        handler
-            .handle(envelope("write parse_duration", "python", "parse_duration"))
-            .await,
-        Stage::Dispatch,
-    );
+    let answer = |settings: &[(&str, &str)]| {
+        let handler = fx.handler(settings);
+        async move {
+            forwarded(
+                handler
+                    .handle(envelope("write parse_duration", "python", "parse_duration"))
+                    .await,
+                Stage::Dispatch,
+            )
+        }
+    };
+    let out = answer(&[("LLM_API_KEY", "")]).await;
     assert_eq!(out.reply, Some(ReplyKind::Final));
+    assert_eq!(out.cost.llm_calls, 0);
     let result = out.result.unwrap();
     assert_eq!(result.kind, ResultKind::ContextOnly);
     assert_eq!(result.reason.as_deref(), Some("no_llm_provider"));
@@ -529,6 +581,23 @@ async fn without_a_provider_the_context_only_answer_is_produced() {
         result.summary
     );
     let text = result.text.unwrap();
+    assert!(
+        text.contains("`app/timeutil.py` (score 0.91): parse_time (mentions durations)"),
+        "{text}"
+    );
+    // Neither the context's file contents nor the prompt by default.
+    for part in [
+        "def parse_time(text)",
+        "[system]",
+        "[user]",
+        "untrusted-data",
+    ] {
+        assert!(!text.contains(part), "answer has {part:?}:\n{text}");
+    }
+
+    // An operator may turn the prompt (contents included) on.
+    let out = answer(&[("LLM_API_KEY", ""), ("GENERATOR_CONTEXT_ONLY_SOURCE", "1")]).await;
+    let text = out.result.unwrap().text.unwrap();
     for part in [
         "Context only",
         "`app/timeutil.py` (score 0.91)",
@@ -539,7 +608,6 @@ async fn without_a_provider_the_context_only_answer_is_produced() {
     ] {
         assert!(text.contains(part), "answer lacks {part:?}:\n{text}");
     }
-    assert_eq!(out.cost.llm_calls, 0);
     fx.cleanup().await;
 }
 

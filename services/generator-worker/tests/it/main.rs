@@ -6,3 +6,4 @@ mod broker;
 mod diff;
 mod generate;
 mod helpers;
+mod secrets;
