@@ -7,6 +7,8 @@ bin=${CONTEXTEN_BIN_DIR:-target/debug}
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
 export RUST_LOG=${RUST_LOG:-info}
 export CONTEXTEN_ALLOW_LOCAL_REPOS=${CONTEXTEN_ALLOW_LOCAL_REPOS:-1}
+# The demo answers about this repository to this machine: show the prompt too.
+export GENERATOR_CONTEXT_ONLY_SOURCE=${GENERATOR_CONTEXT_ONLY_SOURCE:-1}
 
 # The demo: a throwaway API token and callback secret, made fresh at each start,
 # so a sample request can go through the fleet without any credentials.

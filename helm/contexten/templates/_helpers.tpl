@@ -130,6 +130,7 @@ generatorCacheTtlSecs: {env: GENERATOR_CACHE_TTL_SECS, to: [generate]}
 generatorCacheMaxBytes: {env: GENERATOR_CACHE_MAX_BYTES, to: [generate]}
 generatorCacheMemoryEntries: {env: GENERATOR_CACHE_MEMORY_ENTRIES, to: [generate]}
 generatorGitTimeoutSecs: {env: GENERATOR_GIT_TIMEOUT_SECS, to: [generate]}
+generatorContextOnlySource: {env: GENERATOR_CONTEXT_ONLY_SOURCE, to: [generate]}
 # agent-worker
 codegenApiUrl: {env: CODEGEN_API_URL, to: [agent]}
 codegenOrgId: {env: CODEGEN_ORG_ID, to: [agent]}
