@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use contexten_git::{Limits, Policy, RepoCache};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -20,7 +22,7 @@ use crate::filter::{self, DEFAULT_MAX_FILE_BYTES, SkipReason};
 use crate::lang::Language;
 use crate::parse::{self, ANALYSER_VERSION, FileAnalysis};
 use crate::redact::{self, REDACTION_VERSION, RedactionCounts};
-use crate::source::{self, GitOptions, GitToken, RepoSource, Snapshot, SourceFile};
+use crate::source::{self, GitToken, RepoSource, Snapshot, SourceFile};
 
 mod stored;
 
@@ -53,8 +55,18 @@ pub struct EngineConfig {
     pub cache_dir: Option<PathBuf>,
     /// Accept local paths and `file://` URLs (`CONTEXTEN_ALLOW_LOCAL_REPOS`).
     pub allow_local: bool,
-    /// Files above this size are skipped.
+    /// Files above this size are skipped (decided from git's listing or the
+    /// file's metadata, before it is read).
     pub max_file_bytes: u64,
+    /// At most this many files are read; beyond it the snapshot is partial
+    /// (`too_many_files`), parsed languages kept first, then path order.
+    pub max_files: usize,
+    /// At most this many bytes are read, all files together; beyond it the
+    /// snapshot is partial (`total_size_cap`).
+    pub max_total_bytes: u64,
+    /// Bound of every git process (fetch, rev-parse, ls-tree, cat-file); the
+    /// process and its helpers are killed when it is exceeded.
+    pub git_timeout: Duration,
     /// Token for private GitHub repositories (`GITHUB_TOKEN`).
     pub github_token: Option<GitToken>,
     /// In-memory cache capacity, in files.
@@ -75,6 +87,9 @@ impl Default for EngineConfig {
             cache_dir: None,
             allow_local: false,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            max_files: contexten_git::DEFAULT_MAX_FILES,
+            max_total_bytes: contexten_git::DEFAULT_MAX_TOTAL_BYTES,
+            git_timeout: contexten_git::DEFAULT_TIMEOUT,
             github_token: None,
             memory_entries: 200_000,
             shared_store: None,
@@ -90,6 +105,9 @@ impl std::fmt::Debug for EngineConfig {
             .field("cache_dir", &self.cache_dir)
             .field("allow_local", &self.allow_local)
             .field("max_file_bytes", &self.max_file_bytes)
+            .field("max_files", &self.max_files)
+            .field("max_total_bytes", &self.max_total_bytes)
+            .field("git_timeout", &self.git_timeout)
             .field("github_token", &self.github_token)
             .field("memory_entries", &self.memory_entries)
             .field("shared_store", &self.shared_store)
@@ -151,6 +169,8 @@ struct LocalStat {
 /// Holds the caches; share one per process (it is `Send + Sync`).
 pub struct Engine {
     config: EngineConfig,
+    /// How git runs (captured at creation: timeout, local repositories, PATH).
+    git: Policy,
     memory: moka::sync::Cache<String, Arc<CachedFile>>,
     maps: moka::sync::Cache<String, Arc<CodeMap>>,
     disk: Option<DiskStore>,
@@ -182,6 +202,7 @@ impl Engine {
             .as_ref()
             .map(|d| DiskStore::new(d.join(CACHE_ANALYSIS_DIR)));
         Self {
+            git: Policy::new(config.git_timeout, config.allow_local),
             memory: moka::sync::Cache::new(config.memory_entries),
             maps: moka::sync::Cache::new(16),
             disk,
@@ -230,11 +251,9 @@ impl Engine {
                     .cache_dir
                     .clone()
                     .unwrap_or_else(|| std::env::temp_dir().join("contexten-codemap"));
-                let opts = GitOptions {
-                    cache_dir: &clones,
-                    token: self.config.github_token.as_ref(),
-                };
-                let rev = source::resolve_git(url, reference.as_deref(), &opts)?;
+                let cache = RepoCache::new(clones.join(CACHE_GIT_DIR), self.git.clone());
+                let token = self.config.github_token.as_ref();
+                let rev = source::resolve_git(url, reference.as_deref(), &cache, token)?;
                 if let Some(map) = self.maps.get(&rev.tree) {
                     self.maps_reused.fetch_add(1, Ordering::Relaxed);
                     return Ok(map);
@@ -244,7 +263,7 @@ impl Engine {
                     self.maps.insert(rev.tree, map.clone());
                     return Ok(map);
                 }
-                source::read_git(&rev, self.config.max_file_bytes)?
+                source::read_git(&rev, &self.limits())?
             }
         };
         let read_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -253,10 +272,23 @@ impl Engine {
         let map = Arc::new(self.build(snap));
         tracing::debug!(read_ms, build_ms = t.elapsed().as_secs_f64() * 1e3, stats = ?self.stats(), "repository analysed");
         if let Some(t) = tree {
-            self.store_map(&t, &map);
+            // A partial map depends on the caps, which its store key does not
+            // name: it stays in this replica's memory only.
+            if !source::is_partial(map.skipped()) {
+                self.store_map(&t, &map);
+            }
             self.maps.insert(t, map.clone());
         }
         Ok(map)
+    }
+
+    /// The read caps of [`EngineConfig`].
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_files: self.config.max_files,
+            max_total_bytes: self.config.max_total_bytes,
+            max_blob_bytes: self.config.max_file_bytes,
+        }
     }
 
     /// Builds a map from an already-read snapshot.
@@ -390,7 +422,7 @@ impl Engine {
     /// time) are not read again.
     fn read_local(&self, root: &std::path::Path) -> Result<Snapshot, CodemapError> {
         let mut snap = Snapshot::default();
-        let listed = source::list_local(root, &mut snap)?;
+        let listed = source::list_local(root, &self.limits(), &mut snap)?;
         let previous = self.local.lock().map(|m| m.clone()).unwrap_or_default();
         let max = self.config.max_file_bytes;
         // Unchanged files (same size and mtime) are not read: their blob id is known

@@ -13,14 +13,11 @@ pub enum CodemapError {
     /// The repository path does not exist or is not a directory.
     #[error("repository not found: {0}")]
     NotFound(String),
-    /// A git command failed.
-    #[error("git {command} failed: {stderr}")]
-    Git {
-        /// The git subcommand.
-        command: String,
-        /// Its (truncated) error output.
-        stderr: String,
-    },
+    /// Reading a git repository failed. The message is git's short reason
+    /// (`timeout`, `not_found`, `refused_ref`, ...), never git's output; that
+    /// is in [`contexten_git::GitError::stderr`], for logs.
+    #[error(transparent)]
+    Git(#[from] contexten_git::GitError),
     /// Reading or writing a file failed.
     #[error("i/o error on {path}")]
     Io {
@@ -43,13 +40,6 @@ impl CodemapError {
         Self::Io {
             path: path.display().to_string(),
             source,
-        }
-    }
-
-    pub(crate) fn git(command: &str, stderr: &str) -> Self {
-        Self::Git {
-            command: command.to_owned(),
-            stderr: stderr.to_owned(),
         }
     }
 }

@@ -9,7 +9,9 @@
 //!
 //! Main types:
 //! - [`Engine`] / [`EngineConfig`]: acquisition ([`RepoSource`]: local path or git
-//!   URL + ref, shallow fetch, blob ids), per-file analysis cached by
+//!   URL + ref, shallow fetch through `contexten-git` with its timeout, blob ids;
+//!   files chosen by size under the file, total and per-file caps before any is
+//!   read, a capped snapshot counted as partial), per-file analysis cached by
 //!   (blob id, [`ANALYSER_VERSION`], redaction rules) in memory → disk → a shared
 //!   [`AnalysisStore`] (Redis with the `redis` feature), so a new commit re-parses
 //!   only changed files; a git tree's finished map is kept in memory and in the

@@ -1,20 +1,23 @@
-//! Repository acquisition: a local directory, or a git URL + ref fetched shallowly
-//! into a cache folder and read from the object database by blob id.
+//! Repository acquisition: a local directory, or a git URL + ref (fetched
+//! shallowly into a cache folder, or read in place when local) read through
+//! contexten-git: sizes first, then the chosen blobs by id.
 //!
 //! Blob ids are git's (`sha1("blob <len>\0" + content)`); for working directories
 //! we compute the same hash from the bytes on disk, so a file that is unchanged
 //! between a checkout and a commit shares its cache entry.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use contexten_git::{
+    AuthHeader, Blob, Limits, Remote, Repo, RepoCache, Selector, Skipped, UrlKind,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CodemapError;
 use crate::filter::{self, SkipReason};
+use crate::lang::Language;
 
 /// Where a repository comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -135,103 +138,114 @@ fn hex(bytes: &[u8]) -> String {
 
 /// `Some(path)` when a git URL points at this machine.
 pub fn local_git_path(url: &str) -> Option<PathBuf> {
-    if let Some(p) = url.strip_prefix("file://") {
-        return Some(PathBuf::from(p));
+    match contexten_git::classify_url(url) {
+        Ok(UrlKind::Local(path)) => Some(path),
+        // Remote, or refused (the fetch refuses it before running git).
+        _ => None,
     }
-    let remote = url.contains("://") || (url.contains('@') && url.contains(':'));
-    (!remote).then(|| PathBuf::from(url))
 }
 
-/// Options for reading a git source.
-pub(crate) struct GitOptions<'a> {
-    pub cache_dir: &'a Path,
-    pub token: Option<&'a GitToken>,
+impl GitToken {
+    /// The header for `url`: only `https://github.com/` gets the token.
+    fn header_for(&self, url: &str) -> Option<AuthHeader> {
+        url.starts_with("https://github.com/")
+            .then(|| AuthHeader::github_token(&self.0))
+    }
 }
 
-/// A resolved git revision.
+/// A resolved git revision and the repository holding it.
 pub(crate) struct GitRevision {
-    pub git_dir: PathBuf,
+    pub repo: Repo,
     pub commit: String,
     pub tree: String,
 }
 
-/// Resolves the ref, fetching it shallowly first when the URL is remote.
+/// Resolves the ref: in place for a local repository, after a shallow fetch
+/// into `cache` for a remote one. Refs and URLs are checked before git runs.
 pub(crate) fn resolve_git(
     url: &str,
     reference: Option<&str>,
-    opts: &GitOptions<'_>,
+    cache: &RepoCache,
+    token: Option<&GitToken>,
 ) -> Result<GitRevision, CodemapError> {
-    let (git_dir, rev) = match local_git_path(url) {
-        Some(p) => {
-            let dot_git = p.join(".git");
-            let dir = if dot_git.exists() { dot_git } else { p };
-            (dir, reference.unwrap_or("HEAD").to_owned())
+    let (repo, resolved) = match contexten_git::classify_url(url)? {
+        UrlKind::Local(_) => {
+            let repo = Repo::open_local(url, cache.policy())?;
+            let resolved = repo.resolve(reference)?;
+            (repo, resolved)
         }
-        None => (fetch_remote(url, reference, opts)?, "FETCH_HEAD".to_owned()),
+        UrlKind::Remote => {
+            let remote = Remote {
+                auth: token.and_then(|t| t.header_for(url)),
+                ..Remote::default()
+            };
+            let fetched = cache.fetch(url, reference, &remote)?;
+            (fetched.repo, fetched.resolved)
+        }
     };
-    let commit = git(
-        &git_dir,
-        &["rev-parse", "--verify", &format!("{rev}^{{commit}}")],
-        None,
-    )?;
-    let commit = commit.trim().to_owned();
-    let tree = git(
-        &git_dir,
-        &["rev-parse", &format!("{commit}^{{tree}}")],
-        None,
-    )?
-    .trim()
-    .to_owned();
     Ok(GitRevision {
-        git_dir,
-        commit,
-        tree,
+        repo,
+        commit: resolved.commit,
+        tree: resolved.tree,
     })
 }
 
-/// Lists and reads the files of a resolved revision.
-pub(crate) fn read_git(rev: &GitRevision, max_file_bytes: u64) -> Result<Snapshot, CodemapError> {
-    let git_dir = &rev.git_dir;
-    let commit = &rev.commit;
+/// How valuable a file is when the caps leave some out: files of a parsed
+/// language first, then other text; path order within each.
+fn rank(path: &str) -> u8 {
+    u8::from(!Language::from_path(path).is_parsed())
+}
+
+/// Counts what the caps left out under their reasons' names.
+fn record_caps(snap: &mut Snapshot, skipped: &Skipped) {
+    for (reason, n) in skipped.counts() {
+        if n > 0 {
+            *snap.skipped.entry(reason.to_owned()).or_default() += n;
+        }
+    }
+}
+
+/// Lists a resolved revision, chooses its files within `limits` from their
+/// sizes, and only then reads the chosen blobs.
+pub(crate) fn read_git(rev: &GitRevision, limits: &Limits) -> Result<Snapshot, CodemapError> {
     let mut snap = Snapshot {
-        commit: Some(commit.clone()),
+        commit: Some(rev.commit.clone()),
         tree: Some(rev.tree.clone()),
         ..Snapshot::default()
     };
-    let listing = git(git_dir, &["ls-tree", "-r", "-l", "-z", commit], None)?;
-    let mut wanted: Vec<(String, String)> = Vec::new();
-    for entry in listing.split('\0').filter(|e| !e.is_empty()) {
-        // "<mode> <type> <id> <size>\t<path>"
-        let Some((meta, path)) = entry.split_once('\t') else {
-            continue;
+    let selection = rev.repo.select(&rev.commit, limits, |entry| {
+        match filter::skip_by_path(&entry.path) {
+            Some(reason) => {
+                snap.skip(reason);
+                None
+            }
+            None => Some(rank(&entry.path)),
+        }
+    })?;
+    record_caps(&mut snap, &selection.skipped);
+    let ids = selection.entries.iter().map(|e| e.id.as_str());
+    let blobs = rev.repo.read_blobs(ids, limits)?;
+    for (entry, blob) in selection.entries.into_iter().zip(blobs) {
+        let bytes = match blob {
+            Blob::Data(bytes) => bytes,
+            // Sizes were checked from the listing; a blob of another size, or
+            // none, is left out like any other unreadable file.
+            Blob::Oversize(_) => {
+                snap.skip(SkipReason::Oversize);
+                continue;
+            }
+            Blob::Missing | Blob::NotBlob => {
+                snap.skip(SkipReason::Binary);
+                continue;
+            }
         };
-        let mut f = meta.split_whitespace();
-        let (mode, kind, id, size) = (f.next(), f.next(), f.next(), f.next());
-        if kind != Some("blob") || mode == Some("120000") {
-            continue;
-        }
-        if let Some(reason) = filter::skip_by_path(path) {
-            snap.skip(reason);
-            continue;
-        }
-        let size: u64 = size.and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-        if size > max_file_bytes {
-            snap.skip(SkipReason::Oversize);
-            continue;
-        }
-        if let Some(id) = id {
-            wanted.push((path.to_owned(), id.to_owned()));
-        }
-    }
-    let blobs = cat_blobs(git_dir, wanted.iter().map(|(_, id)| id.as_str()))?;
-    for ((path, id), bytes) in wanted.into_iter().zip(blobs) {
-        if let Some(reason) = filter::skip_by_content(&bytes, max_file_bytes) {
+        if let Some(reason) = filter::skip_by_content(&bytes, limits.max_blob_bytes) {
             snap.skip(reason);
             continue;
         }
         snap.files.push(SourceFile {
-            path,
-            blob_id: id,
+            path: entry.path,
+            blob_id: entry.id,
             bytes: Some(bytes.into()),
             origin: None,
         });
@@ -240,119 +254,18 @@ pub(crate) fn read_git(rev: &GitRevision, max_file_bytes: u64) -> Result<Snapsho
     Ok(snap)
 }
 
-fn fetch_remote(
-    url: &str,
-    reference: Option<&str>,
-    opts: &GitOptions<'_>,
-) -> Result<PathBuf, CodemapError> {
-    let dir = opts
-        .cache_dir
-        .join(crate::CACHE_GIT_DIR)
-        .join(format!("{}.git", &blob_id(url.as_bytes())[..16]));
-    if !dir.join("HEAD").exists() {
-        std::fs::create_dir_all(&dir).map_err(|e| CodemapError::io(&dir, e))?;
-        git(&dir, &["init", "--bare", "--quiet"], None)?;
-    }
-    let refspec = reference.unwrap_or("HEAD");
-    let auth = opts
-        .token
-        .filter(|_| url.starts_with("https://github.com/"))
-        .map(|t| {
-            let basic = base64(format!("x-access-token:{}", t.0).as_bytes());
-            format!("Authorization: Basic {basic}")
-        });
-    git(
-        &dir,
-        &[
-            "fetch",
-            "--quiet",
-            "--depth",
-            "1",
-            "--no-tags",
-            url,
-            refspec,
-        ],
-        auth.as_deref(),
-    )?;
-    Ok(dir)
+/// Whether the file or total cap left files out of a snapshot.
+pub(crate) fn is_partial(skipped: &BTreeMap<String, usize>) -> bool {
+    ["too_many_files", "total_size_cap"]
+        .iter()
+        .any(|r| skipped.get(*r).is_some_and(|n| *n > 0))
 }
 
-/// Runs git; an auth header goes through `GIT_CONFIG_*` so it is in neither argv
-/// (visible in `ps`) nor the URL, and error messages never include it.
-fn git(git_dir: &Path, args: &[&str], auth_header: Option<&str>) -> Result<String, CodemapError> {
-    let mut cmd = Command::new("git");
-    cmd.arg("--git-dir").arg(git_dir).args(args);
-    cmd.env("GIT_TERMINAL_PROMPT", "0").stdin(Stdio::null());
-    if let Some(h) = auth_header {
-        cmd.env("GIT_CONFIG_COUNT", "1")
-            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-            .env("GIT_CONFIG_VALUE_0", h);
-    }
-    let out = cmd
-        .output()
-        .map_err(|e| CodemapError::io(Path::new("git"), e))?;
-    if !out.status.success() {
-        let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        stderr.truncate(2000);
-        return Err(CodemapError::Git {
-            command: args.first().copied().unwrap_or("").to_owned(),
-            stderr,
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Reads blobs with one `git cat-file --batch`; a writer thread avoids pipe deadlock.
-pub(crate) fn cat_blobs<'a>(
-    git_dir: &Path,
-    ids: impl Iterator<Item = &'a str>,
-) -> Result<Vec<Vec<u8>>, CodemapError> {
-    let input: String = ids.map(|id| format!("{id}\n")).collect();
-    let n = input.lines().count();
-    let mut child = Command::new("git")
-        .arg("--git-dir")
-        .arg(git_dir)
-        .args(["cat-file", "--batch"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| CodemapError::io(Path::new("git"), e))?;
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| CodemapError::git("cat-file", "no stdin"))?;
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| CodemapError::git("cat-file", "no stdout"))?;
-    let mut r = BufReader::with_capacity(1 << 16, stdout);
-    let mut out = Vec::with_capacity(n);
-    let mut header = String::new();
-    for _ in 0..n {
-        header.clear();
-        r.read_line(&mut header)
-            .map_err(|e| CodemapError::io(git_dir, e))?;
-        let size: usize = header
-            .split_whitespace()
-            .nth(2)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| CodemapError::git("cat-file", header.trim()))?;
-        let mut buf = vec![0u8; size + 1];
-        r.read_exact(&mut buf)
-            .map_err(|e| CodemapError::io(git_dir, e))?;
-        buf.pop();
-        out.push(buf);
-    }
-    let _ = writer.join();
-    let _ = child.wait();
-    Ok(out)
-}
-
-/// Lists a working directory, honouring `.gitignore` (also outside git repos).
+/// Lists a working directory, honouring `.gitignore` (also outside git repos),
+/// and chooses its files within `limits` by size and [`rank`], like a tree.
 pub(crate) fn list_local(
     root: &Path,
+    limits: &Limits,
     snap: &mut Snapshot,
 ) -> Result<Vec<(String, PathBuf, std::fs::Metadata)>, CodemapError> {
     if !root.is_dir() {
@@ -364,7 +277,7 @@ pub(crate) fn list_local(
         .filter_entry(|e| e.file_name() != ".git")
         .sort_by_file_path(|a, b| a.cmp(b))
         .build();
-    let mut out = Vec::new();
+    let mut selector = Selector::new(*limits);
     for entry in walker.flatten() {
         if !entry.file_type().is_some_and(|t| t.is_file()) {
             continue;
@@ -378,30 +291,16 @@ pub(crate) fn list_local(
             continue;
         }
         let Ok(meta) = entry.metadata() else { continue };
-        out.push((rel, entry.into_path(), meta));
+        selector.offer(
+            (rank(&rel), rel.clone()),
+            meta.len(),
+            (rel, entry.into_path(), meta),
+        );
     }
-    Ok(out)
-}
-
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                s.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
+    let (mut kept, skipped) = selector.finish();
+    record_caps(snap, &skipped);
+    kept.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(kept)
 }
 
 #[cfg(test)]
@@ -418,13 +317,6 @@ mod tests {
     }
 
     #[test]
-    fn base64_pads() {
-        assert_eq!(base64(b"ab"), "YWI=");
-        assert_eq!(base64(b"abc"), "YWJj");
-        assert_eq!(base64(b"a"), "YQ==");
-    }
-
-    #[test]
     fn locality_of_urls() {
         assert!(local_git_path("file:///tmp/x").is_some());
         assert!(local_git_path("/tmp/x").is_some());
@@ -436,5 +328,155 @@ mod tests {
     #[test]
     fn token_debug_hides_value() {
         assert_eq!(format!("{:?}", GitToken::new("sekrit")), "GitToken(***)");
+    }
+
+    #[test]
+    fn the_token_goes_to_github_only() {
+        let token = GitToken::new("sekrit");
+        assert!(token.header_for("https://github.com/o/r.git").is_some());
+        for elsewhere in [
+            "https://github.com.evil.example/o/r",
+            "http://github.com/o/r",
+            "https://gitlab.com/o/r",
+        ] {
+            assert!(token.header_for(elsewhere).is_none(), "{elsewhere}");
+        }
+    }
+
+    #[test]
+    fn parsed_languages_rank_before_other_text() {
+        assert!(rank("src/lib.rs") < rank("README.md"));
+        let mut skipped = BTreeMap::new();
+        assert!(!is_partial(&skipped));
+        skipped.insert("oversize".to_owned(), 3);
+        assert!(!is_partial(&skipped));
+        skipped.insert("too_many_files".to_owned(), 1);
+        assert!(is_partial(&skipped));
+    }
+
+    /// A committed repository of `files` on branch `main`.
+    fn git_repo(files: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, bytes) in files {
+            let full = dir.path().join(path);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, bytes).unwrap();
+        }
+        for args in [
+            &["init", "-q", "-b", "main"][..],
+            &["add", "-A"],
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@e",
+                "commit",
+                "-qm",
+                "x",
+            ],
+        ] {
+            let ok = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir.path())
+                .args(args)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        }
+        dir
+    }
+
+    fn engine(max_files: usize, max_total_bytes: u64) -> crate::Engine {
+        crate::Engine::new(crate::EngineConfig {
+            allow_local: true,
+            max_files,
+            max_total_bytes,
+            max_file_bytes: 64 << 10,
+            ..crate::EngineConfig::default()
+        })
+    }
+
+    fn at_main(dir: &Path) -> RepoSource {
+        RepoSource::Git {
+            url: format!("file://{}", dir.display()),
+            reference: Some("main".into()),
+        }
+    }
+
+    #[test]
+    fn a_repository_over_the_caps_gives_a_partial_map_with_the_reasons() {
+        let mut files: Vec<(String, Vec<u8>)> = (0..12)
+            .map(|i| {
+                (
+                    format!("src/m{i:02}.py"),
+                    format!("def f{i}():\n    return {i}\n").into_bytes(),
+                )
+            })
+            .collect();
+        files.extend((0..3).map(|i| (format!("docs/d{i}.md"), b"notes\n".to_vec())));
+        files.push(("src/big.py".into(), vec![b'#'; 2 << 20]));
+        let files: Vec<(&str, Vec<u8>)> =
+            files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+        let repo = git_repo(&files);
+        let map = engine(5, 1 << 20).analyse(&at_main(repo.path())).unwrap();
+        let paths: Vec<&str> = map.files().iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "src/m00.py",
+                "src/m01.py",
+                "src/m02.py",
+                "src/m03.py",
+                "src/m04.py"
+            ]
+        );
+        assert_eq!(map.skipped().get("too_many_files"), Some(&10));
+        assert_eq!(
+            map.skipped().get("oversize"),
+            Some(&1),
+            "the 2 MiB blob is never read"
+        );
+        assert!(is_partial(map.skipped()));
+
+        // The total cap: 10 KiB files under 25 KiB, and the same for a working tree.
+        let kib: Vec<(String, Vec<u8>)> = (0..4)
+            .map(|i| (format!("k{i}.py"), b"# line\n".repeat(10 << 7)))
+            .collect();
+        let kib: Vec<(&str, Vec<u8>)> = kib.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+        let repo = git_repo(&kib);
+        for src in [
+            at_main(repo.path()),
+            RepoSource::Local(repo.path().to_path_buf()),
+        ] {
+            let map = engine(100, 25 << 10).analyse(&src).unwrap();
+            assert_eq!(map.len(), 2, "{src:?}");
+            assert_eq!(map.skipped().get("total_size_cap"), Some(&2), "{src:?}");
+        }
+    }
+
+    #[test]
+    fn an_option_as_ref_is_refused_before_git_runs() {
+        let repo = git_repo(&[("a.py", b"x = 1\n".to_vec())]);
+        let scratch = tempfile::tempdir().unwrap();
+        let marker = scratch.path().join("pwned");
+        let evil = format!("--upload-pack=touch {}", marker.display());
+        let engine = engine(100, 1 << 20);
+        for url in [
+            format!("file://{}", repo.path().display()),
+            "http://127.0.0.1:9/r.git".into(),
+        ] {
+            let src = RepoSource::Git {
+                url,
+                reference: Some(evil.clone()),
+            };
+            match engine.analyse(&src) {
+                Err(CodemapError::Git(e)) => {
+                    assert_eq!(e.reason(), contexten_git::Reason::RefusedRef, "{src:?}")
+                }
+                other => panic!("{src:?}: {other:?}"),
+            }
+        }
+        assert!(!marker.exists());
     }
 }

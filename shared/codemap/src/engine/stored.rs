@@ -12,7 +12,7 @@ use crate::codemap::{CodeMap, FileEntry, NameIds};
 use crate::error::CodemapError;
 use crate::redact::{self, RedactionCounts};
 use crate::snapshot::{self, StoredFile, StoredMap};
-use crate::source::{self, GitRevision};
+use crate::source::GitRevision;
 
 /// A file of a stored map and where its analysis comes from: this engine's memory,
 /// or the stored value plus the blob's bytes.
@@ -83,6 +83,12 @@ impl Engine {
     /// Turns a stored map back into a [`CodeMap`]: analyses come from the stored
     /// value (or memory), contents from the blobs of the fetched clone.
     fn rebuild(&self, rev: &GitRevision, stored: StoredMap) -> Result<CodeMap, CodemapError> {
+        // Another replica may run with larger caps: its map is not read past ours.
+        if stored.files.len() > self.config.max_files {
+            return Err(CodemapError::Cache(
+                "stored map has more files than max_files".into(),
+            ));
+        }
         let term_ids = self
             .terms
             .intern_each(stored.terms.iter().map(String::as_str));
@@ -101,7 +107,18 @@ impl Engine {
             .zip(&cached)
             .filter(|(_, (_, c))| c.is_none())
             .map(|(f, _)| f.blob_id.as_str());
-        let mut blobs = source::cat_blobs(&rev.git_dir, missing)?.into_iter();
+        let mut blobs = rev
+            .repo
+            .read_blobs(missing, &self.limits())?
+            .into_iter()
+            .map(|blob| match blob {
+                contexten_git::Blob::Data(bytes) => Ok(bytes),
+                _ => Err(CodemapError::Cache(
+                    "a stored map's blob is missing or over the size cap".into(),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
         let pending: Vec<Pending> = stored
             .files
             .into_iter()
