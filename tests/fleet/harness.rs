@@ -148,6 +148,8 @@ impl Fleet {
             ("CODEGEN_BREAKER_OPEN_MS", "1000".into()),
             ("AGENT_POLL_INITIAL_MS", "200".into()),
             ("AGENT_POLL_MAX_MS", "1000".into()),
+            // The fake GitHub is an on-premises git server too (see Fakes::serve_git).
+            ("CONTEXTEN_GIT_SERVERS", fakes.github.uri()),
             // dispatcher
             ("GITHUB_API_URL", fakes.github.uri()),
             ("GITHUB_TOKEN", ["ghp_", "fleetfake"].concat()),

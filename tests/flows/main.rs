@@ -251,8 +251,11 @@ async fn an_agent_request_creates_one_run_posts_its_link_then_the_result() {
     fleet.stop().await;
 }
 
+/// `/contexten generate` routes to plain generation: when the LLM fails, the
+/// requester gets a failure answer (reason code + one sentence) and no Codegen
+/// run starts, since an agent run can write to the repository.
 #[tokio::test]
-async fn when_the_llm_fails_the_agent_answers() {
+async fn when_the_llm_fails_a_generate_request_gets_a_failure_answer_and_no_agent_run() {
     let fleet = Fleet::start(FleetOptions::default())
         .await
         .expect("fleet starts");
@@ -274,37 +277,42 @@ async fn when_the_llm_fails_the_agent_answers() {
             .status()
             .is_success()
     );
-    let comments = eventually(FLOW_WITHIN, || async {
-        let found = github_comments(&fleet.fakes).await;
-        found
-            .iter()
-            .any(|c| c["body"].as_str().unwrap_or_default().contains("/pull/"))
-            .then_some(found)
+    let failure = eventually(FLOW_WITHIN, || async {
+        github_comments(&fleet.fakes)
+            .await
+            .into_iter()
+            .find_map(|c| {
+                let body = c["body"].as_str().unwrap_or_default().to_owned();
+                body.contains("Sorry, your request could not be completed")
+                    .then_some(body)
+            })
     })
     .await
-    .unwrap_or_else(|| panic!("no agent answer after the LLM failed\n{}", fleet.logs(60)));
+    .unwrap_or_else(|| panic!("no failure answer after the LLM failed\n{}", fleet.logs(60)));
+    assert!(
+        failure.contains("`llm_unavailable`") || failure.contains("`llm_breaker_open`"),
+        "the reason code: {failure}"
+    );
+    assert!(
+        !failure.contains("overloaded") && !failure.contains("503"),
+        "the provider's words stay in the logs: {failure}"
+    );
     assert!(
         !Fakes::requests(&fleet.fakes.llm, "POST", "/v1/chat/completions")
             .await
             .is_empty(),
-        "the LLM was tried first"
+        "the LLM was tried"
     );
-    assert_eq!(
+    assert!(
         Fakes::requests(
             &fleet.fakes.codegen,
             "POST",
             "/v1/organizations/7/agent/run"
         )
         .await
-        .len(),
-        1
+        .is_empty(),
+        "no Codegen run for a generate request"
     );
-    assert!(comments.iter().all(|c| {
-        !c["body"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("def parse_duration")
-    }));
     fleet.stop().await;
 }
 
@@ -379,5 +387,141 @@ async fn an_api_task_with_a_callback_gets_a_signed_callback_and_shows_every_stag
             "{stage}: {status}"
         );
     }
+    fleet.stop().await;
+}
+
+/// A bare copy of the sample repository at `<root>/acme/secret.git`, served by
+/// the fake GitHub's git server.
+fn private_repository(dir: &Path) -> std::path::PathBuf {
+    let work = Path::new(&sample_repo(dir)["file://".len()..]).to_path_buf();
+    let git = |args: &[&str], cwd: &Path| {
+        let status = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.test"])
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .expect("git");
+        assert!(status.status.success(), "git {args:?}: {status:?}");
+    };
+    git(&["init", "-q", "-b", "main"], &work);
+    git(&["add", "-A"], &work);
+    git(&["commit", "-qm", "sample"], &work);
+    let root = dir.join("git-server");
+    std::fs::create_dir_all(root.join("acme")).unwrap();
+    let bare = root.join("acme/secret.git");
+    git(
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+        dir,
+    );
+    root
+}
+
+#[tokio::test]
+async fn a_slack_channel_gets_only_the_repositories_the_policy_gives_it() {
+    let policy_dir = tempfile::tempdir().unwrap();
+    let policy = policy_dir.path().join("policy.toml");
+    // The fake GitHub doubles as the on-premises git server (127.0.0.1:<port>).
+    std::fs::write(
+        &policy,
+        "[[slack]]\nteam = \"T0001\"\nchannel = \"C0ALLOWED\"\nrepositories = [\"127.0.0.1/acme/secret\"]\n",
+    )
+    .unwrap();
+    let fleet = Fleet::start(FleetOptions {
+        extra: vec![("CONTEXTEN_POLICY_FILE".into(), policy.display().to_string())],
+        ..FleetOptions::default()
+    })
+    .await
+    .expect("fleet starts");
+    let root = private_repository(fleet.dir.path());
+    fleet.fakes.serve_git(&root).await;
+    let repo_url = format!("{}/acme/secret", fleet.fakes.github.uri());
+    let mention = |channel: &str, ts: &str| {
+        json!({
+            "token": "x", "team_id": "T0001", "api_app_id": "A0001", "type": "event_callback",
+            "event_id": format!("Ev-{channel}"), "event_time": unix_now(),
+            "event": {"type": "app_mention", "user": "U0HUMAN",
+                      "text": format!("<@U0BOT> explain how format_duration in app/timeutil.py works, in {repo_url}"),
+                      "ts": ts, "channel": channel, "event_ts": ts, "team": "T0001"}
+        })
+    };
+    let posted_in = |channel: &'static str| {
+        let slack = &fleet.fakes.slack;
+        async move {
+            Fakes::requests(slack, "POST", "/api/chat.postMessage")
+                .await
+                .into_iter()
+                .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null))
+                .filter(|b| b["channel"] == channel)
+                .collect::<Vec<_>>()
+        }
+    };
+    let git_requests = || async {
+        Fakes::requests(&fleet.fakes.github, "GET", "/acme/secret.git*")
+            .await
+            .len()
+            + Fakes::requests(&fleet.fakes.github, "POST", "/acme/secret.git*")
+                .await
+                .len()
+    };
+
+    // A channel the policy does not name: a refusal in its thread, no fetch.
+    let response = fleet
+        .slack_event(&mention("C0OTHER", "1764417100.000100"))
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let refusal = eventually(FLOW_WITHIN, || async {
+        posted_in("C0OTHER")
+            .await
+            .into_iter()
+            .find(|b| b.to_string().contains("repository_not_allowed"))
+    })
+    .await
+    .unwrap_or_else(|| panic!("no refusal in the thread\n{}", fleet.logs(40)));
+    assert_eq!(refusal["thread_ts"], "1764417100.000100");
+    assert!(refusal.to_string().contains("C0OTHER"), "{refusal}");
+    assert_eq!(
+        git_requests().await,
+        0,
+        "the refused repository was fetched"
+    );
+
+    // The channel the policy names is answered from that repository.
+    let response = fleet
+        .slack_event(&mention("C0ALLOWED", "1764417200.000100"))
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let answer = eventually(FLOW_WITHIN, || async {
+        posted_in("C0ALLOWED")
+            .await
+            .into_iter()
+            .find(|b| b["thread_ts"] == "1764417200.000100" && !b.to_string().contains("On it"))
+    })
+    .await
+    .unwrap_or_else(|| panic!("no answer in the allowed channel\n{}", fleet.logs(60)));
+    assert!(
+        !answer.to_string().contains("repository_not_allowed"),
+        "{answer}"
+    );
+    assert!(
+        git_requests().await > 0,
+        "the allowed repository was fetched"
+    );
+    let prompt_from_repository = Fakes::requests(&fleet.fakes.llm, "POST", "/v1/chat/completions")
+        .await
+        .iter()
+        .any(|r| String::from_utf8_lossy(&r.body).contains("def format_duration"));
+    assert!(
+        prompt_from_repository,
+        "the LLM saw the repository's code\n{}",
+        fleet.logs(40)
+    );
+    // Still nothing for the refused thread beyond its one answer.
+    assert_eq!(posted_in("C0OTHER").await.len(), 1);
     fleet.stop().await;
 }
