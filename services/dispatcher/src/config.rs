@@ -8,6 +8,8 @@
 //! | `LINEAR_API_KEY` | personal key (sent raw) or OAuth token (`lin_oauth_…` or `Bearer …`) | unset |
 //! | `SLACK_BOT_TOKEN` | bot token (`chat:write`, `reactions:write`; `channels:history` to reconcile) | unset |
 //! | `CALLBACK_SIGNING_SECRET` | Standard Webhooks secret (`whsec_<base64>`) signing callbacks | unset |
+//! | `CONTEXTEN_OUTBOUND_ALLOW` | hosts, `*.domain`, addresses or CIDRs that callback URLs may reach although private or loopback, also over http | unset |
+//! | `CONTEXTEN_ALLOW_LOCAL_REPOS` | development switch: callbacks may reach loopback | `0` |
 //! | `GITHUB_API_URL` / `LINEAR_API_URL` / `SLACK_API_URL` | base URLs | public APIs |
 //! | `DISPATCH_HTTP_TIMEOUT_SECS` | whole-request timeout of provider calls (1–120) | `10` |
 //! | `GITHUB_WRITES_PER_MINUTE` / `GITHUB_WRITES_PER_HOUR` | content-creating requests per credential | `80` / `500` |
@@ -16,7 +18,9 @@
 //! | `DISPATCH_LIMIT_WAIT_MS` | longest in-handler wait for a limiter permit before rescheduling (0–60000) | `2000` |
 //!
 //! A platform without credentials is disabled: its replies are dead-lettered
-//! with `provider_not_configured`, never dropped.
+//! with `provider_not_configured`, never dropped. A callback URL comes from the
+//! requester, so it passes the outbound guard (`contexten_trust::outbound`): a
+//! refused one is dead-lettered with `outbound_refused`.
 
 use contexten_broker::service::WorkerConfig;
 use contexten_config::{ConfigError, Env, ExposeSecret, Secret};
@@ -25,6 +29,7 @@ use contexten_providers::HttpSettings;
 use contexten_providers::callback::WebhookSigner;
 use contexten_providers::github::{AppCredentials, GithubAuth};
 use contexten_providers::linear::LinearAuth;
+use contexten_trust::outbound::{ALLOW_VAR, OutboundConfigError, OutboundGuard};
 use std::time::Duration;
 
 /// Everything the dispatcher binary reads at start.
@@ -58,6 +63,10 @@ pub struct ProviderSettings {
     pub linear: Option<LinearAuth>,
     pub slack: Option<Secret>,
     pub callback: Option<WebhookSigner>,
+    /// Where callbacks may go (`CONTEXTEN_OUTBOUND_ALLOW`, loopback with
+    /// `CONTEXTEN_ALLOW_LOCAL_REPOS`); the platforms' own URLs are configured,
+    /// not requested, and do not pass it.
+    pub outbound: OutboundGuard,
     pub github_url: url::Url,
     pub linear_url: url::Url,
     pub slack_url: url::Url,
@@ -102,6 +111,7 @@ impl ProviderSettings {
                 .map(|k| LinearAuth::from_setting(&k)),
             slack: env.secret("SLACK_BOT_TOKEN"),
             callback,
+            outbound: outbound_guard(env)?,
             github_url: env.url(
                 "GITHUB_API_URL",
                 "https://api.github.com",
@@ -133,6 +143,20 @@ impl ProviderSettings {
             },
         })
     }
+}
+
+/// The outbound guard; a bad allow-list entry stops the start, named.
+fn outbound_guard(env: &Env) -> Result<OutboundGuard, ConfigError> {
+    OutboundGuard::from_env(env).map_err(|error| match error {
+        OutboundConfigError::Entry { entry, reason } => ConfigError {
+            var: ALLOW_VAR.into(),
+            shown: entry,
+            expected: format!(
+                "comma-separated host names, *.domain, IP addresses or CIDR blocks such as 10.1.0.0/16 ({reason})"
+            ),
+        },
+        OutboundConfigError::Setting(error) => error,
+    })
 }
 
 /// A GitHub App when `GITHUB_APP_ID` is set (its key is then required), else
@@ -175,6 +199,24 @@ mod tests {
         assert!(settings.slack.is_none() && settings.callback.is_none());
         assert_eq!(settings.github_url.as_str(), "https://api.github.com/");
         assert_eq!(settings.limits.github_per_minute, 80);
+        assert_eq!(settings.outbound, OutboundGuard::default());
+    }
+
+    #[test]
+    fn the_outbound_allow_list_is_read_and_a_bad_entry_names_the_variable() {
+        let env = Env::from_pairs([(
+            "CONTEXTEN_OUTBOUND_ALLOW",
+            "hooks.corp.example, 10.1.0.0/16",
+        )]);
+        let settings = ProviderSettings::from_env(&env).unwrap();
+        assert_ne!(settings.outbound, OutboundGuard::default());
+        let env = Env::from_pairs([("CONTEXTEN_OUTBOUND_ALLOW", "10.1.0.0/16,10.0.0.0/33")]);
+        let err = ProviderSettings::from_env(&env).unwrap_err();
+        assert_eq!(err.var, "CONTEXTEN_OUTBOUND_ALLOW");
+        assert!(err.to_string().contains("10.0.0.0/33"), "{err}");
+        let env = Env::from_pairs([("CONTEXTEN_ALLOW_LOCAL_REPOS", "maybe")]);
+        let err = ProviderSettings::from_env(&env).unwrap_err();
+        assert_eq!(err.var, "CONTEXTEN_ALLOW_LOCAL_REPOS");
     }
 
     #[test]

@@ -54,8 +54,9 @@ struct Inner {
 
 impl DispatchHandler {
     /// A handler posting with the configured platforms; replies to the others
-    /// are dead-lettered as `provider_not_configured`.
-    pub fn new(settings: &ProviderSettings, store: Store) -> Self {
+    /// are dead-lettered as `provider_not_configured`. Fails only when the
+    /// callback client cannot be built.
+    pub fn new(settings: &ProviderSettings, store: Store) -> Result<Self, ProviderError> {
         let http = settings.http;
         let clients = Clients {
             github: settings
@@ -73,12 +74,13 @@ impl DispatchHandler {
             callback: settings
                 .callback
                 .clone()
-                .map(|signer| CallbackClient::new(signer, http)),
+                .map(|signer| CallbackClient::new(signer, http, settings.outbound.clone()))
+                .transpose()?,
         };
         // Longer than one delivery can take: the limiter wait and three calls
         // (token exchange or search, post, record), each bounded by the timeout.
         let lock_ttl = settings.limits.max_wait + http.timeout * 3 + Duration::from_secs(10);
-        DispatchHandler {
+        Ok(DispatchHandler {
             inner: Arc::new(Inner {
                 clients,
                 ledger: Ledger::new(store.clone()),
@@ -86,7 +88,7 @@ impl DispatchHandler {
                 limits: settings.limits,
                 lock_ttl,
             }),
-        }
+        })
     }
 
     /// Handles one dispatch envelope.
@@ -250,7 +252,8 @@ impl Handler for DispatchHandler {
 }
 
 /// The one place provider errors become outcomes: limits wait for the
-/// advertised delay, refusals are dead-lettered with their code, outages retry.
+/// advertised delay, refusals (the platform's or the outbound guard's) are
+/// dead-lettered with their code, outages retry.
 pub fn outcome_of(provider: &'static str, kind: ReplyKind, error: ProviderError) -> Outcome {
     match error {
         ProviderError::RateLimited {
@@ -275,6 +278,16 @@ pub fn outcome_of(provider: &'static str, kind: ReplyKind, error: ProviderError)
                 Duration::ZERO,
                 "provider_unavailable",
                 format!("{provider}: {detail}"),
+            )
+        }
+        ProviderError::OutboundRefused { refusal, .. } => {
+            // The refusal names the host and the rule, never the URL's path or
+            // query (where a receiver may have put a token).
+            tracing::warn!(provider, kind = kind.as_str(), host = refusal.host.as_deref().unwrap_or(""), %refusal, "reply destination refused by the outbound guard; dead-lettering");
+            note(provider, kind, "outbound_refused");
+            Outcome::dead(
+                refusal.reason(),
+                format!("the {} reply was not sent: {refusal}", kind.as_str()),
             )
         }
         ProviderError::Misconfigured { detail, .. } => {

@@ -12,7 +12,8 @@ async fn main() -> anyhow::Result<()> {
     let cfg = DispatcherConfig::from_env(&Env::from_process()).context("invalid configuration")?;
     let _telemetry = contexten_telemetry::init(&cfg.worker.telemetry)?;
     let store = Store::new(&cfg.worker.redis, cfg.worker.names())?;
-    let handler = DispatchHandler::new(&cfg.providers, store.clone());
+    let handler = DispatchHandler::new(&cfg.providers, store.clone())
+        .context("while building the clients")?;
     let listener = bind_health(cfg.worker.health_addr).await?;
     run_service(&cfg.worker, listener, store, handler, shutdown_on_signal()).await?;
     Ok(())

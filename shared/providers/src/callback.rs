@@ -2,13 +2,21 @@
 //! `webhook-id`, `webhook-timestamp` (Unix seconds) and `webhook-signature:
 //! v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`. The id stays the same
 //! when a delivery is repeated, so a receiver deduplicates on it.
+//!
+//! The URL comes from the requester, so [`CallbackClient`] connects only where
+//! the outbound guard allows (`contexten_trust::outbound`): the URL is checked
+//! before sending and the client's resolver refuses names that resolve to
+//! refused addresses, so a refused destination is never connected to.
 
 use crate::ProviderError;
 use crate::http::{self, HttpSettings};
 use crate::time::unix_now;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use contexten_trust::outbound::{OutboundGuard, Purpose};
 use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION};
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use sha2::Sha256;
 use std::time::Duration;
@@ -106,24 +114,44 @@ impl WebhookSigner {
     }
 }
 
-/// Posts signed JSON to callback URLs.
+/// Posts signed JSON to callback URLs, only where the outbound guard allows.
 #[derive(Debug)]
 pub struct CallbackClient {
     http: reqwest::Client,
+    guard: OutboundGuard,
     signer: WebhookSigner,
 }
 
 impl CallbackClient {
-    /// A client signing with `signer`.
-    pub fn new(signer: WebhookSigner, settings: HttpSettings) -> Self {
-        CallbackClient {
-            http: http::client(PROVIDER, settings),
+    /// A client signing with `signer` and reaching only what `guard` allows.
+    /// Fails only when the HTTP client cannot be built (a broken TLS backend):
+    /// an unguarded fallback is no option here.
+    pub fn new(
+        signer: WebhookSigner,
+        settings: HttpSettings,
+        guard: OutboundGuard,
+    ) -> Result<Self, ProviderError> {
+        // Redirects stay off after hardening (which installs a following
+        // policy): a 307 would replay the signed body to another URL, and a
+        // 302 would turn the POST into a body-less GET whose 2xx looks delivered.
+        let http = guard
+            .harden(http::builder(settings), Purpose::Callback)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|error| ProviderError::Misconfigured {
+                provider: PROVIDER,
+                detail: format!("cannot build the HTTP client: {error}"),
+            })?;
+        Ok(CallbackClient {
+            http,
+            guard,
             signer,
-        }
+        })
     }
 
     /// POSTs `body` (JSON) to `url` with delivery id `id`; any 2xx is delivered.
-    /// Returns the receiver's status.
+    /// Returns the receiver's status. A destination the guard refuses is
+    /// [`ProviderError::OutboundRefused`] and nothing is sent.
     pub async fn deliver(&self, url: &str, id: &str, body: Vec<u8>) -> Result<u16, ProviderError> {
         let parsed = url::Url::parse(url)
             .ok()
@@ -135,11 +163,17 @@ impl CallbackClient {
                     "the callback URL is not http(s)",
                 )
             })?;
+        // Checked here as well as in the resolver: reqwest connects to an IP
+        // literal without asking the resolver.
+        self.guard
+            .check(parsed.as_str(), Purpose::Callback)
+            .await
+            .map_err(|refusal| http::refused(PROVIDER, refusal))?;
         let timestamp = unix_now();
         let signature = self.signer.sign(id, timestamp, &body);
         let response = self
             .http
-            .post(parsed)
+            .post(parsed.clone())
             .header("content-type", "application/json")
             .header(HEADER_ID, id)
             .header(HEADER_TIMESTAMP, timestamp.to_string())
@@ -147,12 +181,15 @@ impl CallbackClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| http::transport_error(PROVIDER, e))?;
+            .map_err(|e| http::guarded_send_error(PROVIDER, e))?;
         let status = response.status();
         if status.is_success() {
             return Ok(status.as_u16());
         }
         let headers = response.headers().clone();
+        if status.is_redirection() {
+            return Err(redirected(&parsed, status, &headers));
+        }
         let text = response.text().await.unwrap_or_default();
         Err(http::status_error(
             PROVIDER,
@@ -162,6 +199,26 @@ impl CallbackClient {
             DEFAULT_LIMIT_WAIT,
         ))
     }
+}
+
+/// A receiver that redirects: not followed (see [`CallbackClient::new`]), and
+/// permanent, since the registered URL is not the one that takes deliveries.
+/// The detail names the target's host only (its path or query may hold a token).
+fn redirected(url: &url::Url, status: StatusCode, headers: &HeaderMap) -> ProviderError {
+    let host = headers
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|location| url.join(location).ok())
+        .and_then(|target| target.host_str().map(str::to_owned))
+        .unwrap_or_else(|| "an unknown host".into());
+    ProviderError::rejected(
+        PROVIDER,
+        "callback_redirected",
+        format!(
+            "HTTP {} redirect to {host}: callbacks are not sent on to another URL; register the final one",
+            status.as_u16()
+        ),
+    )
 }
 
 #[cfg(test)]

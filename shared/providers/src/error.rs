@@ -1,5 +1,6 @@
 //! The one error type of every client, classified for the caller's decision.
 
+use contexten_trust::outbound::OutboundRefusal;
 use std::time::Duration;
 
 /// Why a call to a provider did not succeed.
@@ -30,6 +31,14 @@ pub enum ProviderError {
         /// after sending, a 5xx on a write): reconcile before repeating it.
         maybe_applied: bool,
     },
+    /// The outbound guard refused a destination the request named (loopback,
+    /// a private or metadata address, plain http): nothing was sent, and
+    /// retrying will not help. The refusal names the host, never the path.
+    #[error("{provider} destination refused: {refusal}")]
+    OutboundRefused {
+        provider: &'static str,
+        refusal: OutboundRefusal,
+    },
     /// Our own settings are unusable (a private key that does not parse, …).
     #[error("{provider} is misconfigured: {detail}")]
     Misconfigured {
@@ -45,6 +54,7 @@ impl ProviderError {
             ProviderError::RateLimited { .. } => "rate_limited",
             ProviderError::Rejected { code, .. } => code,
             ProviderError::Unavailable { .. } => "provider_unavailable",
+            ProviderError::OutboundRefused { refusal, .. } => refusal.reason(),
             ProviderError::Misconfigured { .. } => "provider_misconfigured",
         }
     }

@@ -2,6 +2,7 @@
 //! turning transport errors and statuses into [`ProviderError`]s.
 
 use crate::ProviderError;
+use contexten_trust::outbound::{GuardedError, OutboundRefusal};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use std::time::Duration;
@@ -29,20 +30,23 @@ impl Default for HttpSettings {
     }
 }
 
-/// Builds the HTTP client (rustls, no redirects: a write must not be replayed
-/// against another host).
-pub(crate) fn client(provider: &'static str, settings: HttpSettings) -> reqwest::Client {
+/// The settings every client shares (rustls, timeouts, no redirects: a write
+/// must not be replayed against another host).
+pub(crate) fn builder(settings: HttpSettings) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .timeout(settings.timeout)
         .connect_timeout(settings.connect_timeout)
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_else(|error| {
-            // Only a broken TLS backend makes this fail; keep a working default.
-            tracing::error!(provider, %error, "falling back to a default HTTP client");
-            reqwest::Client::new()
-        })
+}
+
+/// Builds the HTTP client of a fixed, configured base URL.
+pub(crate) fn client(provider: &'static str, settings: HttpSettings) -> reqwest::Client {
+    builder(settings).build().unwrap_or_else(|error| {
+        // Only a broken TLS backend makes this fail; keep a working default.
+        tracing::error!(provider, %error, "falling back to a default HTTP client");
+        reqwest::Client::new()
+    })
 }
 
 /// The delay a provider advertises: `retry-after` (seconds), else
@@ -72,6 +76,30 @@ pub(crate) fn transport_error(provider: &'static str, error: reqwest::Error) -> 
         provider,
         detail: without_url(&error),
         maybe_applied,
+    }
+}
+
+/// A request the outbound guard stopped before anything was sent. A name that
+/// did not resolve may resolve later, so it is retried like an outage; every
+/// other refusal (loopback, private address, plain http) is permanent.
+pub(crate) fn refused(provider: &'static str, refusal: OutboundRefusal) -> ProviderError {
+    if refusal.is_transient() {
+        ProviderError::Unavailable {
+            provider,
+            detail: refusal.message,
+            maybe_applied: false,
+        }
+    } else {
+        ProviderError::OutboundRefused { provider, refusal }
+    }
+}
+
+/// A failed send of a guarded client: the refusal of the guard's resolver
+/// (wrapped in reqwest's error) or a transport error.
+pub(crate) fn guarded_send_error(provider: &'static str, error: reqwest::Error) -> ProviderError {
+    match GuardedError::from(error) {
+        GuardedError::Refused(refusal) => refused(provider, refusal),
+        GuardedError::Http(error) => transport_error(provider, error),
     }
 }
 
@@ -142,7 +170,31 @@ pub(crate) fn snippet(body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use contexten_trust::outbound::RefusalKind;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn an_unresolved_name_is_retried_and_other_refusals_are_permanent() {
+        let refusal = |kind| OutboundRefusal {
+            kind,
+            host: Some("hooks.example".into()),
+            message: "callback URL host hooks.example ...".into(),
+        };
+        let unresolved = refused("callback", refusal(RefusalKind::Unresolved));
+        assert!(
+            matches!(
+                unresolved,
+                ProviderError::Unavailable {
+                    maybe_applied: false,
+                    ..
+                }
+            ),
+            "{unresolved:?}"
+        );
+        let scheme = refused("callback", refusal(RefusalKind::Scheme));
+        assert_eq!(scheme.code(), "outbound_refused");
+        assert!(!scheme.maybe_applied());
+    }
 
     #[test]
     fn retry_after_prefers_the_explicit_header_then_the_reset_time() {

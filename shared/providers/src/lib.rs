@@ -14,12 +14,13 @@
 //!   its metadata.
 //! - [`callback::CallbackClient`] and [`callback::WebhookSigner`]: JSON POSTs
 //!   signed in the Standard Webhooks style (`webhook-id`, `webhook-timestamp`,
-//!   `webhook-signature: v1,<base64>`).
+//!   `webhook-signature: v1,<base64>`), sent only where the outbound URL guard
+//!   of `contexten-trust` allows (the URL is the requester's).
 //!
 //! Every failure is a [`ProviderError`] that says whether to wait (rate limited,
 //! with the provider's advertised delay), give up (rejected, with a snake_case
-//! code) or try again (unavailable, and whether the request may have taken
-//! effect). The dispatcher maps these to broker outcomes; ingest's redelivery
+//! code, or a destination the outbound guard refused) or try again
+//! (unavailable, and whether the request may have taken effect). The dispatcher maps these to broker outcomes; ingest's redelivery
 //! command can reuse the GitHub client.
 
 pub mod callback;

@@ -143,7 +143,7 @@ async fn without_redis_a_reply_waits_instead_of_posting_unrecorded() {
     let redis =
         RedisSettings::from_env(&Env::from_pairs([("REDIS_URL", "redis://127.0.0.1:1")])).unwrap();
     let store = Store::new(&redis, t.names.clone()).unwrap();
-    let cut_off = DispatchHandler::new(&settings(&t.github, &t.linear, &t.slack), store);
+    let cut_off = DispatchHandler::new(&settings(&t.github, &t.linear, &t.slack), store).unwrap();
     let env = envelope(github_target(), ReplyKind::Final);
 
     let waiting = cut_off.dispatch(env.clone()).await;

@@ -13,6 +13,7 @@ use contexten_providers::HttpSettings;
 use contexten_providers::callback::WebhookSigner;
 use contexten_providers::github::GithubAuth;
 use contexten_providers::linear::LinearAuth;
+use contexten_trust::outbound::OutboundGuard;
 use dispatcher::DispatchHandler;
 use dispatcher::config::{Limits, ProviderSettings};
 use std::time::Duration;
@@ -77,7 +78,7 @@ impl TestDispatch {
         let store = Store::new(&redis, names.clone()).expect("store");
         let mut settings = settings(&github, &linear, &slack);
         adjust(&mut settings);
-        let handler = DispatchHandler::new(&settings, store.clone());
+        let handler = DispatchHandler::new(&settings, store.clone()).expect("handler");
         TestDispatch {
             github,
             linear,
@@ -95,7 +96,15 @@ impl TestDispatch {
     }
 }
 
-/// Settings pointing every platform at the fakes, with roomy limits.
+/// The outbound guard of `CONTEXTEN_OUTBOUND_ALLOW=<allow>` (nothing else set):
+/// loopback is refused unless listed.
+pub fn outbound(allow: &str) -> OutboundGuard {
+    OutboundGuard::from_env(&Env::from_pairs([("CONTEXTEN_OUTBOUND_ALLOW", allow)]))
+        .expect("allow-list")
+}
+
+/// Settings pointing every platform at the fakes, with roomy limits; callbacks
+/// may reach 127.0.0.1 (where the fakes listen) by address.
 pub fn settings(github: &MockServer, linear: &MockServer, slack: &MockServer) -> ProviderSettings {
     let url = |server: &MockServer, path: &str| {
         url::Url::parse(&format!("{}{path}", server.uri())).unwrap()
@@ -105,6 +114,7 @@ pub fn settings(github: &MockServer, linear: &MockServer, slack: &MockServer) ->
         linear: Some(LinearAuth::from_setting(&Secret::from(linear_key()))),
         slack: Some(Secret::from(slack_token())),
         callback: Some(WebhookSigner::new(&Secret::from(callback_secret())).unwrap()),
+        outbound: outbound("127.0.0.1"),
         github_url: url(github, ""),
         linear_url: url(linear, "/graphql"),
         slack_url: url(slack, "/api"),
