@@ -264,20 +264,22 @@ pub fn find_command(text: &str, prefix: &str, mention: Option<&str>) -> Option<C
     });
     let rest = by_prefix.or_else(|| {
         let login = mention?;
-        let needle = format!("@{}", login.to_lowercase());
-        let lower = text.to_lowercase();
-        let mut from = 0;
-        while let Some(pos) = lower[from..].find(&needle) {
-            let start = from + pos;
-            let end = start + needle.len();
-            let before_ok = start == 0 || !is_login_char(lower[..start].chars().next_back());
-            let after_ok = !is_login_char(lower[end..].chars().next());
-            if before_ok && after_ok {
-                return Some(format!("{}{}", &text[..start], &text[end..]));
+        let needle = format!("@{login}");
+        // Compared ASCII-case-insensitively on the text's own bytes: lower-casing
+        // the whole text first would change byte offsets (`İ` becomes three
+        // bytes, the Kelvin sign one) and slice the text off a char boundary.
+        // A match starts at `@` and ends with the needle's last byte, so both
+        // ends are char boundaries.
+        let (bytes, wanted) = (text.as_bytes(), needle.as_bytes());
+        (0..bytes.len().saturating_sub(wanted.len() - 1)).find_map(|start| {
+            let end = start + wanted.len();
+            if !bytes[start..end].eq_ignore_ascii_case(wanted) {
+                return None;
             }
-            from = end;
-        }
-        None
+            let before_ok = !is_login_char(text[..start].chars().next_back());
+            let after_ok = !is_login_char(text[end..].chars().next());
+            (before_ok && after_ok).then(|| format!("{}{}", &text[..start], &text[end..]))
+        })
     })?;
     Some(command_words(&rest))
 }

@@ -254,3 +254,87 @@ fn arbitrary_requests_to_every_endpoint_get_only_2xx_or_4xx() {
     assert_eq!(health.status, 200);
     rt.block_on(ingest.cleanup());
 }
+
+/// Text from any script, with characters whose lower-case form has another
+/// byte length (U+212A KELVIN SIGN → `k`, U+0130 `İ` → `i̇`) next to mentions
+/// and commands: command parsing, hints and routing never panic, and a
+/// mention is still found.
+#[test]
+fn unicode_in_comments_and_commands_never_panics_routing_or_parsing() {
+    use ingest::routing::{RouteInput, Routing, command_words, extract_hints, find_command};
+    let pieces = prop::sample::select(vec![
+        "\u{212A}",
+        "\u{0130}",
+        "İ",
+        "ß",
+        "ﬁ",
+        "Σ",
+        "ς",
+        "@contexten-bot",
+        "@CONTEXTEN-BOT",
+        "/contexten",
+        " ",
+        "\n",
+        "generate",
+        "AGENT",
+        "src/main.rs:10",
+        "`f()`",
+        "https://github.com/o/r",
+        "é",
+        "👍🏽",
+        "\u{0301}",
+        "ǅ",
+        "Ⅻ",
+        "@",
+        "-",
+        "_",
+    ]);
+    let text = prop::collection::vec(
+        prop::strategy::Union::new(vec![
+            pieces.prop_map(str::to_owned).boxed(),
+            any::<String>().boxed(),
+        ]),
+        0..24,
+    )
+    .prop_map(|parts| parts.concat());
+    let routing = Routing::shipped();
+    let mut runner = TestRunner::new(Config {
+        cases: 2000,
+        ..Config::default()
+    });
+    runner
+        .run(&text, |text| {
+            let found = find_command(&text, "/contexten", Some(BOT_LOGIN));
+            let words = command_words(&text);
+            let hints = extract_hints(&text);
+            let _ = routing.repository_in_text(&text);
+            for kind in [
+                contexten_envelope::SourceKind::Slack,
+                contexten_envelope::SourceKind::Github,
+            ] {
+                routing.decide(&RouteInput {
+                    kind,
+                    text: &words.text,
+                    explicit: words.explicit.clone(),
+                    labels: &[text.clone()],
+                    has_repository: true,
+                    hints: &hints,
+                });
+            }
+            // A mention separated by spaces is always found, whatever surrounds it.
+            let with_mention = format!("{text} @{BOT_LOGIN} do it");
+            prop_assert!(find_command(&with_mention, "/contexten", Some(BOT_LOGIN)).is_some());
+            // Whatever was found is a piece of the text, never a corrupted slice.
+            if let Some(command) = found {
+                prop_assert!(command.text.chars().all(|c| text.contains(c)));
+            }
+            Ok(())
+        })
+        .unwrap();
+    // The two characters from the issue, right before the mention.
+    for prefix in ["\u{212A}\u{212A}\u{212A} ", "\u{0130}\u{0130} "] {
+        let text = format!("{prefix}@{BOT_LOGIN} generate a parser");
+        let command = find_command(&text, "/contexten", Some(BOT_LOGIN)).unwrap();
+        assert_eq!(command.text, format!("{prefix} generate a parser"));
+    }
+}
