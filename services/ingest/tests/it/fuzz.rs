@@ -316,7 +316,7 @@ fn unicode_in_comments_and_commands_never_panics_routing_or_parsing() {
                     kind,
                     text: &words.text,
                     explicit: words.explicit.clone(),
-                    labels: &[text.clone()],
+                    labels: std::slice::from_ref(&text),
                     has_repository: true,
                     hints: &hints,
                 });
