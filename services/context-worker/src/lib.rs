@@ -26,6 +26,15 @@
 //! | `LLM_MODEL` | picks the tokenizer (o200k for gpt-4o/4.1/o-series/gpt-5, else cl100k) | `gpt-4.1` |
 //! | `CONTEXTEN_ALLOW_LOCAL_REPOS` | accept local paths and `file://` URLs | `0` |
 //! | `GITHUB_TOKEN` | fetches private GitHub repositories (never logged, never in a URL) | unset |
+//! | `CONTEXT_GIT_TIMEOUT_SECS` | bound of each git process (fetch, rev-parse, ls-tree, cat-file); it is killed with its helpers after (1–3600) | `120` |
+//! | `CONTEXT_MAX_FILES` | files read per repository; beyond it the analysis is partial and says so (1–1000000) | `50000` |
+//! | `CONTEXT_MAX_TOTAL_BYTES` | bytes read per repository, all files together; beyond it the analysis is partial and says so (1048576–17179869184) | `268435456` (256 MiB) |
+//!
+//! Files are chosen from git's listing by size before any is read (a file over
+//! codemap's 1 MiB per-file cap is skipped as `oversize`), parsed languages
+//! first, then path order. A partial analysis leads the context's summary with
+//! "analysed N of M files (K skipped: …)" and is described in
+//! `context.extra.snapshot`.
 
 mod store;
 
@@ -36,11 +45,12 @@ use contexten_broker::service::WorkerConfig;
 use contexten_cache::{DiskBudget, EncryptionKey, Sealer, budget};
 use contexten_codemap::{
     AnalysisStore, CACHE_ANALYSIS_DIR, CACHE_GIT_DIR, CodemapError, Engine, EngineConfig,
-    EngineStats, GitToken, Hints, Query, RankedFile, RedisStore, RepoSource,
+    EngineStats, GitReason as Reason, GitToken, Hints, Query, RankedFile, RedisStore, RepoSource,
 };
 use contexten_config::{ConfigError, Env, ExposeSecret};
 use contexten_envelope::{ContextItem, Stage, TaskContext, TaskEnvelope};
 use contexten_telemetry::metric;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,6 +74,13 @@ pub struct ContextConfig {
     pub encryption_key: Option<EncryptionKey>,
     /// `CONTEXT_CACHE_MAX_BYTES`: size budget of `cache_dir`.
     pub cache_max_bytes: u64,
+    /// `CONTEXT_GIT_TIMEOUT_SECS`: bound of each git process (1–3600, default 120).
+    pub git_timeout: Duration,
+    /// `CONTEXT_MAX_FILES`: files read per repository (1–1000000, default 50000).
+    pub max_files: usize,
+    /// `CONTEXT_MAX_TOTAL_BYTES`: bytes read per repository (1 MiB–16 GiB,
+    /// default 256 MiB).
+    pub max_total_bytes: u64,
 }
 
 impl ContextConfig {
@@ -100,6 +117,19 @@ impl ContextConfig {
             )?),
             encryption_key: EncryptionKey::from_env(env)?,
             cache_max_bytes: budget::max_bytes_from_env(env, "CONTEXT_CACHE_MAX_BYTES")?,
+            git_timeout: Duration::from_secs(env.ranged(
+                "CONTEXT_GIT_TIMEOUT_SECS",
+                120,
+                1,
+                3600,
+            )?),
+            max_files: env.ranged("CONTEXT_MAX_FILES", DEFAULT_MAX_FILES, 1, 1_000_000)?,
+            max_total_bytes: env.ranged(
+                "CONTEXT_MAX_TOTAL_BYTES",
+                DEFAULT_MAX_TOTAL_BYTES,
+                1 << 20,
+                16 << 30,
+            )?,
         })
     }
 
@@ -117,6 +147,9 @@ impl ContextConfig {
         Engine::new(EngineConfig {
             cache_dir: Some(self.cache_dir.clone()),
             allow_local: self.allow_local,
+            git_timeout: self.git_timeout,
+            max_files: self.max_files,
+            max_total_bytes: self.max_total_bytes,
             github_token: env
                 .secret("GITHUB_TOKEN")
                 .map(|t| GitToken::new(t.expose_secret())),
@@ -154,6 +187,14 @@ pub const DEFAULT_CACHE_TTL_SECS: u64 = 7 * 86_400;
 /// Default of `CONTEXT_MAP_TTL_SECS`: the tasks about one commit arrive within
 /// hours, and every push to a large repository adds a map of a few MB.
 pub const DEFAULT_MAP_TTL_SECS: u64 = 86_400;
+
+/// Default of `CONTEXT_MAX_FILES`: several times a large service's source
+/// tree; a monorepo beyond it is analysed in part rather than exhausting memory.
+pub const DEFAULT_MAX_FILES: usize = 50_000;
+
+/// Default of `CONTEXT_MAX_TOTAL_BYTES` (256 MiB): the contents are held in
+/// memory while they are analysed.
+pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 256 << 20;
 
 /// The handler: the engine (shared caches) and the ranking settings.
 #[derive(Clone)]
@@ -263,10 +304,16 @@ impl ContextHandler {
                 handler.budget_tokens,
                 &handler.model,
             );
-            Ok::<_, CodemapError>((ranked, prompt, map.summary_text().to_owned()))
+            let coverage = Coverage::of(map.len(), map.skipped());
+            let summary = coverage.lead(map.summary_text());
+            Ok::<_, CodemapError>((ranked, prompt, summary, coverage))
         });
         match work.await {
-            Ok(Ok((ranked, prompt, summary))) => {
+            Ok(Ok((ranked, prompt, summary, coverage))) => {
+                let mut extra = contexten_envelope::Extra::new();
+                if coverage.partial {
+                    extra.insert("snapshot".into(), coverage.json());
+                }
                 envelope.context = Some(TaskContext {
                     items: ranked.iter().map(context_item).collect(),
                     prompt: prompt.text,
@@ -277,7 +324,7 @@ impl ContextHandler {
                         .map(|(kind, n)| (kind, n as u32))
                         .collect(),
                     summary: Some(summary),
-                    extra: Default::default(),
+                    extra,
                 });
                 Outcome::forward(next, envelope)
             }
@@ -314,13 +361,79 @@ fn context_item(file: &RankedFile) -> ContextItem {
     }
 }
 
+/// How much of the repository an analysis covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Coverage {
+    analysed: usize,
+    skipped: BTreeMap<String, usize>,
+    /// Whether the file or total cap left files out.
+    partial: bool,
+}
+
+impl Coverage {
+    fn of(analysed: usize, skipped: &BTreeMap<String, usize>) -> Self {
+        Coverage {
+            analysed,
+            skipped: skipped.clone(),
+            partial: contexten_codemap::is_partial(skipped),
+        }
+    }
+
+    /// The summary, led by a coverage line when the analysis is partial, so
+    /// whoever reads the answer knows it is about part of the repository.
+    fn lead(&self, summary: &str) -> String {
+        if !self.partial {
+            return summary.to_owned();
+        }
+        let skipped: usize = self.skipped.values().sum();
+        let reasons: Vec<String> = self
+            .skipped
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        format!(
+            "Partial snapshot: analysed {} of {} files ({skipped} skipped: {}).\n{summary}",
+            self.analysed,
+            self.analysed + skipped,
+            reasons.join(", ")
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "partial": self.partial,
+            "analysed": self.analysed,
+            "files": self.analysed + self.skipped.values().sum::<usize>(),
+            "skipped": self.skipped,
+        })
+    }
+}
+
 /// Permanent input errors dead-letter (the requester gets a failure answer);
-/// a failed fetch or read is retried.
+/// a fetch that timed out or failed for another reason is retried. Details
+/// are the errors' `Display`, which never carries git's output; that is logged.
 fn outcome_of(error: CodemapError) -> Outcome {
+    let detail = error.to_string();
     match &error {
-        CodemapError::LocalRepoRefused => Outcome::dead("repository_refused", error.to_string()),
-        CodemapError::NotFound(_) => Outcome::dead("repository_not_found", error.to_string()),
-        _ => Outcome::retry(Duration::ZERO, "repository_unavailable", error.to_string()),
+        CodemapError::LocalRepoRefused => Outcome::dead("repository_refused", detail),
+        CodemapError::NotFound(_) => Outcome::dead("repository_not_found", detail),
+        CodemapError::Git(git) => {
+            // git's own words go to the log only, never into the outcome.
+            let stderr = git.stderr().unwrap_or("");
+            tracing::warn!(reason = %git.reason(), stderr, error = %git, "repository unavailable");
+            match git.reason() {
+                Reason::RefusedRef | Reason::RefusedUrl | Reason::RefusedPath => {
+                    Outcome::dead("repository_refused", detail)
+                }
+                // The failure answer's sentence for it covers "no access" too.
+                Reason::NotFound | Reason::Auth => Outcome::dead("repository_not_found", detail),
+                Reason::TooLarge => Outcome::dead("repository_too_large", detail),
+                Reason::Timeout => Outcome::retry(Duration::ZERO, "repository_timeout", detail),
+                Reason::Failed => Outcome::retry(Duration::ZERO, "repository_unavailable", detail),
+            }
+        }
+        _ => Outcome::retry(Duration::ZERO, "repository_unavailable", detail),
     }
 }
 
@@ -681,5 +794,144 @@ mod tests {
             20,
             "a pruned entry is parsed again"
         );
+    }
+
+    /// A TCP server on 127.0.0.1 that accepts connections and never answers.
+    fn silent_git_server() -> (String, std::thread::JoinHandle<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/repo.git", listener.local_addr().unwrap());
+        let held = std::thread::spawn(move || {
+            let mut streams = Vec::new();
+            for stream in listener.incoming().flatten() {
+                streams.push(stream);
+            }
+        });
+        (url, held)
+    }
+
+    fn with_reference(mut env: TaskEnvelope, reference: &str) -> TaskEnvelope {
+        if let Some(repository) = env.request.repository.as_mut() {
+            repository.reference = Some(reference.to_owned());
+        }
+        env
+    }
+
+    #[tokio::test]
+    async fn a_ref_like_an_option_is_refused_before_git_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = TestPrefix::new();
+        let cfg = config(dir.path(), true, &prefix);
+        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let marker = dir.path().join("pwned");
+        let evil = format!("--upload-pack=touch {}", marker.display());
+        let (silent, _held) = silent_git_server();
+        for url in [git_repo(dir.path()), silent] {
+            let env = with_reference(task(Some(url), Strategy::Context, "x"), &evil);
+            match handler.handle(env).await {
+                Outcome::DeadLetter(reason) => assert_eq!(reason.code, "repository_refused"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(!marker.exists(), "git ran the injected command");
+    }
+
+    #[tokio::test]
+    async fn a_git_server_that_never_answers_fails_its_task_while_another_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = TestPrefix::new();
+        // Local repositories allowed: the silent server is on loopback.
+        let cfg = config_with(
+            dir.path(),
+            true,
+            &prefix,
+            &[("CONTEXT_GIT_TIMEOUT_SECS", "2")],
+        );
+        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let (silent, _held) = silent_git_server();
+        let good = git_repo(dir.path());
+        let started = std::time::Instant::now();
+        let hung = {
+            let handler = handler.clone();
+            let env = task(Some(silent), Strategy::Context, "total_with_tax");
+            tokio::spawn(async move { (handler.handle(env).await, started.elapsed()) })
+        };
+        let served = handler
+            .handle(task(Some(good), Strategy::Context, "total_with_tax"))
+            .await;
+        let served_after = started.elapsed();
+        let Outcome::Forward(next) = served else {
+            panic!("{served:?}")
+        };
+        assert_eq!(
+            next[0].envelope.context.as_ref().unwrap().items[0].path,
+            "billing/invoice.py"
+        );
+        let (outcome, failed_after) = hung.await.unwrap();
+        assert!(
+            served_after < failed_after,
+            "{served_after:?} {failed_after:?}"
+        );
+        assert!(
+            failed_after >= Duration::from_secs(2) && failed_after < Duration::from_secs(5),
+            "{failed_after:?}"
+        );
+        match outcome {
+            Outcome::RetryAfter(_, reason) => {
+                assert_eq!(reason.code, "repository_timeout");
+                assert_eq!(
+                    reason.detail, "git fetch timed out after 2s",
+                    "no git output"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repository_over_the_file_cap_gets_a_partial_context_that_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = TestPrefix::new();
+        let cfg = config_with(dir.path(), true, &prefix, &[("CONTEXT_MAX_FILES", "2")]);
+        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let env = task(
+            Some(git_repo(dir.path())),
+            Strategy::Context,
+            "total_with_tax",
+        );
+        let Outcome::Forward(next) = handler.handle(env).await else {
+            panic!("forwarded")
+        };
+        let context = next[0].envelope.context.clone().expect("context");
+        let summary = context.summary.unwrap();
+        assert!(
+            summary.starts_with(
+                "Partial snapshot: analysed 2 of 4 files (2 skipped: too_many_files 2)."
+            ),
+            "{summary}"
+        );
+        // Parsed languages first, then path order.
+        let mut paths: Vec<_> = context.items.iter().map(|i| i.path.as_str()).collect();
+        paths.sort();
+        assert_eq!(paths, ["billing/invoice.py", "billing/report.py"]);
+        assert_eq!(context.extra["snapshot"]["partial"], true);
+        assert_eq!(context.extra["snapshot"]["files"], 4);
+        assert_eq!(handler.stats().maps_stored, 0, "a partial map stays local");
+    }
+
+    #[test]
+    fn git_and_cap_settings_have_defaults_and_ranges() {
+        let cfg = ContextConfig::from_env(&Env::default()).unwrap();
+        assert_eq!(cfg.git_timeout, Duration::from_secs(120));
+        assert_eq!(cfg.max_files, DEFAULT_MAX_FILES);
+        assert_eq!(cfg.max_total_bytes, 256 << 20);
+        for (var, bad) in [
+            ("CONTEXT_GIT_TIMEOUT_SECS", "0"),
+            ("CONTEXT_GIT_TIMEOUT_SECS", "3601"),
+            ("CONTEXT_MAX_FILES", "0"),
+            ("CONTEXT_MAX_TOTAL_BYTES", "1000"),
+        ] {
+            let err = ContextConfig::from_env(&Env::from_pairs([(var, bad)])).unwrap_err();
+            assert_eq!(err.var, var);
+        }
     }
 }

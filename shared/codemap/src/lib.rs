@@ -50,6 +50,8 @@ mod tokens;
 pub use cache::RedisStore;
 pub use cache::{AnalysisStore, DiskStore};
 pub use codemap::{CodeMap, FileEntry, SymbolId};
+/// git's errors as [`CodemapError::Git`] carries them.
+pub use contexten_git::{GitError, Reason as GitReason};
 pub use engine::{
     CACHE_ANALYSIS_DIR, CACHE_GIT_DIR, DEFAULT_MAX_STORED_MAP_BYTES, Engine, EngineConfig,
     EngineStats, Progress, ProgressFn,
@@ -62,7 +64,7 @@ pub use prompt::{AssembledPrompt, IncludedItem, ItemKind, assemble_prompt, token
 pub use query::{
     Hints, Query, RankParams, RankedFile, RankedSymbol, ScoreComponents, baseline_rank,
 };
-pub use source::{GitToken, RepoSource, blob_id};
+pub use source::{GitToken, RepoSource, blob_id, is_partial};
 pub use summary::{
     CentralSymbol, CodebaseSummary, DirCount, FileSummary, LanguageCount, SymbolInfo,
     SymbolSummary, Usage,

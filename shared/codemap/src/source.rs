@@ -254,8 +254,9 @@ pub(crate) fn read_git(rev: &GitRevision, limits: &Limits) -> Result<Snapshot, C
     Ok(snap)
 }
 
-/// Whether the file or total cap left files out of a snapshot.
-pub(crate) fn is_partial(skipped: &BTreeMap<String, usize>) -> bool {
+/// Whether the file or total cap left files out of a snapshot (given its
+/// skipped counts, such as [`crate::CodeMap::skipped`]).
+pub fn is_partial(skipped: &BTreeMap<String, usize>) -> bool {
     ["too_many_files", "total_size_cap"]
         .iter()
         .any(|r| skipped.get(*r).is_some_and(|n| *n > 0))
