@@ -89,7 +89,8 @@ shutdownTimeoutSecs: {env: SHUTDOWN_TIMEOUT_SECS, to: [context, generate, agent,
 retryTiersMs: {env: RETRY_TIERS_MS, to: [ingest, context, generate, agent, dispatch]}
 payloadInlineLimitBytes: {env: PAYLOAD_INLINE_LIMIT_BYTES, to: [ingest, context, generate, agent, dispatch]}
 # shared by several binaries
-allowLocalRepos: {env: CONTEXTEN_ALLOW_LOCAL_REPOS, to: [ingest, context, generate]}
+allowLocalRepos: {env: CONTEXTEN_ALLOW_LOCAL_REPOS, to: [ingest, context, generate, dispatch]}
+outboundAllow: {env: CONTEXTEN_OUTBOUND_ALLOW, to: [ingest, context, generate, dispatch]}
 llmModel: {env: LLM_MODEL, to: [context, generate]}
 githubApiUrl: {env: GITHUB_API_URL, to: [ingest, dispatch]}
 githubAppId: {env: GITHUB_APP_ID, to: [ingest, dispatch]}
