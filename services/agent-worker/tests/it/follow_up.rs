@@ -71,7 +71,7 @@ async fn a_follow_up_in_the_same_conversation_resumes_the_same_run() {
         resumes[0]["prompt"]
             .as_str()
             .unwrap()
-            .starts_with("also handle empty rows")
+            .contains("<untrusted-data source=\"request\">\nalso handle empty rows")
     );
     worker.stop().await;
     fleet.cleanup().await;

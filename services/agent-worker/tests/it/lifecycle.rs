@@ -101,7 +101,12 @@ async fn a_run_goes_from_create_through_polls_to_a_final_answer_on_dispatch() {
     assert_eq!(creates.len(), 2, "one run per task");
     let body = &creates
         .iter()
-        .find(|c| c.body["prompt"].as_str().unwrap().starts_with("UPPER"))
+        .find(|c| {
+            c.body["prompt"]
+                .as_str()
+                .unwrap()
+                .contains("<untrusted-data source=\"request\">\nUPPER")
+        })
         .unwrap()
         .body;
     let prompt = body["prompt"].as_str().unwrap();
@@ -216,7 +221,7 @@ async fn without_codegen_credentials_the_task_gets_a_clear_failure_answer() {
     let result = finals[&t.task_id].result.as_ref().unwrap();
     assert_eq!(result.reason.as_deref(), Some("agent_not_configured"));
     assert!(
-        result.summary.contains("CODEGEN_ORG_ID"),
+        result.summary.contains("not configured") && !result.summary.contains("CODEGEN_ORG_ID"),
         "{}",
         result.summary
     );
