@@ -1,6 +1,8 @@
 //! Whole-fleet flows: the five real binaries as processes, driven only from the
 //! outside (signed webhooks and the API in, posted replies out).
 
+mod secrets;
+
 use contexten_fleet_tests::fakes::Fakes;
 use contexten_fleet_tests::harness::*;
 use serde_json::{Value, json};
