@@ -1,23 +1,24 @@
 //! Read-only access to a task's repository snapshot: a local path or `file://`
 //! URL (only with `CONTEXTEN_ALLOW_LOCAL_REPOS=1`, so a request can never read
-//! the worker's disk), or a remote repository fetched shallowly with the `git`
-//! CLI into a cache directory and read with `git show <commit>:<path>`.
+//! the worker's disk), or a remote repository fetched shallowly into a cache
+//! directory. Every git process runs through `contexten-git` (checked refs,
+//! URLs and paths, minimal environment, `GENERATOR_GIT_TIMEOUT_SECS` on each
+//! process); its blocking calls run on tokio's blocking pool.
 
-use base64::Engine as _;
 use contexten_config::{ExposeSecret, Secret};
-use sha2::{Digest, Sha256};
+use contexten_git::{AuthHeader, GitError, Policy, Reason, Remote, Repo, RepoCache, UrlKind};
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a fetched commit is reused for the same URL and ref.
 const FETCH_REUSE: Duration = Duration::from_secs(60);
-/// Files larger than this are not read into prompts.
-const MAX_FILE_BYTES: usize = 1 << 20;
+/// Files larger than this are not read into prompts (checked before reading).
+const MAX_FILE_BYTES: u64 = 1 << 20;
 
-/// Why a repository cannot be read.
+/// Why a repository cannot be read. The messages never carry git's output
+/// (they can reach an answer); that is logged where the error is made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RepoError {
     #[error("local repositories are disabled (set CONTEXTEN_ALLOW_LOCAL_REPOS=1 to allow them)")]
@@ -28,10 +29,33 @@ pub enum RepoError {
     BadRef(String),
     #[error("unsafe path {0:?}")]
     BadPath(String),
-    #[error("git {what} failed: {detail}")]
-    Git { what: &'static str, detail: String },
+    #[error("git {what} failed: {reason}")]
+    Git { what: &'static str, reason: Reason },
     #[error("reading {path}: {detail}")]
     Io { path: String, detail: String },
+}
+
+impl RepoError {
+    /// From contexten-git's error; git's stderr is logged here and dropped.
+    fn from_git(error: GitError, url: &str) -> Self {
+        let reason = error.reason();
+        match error {
+            GitError::RefusedRef(r) => RepoError::BadRef(r),
+            GitError::RefusedUrl(_) => RepoError::BadUrl(url.to_owned()),
+            GitError::RefusedPath(p) => RepoError::BadPath(p),
+            GitError::Timeout { command, .. }
+            | GitError::Failed { command, .. }
+            | GitError::TooLarge { command, .. }
+            | GitError::Io { command, .. } => {
+                let stderr = error.stderr().unwrap_or("");
+                tracing::warn!(command, %reason, stderr, "git failed");
+                RepoError::Git {
+                    what: command,
+                    reason,
+                }
+            }
+        }
+    }
 }
 
 /// Whether `path` is a plain relative path that stays inside the repository.
@@ -51,14 +75,15 @@ type FetchKey = (String, String);
 #[derive(Clone)]
 pub struct RepoReader {
     allow_local: bool,
+    /// Fetched repositories; its file lock serialises fetches of one
+    /// repository across tasks and replicas sharing the folder.
+    cache: RepoCache,
     cache_dir: PathBuf,
-    git_timeout: Duration,
     /// `Authorization` header for fetches from github.com (`GITHUB_TOKEN`).
-    github_auth: Option<Secret>,
+    github_auth: Option<AuthHeader>,
     /// URLs that get the header (github.com; a fake host in tests).
     github_prefix: String,
     fetched: Arc<Mutex<HashMap<FetchKey, (String, Instant)>>>,
-    locks: Arc<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl std::fmt::Debug for RepoReader {
@@ -84,127 +109,90 @@ pub enum Snapshot {
 }
 
 impl RepoReader {
-    /// A reader; remote fetches go under `cache_dir`.
+    /// A reader; remote fetches go under `cache_dir`, every git process is
+    /// bounded by `git_timeout`.
     pub fn new(allow_local: bool, cache_dir: PathBuf, git_timeout: Duration) -> Self {
+        let policy = Policy::new(git_timeout, allow_local);
         RepoReader {
             allow_local,
+            cache: RepoCache::new(cache_dir.clone(), policy),
             cache_dir,
-            git_timeout,
             github_auth: None,
             github_prefix: "https://github.com/".into(),
             fetched: Arc::default(),
-            locks: Arc::default(),
         }
     }
 
     /// Fetches private repositories from github.com with `token` (the same
     /// `GITHUB_TOKEN` the context worker uses); other hosts never see it.
     pub fn with_github_token(mut self, token: Option<&Secret>) -> Self {
-        self.github_auth = token.map(github_auth_header);
+        self.github_auth = token.map(|t| AuthHeader::github_token(t.expose_secret()));
         self
     }
 
     /// Opens the snapshot of `url` at `reference` (default branch when `None`).
+    /// The ref and URL are checked before any git process runs.
     pub async fn open(&self, url: &str, reference: Option<&str>) -> Result<Snapshot, RepoError> {
-        if let Some(r) = reference
-            && (r.starts_with('-') || r.contains(char::is_whitespace) || r.contains(".."))
-        {
-            return Err(RepoError::BadRef(r.to_owned()));
+        if let Some(r) = reference {
+            contexten_git::check_ref(r).map_err(|e| RepoError::from_git(e, url))?;
         }
-        let local = url
-            .strip_prefix("file://")
-            .or_else(|| (url.starts_with('/') || url.starts_with('.')).then_some(url));
-        if let Some(path) = local {
-            if !self.allow_local {
-                return Err(RepoError::LocalNotAllowed);
+        match contexten_git::classify_url(url) {
+            Ok(UrlKind::Local(root)) => {
+                // A bare word (`owner/repo`) is not taken for a relative path.
+                let explicit = url.starts_with("file://") || url.starts_with(['/', '.']);
+                if !explicit {
+                    return Err(RepoError::BadUrl(url.to_owned()));
+                }
+                if !self.allow_local {
+                    return Err(RepoError::LocalNotAllowed);
+                }
+                Ok(Snapshot::Local {
+                    root,
+                    reference: reference.map(str::to_owned),
+                })
             }
-            return Ok(Snapshot::Local {
-                root: PathBuf::from(path),
-                reference: reference.map(str::to_owned),
-            });
+            Ok(UrlKind::Remote) => self.fetch(url, reference.unwrap_or("HEAD")).await,
+            Err(_) => Err(RepoError::BadUrl(url.to_owned())),
         }
-        let allowed = ["https://", "http://", "ssh://", "git://"];
-        if !allowed.iter().any(|s| url.starts_with(s)) && !url.starts_with("git@") {
-            return Err(RepoError::BadUrl(url.to_owned()));
-        }
-        self.fetch(url, reference.unwrap_or("HEAD")).await
     }
 
     /// Fetches `reference` of `url` with depth 1 into the URL's cache repository.
     pub async fn fetch(&self, url: &str, reference: &str) -> Result<Snapshot, RepoError> {
         let cache_key = (url.to_owned(), reference.to_owned());
-        let name = hex::encode(&Sha256::digest(url.as_bytes())[..12]);
-        let dir = self.cache_dir.join(format!("{name}.git"));
         if let Ok(fetched) = self.fetched.lock()
             && let Some((commit, at)) = fetched.get(&cache_key)
             && at.elapsed() < FETCH_REUSE
         {
             return Ok(Snapshot::Git {
-                dir,
+                dir: self.cache.dir_of(url),
                 commit: commit.clone(),
             });
         }
-        // One fetch at a time per cache repository: FETCH_HEAD is shared.
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-            locks.entry(dir.clone()).or_default().clone()
+        let remote = Remote {
+            auth: self
+                .github_auth
+                .clone()
+                .filter(|_| url.starts_with(&self.github_prefix)),
+            ..Remote::default()
         };
-        let _guard = lock.lock().await;
-        if !dir.join("HEAD").exists() {
-            tokio::fs::create_dir_all(&dir)
-                .await
-                .map_err(|e| RepoError::Io {
-                    path: dir.display().to_string(),
-                    detail: e.to_string(),
-                })?;
-            self.git(&dir, "init", &["init", "--bare", "-q", "."])
-                .await?;
-        }
-        let auth = self
-            .github_auth
-            .as_ref()
-            .filter(|_| url.starts_with(&self.github_prefix));
-        run_git(
-            &dir,
-            "fetch",
-            &[
-                "fetch",
-                "-q",
-                "--depth",
-                "1",
-                "--no-tags",
-                "--",
-                url,
-                reference,
-            ],
-            self.git_timeout,
-            auth,
-        )
+        let cache = self.cache.clone();
+        let (owned_url, owned_ref) = cache_key.clone();
+        let fetched = blocking(url, move || {
+            cache.fetch(&owned_url, Some(&owned_ref), &remote)
+        })
         .await?;
-        let commit = self
-            .git(
-                &dir,
-                "rev-parse",
-                &["rev-parse", "--verify", "FETCH_HEAD^{commit}"],
-            )
-            .await?;
-        let commit = String::from_utf8_lossy(&commit).trim().to_owned();
-        if let Ok(mut fetched) = self.fetched.lock() {
-            fetched.insert(cache_key, (commit.clone(), Instant::now()));
+        let commit = fetched.resolved.commit;
+        if let Ok(mut cached) = self.fetched.lock() {
+            cached.insert(cache_key, (commit.clone(), Instant::now()));
         }
-        Ok(Snapshot::Git { dir, commit })
+        Ok(Snapshot::Git {
+            dir: fetched.repo.git_dir().to_path_buf(),
+            commit,
+        })
     }
 
-    async fn git(
-        &self,
-        dir: &Path,
-        what: &'static str,
-        args: &[&str],
-    ) -> Result<Vec<u8>, RepoError> {
-        run_git(dir, what, args, self.git_timeout, None).await
-    }
-
-    /// Reads `path` from `snapshot`; `Ok(None)` when the file does not exist.
+    /// Reads `path` from `snapshot`; `Ok(None)` when the file does not exist,
+    /// is over 1 MiB (known before reading) or is binary.
     pub async fn read(&self, snapshot: &Snapshot, path: &str) -> Result<Option<String>, RepoError> {
         if !is_safe_relative(path) {
             return Err(RepoError::BadPath(path.to_owned()));
@@ -213,125 +201,87 @@ impl RepoReader {
             Snapshot::Local {
                 root,
                 reference: None,
-            } => {
-                let full = root.join(path);
-                // Symlinks must not lead outside the repository.
-                let (Ok(real), Ok(real_root)) = (
-                    tokio::fs::canonicalize(&full).await,
-                    tokio::fs::canonicalize(root).await,
-                ) else {
-                    return Ok(None);
-                };
-                if !real.starts_with(&real_root) {
-                    return Err(RepoError::BadPath(path.to_owned()));
-                }
-                match tokio::fs::read(&real).await {
-                    Ok(bytes) => bytes,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => return Ok(None),
-                    Err(e) => {
-                        return Err(RepoError::Io {
-                            path: path.to_owned(),
-                            detail: e.to_string(),
-                        });
-                    }
-                }
-            }
+            } => read_local_file(root, path).await?,
             Snapshot::Local {
                 root,
                 reference: Some(reference),
-            } => match self.show(root, reference, path).await? {
-                Some(bytes) => bytes,
-                None => return Ok(None),
-            },
-            Snapshot::Git { dir, commit } => match self.show(dir, commit, path).await? {
-                Some(bytes) => bytes,
-                None => return Ok(None),
-            },
-        };
-        if bytes.len() > MAX_FILE_BYTES || bytes.contains(&0) {
-            return Ok(None);
-        }
-        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
-    }
-
-    async fn show(&self, dir: &Path, rev: &str, path: &str) -> Result<Option<Vec<u8>>, RepoError> {
-        let object = format!("{rev}:{path}");
-        match self
-            .git(dir, "show", &["show", "--no-color", &object])
-            .await
-        {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(RepoError::Git { detail, .. })
-                if detail.contains("does not exist")
-                    || detail.contains("exists on disk, but not in") =>
-            {
-                Ok(None)
+            } => {
+                let root = root
+                    .to_str()
+                    .ok_or_else(|| RepoError::BadPath(path.into()))?;
+                let repo = Repo::open_local(root, self.cache.policy())
+                    .map_err(|e| RepoError::from_git(e, root))?;
+                show(repo, reference, path).await?
             }
-            Err(e) => Err(e),
-        }
+            Snapshot::Git { dir, commit } => {
+                let repo = self
+                    .cache
+                    .open(dir)
+                    .map_err(|e| RepoError::from_git(e, &dir.display().to_string()))?;
+                show(repo, commit, path).await?
+            }
+        };
+        Ok(bytes
+            .filter(|b| !b.contains(&0))
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 }
 
-/// Runs git in `dir` without prompts, bounded by `timeout`.
-/// The `http.extraHeader` value GitHub accepts for a token over HTTPS.
-fn github_auth_header(token: &Secret) -> Secret {
-    let basic = base64::engine::general_purpose::STANDARD
-        .encode(format!("x-access-token:{}", token.expose_secret()));
-    Secret::from(format!("Authorization: Basic {basic}"))
+/// A working-directory file, its size checked before it is read; symlinks
+/// must not lead outside the repository.
+async fn read_local_file(root: &Path, path: &str) -> Result<Option<Vec<u8>>, RepoError> {
+    let (Ok(real), Ok(real_root)) = (
+        tokio::fs::canonicalize(root.join(path)).await,
+        tokio::fs::canonicalize(root).await,
+    ) else {
+        return Ok(None);
+    };
+    if !real.starts_with(&real_root) {
+        return Err(RepoError::BadPath(path.to_owned()));
+    }
+    let io = |e: std::io::Error| RepoError::Io {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    };
+    match tokio::fs::metadata(&real).await {
+        Ok(meta) if !meta.is_file() || meta.len() > MAX_FILE_BYTES => return Ok(None),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    }
+    match tokio::fs::read(&real).await {
+        Ok(bytes) if bytes.len() as u64 <= MAX_FILE_BYTES => Ok(Some(bytes)),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(e)),
+    }
 }
 
-/// Runs git; an auth header goes through `GIT_CONFIG_*` so it is in neither
-/// argv (visible in `ps`) nor the URL, and git's messages never include it.
-async fn run_git(
-    dir: &Path,
-    what: &'static str,
-    args: &[&str],
-    timeout: Duration,
-    auth: Option<&Secret>,
-) -> Result<Vec<u8>, RepoError> {
-    let mut command = tokio::process::Command::new("git");
-    command
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ASKPASS", "true")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    if let Some(header) = auth {
-        command
-            .env("GIT_CONFIG_COUNT", "1")
-            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-            .env("GIT_CONFIG_VALUE_0", header.expose_secret());
-    }
-    let output = tokio::time::timeout(timeout, command.output())
-        .await
-        .map_err(|_| RepoError::Git {
-            what,
-            detail: format!("timed out after {timeout:?}"),
-        })?
-        .map_err(|e| RepoError::Git {
-            what,
-            detail: e.to_string(),
-        })?;
-    if output.status.success() {
-        Ok(output.stdout)
-    } else {
-        let detail: String = String::from_utf8_lossy(&output.stderr)
-            .chars()
-            .take(300)
-            .collect();
-        Err(RepoError::Git {
-            what,
-            detail: detail.trim().to_owned(),
-        })
+/// `path` at `rev` (`cat-file --batch`, size checked from its header).
+async fn show(repo: Repo, rev: &str, path: &str) -> Result<Option<Vec<u8>>, RepoError> {
+    let (rev, path) = (rev.to_owned(), path.to_owned());
+    let url = repo.git_dir().display().to_string();
+    blocking(&url, move || repo.read_file(&rev, &path, MAX_FILE_BYTES)).await
+}
+
+/// Runs a blocking contexten-git call on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    url: &str,
+    call: impl FnOnce() -> Result<T, GitError> + Send + 'static,
+) -> Result<T, RepoError> {
+    match tokio::task::spawn_blocking(call).await {
+        Ok(result) => result.map_err(|e| RepoError::from_git(e, url)),
+        Err(join) => Err(RepoError::Io {
+            path: "git".into(),
+            detail: join.to_string(),
+        }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     async fn sh(dir: &Path, args: &[&str]) {
         let status = tokio::process::Command::new("git")
@@ -355,6 +305,19 @@ mod tests {
         sh(dir.path(), &["add", "."]).await;
         sh(dir.path(), &["commit", "-q", "-m", "one"]).await;
         dir
+    }
+
+    /// A TCP server on 127.0.0.1 that accepts connections and never answers.
+    async fn silent_git_server() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/repo.git", listener.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut streams = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                streams.push(stream);
+            }
+        });
+        (url, held)
     }
 
     /// The Authorization headers a fake git host received for one fetch.
@@ -445,17 +408,75 @@ mod tests {
             Some("x = 1\n")
         );
         assert_eq!(
+            open.read(&at_ref, "./a.py").await.unwrap().as_deref(),
+            Some("x = 1\n")
+        );
+        assert_eq!(
             open.open(&url, Some("--upload-pack=x")).await,
             Err(RepoError::BadRef("--upload-pack=x".into()))
+        );
+        assert_eq!(
+            open.open("octo/repo", None).await,
+            Err(RepoError::BadUrl("octo/repo".into()))
         );
     }
 
     #[tokio::test]
-    async fn remote_repositories_are_fetched_shallowly_and_read_with_git_show() {
-        let repo = repo_with("lib.rs", "pub fn one() {}\n").await;
+    async fn an_option_as_ref_never_runs_a_command() {
+        let repo = repo_with("a.py", "x = 1\n").await;
+        let scratch = tempfile::tempdir().unwrap();
+        let marker = scratch.path().join("pwned");
+        let evil = format!("--upload-pack=touch {}", marker.display());
+        let reader = RepoReader::new(true, scratch.path().join("cache"), Duration::from_secs(10));
+        let (silent, _held) = silent_git_server().await;
+        for url in [format!("file://{}", repo.path().display()), silent] {
+            assert!(
+                matches!(
+                    reader.open(&url, Some(&evil)).await,
+                    Err(RepoError::BadRef(_))
+                ),
+                "{url}"
+            );
+            assert!(matches!(
+                reader.fetch(&url, &evil).await,
+                Err(RepoError::BadRef(_))
+            ));
+        }
+        assert!(!marker.exists(), "git ran the injected command");
+    }
+
+    #[tokio::test]
+    async fn a_git_server_that_never_answers_times_out_the_fetch() {
+        let (silent, _held) = silent_git_server().await;
         let cache = tempfile::tempdir().unwrap();
-        let reader = RepoReader::new(false, cache.path().into(), Duration::from_secs(20));
-        // The fetch path itself, with a file:// remote (local repos stay disabled).
+        let reader = RepoReader::new(false, cache.path().into(), Duration::from_secs(2));
+        let started = Instant::now();
+        let error = reader.open(&silent, Some("main")).await.unwrap_err();
+        let elapsed = started.elapsed();
+        assert_eq!(
+            error,
+            RepoError::Git {
+                what: "fetch",
+                reason: Reason::Timeout
+            }
+        );
+        assert_eq!(error.to_string(), "git fetch failed: timeout");
+        assert!(
+            elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(5),
+            "{elapsed:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn remote_repositories_are_fetched_shallowly_and_read_by_size_first() {
+        let repo = repo_with("lib.rs", "pub fn one() {}\n").await;
+        std::fs::write(repo.path().join("big.txt"), "x\n".repeat(1 << 20)).unwrap();
+        sh(repo.path(), &["add", "."]).await;
+        sh(repo.path(), &["commit", "-q", "-m", "big"]).await;
+        let cache = tempfile::tempdir().unwrap();
+        // The fetch path itself, with a file:// remote (the file protocol needs
+        // local repositories allowed).
+        let reader = RepoReader::new(true, cache.path().into(), Duration::from_secs(20));
         let url = format!("file://{}", repo.path().display());
         let snapshot = reader.fetch(&url, "main").await.unwrap();
         assert!(matches!(snapshot, Snapshot::Git { .. }));
@@ -464,12 +485,23 @@ mod tests {
             Some("pub fn one() {}\n")
         );
         assert_eq!(reader.read(&snapshot, "nope.rs").await.unwrap(), None);
+        assert_eq!(
+            reader.read(&snapshot, "big.txt").await.unwrap(),
+            None,
+            "2 MiB is over the 1 MiB cap"
+        );
         assert!(matches!(
             reader.fetch(&url, "no-such-branch").await,
             Err(RepoError::Git { what: "fetch", .. })
         ));
         assert!(matches!(
             reader.open("ftp://example.com/r", None).await,
+            Err(RepoError::BadUrl(_))
+        ));
+        // Without the flag, file:// is refused before git runs.
+        let closed = RepoReader::new(false, cache.path().into(), Duration::from_secs(20));
+        assert!(matches!(
+            closed.fetch(&url, "main").await,
             Err(RepoError::BadUrl(_))
         ));
     }

@@ -79,17 +79,26 @@ pub fn classify_url(url: &str) -> Result<UrlKind, GitError> {
 }
 
 /// Checks a repository-relative path given to git (`<rev>:<path>`): plain
-/// components only, and nothing that would break `cat-file --batch`'s lines.
-pub fn check_path(path: &str) -> Result<&str, GitError> {
-    let plain = !path.is_empty()
-        && !path.starts_with(['/', '-'])
-        && !path.chars().any(|c| c.is_ascii_control())
-        && path.split('/').all(|c| !c.is_empty() && c != "..");
-    if plain {
-        Ok(path)
-    } else {
-        Err(GitError::RefusedPath(path.chars().take(100).collect()))
+/// components only, nothing that would break `cat-file --batch`'s lines. `.`
+/// components are dropped (git reads `<rev>:./x` relative to its working
+/// directory).
+pub fn check_path(path: &str) -> Result<String, GitError> {
+    let refused = || GitError::RefusedPath(path.chars().take(100).collect());
+    if path.starts_with(['/', '-']) || path.chars().any(|c| c.is_ascii_control()) {
+        return Err(refused());
     }
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "." => {}
+            "" | ".." => return Err(refused()),
+            plain => parts.push(plain),
+        }
+    }
+    if parts.is_empty() {
+        return Err(refused());
+    }
+    Ok(parts.join("/"))
 }
 
 #[cfg(test)]
@@ -178,8 +187,18 @@ mod tests {
 
     #[test]
     fn paths_are_plain() {
-        assert!(check_path("src/lib.rs").is_ok());
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "-x", "a\nb", "a//b"] {
+        assert_eq!(check_path("src/lib.rs").unwrap(), "src/lib.rs");
+        assert_eq!(check_path("./src/./lib.rs").unwrap(), "src/lib.rs");
+        for bad in [
+            "",
+            ".",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "-x",
+            "a\nb",
+            "a//b",
+        ] {
             assert!(check_path(bad).is_err(), "{bad:?}");
         }
     }

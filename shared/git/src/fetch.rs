@@ -60,6 +60,19 @@ impl RepoCache {
         self.root.join(format!("{}.git", short_hash(&[url])))
     }
 
+    /// Reopens a repository this cache fetched into (a snapshot kept by
+    /// folder); anything outside the cache folder is refused.
+    pub fn open(&self, git_dir: &Path) -> Result<Repo, GitError> {
+        let inside = git_dir.starts_with(&self.root)
+            && git_dir
+                .components()
+                .all(|c| !matches!(c, std::path::Component::ParentDir));
+        if !inside {
+            return Err(GitError::RefusedUrl("not a repository of this cache"));
+        }
+        Ok(Repo::at(git_dir.to_path_buf(), self.policy.clone()))
+    }
+
     /// Fetches `reference` (`HEAD` when `None`) of `url` with depth 1 and
     /// resolves it. The ref and URL are checked before any git process runs;
     /// each git process, and the wait for another fetch of the same

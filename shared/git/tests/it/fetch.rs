@@ -53,6 +53,14 @@ fn local_repositories_need_to_be_allowed() {
         fetched.resolved.commit,
         git(source.path(), &["rev-parse", "HEAD"])
     );
+    // A snapshot kept by folder is reopened through its cache only.
+    let again = open.open(fetched.repo.git_dir()).unwrap();
+    assert_eq!(
+        again.resolve(Some(&fetched.resolved.commit)).unwrap(),
+        fetched.resolved
+    );
+    assert!(open.open(source.path()).is_err());
+    assert!(open.open(&root.path().join("../elsewhere")).is_err());
 }
 
 #[test]
