@@ -69,38 +69,49 @@ impl std::fmt::Debug for AuthHeader {
     }
 }
 
-/// Pins `host:port` to an address the caller already checked
-/// (`http.curloptResolve`), so git cannot be sent elsewhere by DNS.
+/// Pins `host:port` to the addresses the caller already checked
+/// (`http.curloptResolve`), so git cannot be sent elsewhere by DNS (pair it
+/// with the policy's `http.followRedirects=false`: a redirect is not pinned).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolve {
     host: String,
     port: u16,
-    addr: IpAddr,
+    addrs: Vec<IpAddr>,
 }
 
 impl Resolve {
-    /// A pin; the host must be a plain DNS name or address.
-    pub fn new(host: &str, port: u16, addr: IpAddr) -> Result<Self, GitError> {
+    /// A pin; the host must be a plain DNS name, with at least one address.
+    pub fn new(
+        host: &str,
+        port: u16,
+        addrs: impl IntoIterator<Item = IpAddr>,
+    ) -> Result<Self, GitError> {
+        let addrs: Vec<IpAddr> = addrs.into_iter().collect();
         let plain = !host.is_empty()
             && host
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-        if !plain {
+        if !plain || addrs.is_empty() {
             return Err(GitError::RefusedUrl("unpinnable host"));
         }
         Ok(Resolve {
             host: host.to_owned(),
             port,
-            addr,
+            addrs,
         })
     }
 
-    /// curl's `HOST:PORT:ADDRESS` form (IPv6 in brackets).
+    /// curl's `HOST:PORT:ADDRESS[,ADDRESS]` form (IPv6 in brackets).
     fn curl_form(&self) -> String {
-        match self.addr {
-            IpAddr::V4(a) => format!("{}:{}:{a}", self.host, self.port),
-            IpAddr::V6(a) => format!("{}:{}:[{a}]", self.host, self.port),
-        }
+        let addrs: Vec<String> = self
+            .addrs
+            .iter()
+            .map(|a| match a {
+                IpAddr::V4(a) => a.to_string(),
+                IpAddr::V6(a) => format!("[{a}]"),
+            })
+            .collect();
+        format!("{}:{}:{}", self.host, self.port, addrs.join(","))
     }
 }
 
@@ -204,7 +215,7 @@ mod tests {
         let remote = Remote {
             auth: Some(AuthHeader::github_token("ghp_secret")),
             resolve: vec![
-                Resolve::new("github.com", 443, "140.82.112.3".parse().unwrap()).unwrap(),
+                Resolve::new("github.com", 443, ["140.82.112.3".parse().unwrap()]).unwrap(),
             ],
         };
         let env = environment(&policy, Some(&remote));
@@ -267,8 +278,10 @@ mod tests {
 
     #[test]
     fn pins_are_plain_hosts_in_curls_form() {
-        let v6 = Resolve::new("example.com", 443, "::1".parse().unwrap()).unwrap();
-        assert_eq!(v6.curl_form(), "example.com:443:[::1]");
-        assert!(Resolve::new("a:b", 1, "::1".parse().unwrap()).is_err());
+        let addrs = ["::1".parse().unwrap(), "192.0.2.1".parse().unwrap()];
+        let pin = Resolve::new("example.com", 443, addrs).unwrap();
+        assert_eq!(pin.curl_form(), "example.com:443:[::1],192.0.2.1");
+        assert!(Resolve::new("a:b", 1, addrs).is_err());
+        assert!(Resolve::new("example.com", 443, []).is_err());
     }
 }
