@@ -148,6 +148,8 @@ impl Fleet {
             ("CODEGEN_BREAKER_OPEN_MS", "1000".into()),
             ("AGENT_POLL_INITIAL_MS", "200".into()),
             ("AGENT_POLL_MAX_MS", "1000".into()),
+            // The fault test's agent tasks all come from one GitHub user.
+            ("AGENT_MAX_RUNS_PER_REQUESTER", "100".into()),
             // The fake GitHub is an on-premises git server too (see Fakes::serve_git).
             ("CONTEXTEN_GIT_SERVERS", fakes.github.uri()),
             // dispatcher

@@ -147,6 +147,7 @@ agentPollInitialMs: {env: AGENT_POLL_INITIAL_MS, to: [agent]}
 agentPollMaxMs: {env: AGENT_POLL_MAX_MS, to: [agent]}
 agentMaxRunSecs: {env: AGENT_MAX_RUN_SECS, to: [agent]}
 agentLimitMaxHoldMs: {env: AGENT_LIMIT_MAX_HOLD_MS, to: [agent]}
+agentMaxRunsPerRequester: {env: AGENT_MAX_RUNS_PER_REQUESTER, to: [agent]}
 # dispatcher
 githubAppInstallationId: {env: GITHUB_APP_INSTALLATION_ID, to: [dispatch]}
 linearApiUrl: {env: LINEAR_API_URL, to: [dispatch]}

@@ -214,6 +214,17 @@ pub fn timed_out(envelope: &TaskEnvelope, run: &AgentRunRef, max_run: Duration) 
     answer(envelope, ReplyKind::Failure, result)
 }
 
+/// The answer when the requester's runs stay at the limit for too long.
+pub fn runs_in_progress(envelope: &TaskEnvelope, in_progress: u32) -> TaskEnvelope {
+    let runs = if in_progress == 1 { "run" } else { "runs" };
+    let summary = format!(
+        "Sorry, you already have {in_progress} agent {runs} in progress; \
+         ask again when one of them has finished."
+    );
+    let result = TaskResult::failure(Stage::Agent, "agent_runs_in_progress", summary);
+    answer(envelope, ReplyKind::Failure, result)
+}
+
 /// A duration in words: seconds under two minutes, then minutes, or whole hours.
 fn span(duration: Duration) -> String {
     let secs = duration.as_secs();

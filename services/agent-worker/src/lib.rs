@@ -10,6 +10,8 @@
 //! - [`gate`]: the shared `codegen` circuit breaker and the fleet-wide rate
 //!   limits (creations, other requests) every replica shares through Redis.
 //! - [`records`]: the task → run records; [`answers`]: prompts and answers.
+//! - [`slots`]: at most `AGENT_MAX_RUNS_PER_REQUESTER` runs in progress per
+//!   requester, fleet-wide; more wait (rescheduled), then get an answer.
 //! - [`AgentSettings`]: the stage's settings (table in [`settings`]).
 //!
 //! Flow: `context ─▶ agent ─▶ (status check ─▶ agent)* ─▶ dispatch`.
@@ -20,6 +22,7 @@ pub mod gate;
 mod handler;
 pub mod records;
 pub mod settings;
+pub mod slots;
 
 pub use handler::AgentHandler;
 pub use settings::AgentSettings;

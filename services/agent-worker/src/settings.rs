@@ -18,6 +18,7 @@
 //! | `AGENT_POLL_MAX_MS` | longest gap between status checks | `60000` |
 //! | `AGENT_MAX_RUN_SECS` | after this the person gets a timeout answer with the run's link | `3600` |
 //! | `AGENT_LIMIT_MAX_HOLD_MS` | longest a handler waits in place for a rate-limit permit before rescheduling the task instead | `2000` |
+//! | `AGENT_MAX_RUNS_PER_REQUESTER` | agent runs one requester (source kind + `requested_by`) may have in progress, whole fleet (1–100); more wait, rescheduled | `2` |
 //!
 //! [`WorkerConfig`]: contexten_broker::WorkerConfig
 
@@ -48,9 +49,19 @@ pub struct AgentSettings {
     pub max_run: Duration,
     /// `AGENT_LIMIT_MAX_HOLD_MS`.
     pub max_hold: Duration,
+    /// `AGENT_MAX_RUNS_PER_REQUESTER`.
+    pub max_runs_per_requester: u32,
+    /// How long a task waits for one of its requester's runs to end before it
+    /// is answered "you already have N agent runs in progress": no longer than
+    /// a run may last, and at most [`MAX_REQUESTER_WAIT`]. Not an environment
+    /// setting (tests shorten it).
+    pub requester_wait: Duration,
 }
 
 const HOUR_MS: u64 = 3_600_000;
+
+/// The longest a task waits for a requester's slot before it is answered.
+pub const MAX_REQUESTER_WAIT: Duration = Duration::from_secs(10 * 60);
 
 impl AgentSettings {
     /// Reads and checks the settings.
@@ -85,6 +96,8 @@ impl AgentSettings {
                 expected: "at least AGENT_POLL_INITIAL_MS".into(),
             });
         }
+        let max_run =
+            Duration::from_secs(env.ranged("AGENT_MAX_RUN_SECS", 3600, 1, 7 * 24 * 3600)?);
         Ok(AgentSettings {
             codegen,
             create_limit: env.ranged("CODEGEN_CREATE_LIMIT", 10, 1, 100_000)?,
@@ -94,13 +107,10 @@ impl AgentSettings {
             breaker,
             poll_initial,
             poll_max,
-            max_run: Duration::from_secs(env.ranged(
-                "AGENT_MAX_RUN_SECS",
-                3600,
-                1,
-                7 * 24 * 3600,
-            )?),
+            max_run,
             max_hold: ms("AGENT_LIMIT_MAX_HOLD_MS", 2_000, 0, 30_000)?,
+            max_runs_per_requester: env.ranged("AGENT_MAX_RUNS_PER_REQUESTER", 2, 1, 100)?,
+            requester_wait: max_run.min(MAX_REQUESTER_WAIT),
         })
     }
 }
@@ -166,6 +176,8 @@ mod tests {
         );
         assert_eq!(settings.max_run, Duration::from_secs(3600));
         assert_eq!(settings.breaker.failure_threshold, 5);
+        assert_eq!(settings.max_runs_per_requester, 2);
+        assert_eq!(settings.requester_wait, MAX_REQUESTER_WAIT);
         assert!(!format!("{settings:?}").contains(&token));
     }
 
@@ -182,6 +194,24 @@ mod tests {
         let err =
             AgentSettings::from_env(&Env::from_pairs([("CODEGEN_ORG_ID", "acme")])).unwrap_err();
         assert_eq!(err.var, "CODEGEN_ORG_ID");
+    }
+
+    #[test]
+    fn the_requester_limit_is_bounded() {
+        for bad in ["0", "101", "two"] {
+            let env = Env::from_pairs([("AGENT_MAX_RUNS_PER_REQUESTER", bad)]);
+            assert_eq!(
+                AgentSettings::from_env(&env).unwrap_err().var,
+                "AGENT_MAX_RUNS_PER_REQUESTER"
+            );
+        }
+        let env = Env::from_pairs([
+            ("AGENT_MAX_RUNS_PER_REQUESTER", "100"),
+            ("AGENT_MAX_RUN_SECS", "60"),
+        ]);
+        let settings = AgentSettings::from_env(&env).unwrap();
+        assert_eq!(settings.max_runs_per_requester, 100);
+        assert_eq!(settings.requester_wait, Duration::from_secs(60));
     }
 
     #[test]

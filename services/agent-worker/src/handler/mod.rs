@@ -13,6 +13,7 @@ use crate::codegen::{CodegenClient, CodegenError};
 use crate::gate::{self, Gate, GateLimits};
 use crate::records::RunRecords;
 use crate::settings::AgentSettings;
+use crate::slots::RequesterSlots;
 use contexten_broker::{Handler, Outcome, Store};
 use contexten_envelope::{Stage, StageTiming, TaskEnvelope, now_ms};
 use contexten_resilience::Permit;
@@ -23,6 +24,9 @@ use std::time::Duration;
 /// How long past the request timeout a create claim protects an in-flight
 /// create from a concurrent redelivery.
 const CLAIM_GRACE_MARGIN: Duration = Duration::from_secs(5);
+/// A requester's slot outlives the longest run by this much (the last status
+/// check's gap, delay-tier rounding, a redelivery) before its lease frees it.
+const SLOT_LEASE_SLACK: Duration = Duration::from_secs(5 * 60);
 
 /// The agent stage handler (cheap to clone).
 #[derive(Clone, Debug)]
@@ -35,6 +39,8 @@ pub(crate) struct Inner {
     client: CodegenClient,
     records: RunRecords,
     gate: Gate,
+    slots: RequesterSlots,
+    requester_wait: Duration,
     claim_grace: Duration,
     poll_initial: Duration,
     poll_max: Duration,
@@ -60,6 +66,12 @@ impl AgentHandler {
             inner: Some(Arc::new(Inner {
                 client: CodegenClient::new(codegen)?,
                 records: RunRecords::new(store.clone()),
+                slots: RequesterSlots::new(
+                    store.clone(),
+                    settings.max_runs_per_requester,
+                    settings.max_run + settings.poll_max + SLOT_LEASE_SLACK,
+                ),
+                requester_wait: settings.requester_wait,
                 gate: Gate::new(store, codegen.org_id, &limits),
                 claim_grace: codegen.timeout + CLAIM_GRACE_MARGIN,
                 poll_initial: settings.poll_initial,

@@ -12,8 +12,24 @@ use contexten_telemetry::metric;
 use std::time::Duration;
 
 impl Inner {
-    /// A status check: ask once, then answer or schedule the next check.
-    pub(super) async fn check(&self, mut envelope: TaskEnvelope, run: AgentRunRef) -> Outcome {
+    /// A status check: ask once, then answer or schedule the next check. When
+    /// the run is over for us (answered, timed out, refused) its requester's
+    /// slot is given back; a retry or the next check keeps it.
+    pub(super) async fn check(&self, envelope: TaskEnvelope, run: AgentRunRef) -> Outcome {
+        let slot_owner = envelope.clone();
+        let outcome = self.check_once(envelope, run).await;
+        let ongoing = match &outcome {
+            Outcome::Forward(next) => next.iter().any(|n| n.stage == Stage::Agent),
+            Outcome::RetryAfter(..) => true,
+            Outcome::DeadLetter(_) | Outcome::Done => false,
+        };
+        if !ongoing {
+            self.slots.release(&slot_owner).await;
+        }
+        outcome
+    }
+
+    async fn check_once(&self, mut envelope: TaskEnvelope, run: AgentRunRef) -> Outcome {
         let overdue = now_ms().saturating_sub(run.created_at_ms) >= self.max_run.as_millis() as u64;
         let permit = match self.gate.admit(Budget::Request).await {
             Ok(permit) => permit,

@@ -7,8 +7,9 @@ use crate::answers;
 use crate::codegen::{CodegenError, CreateAgentRun, ResumeAgentRun};
 use crate::gate::{Budget, Deferral};
 use crate::records::{Claim, RecordedRun};
+use crate::slots::Slot;
 use contexten_broker::Outcome;
-use contexten_envelope::{TaskEnvelope, now_ms};
+use contexten_envelope::{Stage, TaskEnvelope, now_ms};
 use contexten_resilience::Permit;
 use contexten_telemetry::metric;
 
@@ -32,6 +33,51 @@ impl Inner {
             Ok(None) => {}
             Err(error) => return redis_retry(&error),
         }
+        match self.slots.acquire(&envelope).await {
+            Ok(Slot::Held) => {}
+            Ok(Slot::Full { in_progress }) => return self.wait_for_slot(envelope, in_progress),
+            Err(error) => return redis_retry(&error),
+        }
+        let slot_owner = envelope.clone();
+        let outcome = self.start_run(envelope).await;
+        // No run came of it (refused, or retried later from scratch): the slot
+        // goes back; a deferral keeps it, the task takes it again when it returns.
+        if matches!(outcome, Outcome::DeadLetter(_) | Outcome::RetryAfter(..)) {
+            self.slots.release(&slot_owner).await;
+        }
+        outcome
+    }
+
+    /// Every slot of the requester is taken: wait (rescheduled, no attempt
+    /// counted) until one frees, or tell the person once the wait is too long.
+    fn wait_for_slot(&self, envelope: TaskEnvelope, in_progress: u32) -> Outcome {
+        let since = envelope
+            .timings
+            .iter()
+            .filter(|t| t.stage == Stage::Agent)
+            .map(|t| t.started_at_ms)
+            .min()
+            .unwrap_or_else(now_ms);
+        if now_ms().saturating_sub(since) >= self.requester_wait.as_millis() as u64 {
+            metric::agent_run("requester_limit");
+            tracing::info!(
+                in_progress,
+                "the requester's runs are still in progress; answering"
+            );
+            return Outcome::forward(
+                Stage::Dispatch,
+                answers::runs_in_progress(&envelope, in_progress),
+            );
+        }
+        let deferral = Deferral {
+            wait: self.poll_initial,
+            reason: "requester_limit",
+        };
+        defer(envelope, deferral)
+    }
+
+    /// Resumes the conversation's run, or creates one.
+    async fn start_run(&self, envelope: TaskEnvelope) -> Outcome {
         let previous = envelope
             .conversation
             .as_ref()

@@ -70,6 +70,9 @@ impl TestFleet {
             ("CODEGEN_CREATE_WINDOW_MS", "1000"),
             ("AGENT_POLL_INITIAL_MS", "50"),
             ("AGENT_POLL_MAX_MS", "200"),
+            // Most tests send many tasks as one person; the requester limit
+            // has its own tests (requester.rs).
+            ("AGENT_MAX_RUNS_PER_REQUESTER", "100"),
         ];
         pairs.extend_from_slice(extra);
         let env = Env::from_pairs(pairs);

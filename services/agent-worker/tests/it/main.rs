@@ -9,3 +9,4 @@ mod helpers;
 mod idempotency;
 mod lifecycle;
 mod limits;
+mod requester;
