@@ -46,10 +46,12 @@ use contexten_cache::{DiskBudget, EncryptionKey, Sealer, budget};
 use contexten_codemap::{
     AnalysisStore, CACHE_ANALYSIS_DIR, CACHE_GIT_DIR, CodemapError, Engine, EngineConfig,
     EngineStats, GitReason as Reason, GitToken, Hints, Query, RankedFile, RedisStore, RepoSource,
+    Resolve,
 };
 use contexten_config::{ConfigError, Env, ExposeSecret};
 use contexten_envelope::{ContextItem, Stage, TaskContext, TaskEnvelope};
 use contexten_telemetry::metric;
+use contexten_trust::outbound::{OutboundGuard, Purpose};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -81,6 +83,10 @@ pub struct ContextConfig {
     /// `CONTEXT_MAX_TOTAL_BYTES`: bytes read per repository (1 MiB–16 GiB,
     /// default 256 MiB).
     pub max_total_bytes: u64,
+    /// The outbound guard (`CONTEXTEN_OUTBOUND_ALLOW`, `CONTEXTEN_ALLOW_LOCAL_REPOS`,
+    /// `CONTEXTEN_GIT_ALLOW_SSH`): a remote repository is fetched only from the
+    /// addresses it accepted (README "Security model").
+    pub outbound: OutboundGuard,
 }
 
 impl ContextConfig {
@@ -124,6 +130,7 @@ impl ContextConfig {
                 3600,
             )?),
             max_files: env.ranged("CONTEXT_MAX_FILES", DEFAULT_MAX_FILES, 1, 1_000_000)?,
+            outbound: OutboundGuard::from_env(env)?,
             max_total_bytes: env.ranged(
                 "CONTEXT_MAX_TOTAL_BYTES",
                 DEFAULT_MAX_TOTAL_BYTES,
@@ -206,6 +213,7 @@ pub struct ContextHandler {
     top_k: usize,
     budget_tokens: usize,
     model: String,
+    outbound: OutboundGuard,
 }
 
 impl ContextHandler {
@@ -217,6 +225,7 @@ impl ContextHandler {
             top_k: cfg.top_k,
             budget_tokens: cfg.budget_tokens,
             model: cfg.model.clone(),
+            outbound: cfg.outbound.clone(),
         }
     }
 
@@ -274,6 +283,39 @@ impl ContextHandler {
         *last = now;
     }
 
+    /// The outbound guard's verdict on a remote repository: the addresses git
+    /// may connect to, or the outcome of a refusal (a name that does not
+    /// resolve is retried; anything else is dead-lettered with its reason, and
+    /// nothing connects). Local sources are governed by `allow_local` instead.
+    async fn pins_for(&self, source: &RepoSource) -> Result<Vec<Resolve>, Outcome> {
+        let RepoSource::Git { url, .. } = source else {
+            return Ok(Vec::new());
+        };
+        if source.is_local() {
+            return Ok(Vec::new());
+        }
+        let checked = match self.outbound.check(url, Purpose::Git).await {
+            Ok(checked) => checked,
+            Err(refusal) if refusal.is_transient() => {
+                return Err(Outcome::retry(
+                    Duration::ZERO,
+                    refusal.reason(),
+                    refusal.message,
+                ));
+            }
+            Err(refusal) => {
+                tracing::warn!(host = ?refusal.host, reason = refusal.reason(), "repository URL refused");
+                return Err(Outcome::dead(refusal.reason(), refusal.message));
+            }
+        };
+        match checked.git_pin() {
+            None => Ok(Vec::new()),
+            Some((host, port, addrs)) => Resolve::new(host, port, addrs)
+                .map(|pin| vec![pin])
+                .map_err(|e| Outcome::dead("outbound_refused", e.to_string())),
+        }
+    }
+
     /// Fills the envelope's context and forwards it by strategy.
     pub async fn handle(&self, mut envelope: TaskEnvelope) -> Outcome {
         let next = envelope.strategy.next_after(Stage::Context);
@@ -281,11 +323,15 @@ impl ContextHandler {
             // Nothing to read: the next stage works from the request alone.
             return Outcome::forward(next, envelope);
         };
+        let source = source_of(&repository.url, repository.reference.as_deref());
+        let pins = match self.pins_for(&source).await {
+            Ok(pins) => pins,
+            Err(outcome) => return outcome,
+        };
         let handler = self.clone();
         let request = envelope.request.clone();
         let work = tokio::task::spawn_blocking(move || {
-            let source = source_of(&repository.url, repository.reference.as_deref());
-            let map = handler.engine.analyse(&source);
+            let map = handler.engine.analyse_pinned(&source, pins);
             handler.report_cache();
             let map = map?;
             let query = Query {

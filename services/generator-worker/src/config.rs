@@ -58,6 +58,9 @@ pub struct GeneratorConfig {
     pub encryption: Option<EncryptionKey>,
     /// `CONTEXTEN_ALLOW_LOCAL_REPOS`.
     pub allow_local_repos: bool,
+    /// The outbound guard for repository URLs (`CONTEXTEN_OUTBOUND_ALLOW`,
+    /// `CONTEXTEN_ALLOW_LOCAL_REPOS`, `CONTEXTEN_GIT_ALLOW_SSH`).
+    pub outbound: contexten_trust::outbound::OutboundGuard,
     /// `GENERATOR_REPO_CACHE_DIR`.
     pub repo_cache_dir: PathBuf,
     /// `GENERATOR_GIT_TIMEOUT_SECS`.
@@ -107,6 +110,7 @@ impl GeneratorConfig {
             )?,
             encryption,
             allow_local_repos: env.flag("CONTEXTEN_ALLOW_LOCAL_REPOS", false)?,
+            outbound: contexten_trust::outbound::OutboundGuard::from_env(env)?,
             repo_cache_dir: env
                 .raw("GENERATOR_REPO_CACHE_DIR")
                 .map_or_else(|| tmp.join("repos"), |v| PathBuf::from(v.trim())),

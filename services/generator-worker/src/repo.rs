@@ -6,7 +6,10 @@
 //! process); its blocking calls run on tokio's blocking pool.
 
 use contexten_config::{ExposeSecret, Secret};
-use contexten_git::{AuthHeader, GitError, Policy, Reason, Remote, Repo, RepoCache, UrlKind};
+use contexten_git::{
+    AuthHeader, GitError, Policy, Reason, Remote, Repo, RepoCache, Resolve, UrlKind,
+};
+use contexten_trust::outbound::{OutboundGuard, Purpose};
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -33,6 +36,9 @@ pub enum RepoError {
     Git { what: &'static str, reason: Reason },
     #[error("reading {path}: {detail}")]
     Io { path: String, detail: String },
+    /// The outbound guard refused the URL (its sentence names the host and why).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl RepoError {
@@ -84,6 +90,7 @@ pub struct RepoReader {
     /// URLs that get the header (github.com; a fake host in tests).
     github_prefix: String,
     fetched: Arc<Mutex<HashMap<FetchKey, (String, Instant)>>>,
+    outbound: OutboundGuard,
 }
 
 impl std::fmt::Debug for RepoReader {
@@ -120,7 +127,15 @@ impl RepoReader {
             github_auth: None,
             github_prefix: "https://github.com/".into(),
             fetched: Arc::default(),
+            outbound: OutboundGuard::default().allow_loopback(allow_local),
         }
+    }
+
+    /// Judges remote URLs with `guard` before fetching (default: the guard
+    /// without an allow-list, loopback allowed only with local repositories).
+    pub fn with_outbound(mut self, guard: OutboundGuard) -> Self {
+        self.outbound = guard;
+        self
     }
 
     /// Fetches private repositories from github.com with `token` (the same
@@ -158,6 +173,7 @@ impl RepoReader {
 
     /// Fetches `reference` of `url` with depth 1 into the URL's cache repository.
     pub async fn fetch(&self, url: &str, reference: &str) -> Result<Snapshot, RepoError> {
+        contexten_git::check_ref(reference).map_err(|e| RepoError::from_git(e, url))?;
         let cache_key = (url.to_owned(), reference.to_owned());
         if let Ok(fetched) = self.fetched.lock()
             && let Some((commit, at)) = fetched.get(&cache_key)
@@ -168,12 +184,13 @@ impl RepoReader {
                 commit: commit.clone(),
             });
         }
+        let resolve = self.pins_for(url).await?;
         let remote = Remote {
             auth: self
                 .github_auth
                 .clone()
                 .filter(|_| url.starts_with(&self.github_prefix)),
-            ..Remote::default()
+            resolve,
         };
         let cache = self.cache.clone();
         let (owned_url, owned_ref) = cache_key.clone();
@@ -189,6 +206,26 @@ impl RepoReader {
             dir: fetched.repo.git_dir().to_path_buf(),
             commit,
         })
+    }
+
+    /// A remote URL is fetched only from addresses the outbound guard accepted
+    /// (README "Security model"): git is pinned to them and follows no
+    /// redirect. A local one (`file://`) is governed by `allow_local` instead.
+    async fn pins_for(&self, url: &str) -> Result<Vec<Resolve>, RepoError> {
+        if matches!(contexten_git::classify_url(url), Ok(UrlKind::Local(_))) {
+            return Ok(Vec::new());
+        }
+        let checked = self
+            .outbound
+            .check(url, Purpose::Git)
+            .await
+            .map_err(|refusal| RepoError::Refused(refusal.message))?;
+        match checked.git_pin() {
+            Some((host, port, addrs)) => Resolve::new(host, port, addrs)
+                .map(|pin| vec![pin])
+                .map_err(|e| RepoError::from_git(e, url)),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Reads `path` from `snapshot`; `Ok(None)` when the file does not exist,
@@ -308,6 +345,29 @@ mod tests {
     }
 
     /// A TCP server on 127.0.0.1 that accepts connections and never answers.
+    /// The guard with the test's loopback fakes allow-listed by address.
+    fn loopback_allowed() -> OutboundGuard {
+        OutboundGuard::new("127.0.0.1".parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_loopback_url_is_refused_without_connecting_unless_allow_listed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cache = tempfile::tempdir().unwrap();
+        let reader = RepoReader::new(false, cache.path().into(), Duration::from_secs(5));
+        for url in [
+            format!("http://127.0.0.1:{port}/repo.git"),
+            format!("http://localhost:{port}/repo.git"),
+            format!("https://127.0.0.1:{port}/repo.git"),
+        ] {
+            let error = reader.open(&url, Some("main")).await.unwrap_err();
+            assert!(matches!(error, RepoError::Refused(_)), "{url}: {error:?}");
+        }
+        let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        assert!(accepted.is_err(), "the refused listener saw a connection");
+    }
+
     async fn silent_git_server() -> (String, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/repo.git", listener.local_addr().unwrap());
@@ -341,6 +401,7 @@ mod tests {
         let reader = || {
             RepoReader::new(false, cache.path().into(), Duration::from_secs(20))
                 .with_github_token(Some(&token))
+                .with_outbound(loopback_allowed())
         };
 
         // Standing in for github.com: the token is sent as GitHub expects.
@@ -449,7 +510,8 @@ mod tests {
     async fn a_git_server_that_never_answers_times_out_the_fetch() {
         let (silent, _held) = silent_git_server().await;
         let cache = tempfile::tempdir().unwrap();
-        let reader = RepoReader::new(false, cache.path().into(), Duration::from_secs(2));
+        let reader = RepoReader::new(false, cache.path().into(), Duration::from_secs(2))
+            .with_outbound(loopback_allowed());
         let started = Instant::now();
         let error = reader.open(&silent, Some("main")).await.unwrap_err();
         let elapsed = started.elapsed();

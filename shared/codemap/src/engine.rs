@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use contexten_git::{Limits, Policy, RepoCache};
+use contexten_git::{Limits, Policy, RepoCache, Resolve};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -239,6 +239,16 @@ impl Engine {
 
     /// Acquires and analyses a repository.
     pub fn analyse(&self, src: &RepoSource) -> Result<Arc<CodeMap>, CodemapError> {
+        self.analyse_pinned(src, Vec::new())
+    }
+
+    /// [`analyse`](Self::analyse), with git connecting only to `pins` (the
+    /// addresses the caller's outbound check accepted) for a remote source.
+    pub fn analyse_pinned(
+        &self,
+        src: &RepoSource,
+        pins: Vec<Resolve>,
+    ) -> Result<Arc<CodeMap>, CodemapError> {
         if src.is_local() && !self.config.allow_local {
             return Err(CodemapError::LocalRepoRefused);
         }
@@ -253,7 +263,7 @@ impl Engine {
                     .unwrap_or_else(|| std::env::temp_dir().join("contexten-codemap"));
                 let cache = RepoCache::new(clones.join(CACHE_GIT_DIR), self.git.clone());
                 let token = self.config.github_token.as_ref();
-                let rev = source::resolve_git(url, reference.as_deref(), &cache, token)?;
+                let rev = source::resolve_git(url, reference.as_deref(), &cache, token, pins)?;
                 if let Some(map) = self.maps.get(&rev.tree) {
                     self.maps_reused.fetch_add(1, Ordering::Relaxed);
                     return Ok(map);

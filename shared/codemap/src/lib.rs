@@ -51,7 +51,7 @@ pub use cache::RedisStore;
 pub use cache::{AnalysisStore, DiskStore};
 pub use codemap::{CodeMap, FileEntry, SymbolId};
 /// git's errors as [`CodemapError::Git`] carries them.
-pub use contexten_git::{GitError, Reason as GitReason};
+pub use contexten_git::{GitError, Reason as GitReason, Resolve};
 pub use engine::{
     CACHE_ANALYSIS_DIR, CACHE_GIT_DIR, DEFAULT_MAX_STORED_MAP_BYTES, Engine, EngineConfig,
     EngineStats, Progress, ProgressFn,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use contexten_git::{
-    AuthHeader, Blob, Limits, Remote, Repo, RepoCache, Selector, Skipped, UrlKind,
+    AuthHeader, Blob, Limits, Remote, Repo, RepoCache, Resolve, Selector, Skipped, UrlKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -167,6 +167,7 @@ pub(crate) fn resolve_git(
     reference: Option<&str>,
     cache: &RepoCache,
     token: Option<&GitToken>,
+    pins: Vec<Resolve>,
 ) -> Result<GitRevision, CodemapError> {
     let (repo, resolved) = match contexten_git::classify_url(url)? {
         UrlKind::Local(_) => {
@@ -177,7 +178,7 @@ pub(crate) fn resolve_git(
         UrlKind::Remote => {
             let remote = Remote {
                 auth: token.and_then(|t| t.header_for(url)),
-                ..Remote::default()
+                resolve: pins,
             };
             let fetched = cache.fetch(url, reference, &remote)?;
             (fetched.repo, fetched.resolved)

@@ -150,3 +150,19 @@ mod tests {
         }
     }
 }
+
+/// For binaries whose settings errors are [`contexten_config::ConfigError`]s.
+impl From<OutboundConfigError> for contexten_config::ConfigError {
+    fn from(error: OutboundConfigError) -> Self {
+        match error {
+            OutboundConfigError::Setting(error) => error,
+            OutboundConfigError::Entry { entry, reason } => contexten_config::ConfigError {
+                var: super::ALLOW_VAR.into(),
+                expected: format!(
+                    "host names, *.domain, IP addresses or CIDR blocks; {entry:?}: {reason}"
+                ),
+                shown: entry,
+            },
+        }
+    }
+}

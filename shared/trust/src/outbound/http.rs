@@ -58,6 +58,9 @@ impl OutboundGuard {
     /// afterwards: they bypass the resolver. The first request still needs
     /// [`check`](Self::check), or use [`GuardedClient`], which does it.
     pub fn harden(&self, builder: ClientBuilder, purpose: Purpose) -> ClientBuilder {
+        // The workspace builds reqwest with rustls but no provider chosen; the
+        // tree's one provider is ring (as in contexten-llm and agent-worker).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let guard = Arc::new(self.clone());
         let hops = Arc::clone(&guard);
         let policy = redirect::Policy::custom(move |attempt| {

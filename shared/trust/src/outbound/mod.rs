@@ -15,7 +15,7 @@
 //!   resolved once and refused if ANY answer is refused (a rebinding name that
 //!   mixes public and private answers is refused). The answers are returned in
 //!   [`CheckedUrl`] so the caller connects to exactly them, never resolving again
-//!   ([`CheckedUrl::git_resolve_pins`] for git, [`GuardedClient`] for reqwest).
+//!   ([`CheckedUrl::git_pin`] for git, [`GuardedClient`] for reqwest).
 //! - Exceptions: an address inside an allow-listed block, any address of an
 //!   allow-listed name, and loopback while loopback is allowed.
 //!
@@ -138,33 +138,24 @@ pub struct CheckedUrl {
 }
 
 impl CheckedUrl {
-    /// `host:port:addr[,addr]` values for git's `http.curloptResolve`, so curl
-    /// connects to the checked addresses instead of resolving the name again.
-    /// Empty for an IP literal (nothing to resolve) and for ssh (not curl).
-    /// Pair it with `http.followRedirects=false`: a redirect to another host
-    /// would not be pinned.
-    pub fn git_resolve_pins(&self) -> Vec<String> {
+    /// The pin for git's `http.curloptResolve` (host, port, the checked
+    /// addresses), so curl connects to them instead of resolving the name
+    /// again (`contexten_git::Resolve` turns it into curl's form). `None` for
+    /// an IP literal (nothing to resolve) and for ssh (not curl). Pair it with
+    /// `http.followRedirects=false`: a redirect to another host is not pinned.
+    pub fn git_pin(&self) -> Option<(&str, u16, Vec<IpAddr>)> {
         let TargetHost::Name(name) = &self.host else {
-            return Vec::new();
+            return None;
         };
         if !matches!(self.url.scheme(), "http" | "https") || self.addrs.is_empty() {
-            return Vec::new();
+            return None;
         }
-        let addrs: Vec<String> = self
-            .addrs
-            .iter()
-            .map(|a| match a.ip() {
-                IpAddr::V4(v4) => v4.to_string(),
-                IpAddr::V6(v6) => format!("[{v6}]"),
-            })
-            .collect();
-        vec![format!("{name}:{}:{}", self.port, addrs.join(","))]
+        Some((
+            name,
+            self.port,
+            self.addrs.iter().map(SocketAddr::ip).collect(),
+        ))
     }
-}
-
-/// Free function form of [`CheckedUrl::git_resolve_pins`].
-pub fn git_resolve_pins(checked: &CheckedUrl) -> Vec<String> {
-    checked.git_resolve_pins()
 }
 
 /// The guard: the allow-list and the two switches. Cheap to clone.

@@ -385,20 +385,18 @@ fn git_pins_name_the_checked_addresses() {
         ],
         purpose: Purpose::Git,
     };
-    assert_eq!(
-        git_resolve_pins(&checked),
-        vec!["git.corp.example:443:10.1.0.7,[fd00::7]".to_owned()]
-    );
+    let addrs: Vec<IpAddr> = vec!["10.1.0.7".parse().unwrap(), "fd00::7".parse().unwrap()];
+    assert_eq!(checked.git_pin(), Some(("git.corp.example", 443, addrs)));
     let literal = CheckedUrl {
         host: TargetHost::Ip("93.184.215.14".parse().unwrap()),
         ..checked.clone()
     };
-    assert!(literal.git_resolve_pins().is_empty());
+    assert_eq!(literal.git_pin(), None);
     let ssh = CheckedUrl {
         url: Url::parse("ssh://git@git.corp.example/acme/api").unwrap(),
         ..checked
     };
-    assert!(ssh.git_resolve_pins().is_empty());
+    assert_eq!(ssh.git_pin(), None);
 }
 
 #[test]
