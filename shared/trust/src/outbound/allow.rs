@@ -105,6 +105,22 @@ fn host_name(text: &str) -> Result<String, String> {
     Ok(host)
 }
 
+/// For binaries whose settings errors are [`contexten_config::ConfigError`]s.
+impl From<OutboundConfigError> for contexten_config::ConfigError {
+    fn from(error: OutboundConfigError) -> Self {
+        match error {
+            OutboundConfigError::Setting(error) => error,
+            OutboundConfigError::Entry { entry, reason } => contexten_config::ConfigError {
+                var: super::ALLOW_VAR.into(),
+                expected: format!(
+                    "host names, *.domain, IP addresses or CIDR blocks; {entry:?}: {reason}"
+                ),
+                shown: entry,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,22 +163,6 @@ mod tests {
                 .to_string();
             assert!(error.contains(&format!("{entry:?}")), "{error}");
             assert!(error.contains(hint), "{entry}: {error}");
-        }
-    }
-}
-
-/// For binaries whose settings errors are [`contexten_config::ConfigError`]s.
-impl From<OutboundConfigError> for contexten_config::ConfigError {
-    fn from(error: OutboundConfigError) -> Self {
-        match error {
-            OutboundConfigError::Setting(error) => error,
-            OutboundConfigError::Entry { entry, reason } => contexten_config::ConfigError {
-                var: super::ALLOW_VAR.into(),
-                expected: format!(
-                    "host names, *.domain, IP addresses or CIDR blocks; {entry:?}: {reason}"
-                ),
-                shown: entry,
-            },
         }
     }
 }
