@@ -29,7 +29,7 @@ use contexten_providers::HttpSettings;
 use contexten_providers::callback::WebhookSigner;
 use contexten_providers::github::{AppCredentials, GithubAuth};
 use contexten_providers::linear::LinearAuth;
-use contexten_trust::outbound::{ALLOW_VAR, OutboundConfigError, OutboundGuard};
+use contexten_trust::outbound::OutboundGuard;
 use std::time::Duration;
 
 /// Everything the dispatcher binary reads at start.
@@ -111,7 +111,8 @@ impl ProviderSettings {
                 .map(|k| LinearAuth::from_setting(&k)),
             slack: env.secret("SLACK_BOT_TOKEN"),
             callback,
-            outbound: outbound_guard(env)?,
+            // A bad allow-list entry stops the start, naming the variable and entry.
+            outbound: OutboundGuard::from_env(env)?,
             github_url: env.url(
                 "GITHUB_API_URL",
                 "https://api.github.com",
@@ -143,20 +144,6 @@ impl ProviderSettings {
             },
         })
     }
-}
-
-/// The outbound guard; a bad allow-list entry stops the start, named.
-fn outbound_guard(env: &Env) -> Result<OutboundGuard, ConfigError> {
-    OutboundGuard::from_env(env).map_err(|error| match error {
-        OutboundConfigError::Entry { entry, reason } => ConfigError {
-            var: ALLOW_VAR.into(),
-            shown: entry,
-            expected: format!(
-                "comma-separated host names, *.domain, IP addresses or CIDR blocks such as 10.1.0.0/16 ({reason})"
-            ),
-        },
-        OutboundConfigError::Setting(error) => error,
-    })
 }
 
 /// A GitHub App when `GITHUB_APP_ID` is set (its key is then required), else
