@@ -434,8 +434,14 @@ async fn a_slack_channel_gets_only_the_repositories_the_policy_gives_it() {
         "[[slack]]\nteam = \"T0001\"\nchannel = \"C0ALLOWED\"\nrepositories = [\"127.0.0.1/acme/secret\"]\n",
     )
     .unwrap();
+    // Production-shaped: no local repositories (so no loopback by default); the
+    // git server's address is reachable because the allow-list names it.
     let fleet = Fleet::start(FleetOptions {
-        extra: vec![("CONTEXTEN_POLICY_FILE".into(), policy.display().to_string())],
+        extra: vec![
+            ("CONTEXTEN_POLICY_FILE".into(), policy.display().to_string()),
+            ("CONTEXTEN_ALLOW_LOCAL_REPOS".into(), "0".into()),
+            ("CONTEXTEN_OUTBOUND_ALLOW".into(), "127.0.0.1".into()),
+        ],
         ..FleetOptions::default()
     })
     .await

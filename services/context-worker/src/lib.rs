@@ -475,7 +475,11 @@ fn outcome_of(error: CodemapError) -> Outcome {
                 // The failure answer's sentence for it covers "no access" too.
                 Reason::NotFound | Reason::Auth => Outcome::dead("repository_not_found", detail),
                 Reason::TooLarge => Outcome::dead("repository_too_large", detail),
-                Reason::Timeout => Outcome::retry(Duration::ZERO, "repository_timeout", detail),
+                // A server that did not answer within the timeout is told to
+                // the requester now, not after every retry has waited it out
+                // again (README "Security model": a stalling repository must
+                // not pin the fleet).
+                Reason::Timeout => Outcome::dead("repository_timeout", detail),
                 Reason::Failed => Outcome::retry(Duration::ZERO, "repository_unavailable", detail),
             }
         }
@@ -843,6 +847,107 @@ mod tests {
     }
 
     /// A TCP server on 127.0.0.1 that accepts connections and never answers.
+    /// A listener that counts the connections it accepts (it must see none).
+    fn counting_listener(addr: &str) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for _ in listener.incoming().flatten() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        (port, seen)
+    }
+
+    /// An HTTP server on 127.0.0.1 that redirects every request to `to`,
+    /// counting the requests it answers.
+    fn redirecting_server(to: String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/repo.git", listener.local_addr().unwrap());
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn repository_urls_into_loopback_are_refused_without_a_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = TestPrefix::new();
+        let cfg = config(dir.path(), false, &prefix);
+        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let (port, seen) = counting_listener("127.0.0.1:0");
+        for url in [
+            format!("http://127.0.0.1:{port}/repo.git"),
+            format!("https://localhost:{port}/repo.git"),
+            format!("https://[::ffff:127.0.0.1]:{port}/repo.git"),
+        ] {
+            match handler
+                .handle(task(Some(url.clone()), Strategy::Context, "x"))
+                .await
+            {
+                Outcome::DeadLetter(reason) => {
+                    assert_eq!(reason.code, "outbound_refused", "{url}");
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_redirect_from_an_allow_listed_server_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = TestPrefix::new();
+        // All of 127/8 is loopback on Linux: 127.0.0.2 stands for an address
+        // the allow-list does not name.
+        let (port, seen) = counting_listener("127.0.0.2:0");
+        let (redirector, asked) = redirecting_server(format!(
+            "http://127.0.0.2:{port}/repo.git/info/refs?service=git-upload-pack"
+        ));
+        let cfg = config_with(
+            dir.path(),
+            false,
+            &prefix,
+            &[
+                ("CONTEXTEN_OUTBOUND_ALLOW", "127.0.0.1"),
+                ("CONTEXT_GIT_TIMEOUT_SECS", "10"),
+            ],
+        );
+        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let outcome = handler
+            .handle(task(Some(redirector), Strategy::Context, "x"))
+            .await;
+        assert!(
+            matches!(outcome, Outcome::DeadLetter(_) | Outcome::RetryAfter(..)),
+            "{outcome:?}"
+        );
+        assert!(
+            asked.load(std::sync::atomic::Ordering::SeqCst) > 0,
+            "the allow-listed server was asked"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the redirect was followed"
+        );
+    }
+
     fn silent_git_server() -> (String, std::thread::JoinHandle<()>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/repo.git", listener.local_addr().unwrap());
@@ -922,7 +1027,7 @@ mod tests {
             "{failed_after:?}"
         );
         match outcome {
-            Outcome::RetryAfter(_, reason) => {
+            Outcome::DeadLetter(reason) => {
                 assert_eq!(reason.code, "repository_timeout");
                 assert_eq!(
                     reason.detail, "git fetch timed out after 2s",

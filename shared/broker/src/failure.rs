@@ -31,6 +31,14 @@ fn sentence(code: &str) -> Option<&'static str> {
         "repository_not_found" => {
             "the repository could not be found, or this deployment has no access to it"
         }
+        "repository_timeout" => "the repository's server did not answer in time",
+        "repository_too_large" => "the repository is larger than this deployment reads",
+        "outbound_refused" => {
+            "the repository or callback address points where this deployment does not connect (a private, loopback or link-local address, or a scheme it does not use)"
+        }
+        "outbound_unresolved" => "the repository's host name could not be resolved",
+        "repository_not_allowed" => "the repository policy does not let this requester read that repository",
+        "rate_limited" => "too many requests from this requester; try again later",
         "generation_invalid" => {
             "the generated code did not pass validation, even after one repair attempt"
         }
