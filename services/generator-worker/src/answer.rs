@@ -46,9 +46,26 @@ pub fn generated(job: &Job, checked: Checked, model: &str, repaired: bool) -> An
     }
 }
 
+/// "Only N of M files …" when the context stage analysed part of the
+/// repository (its caps, `context.extra.snapshot`), so the requester knows.
+fn coverage_note(envelope: &TaskEnvelope) -> Option<String> {
+    let snapshot = envelope.context.as_ref()?.extra.get("snapshot")?;
+    if snapshot.get("partial")?.as_bool() != Some(true) {
+        return None;
+    }
+    let (analysed, files) = (
+        snapshot.get("analysed")?.as_u64()?,
+        snapshot.get("files")?.as_u64()?,
+    );
+    Some(format!(
+        " Only part of the repository was analysed: {analysed} of {files} files (it is larger than this deployment reads)."
+    ))
+}
+
 /// A generated (or cached, or shared) answer, final, to dispatch.
 pub fn success(mut envelope: TaskEnvelope, answer: Answer, provenance: Provenance) -> Outcome {
     let mut summary = answer.summary;
+    summary.extend(coverage_note(&envelope));
     match provenance {
         Provenance::Generated => {}
         Provenance::Cache(_) | Provenance::OtherReplica => {
@@ -123,10 +140,12 @@ pub fn context_only(
         "Context-only answer: no LLM provider is configured, so no code was generated; \
          the relevant files and symbols are listed."
     };
+    let mut summary = summary.to_owned();
+    summary.extend(coverage_note(&envelope));
     envelope.result = Some(TaskResult {
         kind: ResultKind::ContextOnly,
         produced_by: Stage::Generate,
-        summary: summary.into(),
+        summary,
         text: Some(text),
         language: job.language.map(|l| l.name().to_owned()),
         web_url: None,
@@ -223,6 +242,41 @@ mod tests {
         ] {
             assert!(text.contains(part), "lacks {part:?}:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_partial_analysis_is_said_in_the_answer() {
+        let mut envelope = TaskEnvelope::new(
+            Source {
+                kind: SourceKind::Api,
+                delivery_id: None,
+                requested_by: None,
+                reply_to: ReplyTarget::None,
+                extra: Extra::new(),
+            },
+            Request::default(),
+        );
+        assert_eq!(coverage_note(&envelope), None);
+        let mut context = TaskContext::default();
+        context.extra.insert(
+            "snapshot".into(),
+            serde_json::json!({"partial": true, "analysed": 2, "files": 4, "skipped": {"too_many_files": 2}}),
+        );
+        envelope.context = Some(context);
+        let answer = Answer {
+            kind: "code".into(),
+            summary: "Added parse_time.".into(),
+            text: "def parse_time(): ...".into(),
+            language: None,
+        };
+        let Outcome::Forward(next) = success(envelope, answer, Provenance::Generated) else {
+            panic!("not forwarded");
+        };
+        let summary = next[0].envelope.result.as_ref().unwrap().summary.clone();
+        assert_eq!(
+            summary,
+            "Added parse_time. Only part of the repository was analysed: 2 of 4 files (it is larger than this deployment reads)."
+        );
     }
 
     #[test]

@@ -37,7 +37,9 @@ fn sentence(code: &str) -> Option<&'static str> {
             "the repository or callback address points where this deployment does not connect (a private, loopback or link-local address, or a scheme it does not use)"
         }
         "outbound_unresolved" => "the repository's host name could not be resolved",
-        "repository_not_allowed" => "the repository policy does not let this requester read that repository",
+        "repository_not_allowed" => {
+            "the repository policy does not let this requester read that repository"
+        }
         "rate_limited" => "too many requests from this requester; try again later",
         "generation_invalid" => {
             "the generated code did not pass validation, even after one repair attempt"
