@@ -11,7 +11,7 @@
    in every values file; graceful termination outlasts SHUTDOWN_TIMEOUT_SECS;
    probes hit /healthz and /readyz; every Deployment has a PDB.
 4. Every setting in values.yaml reaches a container: each leaf under config,
-   secrets, apiTokens, routingRules, the broker/Redis connection values, the
+   secrets, apiTokens, routingRules, policy, the broker/Redis connection values, the
    per-worker prefetch/ports and the writable volumes is changed alone, and
    the effective environment (env, envFrom, secretKeyRef/configMapKeyRef
    resolved, mounted Secret/ConfigMap files, volumes) of some container must

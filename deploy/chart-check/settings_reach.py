@@ -144,6 +144,10 @@ def sentinel_for(path: tuple, default, n: int, schema: dict):
         return f"http://{tag}.invalid"
     if key == "prefix":
         return tag
+    if key == "githubAllowedRepositories":
+        return f"{tag}/*"
+    if key == "gitServers":
+        return f"https://{tag}.invalid"
     if key == "mountPath":
         return f"/{tag}"
     if key == "existingSecretKey":
@@ -171,6 +175,10 @@ def settings_plan(values: dict) -> list[tuple[tuple, dict]]:
     plan.append((("routingRules", "mountPath"), {"routingRules": {"content": "r"}}))
     plan.append((("routingRules", "existingConfigMap"), {}))
     plan.append((("routingRules", "existingConfigMapKey"), {"routingRules": {"existingConfigMap": "rules"}}))
+    plan.append((("policy", "content"), {}))
+    plan.append((("policy", "mountPath"), {"policy": {"content": "p"}}))
+    plan.append((("policy", "existingConfigMap"), {}))
+    plan.append((("policy", "existingConfigMapKey"), {"policy": {"existingConfigMap": "access"}}))
     for path, _ in leaves(values["ingest"]["dataVolume"], ("ingest", "dataVolume")):
         plan.append((path, {}))
     for stage, worker in values["workers"].items():
@@ -233,7 +241,8 @@ def check_settings_reach_containers(helm: Helm, values: dict, schema: dict, rep:
     for n, (path, base) in enumerate(settings_plan(values)):
         if path[0] in ("config", "secrets") and path[-1] != "existingSecret":
             full = deep_merge(full, nested(path, sentinel_for(path, get_path(values, path), n, schema)))
-    full = deep_merge(full, {"apiTokens": {"content": "t"}, "routingRules": {"content": "r"}})
+    full = deep_merge(full, {"apiTokens": {"content": "t"}, "routingRules": {"content": "r"},
+                             "policy": {"content": "p"}})
     docs, err = helm.template(values=full)
     if not rep.check(docs is not None, "render with every setting set", err):
         return
@@ -287,7 +296,7 @@ def check_paths(label: str, docs: list[dict], rep: Report) -> None:
                 seen.add(var)
                 if f"file:{env[var]}" not in env:
                     problems.append(f"{c['name']}: {var}={env[var]} is not a mounted file")
-    # the default render mounts no tokens file and no routing rules
+    # the default render mounts no tokens file, no routing rules and no policy
     expected = WRITABLE_PATHS | (MOUNTED_FILES if label != "default" else set())
     unseen = sorted(expected - seen)
     rep.check(not problems and not unseen,

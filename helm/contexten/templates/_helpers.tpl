@@ -91,6 +91,7 @@ payloadInlineLimitBytes: {env: PAYLOAD_INLINE_LIMIT_BYTES, to: [ingest, context,
 # shared by several binaries
 allowLocalRepos: {env: CONTEXTEN_ALLOW_LOCAL_REPOS, to: [ingest, context, generate, dispatch]}
 outboundAllow: {env: CONTEXTEN_OUTBOUND_ALLOW, to: [ingest, context, generate, dispatch]}
+gitAllowSsh: {env: CONTEXTEN_GIT_ALLOW_SSH, to: [ingest, context, generate]}
 llmModel: {env: LLM_MODEL, to: [context, generate]}
 githubApiUrl: {env: GITHUB_API_URL, to: [ingest, dispatch]}
 githubAppId: {env: GITHUB_APP_ID, to: [ingest, dispatch]}
@@ -100,6 +101,16 @@ botLogin: {env: CONTEXTEN_BOT_LOGIN, to: [ingest]}
 linearBotUserId: {env: LINEAR_BOT_USER_ID, to: [ingest]}
 triggerLabel: {env: CONTEXTEN_TRIGGER_LABEL, to: [ingest]}
 allowedAssociations: {env: CONTEXTEN_ALLOWED_ASSOCIATIONS, to: [ingest]}
+slackTeamIds: {env: SLACK_TEAM_IDS, to: [ingest]}
+slackAppId: {env: SLACK_APP_ID, to: [ingest]}
+slackUserIds: {env: SLACK_USER_IDS, to: [ingest]}
+slackChannelIds: {env: SLACK_CHANNEL_IDS, to: [ingest]}
+linearOrganizationId: {env: LINEAR_ORGANIZATION_ID, to: [ingest]}
+linearTeamIds: {env: LINEAR_TEAM_IDS, to: [ingest]}
+githubAllowedRepositories: {env: GITHUB_ALLOWED_REPOSITORIES, to: [ingest]}
+gitServers: {env: CONTEXTEN_GIT_SERVERS, to: [ingest]}
+ingestRequesterLimit: {env: INGEST_REQUESTER_LIMIT, to: [ingest]}
+ingestRequesterWindowSecs: {env: INGEST_REQUESTER_WINDOW_SECS, to: [ingest]}
 ingestWorkerThreads: {env: INGEST_WORKER_THREADS, to: [ingest]}
 ingestMaxBodyBytes: {env: INGEST_MAX_BODY_BYTES, to: [ingest]}
 ingestDedupTtlSecs: {env: INGEST_DEDUP_TTL_SECS, to: [ingest]}
@@ -113,6 +124,9 @@ contextPromptBudgetTokens: {env: CONTEXT_PROMPT_BUDGET_TOKENS, to: [context]}
 contextCacheTtlSecs: {env: CONTEXT_CACHE_TTL_SECS, to: [context]}
 contextMapTtlSecs: {env: CONTEXT_MAP_TTL_SECS, to: [context]}
 contextCacheMaxBytes: {env: CONTEXT_CACHE_MAX_BYTES, to: [context]}
+contextGitTimeoutSecs: {env: CONTEXT_GIT_TIMEOUT_SECS, to: [context]}
+contextMaxFiles: {env: CONTEXT_MAX_FILES, to: [context]}
+contextMaxTotalBytes: {env: CONTEXT_MAX_TOTAL_BYTES, to: [context]}
 # generator-worker
 llmProvider: {env: LLM_PROVIDER, to: [generate]}
 llmBaseUrl: {env: LLM_BASE_URL, to: [generate]}
@@ -297,6 +311,10 @@ true
 {{- if or .Values.apiTokens.content .Values.apiTokens.existingSecret -}}true{{- end -}}
 {{- end -}}
 
+{{- define "contexten.policyEnabled" -}}
+{{- if or .Values.policy.content .Values.policy.existingConfigMap -}}true{{- end -}}
+{{- end -}}
+
 {{/* "true" when worker autoscaling uses KEDA ScaledObjects. */}}
 {{- define "contexten.kedaEnabled" -}}
 {{- $mode := .Values.autoscaling.mode -}}
@@ -339,6 +357,9 @@ true
 {{- end -}}
 {{- if and .Values.routingRules.content .Values.routingRules.existingConfigMap -}}
 {{- fail "routingRules: set content or existingConfigMap, not both" -}}
+{{- end -}}
+{{- if and .Values.policy.content .Values.policy.existingConfigMap -}}
+{{- fail "policy: set content or existingConfigMap, not both" -}}
 {{- end -}}
 {{- $cfg := .Values.config -}}
 {{- /* the agent worker refuses to start otherwise (services/agent-worker/src/settings.rs) */ -}}
