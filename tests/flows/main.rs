@@ -31,15 +31,6 @@ fn sample_repo(dir: &Path) -> String {
     format!("file://{}", root.display())
 }
 
-/// Now as GitHub writes times; ingest refuses events signed too long ago.
-fn rfc3339_now() -> String {
-    let output = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .expect("date");
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
 fn github_comment(repo_url: &str, number: u64, comment_id: u64, body: &str) -> Value {
     json!({
         "action": "created",
@@ -47,7 +38,7 @@ fn github_comment(repo_url: &str, number: u64, comment_id: u64, body: &str) -> V
                   "body": "We can format durations but not parse them.",
                   "user": {"login": "octocat", "type": "User"}, "labels": [], "author_association": "OWNER"},
         "comment": {"id": comment_id, "body": body, "user": {"login": "octocat", "type": "User"},
-                    "author_association": "OWNER", "created_at": rfc3339_now()},
+                    "author_association": "OWNER", "created_at": contexten_envelope::time::rfc3339(unix_now())},
         "repository": {"id": 1, "name": "hello", "full_name": "octo/hello", "private": false,
                        "owner": {"login": "octo", "type": "Organization"},
                        "clone_url": repo_url, "default_branch": "main"},

@@ -10,6 +10,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use contexten_config::{ExposeSecret, Secret};
+use contexten_envelope::time::parse_rfc3339;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -177,7 +178,7 @@ impl HookClient {
             let page: Vec<Delivery> = response.json().await?;
             let mut older = false;
             for d in page {
-                if parse_time(&d.delivered_at).is_some_and(|t| t < since_unix) {
+                if parse_rfc3339(&d.delivered_at).is_some_and(|t| t < since_unix) {
                     older = true;
                     continue;
                 }
@@ -262,26 +263,6 @@ fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
                 .to_owned()
         })
     })
-}
-
-/// `2019-06-03T00:57:16Z` as unix seconds.
-pub fn parse_time(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 19 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
 }
 
 /// A GitHub App JWT (RS256, valid 9 minutes, issued a minute in the past for
@@ -437,8 +418,8 @@ mod tests {
 
     #[test]
     fn times_and_windows_parse() {
-        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_time("2019-06-03T00:57:16Z"), Some(1_559_523_436));
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2019-06-03T00:57:16Z"), Some(1_559_523_436));
         assert_eq!(parse_since("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_since("3d").unwrap(), Duration::from_secs(259_200));
         assert!(parse_since("1w").is_err() && parse_since("h").is_err());

@@ -10,6 +10,7 @@
 
 use crate::AppState;
 use contexten_broker::BrokerError;
+use contexten_envelope::time::parse_rfc3339;
 use contexten_telemetry::metric;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -71,93 +72,14 @@ pub fn github_event_time_ms(payload: &Value) -> Option<u64> {
     ]
     .iter()
     .find_map(|path| payload.pointer(path)?.as_str())
-    .and_then(parse_rfc3339_ms)
-}
-
-/// Parses `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)`, the form GitHub sends.
-pub fn parse_rfc3339_ms(text: &str) -> Option<u64> {
-    let bytes = text.as_bytes();
-    let number = |from: usize, len: usize| -> Option<i64> {
-        let part = text.get(from..from + len)?;
-        part.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| part.parse().ok())?
-    };
-    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[13] != b':' {
-        return None;
-    }
-    let (year, month, day) = (number(0, 4)?, number(5, 2)?, number(8, 2)?);
-    let (hour, minute, second) = (number(11, 2)?, number(14, 2)?, number(17, 2)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &text[19..];
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        rest = &fraction[digits..];
-    }
-    let offset_secs = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
-            let h: i64 = rest.get(1..3)?.parse().ok()?;
-            let m: i64 = rest.get(4..6)?.parse().ok()?;
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (h * 3600 + m * 60)
-        }
-        _ => return None,
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-    u64::try_from(secs).ok().map(|s| s * 1000)
+    .and_then(parse_rfc3339)
+    .map(|secs| secs * 1000)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn github_timestamps_parse_to_epoch_milliseconds() {
-        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339_ms("2026-11-29T12:00:00Z"),
-            Some(1_795_953_600_000)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2026-11-29T13:00:00+01:00"),
-            Some(1_795_953_600_000)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2026-11-29T12:00:00.123Z"),
-            Some(1_795_953_600_000)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2000-02-29T00:00:00Z"),
-            Some(951_782_400_000)
-        );
-        for bad in [
-            "",
-            "yesterday",
-            "2026-13-01T00:00:00Z",
-            "2026-11-29 12:00:00",
-            "2026-11-29T12:00:00",
-            "２０２６-11-29T12:00:00Z",
-        ] {
-            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn the_event_time_is_the_comment_or_the_labelled_item() {

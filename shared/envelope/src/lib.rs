@@ -38,6 +38,7 @@
 mod envelope;
 mod names;
 mod stage;
+pub mod time;
 
 pub use envelope::*;
 pub use names::*;

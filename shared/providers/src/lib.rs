@@ -29,7 +29,7 @@ pub mod github;
 mod http;
 pub mod linear;
 pub mod slack;
-pub mod time;
+pub use contexten_envelope::time;
 
 pub use error::ProviderError;
 pub use http::{HttpSettings, retry_after_from};

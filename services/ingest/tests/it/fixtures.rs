@@ -2,32 +2,11 @@
 //! their documentation), trimmed to what ingest reads plus some it must ignore.
 
 use contexten_envelope::now_ms;
+pub use contexten_envelope::time::rfc3339;
 use serde_json::{Value, json};
 
 pub const REPO: &str = "octo-org/hello-world";
 pub const CLONE_URL: &str = "https://github.com/octo-org/hello-world.git";
-
-/// `ms` since the epoch as GitHub writes times (`2026-11-29T12:00:00Z`).
-pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
-}
 
 fn user(login: &str, kind: &str) -> Value {
     json!({"login": login, "id": 583231, "node_id": "MDQ6VXNlcjU4MzIzMQ==", "type": kind, "site_admin": false})
@@ -57,7 +36,7 @@ pub fn github_comment(number: u64, body: &str, login: &str, association: &str) -
             "id": 1362000 + number, "node_id": "IC_kwDOA", "body": body,
             "html_url": format!("https://github.com/{REPO}/issues/{number}#issuecomment-1"),
             "user": user(login, if login.ends_with("[bot]") { "Bot" } else { "User" }),
-            "author_association": association, "created_at": rfc3339(now_ms())
+            "author_association": association, "created_at": rfc3339(now_ms() / 1000)
         },
         "repository": repository(),
         "organization": {"login": "octo-org", "id": 9919},

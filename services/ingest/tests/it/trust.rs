@@ -72,7 +72,7 @@ async fn a_replayed_github_body_or_an_old_event_creates_nothing() {
     assert_eq!(a.json["status"], "duplicate", "{}", a.json);
     // An event signed longer ago than deliveries are remembered.
     let mut old = github_comment(42, "/contexten explain src/cli.rs", "octocat", "OWNER");
-    old["comment"]["created_at"] = json!(rfc3339(contexten_envelope::now_ms() - 4 * 86_400_000));
+    old["comment"]["created_at"] = json!(rfc3339(contexten_envelope::now_ms() / 1000 - 4 * 86_400));
     let a = ingest
         .github("issue_comment", &uuid::Uuid::now_v7().to_string(), &old)
         .await;

@@ -1,5 +1,6 @@
-//! The few UTC timestamp conversions the clients need (RFC 3339 with `Z`), kept
-//! here rather than pulling a date-time crate for two functions.
+//! The few UTC timestamp conversions the fleet needs (RFC 3339 with `Z`: the
+//! provider clients' expiry times, GitHub's event times), kept here rather than
+//! pulling a date-time crate for two functions.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
