@@ -189,8 +189,8 @@ mod tests {
 
     use contexten_envelope::{ContextItem, ReplyTarget, Request, Source, SourceKind, TaskContext};
 
-    fn answer_text(with_source: bool) -> String {
-        let mut envelope = TaskEnvelope::new(
+    fn api_task() -> TaskEnvelope {
+        TaskEnvelope::new(
             Source {
                 kind: SourceKind::Api,
                 delivery_id: None,
@@ -199,7 +199,11 @@ mod tests {
                 extra: Extra::new(),
             },
             Request::default(),
-        );
+        )
+    }
+
+    fn answer_text(with_source: bool) -> String {
+        let mut envelope = api_task();
         envelope.context = Some(TaskContext {
             items: vec![ContextItem {
                 path: "app/timeutil.py".into(),
@@ -246,16 +250,7 @@ mod tests {
 
     #[test]
     fn a_partial_analysis_is_said_in_the_answer() {
-        let mut envelope = TaskEnvelope::new(
-            Source {
-                kind: SourceKind::Api,
-                delivery_id: None,
-                requested_by: None,
-                reply_to: ReplyTarget::None,
-                extra: Extra::new(),
-            },
-            Request::default(),
-        );
+        let mut envelope = api_task();
         assert_eq!(coverage_note(&envelope), None);
         let mut context = TaskContext::default();
         context.extra.insert(

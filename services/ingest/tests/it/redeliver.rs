@@ -10,24 +10,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const HOOK_PATH: &str = "/repos/octo-org/hello-world/hooks/4242/deliveries";
 
 fn iso(unix: u64) -> String {
-    // Good enough for the test window: format via the same civil algorithm in reverse.
-    let days = unix / 86_400;
-    let secs = unix % 86_400;
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    contexten_envelope::time::rfc3339(unix)
 }
 
 fn delivery(id: u64, guid: &str, at: u64, status_code: u16) -> serde_json::Value {
