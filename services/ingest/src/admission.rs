@@ -126,6 +126,34 @@ pub fn repository_refusal(state: &AppState, draft: &Draft) -> Option<Refusal> {
     }
 }
 
+/// Switches a GitHub comment to the other repository it names when the
+/// policy's `[[github]]` entry for its owner or installation allows it; a
+/// GitHub event otherwise reads its own repository and nothing else.
+pub fn adopt_github_named_repository(state: &AppState, draft: &mut Draft) {
+    let (Some(named), Some(requester)) = (draft.github_named_repository.take(), &draft.requester)
+    else {
+        return;
+    };
+    let Ok(repo) = RepoId::parse(&named) else {
+        return;
+    };
+    let own = draft
+        .repository
+        .as_ref()
+        .and_then(|r| RepoId::parse(&r.url).ok());
+    if own.as_ref() == Some(&repo) {
+        return;
+    }
+    if state.policy.decide(&requester.scope(), &repo).is_allowed() {
+        draft.repository = Some(contexten_envelope::RepositoryRef {
+            url: named,
+            reference: None,
+        });
+    } else {
+        tracing::info!(%repo, "a GitHub comment names a repository its owner may not read; answering from its own");
+    }
+}
+
 /// A path or `file://` URL on the worker's own disk.
 fn is_local(url: &str) -> bool {
     url.starts_with("file://") || url.starts_with('/') || url.starts_with('.')

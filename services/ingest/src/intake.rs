@@ -67,6 +67,10 @@ pub struct Draft {
     /// API field), so the policy must allow it, rather than being the GitHub
     /// event's own repository or one an operator mapped to the channel or team.
     pub repository_named: bool,
+    /// A repository a GitHub comment names besides its own: used instead of
+    /// the event's own only where the policy allows it (never refused: the
+    /// comment may just link to another project).
+    pub github_named_repository: Option<String>,
     /// Set when the request is refused before any work: it is answered at once
     /// with this reason instead of running (see [`Refusal`]).
     pub refusal: Option<Refusal>,
@@ -154,6 +158,7 @@ impl Draft {
             hints: Hints::default(),
             requester: None,
             repository_named: false,
+            github_named_repository: None,
             refusal: None,
         }
     }

@@ -131,6 +131,7 @@ pub(crate) async fn submit(
         Err(OverLimit::Quiet) => return Ok(ignored(draft.kind.as_str(), "rate_limited")),
         Err(OverLimit::Answer(refusal)) => draft.refuse(refusal),
     }
+    admission::adopt_github_named_repository(state, &mut draft);
     if draft.refusal.is_none()
         && let Some(refusal) = admission::repository_refusal(state, &draft)
     {

@@ -30,7 +30,7 @@ pub fn classify(
     }
     let action = str_at(payload, &["action"]).unwrap_or("");
     let draft = match (event, action) {
-        ("issue_comment", "created") => comment(payload, triggers),
+        ("issue_comment", "created") => comment(payload, triggers, routing),
         ("issues", "labeled") => labeled(payload, "issue", triggers, routing),
         ("pull_request", "labeled") => labeled(payload, "pull_request", triggers, routing),
         ("issue_comment" | "issues" | "pull_request", _) => Err("action_not_handled"),
@@ -69,7 +69,11 @@ fn from_ourselves(payload: &Value, triggers: &TriggerSettings) -> Option<&'stati
     None
 }
 
-fn comment(payload: &Value, triggers: &TriggerSettings) -> Result<Draft, &'static str> {
+fn comment(
+    payload: &Value,
+    triggers: &TriggerSettings,
+    routing: &Routing,
+) -> Result<Draft, &'static str> {
     let body = str_at(payload, &["comment", "body"]).unwrap_or("");
     let command = find_command(
         body,
@@ -90,6 +94,10 @@ fn comment(payload: &Value, triggers: &TriggerSettings) -> Result<Draft, &'stati
         *comment_id = payload.pointer("/comment/id").and_then(Value::as_u64);
     }
     draft.requested_by = str_at(payload, &["comment", "user", "login"]).map(str::to_owned);
+    // Another repository the comment names is read instead of the event's own
+    // only where the policy gives it to this owner or installation (decided in
+    // `admission`); otherwise the comment is answered from its own repository.
+    draft.github_named_repository = routing.repository_in_text(&draft.text);
     if payload.pointer("/issue/pull_request").is_some() {
         draft
             .request_extra

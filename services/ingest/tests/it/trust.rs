@@ -257,3 +257,52 @@ async fn api_urls_pointing_inside_are_refused_before_anything_is_queued() {
     ingest.assert_nothing_queued().await;
     ingest.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_github_comment_reads_another_repository_only_where_its_owner_may() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.toml");
+    std::fs::write(
+        &path,
+        "[[github]]\nowner = \"octo-org\"\nrepositories = [\"octo-org/docs\"]\n",
+    )
+    .unwrap();
+    let policy = path.display().to_string();
+    let ingest = TestIngest::start_with(&[("CONTEXTEN_POLICY_FILE", &policy)]).await;
+    let ask = |number: u64, url: &str| {
+        github_comment(
+            number,
+            &format!("/contexten explain the setup in {url}"),
+            "octocat",
+            "OWNER",
+        )
+    };
+    // Granted to the owner: read instead of the event's own repository.
+    let body = ask(51, "https://github.com/octo-org/docs");
+    assert_eq!(
+        ingest
+            .github("issue_comment", &uuid::Uuid::now_v7().to_string(), &body)
+            .await
+            .status,
+        202
+    );
+    let (task, _) = ingest.take_task_and_ack(Stage::Context).await;
+    assert_eq!(
+        task.request.repository.unwrap().url,
+        "https://github.com/octo-org/docs.git"
+    );
+    // Not granted: the comment is answered from its own repository, the other
+    // one is never queued.
+    let body = ask(52, "https://github.com/someone-else/private");
+    assert_eq!(
+        ingest
+            .github("issue_comment", &uuid::Uuid::now_v7().to_string(), &body)
+            .await
+            .status,
+        202
+    );
+    let (task, _) = ingest.take_task_and_ack(Stage::Context).await;
+    assert_eq!(task.request.repository.unwrap().url, CLONE_URL);
+    ingest.assert_nothing_queued().await;
+    ingest.cleanup().await;
+}
