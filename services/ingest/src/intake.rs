@@ -173,6 +173,11 @@ impl Draft {
     /// The envelope for this draft, routed by `routing`.
     pub fn into_envelope(self, routing: &Routing) -> TaskEnvelope {
         let mut hints = extract_hints(&self.text);
+        // A file the requester pointed at (a review comment's `path`) is the
+        // target, whatever the text names.
+        if let Some(target) = self.hints.target_file {
+            hints.target_file = Some(target);
+        }
         for (given, found) in [
             (self.hints.paths, &mut hints.paths),
             (self.hints.symbols, &mut hints.symbols),

@@ -1,10 +1,20 @@
 //! GitHub webhook events (EXTERNAL-APIS §6.1): which deliveries become tasks.
 //!
-//! Triggers: `issue_comment.created` that starts with the command prefix or
-//! mentions the bot, from an allowed `author_association`; `issues.labeled` and
-//! `pull_request.labeled` with the trigger label or a strategy label. Labeling
-//! needs triage access, which GitHub itself checks, so labels carry no
-//! association test. Events sent by bots or by our own login are ignored.
+//! Triggers: `issue_comment.created` and `pull_request_review_comment.created`
+//! that start with the command prefix or mention the bot, from an allowed
+//! `author_association`; `issues.labeled` and `pull_request.labeled` with the
+//! trigger label or a strategy label. Labeling needs triage access, which
+//! GitHub itself checks, so labels carry no association test. Events sent by
+//! bots or by our own login are ignored.
+//!
+//! A request about a pull request (a comment on it, a review comment, the
+//! label) reads the PR's head, not the default branch: the event's own (base)
+//! repository at `refs/pull/{number}/head`, which GitHub keeps there for PRs
+//! from forks too, so no fork URL is ever fetched. The request's `extra`
+//! carries `github_pull_request` (the number) and, when the payload has it,
+//! `github_pull_base` (`{ref, sha}`) and `github_pull_head_sha`; a comment's
+//! payload has no base, so the context worker asks the pulls API for it. A
+//! review comment's `path` (and `line`) become the request's explicit hints.
 
 use super::{Classified, str_at};
 use crate::config::TriggerSettings;
@@ -30,10 +40,15 @@ pub fn classify(
     }
     let action = str_at(payload, &["action"]).unwrap_or("");
     let draft = match (event, action) {
-        ("issue_comment", "created") => comment(payload, triggers, routing),
+        ("issue_comment", "created") => comment(payload, "issue", triggers, routing),
+        ("pull_request_review_comment", "created") => {
+            comment(payload, "pull_request", triggers, routing)
+        }
         ("issues", "labeled") => labeled(payload, "issue", triggers, routing),
         ("pull_request", "labeled") => labeled(payload, "pull_request", triggers, routing),
-        ("issue_comment" | "issues" | "pull_request", _) => Err("action_not_handled"),
+        ("issue_comment" | "issues" | "pull_request" | "pull_request_review_comment", _) => {
+            Err("action_not_handled")
+        }
         _ => Err("event_not_handled"),
     };
     match draft {
@@ -69,8 +84,16 @@ fn from_ourselves(payload: &Value, triggers: &TriggerSettings) -> Option<&'stati
     None
 }
 
+/// The ref GitHub keeps a pull request's head under in its base repository.
+pub fn pull_head_ref(number: u64) -> String {
+    format!("refs/pull/{number}/head")
+}
+
+/// A comment addressed to the bot: on an issue or PR (`item` = `issue`) or on
+/// a line of a PR's diff (`item` = `pull_request`, a review comment).
 fn comment(
     payload: &Value,
+    item: &'static str,
     triggers: &TriggerSettings,
     routing: &Routing,
 ) -> Result<Draft, &'static str> {
@@ -88,7 +111,7 @@ fn comment(
     {
         return Err("author_not_allowed");
     }
-    let mut draft = thread_draft(payload, "issue", command.text)?;
+    let mut draft = thread_draft(payload, item, command.text)?;
     draft.explicit = command.explicit;
     if let ReplyTarget::Github { comment_id, .. } = &mut draft.reply_to {
         *comment_id = payload.pointer("/comment/id").and_then(Value::as_u64);
@@ -98,12 +121,66 @@ fn comment(
     // only where the policy gives it to this owner or installation (decided in
     // `admission`); otherwise the comment is answered from its own repository.
     draft.github_named_repository = routing.repository_in_text(&draft.text);
-    if payload.pointer("/issue/pull_request").is_some() {
-        draft
-            .request_extra
-            .insert("github_pull_request".into(), true.into());
+    let on_pull_request =
+        item == "pull_request" || payload.pointer("/issue/pull_request").is_some();
+    if on_pull_request {
+        read_pull_request(payload, item, &mut draft);
+    }
+    if item == "pull_request" {
+        review_hints(payload, &mut draft);
     }
     Ok(draft)
+}
+
+/// Points the draft at the PR's head in the event's own repository and
+/// records what the context worker needs for the PR's diff.
+fn read_pull_request(payload: &Value, item: &str, draft: &mut Draft) {
+    let ReplyTarget::Github { number, .. } = &draft.reply_to else {
+        return;
+    };
+    let number = *number;
+    draft
+        .request_extra
+        .insert("github_pull_request".into(), number.into());
+    if let Some(repository) = draft.repository.as_mut() {
+        repository.reference = Some(pull_head_ref(number));
+    }
+    let pr = payload.get(item);
+    let at = |path: &[&str]| pr.and_then(|pr| str_at(pr, path)).map(str::to_owned);
+    if let (Some(base_ref), Some(base_sha)) = (at(&["base", "ref"]), at(&["base", "sha"])) {
+        draft.request_extra.insert(
+            "github_pull_base".into(),
+            serde_json::json!({"ref": base_ref, "sha": base_sha}),
+        );
+    }
+    if let Some(head_sha) = at(&["head", "sha"]) {
+        draft
+            .request_extra
+            .insert("github_pull_head_sha".into(), head_sha.into());
+    }
+    if let Some(default) = str_at(payload, &["repository", "default_branch"]) {
+        draft
+            .request_extra
+            .insert("github_default_branch".into(), default.into());
+    }
+}
+
+/// A review comment's file (and line) is what it is about: an explicit hint
+/// ahead of anything found in its text.
+fn review_hints(payload: &Value, draft: &mut Draft) {
+    let Some(path) = str_at(payload, &["comment", "path"]) else {
+        return;
+    };
+    draft.hints.paths = vec![path.to_owned()];
+    draft.hints.target_file = Some(path.to_owned());
+    let line = ["line", "original_line"]
+        .iter()
+        .find_map(|key| payload.pointer(&format!("/comment/{key}"))?.as_u64());
+    if let Some(line) = line {
+        draft
+            .request_extra
+            .insert("github_review_line".into(), line.into());
+    }
 }
 
 fn labeled(
@@ -139,18 +216,9 @@ fn labeled(
         )
         .collect();
     draft.requested_by = str_at(payload, &["sender", "login"]).map(str::to_owned);
-    if item == "pull_request"
-        && let Some(head) = payload.pointer("/pull_request/head")
-    {
-        // A PR is read at its head (which may live in a fork).
-        let url = str_at(head, &["repo", "clone_url"]);
-        let reference = str_at(head, &["ref"]).map(str::to_owned);
-        if let Some(url) = url {
-            draft.repository = Some(RepositoryRef {
-                url: url.to_owned(),
-                reference,
-            });
-        }
+    if item == "pull_request" {
+        // Read at its head, from the base repository (forks included).
+        read_pull_request(payload, item, &mut draft);
     }
     Ok(draft)
 }
@@ -197,4 +265,154 @@ fn thread_draft(payload: &Value, item: &str, text: String) -> Result<Draft, &'st
         .map(str::to_owned)
         .collect();
     Ok(draft)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn triggers() -> TriggerSettings {
+        TriggerSettings {
+            command_prefix: "/contexten".into(),
+            bot_login: Some("contexten-bot".into()),
+            linear_bot_user_id: None,
+            trigger_label: "contexten".into(),
+            allowed_associations: ["OWNER", "MEMBER", "COLLABORATOR"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+
+    fn repository() -> Value {
+        json!({"full_name": "octo/hello", "clone_url": "https://github.com/octo/hello.git",
+               "default_branch": "main"})
+    }
+
+    fn review_comment(association: &str, body: &str) -> Value {
+        json!({
+            "action": "created",
+            "comment": {"id": 77, "body": body, "path": "src/lib.rs", "line": 42,
+                        "user": {"login": "octocat", "type": "User"},
+                        "author_association": association},
+            "pull_request": {"number": 5, "title": "Add parse", "body": "",
+                             "head": {"ref": "feature", "sha": "1111111111111111111111111111111111111111",
+                                      "repo": {"clone_url": "https://github.com/fork/hello.git"}},
+                             "base": {"ref": "main", "sha": "2222222222222222222222222222222222222222"}},
+            "repository": repository(),
+            "sender": {"login": "octocat", "type": "User"}
+        })
+    }
+
+    fn task(event: &str, payload: &Value) -> Draft {
+        match classify(event, "d-1", payload, &triggers(), &Routing::shipped()) {
+            Classified::Task(draft) => *draft,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn ignored(event: &str, payload: &Value) -> &'static str {
+        match classify(event, "d-1", payload, &triggers(), &Routing::shipped()) {
+            Classified::Ignored(reason) => reason,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_review_comment_to_the_bot_reads_the_pr_head_with_its_line_as_the_hint() {
+        let draft = task(
+            "pull_request_review_comment",
+            &review_comment("MEMBER", "/contexten why does this loop never end?"),
+        );
+        let repository = draft.repository.clone().unwrap();
+        assert_eq!(
+            repository.url, "https://github.com/octo/hello.git",
+            "the base repository, not the fork"
+        );
+        assert_eq!(repository.reference.as_deref(), Some("refs/pull/5/head"));
+        assert_eq!(draft.hints.paths, ["src/lib.rs"]);
+        assert_eq!(draft.hints.target_file.as_deref(), Some("src/lib.rs"));
+        assert_eq!(draft.request_extra["github_pull_request"], 5);
+        assert_eq!(draft.request_extra["github_review_line"], 42);
+        assert_eq!(draft.request_extra["github_pull_base"]["ref"], "main");
+        assert_eq!(draft.conversation.as_deref(), Some("github:octo/hello#5"));
+        match draft.reply_to {
+            ReplyTarget::Github {
+                number, comment_id, ..
+            } => assert_eq!((number, comment_id), (5, Some(77))),
+            other => panic!("{other:?}"),
+        }
+        let env = draft.into_envelope(&Routing::shipped());
+        assert_eq!(env.request.hints.target_file.as_deref(), Some("src/lib.rs"));
+    }
+
+    #[test]
+    fn review_comments_from_outsiders_or_not_for_the_bot_or_edited_are_ignored() {
+        let event = "pull_request_review_comment";
+        assert_eq!(
+            ignored(event, &review_comment("NONE", "/contexten explain")),
+            "author_not_allowed"
+        );
+        assert_eq!(
+            ignored(event, &review_comment("OWNER", "looks good to me")),
+            "not_addressed_to_bot"
+        );
+        let mut edited = review_comment("OWNER", "/contexten explain");
+        edited["action"] = "edited".into();
+        assert_eq!(ignored(event, &edited), "action_not_handled");
+    }
+
+    #[test]
+    fn a_comment_on_a_pull_request_reads_its_head_and_one_on_an_issue_the_default_branch() {
+        let comment = |pull_request: Option<Value>| {
+            let mut issue = json!({"number": 9, "title": "t", "body": ""});
+            if let Some(pr) = pull_request {
+                issue["pull_request"] = pr;
+            }
+            json!({
+                "action": "created", "issue": issue,
+                "comment": {"id": 1, "body": "/contexten explain parse", "author_association": "OWNER",
+                            "user": {"login": "octocat", "type": "User"}},
+                "repository": repository(), "sender": {"login": "octocat", "type": "User"}
+            })
+        };
+        let on_pr = task("issue_comment", &comment(Some(json!({"url": "x"}))));
+        assert_eq!(
+            on_pr.repository.unwrap().reference.as_deref(),
+            Some("refs/pull/9/head")
+        );
+        assert_eq!(on_pr.request_extra["github_pull_request"], 9);
+        assert_eq!(on_pr.request_extra["github_default_branch"], "main");
+        assert!(
+            !on_pr.request_extra.contains_key("github_pull_base"),
+            "a comment's payload has no base"
+        );
+        let on_issue = task("issue_comment", &comment(None));
+        assert_eq!(
+            on_issue.repository.unwrap().reference.as_deref(),
+            Some("main")
+        );
+        assert!(!on_issue.request_extra.contains_key("github_pull_request"));
+    }
+
+    #[test]
+    fn a_labelled_pull_request_from_a_fork_is_read_from_the_base_repository() {
+        let mut payload = review_comment("OWNER", "");
+        payload["action"] = "labeled".into();
+        payload["label"] = json!({"name": "contexten"});
+        payload.as_object_mut().unwrap().remove("comment");
+        let draft = task("pull_request", &payload);
+        let repository = draft.repository.unwrap();
+        assert_eq!(repository.url, "https://github.com/octo/hello.git");
+        assert_eq!(repository.reference.as_deref(), Some("refs/pull/5/head"));
+        assert_eq!(
+            draft.request_extra["github_pull_base"],
+            json!({"ref": "main", "sha": "2222222222222222222222222222222222222222"})
+        );
+        assert_eq!(
+            draft.request_extra["github_pull_head_sha"],
+            "1111111111111111111111111111111111111111"
+        );
+    }
 }
