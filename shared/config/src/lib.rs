@@ -17,8 +17,14 @@
 //! | `RUST_LOG` | log filter | `info` |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/HTTP collector; unset = no export | unset |
 //! | `OTEL_SERVICE_NAME` | service name in traces | the binary's name |
+//!
+//! Every secret setting `NAME` may instead be given as `NAME_FILE`, a file
+//! re-read when it changes ([`SecretSource`], module [`secret`]).
+
+pub mod secret;
 
 use secrecy::SecretString;
+pub use secret::SecretSource;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::net::SocketAddr;
@@ -74,7 +80,8 @@ impl Env {
         self.raw(var).unwrap_or(default).to_owned()
     }
 
-    /// A secret, wrapped so `Debug` never prints it.
+    /// A secret, wrapped so `Debug` never prints it. Reads `var` only: use
+    /// [`Env::secret_source`] or [`Env::secret_value`] to accept `var_FILE` too.
     pub fn secret(&self, var: &str) -> Option<SecretString> {
         self.raw(var).map(|v| SecretString::from(v.to_owned()))
     }
