@@ -387,11 +387,14 @@ impl contexten_broker::Handler for ContextHandler {
 }
 
 /// A `file://` URL of a plain directory (no git history) is read as a local
-/// path; codemap's own parsing treats every URL as a git repository.
+/// path; codemap's own parsing treats every URL as a git repository. A
+/// working tree (`.git` inside) or a bare repository (`HEAD` and `objects/`)
+/// is git, read at the event's ref (HEAD when none).
 fn source_of(url: &str, reference: Option<&str>) -> RepoSource {
     if let Some(path) = url.strip_prefix("file://") {
         let path = std::path::Path::new(path);
-        if path.is_dir() && !path.join(".git").exists() {
+        let is_git = path.join(".git").exists() || contexten_git::is_git_dir(path);
+        if path.is_dir() && !is_git {
             return RepoSource::Local(path.to_path_buf());
         }
     }
@@ -684,6 +687,43 @@ mod tests {
             assert!(ok, "git {args:?}");
         }
         format!("file://{root}")
+    }
+
+    #[tokio::test]
+    async fn a_bare_file_repository_is_analysed_from_its_commit_not_its_git_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = TestPrefix::new();
+        let work = git_repo(dir.path());
+        let bare = dir.path().join("bare.git");
+        let ok = std::process::Command::new("git")
+            .args(["clone", "-q", "--bare", "--"])
+            .arg(work.trim_start_matches("file://"))
+            .arg(&bare)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let cfg = config(dir.path(), true, &prefix);
+        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let url = format!("file://{}", bare.display());
+        for reference in [None, Some("main")] {
+            let mut env = task(Some(url.clone()), Strategy::Context, "total_with_tax");
+            if let Some(reference) = reference {
+                env = with_reference(env, reference);
+            }
+            let Outcome::Forward(next) = handler.handle(env).await else {
+                panic!("forwarded")
+            };
+            let context = next[0].envelope.context.clone().expect("context");
+            let paths: Vec<&str> = context.items.iter().map(|i| i.path.as_str()).collect();
+            assert_eq!(context.items[0].path, "billing/invoice.py", "{paths:?}");
+            assert!(
+                paths
+                    .iter()
+                    .all(|p| !p.starts_with("hooks/") && *p != "HEAD" && *p != "config"),
+                "{paths:?}"
+            );
+        }
     }
 
     #[tokio::test]

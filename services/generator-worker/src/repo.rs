@@ -161,6 +161,11 @@ impl RepoReader {
                 if !self.allow_local {
                     return Err(RepoError::LocalNotAllowed);
                 }
+                // A bare repository has no working files: it is read at a ref.
+                let reference = match reference {
+                    None if contexten_git::is_git_dir(&root) => Some("HEAD"),
+                    given => given,
+                };
                 Ok(Snapshot::Local {
                     root,
                     reference: reference.map(str::to_owned),
@@ -342,6 +347,47 @@ mod tests {
         sh(dir.path(), &["add", "."]).await;
         sh(dir.path(), &["commit", "-q", "-m", "one"]).await;
         dir
+    }
+
+    #[tokio::test]
+    async fn a_bare_file_repository_is_read_at_head_or_the_given_ref() {
+        let work = repo_with("app.py", "def serve():\n    return 1\n").await;
+        let bare = tempfile::tempdir().unwrap();
+        let path = bare.path().join("r.git");
+        sh(
+            bare.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                "--",
+                work.path().to_str().unwrap(),
+                "r.git",
+            ],
+        )
+        .await;
+        let cache = tempfile::tempdir().unwrap();
+        let reader = RepoReader::new(true, cache.path().into(), Duration::from_secs(20));
+        let url = format!("file://{}", path.display());
+        for reference in [None, Some("main")] {
+            let snapshot = reader.open(&url, reference).await.unwrap();
+            assert!(
+                matches!(
+                    &snapshot,
+                    Snapshot::Local {
+                        reference: Some(_),
+                        ..
+                    }
+                ),
+                "{snapshot:?}"
+            );
+            let text = reader.read(&snapshot, "app.py").await.unwrap();
+            assert_eq!(
+                text.as_deref(),
+                Some("def serve():\n    return 1\n"),
+                "{reference:?}"
+            );
+        }
     }
 
     /// A TCP server on 127.0.0.1 that accepts connections and never answers.

@@ -35,10 +35,12 @@ pub enum RepoSource {
 }
 
 impl RepoSource {
-    /// Parses a CLI argument: an existing directory or anything URL-like.
+    /// Parses a CLI argument: an existing directory or anything URL-like. A
+    /// bare repository (a directory holding `HEAD` and `objects/`) is git,
+    /// read at `reference` (HEAD when `None`), never listed as files.
     pub fn parse(repo: &str, reference: Option<&str>) -> Self {
         let is_url = repo.contains("://") || repo.starts_with("git@");
-        if !is_url && reference.is_none() {
+        if !is_url && reference.is_none() && !contexten_git::is_git_dir(Path::new(repo)) {
             Self::Local(PathBuf::from(repo))
         } else {
             Self::Git {
@@ -454,6 +456,49 @@ mod tests {
             let map = engine(100, 25 << 10).analyse(&src).unwrap();
             assert_eq!(map.len(), 2, "{src:?}");
             assert_eq!(map.skipped().get("total_size_cap"), Some(&2), "{src:?}");
+        }
+    }
+
+    /// A bare clone of a committed repository.
+    fn bare_clone(work: &Path) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("git")
+            .args(["clone", "-q", "--bare", "--"])
+            .arg(work)
+            .arg(dir.path().join("r.git"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        dir
+    }
+
+    #[test]
+    fn a_bare_repository_is_read_at_its_ref_not_listed_as_files() {
+        let work = git_repo(&[("src/app.py", b"def serve():\n    return 1\n".to_vec())]);
+        let bare = bare_clone(work.path());
+        let path = bare.path().join("r.git");
+        let as_path = RepoSource::parse(path.to_str().unwrap(), None);
+        assert!(
+            matches!(
+                as_path,
+                RepoSource::Git {
+                    reference: None,
+                    ..
+                }
+            ),
+            "{as_path:?}"
+        );
+        let by_url = format!("file://{}", path.display());
+        for src in [
+            as_path,
+            RepoSource::parse(&by_url, None),
+            RepoSource::parse(&by_url, Some("main")),
+        ] {
+            let map = engine(100, 1 << 20).analyse(&src).unwrap();
+            let paths: Vec<&str> = map.files().iter().map(|f| f.path.as_str()).collect();
+            assert_eq!(paths, ["src/app.py"], "{src:?}");
+            assert!(map.commit().is_some(), "{src:?}");
         }
     }
 

@@ -62,6 +62,12 @@ pub enum Blob {
     NotBlob,
 }
 
+/// Whether `path` is itself a git directory (a bare repository: `HEAD` and
+/// `objects/`), so it is read as git at a ref, not as a working tree.
+pub fn is_git_dir(path: &Path) -> bool {
+    path.join("HEAD").is_file() && path.join("objects").is_dir()
+}
+
 impl Repo {
     pub(crate) fn at(git_dir: PathBuf, policy: Policy) -> Self {
         Repo { git_dir, policy }
@@ -317,6 +323,35 @@ mod tests {
         assert!(parse_entry(b"120000 blob abc 3\tlink\0").is_none());
         assert!(parse_entry(b"160000 commit abc -\tsub\0").is_none());
         assert!(parse_entry(b"040000 tree abc -\tdir\0").is_none());
+    }
+
+    #[test]
+    fn a_bare_repository_is_a_git_dir_and_a_working_tree_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("r.git");
+        let work = dir.path().join("w");
+        for (args, at) in [
+            (["init", "--bare", "-q"], &bare),
+            (["init", "-q", "."], &work),
+        ] {
+            std::fs::create_dir_all(at).unwrap();
+            let ok = std::process::Command::new("git")
+                .arg("-C")
+                .arg(at)
+                .args(args)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+        }
+        assert!(is_git_dir(&bare));
+        assert!(!is_git_dir(&work), "a working tree is read through .git");
+        assert!(is_git_dir(&work.join(".git")));
+        std::fs::write(dir.path().join("HEAD"), "notes").unwrap();
+        assert!(
+            !is_git_dir(dir.path()),
+            "a HEAD file alone is not a repository"
+        );
     }
 
     #[test]
