@@ -7,6 +7,12 @@
 //! | `GITHUB_WEBHOOK_SECRET` | GitHub webhook secret; unset = GitHub disabled | unset |
 //! | `LINEAR_WEBHOOK_SECRET` | Linear signing secret; unset = Linear disabled | unset |
 //! | `SLACK_SIGNING_SECRET` | Slack signing secret; unset = Slack disabled | unset |
+//!
+//! Each webhook secret may be given as `<NAME>_FILE` instead (re-read within a
+//! second of a change) and may hold several secrets, one per line, any of which
+//! verifies a delivery: add the new one as a second line, switch the provider,
+//! then remove the old line.
+//!
 //! | `CONTEXTEN_COMMAND_PREFIX` | the command that addresses the bot | `/contexten` |
 //! | `CONTEXTEN_BOT_LOGIN` | the bot's GitHub login (mentions; its own events ignored) | unset |
 //! | `LINEAR_BOT_USER_ID` | the bot's Linear user id (assignment trigger; its own events ignored) | unset |
@@ -34,7 +40,8 @@ use crate::admission::RequesterLimit;
 use crate::gate::RequesterGate;
 use crate::routing::{Routing, RulesError};
 use contexten_config::{
-    BrokerSettings, ConfigError, Env, RedisSettings, Secret, TelemetrySettings, socket_addr,
+    BrokerSettings, ConfigError, Env, RedisSettings, Secret, SecretSource, TelemetrySettings,
+    socket_addr,
 };
 use contexten_trust::outbound::{OutboundConfigError, OutboundGuard};
 use std::collections::HashSet;
@@ -84,15 +91,17 @@ pub struct IngestConfig {
     pub failed_deliveries_file: PathBuf,
 }
 
-/// Webhook secrets; a provider without one is disabled (no fail-open).
+/// Webhook secrets; a provider without one is disabled (no fail-open). Each is
+/// read per delivery (a `_FILE` may change) and may hold several secrets, one
+/// per line, all accepted while a rotation is under way.
 #[derive(Debug, Clone, Default)]
 pub struct ProviderSecrets {
-    /// `GITHUB_WEBHOOK_SECRET`.
-    pub github: Option<Secret>,
-    /// `LINEAR_WEBHOOK_SECRET`.
-    pub linear: Option<Secret>,
-    /// `SLACK_SIGNING_SECRET`.
-    pub slack: Option<Secret>,
+    /// `GITHUB_WEBHOOK_SECRET` or `GITHUB_WEBHOOK_SECRET_FILE`.
+    pub github: Option<SecretSource>,
+    /// `LINEAR_WEBHOOK_SECRET` or `LINEAR_WEBHOOK_SECRET_FILE`.
+    pub linear: Option<SecretSource>,
+    /// `SLACK_SIGNING_SECRET` or `SLACK_SIGNING_SECRET_FILE`.
+    pub slack: Option<SecretSource>,
 }
 
 /// What makes an event a task.
@@ -190,9 +199,9 @@ impl IngestConfig {
             redis: RedisSettings::from_env(env)?,
             telemetry: TelemetrySettings::from_env(env, "ingest")?,
             providers: ProviderSecrets {
-                github: env.secret("GITHUB_WEBHOOK_SECRET"),
-                linear: env.secret("LINEAR_WEBHOOK_SECRET"),
-                slack: env.secret("SLACK_SIGNING_SECRET"),
+                github: env.secret_source("GITHUB_WEBHOOK_SECRET")?,
+                linear: env.secret_source("LINEAR_WEBHOOK_SECRET")?,
+                slack: env.secret_source("SLACK_SIGNING_SECRET")?,
             },
             triggers: TriggerSettings {
                 command_prefix: prefix,
@@ -248,7 +257,7 @@ impl IngestConfig {
             } else {
                 tracing::warn!(
                     provider = name,
-                    "webhooks disabled: {var} is not set (requests are refused, never accepted unsigned)"
+                    "webhooks disabled: neither {var} nor {var}_FILE is set (requests are refused, never accepted unsigned)"
                 );
             }
         }
@@ -273,6 +282,32 @@ mod tests {
         assert_eq!(cfg.limits.max_body_bytes, 1 << 20);
         assert_eq!(cfg.limits.linear_window, Duration::from_secs(60));
         assert_eq!(cfg.worker_threads, 1);
+    }
+
+    #[test]
+    fn a_webhook_secret_file_is_read_and_may_not_be_set_beside_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("github");
+        std::fs::write(&path, ["gh-old-", "0001\n", "gh-new-", "0002\n"].concat()).unwrap();
+        let path = path.display().to_string();
+        let cfg = IngestConfig::from_env(&Env::from_pairs([(
+            "GITHUB_WEBHOOK_SECRET_FILE",
+            path.as_str(),
+        )]))
+        .unwrap();
+        let github = cfg.providers.github.expect("enabled from the file");
+        assert_eq!(github.values().len(), 2);
+        let value = ["gh-", "0003"].concat();
+        let err = IngestConfig::from_env(&Env::from_pairs([
+            ("GITHUB_WEBHOOK_SECRET", value.as_str()),
+            ("GITHUB_WEBHOOK_SECRET_FILE", path.as_str()),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("GITHUB_WEBHOOK_SECRET_FILE"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains(&value), "{err}");
     }
 
     #[test]

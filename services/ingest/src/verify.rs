@@ -1,6 +1,10 @@
 //! Webhook signature checks, done on the raw body before anything parses it
 //! (EXTERNAL-APIS §6.1, §6.3, §6.5). Every comparison is constant-time
 //! (`Mac::verify_slice`); a malformed header is treated like a wrong signature.
+//! A provider's secret may hold several values while it is rotated: a
+//! signature made with any of them is accepted, each candidate compared in
+//! constant time and every candidate tried, so the time taken does not say
+//! which one matched.
 
 use contexten_config::{ExposeSecret, Secret};
 use hmac::{Hmac, Mac};
@@ -28,28 +32,41 @@ fn mac(secret: &Secret) -> HmacSha256 {
         .unwrap_or_else(|_| unreachable!("hmac takes any key length"))
 }
 
-fn check_hex(mac: HmacSha256, hex_sig: &str, header: &'static str) -> Result<(), SignatureError> {
+/// Checks `hex_sig` against the MAC of the signed message under each secret;
+/// `feed` writes the message into a MAC.
+fn check_hex(
+    secrets: &[Secret],
+    feed: impl Fn(&mut HmacSha256),
+    hex_sig: &str,
+    header: &'static str,
+) -> Result<(), SignatureError> {
     let expected = hex::decode(hex_sig.trim()).map_err(|_| SignatureError::Malformed(header))?;
-    mac.verify_slice(&expected)
-        .map_err(|_| SignatureError::Mismatch)
+    let matched = secrets.iter().fold(false, |matched, secret| {
+        let mut m = mac(secret);
+        feed(&mut m);
+        m.verify_slice(&expected).is_ok() | matched
+    });
+    if matched {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
 }
 
 /// GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`.
-pub fn github(secret: &Secret, header: Option<&str>, body: &[u8]) -> Result<(), SignatureError> {
+pub fn github(secrets: &[Secret], header: Option<&str>, body: &[u8]) -> Result<(), SignatureError> {
     const NAME: &str = "X-Hub-Signature-256";
     let header = header.ok_or(SignatureError::Missing(NAME))?;
     let hex_sig = header
         .strip_prefix("sha256=")
         .ok_or(SignatureError::Malformed(NAME))?;
-    let mut m = mac(secret);
-    m.update(body);
-    check_hex(m, hex_sig, NAME)
+    check_hex(secrets, |m| m.update(body), hex_sig, NAME)
 }
 
 /// Slack: `X-Slack-Signature: v0=<hex HMAC(secret, "v0:{ts}:{body}")>` with
 /// `X-Slack-Request-Timestamp` (unix seconds) within `window` of `now_secs`.
 pub fn slack(
-    secret: &Secret,
+    secrets: &[Secret],
     signature: Option<&str>,
     timestamp: Option<&str>,
     body: &[u8],
@@ -67,12 +84,13 @@ pub fn slack(
     let hex_sig = signature
         .strip_prefix("v0=")
         .ok_or(SignatureError::Malformed(SIG))?;
-    let mut m = mac(secret);
-    m.update(b"v0:");
-    m.update(timestamp.trim().as_bytes());
-    m.update(b":");
-    m.update(body);
-    check_hex(m, hex_sig, SIG)?;
+    let feed = |m: &mut HmacSha256| {
+        m.update(b"v0:");
+        m.update(timestamp.trim().as_bytes());
+        m.update(b":");
+        m.update(body);
+    };
+    check_hex(secrets, feed, hex_sig, SIG)?;
     // Checked after the signature so the timestamp is known to be Slack's.
     if now_secs.abs_diff(ts) > window.as_secs() {
         return Err(SignatureError::Stale(window));
@@ -83,12 +101,10 @@ pub fn slack(
 /// Linear: `linear-signature: <hex HMAC-SHA256(secret, body)>` (no prefix); the
 /// freshness check on `webhookTimestamp` happens once the body is parsed
 /// ([`linear_fresh`]), since the timestamp is inside the signed body.
-pub fn linear(secret: &Secret, header: Option<&str>, body: &[u8]) -> Result<(), SignatureError> {
+pub fn linear(secrets: &[Secret], header: Option<&str>, body: &[u8]) -> Result<(), SignatureError> {
     const NAME: &str = "linear-signature";
     let header = header.ok_or(SignatureError::Missing(NAME))?;
-    let mut m = mac(secret);
-    m.update(body);
-    check_hex(m, header, NAME)
+    check_hex(secrets, |m| m.update(body), header, NAME)
 }
 
 /// Linear's `webhookTimestamp` (unix milliseconds) must be within `window` of now.
@@ -121,22 +137,56 @@ mod tests {
     }
 
     #[test]
+    fn a_signature_made_with_any_of_several_secrets_is_accepted() {
+        let (old, new) = (
+            secret(&["gh-old-", "0001"].concat()),
+            secret(&["gh-new-", "0002"].concat()),
+        );
+        let other = secret(&["gh-other-", "0003"].concat());
+        let body = b"{}";
+        let both = [old.clone(), new.clone()];
+        for signer in [&old, &new] {
+            let sig = format!("sha256={}", sign_hex(signer, body));
+            assert_eq!(github(&both, Some(&sig), body), Ok(()));
+            assert_eq!(linear(&both, Some(&sign_hex(signer, body)), body), Ok(()));
+        }
+        let sig = format!("sha256={}", sign_hex(&other, body));
+        assert_eq!(
+            github(&both, Some(&sig), body),
+            Err(SignatureError::Mismatch)
+        );
+        let sig = format!("sha256={}", sign_hex(&old, body));
+        assert_eq!(
+            github(&[new], Some(&sig), body),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(github(&[], Some(&sig), body), Err(SignatureError::Mismatch));
+    }
+
+    #[test]
     fn github_documented_test_vector_verifies() {
         // docs.github.com "Validating webhook deliveries", "Testing the webhook payload validation".
         let key = secret(&["It's a Secret", " to Everybody"].concat());
         let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-        assert_eq!(github(&key, Some(sig), b"Hello, World!"), Ok(()));
+        assert_eq!(
+            github(std::slice::from_ref(&key), Some(sig), b"Hello, World!"),
+            Ok(())
+        );
         assert_eq!(format!("sha256={}", sign_hex(&key, b"Hello, World!")), sig);
         assert_eq!(
-            github(&key, Some(sig), b"Hello, World?"),
+            github(std::slice::from_ref(&key), Some(sig), b"Hello, World?"),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            github(&key, Some("sha1=757107"), b"Hello, World!"),
+            github(
+                std::slice::from_ref(&key),
+                Some("sha1=757107"),
+                b"Hello, World!"
+            ),
             Err(SignatureError::Malformed("X-Hub-Signature-256"))
         );
         assert_eq!(
-            github(&key, None, b"Hello, World!"),
+            github(std::slice::from_ref(&key), None, b"Hello, World!"),
             Err(SignatureError::Missing("X-Hub-Signature-256"))
         );
     }
@@ -162,20 +212,48 @@ mod tests {
         let window = Duration::from_secs(300);
         let ts_s = ts.to_string();
         assert_eq!(
-            slack(&key, Some(&sig), Some(&ts_s), body, ts + 299, window),
+            slack(
+                std::slice::from_ref(&key),
+                Some(&sig),
+                Some(&ts_s),
+                body,
+                ts + 299,
+                window
+            ),
             Ok(())
         );
         assert_eq!(
-            slack(&key, Some(&sig), Some(&ts_s), body, ts + 301, window),
+            slack(
+                std::slice::from_ref(&key),
+                Some(&sig),
+                Some(&ts_s),
+                body,
+                ts + 301,
+                window
+            ),
             Err(SignatureError::Stale(window))
         );
         let other_ts = (ts + 1).to_string();
         assert_eq!(
-            slack(&key, Some(&sig), Some(&other_ts), body, ts, window),
+            slack(
+                std::slice::from_ref(&key),
+                Some(&sig),
+                Some(&other_ts),
+                body,
+                ts,
+                window
+            ),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            slack(&key, Some("v0=zz"), Some(&ts_s), body, ts, window),
+            slack(
+                std::slice::from_ref(&key),
+                Some("v0=zz"),
+                Some(&ts_s),
+                body,
+                ts,
+                window
+            ),
             Err(SignatureError::Malformed("X-Slack-Signature"))
         );
     }
@@ -185,9 +263,13 @@ mod tests {
         let key = secret(&["lin_wh_", "test"].concat());
         let body = br#"{"type":"Issue","webhookTimestamp":1700000000000}"#;
         let sig = sign_hex(&key, body);
-        assert_eq!(linear(&key, Some(&sig), body), Ok(()));
+        assert_eq!(linear(std::slice::from_ref(&key), Some(&sig), body), Ok(()));
         assert_eq!(
-            linear(&key, Some(&format!("sha256={sig}")), body),
+            linear(
+                std::slice::from_ref(&key),
+                Some(&format!("sha256={sig}")),
+                body
+            ),
             Err(SignatureError::Malformed("linear-signature"))
         );
         let window = Duration::from_secs(60);

@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use contexten_config::SecretSource;
 use contexten_envelope::{ReplyKind, SourceKind, now_ms};
 use contexten_telemetry::metric;
 use serde_json::{Value, json};
@@ -201,18 +202,19 @@ async fn github_inner(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, IngestError> {
     let received = now_ms();
-    let secret = state
+    let secrets = state
         .cfg
         .providers
         .github
         .as_ref()
+        .map(SecretSource::values)
         .ok_or(IngestError::Disabled {
             provider: "github",
             var: "GITHUB_WEBHOOK_SECRET",
         })?;
     let raw = body(raw, state.cfg.limits.max_body_bytes)?;
     require_json(headers)?;
-    verify::github(secret, header(headers, "x-hub-signature-256"), &raw)?;
+    verify::github(&secrets, header(headers, "x-hub-signature-256"), &raw)?;
     let event =
         header(headers, "x-github-event").ok_or(IngestError::MissingHeader("X-GitHub-Event"))?;
     let delivery = header(headers, "x-github-delivery")
@@ -270,18 +272,19 @@ async fn linear_inner(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, IngestError> {
     let received = now_ms();
-    let secret = state
+    let secrets = state
         .cfg
         .providers
         .linear
         .as_ref()
+        .map(SecretSource::values)
         .ok_or(IngestError::Disabled {
             provider: "linear",
             var: "LINEAR_WEBHOOK_SECRET",
         })?;
     let raw = body(raw, state.cfg.limits.max_body_bytes)?;
     require_json(headers)?;
-    verify::linear(secret, header(headers, "linear-signature"), &raw)?;
+    verify::linear(&secrets, header(headers, "linear-signature"), &raw)?;
     let payload = parse_json(&raw)?;
     verify::linear_fresh(
         payload.get("webhookTimestamp").and_then(Value::as_u64),
@@ -326,11 +329,12 @@ async fn slack_inner(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, IngestError> {
     let received = now_ms();
-    let secret = state
+    let secrets = state
         .cfg
         .providers
         .slack
         .as_ref()
+        .map(SecretSource::values)
         .ok_or(IngestError::Disabled {
             provider: "slack",
             var: "SLACK_SIGNING_SECRET",
@@ -343,7 +347,7 @@ async fn slack_inner(
         ));
     }
     verify::slack(
-        secret,
+        &secrets,
         header(headers, "x-slack-signature"),
         header(headers, "x-slack-request-timestamp"),
         &raw,

@@ -8,5 +8,6 @@ mod github;
 mod helpers;
 mod linear;
 mod redeliver;
+mod rotation;
 mod slack;
 mod trust;
