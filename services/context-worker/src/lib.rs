@@ -29,6 +29,12 @@
 //! | `CONTEXT_GIT_TIMEOUT_SECS` | bound of each git process (fetch, rev-parse, ls-tree, cat-file); it is killed with its helpers after (1–3600) | `120` |
 //! | `CONTEXT_MAX_FILES` | files read per repository; beyond it the analysis is partial and says so (1–1000000) | `50000` |
 //! | `CONTEXT_MAX_TOTAL_BYTES` | bytes read per repository, all files together; beyond it the analysis is partial and says so (1048576–17179869184) | `268435456` (256 MiB) |
+//! | `GITHUB_API_URL` | GitHub API base, asked for a pull request's base branch when a comment's payload lacks it | `https://api.github.com` |
+//!
+//! The context records the commit it read in `context.extra.commit`. A
+//! pull request task (see [`pull`]) ranks the files the PR changes first and
+//! puts the PR's diff against its base in the prompt, within half the budget;
+//! `context.extra.pull_request` describes what was compared.
 //!
 //! Files are chosen from git's listing by size before any is read (a file over
 //! codemap's 1 MiB per-file cap is skipped as `oversize`), parsed languages
@@ -36,8 +42,10 @@
 //! "analysed N of M files (K skipped: …)" and is described in
 //! `context.extra.snapshot`.
 
+mod pull;
 mod store;
 
+pub use pull::{PullRequest, PullsApi};
 pub use store::SealedStore;
 
 use contexten_broker::Outcome;
@@ -87,6 +95,9 @@ pub struct ContextConfig {
     /// `CONTEXTEN_GIT_ALLOW_SSH`): a remote repository is fetched only from the
     /// addresses it accepted (README "Security model").
     pub outbound: OutboundGuard,
+    /// `GITHUB_API_URL` (default `https://api.github.com`): where a pull
+    /// request's base branch is asked for.
+    pub github_api_url: String,
 }
 
 impl ContextConfig {
@@ -131,6 +142,13 @@ impl ContextConfig {
             )?),
             max_files: env.ranged("CONTEXT_MAX_FILES", DEFAULT_MAX_FILES, 1, 1_000_000)?,
             outbound: OutboundGuard::from_env(env)?,
+            github_api_url: env
+                .url(
+                    "GITHUB_API_URL",
+                    "https://api.github.com",
+                    &["http", "https"],
+                )?
+                .to_string(),
             max_total_bytes: env.ranged(
                 "CONTEXT_MAX_TOTAL_BYTES",
                 DEFAULT_MAX_TOTAL_BYTES,
@@ -214,6 +232,7 @@ pub struct ContextHandler {
     budget_tokens: usize,
     model: String,
     outbound: OutboundGuard,
+    pulls: Option<PullsApi>,
 }
 
 impl ContextHandler {
@@ -226,7 +245,15 @@ impl ContextHandler {
             budget_tokens: cfg.budget_tokens,
             model: cfg.model.clone(),
             outbound: cfg.outbound.clone(),
+            pulls: None,
         }
+    }
+
+    /// Asks `pulls` for a pull request's base when the event did not carry it
+    /// (without it, the repository's default branch is the base).
+    pub fn with_pulls_api(mut self, pulls: PullsApi) -> Self {
+        self.pulls = Some(pulls);
+        self
     }
 
     /// The engine's work counters (files parsed, maps reused from Redis, ...).
@@ -328,37 +355,78 @@ impl ContextHandler {
             Ok(pins) => pins,
             Err(outcome) => return outcome,
         };
+        let pull = PullRequest::of(&envelope);
+        let base = match &pull {
+            Some(pull) => pull::base_ref(&envelope, pull, self.pulls.as_ref()).await,
+            None => None,
+        };
         let handler = self.clone();
         let request = envelope.request.clone();
         let work = tokio::task::spawn_blocking(move || {
-            let map = handler.engine.analyse_pinned(&source, pins);
+            let analysed = handler.engine.analyse_revision(&source, pins.clone());
             handler.report_cache();
-            let map = map?;
+            let (map, commit) = analysed?;
+            let commit = commit.or_else(|| map.commit().map(str::to_owned));
+            let changes = match (&pull, &base, &commit) {
+                (Some(pull), Some((base, from)), Some(head)) => handler
+                    .pull_changes(&source, head, base, pins)
+                    .map(|changes| (pull.clone(), base.clone(), *from, changes)),
+                _ => None,
+            };
+            let mut paths = request.hints.paths.clone();
+            if let Some((_, _, _, changes)) = &changes {
+                let readable = changes.files.iter().filter(|f| map.find_file(f).is_some());
+                for file in readable.take(handler.top_k) {
+                    if !paths.contains(file) {
+                        paths.push(file.clone());
+                    }
+                }
+            }
             let query = Query {
                 text: request.text.clone(),
                 hints: Hints {
-                    paths: request.hints.paths.clone(),
+                    paths,
                     symbols: request.hints.symbols.clone(),
                     traces: Vec::new(),
                 },
                 top_k: handler.top_k,
             };
-            let ranked = map.query(&query);
-            let prompt = map.assemble_prompt(
-                &request.text,
-                &ranked,
-                handler.budget_tokens,
-                &handler.model,
-            );
+            let mut ranked = map.query(&query);
+            let mut budget = handler.budget_tokens;
+            let mut diff = None;
+            if let (Some((pull, base, from, changes)), Some(head)) = (&changes, &commit) {
+                ranked = pull::changed_first(ranked, &changes.files, pull.number);
+                let (text, tokens) =
+                    pull::diff_section(changes, pull.number, head, budget / 2, &handler.model);
+                budget -= tokens;
+                diff = Some((text, tokens, pull::describe(pull, base, *from, changes)));
+            }
+            let mut prompt = map.assemble_prompt(&request.text, &ranked, budget, &handler.model);
+            if let Some((text, tokens, _)) = &diff {
+                prompt.text = format!("{text}{}", prompt.text);
+                prompt.tokens += tokens;
+            }
+            if let Some((_, _, _, changes)) = &changes {
+                for (kind, n) in &changes.redactions {
+                    *prompt.redactions.entry(kind.clone()).or_default() += n;
+                }
+            }
             let coverage = Coverage::of(map.len(), map.skipped());
             let summary = coverage.lead(map.summary_text());
-            Ok::<_, CodemapError>((ranked, prompt, summary, coverage))
+            let pull_json = diff.map(|(_, _, json)| json);
+            Ok::<_, CodemapError>((ranked, prompt, summary, coverage, commit, pull_json))
         });
         match work.await {
-            Ok(Ok((ranked, prompt, summary, coverage))) => {
+            Ok(Ok((ranked, prompt, summary, coverage, commit, pull_json))) => {
                 let mut extra = contexten_envelope::Extra::new();
                 if coverage.partial {
                     extra.insert("snapshot".into(), coverage.json());
+                }
+                if let Some(commit) = commit {
+                    extra.insert("commit".into(), commit.into());
+                }
+                if let Some(pull_json) = pull_json {
+                    extra.insert("pull_request".into(), pull_json);
                 }
                 envelope.context = Some(TaskContext {
                     items: ranked.iter().map(context_item).collect(),
@@ -376,6 +444,30 @@ impl ContextHandler {
             }
             Ok(Err(error)) => outcome_of(error),
             Err(join) => Outcome::retry(Duration::ZERO, "analysis_panicked", join.to_string()),
+        }
+    }
+}
+
+impl ContextHandler {
+    /// The PR's changes against `base`; `None` (logged) when they cannot be
+    /// read: the head's context is still worth answering with.
+    fn pull_changes(
+        &self,
+        source: &RepoSource,
+        head: &str,
+        base: &str,
+        pins: Vec<Resolve>,
+    ) -> Option<contexten_codemap::PullChanges> {
+        match self.engine.pull_request_changes(source, head, base, pins) {
+            Ok(changes) => Some(changes),
+            Err(error) => {
+                let stderr = match &error {
+                    CodemapError::Git(git) => git.stderr().unwrap_or(""),
+                    _ => "",
+                };
+                tracing::warn!(%error, stderr, base, "pull request changes not read");
+                None
+            }
         }
     }
 }
@@ -724,6 +816,112 @@ mod tests {
                 "{paths:?}"
             );
         }
+    }
+
+    fn git(dir: &std::path::Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// A bare repository with [`repo`] on `main` and pull request 5 (adding
+    /// `late_fee` to a new file) as `refs/pull/5/head`; its URL and the head.
+    fn pull_request_repo(dir: &std::path::Path) -> (String, String) {
+        let work = git_repo(dir);
+        let work = std::path::Path::new(work.trim_start_matches("file://"));
+        git(work, &["checkout", "-q", "-b", "feature"]);
+        std::fs::write(
+            work.join("billing/fees.py"),
+            "def late_fee(days):\n    \"\"\"Fee for paying late.\"\"\"\n    return 5 * days\n",
+        )
+        .unwrap();
+        git(work, &["add", "."]);
+        git(work, &["commit", "-q", "-m", "late fees"]);
+        let head = git(work, &["rev-parse", "HEAD"]);
+        let bare = dir.join("hello.git");
+        git(
+            dir,
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                "--",
+                work.to_str().unwrap(),
+                "hello.git",
+            ],
+        );
+        git(&bare, &["update-ref", "refs/pull/5/head", &head]);
+        git(&bare, &["update-ref", "-d", "refs/heads/feature"]);
+        (format!("file://{}", bare.display()), head)
+    }
+
+    #[tokio::test]
+    async fn a_pull_request_is_read_at_its_head_with_its_changes_first_and_its_diff() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = TestPrefix::new();
+        let (url, head) = pull_request_repo(dir.path());
+        let github = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::method("GET"))
+            .and(wiremock::matchers::path("/repos/octo/hello/pulls/5"))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"number": 5, "base": {"ref": "main", "sha": "x"}}),
+            ))
+            .expect(1)
+            .mount(&github)
+            .await;
+        let cfg = config(dir.path(), true, &prefix);
+        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg)
+            .with_pulls_api(PullsApi::new(&github.uri(), None));
+        let mut env = with_reference(
+            task(
+                Some(url),
+                Strategy::Context,
+                "explain how invoices are totalled",
+            ),
+            "refs/pull/5/head",
+        );
+        env.source.reply_to = ReplyTarget::Github {
+            repo: "octo/hello".into(),
+            number: 5,
+            comment_id: None,
+        };
+        env.request
+            .extra
+            .insert("github_pull_request".into(), 5.into());
+        env.request
+            .extra
+            .insert("github_default_branch".into(), "nonexistent".into());
+        let Outcome::Forward(next) = handler.handle(env).await else {
+            panic!("forwarded")
+        };
+        let context = next[0].envelope.context.clone().expect("context");
+        assert_eq!(
+            context.items[0].path, "billing/fees.py",
+            "{:?}",
+            context.items
+        );
+        assert_eq!(context.items[0].reasons[0], "changed in pull request #5");
+        assert!(
+            context.prompt.contains("+def late_fee(days):"),
+            "{}",
+            context.prompt
+        );
+        assert!(context.prompt_tokens as usize <= cfg.budget_tokens);
+        assert_eq!(context.extra["commit"], head.as_str());
+        let pull = &context.extra["pull_request"];
+        assert_eq!(pull["base_from"], "api");
+        assert_eq!(pull["against_merge_base"], true);
+        assert_eq!(
+            pull["changed_files"],
+            serde_json::json!(["billing/fees.py"])
+        );
+        github.verify().await;
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use context_worker::{ContextConfig, ContextHandler};
+use context_worker::{ContextConfig, ContextHandler, PullsApi};
 use contexten_broker::Store;
 use contexten_broker::service::{bind_health, run_service, shutdown_on_signal};
 use contexten_codemap::{Engine, EngineConfig, GitToken, Query, RepoSource};
@@ -82,7 +82,11 @@ async fn run_worker(env: &Env) -> anyhow::Result<()> {
     let cfg = ContextConfig::from_env(env).context("invalid configuration")?;
     let _telemetry = contexten_telemetry::init(&cfg.worker.telemetry)?;
     let store = Store::new(&cfg.worker.redis, cfg.worker.names())?;
-    let handler = ContextHandler::new(cfg.engine(env), &cfg);
+    let github_token = env
+        .secret("GITHUB_TOKEN")
+        .map(|t| t.expose_secret().to_owned());
+    let handler = ContextHandler::new(cfg.engine(env), &cfg)
+        .with_pulls_api(PullsApi::new(&cfg.github_api_url, github_token));
     let listener = bind_health(cfg.worker.health_addr).await?;
     let shutdown = shutdown_on_signal();
     tokio::spawn(cfg.disk_budget().keep_pruned(

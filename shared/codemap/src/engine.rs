@@ -24,7 +24,10 @@ use crate::parse::{self, ANALYSER_VERSION, FileAnalysis};
 use crate::redact::{self, REDACTION_VERSION, RedactionCounts};
 use crate::source::{self, GitToken, RepoSource, Snapshot, SourceFile};
 
+mod pull;
 mod stored;
+
+pub use pull::{MAX_PULL_DIFF_BYTES, PULL_HISTORY_DEPTH, PullChanges};
 
 /// Default of [`EngineConfig::max_stored_map_bytes`].
 pub const DEFAULT_MAX_STORED_MAP_BYTES: usize = 16 << 20;
@@ -249,6 +252,17 @@ impl Engine {
         src: &RepoSource,
         pins: Vec<Resolve>,
     ) -> Result<Arc<CodeMap>, CodemapError> {
+        self.analyse_revision(src, pins).map(|(map, _)| map)
+    }
+
+    /// [`analyse_pinned`](Self::analyse_pinned), also giving the commit that
+    /// was read for a git source: a map is shared by every commit with the
+    /// same tree, so its own [`CodeMap::commit`] may name another one.
+    pub fn analyse_revision(
+        &self,
+        src: &RepoSource,
+        pins: Vec<Resolve>,
+    ) -> Result<(Arc<CodeMap>, Option<String>), CodemapError> {
         if src.is_local() && !self.config.allow_local {
             return Err(CodemapError::LocalRepoRefused);
         }
@@ -256,28 +270,24 @@ impl Engine {
         let snap = match src {
             RepoSource::Local(root) => self.read_local(root)?,
             RepoSource::Git { url, reference } => {
-                let clones = self
-                    .config
-                    .cache_dir
-                    .clone()
-                    .unwrap_or_else(|| std::env::temp_dir().join("contexten-codemap"));
-                let cache = RepoCache::new(clones.join(CACHE_GIT_DIR), self.git.clone());
+                let cache = self.repo_cache();
                 let token = self.config.github_token.as_ref();
                 let rev = source::resolve_git(url, reference.as_deref(), &cache, token, pins)?;
                 if let Some(map) = self.maps.get(&rev.tree) {
                     self.maps_reused.fetch_add(1, Ordering::Relaxed);
-                    return Ok(map);
+                    return Ok((map, Some(rev.commit)));
                 }
                 if let Some(map) = self.load_map(&rev) {
                     self.maps_reused_shared.fetch_add(1, Ordering::Relaxed);
                     self.maps.insert(rev.tree, map.clone());
-                    return Ok(map);
+                    return Ok((map, Some(rev.commit)));
                 }
                 source::read_git(&rev, &self.limits())?
             }
         };
         let read_ms = t.elapsed().as_secs_f64() * 1e3;
         let tree = snap.tree.clone();
+        let commit = snap.commit.clone();
         let t = std::time::Instant::now();
         let map = Arc::new(self.build(snap));
         tracing::debug!(read_ms, build_ms = t.elapsed().as_secs_f64() * 1e3, stats = ?self.stats(), "repository analysed");
@@ -289,7 +299,17 @@ impl Engine {
             }
             self.maps.insert(t, map.clone());
         }
-        Ok(map)
+        Ok((map, commit))
+    }
+
+    /// Where remote repositories are fetched to.
+    pub(crate) fn repo_cache(&self) -> RepoCache {
+        let clones = self
+            .config
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("contexten-codemap"));
+        RepoCache::new(clones.join(CACHE_GIT_DIR), self.git.clone())
     }
 
     /// The read caps of [`EngineConfig`].

@@ -149,7 +149,7 @@ pub fn local_git_path(url: &str) -> Option<PathBuf> {
 
 impl GitToken {
     /// The header for `url`: only `https://github.com/` gets the token.
-    fn header_for(&self, url: &str) -> Option<AuthHeader> {
+    pub(crate) fn header_for(&self, url: &str) -> Option<AuthHeader> {
         url.starts_with("https://github.com/")
             .then(|| AuthHeader::github_token(&self.0))
     }

@@ -83,6 +83,19 @@ impl RepoCache {
         reference: Option<&str>,
         remote: &Remote,
     ) -> Result<Fetched, GitError> {
+        self.fetch_with_depth(url, reference, remote, 1)
+    }
+
+    /// [`fetch`](Self::fetch) with the last `depth` commits of history (at
+    /// least 1), so a common ancestor with another fetched ref can be found.
+    pub fn fetch_with_depth(
+        &self,
+        url: &str,
+        reference: Option<&str>,
+        remote: &Remote,
+        depth: u32,
+    ) -> Result<Fetched, GitError> {
+        let depth = format!("--depth={}", depth.max(1));
         let reference = check::check_ref(reference.unwrap_or("HEAD"))?;
         if let UrlKind::Local(_) = check::classify_url(url)?
             && !self.policy.allow_local
@@ -100,7 +113,7 @@ impl RepoCache {
         let args: Vec<OsString> = [
             "fetch",
             "--quiet",
-            "--depth=1",
+            &depth,
             "--no-tags",
             "--no-write-fetch-head",
             "--no-recurse-submodules",

@@ -62,6 +62,17 @@ pub enum Blob {
     NotBlob,
 }
 
+/// What changed between two commits ([`Repo::changes`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Paths added, modified or deleted, in git's order.
+    pub files: Vec<String>,
+    /// The unified diff, at most the asked-for bytes.
+    pub patch: String,
+    /// Whether the patch was cut at that size.
+    pub truncated: bool,
+}
+
 /// Whether `path` is itself a git directory (a bare repository: `HEAD` and
 /// `objects/`), so it is read as git at a ref, not as a working tree.
 pub fn is_git_dir(path: &Path) -> bool {
@@ -121,6 +132,58 @@ impl Repo {
         let commit = rev_parse(format!("{reference}^{{commit}}"))?;
         let tree = rev_parse(format!("{commit}^{{tree}}"))?;
         Ok(Resolved { commit, tree })
+    }
+
+    /// The best common ancestor of two commits; `None` when the history at
+    /// hand has none (a shallow fetch that does not reach back to it).
+    pub fn merge_base(&self, a: &str, b: &str) -> Result<Option<String>, GitError> {
+        let (a, b) = (check::check_ref(a)?, check::check_ref(b)?);
+        match self.small("merge-base", &["merge-base", "--end-of-options", a, b]) {
+            Ok(id) if !id.is_empty() => Ok(Some(id)),
+            Ok(_) | Err(GitError::Failed { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The files changed from `base` to `head` and their unified diff, cut
+    /// after `max_patch_bytes` (git is stopped there, not drained). No
+    /// external diff drivers or text conversions run.
+    pub fn changes(
+        &self,
+        base: &str,
+        head: &str,
+        max_patch_bytes: u64,
+    ) -> Result<Changes, GitError> {
+        let (base, head) = (check::check_ref(base)?, check::check_ref(head)?);
+        let diff = |extra: &[&'static str]| {
+            let mut args = vec!["diff", "--no-color", "--no-ext-diff", "--no-textconv"];
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&["--end-of-options", base, head, "--"]);
+            args
+        };
+        let names = run::output(
+            &self.invocation("diff", &diff(&["--name-only", "-z"])),
+            SMALL_OUTPUT,
+        )?;
+        let files = names
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        let (patch, truncated) = run::stream(&self.invocation("diff", &diff(&[])), None, |out| {
+            let mut buf = Vec::new();
+            out.take(max_patch_bytes + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| GitError::io("diff", e))?;
+            let truncated = buf.len() as u64 > max_patch_bytes;
+            buf.truncate(usize::try_from(max_patch_bytes).unwrap_or(usize::MAX));
+            Ok((String::from_utf8_lossy(&buf).into_owned(), truncated))
+        })?;
+        Ok(Changes {
+            files,
+            patch,
+            truncated,
+        })
     }
 
     /// Streams the regular files of `commit`'s tree to `each` (`ls-tree -r -l -z`).
