@@ -12,8 +12,8 @@ use crate::{
 use contexten_config::BrokerSettings;
 use contexten_envelope::{
     HEADER_ATTEMPT, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, HEADER_DEAD_STAGE, HEADER_PAYLOAD_REF,
-    HEADER_RETRY_TIER, Names, ReplyKind, Stage, StageTiming, TaskEnvelope, TaskResult, now_ms,
-    tier_label,
+    HEADER_RETRY_TIER, Names, ReplyKind, STATUS_RESULT_FIELD, Stage, StageTiming, TaskEnvelope,
+    TaskResult, now_ms, tier_label,
 };
 use contexten_telemetry::health::Readiness;
 use contexten_telemetry::{metric, propagation};
@@ -436,6 +436,30 @@ async fn record<H>(session: &Session<H>, input: &TaskEnvelope, state: &str) {
     // An acknowledgement or progress note runs beside the task: it marks its own
     // message done but must not overwrite the task's state or stage.
     let side_message = matches!(input.reply, Some(ReplyKind::Ack | ReplyKind::Progress));
+    // Every final answer passes through dispatch, whatever its target (one with
+    // no callback, `ReplyTarget::None`, too), so the API can read it here.
+    // Stored before the state, so a reader that sees the task final finds it.
+    if session.stage == Stage::Dispatch && !side_message {
+        let key = session.names.status_key(input.task_id);
+        let answer = answer_record(input);
+        let stored = session
+            .store
+            .run::<()>(|| {
+                let mut p = redis::pipe();
+                p.cmd("EVAL")
+                    .arg(STORE_ANSWER)
+                    .arg(1)
+                    .arg(&key)
+                    .arg(STATUS_RESULT_FIELD)
+                    .arg(answer)
+                    .ignore();
+                p
+            })
+            .await;
+        if stored.is_err() {
+            metric::redis_degraded("answer");
+        }
+    }
     let recorded = if side_message {
         session
             .store
@@ -450,6 +474,78 @@ async fn record<H>(session: &Session<H>, input: &TaskEnvelope, state: &str) {
     if recorded.is_err() {
         metric::redis_degraded("completion");
     }
+}
+
+/// Writes a task's answer into its status record only if the record exists
+/// (so its TTL is kept and no record without one is created) and only once:
+/// the first final answer dispatch handles is the one the dispatcher posts.
+const STORE_ANSWER: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+end
+return 0
+"#;
+/// The longest answer text kept in the status record; past it the text is cut
+/// with [`TRUNCATED_MARKER`] (the callback, if any, carries it whole).
+const ANSWER_TEXT_LIMIT: usize = 1 << 20;
+/// The longest summary kept (it is a sentence or a paragraph).
+const ANSWER_SUMMARY_LIMIT: usize = 64 << 10;
+/// Pull request links kept at most.
+const ANSWER_MAX_LINKS: usize = 100;
+/// Appended to a text cut at [`ANSWER_TEXT_LIMIT`].
+const TRUNCATED_MARKER: &str = "\n[contexten: truncated; the stored answer keeps the first 1 MiB]";
+
+/// The answer as the status record keeps it (the `result` field): the result's
+/// known fields (its `extra` map is dropped: fields this version does not know
+/// could hold anything), bounded in size, with the task's cost and fallback
+/// reason. ingest's `GET /v1/tasks/{id}` reads it back.
+fn answer_record(envelope: &TaskEnvelope) -> String {
+    let reply = envelope.reply.unwrap_or(ReplyKind::Final);
+    let mut answer = serde_json::json!({
+        "v": 1,
+        "reply": reply,
+        "cost": envelope.cost,
+        "fallback_reason": envelope.fallback_reason,
+        "recorded_at_ms": now_ms(),
+    });
+    if let Some(result) = &envelope.result {
+        let (text, truncated) = match result.text.as_deref() {
+            Some(text) if text.len() > ANSWER_TEXT_LIMIT => {
+                let cut = cut_at(text, ANSWER_TEXT_LIMIT - TRUNCATED_MARKER.len());
+                (Some(format!("{cut}{TRUNCATED_MARKER}")), true)
+            }
+            other => (other.map(str::to_owned), false),
+        };
+        let fields = serde_json::json!({
+            "kind": result.kind,
+            "produced_by": result.produced_by,
+            "summary": cut_at(&result.summary, ANSWER_SUMMARY_LIMIT),
+            "text": text,
+            "text_truncated": truncated,
+            "language": result.language,
+            "web_url": result.web_url,
+            "pull_requests": result.pull_requests.iter().take(ANSWER_MAX_LINKS).collect::<Vec<_>>(),
+            "reason": result.reason,
+        });
+        if let (Some(answer), serde_json::Value::Object(fields)) = (answer.as_object_mut(), fields)
+        {
+            answer.extend(fields);
+        }
+    }
+    answer.to_string()
+}
+
+/// The longest prefix of `text` of at most `limit` bytes that ends on a
+/// character boundary.
+fn cut_at(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Dead-letters `input` with its reason and, unless dispatch itself failed, sends
@@ -595,5 +691,60 @@ async fn settle(delivery: &Delivery, result: Result<(), BrokerError>) {
             };
             let _ = delivery.acker.nack(requeue).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contexten_envelope::{Request, ResultKind, Source, SourceKind};
+
+    fn final_answer(text: String) -> TaskEnvelope {
+        let mut envelope = TaskEnvelope::new(
+            Source {
+                kind: SourceKind::Api,
+                delivery_id: None,
+                requested_by: Some("client".into()),
+                reply_to: contexten_envelope::ReplyTarget::None,
+                extra: Default::default(),
+            },
+            Request::default(),
+        );
+        let mut result = TaskResult::failure(Stage::Generate, "x", "Here it is.");
+        result.kind = ResultKind::Code;
+        result.reason = None;
+        result.text = Some(text);
+        result
+            .extra
+            .insert("prompt".into(), "the whole prompt".into());
+        envelope.result = Some(result);
+        envelope.reply = Some(ReplyKind::Final);
+        envelope.cost.llm_calls = 2;
+        envelope.fallback_reason = Some("generation_invalid".into());
+        envelope
+    }
+
+    #[test]
+    fn the_stored_answer_keeps_the_known_fields_cost_and_fallback_but_not_extras() {
+        let stored: serde_json::Value =
+            serde_json::from_str(&answer_record(&final_answer("fn main() {}".into()))).unwrap();
+        assert_eq!(stored["kind"], "code");
+        assert_eq!(stored["reply"], "final");
+        assert_eq!(stored["text"], "fn main() {}");
+        assert_eq!(stored["text_truncated"], false);
+        assert_eq!(stored["cost"]["llm_calls"], 2);
+        assert_eq!(stored["fallback_reason"], "generation_invalid");
+        assert!(stored.get("prompt").is_none(), "{stored}");
+    }
+
+    #[test]
+    fn a_text_over_the_limit_is_cut_on_a_character_boundary_with_a_marker() {
+        let text = "é".repeat(ANSWER_TEXT_LIMIT);
+        let stored: serde_json::Value =
+            serde_json::from_str(&answer_record(&final_answer(text))).unwrap();
+        let kept = stored["text"].as_str().unwrap();
+        assert!(kept.len() <= ANSWER_TEXT_LIMIT, "{}", kept.len());
+        assert!(kept.ends_with(TRUNCATED_MARKER));
+        assert_eq!(stored["text_truncated"], true);
     }
 }

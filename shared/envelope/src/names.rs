@@ -29,6 +29,11 @@ pub struct Names {
     prefix: String,
 }
 
+/// Redis: the field of a task's status record that holds its final answer
+/// (written by the broker runtime when dispatch handles the final reply, read
+/// by ingest's `GET /v1/tasks/{id}`).
+pub const STATUS_RESULT_FIELD: &str = "result";
+
 impl Names {
     /// Names under `prefix` (`contexten` in production, `test-<uuid>` in tests).
     pub fn new(prefix: impl Into<String>) -> Self {
