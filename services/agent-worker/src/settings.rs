@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `CODEGEN_API_URL` | Codegen REST API base URL | `https://api.codegen.com` |
 //! | `CODEGEN_ORG_ID` | Codegen organisation id (integer); with the token, enables the stage | unset |
-//! | `CODEGEN_API_TOKEN` | Codegen API token (bearer) | unset |
+//! | `CODEGEN_API_TOKEN` | Codegen API token (bearer); or `CODEGEN_API_TOKEN_FILE`, read per request | unset |
 //! | `CODEGEN_TIMEOUT_SECS` | one Codegen request, body included (1–600) | `30` |
 //! | `CODEGEN_CREATE_LIMIT` | run creations per window, whole fleet, per org | `10` |
 //! | `CODEGEN_CREATE_WINDOW_MS` | that window | `60000` |
@@ -122,7 +122,7 @@ fn codegen(env: &Env, timeout: Duration) -> Result<Option<CodegenConfig>, Config
         &["https", "http"],
     )?;
     let org_id = env.parse_opt::<u64>("CODEGEN_ORG_ID", "a positive integer")?;
-    let token = env.secret("CODEGEN_API_TOKEN");
+    let token = env.secret_source("CODEGEN_API_TOKEN")?;
     match (org_id, token) {
         (None, None) => Ok(None),
         (Some(0), _) => Err(ConfigError {
@@ -165,7 +165,7 @@ mod tests {
         let codegen = settings.codegen.as_ref().unwrap();
         assert_eq!(codegen.org_id, 42);
         assert_eq!(codegen.base_url.as_str(), "https://api.codegen.com/");
-        assert_eq!(codegen.token.expose_secret(), token);
+        assert_eq!(codegen.token.current().expose_secret(), token);
         assert_eq!(
             (settings.create_limit, settings.create_window),
             (10, Duration::from_secs(60))
@@ -194,6 +194,28 @@ mod tests {
         let err =
             AgentSettings::from_env(&Env::from_pairs([("CODEGEN_ORG_ID", "acme")])).unwrap_err();
         assert_eq!(err.var, "CODEGEN_ORG_ID");
+    }
+
+    #[test]
+    fn the_token_may_come_from_a_file_that_is_read_per_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("codegen");
+        std::fs::write(&path, format!("{}-{}\n", "file", "token")).unwrap();
+        let shown = path.display().to_string();
+        let env = Env::from_pairs([
+            ("CODEGEN_ORG_ID", "42"),
+            ("CODEGEN_API_TOKEN_FILE", shown.as_str()),
+        ]);
+        let codegen = AgentSettings::from_env(&env).unwrap().codegen.unwrap();
+        assert!(codegen.token.is_file());
+        assert_eq!(codegen.token.current().expose_secret(), "file-token");
+        let env = Env::from_pairs([
+            ("CODEGEN_ORG_ID", "42"),
+            ("CODEGEN_API_TOKEN", "inline"),
+            ("CODEGEN_API_TOKEN_FILE", shown.as_str()),
+        ]);
+        let err = AgentSettings::from_env(&env).unwrap_err();
+        assert_eq!(err.var, "CODEGEN_API_TOKEN_FILE");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use crate::error::{error_message, retry_after};
 use crate::{ChatRequest, ChatResponse, LlmError, LlmSettings, Role, Usage, endpoint};
-use contexten_config::{ExposeSecret, Secret};
+use contexten_config::{ExposeSecret, SecretSource};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -14,7 +14,8 @@ const ANTHROPIC_VERSION: &str = "2023-06-01";
 pub struct AnthropicClient {
     http: reqwest::Client,
     url: String,
-    key: Secret,
+    /// Read per call, so a rotated `LLM_API_KEY_FILE` takes effect.
+    key: SecretSource,
     model: String,
     max_tokens: u32,
     temperature: f32,
@@ -76,11 +77,11 @@ struct WireUsage {
 
 impl AnthropicClient {
     /// A client with `settings` and the API key `key`.
-    pub fn new(settings: &LlmSettings, key: Secret) -> Result<Self, LlmError> {
+    pub fn new(settings: &LlmSettings, key: impl Into<SecretSource>) -> Result<Self, LlmError> {
         Ok(AnthropicClient {
             http: crate::http_client(settings)?,
             url: endpoint(&settings.base_url, "messages"),
-            key,
+            key: key.into(),
             model: settings.model.clone(),
             max_tokens: settings.max_tokens,
             temperature: settings.temperature.min(1.0),
@@ -126,7 +127,7 @@ impl AnthropicClient {
         let response = self
             .http
             .post(&self.url)
-            .header("x-api-key", self.key.expose_secret())
+            .header("x-api-key", self.key.current().expose_secret())
             .header("anthropic-version", ANTHROPIC_VERSION)
             .json(&body)
             .send()

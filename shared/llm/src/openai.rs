@@ -2,7 +2,7 @@
 
 use crate::error::{error_message, retry_after};
 use crate::{ChatRequest, ChatResponse, LlmError, LlmSettings, Message, Usage, endpoint};
-use contexten_config::{ExposeSecret, Secret};
+use contexten_config::{ExposeSecret, SecretSource};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -12,7 +12,8 @@ use std::time::Duration;
 pub struct OpenAiClient {
     http: reqwest::Client,
     url: String,
-    key: Secret,
+    /// Read per call, so a rotated `LLM_API_KEY_FILE` takes effect.
+    key: SecretSource,
     model: String,
     max_tokens: u32,
     temperature: f32,
@@ -74,11 +75,11 @@ struct WireUsage {
 
 impl OpenAiClient {
     /// A client with `settings` and the API key `key`.
-    pub fn new(settings: &LlmSettings, key: Secret) -> Result<Self, LlmError> {
+    pub fn new(settings: &LlmSettings, key: impl Into<SecretSource>) -> Result<Self, LlmError> {
         Ok(OpenAiClient {
             http: crate::http_client(settings)?,
             url: endpoint(&settings.base_url, "chat/completions"),
-            key,
+            key: key.into(),
             model: settings.model.clone(),
             max_tokens: settings.max_tokens,
             temperature: settings.temperature,
@@ -103,7 +104,7 @@ impl OpenAiClient {
         let response = self
             .http
             .post(&self.url)
-            .bearer_auth(self.key.expose_secret())
+            .bearer_auth(self.key.current().expose_secret())
             .json(&body)
             .send()
             .await

@@ -5,13 +5,13 @@
 //! |---|---|---|
 //! | `LLM_PROVIDER` | wire format: `openai` (OpenAI, vLLM, Ollama, llama.cpp) or `anthropic` | `openai` |
 //! | `LLM_BASE_URL` | API base URL | `https://api.openai.com/v1` (`https://api.anthropic.com/v1` for anthropic) |
-//! | `LLM_API_KEY` | API key; unset = no provider (context-only answers) | unset |
+//! | `LLM_API_KEY` | API key; unset = no provider (context-only answers); or `LLM_API_KEY_FILE`, read per call (a rotated file is used within a second) | unset |
 //! | `LLM_MODEL` | model name | `gpt-4.1` (`claude-sonnet-4-5` for anthropic) |
 //! | `LLM_TIMEOUT_SECS` | timeout of one call, 1–600 | `60` |
 //! | `LLM_MAX_TOKENS` | completion token limit per call, 16–128000 | `4096` |
 //! | `LLM_TEMPERATURE` | sampling temperature, 0–2 | `0.1` |
 
-use contexten_config::{ConfigError, Env, Secret};
+use contexten_config::{ConfigError, Env, SecretSource};
 use std::time::Duration;
 
 /// The wire format spoken to the provider.
@@ -39,8 +39,9 @@ pub struct LlmSettings {
     pub provider: Provider,
     /// `LLM_BASE_URL`: default per provider.
     pub base_url: url::Url,
-    /// `LLM_API_KEY`: unset means no provider is configured.
-    pub api_key: Option<Secret>,
+    /// `LLM_API_KEY` or `LLM_API_KEY_FILE` (read per call): unset means no
+    /// provider is configured.
+    pub api_key: Option<SecretSource>,
     /// `LLM_MODEL`: default `gpt-4.1` / `claude-sonnet-4-5`.
     pub model: String,
     /// `LLM_TIMEOUT_SECS`, 1–600, default 60.
@@ -71,7 +72,7 @@ impl LlmSettings {
         Ok(LlmSettings {
             provider,
             base_url: env.url("LLM_BASE_URL", default_url, &["http", "https"])?,
-            api_key: env.secret("LLM_API_KEY"),
+            api_key: env.secret_source("LLM_API_KEY")?,
             model: env.string("LLM_MODEL", default_model),
             timeout: Duration::from_secs(env.ranged("LLM_TIMEOUT_SECS", 60, 1, 600)?),
             max_tokens: env.ranged("LLM_MAX_TOKENS", 4096, 16, 128_000)?,
@@ -113,6 +114,6 @@ mod tests {
         let settings =
             LlmSettings::from_env(&Env::from_pairs([("LLM_API_KEY", key.as_str())])).unwrap();
         assert!(!format!("{settings:?}").contains(&key));
-        assert_eq!(settings.api_key.unwrap().expose_secret(), key);
+        assert_eq!(settings.api_key.unwrap().current().expose_secret(), key);
     }
 }

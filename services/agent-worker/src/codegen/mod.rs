@@ -9,7 +9,7 @@ pub use model::{
     AgentRun, AgentRunPage, CreateAgentRun, PullRequest, ResumeAgentRun, RunState, error_message,
 };
 
-use contexten_config::{ExposeSecret, Secret};
+use contexten_config::{ExposeSecret, SecretSource};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -76,8 +76,8 @@ pub struct CodegenConfig {
     pub base_url: url::Url,
     /// `CODEGEN_ORG_ID`.
     pub org_id: u64,
-    /// `CODEGEN_API_TOKEN`.
-    pub token: Secret,
+    /// `CODEGEN_API_TOKEN` or `CODEGEN_API_TOKEN_FILE`, read per request.
+    pub token: SecretSource,
     /// `CODEGEN_TIMEOUT_SECS`: the whole request, body included.
     pub timeout: Duration,
 }
@@ -88,7 +88,7 @@ pub struct CodegenClient {
     http: reqwest::Client,
     base: String,
     org_id: u64,
-    token: Secret,
+    token: SecretSource,
     timeout: Duration,
 }
 
@@ -169,7 +169,7 @@ impl CodegenClient {
         request: reqwest::RequestBuilder,
     ) -> Result<T, CodegenError> {
         let response = request
-            .bearer_auth(self.token.expose_secret())
+            .bearer_auth(self.token.current().expose_secret())
             .send()
             .await
             .map_err(|e| self.transport(e))?;
@@ -230,6 +230,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use contexten_config::Secret;
     use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 
     #[test]
@@ -258,7 +259,7 @@ mod tests {
         let config = CodegenConfig {
             base_url: url::Url::parse("https://api.codegen.com/").unwrap(),
             org_id: 1,
-            token: Secret::from(format!("{}-{}", "not", "a-token")),
+            token: Secret::from(format!("{}-{}", "not", "a-token")).into(),
             timeout: Duration::from_secs(5),
         };
         let client = CodegenClient::new(&config).unwrap();

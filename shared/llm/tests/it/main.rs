@@ -182,3 +182,56 @@ fn no_key_means_no_client() {
     let settings = LlmSettings::from_env(&Env::default()).unwrap();
     assert!(LlmClient::from_settings(&settings).unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_rotated_api_key_file_is_sent_once_the_file_is_looked_at_again() {
+    let server = MockServer::start().await;
+    let (old, new) = (
+        ["sk-", "old-", "0001"].concat(),
+        ["sk-", "new-", "0002"].concat(),
+    );
+    for key in [&old, &new] {
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .and(header("authorization", format!("Bearer {key}").as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "model": "test-model",
+                "choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1}
+            })))
+            .expect(1..)
+            .mount(&server)
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("llm-key");
+    std::fs::write(&file, format!("{old}\n")).unwrap();
+    let base = format!("{}/v1", server.uri());
+    let shown = file.display().to_string();
+    let env = Env::from_pairs([
+        ("LLM_BASE_URL", base.as_str()),
+        ("LLM_API_KEY_FILE", shown.as_str()),
+        ("LLM_MODEL", "test-model"),
+    ]);
+    let client = LlmClient::from_settings(&LlmSettings::from_env(&env).unwrap())
+        .unwrap()
+        .expect("a key file is set");
+    client.complete(&request()).await.unwrap();
+    std::fs::write(&file, &new).unwrap();
+    // The file is looked at again at most once a second: a bounded poll.
+    let sent_new = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            client.complete(&request()).await.unwrap();
+            let received = server.received_requests().await.unwrap_or_default();
+            let last = received
+                .last()
+                .and_then(|r| r.headers.get("authorization").cloned());
+            if last.is_some_and(|v| v.as_bytes() == format!("Bearer {new}").as_bytes()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(sent_new.is_ok(), "the new key was never sent");
+}
