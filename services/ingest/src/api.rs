@@ -1,5 +1,14 @@
 //! The `/v1` task API: `POST /v1/tasks` (scope `submit`), `GET /v1/tasks/{id}`
-//! (scope `read`), and its OpenAPI document at `/v1/openapi.json`.
+//! (scope `read`; state, timings and, once final, the answer; `?wait=SECONDS`
+//! long-polls for it), and its OpenAPI document at `/v1/openapi.json`, which
+//! also describes the signed callback ([`callback`]).
+
+mod answer;
+mod callback;
+
+pub use answer::{AnswerKind, AnswerLinks, Cost, TaskAnswer, TaskState};
+use callback::CallbackDoc;
+pub use callback::{CallbackData, CallbackEvent, CallbackPayload, CallbackReply, CallbackResult};
 
 use crate::AppState;
 use crate::error::{ErrorBody, IngestError};
@@ -9,7 +18,7 @@ use crate::webhooks::{self, answered, parse_json, require_json};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use contexten_envelope::{
@@ -19,7 +28,8 @@ use contexten_trust::outbound::Purpose;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 use utoipa::{OpenApi, ToSchema};
 
 /// The longest accepted `Idempotency-Key`.
@@ -104,12 +114,17 @@ pub struct StageTimingView {
     pub finished_at_ms: Option<u64>,
 }
 
-/// A task's state as the workers record it.
+/// A task's state as the workers record it and, once final, its answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskStatus {
     pub task_id: String,
-    /// `queued:<stage>`, `retrying`, `done`, `dead:<reason>`…
-    pub state: Option<String>,
+    pub state: TaskState,
+    /// The final answer: set when `state` is `done` or `failed`.
+    pub answer: Option<TaskAnswer>,
+    /// The runtime's own words, for operators: `queued:<stage>[,<stage>]`,
+    /// `retrying`, `done`, `dead_lettered:<code>` (at `dispatch`: the answer
+    /// could not be delivered to the callback; it is still in `answer`).
+    pub record_state: Option<String>,
     /// The last stage that recorded progress.
     pub stage: Option<String>,
     pub source: Option<String>,
@@ -129,8 +144,12 @@ pub struct TaskStatus {
 #[openapi(
     info(title = "Contexten task API", version = "1"),
     paths(create_task, get_task),
-    components(schemas(CreateTask, HintsInput, StrategyHint, PriorityHint, TaskAccepted, TaskStatus, StageTimingView, ErrorBody)),
-    modifiers(&BearerAuth)
+    components(schemas(
+        CreateTask, HintsInput, StrategyHint, PriorityHint, TaskAccepted, TaskStatus, TaskState,
+        TaskAnswer, AnswerKind, AnswerLinks, Cost, StageTimingView, ErrorBody, CallbackPayload,
+        CallbackEvent, CallbackReply, CallbackData, CallbackResult
+    )),
+    modifiers(&BearerAuth, &CallbackDoc)
 )]
 pub struct ApiDoc;
 
@@ -343,13 +362,35 @@ fn check_repository(url: &str, allow_local: bool) -> Result<(), IngestError> {
     }
 }
 
-/// A task's state and per-stage timings.
+/// The longest `?wait` (seconds): within the idle timeout of common proxies
+/// and load balancers, and within the pod's shutdown grace (a waiting request
+/// holds graceful shutdown until it answers).
+pub const MAX_WAIT_SECS: u64 = 30;
+/// How often a waiting request reads the status record again: one small
+/// `HGETALL` per waiter on the shared connection, nothing held blocked.
+const WAIT_POLL: Duration = Duration::from_millis(200);
+/// Waiting requests per replica at most; past it a request is answered at once
+/// with the state as it is (the client asks again).
+const MAX_WAITERS: usize = 1024;
+/// How long a wait that sees a task given up on (`dead_lettered:<code>`) keeps
+/// reading for the failure answer, already on its way to dispatch, so the
+/// answer read is the stored one.
+const FAILURE_ANSWER_GRACE: Duration = Duration::from_secs(2);
+
+/// Waiting requests of this process. A static rather than a field of
+/// [`AppState`]: it bounds the process, whatever states it serves.
+static WAITERS: Semaphore = Semaphore::const_new(MAX_WAITERS);
+
+/// A task's state, per-stage timings and, once final, its answer.
 #[utoipa::path(
     get, path = "/v1/tasks/{id}",
-    params(("id" = String, Path, description = "task id (UUIDv7)")),
+    params(
+        ("id" = String, Path, description = "task id (UUIDv7)"),
+        ("wait" = Option<u64>, Query, minimum = 0, maximum = 30, description = "long-poll: answer as soon as the task is final (`done` or `failed`), or after this many seconds (0-30) with the state as it is"),
+    ),
     responses(
-        (status = 200, description = "the task's status record", body = TaskStatus),
-        (status = 400, description = "not a task id", body = ErrorBody),
+        (status = 200, description = "the task's state and, once final, its answer", body = TaskStatus),
+        (status = 400, description = "not a task id, or `wait` is not a whole number of seconds from 0 to 30", body = ErrorBody),
         (status = 401, description = "missing or unknown token", body = ErrorBody),
         (status = 403, description = "token lacks the read scope", body = ErrorBody),
         (status = 404, description = "no such task, or a task another token created (only its creator and admin tokens may read it)", body = ErrorBody),
@@ -361,9 +402,10 @@ pub async fn get_task(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Response {
     let started = Instant::now();
-    let result = get_inner(&state, &headers, &id).await;
+    let result = get_inner(&state, &headers, &id, query.as_deref()).await;
     answered("api", started, result)
 }
 
@@ -371,13 +413,87 @@ async fn get_inner(
     state: &AppState,
     headers: &HeaderMap,
     id: &str,
+    query: Option<&str>,
 ) -> Result<Response, IngestError> {
     let principal = authorize(state, headers, Scope::Read)?;
     let task: TaskId = id
         .parse()
         .map_err(|_| IngestError::Invalid(format!("{id:?} is not a task id")))?;
+    let wait = wait_of(query)?;
+    let mut fields = read_record(state, task).await?;
+    // Another token's task is answered exactly like a missing one, so a token
+    // cannot even learn which task ids exist.
+    if fields.is_empty() || !may_read(&principal, &fields) {
+        return Err(IngestError::NotFound(format!("no task {task}")));
+    }
+    let mut reading = answer::read(&fields);
+    if wait > Duration::ZERO && !settled(&reading) {
+        match WAITERS.try_acquire() {
+            Ok(_permit) => {
+                let deadline = tokio::time::Instant::now() + wait;
+                let mut given_up_at = None;
+                while tokio::time::Instant::now() + WAIT_POLL <= deadline {
+                    tokio::time::sleep(WAIT_POLL).await;
+                    fields = read_record(state, task).await?;
+                    reading = answer::read(&fields);
+                    if settled(&reading) {
+                        break;
+                    }
+                    if reading.pending_failure {
+                        // The failure answer follows within moments; not forever.
+                        let since = *given_up_at.get_or_insert_with(tokio::time::Instant::now);
+                        if since.elapsed() >= FAILURE_ANSWER_GRACE {
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(_) => {
+                tracing::info!(%task, "too many waiting requests; answering at once");
+            }
+        }
+    }
+    Ok(Json(status_view(task, fields, reading)).into_response())
+}
+
+/// Whether a wait can end: the task is final with its stored answer.
+fn settled(reading: &answer::Reading) -> bool {
+    reading.state.is_final() && !reading.pending_failure
+}
+
+/// `?wait=SECONDS` (absent: no wait). Other parameters are refused, so a typo
+/// does not silently mean "no wait".
+fn wait_of(query: Option<&str>) -> Result<Duration, IngestError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|_| IngestError::Invalid("the query string is not form-encoded".into()))?;
+    let mut wait = Duration::ZERO;
+    for (name, value) in pairs {
+        if name != "wait" {
+            return Err(IngestError::Invalid(format!(
+                "unknown query parameter {name:?} (only wait=SECONDS)"
+            )));
+        }
+        let seconds = value
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s <= MAX_WAIT_SECS)
+            .ok_or_else(|| {
+                IngestError::Invalid(format!(
+                    "wait must be a whole number of seconds from 0 to {MAX_WAIT_SECS}, not {value:?}"
+                ))
+            })?;
+        wait = Duration::from_secs(seconds);
+    }
+    Ok(wait)
+}
+
+/// A task's status record (empty when there is none).
+async fn read_record(
+    state: &AppState,
+    task: TaskId,
+) -> Result<HashMap<String, String>, IngestError> {
     let key = state.names.status_key(task);
-    let fields: HashMap<String, String> = state
+    state
         .store
         .run::<(HashMap<String, String>,)>(|| {
             let mut p = redis::pipe();
@@ -391,13 +507,7 @@ async fn get_inner(
             IngestError::StoreDown {
                 retry_after: state.retry_after,
             }
-        })?;
-    // Another token's task is answered exactly like a missing one, so a token
-    // cannot even learn which task ids exist.
-    if fields.is_empty() || !may_read(&principal, &fields) {
-        return Err(IngestError::NotFound(format!("no task {task}")));
-    }
-    Ok(Json(status_view(task, fields)).into_response())
+        })
 }
 
 /// A task is readable by the token that created it, or by an `admin` token.
@@ -412,7 +522,11 @@ fn may_read(principal: &Principal, fields: &HashMap<String, String>) -> bool {
     owner.as_deref() == Some(principal.name.as_str())
 }
 
-fn status_view(task: TaskId, mut fields: HashMap<String, String>) -> TaskStatus {
+fn status_view(
+    task: TaskId,
+    mut fields: HashMap<String, String>,
+    reading: answer::Reading,
+) -> TaskStatus {
     let mut timings = BTreeMap::new();
     let mut completed = Vec::new();
     for (field, value) in &fields {
@@ -433,7 +547,9 @@ fn status_view(task: TaskId, mut fields: HashMap<String, String>) -> TaskStatus 
     let text = |key: &str| summary.get(key).and_then(|v| v.as_str()).map(str::to_owned);
     TaskStatus {
         task_id: task.to_string(),
-        state: fields.remove("state"),
+        state: reading.state,
+        answer: reading.answer.filter(|_| reading.state.is_final()),
+        record_state: fields.remove("state"),
         stage: fields.remove("stage"),
         source: text("source"),
         strategy: text("strategy"),
