@@ -62,9 +62,41 @@ fn coverage_note(envelope: &TaskEnvelope) -> Option<String> {
     ))
 }
 
+/// " Read at commit abc1234." (with the pull request when it was one): the
+/// revision the context stage read (`context.extra.commit`), so an answer
+/// about a moving branch or PR says what it is about.
+pub fn commit_note(envelope: &TaskEnvelope) -> Option<String> {
+    let extra = &envelope.context.as_ref()?.extra;
+    let commit = extra.get("commit")?.as_str()?;
+    let short = commit.get(..7).unwrap_or(commit);
+    let pull = extra
+        .get("pull_request")
+        .and_then(|p| p.get("number"))
+        .and_then(serde_json::Value::as_u64);
+    Some(match pull {
+        Some(number) => format!(" Read at commit {short} (head of pull request #{number})."),
+        None => format!(" Read at commit {short}."),
+    })
+}
+
+/// The commit read, for `result.extra.commit`.
+fn commit_extra(envelope: &TaskEnvelope) -> Extra {
+    let mut extra = Extra::new();
+    let commit = envelope
+        .context
+        .as_ref()
+        .and_then(|c| c.extra.get("commit"))
+        .cloned();
+    if let Some(commit) = commit {
+        extra.insert("commit".into(), commit);
+    }
+    extra
+}
+
 /// A generated (or cached, or shared) answer, final, to dispatch.
 pub fn success(mut envelope: TaskEnvelope, answer: Answer, provenance: Provenance) -> Outcome {
     let mut summary = answer.summary;
+    summary.extend(commit_note(&envelope));
     summary.extend(coverage_note(&envelope));
     match provenance {
         Provenance::Generated => {}
@@ -86,7 +118,7 @@ pub fn success(mut envelope: TaskEnvelope, answer: Answer, provenance: Provenanc
         web_url: None,
         pull_requests: Vec::new(),
         reason: None,
-        extra: Extra::new(),
+        extra: commit_extra(&envelope),
     });
     envelope.reply = Some(ReplyKind::Final);
     Outcome::forward(Stage::Dispatch, envelope)
@@ -141,6 +173,7 @@ pub fn context_only(
          the relevant files and symbols are listed."
     };
     let mut summary = summary.to_owned();
+    summary.extend(commit_note(&envelope));
     summary.extend(coverage_note(&envelope));
     envelope.result = Some(TaskResult {
         kind: ResultKind::ContextOnly,
@@ -151,7 +184,7 @@ pub fn context_only(
         web_url: None,
         pull_requests: Vec::new(),
         reason: Some("no_llm_provider".into()),
-        extra: Extra::new(),
+        extra: commit_extra(&envelope),
     });
     envelope.reply = Some(ReplyKind::Final);
     Outcome::forward(Stage::Dispatch, envelope)
@@ -271,6 +304,44 @@ mod tests {
         assert_eq!(
             summary,
             "Added parse_time. Only part of the repository was analysed: 2 of 4 files (it is larger than this deployment reads)."
+        );
+    }
+
+    #[test]
+    fn the_answer_names_the_commit_it_read() {
+        let mut envelope = api_task();
+        assert_eq!(commit_note(&envelope), None);
+        let mut context = TaskContext::default();
+        context.extra.insert(
+            "commit".into(),
+            "abc1234def5678abc1234def5678abc1234def56".into(),
+        );
+        envelope.context = Some(context.clone());
+        assert_eq!(
+            commit_note(&envelope).as_deref(),
+            Some(" Read at commit abc1234.")
+        );
+        context
+            .extra
+            .insert("pull_request".into(), serde_json::json!({"number": 5}));
+        envelope.context = Some(context);
+        let answer = Answer {
+            kind: "code".into(),
+            summary: "Added parse_time.".into(),
+            text: "def parse_time(): ...".into(),
+            language: None,
+        };
+        let Outcome::Forward(next) = success(envelope, answer, Provenance::Generated) else {
+            panic!("not forwarded");
+        };
+        let result = next[0].envelope.result.clone().unwrap();
+        assert_eq!(
+            result.summary,
+            "Added parse_time. Read at commit abc1234 (head of pull request #5)."
+        );
+        assert_eq!(
+            result.extra["commit"],
+            "abc1234def5678abc1234def5678abc1234def56"
         );
     }
 

@@ -2,7 +2,8 @@
 //!
 //! success → `TaskResult{Code|Diff}` to dispatch · no provider → a context-only
 //! answer to dispatch · generation failed → the agent stage with
-//! `fallback_reason` when the task's strategy allows it
+//! `fallback_reason` (code and one sentence, [`fallback_reason`]) when the
+//! task's strategy allows it
 //! ([`Strategy::allows_agent_fallback`]), else a dead letter whose failure
 //! answer carries the reason code · provider busy for long → retry later.
 //!
@@ -341,9 +342,25 @@ impl GenerateHandler {
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
         metric::generation("fallback");
         tracing::warn!(task_id = %envelope.task_id, code, strategy, detail = %detail, "generation failed; falling back to the agent");
-        envelope.fallback_reason = Some(format!("{code}: {detail}"));
+        envelope.fallback_reason = Some(fallback_reason(code));
         Outcome::forward(Stage::Agent, envelope)
     }
+}
+
+/// `fallback_reason`: the stable code and one sentence a requester can read
+/// (the agent's answer repeats it). The detail (validation errors, provider
+/// messages, paths) stays in the log line written with it.
+pub fn fallback_reason(code: &str) -> String {
+    let sentence = match code {
+        "generation_invalid" => {
+            "the generated code was still invalid after one repair (it did not parse or its diff did not apply)"
+        }
+        "llm_rejected" => "the language model refused the request",
+        "llm_breaker_open" => "the language model has been failing and is paused for now",
+        "llm_unavailable" => "the language model could not be reached",
+        _ => "code generation failed",
+    };
+    format!("{code}: {sentence}")
 }
 
 fn decode(bytes: &[u8]) -> Option<Answer> {

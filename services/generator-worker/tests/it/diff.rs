@@ -122,9 +122,10 @@ async fn a_diff_that_breaks_the_syntax_falls_back_to_the_agent() {
     task.strategy = contexten_envelope::Strategy::Agent;
     let out = forwarded(fx.handler(&[]).handle(task).await, Stage::Agent);
     let reason = out.fallback_reason.unwrap();
+    assert!(reason.starts_with("generation_invalid: "), "{reason}");
     assert!(
-        reason.contains("after applying the diff, `app/timeutil.py` has a python syntax error"),
-        "{reason}"
+        !reason.contains("syntax error") && !reason.contains(repo.path().to_str().unwrap()),
+        "no validation detail or worker path: {reason}"
     );
     fx.cleanup().await;
 }
