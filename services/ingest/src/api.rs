@@ -405,8 +405,13 @@ pub async fn get_task(
     RawQuery(query): RawQuery,
 ) -> Response {
     let started = Instant::now();
+    // A long poll's duration is the wait, not ingest's latency: counted apart.
+    let label = match wait_of(query.as_deref()) {
+        Ok(wait) if wait > Duration::ZERO => "api_wait",
+        _ => "api",
+    };
     let result = get_inner(&state, &headers, &id, query.as_deref()).await;
-    answered("api", started, result)
+    answered(label, started, result)
 }
 
 async fn get_inner(
@@ -429,31 +434,38 @@ async fn get_inner(
     let mut reading = answer::read(&fields);
     if wait > Duration::ZERO && !settled(&reading) {
         match WAITERS.try_acquire() {
-            Ok(_permit) => {
-                let deadline = tokio::time::Instant::now() + wait;
-                let mut given_up_at = None;
-                while tokio::time::Instant::now() + WAIT_POLL <= deadline {
-                    tokio::time::sleep(WAIT_POLL).await;
-                    fields = read_record(state, task).await?;
-                    reading = answer::read(&fields);
-                    if settled(&reading) {
-                        break;
-                    }
-                    if reading.pending_failure {
-                        // The failure answer follows within moments; not forever.
-                        let since = *given_up_at.get_or_insert_with(tokio::time::Instant::now);
-                        if since.elapsed() >= FAILURE_ANSWER_GRACE {
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(_) => {
-                tracing::info!(%task, "too many waiting requests; answering at once");
-            }
+            Ok(_permit) => (fields, reading) = wait_until_final(state, task, wait).await?,
+            Err(_) => tracing::info!(%task, "too many waiting requests; answering at once"),
         }
     }
     Ok(Json(status_view(task, fields, reading)).into_response())
+}
+
+/// Reads the status record every [`WAIT_POLL`] until the task is final with
+/// its stored answer, or `wait` is over; returns the last reading.
+async fn wait_until_final(
+    state: &AppState,
+    task: TaskId,
+    wait: Duration,
+) -> Result<(HashMap<String, String>, answer::Reading), IngestError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut given_up_at = None;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        tokio::time::sleep(WAIT_POLL.min(left)).await;
+        let fields = read_record(state, task).await?;
+        let reading = answer::read(&fields);
+        if settled(&reading) || tokio::time::Instant::now() >= deadline {
+            return Ok((fields, reading));
+        }
+        if reading.pending_failure {
+            // The failure answer follows within moments; not forever.
+            let since = *given_up_at.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= FAILURE_ANSWER_GRACE {
+                return Ok((fields, reading));
+            }
+        }
+    }
 }
 
 /// Whether a wait can end: the task is final with its stored answer.

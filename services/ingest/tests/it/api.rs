@@ -522,7 +522,7 @@ async fn a_bad_wait_is_a_400_and_a_short_wait_ends_with_the_state_as_it_is() {
     assert_eq!(a.status, 200, "{}", a.json);
     assert_eq!(a.json["state"], "queued");
     assert!(a.json["answer"].is_null());
-    assert!(started.elapsed() >= std::time::Duration::from_millis(800));
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
     assert!(started.elapsed() < WAIT);
     ingest.cleanup().await;
 }
