@@ -1,7 +1,8 @@
 //! The callback a task's `callback_url` receives, for the OpenAPI document:
 //! the body the dispatcher builds (`dispatcher::format::callback_body`; these
-//! types describe it and must not drift from it, which a test checks) and the
-//! Standard Webhooks headers that sign it (`contexten_providers::callback`).
+//! types describe it and must not drift from it, which a test checks by a
+//! round trip) and the Standard Webhooks headers that sign it
+//! (`contexten_providers::callback`).
 
 use super::answer::{AnswerKind, Cost};
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,6 @@ use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
 /// seconds) and `webhook-signature` (`v1,<base64 HMAC-SHA256 of
 /// "{id}.{timestamp}.{body}">`, with the deployment's callback secret).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CallbackPayload {
     #[serde(rename = "type")]
     pub event: CallbackEvent,
@@ -51,7 +51,6 @@ pub enum CallbackReply {
 
 /// The reply's content.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CallbackData {
     pub task_id: String,
     /// The `Idempotency-Key`-derived or generated id of the request.

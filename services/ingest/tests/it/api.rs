@@ -611,9 +611,13 @@ fn the_callback_schema_matches_the_body_the_dispatcher_sends() {
         Request::default(),
     );
     env.cost.api_calls.insert("github".into(), 2);
-    let ack = dispatcher::format::callback_body(&env, ReplyKind::Ack, env.created_at_ms);
-    let ack: ingest::api::CallbackPayload = serde_json::from_slice(&ack).expect("ack body");
+    let body = dispatcher::format::callback_body(&env, ReplyKind::Ack, env.created_at_ms);
+    let ack: ingest::api::CallbackPayload = serde_json::from_slice(&body).expect("ack body");
     assert!(ack.data.result.is_none());
+    assert_eq!(
+        serde_json::to_value(&ack).unwrap(),
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    );
     let mut result = TaskResult::failure(Stage::Agent, "unused", "Opened a pull request.");
     result.kind = ResultKind::AgentRun;
     result.reason = None;
