@@ -201,9 +201,12 @@ async fn labeled_issues_and_pull_requests_become_tasks_with_the_label_strategy()
     let (task, _) = ingest.take_task_and_ack(Stage::Context).await;
     assert_eq!(task.strategy, Strategy::Agent);
     assert_eq!(task.strategy_rule.as_deref(), Some("label:contexten:agent"));
+    // A PR from a fork is read from the base repository, where GitHub keeps
+    // its head as refs/pull/12/head: the fork's URL is never fetched.
     let repo = task.request.repository.unwrap();
-    assert_eq!(repo.url, "https://github.com/fork-owner/hello-world.git");
-    assert_eq!(repo.reference.as_deref(), Some("fast-parse"));
+    assert_eq!(repo.url, "https://github.com/octo-org/hello-world.git");
+    assert_eq!(repo.reference.as_deref(), Some("refs/pull/12/head"));
+    assert_eq!(task.request.extra["github_pull_request"], 12);
     assert_eq!(task.conversation.unwrap().id, format!("github:{REPO}#12"));
 
     let answer = ingest
