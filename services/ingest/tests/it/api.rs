@@ -669,3 +669,62 @@ async fn a_task_given_up_on_reads_as_failed_even_before_its_failure_answer_is_st
     let _ = generate.1.await;
     ingest.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_answer_whose_callback_was_refused_is_still_readable() {
+    let ingest = TestIngest::start().await;
+    let mut body = request();
+    body["strategy"] = json!("generate");
+    let a = ingest.api(&token("both"), &body, None).await;
+    assert_eq!(a.status, 202, "{}", a.json);
+    let id = a.json["task_id"].as_str().unwrap().to_owned();
+    let generate = worker(
+        &ingest,
+        Stage::Generate,
+        |mut env: TaskEnvelope| async move {
+            let mut result = TaskResult::failure(Stage::Generate, "unused", "A diff.");
+            result.kind = ResultKind::Diff;
+            result.reason = None;
+            result.text = Some("--- a/x\n+++ b/x\n".into());
+            env.result = Some(result);
+            env.reply = Some(ReplyKind::Final);
+            Outcome::forward(Stage::Dispatch, env)
+        },
+    );
+    // The dispatcher refuses the callback's destination; the final answer is
+    // dead-lettered there, but the requester can still read it.
+    let dispatch = worker(&ingest, Stage::Dispatch, |env: TaskEnvelope| async move {
+        match env.reply {
+            Some(ReplyKind::Ack) => Outcome::Done,
+            _ => Outcome::dead("outbound_refused", "callback host is private"),
+        }
+    });
+    let a = ingest
+        .get(
+            &format!("/v1/tasks/{id}?wait={CLIENT_WAIT_SECS}"),
+            Some(&token("both")),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json["state"], "done", "{}", a.json);
+    assert_eq!(a.json["answer"]["kind"], "diff");
+    assert_eq!(a.json["answer"]["text"], "--- a/x\n+++ b/x\n");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ingest
+        .get(&format!("/v1/tasks/{id}"), Some(&token("both")))
+        .await
+        .json["record_state"]
+        != "dead_lettered:outbound_refused"
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never dead-lettered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for (shutdown, handle) in [generate, dispatch] {
+        shutdown.cancel();
+        let _ = handle.await;
+    }
+    ingest.cleanup().await;
+}
