@@ -14,6 +14,7 @@
 //! | `DISPATCH_HTTP_TIMEOUT_SECS` | whole-request timeout of provider calls (1–120) | `10` |
 //! | `GITHUB_WRITES_PER_MINUTE` / `GITHUB_WRITES_PER_HOUR` | content-creating requests per credential | `80` / `500` |
 //! | `SLACK_CHANNEL_MESSAGES_PER_SECOND` | messages per channel per second | `1` |
+//! | `SLACK_COMMAND_REPLY` | where a slash command's answers go: `channel` (chat.postMessage; the `response_url` when the bot is not in the channel) or `response_url` (the channel once it expired or is used up) | `channel` |
 //! | `LINEAR_REQUESTS_PER_HOUR` | Linear requests per hour (the whole fleet) | `2500` |
 //! | `DISPATCH_LIMIT_WAIT_MS` | longest in-handler wait for a limiter permit before rescheduling (0–60000) | `2000` |
 //!
@@ -72,6 +73,34 @@ pub struct ProviderSettings {
     pub slack_url: url::Url,
     pub http: HttpSettings,
     pub limits: Limits,
+    /// `SLACK_COMMAND_REPLY`: where a slash command's answers go.
+    pub slack_command_reply: SlackCommandReply,
+}
+
+/// Where a slash command's answers go (`SLACK_COMMAND_REPLY`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SlackCommandReply {
+    /// `channel`: a chat.postMessage in the channel, found again by metadata
+    /// and able to carry a long answer's file in its thread; the command's
+    /// `response_url` when the bot is not in the channel.
+    #[default]
+    Channel,
+    /// `response_url`: through the command's `response_url` (in_channel,
+    /// within its 30 minutes and 5 uses; no file, the answer cut to one
+    /// message), the channel when it can no longer be used.
+    ResponseUrl,
+}
+
+impl std::str::FromStr for SlackCommandReply {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "channel" => Ok(SlackCommandReply::Channel),
+            "response_url" => Ok(SlackCommandReply::ResponseUrl),
+            _ => Err(()),
+        }
+    }
 }
 
 /// The fleet-wide limits the dispatcher keeps under.
@@ -125,6 +154,11 @@ impl ProviderSettings {
             )?,
             slack_url: env.url("SLACK_API_URL", "https://slack.com/api", &["http", "https"])?,
             http,
+            slack_command_reply: env.parse(
+                "SLACK_COMMAND_REPLY",
+                SlackCommandReply::Channel,
+                "channel or response_url",
+            )?,
             limits: Limits {
                 github_per_minute: env.ranged("GITHUB_WRITES_PER_MINUTE", 80, 1, 10_000)?,
                 github_per_hour: env.ranged("GITHUB_WRITES_PER_HOUR", 500, 1, 100_000)?,
@@ -187,6 +221,17 @@ mod tests {
         assert_eq!(settings.github_url.as_str(), "https://api.github.com/");
         assert_eq!(settings.limits.github_per_minute, 80);
         assert_eq!(settings.outbound, OutboundGuard::default());
+        assert_eq!(settings.slack_command_reply, SlackCommandReply::Channel);
+    }
+
+    #[test]
+    fn the_slash_command_route_is_read_and_a_bad_one_names_the_variable() {
+        let env = Env::from_pairs([("SLACK_COMMAND_REPLY", "response_url")]);
+        let settings = ProviderSettings::from_env(&env).unwrap();
+        assert_eq!(settings.slack_command_reply, SlackCommandReply::ResponseUrl);
+        let env = Env::from_pairs([("SLACK_COMMAND_REPLY", "thread")]);
+        let err = ProviderSettings::from_env(&env).unwrap_err();
+        assert_eq!(err.var, "SLACK_COMMAND_REPLY");
     }
 
     #[test]

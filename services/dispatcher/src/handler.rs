@@ -76,6 +76,7 @@ impl DispatchHandler {
                 .clone()
                 .map(|signer| CallbackClient::new(signer, http, settings.outbound.clone()))
                 .transpose()?,
+            slack_command_reply: settings.slack_command_reply,
         };
         // Longer than one delivery can take: the limiter wait and three calls
         // (token exchange or search, post, record), each bounded by the timeout.
@@ -170,7 +171,7 @@ impl DispatchHandler {
         let inner = &self.inner;
         let (provider, kind) = (plan.provider(), slot.kind);
         match inner.ledger.attempt_started(slot).await {
-            Ok(Some(since)) => match inner.clients.reconcile(plan, since).await {
+            Ok(Some(since)) => match inner.clients.reconcile(&inner.store, plan, since).await {
                 Ok(Some(posted)) => {
                     tracing::info!(provider, external_id = %posted.external_id, "an earlier attempt had posted the reply; recorded it");
                     if inner.ledger.record(slot, &posted, now_ms()).await.is_err() {
@@ -197,7 +198,7 @@ impl DispatchHandler {
         if let Err(error) = inner.ledger.mark_attempt(slot, now_ms() / 1000).await {
             return ledger_unavailable(provider, kind, &error, envelope.clone());
         }
-        match inner.clients.post(plan).await {
+        match inner.clients.post(&inner.store, plan).await {
             Ok(posted) => {
                 if inner.ledger.record(slot, &posted, now_ms()).await.is_err() {
                     // Posted but unrecorded: the attempt mark stays, so a

@@ -1,7 +1,15 @@
 //! Slack Web API (EXTERNAL-APIS §6.6): `chat.postMessage` in a thread (whose
-//! `thread_ts` is the parent's), `reactions.add`, and `conversations.replies` to
-//! find a message by its metadata. Slack answers most errors with HTTP 200 and
+//! `thread_ts` is the parent's) or in a channel, `reactions.add`,
+//! `conversations.replies` / `conversations.history` to find a message by its
+//! metadata, a slash command's `response_url`, and the three-step file upload
+//! (`files.getUploadURLExternal` → POST the bytes to its `upload_url` →
+//! `files.completeUploadExternal`). Slack answers most errors with HTTP 200 and
 //! `{ok:false, error}`: the `ok` field decides, never the status alone.
+//!
+//! A `response_url` and an `upload_url` come from Slack, not from us, so they
+//! are followed only on Slack's own hosts (`hooks.slack.com`,
+//! `files.slack.com`, https) or on the configured API's host (a test's fake),
+//! and neither carries the bot token.
 
 use crate::ProviderError;
 use crate::http::{self, HttpSettings, snippet};
@@ -17,6 +25,10 @@ pub const PROVIDER: &str = "slack";
 const DEFAULT_LIMIT_WAIT: Duration = Duration::from_secs(5);
 /// Replies read when looking for a message by metadata.
 const SEARCH_LIMIT: &str = "200";
+/// Where Slack's slash-command `response_url`s point.
+const RESPONSE_URL_HOSTS: &[&str] = &["hooks.slack.com"];
+/// Where `files.getUploadURLExternal` sends the bytes.
+const UPLOAD_URL_HOSTS: &[&str] = &["files.slack.com"];
 
 /// A message to post in a thread.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,10 +51,22 @@ pub struct Posted {
     pub ts: String,
 }
 
+/// A file to share in a channel, in a thread when `thread_ts` is set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileUpload {
+    pub channel: String,
+    /// The parent message's ts (never a reply's).
+    pub thread_ts: Option<String>,
+    pub filename: String,
+    pub title: String,
+    pub content: Vec<u8>,
+}
+
 /// A Slack Web API client for one bot token.
 pub struct SlackClient {
     http: reqwest::Client,
     base: String,
+    base_url: url::Url,
     token: SecretString,
 }
 
@@ -60,6 +84,7 @@ impl SlackClient {
         SlackClient {
             http: http::client(PROVIDER, settings),
             base: base.as_str().trim_end_matches('/').to_owned(),
+            base_url: base.clone(),
             token,
         }
     }
@@ -108,35 +133,21 @@ impl SlackClient {
         }
     }
 
-    /// The ts of the reply in `thread_ts` whose metadata has `event_type` and
-    /// `event_payload.key == key`.
+    /// The ts of the message whose metadata has `event_type` and
+    /// `event_payload.key == key`: a reply in `thread_ts`, or without a thread
+    /// a message of the channel since `oldest` (Unix seconds).
     pub async fn find_by_metadata(
         &self,
         channel: &str,
-        thread_ts: &str,
+        thread_ts: Option<&str>,
+        oldest: u64,
         event_type: &str,
         key: &str,
     ) -> Result<Option<String>, ProviderError> {
-        let query = [
-            ("channel", channel),
-            ("ts", thread_ts),
-            ("include_all_metadata", "true"),
-            ("limit", SEARCH_LIMIT),
-        ];
-        let response = self
-            .http
-            .get(format!("{}/conversations.replies", self.base))
-            .bearer_auth(self.token.expose_secret())
-            .query(&query)
-            .send()
-            .await
-            .map_err(|e| http::transport_error(PROVIDER, e))?;
-        let answer = read(response, false).await?;
-        let messages = answer
-            .get("messages")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let messages = match thread_ts {
+            Some(ts) => self.thread_messages(channel, ts).await?,
+            None => self.channel_messages(channel, oldest).await?,
+        };
         Ok(messages.iter().find_map(|message| {
             let metadata = message.get("metadata")?;
             let matches = metadata.get("event_type").and_then(Value::as_str) == Some(event_type)
@@ -151,6 +162,210 @@ impl SlackClient {
         }))
     }
 
+    /// Whether a message of the thread `thread_ts` shares a file named `filename`.
+    pub async fn thread_has_file(
+        &self,
+        channel: &str,
+        thread_ts: &str,
+        filename: &str,
+    ) -> Result<bool, ProviderError> {
+        let messages = self.thread_messages(channel, thread_ts).await?;
+        Ok(messages.iter().any(|message| {
+            message
+                .get("files")
+                .and_then(Value::as_array)
+                .is_some_and(|files| {
+                    files
+                        .iter()
+                        .any(|f| f.get("name").and_then(Value::as_str) == Some(filename))
+                })
+        }))
+    }
+
+    /// `conversations.replies` with metadata: the parent and its replies.
+    async fn thread_messages(&self, channel: &str, ts: &str) -> Result<Vec<Value>, ProviderError> {
+        let query = [
+            ("channel", channel),
+            ("ts", ts),
+            ("include_all_metadata", "true"),
+            ("limit", SEARCH_LIMIT),
+        ];
+        self.messages("conversations.replies", &query).await
+    }
+
+    /// `conversations.history` with metadata since `oldest` (Unix seconds).
+    async fn channel_messages(
+        &self,
+        channel: &str,
+        oldest: u64,
+    ) -> Result<Vec<Value>, ProviderError> {
+        let oldest = oldest.to_string();
+        let query = [
+            ("channel", channel),
+            ("oldest", oldest.as_str()),
+            ("include_all_metadata", "true"),
+            ("limit", SEARCH_LIMIT),
+        ];
+        self.messages("conversations.history", &query).await
+    }
+
+    async fn messages(
+        &self,
+        method: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Vec<Value>, ProviderError> {
+        let response = self
+            .http
+            .get(format!("{}/{method}", self.base))
+            .bearer_auth(self.token.expose_secret())
+            .query(query)
+            .send()
+            .await
+            .map_err(|e| http::transport_error(PROVIDER, e))?;
+        let answer = read(response, false).await?;
+        Ok(answer
+            .get("messages")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Posts a message visible to the channel through a slash command's
+    /// `response_url` (valid 30 minutes, 5 uses: the caller counts). Sent
+    /// without the bot token, and only to Slack's hooks host or the
+    /// configured API's host.
+    pub async fn respond(
+        &self,
+        response_url: &str,
+        text: &str,
+        blocks: Option<&Value>,
+    ) -> Result<(), ProviderError> {
+        let url = self.slack_url(response_url, RESPONSE_URL_HOSTS, "response_url")?;
+        let mut body = json!({
+            "response_type": "in_channel",
+            "replace_original": false,
+            "text": text,
+            "unfurl_links": false,
+            "unfurl_media": false,
+        });
+        if let Some(blocks) = blocks {
+            body["blocks"] = blocks.clone();
+        }
+        let response = self
+            .http
+            .post(url)
+            .header("content-type", "application/json; charset=utf-8")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| http::transport_error(PROVIDER, e))?;
+        read_webhook(response).await
+    }
+
+    /// Shares `file` in its channel (and thread) in Slack's three steps and
+    /// returns the file id. Only the last step shares anything: a failure
+    /// before it leaves at most a private, unshared file.
+    pub async fn upload_file(&self, file: &FileUpload) -> Result<String, ProviderError> {
+        let length = file.content.len().to_string();
+        let answer = self
+            .call_form(
+                "files.getUploadURLExternal",
+                &[("filename", file.filename.as_str()), ("length", &length)],
+                false,
+            )
+            .await?;
+        let text = |field: &str| answer.get(field).and_then(Value::as_str).map(str::to_owned);
+        let (Some(upload_url), Some(file_id)) = (text("upload_url"), text("file_id")) else {
+            return Err(ProviderError::Unavailable {
+                provider: PROVIDER,
+                detail: "files.getUploadURLExternal answered ok without upload_url and file_id"
+                    .into(),
+                maybe_applied: false,
+            });
+        };
+        let url = self.slack_url(&upload_url, UPLOAD_URL_HOSTS, "upload_url")?;
+        let response = self
+            .http
+            .post(url)
+            .header("content-type", "application/octet-stream")
+            .body(file.content.clone())
+            .send()
+            .await
+            .map_err(|e| http::transport_error(PROVIDER, e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let headers = response.headers().clone();
+            let body = response.text().await.unwrap_or_default();
+            return Err(http::status_error(
+                PROVIDER,
+                status,
+                &headers,
+                &body,
+                DEFAULT_LIMIT_WAIT,
+            ));
+        }
+        let files = json!([{ "id": file_id, "title": file.title }]).to_string();
+        let mut form = vec![
+            ("files", files.as_str()),
+            ("channel_id", file.channel.as_str()),
+        ];
+        if let Some(thread_ts) = &file.thread_ts {
+            form.push(("thread_ts", thread_ts));
+        }
+        self.call_form("files.completeUploadExternal", &form, true)
+            .await?;
+        Ok(file_id)
+    }
+
+    /// `raw` parsed, if it points at one of Slack's `hosts` over https or at
+    /// the configured API's own scheme, host and port; otherwise refused with
+    /// `untrusted_slack_url` (nothing is sent).
+    fn slack_url(&self, raw: &str, hosts: &[&str], what: &str) -> Result<url::Url, ProviderError> {
+        let refused = |host: &str| {
+            ProviderError::rejected(
+                PROVIDER,
+                "untrusted_slack_url",
+                format!("the {what} is not on a Slack host ({host})"),
+            )
+        };
+        let url = url::Url::parse(raw).map_err(|_| refused("not a URL"))?;
+        let host = url.host_str().unwrap_or_default();
+        let credentials = !url.username().is_empty() || url.password().is_some();
+        let on_slack = url.scheme() == "https"
+            && hosts.contains(&host)
+            && url.port_or_known_default() == Some(443);
+        let on_base = url.scheme() == self.base_url.scheme()
+            && url.host_str() == self.base_url.host_str()
+            && url.port_or_known_default() == self.base_url.port_or_known_default();
+        if credentials || !(on_slack || on_base) {
+            return Err(refused(host));
+        }
+        Ok(url)
+    }
+
+    /// A Web API method called with a form body (the upload methods document
+    /// `application/x-www-form-urlencoded`; `files` is a JSON string there).
+    async fn call_form(
+        &self,
+        method: &str,
+        form: &[(&str, &str)],
+        writes: bool,
+    ) -> Result<Value, ProviderError> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let response = self
+            .http
+            .post(format!("{}/{method}", self.base))
+            .bearer_auth(self.token.expose_secret())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| http::transport_error(PROVIDER, e))?;
+        read(response, writes).await
+    }
+
     async fn call(&self, method: &str, body: Value, writes: bool) -> Result<Value, ProviderError> {
         let response = self
             .http
@@ -162,6 +377,61 @@ impl SlackClient {
             .await
             .map_err(|e| http::transport_error(PROVIDER, e))?;
         read(response, writes).await
+    }
+}
+
+/// Reads a `response_url` answer: unlike the Web API it speaks in statuses,
+/// with `ok` (or `{"ok":true}`) on success and the error code as the body
+/// (`expired_url`, `used_url`, `no_text`, …) or in `{ok:false, error}`.
+async fn read_webhook(response: reqwest::Response) -> Result<(), ProviderError> {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| http::transport_error(PROVIDER, e))?;
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        return Err(http::status_error(
+            PROVIDER,
+            status,
+            &headers,
+            &text,
+            DEFAULT_LIMIT_WAIT,
+        ));
+    }
+    let trimmed = text.trim();
+    let code = match serde_json::from_str::<Value>(trimmed) {
+        Ok(answer) if answer.get("ok").and_then(Value::as_bool) == Some(true) => None,
+        Ok(answer) => Some(
+            answer
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown_error")
+                .to_owned(),
+        ),
+        Err(_) if trimmed.is_empty() || trimmed.eq_ignore_ascii_case("ok") => None,
+        Err(_)
+            if !trimmed.is_empty()
+                && trimmed.len() <= 64
+                && trimmed.chars().all(|c| c.is_ascii_lowercase() || c == '_') =>
+        {
+            Some(trimmed.to_owned())
+        }
+        Err(_) => (!status.is_success()).then(|| http::status_code_name(status)),
+    };
+    match code {
+        None if status.is_success() => Ok(()),
+        code => {
+            let code = code.unwrap_or_else(|| http::status_code_name(status));
+            Err(ProviderError::rejected(
+                PROVIDER,
+                &code,
+                format!(
+                    "the response_url answered HTTP {} ({code})",
+                    status.as_u16()
+                ),
+            ))
+        }
     }
 }
 
@@ -216,4 +486,54 @@ async fn read(response: reqwest::Response, writes: bool) -> Result<Value, Provid
             format!("Slack answered ok:false ({error})"),
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> SlackClient {
+        SlackClient::new(
+            &url::Url::parse(base).unwrap(),
+            SecretString::from("xoxb-unit".to_owned()),
+            HttpSettings::default(),
+        )
+    }
+
+    #[test]
+    fn response_and_upload_urls_are_followed_only_on_slack_hosts_or_the_configured_api() {
+        let slack = client("https://slack.com/api");
+        let ok = |raw: &str, hosts: &[&str]| slack.slack_url(raw, hosts, "url").is_ok();
+        assert!(ok(
+            "https://hooks.slack.com/commands/T1/2/abc",
+            RESPONSE_URL_HOSTS
+        ));
+        assert!(ok(
+            "https://files.slack.com/upload/v1/abc",
+            UPLOAD_URL_HOSTS
+        ));
+        for refused in [
+            "https://files.slack.com/upload/v1/abc",
+            "http://hooks.slack.com/commands/T1/2/abc",
+            "https://hooks.slack.com:8443/commands/x",
+            "https://user:pw@hooks.slack.com/commands/x",
+            "https://hooks.slack.com.evil.example/commands/x",
+            "https://169.254.169.254/latest/meta-data",
+            "not a url",
+        ] {
+            let error = slack
+                .slack_url(refused, RESPONSE_URL_HOSTS, "response_url")
+                .unwrap_err();
+            assert_eq!(error.code(), "untrusted_slack_url", "{refused}");
+        }
+        let fake = client("http://127.0.0.1:4567/api");
+        assert!(
+            fake.slack_url("http://127.0.0.1:4567/hooks/1", RESPONSE_URL_HOSTS, "url")
+                .is_ok()
+        );
+        assert!(
+            fake.slack_url("http://127.0.0.1:4568/hooks/1", RESPONSE_URL_HOSTS, "url")
+                .is_err()
+        );
+    }
 }

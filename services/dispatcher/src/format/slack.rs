@@ -2,8 +2,12 @@
 //! in sections of at most 3,000 characters (code re-fenced in every section,
 //! since Slack has no fence languages and a block cannot continue another), and a
 //! context block with the links and the cost/timing footer. The message (text
-//! and blocks together) stays under 40,000 characters and 50 blocks; what does
-//! not fit is cut with a visible marker. `text` is the notification fallback.
+//! and blocks together) stays under 40,000 characters and 50 blocks. An answer
+//! that does not fit ([`render_answer`]) becomes a summary message (title,
+//! summary, where the file is, footer) and the full answer as a file
+//! ([`AnswerFile`]); the one-message form cut with a visible marker remains for
+//! where no file can go (a slash command's `response_url`, a workspace that
+//! refuses uploads). `text` is the notification fallback.
 
 use super::truncate::{cut_at_line, cut_chars, open_fence};
 use super::{
@@ -44,9 +48,91 @@ fn block_chars(block: &Value) -> usize {
         .unwrap_or(0)
 }
 
+/// An answer too long for one message, as a file for the thread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnswerFile {
+    /// `contexten-<task>.<ext>`: unique per task, so a thread can be searched for it.
+    pub filename: String,
+    pub title: String,
+    /// The whole answer as the result carries it (code unescaped, no fence).
+    pub content: String,
+}
+
+/// A reply for Slack: the one-message form, and for an answer that does not
+/// fit in one message, its summary message and the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlackAnswer {
+    /// The whole reply in one message, cut with a notice when it does not fit.
+    pub message: SlackReply,
+    /// When the answer was cut: the summary message and the full answer.
+    pub long: Option<(SlackReply, AnswerFile)>,
+}
+
 /// The Slack message of a reply.
 pub fn render(envelope: &TaskEnvelope, kind: ReplyKind, now_ms: u64) -> SlackReply {
     render_with_limit(envelope, kind, now_ms, SLACK_MESSAGE_LIMIT)
+}
+
+/// The reply, and when it does not fit in a message, its summary and file.
+pub fn render_answer(envelope: &TaskEnvelope, kind: ReplyKind, now_ms: u64) -> SlackAnswer {
+    render_answer_with_limit(envelope, kind, now_ms, SLACK_MESSAGE_LIMIT)
+}
+
+/// [`render_answer`] with an explicit message limit (tests use small ones).
+pub fn render_answer_with_limit(
+    envelope: &TaskEnvelope,
+    kind: ReplyKind,
+    now_ms: u64,
+    limit: usize,
+) -> SlackAnswer {
+    let (message, cut) = build(envelope, kind, now_ms, limit, None);
+    let long = match (cut, envelope.result.as_ref()) {
+        (true, Some(result)) => result.text.as_deref().map(|text| {
+            let file = AnswerFile {
+                filename: format!("contexten-{}.{}", envelope.task_id, extension(result)),
+                title: format!("Full answer (task {})", envelope.task_id),
+                content: text.to_owned(),
+            };
+            let lines = text.lines().count();
+            let notice = format!(
+                ":page_facing_up: _The full answer ({lines} lines, {} characters) is too long for a Slack message; it is attached in the thread as `{}`._",
+                text.chars().count(),
+                file.filename
+            );
+            let (summary, _) = build(envelope, kind, now_ms, limit, Some(&notice));
+            (summary, file)
+        }),
+        _ => None,
+    };
+    SlackAnswer { message, long }
+}
+
+/// The file extension of an answer: the code's language, `diff`, or `md`.
+fn extension(result: &TaskResult) -> &'static str {
+    match result.kind {
+        ResultKind::Diff => "diff",
+        ResultKind::Code => match result
+            .language
+            .as_deref()
+            .unwrap_or("")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "rust" | "rs" => "rs",
+            "python" | "py" => "py",
+            "typescript" | "ts" => "ts",
+            "tsx" => "tsx",
+            "javascript" | "js" => "js",
+            "go" | "golang" => "go",
+            "java" => "java",
+            "ruby" | "rb" => "rb",
+            "c" => "c",
+            "cpp" | "c++" => "cpp",
+            "shell" | "bash" | "sh" => "sh",
+            _ => "txt",
+        },
+        _ => "md",
+    }
 }
 
 /// [`render`] with an explicit message limit (tests use small ones).
@@ -56,6 +142,18 @@ pub fn render_with_limit(
     now_ms: u64,
     limit: usize,
 ) -> SlackReply {
+    build(envelope, kind, now_ms, limit, None).0
+}
+
+/// The message, and whether its content was cut; with `file_notice`, the
+/// content is replaced by that notice (the summary of a long answer).
+fn build(
+    envelope: &TaskEnvelope,
+    kind: ReplyKind,
+    now_ms: u64,
+    limit: usize,
+    file_notice: Option<&str>,
+) -> (SlackReply, bool) {
     let result = envelope.result.as_ref();
     let mut summary = mrkdwn(&summary(result));
     let (title, content, with_footer) = match Shape::of(envelope, kind) {
@@ -117,16 +215,23 @@ pub fn render_with_limit(
     let fixed = text.chars().count()
         + block_chars(&blocks[0])
         + context_block.as_ref().map(block_chars).unwrap_or(0);
-    push_content(&mut blocks, &content, limit.saturating_sub(fixed));
+    let cut = match file_notice {
+        Some(notice) => {
+            blocks.push(section(cut_chars(notice, SLACK_BLOCK_LIMIT)));
+            false
+        }
+        None => push_content(&mut blocks, &content, limit.saturating_sub(fixed)),
+    };
     blocks.extend(context_block);
-    SlackReply { text, blocks }
+    (SlackReply { text, blocks }, cut)
 }
 
 /// Adds the content as sections within `budget` characters and the block
-/// count, ending with a truncation notice when it does not all fit.
-fn push_content(blocks: &mut Vec<Value>, content: &str, budget: usize) {
+/// count, ending with a truncation notice when it does not all fit (then
+/// returns true).
+fn push_content(blocks: &mut Vec<Value>, content: &str, budget: usize) -> bool {
     if content.is_empty() {
-        return;
+        return false;
     }
     let total = content.chars().count();
     let notice = format!(
@@ -141,7 +246,7 @@ fn push_content(blocks: &mut Vec<Value>, content: &str, budget: usize) {
     while !rest.is_empty() {
         if sections == max_sections || left <= reopen.len() + 8 {
             blocks.push(section(&notice));
-            return;
+            return true;
         }
         // Room for a re-opened fence at the start and a closing one at the end.
         let room = (SLACK_BLOCK_LIMIT - 8 - reopen.len()).min(left - reopen.len() - 8);
@@ -165,6 +270,7 @@ fn push_content(blocks: &mut Vec<Value>, content: &str, budget: usize) {
         blocks.push(section(&text));
         sections += 1;
     }
+    false
 }
 
 fn section(text: &str) -> Value {

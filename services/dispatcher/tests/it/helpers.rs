@@ -15,7 +15,7 @@ use contexten_providers::github::GithubAuth;
 use contexten_providers::linear::LinearAuth;
 use contexten_trust::outbound::OutboundGuard;
 use dispatcher::DispatchHandler;
-use dispatcher::config::{Limits, ProviderSettings};
+use dispatcher::config::{Limits, ProviderSettings, SlackCommandReply};
 use std::time::Duration;
 use wiremock::MockServer;
 
@@ -122,6 +122,7 @@ pub fn settings(github: &MockServer, linear: &MockServer, slack: &MockServer) ->
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
         },
+        slack_command_reply: SlackCommandReply::Channel,
         limits: Limits {
             github_per_minute: 80,
             github_per_hour: 500,

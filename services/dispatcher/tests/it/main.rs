@@ -6,4 +6,5 @@ mod helpers;
 mod linear;
 mod ordering;
 mod slack;
+mod slash;
 mod truncation;
