@@ -239,3 +239,61 @@ async fn a_labelled_pull_request_from_a_fork_is_read_from_the_base_repository() 
     );
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn a_review_comment_on_a_line_gets_a_diff_checked_against_the_pr_head() {
+    let fleet = Fleet::start(FleetOptions::default())
+        .await
+        .expect("fleet starts");
+    let root = fleet.dir.path().join("git");
+    let (head, _) = repository_with_pull_requests(&root);
+    fleet.fakes.serve_git(&root).await;
+    // app/retry.py exists only in the PR's head: the diff applies there only.
+    *fleet.fakes.llm_answer.lock().unwrap() = "```diff\n--- a/app/retry.py\n+++ b/app/retry.py\n@@ -1,3 +1,3 @@\n def retry_backoff_seconds(attempt: int) -> int:\n     \"\"\"Seconds to wait before retry number `attempt`.\"\"\"\n-    return min(300, 2 ** attempt)\n+    return min(600, 2 ** attempt)\n```\n".into();
+    let uri = fleet.fakes.github.uri();
+    let clone_url = format!("{uri}/octo/hello.git");
+    let payload = json!({
+        "action": "created",
+        "comment": {"id": 7701, "body": "/contexten context raise this cap to ten minutes",
+                    "path": "app/retry.py", "line": 3, "side": "RIGHT",
+                    "user": {"login": "octocat", "type": "User"}, "author_association": "MEMBER",
+                    "created_at": contexten_envelope::time::rfc3339(unix_now())},
+        "pull_request": {"number": 5, "title": "Retry with backoff", "body": "",
+                         "head": {"ref": "retry", "sha": head},
+                         "base": {"ref": "main", "sha": "0000000000000000000000000000000000000000"}},
+        "repository": repository(&clone_url),
+        "sender": {"login": "octocat", "type": "User"},
+        "installation": {"id": 1}
+    });
+    let response = fleet
+        .github_webhook("pull_request_review_comment", "d-pr-5-review", &payload)
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+
+    let answer = eventually(FLOW_WITHIN, || async {
+        comments(&fleet.fakes, 5)
+            .await
+            .into_iter()
+            .find(|c| c.contains("min(600"))
+    })
+    .await
+    .unwrap_or_else(|| panic!("no answer on #5\n{}", fleet.logs(60)));
+    assert!(
+        answer.contains(&format!(
+            "Read at commit {} (head of pull request #5)",
+            &head[..7]
+        )),
+        "{answer}"
+    );
+    assert!(answer.contains("`app/retry.py`"), "{answer}");
+    let prompts: String = Fakes::requests(&fleet.fakes.llm, "POST", "/v1/chat/completions")
+        .await
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert!(
+        prompts.contains("return min(300, 2 ** attempt)"),
+        "the commented file is the target"
+    );
+    fleet.stop().await;
+}
