@@ -107,6 +107,41 @@ fn git_http_backend(root: &Path, request: &Request) -> ResponseTemplate {
     response.set_body_raw(out[split + 4..].to_vec(), &content_type)
 }
 
+/// A Slack channel the fake's bot is not a member of: `chat.postMessage`
+/// there answers `not_in_channel`.
+pub const OUTSIDE_CHANNEL: &str = "C0OUTSIDE";
+
+/// The fields of a form-encoded body.
+pub fn url_form(body: &[u8]) -> std::collections::HashMap<String, String> {
+    let text = String::from_utf8_lossy(body);
+    text.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (form_decode(k), form_decode(v)))
+        .collect()
+}
+
+fn form_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'+', _) => out.push(b' '),
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 2;
+            }
+            (byte, _) => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn body_json(request: &Request) -> Value {
     serde_json::from_slice(&request.body).unwrap_or(Value::Null)
 }
@@ -275,6 +310,11 @@ impl Fakes {
             .and(path_regex(r"^/api/chat\.postMessage$"))
             .respond_with(move |request: &Request| {
                 let body = body_json(request);
+                // A channel the bot was never invited to, as Slack refuses it.
+                if body["channel"] == OUTSIDE_CHANNEL {
+                    return ResponseTemplate::new(200)
+                        .set_body_json(json!({"ok": false, "error": "not_in_channel"}));
+                }
                 let n = ts.fetch_add(1, Ordering::SeqCst);
                 let message = json!({
                     "type": "message", "ts": format!("1764417600.{n:06}"),
@@ -310,6 +350,47 @@ impl Fakes {
                 ResponseTemplate::new(200)
                     .set_body_json(json!({"ok": true, "messages": messages, "has_more": false}))
             })
+            .mount(&self.slack)
+            .await;
+        // The three upload calls: the upload URL points back at this fake
+        // (in production it is on files.slack.com).
+        let files = Arc::new(AtomicU64::new(1));
+        let upload_base = self.slack.uri();
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/api/files\.getUploadURLExternal$"))
+            .respond_with(move |_: &Request| {
+                let n = files.fetch_add(1, Ordering::SeqCst);
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "ok": true,
+                    "upload_url": format!("{upload_base}/upload/v1/F{n:08}"),
+                    "file_id": format!("F{n:08}"),
+                }))
+            })
+            .mount(&self.slack)
+            .await;
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/upload/v1/"))
+            .respond_with(|request: &Request| {
+                ResponseTemplate::new(200).set_body_string(format!("OK - {}", request.body.len()))
+            })
+            .mount(&self.slack)
+            .await;
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/api/files\.completeUploadExternal$"))
+            .respond_with(|request: &Request| {
+                let form: std::collections::HashMap<String, String> = url_form(&request.body);
+                let files: Value = form
+                    .get("files")
+                    .and_then(|f| serde_json::from_str(f).ok())
+                    .unwrap_or(Value::Null);
+                ResponseTemplate::new(200).set_body_json(json!({"ok": true, "files": files}))
+            })
+            .mount(&self.slack)
+            .await;
+        // A slash command's response_url (hooks.slack.com in production).
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/commands/"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
             .mount(&self.slack)
             .await;
         Mock::given(method("POST"))

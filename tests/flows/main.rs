@@ -3,6 +3,7 @@
 
 mod pull_requests;
 mod secrets;
+mod slack_commands;
 
 use contexten_fleet_tests::fakes::Fakes;
 use contexten_fleet_tests::harness::*;
