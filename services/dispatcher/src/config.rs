@@ -18,13 +18,21 @@
 //! | `LINEAR_REQUESTS_PER_HOUR` | Linear requests per hour (the whole fleet) | `2500` |
 //! | `DISPATCH_LIMIT_WAIT_MS` | longest in-handler wait for a limiter permit before rescheduling (0–60000) | `2000` |
 //!
+//! Every credential may be given as `<NAME>_FILE` instead (`GITHUB_TOKEN_FILE`,
+//! `GITHUB_APP_PRIVATE_KEY_FILE`, `LINEAR_API_KEY_FILE`, `SLACK_BOT_TOKEN_FILE`,
+//! `CALLBACK_SIGNING_SECRET_FILE`): the clients read the current value per
+//! request, so a rotated file is used by the next reply without a restart (the
+//! file is looked at again at most once a second). A key path in
+//! `GITHUB_APP_PRIVATE_KEY` is re-read the same way.
+//!
 //! A platform without credentials is disabled: its replies are dead-lettered
 //! with `provider_not_configured`, never dropped. A callback URL comes from the
 //! requester, so it passes the outbound guard (`contexten_trust::outbound`): a
 //! refused one is dead-lettered with `outbound_refused`.
 
 use contexten_broker::service::WorkerConfig;
-use contexten_config::{ConfigError, Env, ExposeSecret, Secret};
+use contexten_config::secret::RELOAD_INTERVAL;
+use contexten_config::{ConfigError, Env, ExposeSecret, SecretSource};
 use contexten_envelope::Stage;
 use contexten_providers::HttpSettings;
 use contexten_providers::callback::WebhookSigner;
@@ -62,7 +70,8 @@ pub struct ProviderSettings {
     /// `None` = GitHub replies are dead-lettered as not configured.
     pub github: Option<GithubAuth>,
     pub linear: Option<LinearAuth>,
-    pub slack: Option<Secret>,
+    /// `SLACK_BOT_TOKEN` or `SLACK_BOT_TOKEN_FILE`, read per request.
+    pub slack: Option<SecretSource>,
     pub callback: Option<WebhookSigner>,
     /// Where callbacks may go (`CONTEXTEN_OUTBOUND_ALLOW`, loopback with
     /// `CONTEXTEN_ALLOW_LOCAL_REPOS`); the platforms' own URLs are configured,
@@ -122,9 +131,9 @@ impl ProviderSettings {
             ..HttpSettings::default()
         };
         let callback = env
-            .secret("CALLBACK_SIGNING_SECRET")
+            .secret_source("CALLBACK_SIGNING_SECRET")?
             .map(|secret| {
-                WebhookSigner::new(&secret).map_err(|_| ConfigError {
+                WebhookSigner::from_source(secret).map_err(|_| ConfigError {
                     var: "CALLBACK_SIGNING_SECRET".into(),
                     shown: "****".into(),
                     expected:
@@ -136,9 +145,9 @@ impl ProviderSettings {
         Ok(ProviderSettings {
             github: github_auth(env)?,
             linear: env
-                .secret("LINEAR_API_KEY")
-                .map(|k| LinearAuth::from_setting(&k)),
-            slack: env.secret("SLACK_BOT_TOKEN"),
+                .secret_source("LINEAR_API_KEY")?
+                .map(LinearAuth::from_source),
+            slack: env.secret_source("SLACK_BOT_TOKEN")?,
             callback,
             // A bad allow-list entry stops the start, naming the variable and entry.
             outbound: OutboundGuard::from_env(env)?,
@@ -184,27 +193,32 @@ impl ProviderSettings {
 /// `GITHUB_TOKEN`, else nothing.
 fn github_auth(env: &Env) -> Result<Option<GithubAuth>, ConfigError> {
     let Some(app_id) = env.parse_opt::<u64>("GITHUB_APP_ID", "a numeric GitHub App id")? else {
-        return Ok(env.secret("GITHUB_TOKEN").map(GithubAuth::Token));
+        return Ok(env.secret_source("GITHUB_TOKEN")?.map(GithubAuth::Token));
     };
     let key_error = |expected: &str| ConfigError {
         var: "GITHUB_APP_PRIVATE_KEY".into(),
         shown: "****".into(),
         expected: expected.into(),
     };
-    let raw = env.secret("GITHUB_APP_PRIVATE_KEY").ok_or_else(|| {
-        key_error("the App's RSA private key (PEM text or a file path) when GITHUB_APP_ID is set")
-    })?;
+    let raw = env
+        .secret_source("GITHUB_APP_PRIVATE_KEY")?
+        .ok_or_else(|| {
+            key_error(
+                "the App's RSA private key (PEM text or a file path) when GITHUB_APP_ID is set",
+            )
+        })?;
     // A mounted Kubernetes secret is a file; inline PEM starts with its armour.
-    let pem = if raw.expose_secret().trim_start().starts_with("-----BEGIN") {
+    let value = raw.current();
+    let pem = if raw.is_file() || value.expose_secret().trim_start().starts_with("-----BEGIN") {
         raw
     } else {
-        let text = std::fs::read_to_string(raw.expose_secret().trim())
-            .map_err(|_| key_error("PEM text or the path of a readable PEM file"))?;
-        Secret::from(text)
+        let path = std::path::Path::new(value.expose_secret().trim());
+        SecretSource::file("GITHUB_APP_PRIVATE_KEY", path, RELOAD_INTERVAL)
+            .map_err(|_| key_error("PEM text or the path of a readable PEM file"))?
     };
     let installation =
         env.parse_opt::<u64>("GITHUB_APP_INSTALLATION_ID", "a numeric installation id")?;
-    let app = AppCredentials::new(app_id, &pem, installation)
+    let app = AppCredentials::from_source(app_id, pem, installation)
         .map_err(|_| key_error("an RSA private key in PEM (PKCS#1 or PKCS#8)"))?;
     Ok(Some(GithubAuth::App(app)))
 }
@@ -263,6 +277,42 @@ mod tests {
         let err = ProviderSettings::from_env(&env).unwrap_err();
         assert_eq!(err.var, "GITHUB_APP_PRIVATE_KEY");
         assert!(!err.to_string().contains("nonsense"), "{err}");
+    }
+
+    #[test]
+    fn credentials_are_read_from_their_files_and_not_beside_their_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, value: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, value).unwrap();
+            path.display().to_string()
+        };
+        let slack = file("slack", &["xoxb", "-file-", "0001"].concat());
+        let linear = file("linear", &["lin_api_", "file"].concat());
+        let github = file("github", &["ghp", "_file"].concat());
+        let callback = file("callback", &["callback-", "file-secret-", "0001"].concat());
+        let env = Env::from_pairs([
+            ("SLACK_BOT_TOKEN_FILE", slack.as_str()),
+            ("LINEAR_API_KEY_FILE", linear.as_str()),
+            ("GITHUB_TOKEN_FILE", github.as_str()),
+            ("CALLBACK_SIGNING_SECRET_FILE", callback.as_str()),
+        ]);
+        let settings = ProviderSettings::from_env(&env).unwrap();
+        assert!(settings.slack.as_ref().is_some_and(SecretSource::is_file));
+        assert!(settings.linear.is_some() && settings.callback.is_some());
+        assert!(matches!(settings.github, Some(GithubAuth::Token(ref t)) if t.is_file()));
+        let shown = format!("{settings:?}");
+        for value in ["-file-0001", "lin_api_file", "ghp_file", "file-secret-0001"] {
+            assert!(!shown.contains(value), "{shown}");
+        }
+
+        let token = ["xoxb", "-", "0002"].concat();
+        let env = Env::from_pairs([
+            ("SLACK_BOT_TOKEN", token.as_str()),
+            ("SLACK_BOT_TOKEN_FILE", slack.as_str()),
+        ]);
+        let err = ProviderSettings::from_env(&env).unwrap_err();
+        assert_eq!(err.var, "SLACK_BOT_TOKEN_FILE");
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl DispatchHandler {
             slack: settings
                 .slack
                 .clone()
-                .map(|token| SlackClient::new(&settings.slack_url, token, http)),
+                .map(|token| SlackClient::with_token_source(&settings.slack_url, token, http)),
             callback: settings
                 .callback
                 .clone()

@@ -13,12 +13,14 @@ use crate::http::{self, HttpSettings};
 use crate::time::unix_now;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use contexten_config::SecretSource;
 use contexten_trust::outbound::{OutboundGuard, Purpose};
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION};
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use sha2::Sha256;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The provider label in errors and metrics.
@@ -34,10 +36,15 @@ pub const TOLERANCE: Duration = Duration::from_secs(5 * 60);
 /// The wait when a receiver answers 429 without a delay.
 const DEFAULT_LIMIT_WAIT: Duration = Duration::from_secs(30);
 
-/// Signs (and verifies) Standard Webhooks signatures with one secret.
+/// Signs (and verifies) Standard Webhooks signatures with one secret. A secret
+/// read from `CALLBACK_SIGNING_SECRET_FILE` is read again per signature (the
+/// file itself at most once a second), so a rotated secret signs the next
+/// delivery; a value that is not a usable secret keeps the last usable one.
 #[derive(Clone)]
 pub struct WebhookSigner {
-    key: SecretSlice<u8>,
+    source: SecretSource,
+    /// The last key that decoded (the only one for a fixed secret).
+    key: Arc<Mutex<SecretSlice<u8>>>,
 }
 
 impl std::fmt::Debug for WebhookSigner {
@@ -51,26 +58,54 @@ impl std::fmt::Debug for WebhookSigner {
 #[error("the signing secret must be whsec_<base64> or at least 16 bytes")]
 pub struct BadSecret;
 
+/// The key of `whsec_<base64>` (the Standard Webhooks format) or, for other
+/// values, the secret's own bytes.
+fn decode(secret: &SecretString) -> Result<SecretSlice<u8>, BadSecret> {
+    let raw = secret.expose_secret().trim();
+    let key = match raw.strip_prefix("whsec_") {
+        Some(encoded) => STANDARD.decode(encoded).map_err(|_| BadSecret)?,
+        None => raw.as_bytes().to_vec(),
+    };
+    if key.len() < 16 {
+        return Err(BadSecret);
+    }
+    Ok(SecretSlice::from(key))
+}
+
 impl WebhookSigner {
     /// A signer from `whsec_<base64>` (the Standard Webhooks format) or, for
     /// other values, the secret's own bytes.
     pub fn new(secret: &SecretString) -> Result<Self, BadSecret> {
-        let raw = secret.expose_secret().trim();
-        let key = match raw.strip_prefix("whsec_") {
-            Some(encoded) => STANDARD.decode(encoded).map_err(|_| BadSecret)?,
-            None => raw.as_bytes().to_vec(),
-        };
-        if key.len() < 16 {
-            return Err(BadSecret);
-        }
+        Self::from_source(SecretSource::fixed(secret.clone()))
+    }
+
+    /// A signer reading its secret from `source` (a file is re-read); its
+    /// current value must be usable.
+    pub fn from_source(source: SecretSource) -> Result<Self, BadSecret> {
+        let key = decode(&source.current())?;
         Ok(WebhookSigner {
-            key: SecretSlice::from(key),
+            source,
+            key: Arc::new(Mutex::new(key)),
         })
     }
 
-    fn mac(&self, id: &str, timestamp: u64, body: &[u8]) -> Hmac<Sha256> {
+    /// The current key, or the last usable one when the file holds none.
+    fn key(&self) -> SecretSlice<u8> {
+        let mut last = self.key.lock().unwrap_or_else(|e| e.into_inner());
+        if self.source.is_file() {
+            match decode(&self.source.current()) {
+                Ok(key) => *last = key,
+                Err(BadSecret) => tracing::warn!(
+                    "CALLBACK_SIGNING_SECRET_FILE does not hold a usable secret: signing with the last usable one"
+                ),
+            }
+        }
+        last.clone()
+    }
+
+    fn mac(key: &SecretSlice<u8>, id: &str, timestamp: u64, body: &[u8]) -> Hmac<Sha256> {
         // HMAC accepts keys of any length.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.expose_secret())
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose_secret())
             .unwrap_or_else(|_| unreachable!("hmac takes any key length"));
         mac.update(id.as_bytes());
         mac.update(b".");
@@ -82,7 +117,9 @@ impl WebhookSigner {
 
     /// The `webhook-signature` value for this delivery.
     pub fn sign(&self, id: &str, timestamp: u64, body: &[u8]) -> String {
-        let tag = self.mac(id, timestamp, body).finalize().into_bytes();
+        let tag = Self::mac(&self.key(), id, timestamp, body)
+            .finalize()
+            .into_bytes();
         format!("v1,{}", STANDARD.encode(tag))
     }
 
@@ -102,6 +139,7 @@ impl WebhookSigner {
         if timestamp.abs_diff(now_unix) > TOLERANCE.as_secs() {
             return false;
         }
+        let key = self.key();
         header.split_whitespace().any(|candidate| {
             let Some(encoded) = candidate.strip_prefix("v1,") else {
                 return false;
@@ -109,7 +147,9 @@ impl WebhookSigner {
             let Ok(tag) = STANDARD.decode(encoded) else {
                 return false;
             };
-            self.mac(id, timestamp, body).verify_slice(&tag).is_ok()
+            Self::mac(&key, id, timestamp, body)
+                .verify_slice(&tag)
+                .is_ok()
         })
     }
 }
@@ -252,5 +292,30 @@ mod tests {
     fn short_or_malformed_secrets_are_refused() {
         assert!(WebhookSigner::new(&SecretString::from("short".to_owned())).is_err());
         assert!(WebhookSigner::new(&SecretString::from("whsec_***".to_owned())).is_err());
+    }
+
+    #[test]
+    fn a_rotated_secret_file_signs_the_next_delivery_and_a_bad_one_keeps_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("callback");
+        std::fs::write(&path, secret().expose_secret()).unwrap();
+        let source = SecretSource::file("CALLBACK_SIGNING_SECRET_FILE", &path, Duration::ZERO);
+        let signer = WebhookSigner::from_source(source.unwrap()).unwrap();
+        let old = WebhookSigner::new(&secret()).unwrap();
+        let next = SecretString::from(format!(
+            "whsec_{}",
+            STANDARD.encode(b"the next key, also 24 b.")
+        ));
+        let sign = |s: &WebhookSigner| s.sign("msg_1", 1_700_000_000, b"{}");
+        assert_eq!(sign(&signer), sign(&old));
+        std::fs::write(&path, next.expose_secret()).unwrap();
+        let new = WebhookSigner::new(&next).unwrap();
+        assert_eq!(sign(&signer), sign(&new));
+        std::fs::write(&path, "short").unwrap();
+        assert_eq!(
+            sign(&signer),
+            sign(&new),
+            "an unusable value keeps the last key"
+        );
     }
 }

@@ -5,6 +5,7 @@
 use crate::ProviderError;
 use crate::http::{self, HttpSettings, snippet};
 use crate::time::unix_now;
+use contexten_config::SecretSource;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
@@ -23,31 +24,35 @@ const COMMENT_BY_ID: &str = "query Comment($id: String!) { comment(id: $id) { id
 
 /// How Linear sees the credential: a personal API key is sent raw as
 /// `Authorization: <key>`, an OAuth access token as `Bearer <token>`; mixing the
-/// two up is a known failure.
+/// two up is a known failure. The setting is read per request, so a rotated
+/// `LINEAR_API_KEY_FILE` takes effect with the next one.
 #[derive(Debug, Clone)]
-pub enum LinearAuth {
-    ApiKey(SecretString),
-    OAuth(SecretString),
+pub struct LinearAuth {
+    setting: SecretSource,
 }
 
 impl LinearAuth {
-    /// Reads `LINEAR_API_KEY`: `Bearer <token>` or a `lin_oauth_` token is OAuth;
-    /// anything else (`lin_api_…`) is a personal key.
+    /// `LINEAR_API_KEY` as a fixed value.
     pub fn from_setting(value: &SecretString) -> Self {
-        let raw = value.expose_secret().trim();
-        if let Some(token) = raw.strip_prefix("Bearer ") {
-            LinearAuth::OAuth(SecretString::from(token.trim().to_owned()))
-        } else if raw.starts_with("lin_oauth_") {
-            LinearAuth::OAuth(SecretString::from(raw.to_owned()))
-        } else {
-            LinearAuth::ApiKey(SecretString::from(raw.to_owned()))
-        }
+        Self::from_source(SecretSource::fixed(value.clone()))
     }
 
+    /// `LINEAR_API_KEY` or `LINEAR_API_KEY_FILE`, read per request.
+    pub fn from_source(setting: SecretSource) -> Self {
+        LinearAuth { setting }
+    }
+
+    /// The `Authorization` value: `Bearer <token>` or a `lin_oauth_` token is
+    /// OAuth; anything else (`lin_api_…`) is a personal key, sent raw.
     fn header(&self) -> String {
-        match self {
-            LinearAuth::ApiKey(key) => key.expose_secret().to_owned(),
-            LinearAuth::OAuth(token) => format!("Bearer {}", token.expose_secret()),
+        let current = self.setting.current();
+        let raw = current.expose_secret().trim();
+        if let Some(token) = raw.strip_prefix("Bearer ") {
+            format!("Bearer {}", token.trim())
+        } else if raw.starts_with("lin_oauth_") {
+            format!("Bearer {raw}")
+        } else {
+            raw.to_owned()
         }
     }
 }
@@ -277,5 +282,18 @@ mod tests {
         assert_eq!(oauth.header(), "Bearer lin_oauth_t1");
         let explicit = LinearAuth::from_setting(&SecretString::from(format!("Bearer {}", "t2")));
         assert_eq!(explicit.header(), "Bearer t2");
+    }
+
+    #[test]
+    fn a_key_file_is_read_per_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("linear");
+        std::fs::write(&path, format!("lin_api_{}\n", "k1")).unwrap();
+        let source = SecretSource::file("LINEAR_API_KEY_FILE", &path, Duration::ZERO).unwrap();
+        let auth = LinearAuth::from_source(source);
+        assert_eq!(auth.header(), "lin_api_k1");
+        std::fs::write(&path, format!("lin_oauth_{}", "t3")).unwrap();
+        assert_eq!(auth.header(), "Bearer lin_oauth_t3");
+        assert!(!format!("{auth:?}").contains("t3"));
     }
 }

@@ -14,6 +14,7 @@
 use crate::ProviderError;
 use crate::http::{self, HttpSettings, snippet};
 use crate::time::unix_now;
+use contexten_config::SecretSource;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -67,7 +68,8 @@ pub struct SlackClient {
     http: reqwest::Client,
     base: String,
     base_url: url::Url,
-    token: SecretString,
+    /// Read per request, so a rotated `SLACK_BOT_TOKEN_FILE` takes effect.
+    token: SecretSource,
 }
 
 impl std::fmt::Debug for SlackClient {
@@ -81,6 +83,11 @@ impl std::fmt::Debug for SlackClient {
 impl SlackClient {
     /// A client for the API at `base` (`SLACK_API_URL`) with a bot token.
     pub fn new(base: &url::Url, token: SecretString, settings: HttpSettings) -> Self {
+        Self::with_token_source(base, SecretSource::fixed(token), settings)
+    }
+
+    /// A client whose token is read per request (`SLACK_BOT_TOKEN_FILE` may change).
+    pub fn with_token_source(base: &url::Url, token: SecretSource, settings: HttpSettings) -> Self {
         SlackClient {
             http: http::client(PROVIDER, settings),
             base: base.as_str().trim_end_matches('/').to_owned(),
@@ -217,7 +224,7 @@ impl SlackClient {
         let response = self
             .http
             .get(format!("{}/{method}", self.base))
-            .bearer_auth(self.token.expose_secret())
+            .bearer_auth(self.token.current().expose_secret())
             .query(query)
             .send()
             .await
@@ -357,7 +364,7 @@ impl SlackClient {
         let response = self
             .http
             .post(format!("{}/{method}", self.base))
-            .bearer_auth(self.token.expose_secret())
+            .bearer_auth(self.token.current().expose_secret())
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)
             .send()
@@ -370,7 +377,7 @@ impl SlackClient {
         let response = self
             .http
             .post(format!("{}/{method}", self.base))
-            .bearer_auth(self.token.expose_secret())
+            .bearer_auth(self.token.current().expose_secret())
             .header("content-type", "application/json; charset=utf-8")
             .body(body.to_string())
             .send()

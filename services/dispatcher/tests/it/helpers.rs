@@ -110,9 +110,9 @@ pub fn settings(github: &MockServer, linear: &MockServer, slack: &MockServer) ->
         url::Url::parse(&format!("{}{path}", server.uri())).unwrap()
     };
     ProviderSettings {
-        github: Some(GithubAuth::Token(Secret::from(github_token()))),
+        github: Some(GithubAuth::Token(Secret::from(github_token()).into())),
         linear: Some(LinearAuth::from_setting(&Secret::from(linear_key()))),
-        slack: Some(Secret::from(slack_token())),
+        slack: Some(Secret::from(slack_token()).into()),
         callback: Some(WebhookSigner::new(&Secret::from(callback_secret())).unwrap()),
         outbound: outbound("127.0.0.1"),
         github_url: url(github, ""),

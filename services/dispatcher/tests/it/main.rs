@@ -5,6 +5,7 @@ mod github;
 mod helpers;
 mod linear;
 mod ordering;
+mod rotation;
 mod slack;
 mod slash;
 mod truncation;

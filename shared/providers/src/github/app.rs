@@ -4,10 +4,12 @@
 
 use crate::time::{parse_rfc3339, unix_now};
 use crate::{ProviderError, github::PROVIDER};
+use contexten_config::SecretSource;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A cached token is replaced this long before it expires, so a request never
@@ -20,11 +22,17 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 const JWT_BACKDATE_SECS: u64 = 60;
 const JWT_LIFETIME_SECS: u64 = 9 * 60;
 
-/// An App's identity: its id and private key (PEM, PKCS#1 or PKCS#8).
+/// An App's identity: its id and private key (PEM, PKCS#1 or PKCS#8). A key
+/// read from a file (`GITHUB_APP_PRIVATE_KEY_FILE`, or a path in
+/// `GITHUB_APP_PRIVATE_KEY`) is read again for each JWT (at most a few an
+/// hour), so a rotated key takes effect without a restart; a file that stops
+/// holding a valid key keeps the last valid one.
 #[derive(Clone)]
 pub struct AppCredentials {
     app_id: u64,
-    key: EncodingKey,
+    pem: SecretSource,
+    /// The last key that parsed (the only one for a fixed key).
+    key: Arc<Mutex<EncodingKey>>,
     /// A fixed installation; otherwise looked up per repository.
     installation_id: Option<u64>,
 }
@@ -38,6 +46,15 @@ impl std::fmt::Debug for AppCredentials {
     }
 }
 
+fn parse_key(pem: &SecretString) -> Result<EncodingKey, ProviderError> {
+    EncodingKey::from_rsa_pem(pem.expose_secret().as_bytes()).map_err(|e| {
+        ProviderError::Misconfigured {
+            provider: PROVIDER,
+            detail: format!("GITHUB_APP_PRIVATE_KEY is not an RSA private key in PEM: {e}"),
+        }
+    })
+}
+
 impl AppCredentials {
     /// Credentials from the App id and its PEM private key.
     pub fn new(
@@ -45,19 +62,41 @@ impl AppCredentials {
         private_key_pem: &SecretString,
         installation_id: Option<u64>,
     ) -> Result<Self, ProviderError> {
-        use secrecy::ExposeSecret;
-        let key =
-            EncodingKey::from_rsa_pem(private_key_pem.expose_secret().as_bytes()).map_err(|e| {
-                ProviderError::Misconfigured {
-                    provider: PROVIDER,
-                    detail: format!("GITHUB_APP_PRIVATE_KEY is not an RSA private key in PEM: {e}"),
-                }
-            })?;
+        Self::from_source(
+            app_id,
+            SecretSource::fixed(private_key_pem.clone()),
+            installation_id,
+        )
+    }
+
+    /// Credentials whose key is read from `pem` (a file is re-read per JWT);
+    /// its current value must be a valid key.
+    pub fn from_source(
+        app_id: u64,
+        pem: SecretSource,
+        installation_id: Option<u64>,
+    ) -> Result<Self, ProviderError> {
+        let key = parse_key(&pem.current())?;
         Ok(AppCredentials {
             app_id,
-            key,
+            pem,
+            key: Arc::new(Mutex::new(key)),
             installation_id,
         })
+    }
+
+    /// The key to sign with: the file's current key when it parses, else the last good one.
+    fn signing_key(&self) -> EncodingKey {
+        let mut last = self.key.lock().unwrap_or_else(|e| e.into_inner());
+        if self.pem.is_file() {
+            match parse_key(&self.pem.current()) {
+                Ok(key) => *last = key,
+                Err(_) => tracing::warn!(
+                    "GITHUB_APP_PRIVATE_KEY file does not hold a valid key: signing with the last valid one"
+                ),
+            }
+        }
+        last.clone()
     }
 
     /// The App id.
@@ -84,7 +123,8 @@ impl AppCredentials {
             exp: now + JWT_LIFETIME_SECS,
             iss: self.app_id.to_string(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &self.key).map_err(|e| {
+        let key = self.signing_key();
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).map_err(|e| {
             ProviderError::Misconfigured {
                 provider: PROVIDER,
                 detail: format!("cannot sign the App JWT: {e}"),

@@ -9,6 +9,7 @@ use crate::ProviderError;
 use crate::http::{self, HttpSettings, retry_after_from, snippet};
 use crate::time::{rfc3339, unix_now};
 use app::TokenCache;
+use contexten_config::SecretSource;
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -27,8 +28,9 @@ const MAX_SEARCH_PAGES: u32 = 5;
 /// How the client authenticates.
 #[derive(Debug, Clone)]
 pub enum GithubAuth {
-    /// A personal or installation token (`GITHUB_TOKEN`).
-    Token(SecretString),
+    /// A personal or installation token (`GITHUB_TOKEN` or `GITHUB_TOKEN_FILE`),
+    /// read per request so a rotated file takes effect with the next one.
+    Token(SecretSource),
     /// A GitHub App (`GITHUB_APP_ID` + `GITHUB_APP_PRIVATE_KEY`).
     App(AppCredentials),
 }
@@ -206,7 +208,7 @@ impl GithubClient {
     /// The token to use for `repo`, and its installation when it is an App's.
     async fn token_for(&self, repo: &str) -> Result<(SecretString, Option<u64>), ProviderError> {
         let app = match &self.auth {
-            GithubAuth::Token(token) => return Ok((token.clone(), None)),
+            GithubAuth::Token(token) => return Ok((token.current(), None)),
             GithubAuth::App(app) => app,
         };
         let installation = self.installation_for(app, repo).await?;
