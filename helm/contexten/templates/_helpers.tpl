@@ -93,7 +93,7 @@ allowLocalRepos: {env: CONTEXTEN_ALLOW_LOCAL_REPOS, to: [ingest, context, genera
 outboundAllow: {env: CONTEXTEN_OUTBOUND_ALLOW, to: [ingest, context, generate, dispatch]}
 gitAllowSsh: {env: CONTEXTEN_GIT_ALLOW_SSH, to: [ingest, context, generate]}
 llmModel: {env: LLM_MODEL, to: [context, generate]}
-githubApiUrl: {env: GITHUB_API_URL, to: [ingest, dispatch]}
+githubApiUrl: {env: GITHUB_API_URL, to: [ingest, context, dispatch]}
 githubAppId: {env: GITHUB_APP_ID, to: [ingest, dispatch]}
 # ingest
 commandPrefix: {env: CONTEXTEN_COMMAND_PREFIX, to: [ingest]}
