@@ -382,11 +382,13 @@ impl ContextHandler {
                     }
                 }
             }
+            let mut symbols = request.hints.symbols.clone();
+            symbols.extend(pull::commented_symbol(&map, &request));
             let query = Query {
                 text: request.text.clone(),
                 hints: Hints {
                     paths,
-                    symbols: request.hints.symbols.clone(),
+                    symbols,
                     traces: Vec::new(),
                 },
                 top_k: handler.top_k,

@@ -13,8 +13,8 @@
 //! first and the diff (against the merge base, see codemap's
 //! `pull_request_changes`) takes at most half the prompt budget.
 
-use contexten_codemap::{PullChanges, RankedFile, tokenizer_for};
-use contexten_envelope::{ReplyTarget, TaskEnvelope};
+use contexten_codemap::{CodeMap, PullChanges, RankedFile, tokenizer_for};
+use contexten_envelope::{ReplyTarget, Request, TaskEnvelope};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -179,6 +179,17 @@ pub async fn base_ref(
     found.map(|(b, from)| (format!("refs/heads/{b}"), from))
 }
 
+/// The definition a review comment's line falls in (`hints.target_file` at
+/// `extra.github_review_line`), as a symbol hint.
+pub fn commented_symbol(map: &CodeMap, request: &Request) -> Option<String> {
+    let path = request.hints.target_file.as_deref()?;
+    let line = request.extra.get("github_review_line")?.as_u64()?;
+    let file = map.find_file(path)?;
+    let symbol = map.symbol_at(file, u32::try_from(line).ok()?)?;
+    let entry = map.files().get(file as usize)?;
+    Some(entry.analysis.symbols.get(symbol as usize)?.name.clone())
+}
+
 /// The ranked files with those the PR changes first (each order kept), the
 /// changed ones marked with the reason.
 pub fn changed_first(ranked: Vec<RankedFile>, changed: &[String], number: u64) -> Vec<RankedFile> {
@@ -277,6 +288,83 @@ mod tests {
             reasons: vec!["bm25".into()],
             components: Default::default(),
         }
+    }
+
+    fn pull_task(extra: serde_json::Value) -> TaskEnvelope {
+        let request = Request {
+            text: "why".into(),
+            repository: Some(contexten_envelope::RepositoryRef {
+                url: "https://github.com/octo/hello.git".into(),
+                reference: Some("refs/pull/5/head".into()),
+            }),
+            extra: extra.as_object().cloned().unwrap_or_default(),
+            ..Request::default()
+        };
+        let source = contexten_envelope::Source {
+            kind: contexten_envelope::SourceKind::Github,
+            delivery_id: None,
+            requested_by: None,
+            reply_to: ReplyTarget::Github {
+                repo: "octo/hello".into(),
+                number: 5,
+                comment_id: None,
+            },
+            extra: Default::default(),
+        };
+        TaskEnvelope::new(source, request)
+    }
+
+    #[tokio::test]
+    async fn the_base_comes_from_the_event_else_the_api_else_the_default_branch() {
+        let event = pull_task(json!({"github_pull_request": 5,
+            "github_pull_base": {"ref": "release/1.0", "sha": "abc"}, "github_default_branch": "main"}));
+        let pull = PullRequest::of(&event).expect("a pull request");
+        assert_eq!(pull.repo.as_deref(), Some("octo/hello"));
+        assert_eq!(
+            base_ref(&event, &pull, None).await,
+            Some(("refs/heads/release/1.0".into(), BaseFrom::Event))
+        );
+        // The API cannot be reached here: the default branch is the base.
+        let api = PullsApi::new("http://127.0.0.1:9", None);
+        let comment = pull_task(json!({"github_pull_request": 5, "github_default_branch": "main"}));
+        assert_eq!(
+            base_ref(&comment, &pull, Some(&api)).await,
+            Some(("refs/heads/main".into(), BaseFrom::DefaultBranch))
+        );
+        // A task moved to another ref (or repository) is no pull request.
+        let mut moved = comment.clone();
+        moved.request.repository.as_mut().unwrap().reference = None;
+        assert_eq!(PullRequest::of(&moved), None);
+    }
+
+    #[test]
+    fn a_review_comment_line_names_the_definition_it_falls_in() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("retry.py"),
+            "def first():\n    return 1\n\n\ndef backoff(attempt):\n    wait = 2 ** attempt\n    return wait\n",
+        )
+        .unwrap();
+        let engine = contexten_codemap::Engine::new(contexten_codemap::EngineConfig {
+            allow_local: true,
+            ..Default::default()
+        });
+        let map = engine
+            .analyse(&contexten_codemap::RepoSource::Local(
+                dir.path().to_path_buf(),
+            ))
+            .unwrap();
+        let mut request = pull_task(json!({"github_review_line": 6})).request;
+        request.hints.target_file = Some("retry.py".into());
+        assert_eq!(commented_symbol(&map, &request).as_deref(), Some("backoff"));
+        request.extra.insert("github_review_line".into(), 3.into());
+        assert_eq!(
+            commented_symbol(&map, &request),
+            None,
+            "between definitions"
+        );
+        request.hints.target_file = None;
+        assert_eq!(commented_symbol(&map, &request), None);
     }
 
     #[test]
