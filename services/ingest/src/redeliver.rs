@@ -345,17 +345,17 @@ pub mod cli {
             (Some(repo), Some(hook_id)) => Hook::Repo {
                 repo,
                 hook_id,
-                token: env
-                    .secret("GITHUB_TOKEN")
-                    .context("GITHUB_TOKEN is required for a repository hook")?,
+                token: env.secret_value("GITHUB_TOKEN")?.context(
+                    "GITHUB_TOKEN (or GITHUB_TOKEN_FILE) is required for a repository hook",
+                )?,
             },
             _ => {
                 let app_id = env
                     .raw("GITHUB_APP_ID")
                     .context("GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY are required for the App hook (or pass --repo and --hook-id)")?;
                 let key = env
-                    .secret("GITHUB_APP_PRIVATE_KEY")
-                    .context("GITHUB_APP_PRIVATE_KEY is required for the App hook")?;
+                    .secret_value("GITHUB_APP_PRIVATE_KEY")?
+                    .context("GITHUB_APP_PRIVATE_KEY (or GITHUB_APP_PRIVATE_KEY_FILE) is required for the App hook")?;
                 // The key may be given inline (PEM) or as a path to a mounted file.
                 let pem = if key.expose_secret().contains("-----BEGIN") {
                     key.expose_secret().to_owned()

@@ -54,10 +54,11 @@ impl EncryptionKey {
         EncryptionKey(bytes)
     }
 
-    /// `CACHE_ENCRYPTION_KEY` from `env`, if set; a malformed key is a
-    /// configuration error that never shows the value.
+    /// `CACHE_ENCRYPTION_KEY` (or `CACHE_ENCRYPTION_KEY_FILE`, read once:
+    /// sealed entries need the key they were sealed with) from `env`, if set; a
+    /// malformed key is a configuration error that never shows the value.
     pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
-        let Some(secret) = env.secret("CACHE_ENCRYPTION_KEY") else {
+        let Some(secret) = env.secret_value("CACHE_ENCRYPTION_KEY")? else {
             return Ok(None);
         };
         Self::parse(secret.expose_secret())
