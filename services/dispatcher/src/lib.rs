@@ -11,8 +11,11 @@
 //!
 //! Per platform: an acknowledgement is an 👀 reaction on the request comment
 //! (GitHub, when the request was a comment) or on the thread's parent (Slack),
-//! otherwise an "On it" comment; progress and the final answer are new comments
-//! or thread messages (new rather than edits, so the requester is notified).
+//! otherwise an "On it" comment; a Slack slash command was acknowledged by
+//! ingest's ephemeral answer and gets nothing more. Progress and the final
+//! answer are new comments or thread messages (new rather than edits, so the
+//! requester is notified); a Slack answer too long for a message is a summary
+//! plus the full answer as a file in the thread.
 
 pub mod config;
 mod deliver;

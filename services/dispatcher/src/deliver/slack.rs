@@ -1,0 +1,399 @@
+//! Slack replies: the plan of a message (a slash command's route, a long
+//! answer's summary and file), how it is posted, and how an uncertain attempt
+//! is found again. The rules are in the parent module's docs.
+
+use super::{Plan, SEARCH_SLACK_SECS, SLACK_EVENT_TYPE};
+use crate::config::SlackCommandReply;
+use crate::format::slack::{self as format, AnswerFile, SlackReply};
+use crate::ledger::{Posted, ReplySlot};
+use contexten_broker::{BrokerError, Store};
+use contexten_envelope::{ReplyKind, TaskEnvelope, TaskId};
+use contexten_providers::ProviderError;
+use contexten_providers::slack::{FileUpload, PostMessage, SlackClient};
+use serde_json::{Value, json};
+
+/// A slash command's `response_url` works for 30 minutes; stop using it a
+/// minute early (the task's creation is ingest's receipt, not Slack's).
+const RESPONSE_URL_VALID_MS: u64 = 29 * 60 * 1000;
+/// Uses of one `response_url` Slack allows.
+const RESPONSE_URL_USES: u32 = 5;
+/// How long the per-command use count and a long answer's summary record live.
+const SLACK_STEP_TTL_SECS: u64 = 7 * 24 * 3600;
+/// Slack errors meaning the bot cannot post in the channel.
+const NOT_IN_CHANNEL: &[&str] = &["not_in_channel", "channel_not_found"];
+/// `response_url` errors meaning it cannot be used (expired, used up, or not
+/// on Slack's host): the channel is tried instead.
+const RESPONSE_URL_GONE: &[&str] = &[
+    "expired_url",
+    "used_url",
+    "response_url_used_up",
+    "untrusted_slack_url",
+];
+
+/// Reserves one use of a command's `response_url` for a reply slot: a slot
+/// that already holds one keeps it (a retry), otherwise while fewer than
+/// ARGV[2] are taken. Returns 1 when the slot may use it.
+const RESERVE_USE: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 1 end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], '1')
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"#;
+
+/// A Slack reply: what goes to `chat.postMessage`, and what else it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlackPlan {
+    /// The reply, or for an answer too long for a message its summary.
+    pub message: PostMessage,
+    /// The metadata key the message is found by (the slot id).
+    pub key: String,
+    /// The full answer, shared as a file in the thread after the summary.
+    pub file: Option<AnswerFile>,
+    /// The reply in one message, cut to fit: for a `response_url`, and when
+    /// the workspace refuses the file.
+    pub whole: SlackReply,
+    /// A slash command's reply: how to use its `response_url`.
+    pub command: Option<CommandReply>,
+}
+
+/// A slash command's `response_url` and the slot that would use it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandReply {
+    pub response_url: String,
+    pub task: TaskId,
+    pub kind: ReplyKind,
+    /// Past this (Unix ms) the URL is not used.
+    pub expires_at_ms: u64,
+}
+
+impl CommandReply {
+    fn usable(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_at_ms
+    }
+}
+
+/// The Slack message plan of a reply in `thread_ts` (empty: a slash command,
+/// answered in the channel).
+pub(super) fn plan(
+    envelope: &TaskEnvelope,
+    kind: ReplyKind,
+    slot: &ReplySlot,
+    now_ms: u64,
+    channel: &str,
+    thread_ts: &str,
+) -> Plan {
+    let answer = format::render_answer(envelope, kind, now_ms);
+    let key = slot.id();
+    let (reply, file) = match answer.long.clone() {
+        Some((summary, file)) => (summary, Some(file)),
+        None => (answer.message.clone(), None),
+    };
+    let thread_ts = Some(thread_ts.to_owned()).filter(|ts| !ts.is_empty());
+    let command = envelope
+        .source
+        .extra
+        .get("slack_response_url")
+        .and_then(Value::as_str)
+        .filter(|_| thread_ts.is_none())
+        .map(|url| CommandReply {
+            response_url: url.to_owned(),
+            task: envelope.task_id,
+            kind,
+            expires_at_ms: envelope.created_at_ms + RESPONSE_URL_VALID_MS,
+        });
+    Plan::SlackMessage(Box::new(SlackPlan {
+        message: PostMessage {
+            channel: channel.to_owned(),
+            thread_ts,
+            text: reply.text,
+            blocks: Some(json!(reply.blocks)),
+            metadata: Some(json!({
+                "event_type": SLACK_EVENT_TYPE,
+                "event_payload": {
+                    "key": key,
+                    "task_id": envelope.task_id,
+                    "kind": kind.as_str(),
+                },
+            })),
+        },
+        key,
+        file,
+        whole: answer.message,
+        command,
+    }))
+}
+
+/// Sends a Slack reply: a slash command's by its configured route (with the
+/// other as fallback), any other in its thread.
+pub(super) async fn post(
+    slack: &SlackClient,
+    store: &Store,
+    plan: &SlackPlan,
+    route: SlackCommandReply,
+) -> Result<Posted, ProviderError> {
+    let Some(command) = &plan.command else {
+        return post_in_channel(slack, store, plan).await;
+    };
+    let now = contexten_envelope::now_ms();
+    if route == SlackCommandReply::ResponseUrl && command.usable(now) {
+        match respond(slack, store, plan, command).await {
+            Err(ProviderError::Rejected { code, .. })
+                if RESPONSE_URL_GONE.contains(&code.as_str()) =>
+            {
+                tracing::info!(%code, "the response_url cannot be used; answering in the channel");
+            }
+            other => return other,
+        }
+    }
+    match post_in_channel(slack, store, plan).await {
+        Err(ProviderError::Rejected { code, .. })
+            if NOT_IN_CHANNEL.contains(&code.as_str())
+                && route == SlackCommandReply::Channel
+                && command.usable(now) =>
+        {
+            tracing::info!(%code, "the bot cannot post in the channel; answering through the response_url");
+            respond(slack, store, plan, command).await
+        }
+        other => other,
+    }
+}
+
+/// Posts the message, and for a long answer then shares the file in the
+/// thread. The summary's ts is kept in Redis between the two steps, so a retry
+/// after a failed upload does not post the summary again.
+async fn post_in_channel(
+    slack: &SlackClient,
+    store: &Store,
+    plan: &SlackPlan,
+) -> Result<Posted, ProviderError> {
+    let channel = &plan.message.channel;
+    let Some(file) = &plan.file else {
+        let posted = slack.post_message(&plan.message).await?;
+        return Ok(Posted {
+            provider: "slack",
+            external_id: format!("{}/{}", posted.channel, posted.ts),
+            url: None,
+        });
+    };
+    let summary_ts = match summary_posted(store, &plan.key).await {
+        Some(ts) => ts,
+        None => {
+            let posted = slack.post_message(&plan.message).await?;
+            note_summary(store, &plan.key, &posted.ts).await;
+            posted.ts
+        }
+    };
+    let thread_ts = plan
+        .message
+        .thread_ts
+        .clone()
+        .unwrap_or_else(|| summary_ts.clone());
+    let upload = FileUpload {
+        channel: channel.clone(),
+        thread_ts: Some(thread_ts.clone()),
+        filename: file.filename.clone(),
+        title: file.title.clone(),
+        content: file.content.clone().into_bytes(),
+    };
+    match slack.upload_file(&upload).await {
+        Ok(file_id) => Ok(Posted {
+            provider: "slack",
+            external_id: format!("{channel}/{summary_ts} file {file_id}"),
+            url: None,
+        }),
+        // The workspace refuses the file (uploads disabled, too large, no
+        // scope, an upload URL off Slack's hosts): the answer cut to one
+        // message beats none.
+        Err(ProviderError::Rejected { code, .. }) => {
+            tracing::warn!(%code, "the answer's file was refused; posting it cut to one message");
+            let whole = PostMessage {
+                channel: channel.clone(),
+                thread_ts: Some(thread_ts),
+                text: plan.whole.text.clone(),
+                blocks: Some(json!(plan.whole.blocks)),
+                metadata: None,
+            };
+            let posted = slack.post_message(&whole).await?;
+            Ok(Posted {
+                provider: "slack",
+                external_id: format!("{channel}/{summary_ts} cut {}", posted.ts),
+                url: None,
+            })
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// Sends the reply through the command's `response_url`, in one message (no
+/// file can follow a message without a ts), after reserving one of its uses.
+/// A progress message leaves the last use to the answer and is skipped when
+/// none is left for it.
+async fn respond(
+    slack: &SlackClient,
+    store: &Store,
+    plan: &SlackPlan,
+    command: &CommandReply,
+) -> Result<Posted, ProviderError> {
+    let progress = command.kind == ReplyKind::Progress;
+    let allowed = if progress {
+        RESPONSE_URL_USES - 1
+    } else {
+        RESPONSE_URL_USES
+    };
+    let reserved = reserve_use(store, command, &plan.key, allowed)
+        .await
+        .map_err(|error| ProviderError::Unavailable {
+            provider: "slack",
+            detail: format!("cannot count the response_url's uses: {error}"),
+            maybe_applied: false,
+        })?;
+    if !reserved {
+        if progress {
+            tracing::info!("no response_url use left for progress; skipped");
+            return Ok(Posted {
+                provider: "slack",
+                external_id: "response_url/skipped".into(),
+                url: None,
+            });
+        }
+        return Err(ProviderError::Rejected {
+            provider: "slack",
+            code: "response_url_used_up".into(),
+            detail: "the command's response_url has no use left".into(),
+        });
+    }
+    slack
+        .respond(
+            &command.response_url,
+            &plan.whole.text,
+            Some(&json!(plan.whole.blocks)),
+        )
+        .await?;
+    Ok(Posted {
+        provider: "slack",
+        external_id: format!("response_url/{}", plan.key),
+        url: None,
+    })
+}
+
+/// After an uncertain attempt: the message found by its metadata counts as
+/// posted, unless it is a long answer's summary whose file is not in the
+/// thread yet; then the summary is noted so the next post only uploads.
+pub(super) async fn reconcile(
+    slack: &SlackClient,
+    store: &Store,
+    plan: &SlackPlan,
+    since_secs: u64,
+) -> Result<Option<Posted>, ProviderError> {
+    let message = &plan.message;
+    let oldest = since_secs.saturating_sub(SEARCH_SLACK_SECS);
+    let found = slack
+        .find_by_metadata(
+            &message.channel,
+            message.thread_ts.as_deref(),
+            oldest,
+            SLACK_EVENT_TYPE,
+            &plan.key,
+        )
+        .await;
+    let ts = match found {
+        Ok(Some(ts)) => ts,
+        Ok(None) => return Ok(None),
+        // Without `channels:history` the conversation cannot be read: post
+        // again rather than never (a duplicate beats silence).
+        Err(ProviderError::Rejected { code, .. }) => {
+            tracing::warn!(%code, "cannot read the Slack conversation to reconcile; posting again");
+            return Ok(None);
+        }
+        Err(other) => return Err(other),
+    };
+    let posted = Posted {
+        provider: "slack",
+        external_id: format!("{}/{ts}", message.channel),
+        url: None,
+    };
+    let Some(file) = &plan.file else {
+        return Ok(Some(posted));
+    };
+    let thread = message.thread_ts.clone().unwrap_or_else(|| ts.clone());
+    match slack
+        .thread_has_file(&message.channel, &thread, &file.filename)
+        .await
+    {
+        Ok(true) => Ok(Some(posted)),
+        Ok(false) | Err(ProviderError::Rejected { .. }) => {
+            note_summary(store, &plan.key, &ts).await;
+            Ok(None)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+fn summary_key(store: &Store, key: &str) -> String {
+    store.names().redis_key(&["dispatch", "slack_summary", key])
+}
+
+/// The ts of a long answer's summary already posted for this slot.
+async fn summary_posted(store: &Store, key: &str) -> Option<String> {
+    let redis_key = summary_key(store, key);
+    match store
+        .run::<(Option<String>,)>(|| {
+            let mut p = redis::pipe();
+            p.get(&redis_key);
+            p
+        })
+        .await
+    {
+        Ok((ts,)) => ts,
+        Err(error) => {
+            // Unknown: posting the summary again is the lesser harm.
+            tracing::warn!(%error, "cannot read the summary record");
+            contexten_telemetry::metric::redis_degraded("reply_ledger");
+            None
+        }
+    }
+}
+
+/// Records a long answer's summary ts, so the upload can be retried alone.
+async fn note_summary(store: &Store, key: &str, ts: &str) {
+    let redis_key = summary_key(store, key);
+    let written = store
+        .run::<()>(|| {
+            let mut p = redis::pipe();
+            p.set_ex(&redis_key, ts, SLACK_STEP_TTL_SECS).ignore();
+            p
+        })
+        .await;
+    if let Err(error) = written {
+        tracing::warn!(%error, "cannot record the summary; a retry may post it again");
+        contexten_telemetry::metric::redis_degraded("reply_ledger");
+    }
+}
+
+/// Takes one of the command's `response_url` uses for this slot, if fewer
+/// than `allowed` are taken (a slot that has one keeps it).
+async fn reserve_use(
+    store: &Store,
+    command: &CommandReply,
+    slot_key: &str,
+    allowed: u32,
+) -> Result<bool, BrokerError> {
+    let key = store
+        .names()
+        .redis_key(&["dispatch", "response_url", &command.task.to_string()]);
+    let (taken,): (i64,) = store
+        .run(|| {
+            let mut p = redis::pipe();
+            p.cmd("EVAL")
+                .arg(RESERVE_USE)
+                .arg(1)
+                .arg(&key)
+                .arg(slot_key)
+                .arg(allowed)
+                .arg(SLACK_STEP_TTL_SECS);
+            p
+        })
+        .await?;
+    Ok(taken == 1)
+}
