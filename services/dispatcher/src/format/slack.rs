@@ -394,6 +394,62 @@ fn links_to_mrkdwn(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use contexten_envelope::{Request, Source, SourceKind, Stage};
+
+    fn answer(kind: ResultKind, language: Option<&str>, text: &str) -> TaskEnvelope {
+        let mut env = TaskEnvelope::new(
+            Source {
+                kind: SourceKind::Slack,
+                delivery_id: None,
+                requested_by: None,
+                reply_to: contexten_envelope::ReplyTarget::None,
+                extra: Default::default(),
+            },
+            Request::default(),
+        );
+        env.result = Some(TaskResult {
+            kind,
+            produced_by: Stage::Generate,
+            summary: "Done.".into(),
+            text: Some(text.into()),
+            language: language.map(str::to_owned),
+            web_url: None,
+            pull_requests: Vec::new(),
+            reason: None,
+            extra: Default::default(),
+        });
+        env
+    }
+
+    #[test]
+    fn only_an_answer_that_does_not_fit_becomes_a_summary_and_a_file() {
+        let short = answer(ResultKind::Code, Some("rust"), "fn a() {}\n");
+        assert_eq!(render_answer(&short, ReplyKind::Final, 0).long, None);
+        let code = "fn a() {}\n".repeat(100);
+        let long = answer(ResultKind::Code, Some("Rust"), &code);
+        let rendered = render_answer_with_limit(&long, ReplyKind::Final, 0, 500);
+        let (summary, file) = rendered.long.expect("a file");
+        assert_eq!(file.content, code);
+        assert_eq!(file.filename, format!("contexten-{}.rs", long.task_id));
+        assert!(
+            !summary
+                .blocks
+                .iter()
+                .any(|b| b.to_string().contains("fn a()"))
+        );
+        assert!(
+            rendered
+                .message
+                .blocks
+                .iter()
+                .any(|b| b.to_string().contains("…truncated"))
+        );
+        let diff = answer(ResultKind::Diff, None, &"+x\n".repeat(400));
+        let (_, file) = render_answer_with_limit(&diff, ReplyKind::Final, 0, 500)
+            .long
+            .expect("a file");
+        assert!(file.filename.ends_with(".diff"));
+    }
 
     #[test]
     fn markdown_becomes_mrkdwn() {

@@ -10,7 +10,7 @@ use dispatcher::SLACK_EVENT_TYPE;
 use dispatcher::config::SlackCommandReply;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const POST: &str = "/api/chat.postMessage";
@@ -444,6 +444,46 @@ async fn a_refused_file_leaves_the_answer_cut_to_one_message_in_the_thread() {
     let sent = bodies(&t.slack, POST).await;
     assert_eq!(sent[1]["thread_ts"], "1700000000.000100");
     assert!(sent[1]["blocks"].to_string().contains("…truncated"));
+    t.slack.verify().await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn after_an_uncertain_slash_command_answer_the_channel_history_is_searched() {
+    let t = TestDispatch::start().await;
+    let env = command_envelope(&t.slack, ReplyKind::Final);
+    redis_set(
+        &t.store,
+        &attempt_key(&t.names, &env, ReplyKind::Final),
+        "1764000000",
+    )
+    .await;
+    Mock::given(method("GET"))
+        .and(path("/api/conversations.history"))
+        .and(query_param("channel", CHANNEL))
+        .and(query_param("oldest", "1763999880"))
+        .and(query_param("include_all_metadata", "true"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "ok": true, "has_more": false,
+            "messages": [
+                {"type": "message", "ts": "1764000003.000300", "text": "done",
+                 "metadata": {"event_type": SLACK_EVENT_TYPE, "event_payload": {"key": format!("{}:final", env.task_id)}}}
+            ]
+        })))
+        .expect(1)
+        .mount(&t.slack)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(POST))
+        .respond_with(posted("1764417600.000010"))
+        .expect(0)
+        .mount(&t.slack)
+        .await;
+    assert_eq!(t.handler.dispatch(env.clone()).await, Outcome::Done);
+    let record = redis_get(&t.store, &t.names.reply_key(env.task_id, ReplyKind::Final))
+        .await
+        .unwrap();
+    assert!(record.contains("1764000003.000300"), "{record}");
     t.slack.verify().await;
     t.cleanup().await;
 }
