@@ -33,6 +33,9 @@ pub fn prompt(envelope: &TaskEnvelope) -> String {
         if let Some(reference) = &repo.reference {
             let _ = write!(out, " (ref {reference})");
         }
+        if let Some(commit) = read_commit(envelope) {
+            let _ = write!(out, "\nThe context below was read at commit {commit}.");
+        }
     }
     let Some(context) = &envelope.context else {
         return out;
@@ -71,6 +74,12 @@ pub fn prompt(envelope: &TaskEnvelope) -> String {
         let _ = write!(out, "\n\n## Context\n{context}");
     }
     out
+}
+
+/// The commit the context stage read (`context.extra.commit`), when it is one.
+fn read_commit(envelope: &TaskEnvelope) -> Option<&str> {
+    let commit = envelope.context.as_ref()?.extra.get("commit")?.as_str()?;
+    (commit.len() >= 7 && commit.bytes().all(|b| b.is_ascii_hexdigit())).then_some(commit)
 }
 
 /// Metadata stored with the run: our ids, so the run can be traced and found again.
@@ -186,6 +195,10 @@ pub fn finished(envelope: &TaskEnvelope, run: &AgentRun) -> TaskEnvelope {
             1 => "The Codegen agent finished and opened a pull request.".to_owned(),
             n => format!("The Codegen agent finished and opened {n} pull requests."),
         });
+    let mut summary = summary;
+    if let Some(commit) = read_commit(envelope) {
+        let _ = write!(summary, " Read at commit {}.", &commit[..7]);
+    }
     let mut result = result(ResultKind::AgentRun, summary, run.web_url.clone());
     result.text = run.result.clone().filter(|s| !s.trim().is_empty());
     result.pull_requests = prs;
@@ -410,6 +423,21 @@ mod tests {
             finished(&env, &run).result.unwrap().summary,
             "Refactored the parser."
         );
+
+        // The commit the context was read at is in the prompt and the answer.
+        let mut context = TaskContext::default();
+        context.extra.insert(
+            "commit".into(),
+            "abc1234def5678abc1234def5678abc1234def56".into(),
+        );
+        env.context = Some(context);
+        assert_eq!(
+            finished(&env, &run).result.unwrap().summary,
+            "Refactored the parser. Read at commit abc1234."
+        );
+        assert!(prompt(&env).contains(
+            "(ref main)\nThe context below was read at commit abc1234def5678abc1234def5678abc1234def56."
+        ));
     }
 
     #[test]
