@@ -25,6 +25,11 @@
 //!   error messages), each result with its [`ScoreComponents`] and reasons.
 //! - [`AssembledPrompt`]: summary, skeletons and bodies filled by binary search
 //!   under a tiktoken budget; the request always fits.
+//! - [`PullChanges`] ([`Engine::pull_request_changes`]): the files a pull
+//!   request's head changes against the merge base with its base ref, and the
+//!   diff (sensitive files left out, the rest redacted);
+//!   [`Engine::analyse_revision`] gives the commit a map was read at. A bare
+//!   repository (`HEAD` + `objects/`) is always read as git.
 //!
 //! Secrets are redacted from file contents before anything is parsed, cached or
 //! returned ([`redact`]); `.env*`, key and certificate files are never read.
