@@ -130,6 +130,58 @@ fn readable_sections(patch: &str, files: &[String]) -> String {
 mod tests {
     use super::*;
 
+    fn git(dir: &std::path::Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@e"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn a_pull_request_is_compared_with_where_it_branched_not_the_moved_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("a.py"), "def a():\n    return 1\n").unwrap();
+        git(root, &["init", "-q", "-b", "main"]);
+        git(root, &["add", "."]);
+        git(root, &["commit", "-qm", "a"]);
+        git(root, &["checkout", "-qb", "feature"]);
+        std::fs::write(root.join("b.py"), "def b():\n    return 2\n").unwrap();
+        std::fs::write(root.join(".env"), "TOKEN=x\n").unwrap();
+        git(root, &["add", "."]);
+        git(root, &["commit", "-qm", "b"]);
+        let head = git(root, &["rev-parse", "HEAD"]);
+        git(root, &["checkout", "-q", "main"]);
+        std::fs::write(root.join("c.py"), "def c():\n    return 3\n").unwrap();
+        git(root, &["add", "."]);
+        git(root, &["commit", "-qm", "c"]);
+        let engine = Engine::new(crate::EngineConfig {
+            allow_local: true,
+            ..crate::EngineConfig::default()
+        });
+        let src = RepoSource::Git {
+            url: format!("file://{}", root.display()),
+            reference: Some("feature".into()),
+        };
+        let changes = engine
+            .pull_request_changes(&src, &head, "refs/heads/main", Vec::new())
+            .unwrap();
+        assert!(changes.against_merge_base);
+        assert_eq!(
+            changes.files,
+            [".env", "b.py"],
+            "c.py is the base's own change"
+        );
+        assert!(changes.diff.contains("+def b():"), "{}", changes.diff);
+        assert!(!changes.diff.contains("TOKEN"), "{}", changes.diff);
+        assert!(!changes.diff.contains("def c"), "{}", changes.diff);
+    }
+
     #[test]
     fn sensitive_and_unattributable_sections_are_left_out() {
         let patch = "diff --git a/src/a.rs b/src/a.rs\n+fn a() {}\ndiff --git a/.env b/.env\n+TOKEN=x\ndiff --git \"a/q\\tx\" \"b/q\\tx\"\n+y\ndiff --git a/b.py b/b.py\n+def b(): pass\n";
