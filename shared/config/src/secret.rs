@@ -274,6 +274,29 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_file_is_warned_about_once_until_it_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, fake("good")).unwrap();
+        let source = SecretSource::file("X_FILE", &path, Duration::ZERO).unwrap();
+        let warned = || match &*source.0 {
+            Source::File(file) => file.state.lock().unwrap().warned,
+            Source::Fixed(_) => unreachable!(),
+        };
+        std::fs::remove_file(&path).unwrap();
+        source.current();
+        assert!(warned(), "the first failed read warns");
+        source.current();
+        assert!(warned(), "and later ones stay quiet under the same flag");
+        std::fs::write(&path, fake("good")).unwrap();
+        source.current();
+        assert!(
+            !warned(),
+            "a readable file clears it, so a new failure warns again"
+        );
+    }
+
+    #[test]
     fn debug_output_never_shows_the_value() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
