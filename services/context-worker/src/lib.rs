@@ -25,7 +25,7 @@
 //! | `CONTEXT_PROMPT_BUDGET_TOKENS` | prompt budget (256–200000) | `6000` |
 //! | `LLM_MODEL` | picks the tokenizer (o200k for gpt-4o/4.1/o-series/gpt-5, else cl100k) | `gpt-4.1` |
 //! | `CONTEXTEN_ALLOW_LOCAL_REPOS` | accept local paths and `file://` URLs | `0` |
-//! | `GITHUB_TOKEN` | fetches private GitHub repositories (never logged, never in a URL) | unset |
+//! | `GITHUB_TOKEN` | fetches private GitHub repositories (never logged, never in a URL); or `GITHUB_TOKEN_FILE`, re-read when it changes | unset |
 //! | `CONTEXT_GIT_TIMEOUT_SECS` | bound of each git process (fetch, rev-parse, ls-tree, cat-file); it is killed with its helpers after (1–3600) | `120` |
 //! | `CONTEXT_MAX_FILES` | files read per repository; beyond it the analysis is partial and says so (1–1000000) | `50000` |
 //! | `CONTEXT_MAX_TOTAL_BYTES` | bytes read per repository, all files together; beyond it the analysis is partial and says so (1048576–17179869184) | `268435456` (256 MiB) |
@@ -56,7 +56,7 @@ use contexten_codemap::{
     EngineStats, GitReason as Reason, GitToken, Hints, Query, RankedFile, RedisStore, RepoSource,
     Resolve,
 };
-use contexten_config::{ConfigError, Env, ExposeSecret};
+use contexten_config::{ConfigError, Env, ExposeSecret, SecretSource};
 use contexten_envelope::{ContextItem, Stage, TaskContext, TaskEnvelope};
 use contexten_telemetry::metric;
 use contexten_trust::outbound::{OutboundGuard, Purpose};
@@ -98,6 +98,9 @@ pub struct ContextConfig {
     /// `GITHUB_API_URL` (default `https://api.github.com`): where a pull
     /// request's base branch is asked for.
     pub github_api_url: String,
+    /// `GITHUB_TOKEN` or `GITHUB_TOKEN_FILE` (re-read when the file changes):
+    /// private GitHub repositories and the pulls API.
+    pub github_token: Option<SecretSource>,
 }
 
 impl ContextConfig {
@@ -142,6 +145,7 @@ impl ContextConfig {
             )?),
             max_files: env.ranged("CONTEXT_MAX_FILES", DEFAULT_MAX_FILES, 1, 1_000_000)?,
             outbound: OutboundGuard::from_env(env)?,
+            github_token: env.secret_source("GITHUB_TOKEN")?,
             github_api_url: env
                 .url(
                     "GITHUB_API_URL",
@@ -166,18 +170,19 @@ impl ContextConfig {
             .dirs_in(self.cache_dir.join(CACHE_GIT_DIR))
     }
 
-    /// The engine these settings describe (`GITHUB_TOKEN` read from `env`): disk
-    /// cache under `cache_dir`, shared store in Redis under the fleet's prefix.
-    pub fn engine(&self, env: &Env) -> Engine {
+    /// The engine these settings describe: disk cache under `cache_dir`,
+    /// shared store in Redis under the fleet's prefix, `GITHUB_TOKEN` read anew
+    /// for each fetch.
+    pub fn engine(&self) -> Engine {
         Engine::new(EngineConfig {
             cache_dir: Some(self.cache_dir.clone()),
             allow_local: self.allow_local,
             git_timeout: self.git_timeout,
             max_files: self.max_files,
             max_total_bytes: self.max_total_bytes,
-            github_token: env
-                .secret("GITHUB_TOKEN")
-                .map(|t| GitToken::new(t.expose_secret())),
+            github_token: self.github_token.clone().map(|source| {
+                GitToken::dynamic(move || source.current().expose_secret().to_owned())
+            }),
             shared_store: self.shared_store(),
             ..EngineConfig::default()
         })
@@ -687,7 +692,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let prefix = TestPrefix::new();
         let cfg = config(dir.path(), true, &prefix);
-        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let handler = ContextHandler::new(cfg.engine(), &cfg);
         let env = task(
             Some(repo(dir.path())),
             Strategy::Agent,
@@ -732,7 +737,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let prefix = TestPrefix::new();
         let cfg = config(dir.path(), false, &prefix);
-        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let handler = ContextHandler::new(cfg.engine(), &cfg);
         let env = task(Some(repo(dir.path())), Strategy::Context, "total_with_tax");
         match handler.handle(env).await {
             Outcome::DeadLetter(reason) => assert_eq!(reason.code, "repository_refused"),
@@ -745,7 +750,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let prefix = TestPrefix::new();
         let cfg = config(dir.path(), true, &prefix);
-        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let handler = ContextHandler::new(cfg.engine(), &cfg);
         let env = task(None, Strategy::Context, "write slugify");
         let Outcome::Forward(next) = handler.handle(env).await else {
             panic!("forwarded")
@@ -798,7 +803,7 @@ mod tests {
             .success();
         assert!(ok);
         let cfg = config(dir.path(), true, &prefix);
-        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let handler = ContextHandler::new(cfg.engine(), &cfg);
         let url = format!("file://{}", bare.display());
         for reference in [None, Some("main")] {
             let mut env = task(Some(url.clone()), Strategy::Context, "total_with_tax");
@@ -878,7 +883,7 @@ mod tests {
             .mount(&github)
             .await;
         let cfg = config(dir.path(), true, &prefix);
-        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg)
+        let handler = ContextHandler::new(cfg.engine(), &cfg)
             .with_pulls_api(PullsApi::new(&github.uri(), None));
         let mut env = with_reference(
             task(
@@ -934,7 +939,7 @@ mod tests {
         let text = "the invoice total_with_tax rounding is wrong";
         let replica = |name: &str| {
             let cfg = config(&dir.path().join(name), true, &prefix);
-            ContextHandler::new(cfg.engine(&Env::default()), &cfg)
+            ContextHandler::new(cfg.engine(), &cfg)
         };
         let (a, b) = (replica("a"), replica("b"));
         let context = |outcome: Outcome| match outcome {
@@ -988,7 +993,7 @@ mod tests {
             &prefix,
             &[("REDIS_URL", "redis://127.0.0.1:1")],
         );
-        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let handler = ContextHandler::new(cfg.engine(), &cfg);
         for _ in 0..2 {
             let env = task(Some(url.clone()), Strategy::Context, "total_with_tax");
             let Outcome::Forward(next) = handler.handle(env).await else {
@@ -1128,7 +1133,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let prefix = TestPrefix::new();
         let cfg = config(dir.path(), false, &prefix);
-        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let handler = ContextHandler::new(cfg.engine(), &cfg);
         let (port, seen) = counting_listener("127.0.0.1:0");
         for url in [
             format!("http://127.0.0.1:{port}/repo.git"),
@@ -1168,7 +1173,7 @@ mod tests {
                 ("CONTEXT_GIT_TIMEOUT_SECS", "10"),
             ],
         );
-        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let handler = ContextHandler::new(cfg.engine(), &cfg);
         let outcome = handler
             .handle(task(Some(redirector), Strategy::Context, "x"))
             .await;
@@ -1212,7 +1217,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let prefix = TestPrefix::new();
         let cfg = config(dir.path(), true, &prefix);
-        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let handler = ContextHandler::new(cfg.engine(), &cfg);
         let marker = dir.path().join("pwned");
         let evil = format!("--upload-pack=touch {}", marker.display());
         let (silent, _held) = silent_git_server();
@@ -1237,7 +1242,7 @@ mod tests {
             &prefix,
             &[("CONTEXT_GIT_TIMEOUT_SECS", "2")],
         );
-        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let handler = ContextHandler::new(cfg.engine(), &cfg);
         let (silent, _held) = silent_git_server();
         let good = git_repo(dir.path());
         let started = std::time::Instant::now();
@@ -1285,7 +1290,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let prefix = TestPrefix::new();
         let cfg = config_with(dir.path(), true, &prefix, &[("CONTEXT_MAX_FILES", "2")]);
-        let handler = ContextHandler::new(cfg.engine(&Env::default()), &cfg);
+        let handler = ContextHandler::new(cfg.engine(), &cfg);
         let env = task(
             Some(git_repo(dir.path())),
             Strategy::Context,

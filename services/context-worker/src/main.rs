@@ -82,11 +82,8 @@ async fn run_worker(env: &Env) -> anyhow::Result<()> {
     let cfg = ContextConfig::from_env(env).context("invalid configuration")?;
     let _telemetry = contexten_telemetry::init(&cfg.worker.telemetry)?;
     let store = Store::new(&cfg.worker.redis, cfg.worker.names())?;
-    let github_token = env
-        .secret("GITHUB_TOKEN")
-        .map(|t| t.expose_secret().to_owned());
-    let handler = ContextHandler::new(cfg.engine(env), &cfg)
-        .with_pulls_api(PullsApi::new(&cfg.github_api_url, github_token));
+    let handler = ContextHandler::new(cfg.engine(), &cfg)
+        .with_pulls_api(PullsApi::new(&cfg.github_api_url, cfg.github_token.clone()));
     let listener = bind_health(cfg.worker.health_addr).await?;
     let shutdown = shutdown_on_signal();
     tokio::spawn(cfg.disk_budget().keep_pruned(
@@ -112,7 +109,7 @@ fn run_command(command: Command, env: &Env) -> anyhow::Result<()> {
         cache_dir: Some(std::env::temp_dir().join("contexten/cli-cache")),
         allow_local: true,
         github_token: env
-            .secret("GITHUB_TOKEN")
+            .secret_value("GITHUB_TOKEN")?
             .map(|t| GitToken::new(t.expose_secret())),
         progress: Some(progress),
         ..EngineConfig::default()

@@ -14,6 +14,7 @@
 //! `pull_request_changes`) takes at most half the prompt budget.
 
 use contexten_codemap::{CodeMap, PullChanges, RankedFile, tokenizer_for};
+use contexten_config::{ExposeSecret, SecretSource};
 use contexten_envelope::{ReplyTarget, Request, TaskEnvelope};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -74,7 +75,7 @@ impl PullRequest {
 pub struct PullsApi {
     http: reqwest::Client,
     base: String,
-    token: Option<String>,
+    token: Option<SecretSource>,
 }
 
 impl std::fmt::Debug for PullsApi {
@@ -89,7 +90,7 @@ impl std::fmt::Debug for PullsApi {
 impl PullsApi {
     /// A client of the API at `base` (`GITHUB_API_URL`, operator-set, so not
     /// judged by the outbound guard), with `GITHUB_TOKEN` when set.
-    pub fn new(base: &str, token: Option<String>) -> Self {
+    pub fn new(base: &str, token: Option<SecretSource>) -> Self {
         // Idempotent: another component may have installed the provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
@@ -124,7 +125,7 @@ impl PullsApi {
             .header("accept", "application/vnd.github+json")
             .header("x-github-api-version", "2022-11-28");
         if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
+            request = request.bearer_auth(token.current().expose_secret());
         }
         let answer = async {
             let response = request.send().await?.error_for_status()?;

@@ -19,11 +19,11 @@
 //! | `GENERATOR_REPO_CACHE_DIR` | where remote repositories are fetched | `<tmp>/contexten/repos` |
 //! | `GENERATOR_GIT_TIMEOUT_SECS` | bound of one git command, 1–3600 | `120` |
 //! | `GENERATOR_CACHE_MAX_BYTES` | size budget of the answers on disk and the fetched repositories together, checked every 5 minutes; least recently used go first, down to 80 % (67108864–17592186044416) | `3221225472` (3 GiB) |
-//! | `GITHUB_TOKEN` | fetches private GitHub repositories (sent to github.com only, never logged, never in a URL) | unset |
+//! | `GITHUB_TOKEN` | fetches private GitHub repositories (sent to github.com only, never logged, never in a URL); or `GITHUB_TOKEN_FILE`, re-read at each fetch | unset |
 //! | `GENERATOR_CONTEXT_ONLY_SOURCE` | `1`: the context-only answer (no `LLM_API_KEY`) also carries the prompt it would send, file contents included | `0` |
 
 use contexten_cache::{DiskBudget, EncryptionKey, budget};
-use contexten_config::{ConfigError, Env, Secret};
+use contexten_config::{ConfigError, Env, SecretSource};
 use contexten_llm::LlmSettings;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,7 +66,7 @@ pub struct GeneratorConfig {
     /// `GENERATOR_GIT_TIMEOUT_SECS`.
     pub git_timeout: Duration,
     /// `GITHUB_TOKEN`: fetches private GitHub repositories (never logged).
-    pub github_token: Option<Secret>,
+    pub github_token: Option<SecretSource>,
     /// `GENERATOR_CACHE_MAX_BYTES`: size budget of `cache_dir` + `repo_cache_dir`.
     pub cache_max_bytes: u64,
     /// `GENERATOR_CONTEXT_ONLY_SOURCE`: the context-only answer pastes the prompt
@@ -120,7 +120,7 @@ impl GeneratorConfig {
                 1,
                 3600,
             )?),
-            github_token: env.secret("GITHUB_TOKEN"),
+            github_token: env.secret_source("GITHUB_TOKEN")?,
             cache_max_bytes: budget::max_bytes_from_env(env, "GENERATOR_CACHE_MAX_BYTES")?,
             context_only_source: env.flag("GENERATOR_CONTEXT_ONLY_SOURCE", false)?,
         })

@@ -157,7 +157,7 @@ impl GenerateHandler {
                 config.repo_cache_dir.clone(),
                 config.git_timeout,
             )
-            .with_github_token(config.github_token.as_ref())
+            .with_github_token(config.github_token.clone())
             .with_outbound(config.outbound.clone()),
             temperature: config.llm.temperature,
             max_tokens: config.llm.max_tokens,

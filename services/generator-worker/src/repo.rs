@@ -5,7 +5,7 @@
 //! URLs and paths, minimal environment, `GENERATOR_GIT_TIMEOUT_SECS` on each
 //! process); its blocking calls run on tokio's blocking pool.
 
-use contexten_config::{ExposeSecret, Secret};
+use contexten_config::{ExposeSecret, SecretSource};
 use contexten_git::{
     AuthHeader, GitError, Policy, Reason, Remote, Repo, RepoCache, Resolve, UrlKind,
 };
@@ -86,7 +86,7 @@ pub struct RepoReader {
     cache: RepoCache,
     cache_dir: PathBuf,
     /// `Authorization` header for fetches from github.com (`GITHUB_TOKEN`).
-    github_auth: Option<AuthHeader>,
+    github_token: Option<SecretSource>,
     /// URLs that get the header (github.com; a fake host in tests).
     github_prefix: String,
     fetched: Arc<Mutex<HashMap<FetchKey, (String, Instant)>>>,
@@ -98,7 +98,7 @@ impl std::fmt::Debug for RepoReader {
         f.debug_struct("RepoReader")
             .field("allow_local", &self.allow_local)
             .field("cache_dir", &self.cache_dir)
-            .field("github_token", &self.github_auth.as_ref().map(|_| "***"))
+            .field("github_token", &self.github_token.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -124,7 +124,7 @@ impl RepoReader {
             allow_local,
             cache: RepoCache::new(cache_dir.clone(), policy),
             cache_dir,
-            github_auth: None,
+            github_token: None,
             github_prefix: "https://github.com/".into(),
             fetched: Arc::default(),
             outbound: OutboundGuard::default().allow_loopback(allow_local),
@@ -140,8 +140,9 @@ impl RepoReader {
 
     /// Fetches private repositories from github.com with `token` (the same
     /// `GITHUB_TOKEN` the context worker uses); other hosts never see it.
-    pub fn with_github_token(mut self, token: Option<&Secret>) -> Self {
-        self.github_auth = token.map(|t| AuthHeader::github_token(t.expose_secret()));
+    pub fn with_github_token(mut self, token: Option<SecretSource>) -> Self {
+        // Read at each fetch: a rotated `GITHUB_TOKEN_FILE` needs no restart.
+        self.github_token = token;
         self
     }
 
@@ -192,9 +193,10 @@ impl RepoReader {
         let resolve = self.pins_for(url).await?;
         let remote = Remote {
             auth: self
-                .github_auth
-                .clone()
-                .filter(|_| url.starts_with(&self.github_prefix)),
+                .github_token
+                .as_ref()
+                .filter(|_| url.starts_with(&self.github_prefix))
+                .map(|t| AuthHeader::github_token(t.current().expose_secret())),
             resolve,
         };
         let cache = self.cache.clone();
@@ -442,11 +444,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_github_token_goes_to_github_only_and_never_into_messages() {
-        let token = Secret::from(["ghp", "_", "generatorfetchtoken"].concat());
+        let token = contexten_config::Secret::from(["ghp", "_", "generatorfetchtoken"].concat());
         let cache = tempfile::tempdir().unwrap();
         let reader = || {
             RepoReader::new(false, cache.path().into(), Duration::from_secs(20))
-                .with_github_token(Some(&token))
+                .with_github_token(Some(token.clone().into()))
                 .with_outbound(loopback_allowed())
         };
 

@@ -60,13 +60,21 @@ impl RepoSource {
 }
 
 /// Token used for private GitHub repositories; never logged or put in a URL.
-#[derive(Clone, Default)]
-pub struct GitToken(String);
+/// Read anew for each fetch, so a rotated secret file (`GITHUB_TOKEN_FILE`) is
+/// picked up without a restart.
+#[derive(Clone)]
+pub struct GitToken(Arc<dyn Fn() -> String + Send + Sync>);
 
 impl GitToken {
-    /// Wraps a token.
+    /// A fixed token.
     pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
+        let token = token.into();
+        Self(Arc::new(move || token.clone()))
+    }
+
+    /// A token read by `current` at each fetch.
+    pub fn dynamic(current: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        Self(Arc::new(current))
     }
 
     /// From `GITHUB_TOKEN`, if set and non-empty (start-up only).
@@ -74,7 +82,7 @@ impl GitToken {
         std::env::var("GITHUB_TOKEN")
             .ok()
             .filter(|t| !t.is_empty())
-            .map(Self)
+            .map(Self::new)
     }
 }
 
@@ -151,7 +159,7 @@ impl GitToken {
     /// The header for `url`: only `https://github.com/` gets the token.
     pub(crate) fn header_for(&self, url: &str) -> Option<AuthHeader> {
         url.starts_with("https://github.com/")
-            .then(|| AuthHeader::github_token(&self.0))
+            .then(|| AuthHeader::github_token(&(self.0)()))
     }
 }
 
