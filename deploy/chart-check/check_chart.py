@@ -19,6 +19,10 @@
    every variable a binary reads (DESIGN §11 and the rest, common.BINARY_READS)
    must appear in some container and none in a binary that does not read it;
    written paths must lie in writable volumes and read files be mounted.
+   With secrets.mountAsFiles, each container gets `<NAME>_FILE` for exactly
+   the secrets its binary reads as files (common.SECRET_FILES), no plain
+   variable beside them, a read-only directory mount of its own keys, and a
+   rotated file secret rolls no pod (secret_files.py).
 5. Negative tests: each bad-values/*.yaml must be rejected by the chart, with
    every `# expect:` message of the file in helm's error output.
 6. The Grafana dashboard: every PromQL expression parses (promql-parser) and
@@ -42,6 +46,7 @@ import yaml
 
 from artefacts import check_compose, check_dashboard, check_dockerfile, check_notes
 from common import HERE, RELEASE, WORKER_BINARIES, Helm, Report
+from secret_files import check_secret_files, files_values
 from settings_reach import check_settings_reach_containers
 
 CRD_SCHEMAS = {
@@ -173,10 +178,13 @@ def main() -> int:
                       (res.stdout + res.stderr).strip().replace("\n", " / "))
 
         print("helm template + kubernetes-validate + fleet rules")
+        as_files = Path(tmp) / "secrets-as-files.yaml"
+        as_files.write_text(yaml.safe_dump(files_values(values, schema)))
         scenarios = [
             ("default", [], []),
             ("default+KEDA", [], ["keda.sh/v1alpha1"]),
             ("production", [prod], ["keda.sh/v1alpha1", "monitoring.coreos.com/v1"]),
+            ("secrets as files", [as_files], []),
         ]
         for label, files, apis in scenarios:
             for v in versions:
@@ -189,6 +197,7 @@ def main() -> int:
             check_notes(helm, label, files, apis, rep)
 
         check_settings_reach_containers(helm, values, schema, rep)
+        check_secret_files(helm, values, schema, rep)
         check_bad_values(helm, rep)
         check_dashboard(HERE.parent / "grafana" / "contexten.json", rep)
         check_compose(HERE.parent / "docker-compose.yml", rep)

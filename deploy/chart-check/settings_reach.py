@@ -17,8 +17,8 @@ import json
 
 import posixpath
 
-from common import (BINARY_READS, MOUNTED_FILES, WRITABLE_PATHS, Helm, Report, deep_merge,
-                    get_path, nested)
+from common import (BINARY_READS, MOUNTED_FILES, SECRET_KEYS, WRITABLE_PATHS, Helm,
+                    Report, deep_merge, get_path, nested)
 
 # The operator interface: DESIGN §11 and every other variable a binary reads.
 # Each must be wireable from values.yaml.
@@ -78,17 +78,19 @@ def effective_env(docs: list[dict]) -> dict[str, dict[str, str]]:
                     env[e["name"]] = json.dumps(e.get("valueFrom"), sort_keys=True)
             for m in c.get("volumeMounts", []):
                 vol = volumes.get(m["name"], {})
-                if "secret" in vol:
-                    name = vol["secret"]["secretName"]
-                    for key, value in secrets.get(name, {"*": f"<secret {name}>"}).items():
-                        env[f"file:{m['mountPath']}/{key}"] = value
-                elif "configMap" in vol:
-                    name = vol["configMap"]["name"]
-                    for key, value in configmaps.get(name, {"*": f"<configmap {name}>"}).items():
-                        env[f"file:{m['mountPath']}/{key}"] = value
-                else:
+                kind = "secret" if "secret" in vol else "configMap" if "configMap" in vol else None
+                if kind is None:
                     source = {k: v for k, v in vol.items() if k != "name"}
                     env[f"mount:{m['mountPath']}"] = json.dumps(source, sort_keys=True)
+                    continue
+                store = secrets if kind == "secret" else configmaps
+                name = vol[kind]["secretName" if kind == "secret" else "name"]
+                if vol[kind].get("items"):  # only the listed keys, at their paths
+                    for item in vol[kind]["items"]:
+                        env[f"file:{m['mountPath']}/{item['path']}"] = lookup(store, kind.lower(), name, item["key"])
+                else:
+                    for key, value in store.get(name, {"*": f"<{kind.lower()} {name}>"}).items():
+                        env[f"file:{m['mountPath']}/{key}"] = value
             out[f"{d['kind']}/{d['metadata']['name']}/{c['name']}"] = env
     return out
 
@@ -131,6 +133,8 @@ def sentinel_for(path: tuple, default, n: int, schema: dict):
         new = default + step if default + step <= hi else default - step
         assert lo <= new <= hi, f"no sentinel for {path} in {lo}..{hi}"
         return new
+    if key == "existingSecretKeys":
+        return [*default, "LLM_API_KEY"]
     tag = f"sentinel{n}x"
     if key == "retryTiersMs":
         return f"1000,{20000 + n}"
@@ -166,7 +170,15 @@ def settings_plan(values: dict) -> list[tuple[tuple, dict]]:
     for path, _ in leaves(values["config"], ("config",)):
         plan.append((path, {}))
     for path, _ in leaves(values["secrets"], ("secrets",)):
-        plan.append((path, {}))
+        if path[-1] == "mountAsFiles":  # shows once a secret is set
+            plan.append((path, {"secrets": {"githubWebhookSecret": "w"}}))
+        elif path[-1] == "mountPath":
+            plan.append((path, {"secrets": {"mountAsFiles": True, "githubWebhookSecret": "w"}}))
+        else:
+            plan.append((path, {}))
+    plan.append((("secrets", "existingSecretKeys"),
+                 {"secrets": {"mountAsFiles": True, "existingSecret": "creds",
+                              "existingSecretKeys": ["GITHUB_WEBHOOK_SECRET"]}}))
     plan.append((("apiTokens", "content"), {}))
     plan.append((("apiTokens", "mountPath"), {"apiTokens": {"content": "t"}}))
     plan.append((("apiTokens", "existingSecret"), {}))
@@ -237,27 +249,28 @@ def check_settings_reach_containers(helm: Helm, values: dict, schema: dict, rep:
               "reach no container: " + ", ".join(unreached))
 
     # Everything set at once: the whole operator interface is present.
-    full: dict = copy.deepcopy(DETERMINISTIC)
-    for n, (path, base) in enumerate(settings_plan(values)):
-        if path[0] in ("config", "secrets") and path[-1] != "existingSecret":
-            full = deep_merge(full, nested(path, sentinel_for(path, get_path(values, path), n, schema)))
-    full = deep_merge(full, {"apiTokens": {"content": "t"}, "routingRules": {"content": "r"},
-                             "policy": {"content": "p"}})
+    # Secrets as variables, then (secrets.mountAsFiles) as `<NAME>_FILE`.
+    full = every_setting_set(values, schema)
     docs, err = helm.template(values=full)
     if not rep.check(docs is not None, "render with every setting set", err):
         return
+    file_docs, err = helm.template(values=deep_merge(full, {"secrets": {"mountAsFiles": True}}))
+    if not rep.check(file_docs is not None, "render with every setting set, secrets as files", err):
+        return
     envs = effective_env(docs)
+    file_envs = effective_env(file_docs)
     present = set()
-    for env in envs.values():
+    for env in [*envs.values(), *file_envs.values()]:
         present |= set(env)
     missing = [v for v in INTERFACE_VARS if v not in present]
-    rep.check(not missing, f"all {len(INTERFACE_VARS)} operator-interface variables reach a container",
-              "missing: " + ", ".join(missing))
+    rep.check(not missing, f"all {len(INTERFACE_VARS)} operator-interface variables reach a container "
+              "(secrets as variables and as files)", "missing: " + ", ".join(missing))
 
     # ... and each only the binaries that read it (default and full renders).
     stray = []
     defaults, _ = helm.template(values=DETERMINISTIC)
-    for label, rendered in (("default", effective_env(defaults or [])), ("everything set", envs)):
+    for label, rendered in (("default", effective_env(defaults or [])), ("everything set", envs),
+                            ("everything set, secrets as files", file_envs)):
         for cid, env in rendered.items():
             binary = cid.rsplit("/", 1)[-1]
             if binary not in BINARY_READS:
@@ -267,12 +280,28 @@ def check_settings_reach_containers(helm: Helm, values: dict, schema: dict, rep:
                 stray.append(f"[{label}] {binary}: {', '.join(extra)}")
     rep.check(bool(defaults) and not stray,
               "every variable reaches only the binaries that read it", "; ".join(stray))
-    check_paths("default", defaults or [], rep)
-    check_paths("everything set", docs, rep)
+    # the default render mounts no tokens file, no routing rules, no policy and no secrets
+    secret_files = {f"{k}_FILE" for k in SECRET_KEYS}
+    check_paths("default", defaults or [], rep, WRITABLE_PATHS)
+    check_paths("everything set", docs, rep, WRITABLE_PATHS | (MOUNTED_FILES - secret_files))
+    check_paths("everything set, secrets as files", file_docs, rep, WRITABLE_PATHS | MOUNTED_FILES)
 
 
-def check_paths(label: str, docs: list[dict], rep: Report) -> None:
-    """Written paths lie in writable volumes; read files are mounted."""
+def every_setting_set(values: dict, schema: dict) -> dict:
+    """Values with every config and secret setting set (secrets as variables),
+    an API tokens file, routing rules and a policy."""
+    full: dict = copy.deepcopy(DETERMINISTIC)
+    for n, (path, base) in enumerate(settings_plan(values)):
+        if path[0] in ("config", "secrets") and path[-1] not in (
+                "existingSecret", "existingSecretKeys", "mountAsFiles", "mountPath"):
+            full = deep_merge(full, nested(path, sentinel_for(path, get_path(values, path), n, schema)))
+    return deep_merge(full, {"apiTokens": {"content": "t"}, "routingRules": {"content": "r"},
+                             "policy": {"content": "p"}})
+
+
+def check_paths(label: str, docs: list[dict], rep: Report, expected: set[str]) -> None:
+    """Written paths lie in writable volumes; read files are mounted; every
+    variable of `expected` is set in some container."""
     problems, seen = [], set()
     envs = effective_env(docs)
     for d in docs:
@@ -296,8 +325,8 @@ def check_paths(label: str, docs: list[dict], rep: Report) -> None:
                 seen.add(var)
                 if f"file:{env[var]}" not in env:
                     problems.append(f"{c['name']}: {var}={env[var]} is not a mounted file")
-    # the default render mounts no tokens file, no routing rules and no policy
-    expected = WRITABLE_PATHS | (MOUNTED_FILES if label != "default" else set())
+                elif env[f"file:{env[var]}"].startswith("<missing"):
+                    problems.append(f"{c['name']}: {var}={env[var]}: {env[f'file:{env[var]}']}")
     unseen = sorted(expected - seen)
     rep.check(not problems and not unseen,
               f"[{label}] written paths in writable volumes, read files mounted ({', '.join(sorted(seen))})",

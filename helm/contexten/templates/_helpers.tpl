@@ -170,6 +170,7 @@ dispatchHttpTimeoutSecs: {env: DISPATCH_HTTP_TIMEOUT_SECS, to: [dispatch]}
 githubWritesPerMinute: {env: GITHUB_WRITES_PER_MINUTE, to: [dispatch]}
 githubWritesPerHour: {env: GITHUB_WRITES_PER_HOUR, to: [dispatch]}
 slackChannelMessagesPerSecond: {env: SLACK_CHANNEL_MESSAGES_PER_SECOND, to: [dispatch]}
+slackCommandReply: {env: SLACK_COMMAND_REPLY, to: [dispatch]}
 linearRequestsPerHour: {env: LINEAR_REQUESTS_PER_HOUR, to: [dispatch]}
 dispatchLimitWaitMs: {env: DISPATCH_LIMIT_WAIT_MS, to: [dispatch]}
 {{- end -}}
@@ -242,6 +243,60 @@ context: [GITHUB_TOKEN, CACHE_ENCRYPTION_KEY]
 generate: [LLM_API_KEY, CACHE_ENCRYPTION_KEY, GITHUB_TOKEN]
 agent: [CODEGEN_API_TOKEN]
 dispatch: [GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY, LINEAR_API_KEY, SLACK_BOT_TOKEN, CALLBACK_SIGNING_SECRET]
+{{- end -}}
+
+{{/*
+The Secret keys of contexten.componentSecretEnv each component's binary also
+reads as `<NAME>_FILE` (shared/config's secret_source/secret_value). With
+secrets.mountAsFiles these are mounted as files instead of variables; the rest
+(ingest's inline CONTEXTEN_API_TOKENS, the context and generator workers'
+GITHUB_TOKEN, read from the variable only) stay variables.
+*/}}
+{{- define "contexten.componentSecretFiles" -}}
+ingest: [GITHUB_WEBHOOK_SECRET, LINEAR_WEBHOOK_SECRET, SLACK_SIGNING_SECRET, GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY]
+context: [CACHE_ENCRYPTION_KEY]
+generate: [LLM_API_KEY, CACHE_ENCRYPTION_KEY]
+agent: [CODEGEN_API_TOKEN]
+dispatch: [GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY, LINEAR_API_KEY, SLACK_BOT_TOKEN, CALLBACK_SIGNING_SECRET]
+{{- end -}}
+
+{{/*
+How one component gets its credentials; call with (dict "root" $ "key" "ingest").
+YAML {env: [keys passed as variables], files: [keys mounted as files]}. Without
+secrets.mountAsFiles every key is a variable (an absent key leaves it unset).
+With it, a key the binary reads as a file is mounted only when the Secret holds
+it (the chart's own: a non-empty value; existingSecret: listed in
+existingSecretKeys), since a `<NAME>_FILE` without its file stops the binary.
+*/}}
+{{- define "contexten.secretWiring" -}}
+{{- $root := .root -}}
+{{- $s := $root.Values.secrets -}}
+{{- $all := get (include "contexten.componentSecretEnv" $root | fromYaml) .key -}}
+{{- $fileable := get (include "contexten.componentSecretFiles" $root | fromYaml) .key -}}
+{{- $env := list -}}
+{{- $files := list -}}
+{{- if not $s.mountAsFiles -}}
+{{- $env = $all -}}
+{{- else -}}
+{{- $held := list -}}
+{{- if $s.existingSecret -}}
+{{- $held = $s.existingSecretKeys -}}
+{{- else -}}
+{{- range $valueKey, $name := include "contexten.secretKeys" $root | fromYaml -}}
+{{- if get $s $valueKey -}}
+{{- $held = append $held $name -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $name := $all -}}
+{{- if not (has $name $fileable) -}}
+{{- $env = append $env $name -}}
+{{- else if has $name $held -}}
+{{- $files = append $files $name -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml (dict "env" $env "files" $files) -}}
 {{- end -}}
 
 {{/* values key under .Values.secrets -> Secret key / environment variable */}}
@@ -361,6 +416,21 @@ true
 {{- if and .Values.policy.content .Values.policy.existingConfigMap -}}
 {{- fail "policy: set content or existingConfigMap, not both" -}}
 {{- end -}}
+{{- if and .Values.secrets.mountAsFiles .Values.secrets.existingSecret (not .Values.secrets.existingSecretKeys) -}}
+{{- fail "secrets.mountAsFiles with secrets.existingSecret: list the keys that Secret holds in secrets.existingSecretKeys (each becomes <NAME>_FILE, and a binary whose file is missing does not start)" -}}
+{{- end -}}
+{{- if .Values.secrets.mountAsFiles -}}
+{{- $secretsPath := clean .Values.secrets.mountPath -}}
+{{- $others := list "/tmp" "/home/contexten" .Values.ingest.dataVolume.mountPath .Values.workers.context.cacheVolume.mountPath .Values.workers.generate.cacheVolume.mountPath -}}
+{{- if include "contexten.apiTokensEnabled" . }}{{ $others = append $others .Values.apiTokens.mountPath }}{{ end -}}
+{{- if or .Values.routingRules.content .Values.routingRules.existingConfigMap }}{{ $others = append $others .Values.routingRules.mountPath }}{{ end -}}
+{{- if include "contexten.policyEnabled" . }}{{ $others = append $others .Values.policy.mountPath }}{{ end -}}
+{{- range $other := $others -}}
+{{- if eq $secretsPath (clean $other) -}}
+{{- fail (printf "secrets.mountPath %s is already a mount of the pods: choose another directory" $secretsPath) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- $cfg := .Values.config -}}
 {{- /* the agent worker refuses to start otherwise (services/agent-worker/src/settings.rs) */ -}}
 {{- if lt (int64 $cfg.agentPollMaxMs) (int64 $cfg.agentPollInitialMs) -}}
@@ -412,7 +482,21 @@ metadata:
     {{- with .checksums }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-    checksum/secret-values: {{ toJson $root.Values.secrets | sha256sum }}
+    {{- $secretWiring := include "contexten.secretWiring" (dict "root" $root "key" $key) | fromYaml }}
+    {{- if $root.Values.secrets.mountAsFiles }}
+    {{- /* files follow Secret updates in place: only the values passed as
+    variables (and the set of mounted keys, part of env) roll the pods */}}
+    {{- $envValues := dict }}
+    {{- range $valueKey, $name := include "contexten.secretKeys" $root | fromYaml }}
+    {{- if has $name $secretWiring.env }}
+    {{- $_ := set $envValues $name (get $root.Values.secrets $valueKey) }}
+    {{- end }}
+    {{- end }}
+    checksum/secret-values: {{ toJson $envValues | sha256sum }}
+    {{- else }}
+    {{- /* the values only (the file options leave it as it was) */}}
+    checksum/secret-values: {{ toJson (omit $root.Values.secrets "mountAsFiles" "mountPath" "existingSecretKeys") | sha256sum }}
+    {{- end }}
     prometheus.io/scrape: "true"
     prometheus.io/port: {{ .port | quote }}
     prometheus.io/path: /metrics
@@ -459,7 +543,7 @@ spec:
             secretKeyRef:
               name: {{ include "contexten.redisSecretName" $root }}
               key: {{ include "contexten.redisSecretKey" $root }}
-        {{- range $secretKey := get (include "contexten.componentSecretEnv" . | fromYaml) $key }}
+        {{- range $secretKey := $secretWiring.env }}
         - name: {{ $secretKey }}
           valueFrom:
             secretKeyRef:
@@ -467,6 +551,11 @@ spec:
               key: {{ $secretKey }}
               # absent key: the variable stays unset and the provider is disabled
               optional: true
+        {{- end }}
+        {{- range $secretKey := $secretWiring.files }}
+        # re-read when the mounted Secret changes (secrets.mountAsFiles)
+        - name: {{ printf "%s_FILE" $secretKey }}
+          value: {{ printf "%s/%s" (clean $root.Values.secrets.mountPath) $secretKey | quote }}
         {{- end }}
         {{- with .env }}
         {{- toYaml . | nindent 8 }}
@@ -505,6 +594,12 @@ spec:
         {{- with .volumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+        {{- if $secretWiring.files }}
+        # a directory, not subPath: the kubelet swaps updated keys in place
+        - name: secrets
+          mountPath: {{ clean $root.Values.secrets.mountPath }}
+          readOnly: true
+        {{- end }}
   volumes:
     - name: tmp
       emptyDir:
@@ -514,6 +609,18 @@ spec:
         sizeLimit: 64Mi
     {{- with .volumes }}
     {{- toYaml . | nindent 4 }}
+    {{- end }}
+    {{- if $secretWiring.files }}
+    - name: secrets
+      secret:
+        secretName: {{ include "contexten.secretName" $root }}
+        defaultMode: 288
+        # only the keys this binary reads as files
+        items:
+          {{- range $secretKey := $secretWiring.files }}
+          - key: {{ $secretKey }}
+            path: {{ $secretKey }}
+          {{- end }}
     {{- end }}
   {{- with (default $root.Values.nodeSelector $c.nodeSelector) }}
   nodeSelector:
