@@ -1,11 +1,14 @@
-//! Whole-fleet Slack flows: a slash command (acknowledged by ingest's own
-//! answer, answered through its `response_url` where the bot is not in the
-//! channel) and an answer too long for one Slack message (a summary in the
-//! thread plus the full code as a file, through the three upload calls).
+//! Whole-fleet Slack flows: a slash command (ingest's empty 200, then an
+//! ephemeral acknowledgement through its `response_url`, the answer in the
+//! channel or through the `response_url` as configured, or through it where
+//! the bot is not in the channel) and an answer too long for one Slack message
+//! (a summary in the thread plus the full code as a file, through the three
+//! upload calls).
 
 use contexten_fleet_tests::fakes::{Fakes, OUTSIDE_CHANNEL, url_form};
 use contexten_fleet_tests::harness::*;
 use serde_json::{Value, json};
+use wiremock::Request;
 
 /// Posts a signed slash command (a form, as Slack sends it).
 async fn slash_command(fleet: &Fleet, form: &str) -> reqwest::Response {
@@ -22,6 +25,72 @@ async fn slash_command(fleet: &Fleet, form: &str) -> reqwest::Response {
         .send()
         .await
         .expect("ingest answers")
+}
+
+/// The form of a `/contexten` slash command in `channel`, whose response_url
+/// is `hook` on the fake Slack.
+fn command_form(fleet: &Fleet, channel: &str, hook: &str, trigger: &str) -> String {
+    format!(
+        "token=x&team_id=T0001&team_domain=acme&channel_id={channel}&channel_name=c&user_id=U0HUMAN&user_name=grace&command=%2Fcontexten&text={}&api_app_id=A0001&response_url={}&trigger_id={trigger}",
+        encode(
+            "write a python function slugify(title) that lowercases and joins words with dashes"
+        ),
+        encode(&format!("{}{hook}", fleet.fakes.slack.uri())),
+    )
+}
+
+/// Ingest's answer to a new command: an empty 200 (Slack shows nothing).
+async fn assert_empty_200(response: reqwest::Response) {
+    assert_eq!(response.status(), 200);
+    let body = response.bytes().await.expect("body");
+    assert!(body.is_empty(), "{}", String::from_utf8_lossy(&body));
+}
+
+/// The JSON bodies posted to `hook`, in order.
+async fn hook_bodies(fleet: &Fleet, hook: &str) -> Vec<Value> {
+    Fakes::requests(&fleet.fakes.slack, "POST", hook)
+        .await
+        .into_iter()
+        .map(|r: Request| serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null))
+        .collect()
+}
+
+/// Waits for the answer (the generated code) through `hook` and checks that
+/// the first thing posted there was the ephemeral acknowledgement, alone.
+async fn acknowledged_then_answered(fleet: &Fleet, hook: &str) -> Vec<Value> {
+    let sent = eventually(FLOW_WITHIN, || async {
+        let sent = hook_bodies(fleet, hook).await;
+        sent.iter()
+            .any(|b| b.to_string().contains("def parse_duration"))
+            .then_some(sent)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no answer through the response_url\n{}", fleet.logs(60)));
+    let acks: Vec<&Value> = sent
+        .iter()
+        .filter(|b| b["response_type"] == "ephemeral")
+        .collect();
+    assert_eq!(acks.len(), 1, "one acknowledgement: {sent:?}");
+    assert_eq!(
+        sent[0]["response_type"], "ephemeral",
+        "before the answer: {sent:?}"
+    );
+    assert!(
+        sent[0]["text"].as_str().unwrap().starts_with("On it"),
+        "{}",
+        sent[0]
+    );
+    sent
+}
+
+/// No reaction: a slash command has no message to react to.
+async fn assert_no_reaction(fleet: &Fleet) {
+    assert!(
+        Fakes::requests(&fleet.fakes.slack, "POST", "/api/reactions.add")
+            .await
+            .is_empty(),
+        "no reaction without a message to react to"
+    );
 }
 
 fn encode(text: &str) -> String {
@@ -42,29 +111,13 @@ async fn a_slash_command_where_the_bot_is_not_invited_is_answered_through_its_re
         .await
         .expect("fleet starts");
     let hook = "/commands/T0001/8123/fleetsecret";
-    let form = format!(
-        "token=x&team_id=T0001&team_domain=acme&channel_id={OUTSIDE_CHANNEL}&channel_name=outside&user_id=U0HUMAN&user_name=grace&command=%2Fcontexten&text={}&api_app_id=A0001&response_url={}&trigger_id=1337.42.fleet",
-        encode(
-            "write a python function slugify(title) that lowercases and joins words with dashes"
-        ),
-        encode(&format!("{}{hook}", fleet.fakes.slack.uri())),
-    );
-    let response = slash_command(&fleet, &form).await;
-    assert_eq!(response.status(), 200);
-    let ack: Value = response.json().await.expect("json");
-    assert_eq!(ack["response_type"], "ephemeral", "{ack}");
-    assert!(ack["text"].as_str().unwrap().starts_with("On it"), "{ack}");
+    let form = command_form(&fleet, OUTSIDE_CHANNEL, hook, "1337.42.fleet");
+    assert_empty_200(slash_command(&fleet, &form).await).await;
 
-    let answer = eventually(FLOW_WITHIN, || async {
-        Fakes::requests(&fleet.fakes.slack, "POST", hook)
-            .await
-            .into_iter()
-            .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null))
-            .find(|b| b.to_string().contains("def parse_duration"))
-    })
-    .await
-    .unwrap_or_else(|| panic!("no answer through the response_url\n{}", fleet.logs(60)));
+    let sent = acknowledged_then_answered(&fleet, hook).await;
+    let answer = sent.last().unwrap();
     assert_eq!(answer["response_type"], "in_channel");
+    assert!(answer.to_string().contains("def parse_duration"));
     let tried = Fakes::requests(&fleet.fakes.slack, "POST", "/api/chat.postMessage").await;
     assert!(
         tried
@@ -72,12 +125,45 @@ async fn a_slash_command_where_the_bot_is_not_invited_is_answered_through_its_re
             .any(|r| String::from_utf8_lossy(&r.body).contains(OUTSIDE_CHANNEL)),
         "the channel was tried first"
     );
+    for request in Fakes::requests(&fleet.fakes.slack, "POST", hook).await {
+        assert!(
+            request.headers.get("authorization").is_none(),
+            "the bot token never goes to a response_url"
+        );
+    }
+    assert_no_reaction(&fleet).await;
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn configured_for_the_response_url_a_slash_command_is_acknowledged_and_answered_there() {
+    let fleet = Fleet::start(FleetOptions {
+        extra: vec![("SLACK_COMMAND_REPLY".into(), "response_url".into())],
+        ..FleetOptions::default()
+    })
+    .await
+    .expect("fleet starts");
+    let hook = "/commands/T0001/8124/fleetsecret";
+    let form = command_form(&fleet, "C0INVITED", hook, "1337.43.fleet");
+    assert_empty_200(slash_command(&fleet, &form).await).await;
+
+    let sent = acknowledged_then_answered(&fleet, hook).await;
+    let answer = sent.last().unwrap();
+    assert_eq!(answer["response_type"], "in_channel");
+    assert!(answer.to_string().contains("def parse_duration"));
     assert!(
-        Fakes::requests(&fleet.fakes.slack, "POST", "/api/reactions.add")
+        Fakes::requests(&fleet.fakes.slack, "POST", "/api/chat.postMessage")
             .await
             .is_empty(),
-        "no reaction without a message to react to"
+        "nothing in the channel: the response_url could be used"
     );
+    // The same command again (Slack retrying it) is not a second task.
+    let again = slash_command(&fleet, &form).await;
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again["response_type"], "ephemeral", "{again}");
+    assert_eq!(again["text"], "Already received.");
+    assert_no_reaction(&fleet).await;
     fleet.stop().await;
 }
 

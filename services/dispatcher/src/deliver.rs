@@ -3,9 +3,14 @@
 //! the platform after an uncertain attempt.
 //!
 //! Slack specifics:
-//! - A slash command has no message to react to: ingest's HTTP answer (an
-//!   ephemeral "On it") is its acknowledgement, so its ack plan is nothing,
-//!   and no reaction is ever tried without a message ts.
+//! - A slash command has no message to react to: ingest answers its HTTP
+//!   request with an empty 200, and its acknowledgement is an ephemeral "On
+//!   it" through its `response_url` ([`CommandAck`]), whatever
+//!   `SLACK_COMMAND_REPLY` says. It takes one of the URL's uses, never the
+//!   last; when the URL cannot be used (expired, no use left, not on Slack's
+//!   host) the acknowledgement is skipped (counted `skipped`). No reaction is
+//!   ever tried without a message ts. An ephemeral message cannot be looked
+//!   up, so an acknowledgement that may have been shown is not sent again.
 //! - A slash command's answers go where `SLACK_COMMAND_REPLY` says: `channel`
 //!   (chat.postMessage, falling back to the `response_url` when the bot is not
 //!   in the channel) or `response_url` (falling back to the channel when the
@@ -20,7 +25,7 @@
 
 mod slack;
 
-pub use slack::SlackPlan;
+pub use slack::{CommandAck, SlackPlan};
 
 use crate::config::{Limits, SlackCommandReply};
 use crate::format::{self, markdown};
@@ -67,6 +72,9 @@ pub enum Plan {
     /// A Slack message in the thread (or the channel), found again by its
     /// metadata key; see [`SlackPlan`].
     SlackMessage(Box<SlackPlan>),
+    /// Acknowledge a slash command: an ephemeral message through its
+    /// `response_url`.
+    SlackCommandAck(CommandAck),
     /// A signed callback; the receiver deduplicates on the delivery id.
     Callback {
         url: String,
@@ -109,12 +117,12 @@ impl Plan {
                 body: markdown::render(envelope, kind, markdown::Flavor::Linear, now_ms),
                 id: linear_comment_id(slot),
             },
-            // A slash command: ingest's ephemeral HTTP answer acknowledged it,
-            // and there is no message to react to.
+            // A slash command: no message to react to; acknowledged through
+            // its response_url, or not at all without one.
             ReplyTarget::Slack { thread_ts, .. }
                 if kind == ReplyKind::Ack && thread_ts.is_empty() =>
             {
-                return None;
+                return slack::ack_plan(envelope, slot);
             }
             ReplyTarget::Slack { channel, thread_ts } if kind == ReplyKind::Ack => {
                 Plan::SlackReaction {
@@ -138,7 +146,9 @@ impl Plan {
         match self {
             Plan::GithubReaction { .. } | Plan::GithubComment { .. } => "github",
             Plan::LinearComment { .. } => "linear",
-            Plan::SlackReaction { .. } | Plan::SlackMessage { .. } => "slack",
+            Plan::SlackReaction { .. }
+            | Plan::SlackMessage { .. }
+            | Plan::SlackCommandAck { .. } => "slack",
             Plan::Callback { .. } => "callback",
         }
     }
@@ -216,7 +226,9 @@ impl Clients {
                 vec![slack_limiter(store, limits, channel)]
             }
             Plan::SlackMessage(slack) => vec![slack_limiter(store, limits, &slack.message.channel)],
-            Plan::Callback { .. } => Vec::new(),
+            // A response_url is not chat.postMessage: the channel's message
+            // limit does not apply to it (the URL's own uses are counted).
+            Plan::SlackCommandAck(_) | Plan::Callback { .. } => Vec::new(),
         };
         for limiter in limiters {
             if let Err(wait) = limiter.acquire(limits.max_wait).await {
@@ -267,6 +279,14 @@ impl Clients {
             (Plan::SlackMessage(plan), _, _, Some(slack)) => {
                 slack::reconcile(slack, store, plan, since_secs).await
             }
+            // An ephemeral message cannot be found again, and sending it twice
+            // could spend the response_url use Slack counts for the answer:
+            // an acknowledgement that may have been shown counts as sent.
+            (Plan::SlackCommandAck(ack), _, _, _) => Ok(Some(Posted {
+                provider: "slack",
+                external_id: format!("response_url/{} (uncertain)", ack.key),
+                url: None,
+            })),
             // Reactions are idempotent and callbacks are deduplicated by their
             // receiver on `webhook-id`: sending again is safe.
             _ => Ok(None),
@@ -342,6 +362,10 @@ impl Clients {
                 let slack = self.slack.as_ref().ok_or_else(not_configured)?;
                 slack::post(slack, store, plan, self.slack_command_reply).await
             }
+            Plan::SlackCommandAck(ack) => {
+                let slack = self.slack.as_ref().ok_or_else(not_configured)?;
+                slack::acknowledge(slack, store, ack).await
+            }
             Plan::Callback { url, id, body } => {
                 let callback = self.callback.as_ref().ok_or_else(not_configured)?;
                 let status = callback.deliver(url, id, body.clone()).await?;
@@ -353,6 +377,12 @@ impl Clients {
             }
         }
     }
+}
+
+/// Whether `posted` records a reply deliberately not sent (a slash command's
+/// `response_url` that cannot be used for it).
+pub fn skipped(posted: &Posted) -> bool {
+    posted.external_id.starts_with(slack::SKIPPED)
 }
 
 fn slack_limiter(store: &Store, limits: &Limits, channel: &str) -> RateLimiter {

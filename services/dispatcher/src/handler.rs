@@ -12,7 +12,7 @@
 //! back after [`LEDGER_DELAY`], since posting unrecorded could post twice.
 
 use crate::config::{Limits, ProviderSettings};
-use crate::deliver::{Clients, Plan};
+use crate::deliver::{self, Clients, Plan};
 use crate::ledger::{Ledger, ReplySlot};
 use contexten_broker::{Handler, Outcome, Store};
 use contexten_envelope::{ReplyKind, Stage, TaskEnvelope, now_ms};
@@ -205,8 +205,13 @@ impl DispatchHandler {
                     // redelivery finds the reply on the platform instead.
                     metric::redis_degraded("reply_ledger");
                 }
-                tracing::info!(provider, kind = kind.as_str(), external_id = %posted.external_id, "reply posted");
-                note(provider, kind, "posted");
+                if deliver::skipped(&posted) {
+                    tracing::info!(provider, kind = kind.as_str(), external_id = %posted.external_id, "reply skipped");
+                    note(provider, kind, "skipped");
+                } else {
+                    tracing::info!(provider, kind = kind.as_str(), external_id = %posted.external_id, "reply posted");
+                    note(provider, kind, "posted");
+                }
                 Outcome::Done
             }
             Err(error) => {

@@ -11,8 +11,9 @@
 //!
 //! Per platform: an acknowledgement is an 👀 reaction on the request comment
 //! (GitHub, when the request was a comment) or on the thread's parent (Slack),
-//! otherwise an "On it" comment; a Slack slash command was acknowledged by
-//! ingest's ephemeral answer and gets nothing more. Progress and the final
+//! otherwise an "On it" comment; a Slack slash command gets an ephemeral "On
+//! it" through its `response_url` (skipped when the URL cannot be used, never
+//! a reaction). Progress and the final
 //! answer are new comments or thread messages (new rather than edits, so the
 //! requester is notified); a Slack answer too long for a message is a summary
 //! plus the full answer as a file in the thread.

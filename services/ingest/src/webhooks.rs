@@ -368,7 +368,9 @@ async fn slack_inner(
         }
         let draft = providers::slack::classify_command(command, &state.cfg.routing);
         let response = submit(state, draft, received).await?;
-        // Slack shows a slash command's 200 body to the user who typed it.
+        // Slack shows a slash command's 200 body to the user who typed it, and
+        // nothing for an empty one: a new command's "On it" comes from the
+        // dispatcher, ephemeral through the command's response_url.
         let refused = matches!(
             response.extensions().get::<Outcome>(),
             Some(Outcome("refused"))
@@ -379,7 +381,9 @@ async fn slack_inner(
                 "refused",
             )
         } else if response.status() == StatusCode::ACCEPTED {
-            ("On it: your request is queued.", "accepted")
+            let mut empty = StatusCode::OK.into_response();
+            empty.extensions_mut().insert(Outcome("accepted"));
+            return Ok(empty);
         } else {
             ("Already received.", "duplicate")
         };

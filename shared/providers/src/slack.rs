@@ -63,6 +63,25 @@ pub struct FileUpload {
     pub content: Vec<u8>,
 }
 
+/// Who sees a message sent through a slash command's `response_url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseType {
+    /// Everyone in the channel (an answer).
+    InChannel,
+    /// Only the person who typed the command (an acknowledgement).
+    Ephemeral,
+}
+
+impl ResponseType {
+    /// Slack's `response_type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseType::InChannel => "in_channel",
+            ResponseType::Ephemeral => "ephemeral",
+        }
+    }
+}
+
 /// A Slack Web API client for one bot token.
 pub struct SlackClient {
     http: reqwest::Client,
@@ -237,27 +256,20 @@ impl SlackClient {
             .unwrap_or_default())
     }
 
-    /// Posts a message visible to the channel through a slash command's
-    /// `response_url` (valid 30 minutes, 5 uses: the caller counts). Sent
-    /// without the bot token, and only to Slack's hooks host or the
-    /// configured API's host.
+    /// Posts a message through a slash command's `response_url` (valid 30
+    /// minutes, 5 uses: the caller counts), visible to the channel or, when
+    /// `ephemeral`, only to the person who typed the command. Sent without
+    /// the bot token, and only to Slack's hooks host or the configured API's
+    /// host.
     pub async fn respond(
         &self,
         response_url: &str,
+        response_type: ResponseType,
         text: &str,
         blocks: Option<&Value>,
     ) -> Result<(), ProviderError> {
         let url = self.slack_url(response_url, RESPONSE_URL_HOSTS, "response_url")?;
-        let mut body = json!({
-            "response_type": "in_channel",
-            "replace_original": false,
-            "text": text,
-            "unfurl_links": false,
-            "unfurl_media": false,
-        });
-        if let Some(blocks) = blocks {
-            body["blocks"] = blocks.clone();
-        }
+        let body = response_body(response_type, text, blocks);
         let response = self
             .http
             .post(url)
@@ -387,6 +399,22 @@ impl SlackClient {
     }
 }
 
+/// The JSON body of a `response_url` message: an ephemeral one is just its
+/// type and text (and blocks, when it has them); an in-channel one is a new
+/// message (never replacing the original) without link previews.
+fn response_body(response_type: ResponseType, text: &str, blocks: Option<&Value>) -> Value {
+    let mut body = json!({ "response_type": response_type.as_str(), "text": text });
+    if response_type == ResponseType::InChannel {
+        body["replace_original"] = json!(false);
+        body["unfurl_links"] = json!(false);
+        body["unfurl_media"] = json!(false);
+    }
+    if let Some(blocks) = blocks {
+        body["blocks"] = blocks.clone();
+    }
+    body
+}
+
 /// Reads a `response_url` answer: unlike the Web API it speaks in statuses,
 /// with `ok` (or `{"ok":true}`) on success and the error code as the body
 /// (`expired_url`, `used_url`, `no_text`, …) or in `{ok:false, error}`.
@@ -505,6 +533,22 @@ mod tests {
             SecretString::from("xoxb-unit".to_owned()),
             HttpSettings::default(),
         )
+    }
+
+    #[test]
+    fn an_ephemeral_response_is_its_type_and_text_and_an_answer_a_new_channel_message() {
+        assert_eq!(
+            response_body(ResponseType::Ephemeral, "On it: x", None),
+            json!({"response_type": "ephemeral", "text": "On it: x"})
+        );
+        let blocks = json!([{"type": "section"}]);
+        assert_eq!(
+            response_body(ResponseType::InChannel, "Done", Some(&blocks)),
+            json!({
+                "response_type": "in_channel", "text": "Done", "replace_original": false,
+                "unfurl_links": false, "unfurl_media": false, "blocks": blocks,
+            })
+        );
     }
 
     #[test]

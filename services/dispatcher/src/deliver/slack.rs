@@ -1,6 +1,7 @@
 //! Slack replies: the plan of a message (a slash command's route, a long
-//! answer's summary and file), how it is posted, and how an uncertain attempt
-//! is found again. The rules are in the parent module's docs.
+//! answer's summary and file) or of a slash command's acknowledgement, how it
+//! is posted, and how an uncertain attempt is found again. The rules are in
+//! the parent module's docs.
 
 use super::{Plan, SEARCH_SLACK_SECS, SLACK_EVENT_TYPE};
 use crate::config::SlackCommandReply;
@@ -9,7 +10,7 @@ use crate::ledger::{Posted, ReplySlot};
 use contexten_broker::{BrokerError, Store};
 use contexten_envelope::{ReplyKind, TaskEnvelope, TaskId};
 use contexten_providers::ProviderError;
-use contexten_providers::slack::{FileUpload, PostMessage, SlackClient};
+use contexten_providers::slack::{FileUpload, PostMessage, ResponseType, SlackClient};
 use serde_json::{Value, json};
 
 /// A slash command's `response_url` works for 30 minutes; stop using it a
@@ -17,6 +18,9 @@ use serde_json::{Value, json};
 const RESPONSE_URL_VALID_MS: u64 = 29 * 60 * 1000;
 /// Uses of one `response_url` Slack allows.
 const RESPONSE_URL_USES: u32 = 5;
+/// The external id of a reply deliberately not sent (no `response_url` use
+/// left for it, or the URL cannot be used); a reason may follow.
+pub(super) const SKIPPED: &str = "response_url/skipped";
 /// How long the per-command use count and a long answer's summary record live.
 const SLACK_STEP_TTL_SECS: u64 = 7 * 24 * 3600;
 /// Slack errors meaning the bot cannot post in the channel.
@@ -68,9 +72,59 @@ pub struct CommandReply {
 }
 
 impl CommandReply {
+    /// The `response_url` of a slash command's task (no thread ts), if any.
+    fn of(envelope: &TaskEnvelope, kind: ReplyKind, thread_ts: Option<&str>) -> Option<Self> {
+        envelope
+            .source
+            .extra
+            .get("slack_response_url")
+            .and_then(Value::as_str)
+            .filter(|_| thread_ts.is_none())
+            .map(|url| CommandReply {
+                response_url: url.to_owned(),
+                task: envelope.task_id,
+                kind,
+                expires_at_ms: envelope.created_at_ms + RESPONSE_URL_VALID_MS,
+            })
+    }
+
     fn usable(&self, now_ms: u64) -> bool {
         now_ms < self.expires_at_ms
     }
+
+    /// How many of the URL's uses this reply may bring the count to: an
+    /// acknowledgement or progress leaves the last one to the answer.
+    fn allowed_uses(&self) -> u32 {
+        match self.kind {
+            ReplyKind::Final | ReplyKind::Failure => RESPONSE_URL_USES,
+            ReplyKind::Ack | ReplyKind::Progress => RESPONSE_URL_USES - 1,
+        }
+    }
+}
+
+/// A slash command's acknowledgement: an ephemeral "On it" through its
+/// `response_url` (there is no message to react to).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandAck {
+    pub command: CommandReply,
+    /// The slot id, which holds the `response_url` use.
+    pub key: String,
+    pub text: String,
+}
+
+/// The acknowledgement plan of a slash command's task (a Slack target without
+/// a thread ts): an ephemeral message through its `response_url`, or nothing
+/// without one. Never a reaction: there is no message ts to react to.
+pub(super) fn ack_plan(envelope: &TaskEnvelope, slot: &ReplySlot) -> Option<Plan> {
+    let command = CommandReply::of(envelope, ReplyKind::Ack, None)?;
+    Some(Plan::SlackCommandAck(CommandAck {
+        command,
+        key: slot.id(),
+        text: format!(
+            "On it: I'm working on this request (task `{}`).",
+            envelope.task_id
+        ),
+    }))
 }
 
 /// The Slack message plan of a reply in `thread_ts` (empty: a slash command,
@@ -90,18 +144,7 @@ pub(super) fn plan(
         None => (answer.message.clone(), None),
     };
     let thread_ts = Some(thread_ts.to_owned()).filter(|ts| !ts.is_empty());
-    let command = envelope
-        .source
-        .extra
-        .get("slack_response_url")
-        .and_then(Value::as_str)
-        .filter(|_| thread_ts.is_none())
-        .map(|url| CommandReply {
-            response_url: url.to_owned(),
-            task: envelope.task_id,
-            kind,
-            expires_at_ms: envelope.created_at_ms + RESPONSE_URL_VALID_MS,
-        });
+    let command = CommandReply::of(envelope, kind, thread_ts.as_deref());
     Plan::SlackMessage(Box::new(SlackPlan {
         message: PostMessage {
             channel: channel.to_owned(),
@@ -225,6 +268,69 @@ async fn post_in_channel(
     }
 }
 
+/// Sends a slash command's acknowledgement: an ephemeral message through its
+/// `response_url`, taking one of its uses but never the last (kept for the
+/// answer). A URL that cannot be used (expired, no use left for it, refused
+/// by Slack as expired or used, or not on Slack's host) means no
+/// acknowledgement: it is skipped, and nothing else is tried in its place.
+pub(super) async fn acknowledge(
+    slack: &SlackClient,
+    store: &Store,
+    ack: &CommandAck,
+) -> Result<Posted, ProviderError> {
+    let command = &ack.command;
+    if !command.usable(contexten_envelope::now_ms()) {
+        return Ok(skipped("expired"));
+    }
+    if !reserve(store, command, &ack.key).await? {
+        return Ok(skipped("no use left"));
+    }
+    match slack
+        .respond(
+            &command.response_url,
+            ResponseType::Ephemeral,
+            &ack.text,
+            None,
+        )
+        .await
+    {
+        Ok(()) => Ok(Posted {
+            provider: "slack",
+            external_id: format!("response_url/{}", ack.key),
+            url: None,
+        }),
+        Err(ProviderError::Rejected { code, .. }) if RESPONSE_URL_GONE.contains(&code.as_str()) => {
+            Ok(skipped(&code))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// The record of a reply deliberately not sent.
+fn skipped(why: &str) -> Posted {
+    tracing::info!(
+        reason = why,
+        "the slash command's response_url cannot be used for this reply; skipped"
+    );
+    Posted {
+        provider: "slack",
+        external_id: format!("{SKIPPED} ({why})"),
+        url: None,
+    }
+}
+
+/// Reserves one of the command's `response_url` uses for the slot `key`,
+/// within what its kind may take ([`CommandReply::allowed_uses`]).
+async fn reserve(store: &Store, command: &CommandReply, key: &str) -> Result<bool, ProviderError> {
+    reserve_use(store, command, key, command.allowed_uses())
+        .await
+        .map_err(|error| ProviderError::Unavailable {
+            provider: "slack",
+            detail: format!("cannot count the response_url's uses: {error}"),
+            maybe_applied: false,
+        })
+}
+
 /// Sends the reply through the command's `response_url`, in one message (no
 /// file can follow a message without a ts), after reserving one of its uses.
 /// A progress message leaves the last use to the answer and is skipped when
@@ -235,27 +341,9 @@ async fn respond(
     plan: &SlackPlan,
     command: &CommandReply,
 ) -> Result<Posted, ProviderError> {
-    let progress = command.kind == ReplyKind::Progress;
-    let allowed = if progress {
-        RESPONSE_URL_USES - 1
-    } else {
-        RESPONSE_URL_USES
-    };
-    let reserved = reserve_use(store, command, &plan.key, allowed)
-        .await
-        .map_err(|error| ProviderError::Unavailable {
-            provider: "slack",
-            detail: format!("cannot count the response_url's uses: {error}"),
-            maybe_applied: false,
-        })?;
-    if !reserved {
-        if progress {
-            tracing::info!("no response_url use left for progress; skipped");
-            return Ok(Posted {
-                provider: "slack",
-                external_id: "response_url/skipped".into(),
-                url: None,
-            });
+    if !reserve(store, command, &plan.key).await? {
+        if command.kind == ReplyKind::Progress {
+            return Ok(skipped("no use left for progress"));
         }
         return Err(ProviderError::Rejected {
             provider: "slack",
@@ -266,6 +354,7 @@ async fn respond(
     slack
         .respond(
             &command.response_url,
+            ResponseType::InChannel,
             &plan.whole.text,
             Some(&json!(plan.whole.blocks)),
         )

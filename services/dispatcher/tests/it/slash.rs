@@ -1,5 +1,5 @@
-//! Slash commands (acknowledged by ingest's HTTP answer, answered in the
-//! channel or through the `response_url`) and answers too long for a Slack
+//! Slash commands (acknowledged by an ephemeral message through their
+//! `response_url`, answered in the channel or through it) and answers too long for a Slack
 //! message (a summary plus the full answer as a file), against a fake Slack
 //! speaking the Web API, the `response_url` and the three upload calls.
 
@@ -17,6 +17,7 @@ const POST: &str = "/api/chat.postMessage";
 const GET_UPLOAD: &str = "/api/files.getUploadURLExternal";
 const UPLOAD: &str = "/upload/v1/CwABAAAAXAo";
 const COMPLETE: &str = "/api/files.completeUploadExternal";
+const REACTION: &str = "/api/reactions.add";
 const HOOK: &str = "/commands/T0001/1234/5678";
 const CHANNEL: &str = "C2147483705";
 
@@ -118,17 +119,210 @@ fn completed() -> ResponseTemplate {
     }))
 }
 
+/// The paths `server` received requests on, in order.
+async fn paths(server: &MockServer) -> Vec<String> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .collect()
+}
+
 #[tokio::test]
-async fn a_slash_command_is_acknowledged_by_ingests_answer_and_no_reaction_is_attempted() {
+async fn a_slash_command_is_acknowledged_ephemerally_through_its_response_url() {
     let t = TestDispatch::start().await;
+    Mock::given(method("POST"))
+        .and(path(HOOK))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .expect(1)
+        .mount(&t.slack)
+        .await;
+    let env = command_envelope(&t.slack, ReplyKind::Ack);
+    assert_eq!(t.handler.dispatch(env.clone()).await, Outcome::Done);
+    assert_eq!(paths(&t.slack).await, [HOOK], "only the response_url");
+    let hook = t.slack.received_requests().await.unwrap().remove(0);
+    assert!(
+        hook.headers.get("authorization").is_none(),
+        "the bot token never goes to a response_url"
+    );
+    let body: Value = serde_json::from_slice(&hook.body).unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "response_type": "ephemeral",
+            "text": format!("On it: I'm working on this request (task `{}`).", env.task_id),
+        })
+    );
+    let record = redis_get(&t.store, &t.names.reply_key(env.task_id, ReplyKind::Ack))
+        .await
+        .unwrap();
+    assert!(record.contains("response_url/"), "{record}");
+    // A redelivery is found in the reply ledger: nothing is sent again.
+    assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
+    assert_eq!(raw(&t.slack, HOOK).await.len(), 1);
+    assert!(raw(&t.slack, REACTION).await.is_empty());
+    assert!(raw(&t.slack, POST).await.is_empty());
+    t.slack.verify().await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_acknowledgement_goes_through_the_response_url_whatever_answers_are_configured_for() {
+    let t =
+        TestDispatch::start_with(|s| s.slack_command_reply = SlackCommandReply::ResponseUrl).await;
+    Mock::given(method("POST"))
+        .and(path(HOOK))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .expect(1)
+        .mount(&t.slack)
+        .await;
     let env = command_envelope(&t.slack, ReplyKind::Ack);
     assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
-    let requests = t.slack.received_requests().await.unwrap_or_default();
-    assert!(
-        requests.is_empty(),
-        "nothing sent for the acknowledgement: {:?}",
-        requests.iter().map(|r| r.url.path()).collect::<Vec<_>>()
+    let sent = bodies(&t.slack, HOOK).await;
+    assert_eq!(sent[0]["response_type"], "ephemeral");
+    assert_eq!(paths(&t.slack).await, [HOOK]);
+    t.slack.verify().await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_unusable_response_url_means_no_acknowledgement_and_never_a_reaction() {
+    let t = TestDispatch::start().await;
+    Mock::given(method("POST"))
+        .and(path(HOOK))
+        .respond_with(ResponseTemplate::new(404).set_body_string("expired_url"))
+        .expect(1)
+        .mount(&t.slack)
+        .await;
+    let skipped = |env: &TaskEnvelope| t.names.reply_key(env.task_id, ReplyKind::Ack);
+
+    // Expired by our own clock: nothing is sent.
+    let mut expired = command_envelope(&t.slack, ReplyKind::Ack);
+    expired.created_at_ms = now_ms() - 31 * 60 * 1000;
+    assert_eq!(t.handler.dispatch(expired.clone()).await, Outcome::Done);
+    assert!(paths(&t.slack).await.is_empty());
+    let record = redis_get(&t.store, &skipped(&expired)).await.unwrap();
+    assert!(record.contains("response_url/skipped"), "{record}");
+
+    // Off Slack's hosts: never posted to.
+    let mut foreign = command_envelope(&t.slack, ReplyKind::Ack);
+    foreign.source.extra.insert(
+        "slack_response_url".into(),
+        format!("{}{HOOK}", t.receiver.uri()).into(),
     );
+    assert_eq!(t.handler.dispatch(foreign.clone()).await, Outcome::Done);
+    assert!(
+        t.receiver
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    );
+    let record = redis_get(&t.store, &skipped(&foreign)).await.unwrap();
+    assert!(record.contains("untrusted_slack_url"), "{record}");
+
+    // Slack says it expired: skipped, not dead-lettered, not retried.
+    let refused = command_envelope(&t.slack, ReplyKind::Ack);
+    assert_eq!(t.handler.dispatch(refused.clone()).await, Outcome::Done);
+    let record = redis_get(&t.store, &skipped(&refused)).await.unwrap();
+    assert!(record.contains("expired_url"), "{record}");
+
+    // No response_url at all (and no message ts): nothing to acknowledge.
+    let mut bare = command_envelope(&t.slack, ReplyKind::Ack);
+    bare.source.extra.remove("slack_response_url");
+    assert_eq!(t.handler.dispatch(bare).await, Outcome::Done);
+
+    assert_eq!(paths(&t.slack).await, [HOOK], "no reaction, no message");
+    t.slack.verify().await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_acknowledgement_never_takes_the_response_urls_last_use_from_the_answer() {
+    let t =
+        TestDispatch::start_with(|s| s.slack_command_reply = SlackCommandReply::ResponseUrl).await;
+    Mock::given(method("POST"))
+        .and(path(HOOK))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .expect(5)
+        .mount(&t.slack)
+        .await;
+    let ack = command_envelope(&t.slack, ReplyKind::Ack);
+    let mut progress = ack.clone();
+    progress.reply = Some(ReplyKind::Progress);
+    for n in 0..3 {
+        progress.result.as_mut().unwrap().summary = format!("step {n}");
+        assert_eq!(t.handler.dispatch(progress.clone()).await, Outcome::Done);
+    }
+    // Progress took three uses: the acknowledgement may take the fourth only.
+    assert_eq!(t.handler.dispatch(ack).await, Outcome::Done);
+    progress.result.as_mut().unwrap().summary = "step 3".into();
+    assert_eq!(t.handler.dispatch(progress.clone()).await, Outcome::Done);
+    assert_eq!(raw(&t.slack, HOOK).await.len(), 4);
+    let mut answer = progress.clone();
+    answer.reply = Some(ReplyKind::Final);
+    assert_eq!(t.handler.dispatch(answer).await, Outcome::Done);
+    let sent = bodies(&t.slack, HOOK).await;
+    assert_eq!(sent[3]["response_type"], "ephemeral");
+    assert_eq!(sent[4]["response_type"], "in_channel");
+    assert!(sent[4]["text"].as_str().unwrap().contains("generated code"));
+
+    // The acknowledgement of a command whose URL already served four
+    // replies is skipped rather than take the fifth, the answer's.
+    let other = command_envelope(&t.slack, ReplyKind::Ack);
+    for n in 0..4 {
+        redis_hset_use(&t, &other, &format!("taken {n}")).await;
+    }
+    assert_eq!(t.handler.dispatch(other.clone()).await, Outcome::Done);
+    assert_eq!(raw(&t.slack, HOOK).await.len(), 5, "no sixth post");
+    let record = redis_get(&t.store, &t.names.reply_key(other.task_id, ReplyKind::Ack))
+        .await
+        .unwrap();
+    assert!(record.contains("response_url/skipped"), "{record}");
+    t.slack.verify().await;
+    t.cleanup().await;
+}
+
+/// Marks one of a command's `response_url` uses as taken by another slot.
+async fn redis_hset_use(t: &TestDispatch, env: &TaskEnvelope, slot: &str) {
+    let key = t
+        .names
+        .redis_key(&["dispatch", "response_url", &env.task_id.to_string()]);
+    let mut conn = t.store.connection().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg(slot)
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_acknowledgement_that_may_have_been_shown_is_not_sent_again() {
+    let t = TestDispatch::start().await;
+    Mock::given(method("POST"))
+        .and(path(HOOK))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .expect(0)
+        .mount(&t.slack)
+        .await;
+    let env = command_envelope(&t.slack, ReplyKind::Ack);
+    redis_set(
+        &t.store,
+        &attempt_key(&t.names, &env, ReplyKind::Ack),
+        &(now_ms() / 1000).to_string(),
+    )
+    .await;
+    assert_eq!(t.handler.dispatch(env.clone()).await, Outcome::Done);
+    let record = redis_get(&t.store, &t.names.reply_key(env.task_id, ReplyKind::Ack))
+        .await
+        .unwrap();
+    assert!(record.contains("uncertain"), "{record}");
+    assert!(paths(&t.slack).await.is_empty());
+    t.slack.verify().await;
     t.cleanup().await;
 }
 

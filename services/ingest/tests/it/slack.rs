@@ -1,6 +1,6 @@
 use crate::fixtures::*;
 use crate::helpers::*;
-use contexten_envelope::{Priority, ReplyTarget, SourceKind, Stage, Strategy, now_ms};
+use contexten_envelope::{Priority, ReplyKind, ReplyTarget, SourceKind, Stage, Strategy, now_ms};
 use serde_json::json;
 
 fn event_id() -> String {
@@ -202,8 +202,16 @@ async fn slack_slash_command_becomes_a_task_in_its_channel() {
         .post("/webhooks/slack", &headers, form.as_bytes().to_vec())
         .await;
     assert_eq!(a.status, 200, "{}", a.json);
-    assert_eq!(a.json["response_type"], "ephemeral");
-    let (task, _) = ingest.take_task_and_ack(Stage::Context).await;
+    // An empty 200: Slack shows nothing, and the dispatcher's "On it" comes
+    // ephemeral through the response_url.
+    assert_eq!(a.json, serde_json::Value::Null);
+    assert!(a.headers.get("content-type").is_none(), "{:?}", a.headers);
+    let (task, ack) = ingest.take_task_and_ack(Stage::Context).await;
+    assert_eq!(ack.reply, Some(ReplyKind::Ack));
+    assert_eq!(
+        ack.source.extra["slack_response_url"],
+        task.source.extra["slack_response_url"]
+    );
     assert_eq!(task.strategy, Strategy::Agent);
     assert_eq!(task.request.repository.unwrap().url, CLONE_URL);
     assert_eq!(task.source.requested_by.as_deref(), Some("Steve"));
@@ -221,6 +229,8 @@ async fn slack_slash_command_becomes_a_task_in_its_channel() {
     let a = ingest
         .post("/webhooks/slack", &headers, form.as_bytes().to_vec())
         .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json["response_type"], "ephemeral");
     assert_eq!(a.json["text"], "Already received.");
     ingest.assert_nothing_queued().await;
     ingest.cleanup().await;
