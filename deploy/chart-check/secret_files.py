@@ -121,7 +121,7 @@ def check_secret_files(helm: Helm, values: dict, schema: dict, rep: Report) -> N
     problems = []
     for value_key, rolls in (("llmApiKey", set()), ("slackBotToken", set()), ("githubWebhookSecret", set()),
                              ("cacheEncryptionKey", set()),
-                             ("githubToken", {"context-worker", "generator-worker"}),
+                             ("githubToken", set()),
                              ("contextenApiTokens", {"ingest"})):
         docs, err = helm.template(values=deep_merge(as_files, {"secrets": {value_key: f"rotated-{value_key}"}}))
         if docs is None:
