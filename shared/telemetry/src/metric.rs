@@ -72,7 +72,7 @@ pub fn describe_all() {
     describe_gauge!(QUEUE_DEPTH, "Messages ready in a queue");
     describe_counter!(
         DISPATCH_REPLIES,
-        "Replies the dispatcher handled, by provider, kind and outcome (posted, duplicate, reconciled, stale, rate_limited, rejected, unavailable, not_configured, rescheduled, no_target)"
+        "Replies the dispatcher handled, by provider, kind and outcome (posted, duplicate, reconciled, stale, rate_limited, rejected, unavailable, not_configured, rescheduled, no_target, skipped, outbound_refused)"
     );
     describe_counter!(AGENT_RUNS, "Codegen agent run lifecycle events");
     describe_counter!(
