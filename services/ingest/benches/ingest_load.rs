@@ -83,11 +83,14 @@ fn deliveries(round: &str, n: usize) -> Vec<Webhook> {
                 "action": "created",
                 "issue": {"number": number, "title": "Parser is slow", "body": "Parsing takes 2 ms.",
                           "user": {"login": "octocat", "type": "User"}, "labels": [], "state": "open"},
-                "comment": {"id": 10_000 + i, "body": "/contexten generate a function that parses `1h30m` durations",
+                "comment": {"id": 10_000 + i, "node_id": format!("IC_{round}_{i}"),
+                            "body": "/contexten generate a function that parses `1h30m` durations",
                             "user": {"login": format!("dev-{}", i % 256), "type": "User"}, "author_association": "MEMBER"},
                 "repository": {"id": 1296269, "full_name": "octo-org/hello-world", "name": "hello-world",
                                "clone_url": "https://github.com/octo-org/hello-world.git", "default_branch": "main"},
-                // Many requesters, as in a real organisation (one window each).
+                // Many requesters, as in a real organisation (one window each);
+                // every body is new (ingest ignores a signed body seen before
+                // under another delivery id as a replay).
                 "sender": {"login": format!("dev-{}", i % 256), "type": "User"},
                 "installation": {"id": 2311213}
             });
