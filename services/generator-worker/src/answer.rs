@@ -281,6 +281,20 @@ mod tests {
         }
     }
 
+    /// The result of a freshly generated answer ("Added parse_time.") to `envelope`.
+    fn generated_result(envelope: TaskEnvelope) -> TaskResult {
+        let answer = Answer {
+            kind: "code".into(),
+            summary: "Added parse_time.".into(),
+            text: "def parse_time(): ...".into(),
+            language: None,
+        };
+        let Outcome::Forward(next) = success(envelope, answer, Provenance::Generated) else {
+            panic!("not forwarded");
+        };
+        next[0].envelope.result.clone().unwrap()
+    }
+
     #[test]
     fn a_partial_analysis_is_said_in_the_answer() {
         let mut envelope = api_task();
@@ -291,18 +305,8 @@ mod tests {
             serde_json::json!({"partial": true, "analysed": 2, "files": 4, "skipped": {"too_many_files": 2}}),
         );
         envelope.context = Some(context);
-        let answer = Answer {
-            kind: "code".into(),
-            summary: "Added parse_time.".into(),
-            text: "def parse_time(): ...".into(),
-            language: None,
-        };
-        let Outcome::Forward(next) = success(envelope, answer, Provenance::Generated) else {
-            panic!("not forwarded");
-        };
-        let summary = next[0].envelope.result.as_ref().unwrap().summary.clone();
         assert_eq!(
-            summary,
+            generated_result(envelope).summary,
             "Added parse_time. Only part of the repository was analysed: 2 of 4 files (it is larger than this deployment reads)."
         );
     }
@@ -325,16 +329,7 @@ mod tests {
             .extra
             .insert("pull_request".into(), serde_json::json!({"number": 5}));
         envelope.context = Some(context);
-        let answer = Answer {
-            kind: "code".into(),
-            summary: "Added parse_time.".into(),
-            text: "def parse_time(): ...".into(),
-            language: None,
-        };
-        let Outcome::Forward(next) = success(envelope, answer, Provenance::Generated) else {
-            panic!("not forwarded");
-        };
-        let result = next[0].envelope.result.clone().unwrap();
+        let result = generated_result(envelope);
         assert_eq!(
             result.summary,
             "Added parse_time. Read at commit abc1234 (head of pull request #5)."

@@ -235,14 +235,29 @@ fn keep_stderr(stderr: impl Read) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn config_of(dir: &Path, policy: &Policy, key: &str) -> String {
-        let inv = Invocation {
+    /// A git run in `git_dir` without a remote.
+    fn invocation<'a>(
+        policy: &'a Policy,
+        git_dir: &'a Path,
+        command: &'static str,
+        args: Vec<OsString>,
+    ) -> Invocation<'a> {
+        Invocation {
             policy,
-            git_dir: dir,
+            git_dir,
             remote: None,
-            command: "config",
-            args: vec!["config".into(), "--get".into(), key.into()],
-        };
+            command,
+            args,
+        }
+    }
+
+    fn config_of(dir: &Path, policy: &Policy, key: &str) -> String {
+        let inv = invocation(
+            policy,
+            dir,
+            "config",
+            vec!["config".into(), "--get".into(), key.into()],
+        );
         String::from_utf8(output(&inv, SMALL_OUTPUT).unwrap())
             .unwrap()
             .trim()
@@ -252,13 +267,12 @@ mod tests {
     fn bare_repo() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let policy = Policy::new(Duration::from_secs(10), false);
-        let inv = Invocation {
-            policy: &policy,
-            git_dir: dir.path(),
-            remote: None,
-            command: "init",
-            args: vec!["init".into(), "--bare".into(), "-q".into()],
-        };
+        let inv = invocation(
+            &policy,
+            dir.path(),
+            "init",
+            vec!["init".into(), "--bare".into(), "-q".into()],
+        );
         output(&inv, SMALL_OUTPUT).unwrap();
         dir
     }
@@ -290,13 +304,12 @@ mod tests {
         let policy = Policy::new(Duration::from_secs(10), false);
         // A `!` alias runs a shell with git's environment (test only: the runner
         // never gets aliases from a request).
-        let inv = Invocation {
-            policy: &policy,
-            git_dir: dir.path(),
-            remote: None,
-            command: "env",
-            args: vec!["-c".into(), "alias.showenv=!env".into(), "showenv".into()],
-        };
+        let inv = invocation(
+            &policy,
+            dir.path(),
+            "env",
+            vec!["-c".into(), "alias.showenv=!env".into(), "showenv".into()],
+        );
         let env = String::from_utf8(output(&inv, SMALL_OUTPUT).unwrap()).unwrap();
         assert!(env.contains("HOME=/nonexistent\n"), "{env}");
         assert!(env.contains("GIT_CONFIG_GLOBAL=/dev/null\n"), "{env}");
@@ -327,13 +340,12 @@ mod tests {
     fn a_failure_is_classified_and_its_stderr_kept_apart() {
         let dir = bare_repo();
         let policy = Policy::new(Duration::from_secs(10), false);
-        let inv = Invocation {
-            policy: &policy,
-            git_dir: dir.path(),
-            remote: None,
-            command: "rev-parse",
-            args: vec!["rev-parse".into(), "--verify".into(), "nope".into()],
-        };
+        let inv = invocation(
+            &policy,
+            dir.path(),
+            "rev-parse",
+            vec!["rev-parse".into(), "--verify".into(), "nope".into()],
+        );
         let error = output(&inv, SMALL_OUTPUT).unwrap_err();
         assert_eq!(error.reason(), Reason::NotFound);
         assert!(error.stderr().is_some_and(|s| s.contains("fatal")));
