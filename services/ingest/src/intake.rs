@@ -598,12 +598,15 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(800);
 /// The Lua scripts, loaded once (`EVALSHA` after the first call).
 pub struct Scripts {
     pub acquire: redis::Script,
+    /// [`crate::replay`]'s claim of a signed body.
+    pub claim_body: redis::Script,
 }
 
 impl Default for Scripts {
     fn default() -> Self {
         Scripts {
             acquire: redis::Script::new(ACQUIRE),
+            claim_body: redis::Script::new(crate::replay::CLAIM_BODY),
         }
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 /// Claims a signed body for `delivery`: true when the body is new or belongs to
 /// this very delivery (a provider's retry or redelivery keeps its identity).
-const CLAIM_BODY: &str = r#"
+pub(crate) const CLAIM_BODY: &str = r#"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
 return 0
@@ -36,12 +36,13 @@ pub async fn is_replayed_body(
     let key = state
         .names
         .redis_key(&["ingest", "body", provider, &digest]);
-    let script = redis::Script::new(CLAIM_BODY);
     let claimed: Result<i64, BrokerError> = async {
         let mut connection = state.store.connection().await?;
         tokio::time::timeout(
             Duration::from_millis(800),
-            script
+            state
+                .scripts
+                .claim_body
                 .key(&key)
                 .arg(delivery)
                 .arg(state.dedup_ttl.as_secs())
