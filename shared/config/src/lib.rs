@@ -5,7 +5,8 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `AMQP_URL` | RabbitMQ | `amqp://guest:guest@127.0.0.1:5672/%2f` |
-//! | `REDIS_URL` | Redis | `redis://127.0.0.1:6379` |
+//! | `REDIS_URL` | the cache Redis (evictable: LLM responses, shared analyses) | `redis://127.0.0.1:6379` |
+//! | `REDIS_RECORDS_URL` | the records Redis (dedup claims, reply ledger, run records, completion marks, payloads; `noeviction`) | `REDIS_URL` |
 //! | `CONTEXTEN_PREFIX` | prefix of every exchange, queue and Redis key | `contexten` |
 //! | `HEALTH_ADDR` | a worker's `/healthz`, `/readyz`, `/metrics` listener | per service |
 //! | `WORKER_PREFETCH` | unacknowledged deliveries per worker (1–1000) = handlers in flight | per service |
@@ -243,20 +244,39 @@ fn parse_tiers(raw: &str) -> Result<Vec<Duration>, ConfigError> {
     Ok(tiers.into_iter().map(Duration::from_millis).collect())
 }
 
-/// Redis settings.
+/// Redis settings: two roles (README "Redis: records and caches").
+///
+/// Records guarantee correctness (a dedup claim, a posted reply, a run record)
+/// and must never be evicted; caches may be. Both may be the same Redis when it
+/// runs with `noeviction`.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `REDIS_URL`, default `redis://127.0.0.1:6379`.
+    /// `REDIS_URL`: the cache Redis, default `redis://127.0.0.1:6379`.
     pub url: SecretString,
+    /// `REDIS_RECORDS_URL`: the records Redis, default the value of `REDIS_URL`.
+    pub records_url: SecretString,
 }
 
+const REDIS_SCHEMES: &[&str] = &["redis", "rediss"];
+
 impl RedisSettings {
-    /// Reads `REDIS_URL`.
+    /// Reads `REDIS_URL` and `REDIS_RECORDS_URL`.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let url = env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?;
+        let url = env.url("REDIS_URL", "redis://127.0.0.1:6379", REDIS_SCHEMES)?;
+        // Unset or empty (a chart value left blank): the same Redis as the caches.
+        let records_url = match env.raw("REDIS_RECORDS_URL") {
+            Some(_) => env.url("REDIS_RECORDS_URL", "", REDIS_SCHEMES)?,
+            None => url.clone(),
+        };
         Ok(RedisSettings {
             url: SecretString::from(url.to_string()),
+            records_url: SecretString::from(records_url.to_string()),
         })
+    }
+
+    /// Whether records and caches live in the same Redis.
+    pub fn shared(&self) -> bool {
+        self.url.expose_secret() == self.records_url.expose_secret()
     }
 }
 
@@ -340,6 +360,43 @@ mod tests {
         );
         let redis = RedisSettings::from_env(&env).unwrap();
         assert_eq!(redis.url.expose_secret(), "redis://127.0.0.1:6379");
+        assert_eq!(redis.records_url.expose_secret(), "redis://127.0.0.1:6379");
+        assert!(redis.shared());
+    }
+
+    #[test]
+    fn the_records_redis_defaults_to_the_cache_redis() {
+        let env = Env::from_pairs([("REDIS_URL", "redis://cache:6379/2")]);
+        let redis = RedisSettings::from_env(&env).unwrap();
+        assert_eq!(redis.records_url.expose_secret(), "redis://cache:6379/2");
+        assert!(redis.shared());
+
+        let env = Env::from_pairs([
+            ("REDIS_URL", "redis://cache:6379"),
+            ("REDIS_RECORDS_URL", "rediss://:pw@records:6380/1"),
+        ]);
+        let redis = RedisSettings::from_env(&env).unwrap();
+        assert_eq!(redis.url.expose_secret(), "redis://cache:6379");
+        assert_eq!(
+            redis.records_url.expose_secret(),
+            "rediss://:pw@records:6380/1"
+        );
+        assert!(!redis.shared());
+        assert!(!format!("{redis:?}").contains("pw@"), "{redis:?}");
+
+        let env = Env::from_pairs([("REDIS_RECORDS_URL", " ")]);
+        assert!(RedisSettings::from_env(&env).unwrap().shared());
+    }
+
+    #[test]
+    fn a_records_url_with_another_scheme_names_its_variable() {
+        let env = Env::from_pairs([("REDIS_RECORDS_URL", "http://user:hunter2@records")]);
+        let err = RedisSettings::from_env(&env).unwrap_err();
+        assert_eq!(err.var, "REDIS_RECORDS_URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = RedisSettings::from_env(&Env::from_pairs([("REDIS_RECORDS_URL", "not a url")]))
+            .unwrap_err();
+        assert_eq!(err.var, "REDIS_RECORDS_URL");
     }
 
     #[test]
