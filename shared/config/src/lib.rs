@@ -14,6 +14,9 @@
 //! | `RETRY_TIERS_MS` | delay queue tiers in milliseconds, ascending | `1000,5000,15000,30000,60000,120000,300000` |
 //! | `SHUTDOWN_TIMEOUT_SECS` | deadline for in-flight work on SIGTERM | `30` |
 //! | `PAYLOAD_INLINE_LIMIT_BYTES` | envelopes above this travel through Redis by reference | `262144` |
+//! | `MAX_DELIVERIES` | deliveries of one message without an outcome (a crashed worker) before it is dead-lettered as `poison` (1–100) | `5` |
+//! | `PUBLISH_CONFIRM_TIMEOUT_MS` | longest wait for a publish and its confirm (100–600000) | `4000` |
+//! | `DEAD_QUEUE_MAX_LENGTH` | messages a dead queue holds before refusing more (1–100000000) | `100000` |
 //! | `LOG_FORMAT` | `json` or `pretty` | `json` |
 //! | `RUST_LOG` | log filter | `info` |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/HTTP collector; unset = no export | unset |
@@ -181,12 +184,31 @@ pub struct BrokerSettings {
     pub shutdown_timeout: Duration,
     /// `PAYLOAD_INLINE_LIMIT_BYTES`, 1 KiB–64 MiB, default 256 KiB.
     pub payload_inline_limit: usize,
+    /// `MAX_DELIVERIES`, 1–100, default 5: deliveries of one message that may
+    /// end without an outcome (the worker died handling it) before it is
+    /// dead-lettered as `poison`.
+    pub max_deliveries: u32,
+    /// `PUBLISH_CONFIRM_TIMEOUT_MS`, 100–600000, default 4000: the longest a
+    /// publish waits for the broker's confirm (a broker alarm blocks publishers).
+    pub publish_confirm_timeout: Duration,
+    /// `DEAD_QUEUE_MAX_LENGTH`, 1–100000000, default 100000: messages a dead
+    /// queue holds; further dead letters are refused (`x-overflow`
+    /// `reject-publish`), logged and counted.
+    pub dead_queue_max_length: u32,
 }
 
 /// The default delay tiers (DESIGN §3).
 /// Fine enough that a delay never waits behind one much longer than itself
 /// (RabbitMQ only expires the message at the head of a delay queue).
 pub const DEFAULT_RETRY_TIERS_MS: &str = "1000,5000,15000,30000,60000,120000,300000";
+
+/// The default bound on a publish and its confirm: under 5 s, so ingest
+/// answers `503` within 5 s (a Redis round trip included) while an alarm blocks
+/// publishers, and far above a healthy confirm (milliseconds).
+pub const DEFAULT_PUBLISH_CONFIRM_TIMEOUT_MS: u64 = 4000;
+
+/// The default length limit of a dead queue (README "Guarantees of the runtime").
+pub const DEFAULT_DEAD_QUEUE_MAX_LENGTH: u32 = 100_000;
 
 impl BrokerSettings {
     /// Reads the broker settings; `default_prefetch` is the service's own default.
@@ -225,6 +247,19 @@ impl BrokerSettings {
                 256 * 1024,
                 1024,
                 64 << 20,
+            )?,
+            max_deliveries: env.ranged("MAX_DELIVERIES", 5, 1, 100)?,
+            publish_confirm_timeout: Duration::from_millis(env.ranged(
+                "PUBLISH_CONFIRM_TIMEOUT_MS",
+                DEFAULT_PUBLISH_CONFIRM_TIMEOUT_MS,
+                100,
+                600_000,
+            )?),
+            dead_queue_max_length: env.ranged(
+                "DEAD_QUEUE_MAX_LENGTH",
+                DEFAULT_DEAD_QUEUE_MAX_LENGTH,
+                1,
+                100_000_000,
             )?,
         })
     }
@@ -352,6 +387,9 @@ mod tests {
         assert_eq!(broker.max_attempts, 5);
         assert_eq!(broker.retry_tiers.len(), 7);
         assert_eq!(broker.payload_inline_limit, 256 * 1024);
+        assert_eq!(broker.max_deliveries, 5);
+        assert_eq!(broker.publish_confirm_timeout, Duration::from_millis(4000));
+        assert_eq!(broker.dead_queue_max_length, 100_000);
         assert!(
             broker
                 .amqp_url
@@ -413,6 +451,15 @@ mod tests {
         let err =
             BrokerSettings::from_env(&Env::from_pairs([("AMQP_URL", "http://x")]), 8).unwrap_err();
         assert_eq!(err.var, "AMQP_URL");
+
+        for var in [
+            "MAX_DELIVERIES",
+            "PUBLISH_CONFIRM_TIMEOUT_MS",
+            "DEAD_QUEUE_MAX_LENGTH",
+        ] {
+            let err = BrokerSettings::from_env(&Env::from_pairs([(var, "0")]), 8).unwrap_err();
+            assert_eq!(err.var, var);
+        }
 
         let err = socket_addr(
             &Env::from_pairs([("HEALTH_ADDR", "localhost")]),
