@@ -339,7 +339,9 @@ pub async fn admit(
     }
 }
 
-/// The confirmed publisher, or 503 while the broker is away.
+/// The confirmed publisher, or 503 while the broker is away or blocks
+/// publishers (a memory or disk alarm: a publish would only wait out
+/// `PUBLISH_CONFIRM_TIMEOUT_MS`, so the delivery is not even claimed).
 pub async fn current_publisher(
     slot: &SharedPublisher,
     retry_after: Duration,
@@ -347,6 +349,7 @@ pub async fn current_publisher(
     slot.read()
         .await
         .clone()
+        .filter(|publisher| !publisher.is_blocked())
         .ok_or(IngestError::BrokerDown { retry_after })
 }
 

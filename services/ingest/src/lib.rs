@@ -280,7 +280,7 @@ async fn keep_publisher(
         let session = async {
             let connection = connect(&cfg.broker, "ingest").await?;
             let channel = connection.create_channel().await?;
-            topology::declare(&channel, &names, &cfg.broker.retry_tiers).await?;
+            topology::declare_for(&connection, &names, &cfg.broker).await?;
             let publisher = Publisher::with_channels(
                 &connection,
                 names.clone(),
@@ -288,7 +288,8 @@ async fn keep_publisher(
                 cfg.broker.payload_inline_limit,
                 PUBLISH_CHANNELS,
             )
-            .await?;
+            .await?
+            .with_confirm_timeout(cfg.broker.publish_confirm_timeout);
             Ok::<_, BrokerError>((connection, channel, publisher))
         };
         match session.await {

@@ -20,6 +20,7 @@ pub mod benchkit;
 mod connect;
 mod failure;
 mod outcome;
+mod poison;
 mod publisher;
 mod retry;
 mod runtime;
@@ -46,6 +47,13 @@ pub enum BrokerError {
     Amqp(#[from] lapin::Error),
     #[error("the broker refused the message (nack)")]
     Nacked,
+    /// No confirm within `PUBLISH_CONFIRM_TIMEOUT_MS`; the message may still
+    /// reach its queue (like a lost confirm).
+    #[error("the broker did not confirm the publish within {0:?}")]
+    ConfirmTimeout(std::time::Duration),
+    /// The broker blocks this connection's publishes (a memory or disk alarm).
+    #[error("the broker blocks publishers (a resource alarm)")]
+    Blocked,
     #[error("no queue is bound for routing key {routing_key:?} on {exchange:?}")]
     Unroutable {
         exchange: String,

@@ -1,6 +1,18 @@
 //! Persistent, confirmed, `mandatory` publishing. A publish returns only once the
 //! broker has taken responsibility for the message; an unroutable message is an
 //! error, never silence.
+//!
+//! A publish and its confirm take at most the confirm timeout
+//! (`PUBLISH_CONFIRM_TIMEOUT_MS`): a broker with a memory or disk alarm stops
+//! reading from publishing connections (`connection.blocked`), and lapin then
+//! writes nothing on the connection until `connection.unblocked`, so an
+//! unbounded publish would wait as long as the alarm lasts. While the
+//! connection is known blocked a publish fails at once. A timed-out publish
+//! leaves the channel usable: lapin registers the confirm and queues the
+//! frames in the same poll, so the frames go out and their confirm arrives
+//! (unawaited) when the alarm clears, and confirm numbering stays in step. The
+//! message may therefore still reach its queue; callers treat a timeout like a
+//! lost confirm (README "Guarantees of the runtime").
 
 use crate::{BrokerError, Store};
 use contexten_envelope::{
@@ -10,11 +22,14 @@ use contexten_envelope::{
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::protocol::basic::AMQPProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionStatus, PublisherConfirm,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// A message ready to publish.
 #[derive(Debug, Clone)]
@@ -34,6 +49,9 @@ pub struct Publisher {
     names: Names,
     store: Option<Store>,
     inline_limit: usize,
+    /// The connection's status: whether the broker blocks it.
+    connection: ConnectionStatus,
+    confirm_timeout: Duration,
 }
 
 /// Where an envelope goes: straight to a stage, or through a delay tier.
@@ -80,7 +98,24 @@ impl Publisher {
             names,
             store,
             inline_limit,
+            connection: connection.status().clone(),
+            confirm_timeout: Duration::from_millis(
+                contexten_config::DEFAULT_PUBLISH_CONFIRM_TIMEOUT_MS,
+            ),
         })
+    }
+
+    /// The same publisher with publishes and their confirms bounded by
+    /// `timeout` (`PUBLISH_CONFIRM_TIMEOUT_MS`; the default is its default).
+    pub fn with_confirm_timeout(mut self, timeout: Duration) -> Self {
+        self.confirm_timeout = timeout;
+        self
+    }
+
+    /// Whether the broker has blocked this connection (a memory or disk
+    /// alarm): publishes fail with [`BrokerError::Blocked`] until it unblocks.
+    pub fn is_blocked(&self) -> bool {
+        self.connection.blocked()
     }
 
     /// Whether every channel is still open (a channel closed by the broker
@@ -196,10 +231,16 @@ impl Publisher {
     /// written, with each one's confirmation still to come, in order. Two
     /// messages of one request published apart cost the client, the broker and
     /// the wake-ups between them twice (ingest's task and acknowledgement).
+    /// Writing and confirming together take at most the confirm timeout.
     pub async fn publish_together(
         &self,
         messages: Vec<PublishedMessage>,
     ) -> Result<Vec<PendingConfirm>, BrokerError> {
+        if self.is_blocked() {
+            contexten_telemetry::metric::publish_failed("blocked");
+            return Err(BrokerError::Blocked);
+        }
+        let deadline = Instant::now() + self.confirm_timeout;
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
         let channel = &self.channels[turn];
         // The bodies are borrowed by the publishes, the properties moved into them.
@@ -224,8 +265,10 @@ impl Publisher {
                         properties,
                     )
                 },
-            ))
-            .await?;
+            ));
+        let written = tokio::time::timeout_at(deadline, written)
+            .await
+            .map_err(|_| timed_out(self.confirm_timeout))??;
         Ok(written
             .into_iter()
             .zip(routes)
@@ -233,6 +276,8 @@ impl Publisher {
                 confirm,
                 exchange,
                 routing_key,
+                deadline,
+                timeout: self.confirm_timeout,
             })
             .collect())
     }
@@ -243,13 +288,20 @@ pub struct PendingConfirm {
     confirm: PublisherConfirm,
     exchange: String,
     routing_key: String,
+    /// When the publish started plus the confirm timeout.
+    deadline: Instant,
+    timeout: Duration,
 }
 
 impl PendingConfirm {
-    /// Waits for the broker to take responsibility for the message; an
-    /// unroutable message is an error.
+    /// Waits for the broker to take responsibility for the message, until the
+    /// publish's deadline; an unroutable message is an error.
     pub async fn confirmed(self) -> Result<(), BrokerError> {
-        match self.confirm.await? {
+        let confirmation = match tokio::time::timeout_at(self.deadline, self.confirm).await {
+            Ok(confirmation) => confirmation?,
+            Err(_) => return Err(timed_out(self.timeout)),
+        };
+        match confirmation {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => {
                 Err(BrokerError::Unroutable {
@@ -262,6 +314,11 @@ impl PendingConfirm {
             Confirmation::NotRequested => Err(BrokerError::Nacked),
         }
     }
+}
+
+fn timed_out(timeout: Duration) -> BrokerError {
+    contexten_telemetry::metric::publish_failed("confirm_timeout");
+    BrokerError::ConfirmTimeout(timeout)
 }
 
 /// Whether the broker writes a message to disk before confirming it (the AMQP

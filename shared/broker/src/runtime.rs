@@ -1,9 +1,12 @@
 //! The consumer runtime: one connection per session (reconnected with backoff), a
 //! consume channel with a prefetch, a confirm channel for successors, and one
 //! task per delivery. Outcomes become broker actions in [`apply`], the only place
-//! that acks.
+//! that acks. Each delivery is counted before its handler runs ([`poison`]); one
+//! delivered more than `MAX_DELIVERIES` times without an outcome is dead-lettered
+//! as `poison`.
 
 use crate::failure::failure_text;
+use crate::poison::{self, Begin};
 use crate::publisher::{Route, long};
 use crate::{
     BrokerError, DeadReason, Handler, Next, Outcome, Publisher, RetryPolicy, Store, connect,
@@ -51,6 +54,8 @@ struct Session<H> {
     store: Store,
     policy: RetryPolicy,
     handler: Arc<H>,
+    /// `MAX_DELIVERIES`.
+    max_deliveries: u32,
 }
 
 /// Consumes `options.stage` until `shutdown` is cancelled, then stops consuming,
@@ -154,16 +159,15 @@ async fn open_session<H>(
     policy: &RetryPolicy,
     handler: &Arc<H>,
 ) -> Result<Session<H>, BrokerError> {
-    let setup = connection.create_channel().await?;
-    topology::declare(&setup, names, policy.tiers()).await?;
-    let _ = setup.close(200, "declared".into()).await;
+    topology::declare_for(connection, names, &options.broker).await?;
     let publisher = Publisher::new(
         connection,
         names.clone(),
         Some(store.clone()),
         options.broker.payload_inline_limit,
     )
-    .await?;
+    .await?
+    .with_confirm_timeout(options.broker.publish_confirm_timeout);
     Ok(Session {
         stage: options.stage,
         names: names.clone(),
@@ -171,6 +175,7 @@ async fn open_session<H>(
         store: store.clone(),
         policy: policy.clone(),
         handler: handler.clone(),
+        max_deliveries: options.broker.max_deliveries,
     })
 }
 
@@ -308,16 +313,31 @@ async fn handle_envelope<H: Handler>(
     attempt: u32,
 ) -> Result<(), BrokerError> {
     let stage = session.stage;
-    match session.store.is_complete(stage, &envelope).await {
-        Ok(true) => {
+    envelope.attempt = attempt;
+    // Without Redis the delivery is handled uncounted: a Redis outage must not
+    // dead-letter healthy work; counting resumes with Redis.
+    let counted = match poison::begin(&session.store, stage, &envelope).await {
+        Ok(Begin::Complete) => {
             metric::duplicate_skipped(stage.as_str());
             tracing::info!("already completed by this stage; acking the redelivery");
             return Ok(());
         }
-        Ok(false) => {}
-        Err(_) => metric::redis_degraded("completion"),
-    }
-    envelope.attempt = attempt;
+        Ok(Begin::Delivery(count)) if count > session.max_deliveries => {
+            let detail = format!(
+                "delivered {count} times without an outcome (MAX_DELIVERIES {}): \
+                 handling it ends the worker",
+                session.max_deliveries
+            );
+            let trace = propagation::inject(&tracing::Span::current());
+            let reason = DeadReason::new("poison", detail);
+            return dead_letter(session, &envelope, &reason, None, &trace).await;
+        }
+        Ok(Begin::Delivery(_)) => true,
+        Err(_) => {
+            metric::redis_degraded("completion");
+            false
+        }
+    };
     let input = envelope.clone();
     envelope.timings.push(StageTiming {
         stage,
@@ -327,7 +347,12 @@ async fn handle_envelope<H: Handler>(
     let started = Instant::now();
     let outcome = session.handler.handle(envelope).await;
     metric::finished(stage.as_str(), outcome.label(), started.elapsed());
-    apply(session, &input, outcome).await
+    let result = apply(session, &input, outcome).await;
+    if result.is_err() && counted {
+        // Requeued by the runtime itself (see `settle`): not a crash.
+        poison::release(&session.store, stage, &input).await;
+    }
+    result
 }
 
 /// Turns an outcome into broker actions; returns once every successor is confirmed.
@@ -566,7 +591,7 @@ async fn dead_letter<H>(
         table.insert(key.as_str().into(), long(value));
     }
     dead_headers(&mut table, stage, input.attempt, code, detail);
-    session
+    let published = session
         .publisher
         .publish_raw(crate::PublishedMessage {
             exchange: session.names.dead_letter_exchange(),
@@ -579,7 +604,8 @@ async fn dead_letter<H>(
                 .with_correlation_id(input.correlation_id.as_str().into())
                 .with_headers(table),
         })
-        .await?;
+        .await;
+    refused_when_full(stage, code, detail, published)?;
     metric::dead_lettered(stage.as_str(), code);
     tracing::warn!(reason = code, detail, "dead-lettered");
     if stage != Stage::Dispatch {
@@ -602,6 +628,30 @@ async fn dead_letter<H>(
     Ok(())
 }
 
+/// A dead queue at `DEAD_QUEUE_MAX_LENGTH` nacks a dead letter (`x-overflow`
+/// `reject-publish`, see [`topology`]): the letter is then only logged and
+/// counted, and the task goes on to its failure answer and ack. Requeueing it
+/// instead would run its handler again and again while the queue stays full.
+fn refused_when_full(
+    stage: Stage,
+    code: &str,
+    detail: &str,
+    published: Result<(), BrokerError>,
+) -> Result<(), BrokerError> {
+    match published {
+        Err(BrokerError::Nacked) => {
+            metric::dead_letter_refused(stage.as_str(), code);
+            tracing::error!(
+                reason = code,
+                detail,
+                "the dead queue is full (DEAD_QUEUE_MAX_LENGTH): this dead letter is only logged"
+            );
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 fn dead_headers(table: &mut FieldTable, stage: Stage, attempt: u32, code: &str, detail: &str) {
     table.insert(HEADER_DEAD_REASON.into(), long(code));
     table.insert(HEADER_DEAD_DETAIL.into(), long(detail));
@@ -620,7 +670,7 @@ async fn dead_letter_raw<H>(
     let stage = session.stage;
     let mut table = delivery.properties.headers().clone().unwrap_or_default();
     dead_headers(&mut table, stage, attempt, code, detail);
-    session
+    let published = session
         .publisher
         .publish_raw(crate::PublishedMessage {
             exchange: session.names.dead_letter_exchange(),
@@ -632,7 +682,8 @@ async fn dead_letter_raw<H>(
                 .with_delivery_mode(2)
                 .with_headers(table),
         })
-        .await?;
+        .await;
+    refused_when_full(stage, code, detail, published)?;
     metric::dead_lettered(stage.as_str(), code);
     Ok(())
 }

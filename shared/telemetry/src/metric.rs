@@ -47,6 +47,12 @@ pub const INGEST_DURATION: &str = "contexten_ingest_request_duration_seconds";
 pub const INGEST_FAILED_RECORDED: &str = "contexten_ingest_failed_deliveries_recorded_total";
 /// Acknowledgements ingest could not publish (the task itself was accepted).
 pub const INGEST_ACKS_LOST: &str = "contexten_ingest_acks_lost_total";
+/// Publishes given up on, by reason (`blocked`: the broker blocks publishers;
+/// `confirm_timeout`: no confirm within `PUBLISH_CONFIRM_TIMEOUT_MS`).
+pub const PUBLISH_FAILED: &str = "contexten_publish_failed_total";
+/// Dead letters a full dead queue refused (`DEAD_QUEUE_MAX_LENGTH`), by stage
+/// and reason: logged, never kept.
+pub const DEAD_LETTERS_REFUSED: &str = "contexten_dead_letters_refused_total";
 
 /// Registers descriptions so `/metrics` explains each series.
 pub fn describe_all() {
@@ -117,6 +123,14 @@ pub fn describe_all() {
     describe_counter!(
         INGEST_ACKS_LOST,
         "Acknowledgements ingest could not publish (the task itself was accepted)"
+    );
+    describe_counter!(
+        PUBLISH_FAILED,
+        "Publishes given up on, by reason (blocked, confirm_timeout)"
+    );
+    describe_counter!(
+        DEAD_LETTERS_REFUSED,
+        "Dead letters a full dead queue refused, by stage and reason (only logged)"
     );
 }
 
@@ -272,4 +286,14 @@ pub fn ingest_failed_recorded(store: &'static str) {
 /// An acknowledgement could not be published (the task was).
 pub fn ingest_ack_lost() {
     counter!(INGEST_ACKS_LOST).increment(1);
+}
+
+/// A publish was given up on: `blocked` or `confirm_timeout`.
+pub fn publish_failed(reason: &'static str) {
+    counter!(PUBLISH_FAILED, "reason" => reason).increment(1);
+}
+
+/// A full dead queue refused a dead letter of `stage` with `reason`.
+pub fn dead_letter_refused(stage: &'static str, reason: &str) {
+    counter!(DEAD_LETTERS_REFUSED, "stage" => stage, "reason" => reason.to_owned()).increment(1);
 }

@@ -2,4 +2,5 @@
 //! Each test uses its own prefix, so they run in parallel and leave nothing behind.
 
 mod helpers;
+mod poison;
 mod runtime;

@@ -1,0 +1,115 @@
+//! Poison messages: a task whose handling kills the worker is dead-lettered as
+//! `poison` after `MAX_DELIVERIES` deliveries, with one failure answer, and the
+//! queue moves on. The worker is a child process (`contexten-abort-worker`)
+//! started again after each abort, as Kubernetes restarts a crashed pod.
+
+use crate::helpers::{TIERS_MS, TestBroker, WAIT, envelope, headers};
+use contexten_envelope::{HEADER_DEAD_REASON, ReplyKind, Stage, TaskEnvelope};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A task whose request text contains this aborts the test worker (the same
+/// mark as in `tests/bin/abort_worker.rs`).
+const ABORT_MARK: &str = "[abort-worker: abort]";
+/// `MAX_DELIVERIES` for the test (low, so it is quick).
+const MAX_DELIVERIES: u32 = 3;
+/// Upper bound for the whole restart loop.
+const RESTARTS_WAIT: Duration = Duration::from_secs(90);
+/// How long the dispatch queue must stay quiet to count its messages as all.
+const QUIET: Duration = Duration::from_secs(2);
+
+fn start_worker(broker: &TestBroker) -> Child {
+    let amqp = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    Command::new(env!("CARGO_BIN_EXE_contexten-abort-worker"))
+        .env("AMQP_URL", amqp)
+        .env("REDIS_URL", redis)
+        .env("CONTEXTEN_PREFIX", broker.names.prefix())
+        .env("RETRY_TIERS_MS", TIERS_MS)
+        .env("MAX_DELIVERIES", MAX_DELIVERIES.to_string())
+        // One delivery at a time, so the normal task waits behind the poison one.
+        .env("WORKER_PREFETCH", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the abort worker starts")
+}
+
+#[tokio::test]
+async fn a_task_that_aborts_the_worker_is_dead_lettered_as_poison_with_one_failure_answer() {
+    let broker = TestBroker::start().await;
+    let poison = envelope(&format!("please {ABORT_MARK}"));
+    let normal = envelope("an ordinary request");
+    broker
+        .publisher
+        .publish(Stage::Generate, &poison)
+        .await
+        .unwrap();
+    broker
+        .publisher
+        .publish(Stage::Generate, &normal)
+        .await
+        .unwrap();
+    let dead_queue = broker.names.dead_queue(Stage::Generate);
+
+    // Restart the worker after every abort until the task is set aside.
+    let mut aborts = 0;
+    let mut worker = start_worker(&broker);
+    let deadline = tokio::time::Instant::now() + RESTARTS_WAIT;
+    while broker.depth(&dead_queue).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dead letter after {aborts} aborts"
+        );
+        if let Some(status) = worker.try_wait().unwrap() {
+            assert!(!status.success(), "the worker ended on its own: {status:?}");
+            aborts += 1;
+            assert!(
+                aborts <= MAX_DELIVERIES,
+                "the worker aborted {aborts} times"
+            );
+            worker = start_worker(&broker);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        aborts, MAX_DELIVERIES,
+        "aborts before the task was set aside"
+    );
+
+    let dead = broker.take(&dead_queue).await;
+    assert_eq!(headers(&dead)[HEADER_DEAD_REASON], "poison");
+    let body = TaskEnvelope::from_json(&dead.delivery.data).unwrap();
+    assert_eq!(body.task_id, poison.task_id);
+
+    // The normal task behind it is handled, and the poison task gets exactly one
+    // failure answer.
+    let dispatch = broker.names.stage_queue(Stage::Dispatch);
+    let mut answers = Vec::new();
+    while let Some(message) = broker
+        .take_within(&dispatch, if answers.is_empty() { WAIT } else { QUIET })
+        .await
+    {
+        answers.push(TaskEnvelope::from_json(&message.delivery.data).unwrap());
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let failures: Vec<_> = answers
+        .iter()
+        .filter(|a| a.task_id == poison.task_id)
+        .collect();
+    assert_eq!(failures.len(), 1, "{answers:?}");
+    assert_eq!(failures[0].reply, Some(ReplyKind::Failure));
+    let result = failures[0].result.as_ref().unwrap();
+    assert_eq!(
+        result.summary,
+        contexten_broker::failure_text(Stage::Generate, "poison", None)
+    );
+    assert!(
+        answers.iter().any(|a| a.task_id == normal.task_id),
+        "the task behind the poison one was not handled: {answers:?}"
+    );
+    broker.cleanup().await;
+}
