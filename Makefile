@@ -38,6 +38,7 @@ bench: services
 	$(CARGO) bench -p contexten-broker --features bench --bench throughput
 	$(CARGO) bench -p generator-worker --bench generator
 	$(CARGO) bench -p ingest --bench ingest_load
+	$(CARGO) bench -p ingest --bench slow_uploads
 	$(CARGO) bench -p contexten-codemap --bench codemap
 
 ## Retrieval evaluation of codemap against plain BM25 (cases from local git

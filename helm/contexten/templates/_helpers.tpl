@@ -118,6 +118,11 @@ ingestConversationTtlSecs: {env: INGEST_CONVERSATION_TTL_SECS, to: [ingest]}
 slackTimestampToleranceSecs: {env: SLACK_TIMESTAMP_TOLERANCE_SECS, to: [ingest]}
 linearTimestampToleranceSecs: {env: LINEAR_TIMESTAMP_TOLERANCE_SECS, to: [ingest]}
 ingestRetryAfterSecs: {env: INGEST_RETRY_AFTER_SECS, to: [ingest]}
+ingestRequestTimeoutSecs: {env: INGEST_REQUEST_TIMEOUT_SECS, to: [ingest]}
+ingestHeaderTimeoutSecs: {env: INGEST_HEADER_TIMEOUT_SECS, to: [ingest]}
+ingestMaxConcurrentRequests: {env: INGEST_MAX_CONCURRENT_REQUESTS, to: [ingest]}
+ingestMaxConnections: {env: INGEST_MAX_CONNECTIONS, to: [ingest]}
+ingestBodyMemoryBytes: {env: INGEST_BODY_MEMORY_BYTES, to: [ingest]}
 # context-worker
 contextTopK: {env: CONTEXT_TOP_K, to: [context]}
 contextPromptBudgetTokens: {env: CONTEXT_PROMPT_BUDGET_TOKENS, to: [context]}
@@ -572,7 +577,12 @@ spec:
         periodSeconds: 10
         timeoutSeconds: 3
         failureThreshold: 3
-      # /readyz checks the broker, Redis and the breakers.
+      # Liveness (/healthz) only asks whether the process answers, so a broker or
+      # Redis outage never restarts pods. Readiness (/readyz): a worker is ready
+      # with the broker and Redis up; ingest is ready while it serves, broker or
+      # not, because answering 503 + Retry-After and recording the refused
+      # delivery is its correct answer then (README, "How ingest bounds its
+      # resources"); out of the Service, senders would get connection errors.
       readinessProbe:
         httpGet: { path: /readyz, port: {{ .portName }} }
         periodSeconds: 5

@@ -207,6 +207,9 @@ impl RepoReader {
         .await?;
         let commit = fetched.resolved.commit;
         if let Ok(mut cached) = self.fetched.lock() {
+            // Entries past their reuse window go, so the map holds only the
+            // repositories of the last minute.
+            cached.retain(|_, (_, at)| at.elapsed() < FETCH_REUSE);
             cached.insert(cache_key, (commit.clone(), Instant::now()));
         }
         Ok(Snapshot::Git {

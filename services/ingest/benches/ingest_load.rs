@@ -41,7 +41,6 @@ use contexten_config::{Env, Secret};
 use contexten_envelope::{
     Names, Priority, ReplyKind, ReplyTarget, Request, Source, SourceKind, Stage, TaskEnvelope,
 };
-use contexten_telemetry::health::Readiness;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http_body_util::{BodyExt, Full};
@@ -236,7 +235,7 @@ async fn start(amqp: &str, redis: &str) -> Fleet {
                 )
                 .unwrap(),
             );
-        let readiness = Readiness::new(&["broker", "redis"]);
+        let readiness = ingest::ingest_readiness();
         let shutdown = CancellationToken::new();
         ingest::start_background(&state, &readiness, &shutdown, &shutdown);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -251,11 +250,9 @@ async fn start(amqp: &str, redis: &str) -> Fleet {
             },
         ));
         let stop = shutdown.clone();
+        let limits = ingest::server::ConnectionLimits::from(&state.cfg.limits);
         let _ = started.send((addr, state, shutdown));
-        axum::serve(ingest::without_nagle(listener), app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap();
+        ingest::server::serve_bounded(listener, app, limits, stop).await;
     });
     let (addr, state, shutdown) = ready.await.unwrap();
     while state.publisher.read().await.is_none() {

@@ -134,6 +134,25 @@ pub struct Limits {
     pub linear_window: Duration,
     /// `INGEST_RETRY_AFTER_SECS`, 1–600, default 5.
     pub retry_after: Duration,
+    /// `INGEST_REQUEST_TIMEOUT_SECS`, 1–300, default 15: a request (its body
+    /// included) that takes longer is answered `408`, so a slow upload cannot
+    /// hold a slot and its buffer. `GET /v1/tasks/{id}?wait=` gets this on top
+    /// of its wait.
+    pub request_timeout: Duration,
+    /// `INGEST_HEADER_TIMEOUT_SECS`, 1–300, default 10: a connection whose
+    /// request headers do not arrive within this is closed.
+    pub header_timeout: Duration,
+    /// `INGEST_MAX_CONCURRENT_REQUESTS`, 1–100000, default 512: requests over
+    /// this are answered `503 overloaded` with `Retry-After` at once. With the
+    /// body limit it bounds the memory held by request bodies.
+    pub max_concurrent_requests: usize,
+    /// `INGEST_BODY_MEMORY_BYTES`, at least `INGEST_MAX_BODY_BYTES`, at most
+    /// 16 GiB, default 64 MiB: request bodies being received at once reserve
+    /// their length from this; a request that does not fit gets `503 overloaded`.
+    pub body_memory_bytes: usize,
+    /// `INGEST_MAX_CONNECTIONS`, 1–1000000, default 4096: connections over this
+    /// wait in the kernel's accept queue.
+    pub max_connections: usize,
 }
 
 /// Why ingest cannot start.
@@ -192,6 +211,7 @@ impl IngestConfig {
         let secs = |var: &str, default: u64, min: u64, max: u64| {
             env.ranged(var, default, min, max).map(Duration::from_secs)
         };
+        let max_body_bytes = env.ranged("INGEST_MAX_BODY_BYTES", 1 << 20, 1024, 64 << 20)?;
         Ok(IngestConfig {
             addr: socket_addr(env, "INGEST_ADDR", "127.0.0.1:8080")?,
             worker_threads: env.ranged("INGEST_WORKER_THREADS", 1, 1, 64)?,
@@ -220,7 +240,7 @@ impl IngestConfig {
             allow_local_repos: env.flag("CONTEXTEN_ALLOW_LOCAL_REPOS", false)?,
             outbound: OutboundGuard::from_env(env)?,
             limits: Limits {
-                max_body_bytes: env.ranged("INGEST_MAX_BODY_BYTES", 1 << 20, 1024, 64 << 20)?,
+                max_body_bytes,
                 dedup_ttl: secs("INGEST_DEDUP_TTL_SECS", 3 * 86_400, 60, 30 * 86_400)?,
                 conversation_ttl: secs(
                     "INGEST_CONVERSATION_TTL_SECS",
@@ -231,6 +251,21 @@ impl IngestConfig {
                 slack_window: secs("SLACK_TIMESTAMP_TOLERANCE_SECS", 300, 1, 3600)?,
                 linear_window: secs("LINEAR_TIMESTAMP_TOLERANCE_SECS", 60, 1, 3600)?,
                 retry_after: secs("INGEST_RETRY_AFTER_SECS", 5, 1, 600)?,
+                request_timeout: secs("INGEST_REQUEST_TIMEOUT_SECS", 15, 1, 300)?,
+                header_timeout: secs("INGEST_HEADER_TIMEOUT_SECS", 10, 1, 300)?,
+                max_concurrent_requests: env.ranged(
+                    "INGEST_MAX_CONCURRENT_REQUESTS",
+                    512,
+                    1,
+                    100_000,
+                )?,
+                max_connections: env.ranged("INGEST_MAX_CONNECTIONS", 4096, 1, 1_000_000)?,
+                body_memory_bytes: env.ranged(
+                    "INGEST_BODY_MEMORY_BYTES",
+                    64 << 20,
+                    max_body_bytes,
+                    16 << 30,
+                )?,
             },
             requester_limit: RequesterLimit {
                 limit: env.ranged("INGEST_REQUESTER_LIMIT", 30, 1, 100_000)?,

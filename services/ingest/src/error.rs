@@ -45,6 +45,10 @@ pub enum IngestError {
     BrokerDown { retry_after: Duration },
     #[error("the task status store is unavailable; retry later")]
     StoreDown { retry_after: Duration },
+    #[error("the request did not complete within {} s", .0.as_secs())]
+    RequestTimeout(Duration),
+    #[error("ingest is answering as many requests as it may; retry later")]
+    Overloaded { retry_after: Duration },
     #[error("internal error")]
     Internal,
 }
@@ -72,7 +76,10 @@ impl IngestError {
             Self::Forbidden(_) | Self::RepositoryNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::OutboundRefused(_) => StatusCode::BAD_REQUEST,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::BrokerDown { .. } | Self::StoreDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BrokerDown { .. } | Self::StoreDown { .. } | Self::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,6 +103,8 @@ impl IngestError {
             Self::NotFound(_) => "not_found",
             Self::BrokerDown { .. } => "broker_unavailable",
             Self::StoreDown { .. } => "store_unavailable",
+            Self::RequestTimeout(_) => "request_timeout",
+            Self::Overloaded { .. } => "overloaded",
             Self::Internal => "internal",
         }
     }
@@ -112,6 +121,7 @@ impl IntoResponse for IngestError {
         match &self {
             Self::BrokerDown { retry_after }
             | Self::StoreDown { retry_after }
+            | Self::Overloaded { retry_after }
             | Self::RateLimited { retry_after } => {
                 response.headers_mut().insert(
                     header::RETRY_AFTER,

@@ -1,5 +1,5 @@
 //! GitHub never redelivers a failed webhook by itself. Deliveries refused with 503
-//! (broker down) are recorded here: in a Redis sorted set scored by time, or, if
+//! (broker down, or the records Redis refusing writes) are recorded here: in a Redis sorted set scored by time, or, if
 //! Redis is down too, as JSON lines in `INGEST_FAILED_DELIVERIES_FILE`. The
 //! `redeliver-failed` command reads both and clears what it redelivered.
 

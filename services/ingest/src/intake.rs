@@ -13,11 +13,15 @@
 //! connection) is the same task downstream, deduplicated by the stages'
 //! completion marks and the dispatcher's reply ledger: one answer, not two.
 //! When Redis is down, dedup degrades loudly and the request is still accepted.
+//! When the records Redis is up but refuses the claim (full under `noeviction`,
+//! `MISCONF`, `READONLY`), the answer is 503 with `Retry-After` and no task: a
+//! task published without its claim could be published again by the retry
+//! (README "Redis: records and caches").
 
 use crate::error::IngestError;
 use crate::routing::{RouteInput, Routing, extract_hints};
 use crate::{AppState, SharedPublisher};
-use contexten_broker::{BrokerError, Delivery, Publisher, Store};
+use contexten_broker::{BrokerError, Delivery, Publisher, Store, redis_error};
 use contexten_envelope::{
     Conversation, Extra, Hints, Names, Priority, ReplyKind, ReplyTarget, RepositoryRef, Request,
     Source, SourceKind, Stage, Strategy, TaskEnvelope, TaskId, TaskResult, now_ms,
@@ -305,6 +309,12 @@ pub async fn admit(
                 c.previous_task_id = prev.parse::<TaskId>().ok();
             }
         }
+        Err(error) if error.is_refused() => {
+            tracing::warn!(%error, task_id = %env.task_id, "the records redis refused the delivery claim; answering 503");
+            return Err(IngestError::StoreDown {
+                retry_after: state.retry_after,
+            });
+        }
         Err(error) => {
             recorded = false;
             tracing::warn!(%error, task_id = %env.task_id, "dedup and status record skipped");
@@ -555,7 +565,7 @@ impl Claim {
             tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async(&mut connection))
                 .await
                 .map_err(|_| BrokerError::RedisTimeout(REDIS_TIMEOUT))?
-                .map_err(|e| BrokerError::Redis(e.to_string()))?;
+                .map_err(redis_error)?;
         let value = (!value.is_empty()).then_some(value);
         Ok(match claimed {
             1 => ClaimResult::Claimed { previous: value },
@@ -589,7 +599,7 @@ impl Claim {
         let _: i64 = tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async(&mut connection))
             .await
             .map_err(|_| BrokerError::RedisTimeout(REDIS_TIMEOUT))?
-            .map_err(|e| BrokerError::Redis(e.to_string()))?;
+            .map_err(redis_error)?;
         Ok(())
     }
 }

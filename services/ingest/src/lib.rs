@@ -28,6 +28,7 @@ pub mod providers;
 pub mod redeliver;
 pub mod replay;
 pub mod routing;
+pub mod server;
 pub mod tokens;
 pub mod verify;
 pub mod webhooks;
@@ -39,7 +40,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt as _;
 use contexten_broker::{BrokerError, CancellationToken, Publisher, Store, connect, topology};
 use contexten_envelope::Names;
 use contexten_telemetry::health::{self, Readiness};
@@ -51,6 +51,7 @@ use tokio::net::TcpListener;
 use tokio::sync::RwLock;
 use tokio_util::task::TaskTracker;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 /// The publisher of the current broker session, absent while reconnecting.
 pub type SharedPublisher = Arc<RwLock<Option<Publisher>>>;
@@ -123,24 +124,42 @@ pub enum ServeError {
     Policy(#[from] PolicyError),
 }
 
-/// Every route of ingest, health included.
+/// Every route of ingest, health included. Requests other than the probes run
+/// within the request timeout and the concurrency cap ([`server`]).
 pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
-    let limit = state.cfg.limits.max_body_bytes;
+    let limits = state.cfg.limits.clone();
+    let body_limit = limits.max_body_bytes;
+    let timeout = limits.request_timeout;
+    let long_poll = Router::new()
+        .route("/v1/tasks/{id}", get(api::get_task))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout + Duration::from_secs(api::MAX_WAIT_SECS),
+        ));
+    let slots = server::RequestSlots::new(&limits);
     let app = Router::new()
         .route("/webhooks/github", post(webhooks::github))
         .route("/webhooks/linear", post(webhooks::linear))
         .route("/webhooks/slack", post(webhooks::slack))
         .route("/v1/tasks", post(api::create_task))
-        .route("/v1/tasks/{id}", get(api::get_task))
         .route("/v1/openapi.json", get(api::openapi))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .merge(long_poll)
         .fallback(not_found)
         .with_state(state)
         // tower-http answers 413 itself when Content-Length is over the limit;
         // a streamed body over the limit fails extraction (also 413, as JSON).
         .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            slots,
+            server::shed_over_capacity,
+        ))
         .layer(axum::middleware::map_response(
-            move |r: Response| async move { json_4xx(r, limit) },
+            move |r: Response| async move { json_4xx(r, body_limit, timeout) },
         ));
     app.merge(health::router(readiness))
 }
@@ -151,7 +170,7 @@ async fn not_found() -> Response {
 
 /// Gives the framework's bare 4xx answers (tower-http's 413, axum's 405) the
 /// JSON body every 4xx has.
-fn json_4xx(response: Response, limit: usize) -> Response {
+fn json_4xx(response: Response, limit: usize, timeout: Duration) -> Response {
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -159,6 +178,10 @@ fn json_4xx(response: Response, limit: usize) -> Response {
     match response.status() {
         _ if is_json => response,
         StatusCode::PAYLOAD_TOO_LARGE => error::IngestError::TooLarge(limit).into_response(),
+        StatusCode::REQUEST_TIMEOUT => {
+            contexten_telemetry::metric::ingest_rejected("http", "request_timeout");
+            error::IngestError::RequestTimeout(timeout).into_response()
+        }
         StatusCode::METHOD_NOT_ALLOWED => {
             let (mut parts, _) = response.into_parts();
             let body = serde_json::json!({
@@ -175,19 +198,6 @@ fn json_4xx(response: Response, limit: usize) -> Response {
     }
 }
 
-/// The listener with `TCP_NODELAY` on every accepted connection: answers are
-/// small and latency-bound, and Nagle's algorithm would hold a write back until
-/// the peer's delayed ACK (axum leaves it on).
-pub fn without_nagle(
-    listener: TcpListener,
-) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
-    listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    })
-}
-
 /// How long shutdown waits for acknowledgements still being confirmed.
 const ACK_DRAIN: Duration = Duration::from_secs(5);
 
@@ -202,16 +212,21 @@ pub async fn serve(
     let tokens = TokenStore::load(cfg.api_tokens_file.clone(), cfg.api_tokens_inline.clone())?;
     let policy = PolicyStore::load(cfg.policy_file.clone())?;
     let state = Arc::new(AppState::new(cfg, tokens, policy)?);
-    let readiness = Readiness::new(&["broker", "redis"]);
+    let readiness = ingest_readiness();
     // The broker session outlives the listener: requests still in flight and
     // acknowledgements still unconfirmed finish before the connection closes.
     let broker_stop = CancellationToken::new();
     start_background(&state, &readiness, &shutdown, &broker_stop);
     tracing::info!(%addr, "ingest listening");
-    axum::serve(without_nagle(listener), router(state.clone(), readiness))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(|source| BrokerError::Listen { addr, source })?;
+    let limits = server::ConnectionLimits::from(&state.cfg.limits);
+    readiness.set(SERVING, true, "listening");
+    let draining = readiness.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        draining.set(SERVING, false, "shutting down");
+    });
+    server::serve_bounded(listener, router(state.clone(), readiness), limits, shutdown).await;
     state.background.close();
     if tokio::time::timeout(ACK_DRAIN, state.background.wait())
         .await
@@ -221,6 +236,19 @@ pub async fn serve(
     }
     broker_stop.cancel();
     Ok(())
+}
+
+/// The one component `/readyz` follows: whether this process is accepting
+/// requests.
+pub const SERVING: &str = "serving";
+
+/// Ingest's readiness: ready while it serves, whatever the broker and Redis do.
+/// Answering `503` with `Retry-After` and recording the refused GitHub delivery
+/// (in Redis, or in a file when Redis is down too) is the correct answer while
+/// they are down; a pod out of the Service would leave senders with connection
+/// errors instead. Both are still reported in `/readyz`'s body.
+pub fn ingest_readiness() -> Readiness {
+    Readiness::with_advisory(&[SERVING], &["broker", "redis"])
 }
 
 /// Starts the Redis health watch and the token reloader (until `shutdown`) and

@@ -30,6 +30,9 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let env = Env::from_process();
+    // First: the crypto provider before any client, and an unusable CA or client
+    // certificate file is a start-up error (crate contexten-tls).
+    contexten_tls::init(&env).context("invalid TLS configuration")?;
     let cfg = IngestConfig::from_env(&env).context("invalid configuration")?;
     // The runtime's size is a setting (INGEST_WORKER_THREADS), so it is built
     // after the configuration is read.

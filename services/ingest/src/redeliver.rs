@@ -95,7 +95,8 @@ pub struct HookClient {
 impl HookClient {
     /// A client on `base` (`GITHUB_API_URL`).
     pub fn new(base: &str, hook: Hook) -> Result<Self, RedeliverError> {
-        let http = reqwest::Client::builder()
+        // contexten-tls: the crypto provider and CONTEXTEN_CA_FILE.
+        let http = contexten_tls::http(reqwest::Client::builder())
             .user_agent("contexten-ingest")
             .timeout(Duration::from_secs(30))
             .build()?;

@@ -9,7 +9,8 @@
 //! checked in [`crate::verify`]; Slack's signature covers its timestamp header.)
 
 use crate::AppState;
-use contexten_broker::BrokerError;
+use crate::error::IngestError;
+use contexten_broker::{BrokerError, redis_error};
 use contexten_envelope::time::parse_rfc3339;
 use contexten_telemetry::metric;
 use serde_json::Value;
@@ -25,13 +26,15 @@ return 0
 "#;
 
 /// Whether `raw` was already delivered under another delivery identity. When
-/// Redis is unreachable the check is skipped loudly, like the delivery dedup.
+/// Redis is unreachable the check is skipped loudly, like the delivery dedup;
+/// when the records Redis refuses the claim (full), the request is refused with
+/// 503 and `Retry-After`, like the delivery claim ([`crate::intake`]).
 pub async fn is_replayed_body(
     state: &AppState,
     provider: &str,
     delivery: &str,
     raw: &[u8],
-) -> bool {
+) -> Result<bool, IngestError> {
     let digest = hex::encode(Sha256::digest(raw));
     let key = state
         .names
@@ -50,15 +53,21 @@ pub async fn is_replayed_body(
         )
         .await
         .map_err(|_| BrokerError::RedisTimeout(Duration::from_millis(800)))?
-        .map_err(|e| BrokerError::Redis(e.to_string()))
+        .map_err(redis_error)
     }
     .await;
     match claimed {
-        Ok(claimed) => claimed == 0,
+        Ok(claimed) => Ok(claimed == 0),
+        Err(error) if error.is_refused() => {
+            tracing::warn!(%error, provider, "the records redis refused the body claim; answering 503");
+            Err(IngestError::StoreDown {
+                retry_after: state.retry_after,
+            })
+        }
         Err(error) => {
             tracing::warn!(%error, provider, "body replay check skipped");
             metric::redis_degraded("replay");
-            false
+            Ok(false)
         }
     }
 }

@@ -185,12 +185,15 @@ pub async fn github(
 ) -> Response {
     let started = Instant::now();
     let result = github_inner(&state, &headers, raw).await;
-    if matches!(result, Err(IngestError::BrokerDown { .. }))
-        && let (Some(delivery), Some(event)) = (
-            header(&headers, "x-github-delivery"),
-            header(&headers, "x-github-event"),
-        )
-    {
+    // GitHub does not retry a failed delivery by itself: one refused while the
+    // broker or the records store is unavailable is recorded for redelivery.
+    if matches!(
+        result,
+        Err(IngestError::BrokerDown { .. } | IngestError::StoreDown { .. })
+    ) && let (Some(delivery), Some(event)) = (
+        header(&headers, "x-github-delivery"),
+        header(&headers, "x-github-event"),
+    ) {
         failed::record(&state, delivery, event).await;
     }
     answered("github", started, result)
@@ -243,7 +246,7 @@ async fn github_inner(
             {
                 return Ok(ignored("github", "stale_event"));
             }
-            if replay::is_replayed_body(state, "github", delivery, &raw).await {
+            if replay::is_replayed_body(state, "github", delivery, &raw).await? {
                 return Ok(ignored("github", "replayed_body"));
             }
             submit(state, *draft, received).await
@@ -302,7 +305,7 @@ async fn linear_inner(
     ) {
         Classified::Task(draft) => {
             let delivery = draft.delivery_id.clone().unwrap_or_default();
-            if replay::is_replayed_body(state, "linear", &delivery, &raw).await {
+            if replay::is_replayed_body(state, "linear", &delivery, &raw).await? {
                 return Ok(ignored("linear", "replayed_body"));
             }
             submit(state, *draft, received).await.map(as_200)

@@ -19,6 +19,11 @@ use tokio::net::TcpListener;
 pub struct ComponentState {
     pub ready: bool,
     pub detail: String,
+    /// Whether `/readyz` fails while this component is not ready. An advisory
+    /// component is only reported: ingest keeps serving (503 with `Retry-After`,
+    /// failed deliveries recorded) while the broker is down, so taking it out of
+    /// the Service then would turn those answers into connection errors.
+    pub required: bool,
 }
 
 /// Shared readiness of the components a service depends on.
@@ -37,25 +42,47 @@ impl Readiness {
         readiness
     }
 
-    /// Records the state of `component`.
+    /// A readiness with `required` components (which `/readyz` follows) and
+    /// `advisory` ones (only reported), all not ready yet.
+    pub fn with_advisory(required: &[&str], advisory: &[&str]) -> Self {
+        let readiness = Readiness::new(required);
+        if let Ok(mut map) = readiness.components.lock() {
+            for name in advisory {
+                map.insert(
+                    (*name).to_owned(),
+                    ComponentState {
+                        ready: false,
+                        detail: "starting".into(),
+                        required: false,
+                    },
+                );
+            }
+        }
+        readiness
+    }
+
+    /// Records the state of `component`; a component not registered before is
+    /// required.
     pub fn set(&self, component: &str, ready: bool, detail: impl Into<String>) {
-        let state = ComponentState {
-            ready,
-            detail: detail.into(),
-        };
         if let Ok(mut map) = self.components.lock() {
+            let required = map.get(component).is_none_or(|c| c.required);
+            let state = ComponentState {
+                ready,
+                detail: detail.into(),
+                required,
+            };
             map.insert(component.to_owned(), state);
         }
     }
 
-    /// Whether every component is ready, with each one's state.
+    /// Whether every required component is ready, with each one's state.
     pub fn report(&self) -> (bool, BTreeMap<String, ComponentState>) {
         let map = self
             .components
             .lock()
             .map(|m| m.clone())
             .unwrap_or_default();
-        (map.values().all(|c| c.ready), map)
+        (map.values().filter(|c| c.required).all(|c| c.ready), map)
     }
 
     /// Whether `component` is ready.
@@ -145,5 +172,26 @@ mod tests {
         readiness.set("redis", true, "pong");
         assert_eq!(status_of(&readiness, "/readyz").await, StatusCode::OK);
         assert_eq!(status_of(&readiness, "/metrics").await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn an_advisory_component_is_reported_but_does_not_fail_readyz() {
+        let readiness = Readiness::with_advisory(&["serving"], &["broker"]);
+        readiness.set("serving", true, "listening");
+        assert_eq!(status_of(&readiness, "/readyz").await, StatusCode::OK);
+        let (ready, components) = readiness.report();
+        assert!(ready);
+        assert!(!components["broker"].ready && !components["broker"].required);
+        readiness.set("broker", true, "connected");
+        assert!(readiness.is_ready("broker"));
+        assert!(
+            !readiness.report().1["broker"].required,
+            "set keeps the role"
+        );
+        readiness.set("serving", false, "shutting down");
+        assert_eq!(
+            status_of(&readiness, "/readyz").await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

@@ -179,7 +179,10 @@ fn run_cases(
     cases: u32,
     broker_down: bool,
 ) -> std::collections::BTreeMap<u16, u32> {
-    let http = reqwest::Client::new();
+    // Through contexten-tls: reqwest has no crypto provider of its own.
+    let http = contexten_tls::http(reqwest::Client::builder())
+        .build()
+        .unwrap();
     let mut runner = TestRunner::new(Config {
         cases,
         ..Config::default()

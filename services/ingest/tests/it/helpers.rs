@@ -107,17 +107,17 @@ impl TestIngest {
         ]);
         let policy = PolicyStore::load(cfg.policy_file.clone()).expect("policy");
         let state = Arc::new(AppState::new(cfg, tokens, policy).expect("state"));
-        let readiness = Readiness::new(&["broker", "redis"]);
+        let readiness = ingest::ingest_readiness();
         let shutdown = CancellationToken::new();
         ingest::start_background(&state, &readiness, &shutdown, &shutdown);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = ingest::router(state.clone(), readiness.clone());
+        let limits = ingest::server::ConnectionLimits::from(&state.cfg.limits);
+        readiness.set(ingest::SERVING, true, "listening");
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
-            let _ = axum::serve(ingest::without_nagle(listener), app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
+            ingest::server::serve_bounded(listener, app, limits, stop).await;
         });
         let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
             .await
@@ -130,7 +130,10 @@ impl TestIngest {
             state,
             readiness,
             proxy,
-            http: reqwest::Client::new(),
+            // Through contexten-tls: reqwest has no crypto provider of its own.
+            http: contexten_tls::http(reqwest::Client::builder())
+                .build()
+                .unwrap(),
             connection,
             channel,
             shutdown,

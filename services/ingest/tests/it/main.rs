@@ -1,12 +1,14 @@
 //! ingest against the real RabbitMQ and Redis, each test under its own prefix.
 
 mod api;
+mod bounds;
 mod broker_down;
 mod fixtures;
 mod fuzz;
 mod github;
 mod helpers;
 mod linear;
+mod records;
 mod redeliver;
 mod rotation;
 mod slack;

@@ -45,6 +45,9 @@ pub struct Comment {
     pub body: String,
 }
 
+/// Repositories whose App installation is remembered, at most.
+const MAX_KNOWN_INSTALLATIONS: usize = 4096;
+
 /// A GitHub REST client for one token or one App.
 pub struct GithubClient {
     http: reqwest::Client,
@@ -266,6 +269,10 @@ impl GithubClient {
         let text = self.app_request(app, Method::GET, &path).await?;
         let id = parse::<Installation>(&text)?.id;
         if let Ok(mut map) = self.installations.lock() {
+            // Bounded: forgetting costs one lookup per repository, never a wrong id.
+            if map.len() >= MAX_KNOWN_INSTALLATIONS {
+                map.clear();
+            }
             map.insert(repo.to_owned(), id);
         }
         Ok(id)

@@ -1,0 +1,171 @@
+//! The HTTP server under ingest's router, with its resources bounded (README,
+//! "How ingest bounds its resources"):
+//!
+//! - at most `INGEST_MAX_CONNECTIONS` open connections (more wait in the
+//!   kernel's accept queue) and request headers within `INGEST_HEADER_TIMEOUT_SECS`
+//!   (hyper's header timer, which `axum::serve` leaves off);
+//! - at most `INGEST_MAX_CONCURRENT_REQUESTS` requests in handlers at once, and
+//!   their bodies within `INGEST_BODY_MEMORY_BYTES` (each reserves its
+//!   `Content-Length`, or the body limit when it announces none): the next one
+//!   is answered `503 overloaded` with `Retry-After` without reading its body
+//!   ([`shed_over_capacity`]);
+//! - every request, body included, within `INGEST_REQUEST_TIMEOUT_SECS`
+//!   (tower-http's timeout in [`crate::router`]).
+//!
+//! Memory held by request bodies therefore stays within `INGEST_BODY_MEMORY_BYTES`
+//! however many clients send and however slowly.
+
+use crate::error::IngestError;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// How long shutdown waits for open requests to finish.
+const DRAIN: Duration = Duration::from_secs(20);
+
+/// The bounds of [`serve_bounded`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+}
+
+impl From<&crate::config::Limits> for ConnectionLimits {
+    fn from(limits: &crate::config::Limits) -> Self {
+        ConnectionLimits {
+            max_connections: limits.max_connections,
+            header_timeout: limits.header_timeout,
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown`, then stops accepting and waits
+/// (at most 20 s) for open connections to finish their requests.
+pub async fn serve_bounded(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let tcp = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(error) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Answers are small and latency-bound; Nagle would hold them back
+        // until the peer's delayed ACK.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopping with requests still open");
+    }
+}
+
+/// What [`shed_over_capacity`] hands out: request slots, and the body memory
+/// budget in KiB units.
+#[derive(Clone)]
+pub struct RequestSlots {
+    slots: Arc<Semaphore>,
+    body_kib: Arc<Semaphore>,
+    max_body_kib: u32,
+    retry_after: Duration,
+}
+
+impl RequestSlots {
+    pub fn new(limits: &crate::config::Limits) -> Self {
+        let kib = |bytes: usize| u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        RequestSlots {
+            slots: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+            body_kib: Arc::new(Semaphore::new(kib(limits.body_memory_bytes) as usize)),
+            max_body_kib: kib(limits.max_body_bytes),
+            retry_after: limits.retry_after,
+        }
+    }
+
+    /// The budget a request's body reserves: its `Content-Length` (capped at the
+    /// body limit, which rejects more anyway) or, when the length is not
+    /// announced, the whole body limit.
+    fn body_reservation(&self, request: &Request) -> u32 {
+        request
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .map(|len| u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX))
+            .map_or(self.max_body_kib, |kib| kib.min(self.max_body_kib))
+    }
+}
+
+/// Middleware: runs the request in a free slot with its body's memory reserved,
+/// or answers `503 overloaded` at once without reading the body. Shedding beats
+/// queueing here: senders retry a 503, and a queue in front of a saturated
+/// replica only adds latency and memory.
+pub async fn shed_over_capacity(
+    State(slots): State<RequestSlots>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let reservation = slots.body_reservation(&request);
+    let admitted = slots.slots.clone().try_acquire_owned().and_then(|slot| {
+        let memory = slots.body_kib.clone().try_acquire_many_owned(reservation)?;
+        Ok((slot, memory))
+    });
+    match admitted {
+        Ok(held) => {
+            let response = next.run(request).await;
+            drop(held);
+            response
+        }
+        Err(_) => {
+            contexten_telemetry::metric::ingest_rejected("http", "overloaded");
+            IngestError::Overloaded {
+                retry_after: slots.retry_after,
+            }
+            .into_response()
+        }
+    }
+}
