@@ -195,7 +195,8 @@ impl Fleet {
                 ));
             }
         }
-        let http = reqwest::Client::builder()
+        // Through contexten-tls: reqwest has no crypto provider of its own.
+        let http = contexten_tls::http(reqwest::Client::builder())
             .timeout(Duration::from_secs(30))
             .build()?;
         for service in &mut services {

@@ -11,6 +11,9 @@ use contexten_envelope::Stage;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = Env::from_process();
+    // First: the crypto provider before any client, and an unusable CA or client
+    // certificate file is a start-up error (crate contexten-tls).
+    contexten_tls::init(&env).context("invalid TLS configuration")?;
     let cfg = WorkerConfig::from_env(&env, "agent-worker", Stage::Agent, "127.0.0.1:9103", 16)
         .context("invalid configuration")?;
     let settings = AgentSettings::from_env(&env).context("invalid configuration")?;

@@ -64,6 +64,9 @@ async fn main() -> anyhow::Result<()> {
     let broker = BrokerSettings::from_env(&env, 1).context("invalid configuration")?;
     let names = Names::new(broker.prefix.clone());
     match cli.command {
+    // First: the crypto provider before any client, and an unusable CA or client
+    // certificate file is a start-up error (crate contexten-tls).
+    contexten_tls::init(&env).context("invalid TLS configuration")?;
         Command::GithubRedeliver(args) => {
             let cfg = ingest::IngestConfig::from_env(&env).context("invalid configuration")?;
             ingest::redeliver::cli::run(&cfg, &env, args).await?;

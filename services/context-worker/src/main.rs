@@ -72,6 +72,9 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let env = Env::from_process();
+    // First: the crypto provider before any client, and an unusable CA or client
+    // certificate file is a start-up error (crate contexten-tls).
+    contexten_tls::init(&env).context("invalid TLS configuration")?;
     match cli.command {
         None => run_worker(&env).await,
         Some(command) => tokio::task::spawn_blocking(move || run_command(command, &env)).await?,

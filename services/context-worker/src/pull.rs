@@ -91,9 +91,8 @@ impl PullsApi {
     /// A client of the API at `base` (`GITHUB_API_URL`, operator-set, so not
     /// judged by the outbound guard), with `GITHUB_TOKEN` when set.
     pub fn new(base: &str, token: Option<SecretSource>) -> Self {
-        // Idempotent: another component may have installed the provider.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        // The tree's one crypto provider (ring) and CONTEXTEN_CA_FILE (contexten-tls).
+        let http = contexten_tls::http(reqwest::Client::builder())
             .user_agent(concat!("contexten/", env!("CARGO_PKG_VERSION")))
             .timeout(API_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())

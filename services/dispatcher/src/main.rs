@@ -9,7 +9,11 @@ use dispatcher::{DispatchHandler, DispatcherConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cfg = DispatcherConfig::from_env(&Env::from_process()).context("invalid configuration")?;
+    let env = Env::from_process();
+    // First: the crypto provider before any client, and an unusable CA or client
+    // certificate file is a start-up error (crate contexten-tls).
+    contexten_tls::init(&env).context("invalid TLS configuration")?;
+    let cfg = DispatcherConfig::from_env(&env).context("invalid configuration")?;
     let _telemetry = contexten_telemetry::init(&cfg.worker.telemetry)?;
     let store = Store::new(&cfg.worker.redis, cfg.worker.names())?;
     let handler = DispatchHandler::new(&cfg.providers, store.clone())

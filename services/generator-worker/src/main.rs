@@ -11,6 +11,9 @@ use generator_worker::{GenerateHandler, GeneratorConfig};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = Env::from_process();
+    // First: the crypto provider before any client, and an unusable CA or client
+    // certificate file is a start-up error (crate contexten-tls).
+    contexten_tls::init(&env).context("invalid TLS configuration")?;
     let cfg = WorkerConfig::from_env(
         &env,
         "generator-worker",

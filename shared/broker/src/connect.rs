@@ -3,15 +3,37 @@
 use crate::BrokerError;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use contexten_config::{BrokerSettings, ExposeSecret};
+use contexten_tls::TlsSettings;
 use lapin::{Connection, ConnectionProperties};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Opens one connection named after `service` (shown in the management UI).
+/// Opens one connection named after `service` (shown in the management UI),
+/// over TLS for an `amqps://` URL with the process's TLS settings
+/// (`CONTEXTEN_CA_FILE`, the client certificate: crate `contexten-tls`).
 pub async fn connect(settings: &BrokerSettings, service: &str) -> Result<Connection, BrokerError> {
+    connect_with_tls(settings, service, contexten_tls::global()?).await
+}
+
+/// [`connect`] with explicit TLS settings. A failure names the broker's
+/// `host:port` (a wrong CA otherwise reads as a bare "invalid peer
+/// certificate"), never the URL's credentials.
+pub async fn connect_with_tls(
+    settings: &BrokerSettings,
+    service: &str,
+    tls: &TlsSettings,
+) -> Result<Connection, BrokerError> {
     let properties = ConnectionProperties::default()
         .with_connection_name(format!("{service}-{}", std::process::id()).into());
-    Ok(Connection::connect(settings.amqp_url.expose_secret(), properties).await?)
+    let url = settings.amqp_url.expose_secret();
+    let failed = |source| BrokerError::Connect {
+        endpoint: contexten_tls::endpoint(url),
+        source,
+    };
+    let runtime = lapin::runtime::default_runtime().map_err(failed)?;
+    Connection::connect_with_config(url, properties, tls.amqp(), runtime)
+        .await
+        .map_err(failed)
 }
 
 /// Connects, retrying with exponential backoff and jitter; `None` on shutdown.

@@ -28,7 +28,7 @@ pub mod service;
 mod store;
 pub mod topology;
 
-pub use connect::connect;
+pub use connect::{connect, connect_with_tls};
 pub use failure::failure_text;
 pub use outcome::{DeadReason, Handler, Next, Outcome, RetryReason};
 pub use publisher::{Delivery, PendingConfirm, PublishedMessage, Publisher};
@@ -45,6 +45,17 @@ use contexten_envelope::EnvelopeError;
 pub enum BrokerError {
     #[error("amqp: {0}")]
     Amqp(#[from] lapin::Error),
+    /// The broker at `endpoint` (host:port) could not be reached or refused
+    /// the TLS handshake or the login.
+    #[error("cannot connect to the broker at {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: lapin::Error,
+    },
+    /// `CONTEXTEN_CA_FILE` or the client certificate is unusable.
+    #[error(transparent)]
+    Tls(#[from] contexten_tls::TlsError),
     #[error("the broker refused the message (nack)")]
     Nacked,
     /// No confirm within `PUBLISH_CONFIRM_TIMEOUT_MS`; the message may still

@@ -172,8 +172,10 @@ mod redis_store {
         /// Connects lazily to `url`; entries (maps too, unless [`Self::with_map_ttl`])
         /// expire `ttl` after they are written.
         pub fn new(url: &str, prefix: &str, ttl: Duration) -> Result<Self, CodemapError> {
-            let client =
-                redis::Client::open(url).map_err(|e| CodemapError::Cache(e.to_string()))?;
+            // `rediss://` gets CONTEXTEN_CA_FILE and the client certificate (contexten-tls).
+            let client = contexten_tls::global()
+                .and_then(|tls| tls.redis_client(url))
+                .map_err(|e| CodemapError::Cache(e.to_string()))?;
             let ttl_secs = ttl.as_secs().max(1);
             Ok(Self {
                 client,

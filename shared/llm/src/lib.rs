@@ -139,9 +139,8 @@ impl LlmClient {
 
 /// Builds the HTTP client every provider uses: one timeout for the whole call.
 pub(crate) fn http_client(settings: &LlmSettings) -> Result<reqwest::Client, LlmError> {
-    // Idempotent: another component may have installed the process-wide provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    // The tree's one crypto provider (ring) and CONTEXTEN_CA_FILE (contexten-tls).
+    contexten_tls::http(reqwest::Client::builder())
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout.min(std::time::Duration::from_secs(10)))
         .build()

@@ -33,7 +33,8 @@ impl Default for HttpSettings {
 /// The settings every client shares (rustls, timeouts, no redirects: a write
 /// must not be replayed against another host).
 pub(crate) fn builder(settings: HttpSettings) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+    // contexten-tls: the tree's one crypto provider (ring) and CONTEXTEN_CA_FILE.
+    contexten_tls::http(reqwest::Client::builder())
         .user_agent(USER_AGENT)
         .timeout(settings.timeout)
         .connect_timeout(settings.connect_timeout)

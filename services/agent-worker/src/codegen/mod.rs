@@ -104,10 +104,9 @@ impl std::fmt::Debug for CodegenClient {
 impl CodegenClient {
     /// A client for `config`.
     pub fn new(config: &CodegenConfig) -> Result<Self, CodegenError> {
-        // reqwest is built without a default crypto provider; ring is ours. An
-        // error only means another provider was installed first, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        // reqwest is built without a crypto provider: contexten-tls installs
+        // ring (the tree's one) and adds CONTEXTEN_CA_FILE.
+        let http = contexten_tls::http(reqwest::Client::builder())
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!(

@@ -4,8 +4,10 @@
 
 use crate::time::{parse_rfc3339, unix_now};
 use crate::{ProviderError, github::PROVIDER};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use contexten_config::SecretSource;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -32,7 +34,7 @@ pub struct AppCredentials {
     app_id: u64,
     pem: SecretSource,
     /// The last key that parsed (the only one for a fixed key).
-    key: Arc<Mutex<EncodingKey>>,
+    key: Arc<Mutex<Arc<RsaKeyPair>>>,
     /// A fixed installation; otherwise looked up per repository.
     installation_id: Option<u64>,
 }
@@ -46,13 +48,30 @@ impl std::fmt::Debug for AppCredentials {
     }
 }
 
-fn parse_key(pem: &SecretString) -> Result<EncodingKey, ProviderError> {
-    EncodingKey::from_rsa_pem(pem.expose_secret().as_bytes()).map_err(|e| {
-        ProviderError::Misconfigured {
-            provider: PROVIDER,
-            detail: format!("GITHUB_APP_PRIVATE_KEY is not an RSA private key in PEM: {e}"),
-        }
-    })
+/// The first `PRIVATE KEY` block of `pem`: PKCS#1 (`RSA PRIVATE KEY`, what
+/// GitHub hands out) or PKCS#8. Signed with ring, the tree's one crypto
+/// provider (crate `contexten-tls`).
+fn parse_key(pem: &SecretString) -> Result<Arc<RsaKeyPair>, ProviderError> {
+    let misconfigured = |detail: &str| ProviderError::Misconfigured {
+        provider: PROVIDER,
+        detail: format!("GITHUB_APP_PRIVATE_KEY is not an RSA private key in PEM: {detail}"),
+    };
+    let mut lines = pem.expose_secret().lines().map(str::trim);
+    let begin = lines
+        .by_ref()
+        .find(|l| l.starts_with("-----BEGIN") && l.ends_with("PRIVATE KEY-----"))
+        .ok_or_else(|| misconfigured("no PRIVATE KEY block"))?;
+    let body: String = lines.take_while(|l| !l.starts_with("-----END")).collect();
+    let der = STANDARD
+        .decode(body)
+        .map_err(|_| misconfigured("the block is not base64"))?;
+    let key = if begin.contains("RSA PRIVATE KEY") {
+        RsaKeyPair::from_der(&der)
+    } else {
+        RsaKeyPair::from_pkcs8(&der)
+    }
+    .map_err(|e| misconfigured(&e.to_string()))?;
+    Ok(Arc::new(key))
 }
 
 impl AppCredentials {
@@ -86,7 +105,7 @@ impl AppCredentials {
     }
 
     /// The key to sign with: the file's current key when it parses, else the last good one.
-    fn signing_key(&self) -> EncodingKey {
+    fn signing_key(&self) -> Arc<RsaKeyPair> {
         let mut last = self.key.lock().unwrap_or_else(|e| e.into_inner());
         if self.pem.is_file() {
             match parse_key(&self.pem.current()) {
@@ -123,13 +142,23 @@ impl AppCredentials {
             exp: now + JWT_LIFETIME_SECS,
             iss: self.app_id.to_string(),
         };
+        let failed = |detail: String| ProviderError::Misconfigured {
+            provider: PROVIDER,
+            detail: format!("cannot sign the App JWT: {detail}"),
+        };
+        let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"RS256"}"#);
+        let claims = serde_json::to_vec(&claims).map_err(|e| failed(e.to_string()))?;
+        let message = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims));
         let key = self.signing_key();
-        jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).map_err(|e| {
-            ProviderError::Misconfigured {
-                provider: PROVIDER,
-                detail: format!("cannot sign the App JWT: {e}"),
-            }
-        })
+        let mut signature = vec![0; key.public().modulus_len()];
+        key.sign(
+            &RSA_PKCS1_SHA256,
+            &ring::rand::SystemRandom::new(),
+            message.as_bytes(),
+            &mut signature,
+        )
+        .map_err(|e| failed(e.to_string()))?;
+        Ok(format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
 }
 
@@ -160,7 +189,10 @@ impl TokenCache {
         let lifetime = parse_rfc3339(expires_at)
             .map(|at| Duration::from_secs(at.saturating_sub(unix_now())))
             .unwrap_or(DEFAULT_TOKEN_LIFETIME);
-        let refresh_at = Instant::now() + lifetime.saturating_sub(TOKEN_REFRESH_MARGIN);
+        let now = Instant::now();
+        let refresh_at = now + lifetime.saturating_sub(TOKEN_REFRESH_MARGIN);
+        // Expired tokens go here, so the map holds only installations in use.
+        self.tokens.retain(|_, cached| now < cached.refresh_at);
         self.tokens
             .insert(installation, CachedToken { token, refresh_at });
     }

@@ -2,14 +2,12 @@
 //! with the App's public key. The key pair is generated at test time; no
 //! private key is committed.
 
-use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
-use aws_lc_rs::rsa::{KeyPair, KeySize};
-use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use contexten_providers::github::{AppCredentials, GithubAuth, GithubClient};
 use contexten_providers::time::{rfc3339, unix_now};
 use contexten_providers::{HttpSettings, ProviderError};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use secrecy::SecretString;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -19,21 +17,54 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 const APP_ID: u64 = 123_456;
 const INSTALLATION: u64 = 42;
 
+/// Runs openssl (ring cannot generate RSA keys), failing the test with its stderr.
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl to make a throwaway RSA key");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A fresh RSA key pair: the App's private key as PKCS#8 PEM, and the public
 /// key (PKCS#1 DER) the fake verifies with.
 fn app_key() -> (SecretString, Vec<u8>) {
-    let pair = KeyPair::generate(KeySize::Rsa2048).unwrap();
-    let der: Pkcs8V1Der = AsDer::as_der(&pair).unwrap();
-    let encoded = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
-    let lines: Vec<&str> = encoded
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    let armour = ["-----BEGIN ", "PRIVATE KEY-----"].concat();
-    let end = ["-----END ", "PRIVATE KEY-----"].concat();
-    let pem = format!("{armour}\n{}\n{end}\n", lines.join("\n"));
-    (SecretString::from(pem), pair.public_key().as_ref().to_vec())
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("app.pem");
+    let key = key.to_str().unwrap();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        key,
+    ]);
+    let public = openssl(&["rsa", "-in", key, "-RSAPublicKey_out", "-outform", "DER"]);
+    let pem = std::fs::read_to_string(key).unwrap();
+    (SecretString::from(pem), public)
+}
+
+/// The claims of an RS256 JWT whose signature `public_key` verifies.
+fn verified_claims<T: serde::de::DeserializeOwned>(token: &str, public_key: &[u8]) -> Option<T> {
+    let (message, signature) = token.rsplit_once('.')?;
+    let (header, claims) = message.split_once('.')?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+    if header["alg"] != "RS256" {
+        return None;
+    }
+    let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public_key)
+        .verify(message.as_bytes(), &signature)
+        .ok()?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).ok()?).ok()
 }
 
 fn installation_token(n: usize) -> String {
@@ -63,18 +94,14 @@ impl Respond for VerifiesJwt {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_required_spec_claims(&["exp", "iat", "iss"]);
-        let key = DecodingKey::from_rsa_der(&self.public_key);
         let unauthorized = ResponseTemplate::new(401).set_body_json(json!({
             "message": "A JSON web token could not be decoded",
             "documentation_url": "https://docs.github.com/rest"
         }));
-        let Ok(token) = jsonwebtoken::decode::<Claims>(bearer, &key, &validation) else {
+        let Some(claims) = verified_claims::<Claims>(bearer, &self.public_key) else {
             return unauthorized;
         };
         let now = unix_now();
-        let claims = token.claims;
         let fresh = claims.iss == APP_ID.to_string()
             && claims.iat <= now.saturating_sub(50)
             && claims.exp > now

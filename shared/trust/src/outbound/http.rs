@@ -58,9 +58,9 @@ impl OutboundGuard {
     /// afterwards: they bypass the resolver. The first request still needs
     /// [`check`](Self::check), or use [`GuardedClient`], which does it.
     pub fn harden(&self, builder: ClientBuilder, purpose: Purpose) -> ClientBuilder {
-        // The workspace builds reqwest with rustls but no provider chosen; the
-        // tree's one provider is ring (as in contexten-llm and agent-worker).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // reqwest is built with rustls but no provider: contexten-tls installs
+        // the tree's one (ring) and adds CONTEXTEN_CA_FILE to the roots.
+        let builder = contexten_tls::http(builder);
         let guard = Arc::new(self.clone());
         let hops = Arc::clone(&guard);
         let policy = redirect::Policy::custom(move |attempt| {
