@@ -6,7 +6,7 @@
 //! `web_url` once the run exists, and `creating_at` (Redis clock, ms) while a
 //! create request is in flight or ended without a clear answer.
 
-use contexten_broker::{BrokerError, Store};
+use contexten_broker::{BrokerError, Store, redis_error};
 use contexten_envelope::TaskId;
 use std::time::Duration;
 
@@ -109,7 +109,7 @@ impl RunRecords {
             tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async(&mut connection))
                 .await
                 .map_err(|_| BrokerError::RedisTimeout(REDIS_TIMEOUT))?
-                .map_err(|e| BrokerError::Redis(e.to_string()))?;
+                .map_err(redis_error)?;
         Ok(match verdict.as_str() {
             "run" => Claim::Recorded,
             "busy" => Claim::Busy(Duration::from_millis(wait_ms.max(1))),

@@ -9,7 +9,7 @@
 //! longest a run may last, plus slack) frees a slot whose release was lost (a
 //! crashed worker, a dead-lettered status check), so nothing holds one forever.
 
-use contexten_broker::{BrokerError, Store};
+use contexten_broker::{BrokerError, Store, redis_error};
 use contexten_envelope::TaskEnvelope;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,7 +86,7 @@ impl RequesterSlots {
             tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async(&mut connection))
                 .await
                 .map_err(|_| BrokerError::RedisTimeout(REDIS_TIMEOUT))?
-                .map_err(|e| BrokerError::Redis(e.to_string()))?;
+                .map_err(redis_error)?;
         Ok(if held == 1 {
             Slot::Held
         } else {

@@ -35,7 +35,7 @@ pub use publisher::{Delivery, PendingConfirm, PublishedMessage, Publisher};
 pub use retry::RetryPolicy;
 pub use runtime::{WorkerOptions, run_worker};
 pub use service::{WorkerConfig, run_service, shutdown_on_signal};
-pub use store::Store;
+pub use store::{RedisRole, Store, redis_error};
 pub use tokio_util::sync::CancellationToken;
 
 use contexten_envelope::EnvelopeError;
@@ -72,6 +72,11 @@ pub enum BrokerError {
     },
     #[error("redis: {0}")]
     Redis(String),
+    /// Redis is up but refused the write (`OOM`, `MISCONF`, `READONLY`,
+    /// `NOREPLICAS`): a full or broken records store, reported and retried,
+    /// never taken for "Redis unreachable".
+    #[error("redis refused the write: {0}")]
+    RedisRefused(String),
     #[error("redis did not answer within {0:?}")]
     RedisTimeout(std::time::Duration),
     #[error("large payload {0} is gone from redis")]
@@ -84,4 +89,11 @@ pub enum BrokerError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl BrokerError {
+    /// Whether Redis was up and refused the write ([`BrokerError::RedisRefused`]).
+    pub fn is_refused(&self) -> bool {
+        matches!(self, BrokerError::RedisRefused(_))
+    }
 }

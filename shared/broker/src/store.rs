@@ -6,6 +6,8 @@ use crate::BrokerError;
 use contexten_config::{ExposeSecret, RedisSettings};
 use contexten_envelope::{Names, Stage, TaskEnvelope, now_ms};
 use contexten_telemetry::health::Readiness;
+use contexten_telemetry::metric;
+use contexten_tls::TlsSettings;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,53 +22,66 @@ const PAYLOAD_TTL_SECS: u64 = 2 * 24 * 3600;
 /// Upper bound for one Redis round trip before the caller degrades.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Which Redis a [`Store`] handle talks to (README "Redis: records and caches").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisRole {
+    /// `REDIS_RECORDS_URL`: what guarantees correctness; never evicted.
+    Records,
+    /// `REDIS_URL`: caches, evictable.
+    Cache,
+}
+
+impl RedisRole {
+    /// The metric label and the readiness component.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedisRole::Records => "records",
+            RedisRole::Cache => "cache",
+        }
+    }
+}
+
 /// A handle on Redis shared by every task of a worker (cheap to clone).
 ///
-/// One multiplexed, self-reconnecting connection: every concurrent delivery
-/// pipelines through it. (A checkout pool such as deadpool-redis pings on every
-/// checkout, which doubled the Redis round trips per message in `make bench`.)
+/// [`Store::new`] talks to the records Redis; [`Store::cache`] gives a handle
+/// on the cache Redis with the same names. When both URLs are the same they
+/// share one connection.
+///
+/// One multiplexed, self-reconnecting connection per Redis: every concurrent
+/// delivery pipelines through it. (A checkout pool such as deadpool-redis pings
+/// on every checkout, which doubled the Redis round trips per message in `make bench`.)
 #[derive(Clone)]
 pub struct Store {
-    client: redis::Client,
-    connection: Arc<OnceCell<ConnectionManager>>,
-    /// When the last attempt to connect failed: callers fail fast for a while
-    /// instead of each paying a connection timeout while Redis is down.
-    last_connect_failure: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    records: Arc<Link>,
+    cache: Arc<Link>,
+    role: RedisRole,
     names: Names,
 }
 
-/// How long callers fail fast after a failed connection attempt.
-const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("prefix", &self.names.prefix())
-            .finish()
-    }
+/// One Redis: its client and the connection made on first use.
+struct Link {
+    client: redis::Client,
+    /// `host:port`, for errors (a wrong CA must say which Redis; never the password).
+    endpoint: String,
+    connection: OnceCell<ConnectionManager>,
+    /// When the last attempt to connect failed: callers fail fast for a while
+    /// instead of each paying a connection timeout while Redis is down.
+    last_connect_failure: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
-impl Store {
-    /// A store on `settings.url`; the connection is made on first use, so this
-    /// succeeds while Redis is down.
-    pub fn new(settings: &RedisSettings, names: Names) -> Result<Self, BrokerError> {
-        let client = redis::Client::open(settings.url.expose_secret())
-            .map_err(|e| BrokerError::Redis(e.to_string()))?;
-        Ok(Store {
+impl Link {
+    /// A `rediss://` URL gets the extra roots and client certificate of `tls`.
+    fn open(url: &str, tls: &TlsSettings) -> Result<Arc<Self>, BrokerError> {
+        let client = tls.redis_client(url)?;
+        Ok(Arc::new(Link {
             client,
-            connection: Arc::default(),
-            last_connect_failure: Arc::default(),
-            names,
-        })
+            endpoint: contexten_tls::endpoint(url),
+            connection: OnceCell::new(),
+            last_connect_failure: std::sync::Mutex::default(),
+        }))
     }
 
-    /// The names this store derives its keys from.
-    pub fn names(&self) -> &Names {
-        &self.names
-    }
-
-    /// The shared connection, for components with keys of their own.
-    pub async fn connection(&self) -> Result<ConnectionManager, BrokerError> {
+    async fn connection(&self) -> Result<ConnectionManager, BrokerError> {
         if let Some(connection) = self.connection.get() {
             return Ok(connection.clone());
         }
@@ -89,13 +104,117 @@ impl Store {
             .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config));
         let result = match tokio::time::timeout(REDIS_TIMEOUT, connect).await {
             Ok(Ok(connection)) => Ok(connection.clone()),
-            Ok(Err(e)) => Err(BrokerError::Redis(e.to_string())),
+            Ok(Err(e)) => Err(BrokerError::Redis(format!(
+                "cannot connect to {}: {e}",
+                self.endpoint
+            ))),
             Err(_) => Err(BrokerError::RedisTimeout(REDIS_TIMEOUT)),
         };
         if let (Err(_), Ok(mut at)) = (&result, self.last_connect_failure.lock()) {
             *at = Some(std::time::Instant::now());
         }
         result
+    }
+}
+
+/// How long callers fail fast after a failed connection attempt.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+
+/// Error codes with which a Redis refuses a write while it is up: out of
+/// memory under `noeviction` (`OOM`), a failed persistence write (`MISCONF`),
+/// a replica (`READONLY`) or too few replicas (`NOREPLICAS`).
+const REFUSAL_CODES: [&str; 4] = ["OOM", "MISCONF", "READONLY", "NOREPLICAS"];
+
+/// Turns a Redis error into a [`BrokerError`]: a write Redis refused becomes
+/// [`BrokerError::RedisRefused`], which callers must not mistake for "Redis
+/// unreachable" (README "Redis: records and caches").
+pub fn redis_error(error: redis::RedisError) -> BrokerError {
+    let text = error.to_string();
+    let refused = error.code().is_some_and(|code| REFUSAL_CODES.contains(&code))
+        // Inside a script or a pipeline the code may only be in the text.
+        || REFUSAL_CODES.iter().any(|code| text.contains(code))
+        || text.contains("command not allowed when used memory");
+    if refused {
+        BrokerError::RedisRefused(text)
+    } else {
+        BrokerError::Redis(text)
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("role", &self.role)
+            .field("prefix", &self.names.prefix())
+            .finish()
+    }
+}
+
+impl Store {
+    /// A store on the records Redis (`settings.records_url`), with its cache
+    /// handle on `settings.url`; connections are made on first use, so this
+    /// succeeds while Redis is down.
+    /// `rediss://` URLs use the process's TLS settings (crate `contexten-tls`).
+    pub fn new(settings: &RedisSettings, names: Names) -> Result<Self, BrokerError> {
+        Self::with_tls(settings, names, contexten_tls::global()?)
+    }
+
+    /// [`Store::new`] with explicit TLS settings.
+    pub fn with_tls(
+        settings: &RedisSettings,
+        names: Names,
+        tls: &TlsSettings,
+    ) -> Result<Self, BrokerError> {
+        let records = Link::open(settings.records_url.expose_secret(), tls)?;
+        let cache = if settings.shared() {
+            records.clone()
+        } else {
+            Link::open(settings.url.expose_secret(), tls)?
+        };
+        Ok(Store {
+            records,
+            cache,
+            role: RedisRole::Records,
+            names,
+        })
+    }
+
+    /// The same store on the cache Redis: for values that may be evicted and
+    /// recomputed (the generator's LLM cache). Everything else stays on the
+    /// records handle.
+    pub fn cache(&self) -> Store {
+        Store {
+            role: RedisRole::Cache,
+            ..self.clone()
+        }
+    }
+
+    /// Which Redis this handle talks to.
+    pub fn role(&self) -> RedisRole {
+        self.role
+    }
+
+    /// Whether records and caches share one Redis.
+    pub fn shared(&self) -> bool {
+        Arc::ptr_eq(&self.records, &self.cache)
+    }
+
+    fn link(&self) -> &Link {
+        match self.role {
+            RedisRole::Records => &self.records,
+            RedisRole::Cache => &self.cache,
+        }
+    }
+
+    /// The names this store derives its keys from.
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// The shared connection of this handle's Redis, for components with keys
+    /// of their own (map their errors with [`redis_error`]).
+    pub async fn connection(&self) -> Result<ConnectionManager, BrokerError> {
+        self.link().connection().await
     }
 
     /// Runs one pipeline with the store's timeout.
@@ -108,7 +227,22 @@ impl Store {
         tokio::time::timeout(REDIS_TIMEOUT, pipeline.query_async::<T>(&mut connection))
             .await
             .map_err(|_| BrokerError::RedisTimeout(REDIS_TIMEOUT))?
-            .map_err(|e| BrokerError::Redis(e.to_string()))
+            .map_err(|e| self.refusal_noted(redis_error(e)))
+    }
+
+    /// Counts a refused write (once per error, by role) and logs it: on the
+    /// records Redis it is loud, on the cache Redis it is expected when full.
+    fn refusal_noted(&self, error: BrokerError) -> BrokerError {
+        if let BrokerError::RedisRefused(detail) = &error {
+            metric::redis_refused(self.role.as_str());
+            match self.role {
+                RedisRole::Records => {
+                    tracing::warn!(%detail, "the records redis refused a write; the caller retries")
+                }
+                RedisRole::Cache => tracing::debug!(%detail, "the cache redis refused a write"),
+            }
+        }
+        error
     }
 
     /// Answers `PONG` when Redis is usable.
@@ -221,12 +355,28 @@ impl Store {
         body.ok_or_else(|| BrokerError::PayloadMissing(key.to_owned()))
     }
 
-    /// Keeps `readiness["redis"]` current by pinging every few seconds.
+    /// Keeps `readiness["redis"]` (the records Redis) current by pinging every
+    /// few seconds; a separate cache Redis is pinged too and reported in the
+    /// detail without failing readiness (without it caches only miss).
     pub async fn watch_health(self, readiness: Readiness, shutdown: CancellationToken) {
+        let records = Store {
+            role: RedisRole::Records,
+            ..self.clone()
+        };
+        let cache = (!self.shared()).then(|| self.cache());
         loop {
-            match self.ping().await {
-                Ok(()) => readiness.set("redis", true, "pong"),
-                Err(error) => readiness.set("redis", false, error.to_string()),
+            let cache_detail = match &cache {
+                None => String::new(),
+                Some(cache) => match cache.ping().await {
+                    Ok(()) => "; cache: pong".to_owned(),
+                    Err(error) => format!("; cache: {error}"),
+                },
+            };
+            match records.ping().await {
+                Ok(()) => readiness.set("redis", true, format!("records: pong{cache_detail}")),
+                Err(error) => {
+                    readiness.set("redis", false, format!("records: {error}{cache_detail}"))
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,

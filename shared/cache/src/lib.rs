@@ -22,11 +22,12 @@ pub use budget::{DiskBudget, PruneReport};
 pub use flight::SingleFlight;
 pub use seal::{EncryptionKey, KEY_FORMS, Sealer};
 
-use contexten_broker::Store;
+use contexten_broker::{BrokerError, Store, redis_error};
 use contexten_telemetry::metric;
 use disk::DiskLayer;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// What can go wrong in the cache.
@@ -90,6 +91,9 @@ pub struct Cache {
     disk: Option<DiskLayer>,
     redis: Option<Store>,
     sealer: Sealer,
+    /// Whether a write the cache Redis refused (full, `OOM`) was logged at warn
+    /// level already: later ones are logged at debug (README "Redis: records and caches").
+    refusal_warned: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -109,7 +113,8 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 const WAIT_POLL: Duration = Duration::from_millis(50);
 
 impl Cache {
-    /// A cache with the layers `config` and `redis` enable.
+    /// A cache with the layers `config` and `redis` enable; `redis` is used
+    /// through its cache handle ([`Store::cache`], `REDIS_URL`), never the records one.
     pub fn new(config: CacheConfig, redis: Option<Store>) -> Self {
         let memory = moka::future::Cache::builder()
             .max_capacity(config.memory_entries.max(1))
@@ -120,8 +125,9 @@ impl Cache {
             ttl: config.ttl,
             memory,
             disk: config.disk_dir.map(|dir| DiskLayer::new(&dir, config.name)),
-            redis,
+            redis: redis.map(|store| store.cache()),
             sealer: Sealer::new(config.encryption.as_ref()),
+            refusal_warned: Arc::default(),
         }
     }
 
@@ -263,8 +269,17 @@ impl Cache {
                 p
             })
             .await;
-        if result.is_err() {
-            metric::redis_degraded("cache");
+        match result {
+            Ok(()) => {}
+            Err(error) if error.is_refused() => {
+                // A full cache Redis is not an outage: the entry is recomputed later.
+                if !self.refusal_warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(cache = self.name, %error, "the cache redis refuses writes (full?); entries stay in memory and on disk");
+                } else {
+                    tracing::debug!(cache = self.name, %error, "cache entry not stored in redis");
+                }
+            }
+            Err(_) => metric::redis_degraded("cache"),
         }
     }
 
@@ -278,7 +293,7 @@ impl Cache {
         let lock_key = store.names().redis_key(&["cache", self.name, "lock", key]);
         let ttl_ms = ttl.as_millis().max(1) as u64;
         let attempt = async {
-            let mut connection = store.connection().await.ok()?;
+            let mut connection = store.connection().await?;
             let reply: Option<String> = redis::cmd("SET")
                 .arg(&lock_key)
                 .arg(std::process::id())
@@ -287,11 +302,15 @@ impl Cache {
                 .arg(ttl_ms)
                 .query_async(&mut connection)
                 .await
-                .ok()?;
-            Some(reply.is_some())
+                .map_err(redis_error)?;
+            Ok::<_, BrokerError>(reply.is_some())
         };
         match tokio::time::timeout(REDIS_TIMEOUT, attempt).await {
-            Ok(Some(acquired)) => acquired,
+            Ok(Ok(acquired)) => acquired,
+            Ok(Err(error)) if error.is_refused() => {
+                tracing::debug!(cache = self.name, %error, "cache lock not taken (the cache redis refuses writes)");
+                true
+            }
             _ => {
                 metric::redis_degraded("cache_lock");
                 true

@@ -20,6 +20,9 @@ pub const HANDLER_DURATION: &str = "contexten_handler_duration_seconds";
 pub const BROKER_RECONNECTS: &str = "contexten_broker_reconnects_total";
 /// Times a Redis-backed guarantee degraded because Redis was unreachable.
 pub const REDIS_DEGRADED: &str = "contexten_redis_degraded_total";
+/// Writes a Redis refused while up (`OOM`, `MISCONF`, `READONLY`), by role
+/// (`records`, `cache`).
+pub const REDIS_REFUSED: &str = "contexten_redis_refused_total";
 /// Failure answers that could not be delivered because dispatch itself failed.
 pub const UNANSWERED: &str = "contexten_dispatch_dead_letters_waiting_total";
 /// Replies the dispatcher handled, by provider, reply kind and outcome.
@@ -73,6 +76,10 @@ pub fn describe_all() {
     describe_counter!(
         REDIS_DEGRADED,
         "Redis-backed guarantees degraded while Redis was unreachable"
+    );
+    describe_counter!(
+        REDIS_REFUSED,
+        "Writes Redis refused while up (OOM, MISCONF, READONLY), by role (records, cache)"
     );
     describe_counter!(UNANSWERED, "Dispatch dead letters waiting for an operator");
     describe_gauge!(QUEUE_DEPTH, "Messages ready in a queue");
@@ -172,6 +179,11 @@ pub fn broker_reconnected(service: &str) {
 pub fn redis_degraded(what: &'static str) {
     tracing::warn!(what, "redis unreachable: guarantee degraded");
     counter!(REDIS_DEGRADED, "what" => what).increment(1);
+}
+
+/// Redis refused a write on the `role` Redis (`records` or `cache`).
+pub fn redis_refused(role: &'static str) {
+    counter!(REDIS_REFUSED, "role" => role).increment(1);
 }
 
 /// The dispatcher handled a reply of `kind` for `provider` with `outcome`.
