@@ -305,3 +305,130 @@ async fn fleet_ready_after_stop(t: &TestDispatch) -> u32 {
     let _ = connection.close(200, "done".into()).await;
     count
 }
+
+/// Writes 64 KiB values under `filler:*` into a Redis of the test's own
+/// (`noeviction`) until it refuses one with `OOM`.
+async fn fill_until_refused(url: &str) -> redis::aio::MultiplexedConnection {
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let value = vec![b'x'; 64 << 10];
+    for i in 0..2_000 {
+        let written: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("filler:{i}"))
+            .arg(&value)
+            .query_async(&mut conn)
+            .await;
+        if written.is_err_and(|e| e.to_string().contains("OOM")) {
+            return conn;
+        }
+    }
+    panic!("the test Redis never filled up");
+}
+
+/// Records on `records`, caches on `cache` (README "Redis: records and caches").
+fn split_redis(records: &str, cache: &str) -> contexten_config::RedisSettings {
+    contexten_config::RedisSettings::from_env(&Env::from_pairs([
+        ("REDIS_URL", cache),
+        ("REDIS_RECORDS_URL", records),
+    ]))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn with_the_cache_redis_full_a_redelivered_answer_is_posted_once() {
+    let cache = contexten_testkit::RedisNode::start(
+        contexten_testkit::RedisOptions::default()
+            .maxmemory("2mb")
+            .policy("noeviction"),
+    )
+    .await
+    .expect("a Redis of the test's own");
+    let mut cache_conn = fill_until_refused(&cache.url()).await;
+    let t = TestDispatch::start_on(split_redis(&redis_url(), &cache.url()), |_| {}).await;
+    let comments = Scripted::new(vec![
+        ResponseTemplate::new(201).set_body_json(json!({"id": 6})),
+    ]);
+    Mock::given(method("POST"))
+        .and(path("/repos/octo/hello/issues/7/comments"))
+        .respond_with(comments.clone())
+        .mount(&t.github)
+        .await;
+    let fleet = Fleet::start(&t).await;
+    let mut answer = envelope(github_target(), ReplyKind::Final);
+    answer.hop = 4;
+    fleet.publish(&answer).await;
+    eventually("the answer", || fleet.completed(&answer)).await;
+
+    // A redelivery of the same message, and the same answer under a new hop.
+    let mut republished = answer.clone();
+    republished.hop = 9;
+    fleet.publish(&answer).await;
+    fleet.publish(&republished).await;
+    eventually("the re-published copy", || fleet.completed(&republished)).await;
+    let queue = fleet.names.stage_queue(Stage::Dispatch);
+    eventually("an empty dispatch queue", || async {
+        fleet.ready(&queue).await == 0
+    })
+    .await;
+    fleet.stop().await;
+    assert_eq!(comments.arrivals().len(), 1, "no second comment");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", t.names.prefix()))
+        .query_async(&mut cache_conn)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "no record in the cache Redis: {keys:?}");
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_records_redis_refusing_writes_delays_the_answer_and_it_is_posted_once_after() {
+    let records = contexten_testkit::RedisNode::start(
+        contexten_testkit::RedisOptions::default()
+            .maxmemory("2mb")
+            .policy("noeviction"),
+    )
+    .await
+    .expect("a Redis of the test's own");
+    let mut records_conn = fill_until_refused(&records.url()).await;
+    let t = TestDispatch::start_on(split_redis(&records.url(), &redis_url()), |_| {}).await;
+    let comments = Scripted::new(vec![
+        ResponseTemplate::new(201).set_body_json(json!({"id": 6})),
+    ]);
+    Mock::given(method("POST"))
+        .and(path("/repos/octo/hello/issues/7/comments"))
+        .respond_with(comments.clone())
+        .mount(&t.github)
+        .await;
+    let fleet = Fleet::start(&t).await;
+    let mut answer = envelope(github_target(), ReplyKind::Final);
+    answer.hop = 4;
+    fleet.publish(&answer).await;
+    // No reply lock, no attempt mark: nothing is posted, the message waits.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(comments.arrivals().is_empty(), "posted without a record");
+
+    // Room again (an operator raised maxmemory): the retried message posts once.
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut records_conn)
+        .await
+        .unwrap();
+    eventually("the answer posted", || async {
+        !comments.arrivals().is_empty()
+    })
+    .await;
+    fleet.publish(&answer).await;
+    let queue = fleet.names.stage_queue(Stage::Dispatch);
+    eventually("an empty dispatch queue", || async {
+        fleet.ready(&queue).await == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fleet.stop().await;
+    assert_eq!(comments.arrivals().len(), 1, "posted exactly once");
+    drop(records);
+    t.cleanup().await;
+}

@@ -64,6 +64,18 @@ impl TestDispatch {
 
     /// Like [`start`], with the settings adjusted first.
     pub async fn start_with(adjust: impl FnOnce(&mut ProviderSettings)) -> Self {
+        let redis_url = redis_url();
+        let redis = RedisSettings::from_env(&Env::from_pairs([("REDIS_URL", redis_url.as_str())]))
+            .expect("redis settings");
+        Self::start_on(redis, adjust).await
+    }
+
+    /// Like [`start_with`], with records and caches where `redis` says
+    /// (`REDIS_RECORDS_URL`, `REDIS_URL`).
+    pub async fn start_on(
+        redis: RedisSettings,
+        adjust: impl FnOnce(&mut ProviderSettings),
+    ) -> Self {
         contexten_telemetry::init_for_tests();
         let (github, linear, slack, receiver) = tokio::join!(
             MockServer::start(),
@@ -72,9 +84,6 @@ impl TestDispatch {
             MockServer::start()
         );
         let names = Names::new(format!("test-{}", uuid::Uuid::now_v7().simple()));
-        let redis_url = redis_url();
-        let redis = RedisSettings::from_env(&Env::from_pairs([("REDIS_URL", redis_url.as_str())]))
-            .expect("redis settings");
         let store = Store::new(&redis, names.clone()).expect("store");
         let mut settings = settings(&github, &linear, &slack);
         adjust(&mut settings);
