@@ -88,6 +88,9 @@ maxAttempts: {env: MAX_ATTEMPTS, to: [context, generate, agent, dispatch]}
 shutdownTimeoutSecs: {env: SHUTDOWN_TIMEOUT_SECS, to: [context, generate, agent, dispatch]}
 retryTiersMs: {env: RETRY_TIERS_MS, to: [ingest, context, generate, agent, dispatch]}
 payloadInlineLimitBytes: {env: PAYLOAD_INLINE_LIMIT_BYTES, to: [ingest, context, generate, agent, dispatch]}
+maxDeliveries: {env: MAX_DELIVERIES, to: [context, generate, agent, dispatch]}
+publishConfirmTimeoutMs: {env: PUBLISH_CONFIRM_TIMEOUT_MS, to: [ingest, context, generate, agent, dispatch]}
+deadQueueMaxLength: {env: DEAD_QUEUE_MAX_LENGTH, to: [ingest, context, generate, agent, dispatch]}
 # shared by several binaries
 allowLocalRepos: {env: CONTEXTEN_ALLOW_LOCAL_REPOS, to: [ingest, context, generate, dispatch]}
 outboundAllow: {env: CONTEXTEN_OUTBOUND_ALLOW, to: [ingest, context, generate, dispatch]}
