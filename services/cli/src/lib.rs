@@ -1,9 +1,10 @@
 //! The operator's view of the fleet: queue depths and consumers per stage, dead
-//! letters with their reasons (list, replay, purge), and a task's status record.
+//! letters with their reasons (list, replay, purge), a task's status record, and
+//! whether the records and cache Redis run with what their roles need.
 //! Every operation is a plain async function over a broker channel and the Redis
 //! store, so tests drive them against the real services.
 
-use contexten_broker::{BrokerError, PublishedMessage, Publisher, Store};
+use contexten_broker::{BrokerError, PublishedMessage, Publisher, RedisRole, Store, redis_error};
 use contexten_envelope::{
     HEADER_ATTEMPT, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, HEADER_DEAD_STAGE, Names, Priority,
     Stage, TaskId,
@@ -257,4 +258,97 @@ pub async fn task_status(store: &Store, task: TaskId) -> Result<Option<Value>, B
     status.insert("timings".into(), Value::Object(timings));
     status.insert("history".into(), Value::Array(history));
     Ok(Some(Value::Object(status)))
+}
+
+/// What one Redis role runs with, as `contexten redis` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisRoleReport {
+    /// `records` or `cache`.
+    pub role: &'static str,
+    /// `maxmemory-policy`, `None` when `CONFIG GET` is not allowed (managed services).
+    pub policy: Option<String>,
+    /// `appendonly`, likewise.
+    pub appendonly: Option<String>,
+    /// `maxmemory` in bytes (0 = no limit), likewise.
+    pub maxmemory: Option<u64>,
+    /// `used_memory` from `INFO memory`.
+    pub used_memory: Option<u64>,
+    /// What does not fit the role (README "Redis: records and caches").
+    pub warnings: Vec<String>,
+}
+
+/// Checks the records Redis of `store` (a [`Store::new`] handle) and the cache
+/// Redis when it is another one against what each role needs: records
+/// `noeviction` and append-only, caches an `allkeys-*` policy.
+pub async fn redis_report(store: &Store) -> Result<Vec<RedisRoleReport>, BrokerError> {
+    let mut reports = vec![role_report(store).await?];
+    if !store.shared() {
+        reports.push(role_report(&store.cache()).await?);
+    }
+    Ok(reports)
+}
+
+async fn role_report(store: &Store) -> Result<RedisRoleReport, BrokerError> {
+    let mut connection = store.connection().await?;
+    let config = |name: &'static str| {
+        let mut connection = connection.clone();
+        async move {
+            let pair: Option<Vec<String>> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut connection)
+                .await
+                .ok();
+            pair.and_then(|p| p.into_iter().nth(1))
+        }
+    };
+    let policy = config("maxmemory-policy").await;
+    let appendonly = config("appendonly").await;
+    let maxmemory = config("maxmemory").await.and_then(|m| m.parse().ok());
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut connection)
+        .await
+        .map_err(redis_error)?;
+    let used_memory = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok());
+    let role = store.role();
+    let mut warnings = Vec::new();
+    match role {
+        RedisRole::Records => {
+            if policy.as_deref().is_some_and(|p| p != "noeviction") {
+                warnings.push(format!(
+                    "maxmemory-policy is {}: records may be evicted (a webhook answered twice); use noeviction",
+                    policy.as_deref().unwrap_or_default()
+                ));
+            }
+            if appendonly.as_deref() == Some("no") {
+                warnings.push(
+                    "appendonly is no: records written since the last snapshot are lost on a restart"
+                        .into(),
+                );
+            }
+        }
+        RedisRole::Cache => {
+            if policy
+                .as_deref()
+                .is_some_and(|p| !p.starts_with("allkeys-"))
+            {
+                warnings.push(format!(
+                    "maxmemory-policy is {}: a full cache refuses writes instead of evicting; use allkeys-lru",
+                    policy.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(RedisRoleReport {
+        role: role.as_str(),
+        policy,
+        appendonly,
+        maxmemory,
+        used_memory,
+        warnings,
+    })
 }

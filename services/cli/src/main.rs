@@ -3,14 +3,14 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use contexten_broker::{Publisher, Store, connect};
-use contexten_cli::{list_dead, purge_dead, queue_stats, replay_dead, task_status};
+use contexten_cli::{list_dead, purge_dead, queue_stats, redis_report, replay_dead, task_status};
 use contexten_config::{BrokerSettings, Env, RedisSettings};
 use contexten_envelope::{Names, Stage, TaskId};
 
 #[derive(Parser)]
 #[command(
     name = "contexten",
-    about = "Operate a Contexten fleet (AMQP_URL, REDIS_URL, CONTEXTEN_PREFIX from the environment)"
+    about = "Operate a Contexten fleet (AMQP_URL, REDIS_URL, REDIS_RECORDS_URL, CONTEXTEN_PREFIX from the environment)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,6 +28,9 @@ enum Command {
     },
     /// A task's state, per-stage timings and history.
     Task { id: TaskId },
+    /// Whether the records Redis (REDIS_RECORDS_URL) and the cache Redis
+    /// (REDIS_URL) run with what their roles need; exits 1 on a warning.
+    Redis,
     /// Ask GitHub to redeliver the webhook deliveries ingest could not accept
     /// (GitHub never retries a failed delivery by itself). Uses ingest's settings.
     GithubRedeliver(ingest::redeliver::cli::Args),
@@ -61,12 +64,12 @@ enum DeadAction {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let env = Env::from_process();
-    let broker = BrokerSettings::from_env(&env, 1).context("invalid configuration")?;
-    let names = Names::new(broker.prefix.clone());
-    match cli.command {
     // First: the crypto provider before any client, and an unusable CA or client
     // certificate file is a start-up error (crate contexten-tls).
     contexten_tls::init(&env).context("invalid TLS configuration")?;
+    let broker = BrokerSettings::from_env(&env, 1).context("invalid configuration")?;
+    let names = Names::new(broker.prefix.clone());
+    match cli.command {
         Command::GithubRedeliver(args) => {
             let cfg = ingest::IngestConfig::from_env(&env).context("invalid configuration")?;
             ingest::redeliver::cli::run(&cfg, &env, args).await?;
@@ -78,6 +81,41 @@ async fn main() -> anyhow::Result<()> {
                 None => anyhow::bail!(
                     "no status record for task {id} (unknown, or older than its 7-day TTL)"
                 ),
+            }
+        }
+        Command::Redis => {
+            let store = Store::new(&RedisSettings::from_env(&env)?, names)?;
+            let reports = redis_report(&store)
+                .await
+                .context("reading the Redis settings")?;
+            let mut warned = false;
+            for r in &reports {
+                let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
+                println!(
+                    "{:<8} policy={} appendonly={} maxmemory={} used_memory={}",
+                    r.role,
+                    shown(&r.policy),
+                    shown(&r.appendonly),
+                    shown(&r.maxmemory.map(|m| m.to_string())),
+                    shown(&r.used_memory.map(|m| m.to_string())),
+                );
+                if r.policy.is_none() {
+                    println!(
+                        "  note: CONFIG GET is not allowed here; check the policy in the service's settings"
+                    );
+                }
+                for warning in &r.warnings {
+                    warned = true;
+                    println!("  warning: {warning}");
+                }
+            }
+            if reports.len() == 1 {
+                println!(
+                    "(records and caches share this Redis: REDIS_RECORDS_URL is unset or equal to REDIS_URL)"
+                );
+            }
+            if warned {
+                std::process::exit(1);
             }
         }
         Command::Queues => {

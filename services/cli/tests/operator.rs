@@ -1,7 +1,7 @@
 //! The operator operations against the real RabbitMQ and Redis.
 
 use contexten_broker::{PublishedMessage, Publisher, Store, topology};
-use contexten_cli::{list_dead, purge_dead, queue_stats, replay_dead, task_status};
+use contexten_cli::{list_dead, purge_dead, queue_stats, redis_report, replay_dead, task_status};
 use contexten_config::{BrokerSettings, Env, ExposeSecret, RedisSettings};
 use contexten_envelope::{
     HEADER_ATTEMPT, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, Names, ReplyTarget, Request, Source,
@@ -182,4 +182,53 @@ async fn a_task_status_shows_its_timings_and_history() {
         .query_async(&mut conn)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_redis_check_warns_when_records_may_be_evicted_or_a_cache_cannot_evict() {
+    use contexten_testkit::{RedisNode, RedisOptions};
+    // Wrong for both roles: records that may be evicted and lost on a restart,
+    // a cache that refuses writes when full.
+    let records = RedisNode::start(RedisOptions::default().policy("volatile-lru"))
+        .await
+        .unwrap();
+    let cache = RedisNode::start(RedisOptions::default().policy("noeviction"))
+        .await
+        .unwrap();
+    let settings = |records: &str, cache: &str| {
+        RedisSettings::from_env(&Env::from_pairs([
+            ("REDIS_URL", cache),
+            ("REDIS_RECORDS_URL", records),
+        ]))
+        .unwrap()
+    };
+    let names = Names::new(format!("test-{}", uuid::Uuid::now_v7().simple()));
+    let store = Store::new(&settings(&records.url(), &cache.url()), names.clone()).unwrap();
+    let reports = redis_report(&store).await.unwrap();
+    let roles: Vec<_> = reports.iter().map(|r| r.role).collect();
+    assert_eq!(roles, ["records", "cache"]);
+    assert_eq!(reports[0].policy.as_deref(), Some("volatile-lru"));
+    let warnings = |i: usize| reports[i].warnings.join("; ");
+    assert!(warnings(0).contains("noeviction"), "{}", warnings(0));
+    assert!(warnings(0).contains("appendonly"), "{}", warnings(0));
+    assert!(warnings(1).contains("allkeys-lru"), "{}", warnings(1));
+
+    // What the chart deploys: nothing to say.
+    let records = RedisNode::start(
+        RedisOptions::default()
+            .policy("noeviction")
+            .appendonly(true),
+    )
+    .await
+    .unwrap();
+    let cache = RedisNode::start(RedisOptions::default().policy("allkeys-lru"))
+        .await
+        .unwrap();
+    let store = Store::new(&settings(&records.url(), &cache.url()), names.clone()).unwrap();
+    let reports = redis_report(&store).await.unwrap();
+    assert!(reports.iter().all(|r| r.warnings.is_empty()), "{reports:?}");
+
+    // One Redis for both roles: one report.
+    let store = Store::new(&settings(&records.url(), &records.url()), names).unwrap();
+    assert_eq!(redis_report(&store).await.unwrap().len(), 1);
 }
