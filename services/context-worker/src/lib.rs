@@ -188,8 +188,9 @@ impl ContextConfig {
         })
     }
 
-    /// The Redis store; `None` (logged) only if the client cannot be built, which
-    /// `REDIS_URL`'s validation already rules out.
+    /// The shared analysis cache on the cache Redis (`REDIS_URL`, never the
+    /// records one: analyses are recomputed when evicted); `None` (logged) only
+    /// if the client cannot be built, which `REDIS_URL`'s validation rules out.
     fn shared_store(&self) -> Option<Arc<dyn AnalysisStore>> {
         let names = self.worker.names();
         let redis = RedisStore::new(
