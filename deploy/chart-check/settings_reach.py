@@ -192,6 +192,12 @@ def settings_plan(values: dict) -> list[tuple[tuple, dict]]:
     plan.append((("policy", "existingConfigMap"), {}))
     plan.append((("policy", "existingConfigMapKey"), {"policy": {"existingConfigMap": "access"}}))
     for path, _ in leaves(values["ingest"]["dataVolume"], ("ingest", "dataVolume")):
+    plan.append((("tls", "caBundle", "configMap"), {}))
+    plan.append((("tls", "caBundle", "secret"), {}))
+    plan.append((("tls", "caBundle", "key"), {"tls": {"caBundle": {"configMap": "cas"}}}))
+    plan.append((("tls", "caBundle", "mountPath"), {"tls": {"caBundle": {"secret": "cas"}}}))
+    plan.append((("tls", "clientCertificate", "secret"), {}))
+    plan.append((("tls", "clientCertificate", "mountPath"), {"tls": {"clientCertificate": {"secret": "client"}}}))
         plan.append((path, {}))
     for stage, worker in values["workers"].items():
         for path, _ in leaves(worker.get("cacheVolume", {}), ("workers", stage, "cacheVolume")):
@@ -296,7 +302,9 @@ def every_setting_set(values: dict, schema: dict) -> dict:
                 "existingSecret", "existingSecretKeys", "mountAsFiles", "mountPath"):
             full = deep_merge(full, nested(path, sentinel_for(path, get_path(values, path), n, schema)))
     return deep_merge(full, {"apiTokens": {"content": "t"}, "routingRules": {"content": "r"},
-                             "policy": {"content": "p"}})
+                             "policy": {"content": "p"},
+                             "tls": {"caBundle": {"configMap": "cas"},
+                                     "clientCertificate": {"secret": "client"}}})
 
 
 def check_paths(label: str, docs: list[dict], rep: Report, expected: set[str]) -> None:

@@ -459,6 +459,12 @@ true
 {{- end -}}
 {{- $last = int64 (trim .) -}}
 {{- end -}}
+{{- if and .Values.tls.caBundle.configMap .Values.tls.caBundle.secret -}}
+{{- fail "tls.caBundle: set configMap or secret, not both" -}}
+{{- end -}}
+{{- if and .Values.tls.caBundle.secret .Values.tls.clientCertificate.secret (eq (clean .Values.tls.caBundle.mountPath) (clean .Values.tls.clientCertificate.mountPath)) -}}
+{{- fail "tls.caBundle.mountPath and tls.clientCertificate.mountPath must differ" -}}
+{{- end -}}
 {{- if and (eq .Values.autoscaling.keda.protocol "http") (eq .Values.rabbitmq.mode "external") (not .Values.autoscaling.keda.httpSecret) -}}
 {{- fail "autoscaling.keda.protocol is http with an external RabbitMQ: set autoscaling.keda.httpSecret to a Secret holding the management URL" -}}
 {{- end -}}
@@ -468,6 +474,8 @@ true
 
 {{/*
 Pod template of a Contexten service. Call with
+{{- if or .Values.tls.caBundle.configMap .Values.tls.caBundle.secret }}{{ $others = append $others .Values.tls.caBundle.mountPath }}{{ end -}}
+{{- if .Values.tls.clientCertificate.secret }}{{ $others = append $others .Values.tls.clientCertificate.mountPath }}{{ end -}}
   (dict "root" $ "component" "context-worker" "stage" "context" "binary" "context-worker"
         "c" $values "portName" "health" "port" 9101 "env" (list ...))
 and optionally "volumes", "volumeMounts", "lifecycle" and "checksums" (extra
@@ -606,6 +614,21 @@ spec:
           mountPath: /home/contexten
         {{- with .volumeMounts }}
         {{- toYaml . | nindent 8 }}
+        {{- with $root.Values.tls.caBundle }}
+        {{- if or .configMap .secret }}
+        # read at start (contexten-tls): restart the pods after a rotation
+        - name: CONTEXTEN_CA_FILE
+          value: {{ printf "%s/%s" (clean .mountPath) .key | quote }}
+        {{- end }}
+        {{- end }}
+        {{- with $root.Values.tls.clientCertificate }}
+        {{- if .secret }}
+        - name: CONTEXTEN_CLIENT_CERT_FILE
+          value: {{ printf "%s/tls.crt" (clean .mountPath) | quote }}
+        - name: CONTEXTEN_CLIENT_KEY_FILE
+          value: {{ printf "%s/tls.key" (clean .mountPath) | quote }}
+        {{- end }}
+        {{- end }}
         {{- end }}
         {{- if $secretWiring.files }}
         # a directory, not subPath: the kubelet swaps updated keys in place
@@ -648,6 +671,18 @@ spec:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   {{- with $root.Values.topologySpreadConstraints }}
+        {{- with $root.Values.tls.caBundle }}
+        {{- if or .configMap .secret }}
+        - name: tls-ca
+          mountPath: {{ clean .mountPath }}
+          readOnly: true
+        {{- end }}
+        {{- end }}
+        {{- if $root.Values.tls.clientCertificate.secret }}
+        - name: tls-client
+          mountPath: {{ clean $root.Values.tls.clientCertificate.mountPath }}
+          readOnly: true
+        {{- end }}
   topologySpreadConstraints:
     {{- toYaml . | nindent 4 }}
   {{- end }}
@@ -664,6 +699,38 @@ persistentVolumeClaim:
   claimName: {{ .v.existingClaim }}
 {{- else }}
 emptyDir:
+    {{- with $root.Values.tls.caBundle }}
+    {{- if .configMap }}
+    - name: tls-ca
+      configMap:
+        name: {{ .configMap }}
+        defaultMode: 292
+        items:
+          - key: {{ .key }}
+            path: {{ .key }}
+    {{- else if .secret }}
+    - name: tls-ca
+      secret:
+        secretName: {{ .secret }}
+        defaultMode: 292
+        items:
+          - key: {{ .key }}
+            path: {{ .key }}
+    {{- end }}
+    {{- end }}
+    {{- with $root.Values.tls.clientCertificate }}
+    {{- if .secret }}
+    - name: tls-client
+      secret:
+        secretName: {{ .secret }}
+        defaultMode: 288
+        items:
+          - key: tls.crt
+            path: tls.crt
+          - key: tls.key
+            path: tls.key
+    {{- end }}
+    {{- end }}
   sizeLimit: {{ .v.sizeLimit }}
 {{- end }}
 {{- end -}}
