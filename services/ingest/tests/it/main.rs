@@ -1,5 +1,6 @@
 //! ingest against the real RabbitMQ and Redis, each test under its own prefix.
 
+mod alarm;
 mod api;
 mod bounds;
 mod broker_down;

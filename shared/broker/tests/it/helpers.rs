@@ -65,7 +65,7 @@ impl TestBroker {
         .await
         .expect("RabbitMQ on AMQP_URL (run `make services`)");
         let channel = connection.create_channel().await.unwrap();
-        topology::declare(&channel, &names, &settings.retry_tiers)
+        topology::declare_for(&connection, &names, &settings)
             .await
             .unwrap();
         let publisher = Publisher::new(
