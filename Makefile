@@ -18,7 +18,8 @@ up: services build
 	@./deploy/local/run-fleet.sh
 
 ## Run every test against the real RabbitMQ and Redis, then the short fault test
-## alone (it restarts RabbitMQ and pauses Redis, so nothing else may run beside it).
+## in a step of its own: it crashes and pauses a RabbitMQ node and a Redis of its
+## own (never the machine's), but its nine fleet processes want the CPU.
 test: services build
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast -E 'not binary(chaos)'; \
@@ -28,8 +29,9 @@ test: services build
 	$(CARGO) test --workspace --doc
 	CHAOS_TASKS=$${CHAOS_TASKS:-60} $(CARGO) test -p contexten-fleet-tests --test chaos -- --nocapture
 
-## The long fault test: 500 tasks from every source under kills, a broker
-## restart, a Redis pause and provider failure bursts; prints its report.
+## The long fault test: 500 tasks from every source under worker kills, a crash
+## and restart of its own broker, a pause of its own Redis and provider failure
+## bursts; prints its report (latency p50/p90/p99, lost, duplicated).
 chaos: services build
 	CHAOS_TASKS=$${CHAOS_TASKS:-500} CHAOS_RATE=$${CHAOS_RATE:-10} $(CARGO) test -p contexten-fleet-tests --test chaos -- --nocapture
 

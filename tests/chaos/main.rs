@@ -1,15 +1,18 @@
 //! The fault test: tasks from every source while a driver SIGKILLs and restarts
-//! random worker processes, restarts RabbitMQ once, pauses Redis for a few
-//! seconds, and makes the fake LLM and Codegen fail in bursts. At the end every
-//! task must have exactly one final answer and no reply may be posted twice.
+//! random worker processes, crashes the fleet's RabbitMQ once (SIGKILL, then a
+//! restart on the same data), pauses its Redis for a few seconds, and makes the
+//! fake LLM and Codegen fail in bursts. At the end every task must have exactly
+//! one final answer and no reply may be posted twice.
 //!
-//! `CHAOS_TASKS` (default 60; `make chaos` uses 500) sets the load. It restarts
-//! the shared RabbitMQ, so it runs alone: `make test` runs it after every other
-//! test.
+//! The fleet runs on a RabbitMQ node and a Redis of the test's own
+//! (contexten-testkit), so the machine's services are never touched and are
+//! gone when the test ends. `CHAOS_TASKS` (default 60; `make chaos` uses 500)
+//! sets the load, `CHAOS_RATE` (default 10) the requests per second.
 
 use contexten_envelope::{Names, Stage};
 use contexten_fleet_tests::fakes::Fakes;
 use contexten_fleet_tests::harness::*;
+use contexten_testkit::{RabbitNode, RabbitOptions, RedisNode, RedisOptions};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -138,49 +141,34 @@ async fn send_one(fleet: &FleetClient, i: u64, repo: &str) -> Option<Sent> {
     }
 }
 
-/// Stops and starts the RabbitMQ application: every connection drops, durable
-/// queues and persistent messages survive.
-async fn rabbitmq_restart() {
-    let ok = |s: std::io::Result<std::process::ExitStatus>| s.map(|s| s.success()).unwrap_or(false);
-    let stopped = ok(tokio::process::Command::new("rabbitmqctl")
-        .arg("stop_app")
-        .status()
-        .await);
+/// A broker crash: SIGKILL to the fleet's own RabbitMQ node, two seconds
+/// down, then a restart on the same data. Every connection drops without a
+/// goodbye; durable queues and confirmed persistent messages survive.
+async fn rabbitmq_crash(node: &RabbitNode, begun: Instant) {
+    let down = begun.elapsed();
+    node.kill().await.expect("kill the fleet's RabbitMQ node");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let started = ok(tokio::process::Command::new("rabbitmqctl")
-        .arg("start_app")
-        .status()
-        .await);
-    eprintln!("chaos: RabbitMQ restarted (stop_app {stopped}, start_app {started})");
+    node.restart()
+        .await
+        .expect("restart the fleet's RabbitMQ node");
+    eprintln!(
+        "chaos: RabbitMQ crashed at {:.1} s, back at {:.1} s",
+        down.as_secs_f64(),
+        begun.elapsed().as_secs_f64()
+    );
 }
 
-/// Freezes the local redis-server (SIGSTOP) for `seconds`: unreachable, but its
-/// data survives, as in a network partition. Returns whether it was paused.
-async fn redis_pause(seconds: u64) -> bool {
-    let pid = tokio::process::Command::new("pgrep")
-        .args(["-x", "redis-server"])
-        .output()
+/// Freezes the fleet's own redis-server (SIGSTOP, then SIGCONT) for `seconds`:
+/// unreachable, but its data survives, as in a network partition.
+async fn redis_pause(node: &RedisNode, seconds: u64, begun: Instant) {
+    let at = begun.elapsed();
+    node.pause(Duration::from_secs(seconds))
         .await
-        .ok();
-    let Some(pid) = pid
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.lines().next().map(str::to_owned))
-    else {
-        eprintln!("chaos: no local redis-server to pause");
-        return false;
-    };
-    let stopped = tokio::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .await
-        .is_ok_and(|s| s.success());
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let _ = tokio::process::Command::new("kill")
-        .args(["-CONT", &pid])
-        .status()
-        .await;
-    eprintln!("chaos: Redis paused for {seconds} s");
-    stopped
+        .expect("pause the fleet's Redis");
+    eprintln!(
+        "chaos: Redis paused from {:.1} s for {seconds} s",
+        at.as_secs_f64()
+    );
 }
 
 /// What the driver actually did.
@@ -189,7 +177,6 @@ struct Events {
     kills: std::sync::atomic::AtomicU64,
     rabbitmq_restarts: std::sync::atomic::AtomicU64,
     redis_pauses: std::sync::atomic::AtomicU64,
-    redis_attempted: AtomicBool,
     llm_bursts: std::sync::atomic::AtomicU64,
     codegen_bursts: std::sync::atomic::AtomicU64,
 }
@@ -211,8 +198,16 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
+    let (rabbit, redis) = tokio::join!(
+        RabbitNode::start(RabbitOptions::default()),
+        RedisNode::start(RedisOptions::default()),
+    );
+    let rabbit = Arc::new(rabbit.expect("the test's own RabbitMQ node starts"));
+    let redis = Arc::new(redis.expect("the test's own Redis starts"));
     let options = FleetOptions {
         replicas: 2,
+        amqp_url: Some(rabbit.amqp_url()),
+        redis_url: Some(redis.url()),
         extra: vec![
             ("MAX_ATTEMPTS".into(), "25".into()),
             ("LLM_BREAKER_FAILURES".into(), "5".into()),
@@ -244,9 +239,10 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
     let driver = {
         let (fleet, stop, events) = (fleet.clone(), stop.clone(), events.clone());
         let (fakes_llm, fakes_codegen) = (fakes_llm.clone(), fakes_codegen.clone());
+        let (rabbit, redis) = (rabbit.clone(), redis.clone());
         tokio::spawn(async move {
             let mut dice = Dice(0x9E37_79B9_7F4A_7C15 ^ tasks);
-            let begun = Instant::now();
+            let begun = started;
             // CHAOS_FAULTS=0 measures the same load without faults (latency baseline).
             if std::env::var("CHAOS_FAULTS").is_ok_and(|v| v == "0") {
                 return;
@@ -257,18 +253,16 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
                 let broker_due = begun.elapsed() >= send_window.mul_f64(0.3);
                 let redis_due = begun.elapsed() >= send_window.mul_f64(0.6);
                 if events.rabbitmq_restarts.load(Ordering::SeqCst) == 0 && (broker_due || done) {
-                    rabbitmq_restart().await;
+                    rabbitmq_crash(&rabbit, begun).await;
                     events.rabbitmq_restarts.fetch_add(1, Ordering::SeqCst);
                     continue;
                 }
                 if events.redis_pauses.load(Ordering::SeqCst) == 0 && (redis_due || done) {
-                    if redis_pause(3).await {
-                        events.redis_pauses.fetch_add(1, Ordering::SeqCst);
-                    }
-                    events.redis_attempted.store(true, Ordering::SeqCst);
+                    redis_pause(&redis, 3, begun).await;
+                    events.redis_pauses.fetch_add(1, Ordering::SeqCst);
                     continue;
                 }
-                if done && events.redis_attempted.load(Ordering::SeqCst) {
+                if done {
                     return;
                 }
                 round += 1;
@@ -360,8 +354,8 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
         Some(report) => report,
         None => Report::collect(&fleet, &sent).await,
     };
-    let dead = dead_letters(&fleet.prefix).await;
-    let depths = contexten_fleet_tests::cleanup::depths(&fleet.prefix).await;
+    let dead = dead_letters(&fleet.amqp_url, &fleet.prefix).await;
+    let depths = contexten_fleet_tests::cleanup::depths_on(&fleet.amqp_url, &fleet.prefix).await;
 
     println!("\n=== chaos report ===");
     println!(
@@ -370,7 +364,7 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
         tasks as usize - sent.len()
     );
     println!(
-        "faults: {} worker SIGKILLs + restarts, {} RabbitMQ restart(s), {} Redis pause(s) of 3 s, {} LLM and {} Codegen failure bursts of 1.5 s",
+        "faults: {} worker SIGKILLs + restarts, {} RabbitMQ crash(es) + restart(s), {} Redis pause(s) of 3 s, {} LLM and {} Codegen failure bursts of 1.5 s",
         events.kills.load(Ordering::SeqCst),
         events.rabbitmq_restarts.load(Ordering::SeqCst),
         events.redis_pauses.load(Ordering::SeqCst),
@@ -417,6 +411,8 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
         String::new()
     };
     fleet.stop().await;
+    // The test's own broker and Redis go with it (they are killed on drop).
+    drop((rabbit, redis));
     assert_eq!(sent.len() as u64, tasks, "ingest refused requests for good");
     let faults = !std::env::var("CHAOS_FAULTS").is_ok_and(|v| v == "0");
     assert_eq!(
@@ -574,10 +570,10 @@ impl Report {
 }
 
 /// Dead letters per stage and reason.
-async fn dead_letters(prefix: &str) -> BTreeMap<String, usize> {
+async fn dead_letters(amqp_url: &str, prefix: &str) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     let Ok(connection) =
-        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
+        lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await
     else {
         return counts;
     };

@@ -4,8 +4,13 @@ use crate::harness::{amqp_url, redis_url};
 
 /// Deletes every queue, exchange and Redis key under `prefix`.
 pub async fn remove_prefix(prefix: &str) {
+    remove_prefix_on(&amqp_url(), &redis_url(), prefix).await;
+}
+
+/// [`remove_prefix`] on the given broker and Redis.
+pub async fn remove_prefix_on(amqp_url: &str, redis_url: &str, prefix: &str) {
     if let Ok(connection) =
-        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
+        lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await
     {
         if let Ok(channel) = connection.create_channel().await {
             let names = contexten_envelope::Names::new(prefix);
@@ -14,7 +19,7 @@ pub async fn remove_prefix(prefix: &str) {
         }
         let _ = connection.close(200, "cleanup".into()).await;
     }
-    let Ok(client) = redis::Client::open(redis_url()) else {
+    let Ok(client) = redis::Client::open(redis_url) else {
         return;
     };
     let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
@@ -32,9 +37,14 @@ pub async fn remove_prefix(prefix: &str) {
 
 /// Messages ready in every stage queue and dead queue under `prefix`.
 pub async fn depths(prefix: &str) -> std::collections::BTreeMap<String, u32> {
+    depths_on(&amqp_url(), prefix).await
+}
+
+/// [`depths`] on the given broker.
+pub async fn depths_on(amqp_url: &str, prefix: &str) -> std::collections::BTreeMap<String, u32> {
     let mut depths = std::collections::BTreeMap::new();
     let Ok(connection) =
-        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
+        lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await
     else {
         return depths;
     };

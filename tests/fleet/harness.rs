@@ -35,6 +35,8 @@ pub const LINEAR_BOT_ID: &str = "9d1b6a61-0000-4000-8000-00000000b070";
 /// How long a whole flow may take end to end.
 pub const FLOW_WITHIN: Duration = Duration::from_secs(60);
 
+/// The machine's broker (or `AMQP_URL`): what a fleet uses unless its
+/// options name another.
 pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
@@ -49,10 +51,18 @@ pub struct FleetOptions {
     pub extra: Vec<(String, String)>,
     /// Replicas per worker type (default 1).
     pub replicas: usize,
+    /// The broker the fleet uses (default [`amqp_url`]): a test that breaks its
+    /// broker passes its own node's (contexten-testkit's `RabbitNode`).
+    pub amqp_url: Option<String>,
+    /// The Redis the fleet uses (default [`redis_url`]).
+    pub redis_url: Option<String>,
 }
 
 pub struct Fleet {
     pub prefix: String,
+    /// The broker and Redis this fleet talks to.
+    pub amqp_url: String,
+    pub redis_url: String,
     pub services: Vec<Service>,
     pub fakes: Fakes,
     pub dir: tempfile::TempDir,
@@ -94,9 +104,11 @@ impl Fleet {
             "whsec_{}",
             base64::engine::general_purpose::STANDARD.encode(callback_key())
         );
+        let amqp_url = options.amqp_url.clone().unwrap_or_else(amqp_url);
+        let redis_url = options.redis_url.clone().unwrap_or_else(redis_url);
         let common: Vec<(&str, String)> = vec![
-            ("AMQP_URL", amqp_url()),
-            ("REDIS_URL", redis_url()),
+            ("AMQP_URL", amqp_url.clone()),
+            ("REDIS_URL", redis_url.clone()),
             ("CONTEXTEN_PREFIX", prefix.clone()),
             ("RETRY_TIERS_MS", "200,1000,3000".into()),
             ("MAX_ATTEMPTS", "8".into()),
@@ -212,6 +224,8 @@ impl Fleet {
         };
         Ok(Fleet {
             prefix,
+            amqp_url,
+            redis_url,
             services,
             fakes,
             dir,
@@ -224,7 +238,7 @@ impl Fleet {
         for service in &mut self.services {
             let _ = service.terminate().await;
         }
-        crate::cleanup::remove_prefix(&self.prefix).await;
+        crate::cleanup::remove_prefix_on(&self.amqp_url, &self.redis_url, &self.prefix).await;
     }
 
     /// Logs of every service, for failure messages.
