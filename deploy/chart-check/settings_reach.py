@@ -28,7 +28,8 @@ INTERFACE_VARS = sorted(set().union(*BINARY_READS.values()))
 # under test changes the output.
 DETERMINISTIC = {
     "rabbitmq": {"bundled": {"password": "fixed-rabbit"}},
-    "redis": {"bundled": {"password": "fixed-redis"}},
+    "redis": {"records": {"bundled": {"password": "fixed-records"}},
+              "cache": {"bundled": {"password": "fixed-redis"}}},
 }
 
 
@@ -142,7 +143,7 @@ def sentinel_for(path: tuple, default, n: int, schema: dict):
         return f"{100 + n}Mi"
     if path[:2] == ("rabbitmq", "external") and key == "url":
         return f"amqp://u:{tag}@broker.invalid:5672/%2f"
-    if path[:2] == ("redis", "external") and key == "url":
+    if path[0] == "redis" and path[-2:] == ("external", "url"):
         return f"redis://:{tag}@redis.invalid:6379"
     if key.lower().endswith("url") or key == "endpoint":
         return f"http://{tag}.invalid"
@@ -209,13 +210,16 @@ def settings_plan(values: dict) -> list[tuple[tuple, dict]]:
     plan.append((("rabbitmq", "vhost"), {}))
     plan.append((("rabbitmq", "bundled", "username"), {}))
     plan.append((("rabbitmq", "bundled", "password"), {}))
-    plan.append((("redis", "bundled", "password"), {}))
-    for svc, scheme in (("rabbitmq", "amqp://a:b@h.invalid/%2f"), ("redis", "redis://h.invalid:6379")):
-        ext = {svc: {"mode": "external", "external": {"url": scheme}}}
-        plan.append(((svc, "external", "url"), ext))
-        plan.append(((svc, "external", "existingSecret"), ext))
-        plan.append(((svc, "external", "existingSecretKey"),
-                     {svc: {"mode": "external", "external": {"existingSecret": "conn"}}}))
+    plan.append((("redis", "records", "bundled", "password"), {}))
+    plan.append((("redis", "cache", "bundled", "password"), {}))
+    for svc, scheme in (("rabbitmq", "amqp://a:b@h.invalid/%2f"), ("redis.records", "redis://h.invalid:6379"),
+                        ("redis.cache", "redis://h.invalid:6379")):
+        where = tuple(svc.split("."))
+        ext = nested(where, {"mode": "external", "external": {"url": scheme}})
+        plan.append(((*where, "external", "url"), ext))
+        plan.append(((*where, "external", "existingSecret"), ext))
+        plan.append(((*where, "external", "existingSecretKey"),
+                     nested(where, {"mode": "external", "external": {"existingSecret": "conn"}})))
     return plan
 
 

@@ -347,25 +347,57 @@ AMQP_URL
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret and key of REDIS_URL (the cache Redis). */}}
 {{- define "contexten.redisSecretName" -}}
-{{- if and (eq .Values.redis.mode "external") .Values.redis.external.existingSecret -}}
-{{- .Values.redis.external.existingSecret -}}
+{{- with .Values.redis.cache -}}
+{{- if and (eq .mode "external") .external.existingSecret -}}
+{{- .external.existingSecret -}}
 {{- else -}}
-{{- include "contexten.connectionsSecretName" . -}}
+{{- include "contexten.connectionsSecretName" $ -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "contexten.redisSecretKey" -}}
-{{- if and (eq .Values.redis.mode "external") .Values.redis.external.existingSecret -}}
-{{- .Values.redis.external.existingSecretKey -}}
+{{- with .Values.redis.cache -}}
+{{- if and (eq .mode "external") .external.existingSecret -}}
+{{- .external.existingSecretKey -}}
 {{- else -}}
 REDIS_URL
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret and key of REDIS_RECORDS_URL (the records Redis). */}}
+{{- define "contexten.redisRecordsSecretName" -}}
+{{- with .Values.redis.records -}}
+{{- if and (eq .mode "external") .external.existingSecret -}}
+{{- .external.existingSecret -}}
+{{- else -}}
+{{- include "contexten.connectionsSecretName" $ -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "contexten.redisRecordsSecretKey" -}}
+{{- with .Values.redis.records -}}
+{{- if and (eq .mode "external") .external.existingSecret -}}
+{{- .external.existingSecretKey -}}
+{{- else -}}
+REDIS_RECORDS_URL
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
 {{/* Whether the chart creates the connections Secret at all. */}}
 {{- define "contexten.connectionsSecretNeeded" -}}
-{{- if or (eq .Values.rabbitmq.mode "bundled") (eq .Values.redis.mode "bundled") (and (eq .Values.rabbitmq.mode "external") (not .Values.rabbitmq.external.existingSecret)) (and (eq .Values.redis.mode "external") (not .Values.redis.external.existingSecret)) -}}
+{{- $redisInSecret := false -}}
+{{- range $role := list .Values.redis.records .Values.redis.cache -}}
+{{- if or (eq $role.mode "bundled") (not $role.external.existingSecret) -}}
+{{- $redisInSecret = true -}}
+{{- end -}}
+{{- end -}}
+{{- if or (eq .Values.rabbitmq.mode "bundled") (and (eq .Values.rabbitmq.mode "external") (not .Values.rabbitmq.external.existingSecret)) $redisInSecret -}}
 true
 {{- end -}}
 {{- end -}}
@@ -412,8 +444,11 @@ true
 {{- if and (eq .Values.rabbitmq.mode "external") (not .Values.rabbitmq.external.url) (not .Values.rabbitmq.external.existingSecret) -}}
 {{- fail "rabbitmq.mode is external: set rabbitmq.external.url or rabbitmq.external.existingSecret" -}}
 {{- end -}}
-{{- if and (eq .Values.redis.mode "external") (not .Values.redis.external.url) (not .Values.redis.external.existingSecret) -}}
-{{- fail "redis.mode is external: set redis.external.url or redis.external.existingSecret" -}}
+{{- range $role := list "records" "cache" -}}
+{{- $r := get $.Values.redis $role -}}
+{{- if and (eq $r.mode "external") (not $r.external.url) (not $r.external.existingSecret) -}}
+{{- fail (printf "redis.%s.mode is external: set redis.%s.external.url or redis.%s.external.existingSecret" $role $role $role) -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.apiTokens.content .Values.apiTokens.existingSecret -}}
 {{- fail "apiTokens: set content or existingSecret, not both" -}}
@@ -554,11 +589,17 @@ spec:
             secretKeyRef:
               name: {{ include "contexten.amqpSecretName" $root }}
               key: {{ include "contexten.amqpSecretKey" $root }}
+        # caches (evictable) and records (never evicted): README "Redis: records and caches"
         - name: REDIS_URL
           valueFrom:
             secretKeyRef:
               name: {{ include "contexten.redisSecretName" $root }}
               key: {{ include "contexten.redisSecretKey" $root }}
+        - name: REDIS_RECORDS_URL
+          valueFrom:
+            secretKeyRef:
+              name: {{ include "contexten.redisRecordsSecretName" $root }}
+              key: {{ include "contexten.redisRecordsSecretKey" $root }}
         {{- range $secretKey := $secretWiring.env }}
         - name: {{ $secretKey }}
           valueFrom:
