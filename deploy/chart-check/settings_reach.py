@@ -192,13 +192,13 @@ def settings_plan(values: dict) -> list[tuple[tuple, dict]]:
     plan.append((("policy", "mountPath"), {"policy": {"content": "p"}}))
     plan.append((("policy", "existingConfigMap"), {}))
     plan.append((("policy", "existingConfigMapKey"), {"policy": {"existingConfigMap": "access"}}))
-    for path, _ in leaves(values["ingest"]["dataVolume"], ("ingest", "dataVolume")):
     plan.append((("tls", "caBundle", "configMap"), {}))
     plan.append((("tls", "caBundle", "secret"), {}))
     plan.append((("tls", "caBundle", "key"), {"tls": {"caBundle": {"configMap": "cas"}}}))
     plan.append((("tls", "caBundle", "mountPath"), {"tls": {"caBundle": {"secret": "cas"}}}))
     plan.append((("tls", "clientCertificate", "secret"), {}))
     plan.append((("tls", "clientCertificate", "mountPath"), {"tls": {"clientCertificate": {"secret": "client"}}}))
+    for path, _ in leaves(values["ingest"]["dataVolume"], ("ingest", "dataVolume")):
         plan.append((path, {}))
     for stage, worker in values["workers"].items():
         for path, _ in leaves(worker.get("cacheVolume", {}), ("workers", stage, "cacheVolume")):

@@ -459,6 +459,12 @@ true
 {{- if and .Values.policy.content .Values.policy.existingConfigMap -}}
 {{- fail "policy: set content or existingConfigMap, not both" -}}
 {{- end -}}
+{{- if and .Values.tls.caBundle.configMap .Values.tls.caBundle.secret -}}
+{{- fail "tls.caBundle: set configMap or secret, not both" -}}
+{{- end -}}
+{{- if and .Values.tls.caBundle.secret .Values.tls.clientCertificate.secret (eq (clean .Values.tls.caBundle.mountPath) (clean .Values.tls.clientCertificate.mountPath)) -}}
+{{- fail "tls.caBundle.mountPath and tls.clientCertificate.mountPath must differ" -}}
+{{- end -}}
 {{- if and .Values.secrets.mountAsFiles .Values.secrets.existingSecret (not .Values.secrets.existingSecretKeys) -}}
 {{- fail "secrets.mountAsFiles with secrets.existingSecret: list the keys that Secret holds in secrets.existingSecretKeys (each becomes <NAME>_FILE, and a binary whose file is missing does not start)" -}}
 {{- end -}}
@@ -468,6 +474,8 @@ true
 {{- if include "contexten.apiTokensEnabled" . }}{{ $others = append $others .Values.apiTokens.mountPath }}{{ end -}}
 {{- if or .Values.routingRules.content .Values.routingRules.existingConfigMap }}{{ $others = append $others .Values.routingRules.mountPath }}{{ end -}}
 {{- if include "contexten.policyEnabled" . }}{{ $others = append $others .Values.policy.mountPath }}{{ end -}}
+{{- if or .Values.tls.caBundle.configMap .Values.tls.caBundle.secret }}{{ $others = append $others .Values.tls.caBundle.mountPath }}{{ end -}}
+{{- if .Values.tls.clientCertificate.secret }}{{ $others = append $others .Values.tls.clientCertificate.mountPath }}{{ end -}}
 {{- range $other := $others -}}
 {{- if eq $secretsPath (clean $other) -}}
 {{- fail (printf "secrets.mountPath %s is already a mount of the pods: choose another directory" $secretsPath) -}}
@@ -494,12 +502,6 @@ true
 {{- end -}}
 {{- $last = int64 (trim .) -}}
 {{- end -}}
-{{- if and .Values.tls.caBundle.configMap .Values.tls.caBundle.secret -}}
-{{- fail "tls.caBundle: set configMap or secret, not both" -}}
-{{- end -}}
-{{- if and .Values.tls.caBundle.secret .Values.tls.clientCertificate.secret (eq (clean .Values.tls.caBundle.mountPath) (clean .Values.tls.clientCertificate.mountPath)) -}}
-{{- fail "tls.caBundle.mountPath and tls.clientCertificate.mountPath must differ" -}}
-{{- end -}}
 {{- if and (eq .Values.autoscaling.keda.protocol "http") (eq .Values.rabbitmq.mode "external") (not .Values.autoscaling.keda.httpSecret) -}}
 {{- fail "autoscaling.keda.protocol is http with an external RabbitMQ: set autoscaling.keda.httpSecret to a Secret holding the management URL" -}}
 {{- end -}}
@@ -509,8 +511,6 @@ true
 
 {{/*
 Pod template of a Contexten service. Call with
-{{- if or .Values.tls.caBundle.configMap .Values.tls.caBundle.secret }}{{ $others = append $others .Values.tls.caBundle.mountPath }}{{ end -}}
-{{- if .Values.tls.clientCertificate.secret }}{{ $others = append $others .Values.tls.clientCertificate.mountPath }}{{ end -}}
   (dict "root" $ "component" "context-worker" "stage" "context" "binary" "context-worker"
         "c" $values "portName" "health" "port" 9101 "env" (list ...))
 and optionally "volumes", "volumeMounts", "lifecycle" and "checksums" (extra
@@ -614,6 +614,21 @@ spec:
         - name: {{ printf "%s_FILE" $secretKey }}
           value: {{ printf "%s/%s" (clean $root.Values.secrets.mountPath) $secretKey | quote }}
         {{- end }}
+        {{- with $root.Values.tls.caBundle }}
+        {{- if or .configMap .secret }}
+        # read at start (contexten-tls): restart the pods after a rotation
+        - name: CONTEXTEN_CA_FILE
+          value: {{ printf "%s/%s" (clean .mountPath) .key | quote }}
+        {{- end }}
+        {{- end }}
+        {{- with $root.Values.tls.clientCertificate }}
+        {{- if .secret }}
+        - name: CONTEXTEN_CLIENT_CERT_FILE
+          value: {{ printf "%s/tls.crt" (clean .mountPath) | quote }}
+        - name: CONTEXTEN_CLIENT_KEY_FILE
+          value: {{ printf "%s/tls.key" (clean .mountPath) | quote }}
+        {{- end }}
+        {{- end }}
         {{- with .env }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -655,21 +670,18 @@ spec:
           mountPath: /home/contexten
         {{- with .volumeMounts }}
         {{- toYaml . | nindent 8 }}
+        {{- end }}
         {{- with $root.Values.tls.caBundle }}
         {{- if or .configMap .secret }}
-        # read at start (contexten-tls): restart the pods after a rotation
-        - name: CONTEXTEN_CA_FILE
-          value: {{ printf "%s/%s" (clean .mountPath) .key | quote }}
+        - name: tls-ca
+          mountPath: {{ clean .mountPath }}
+          readOnly: true
         {{- end }}
         {{- end }}
-        {{- with $root.Values.tls.clientCertificate }}
-        {{- if .secret }}
-        - name: CONTEXTEN_CLIENT_CERT_FILE
-          value: {{ printf "%s/tls.crt" (clean .mountPath) | quote }}
-        - name: CONTEXTEN_CLIENT_KEY_FILE
-          value: {{ printf "%s/tls.key" (clean .mountPath) | quote }}
-        {{- end }}
-        {{- end }}
+        {{- if $root.Values.tls.clientCertificate.secret }}
+        - name: tls-client
+          mountPath: {{ clean $root.Values.tls.clientCertificate.mountPath }}
+          readOnly: true
         {{- end }}
         {{- if $secretWiring.files }}
         # a directory, not subPath: the kubelet swaps updated keys in place
@@ -687,59 +699,6 @@ spec:
     {{- with .volumes }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-    {{- if $secretWiring.files }}
-    - name: secrets
-      secret:
-        secretName: {{ include "contexten.secretName" $root }}
-        defaultMode: 288
-        # only the keys this binary reads as files
-        items:
-          {{- range $secretKey := $secretWiring.files }}
-          - key: {{ $secretKey }}
-            path: {{ $secretKey }}
-          {{- end }}
-    {{- end }}
-  {{- with (default $root.Values.nodeSelector $c.nodeSelector) }}
-  nodeSelector:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  {{- with (default $root.Values.tolerations $c.tolerations) }}
-  tolerations:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  {{- with (default $root.Values.affinity $c.affinity) }}
-  affinity:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  {{- with $root.Values.topologySpreadConstraints }}
-        {{- with $root.Values.tls.caBundle }}
-        {{- if or .configMap .secret }}
-        - name: tls-ca
-          mountPath: {{ clean .mountPath }}
-          readOnly: true
-        {{- end }}
-        {{- end }}
-        {{- if $root.Values.tls.clientCertificate.secret }}
-        - name: tls-client
-          mountPath: {{ clean $root.Values.tls.clientCertificate.mountPath }}
-          readOnly: true
-        {{- end }}
-  topologySpreadConstraints:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-{{- end -}}
-
-{{/*
-A writable volume: an emptyDir (sizeLimit) or, with existingClaim, that
-PersistentVolumeClaim. Call with (dict "name" "cache" "v" $volumeValues).
-*/}}
-{{- define "contexten.writableVolume" -}}
-name: {{ .name }}
-{{- if .v.existingClaim }}
-persistentVolumeClaim:
-  claimName: {{ .v.existingClaim }}
-{{- else }}
-emptyDir:
     {{- with $root.Values.tls.caBundle }}
     {{- if .configMap }}
     - name: tls-ca
@@ -772,6 +731,47 @@ emptyDir:
             path: tls.key
     {{- end }}
     {{- end }}
+    {{- if $secretWiring.files }}
+    - name: secrets
+      secret:
+        secretName: {{ include "contexten.secretName" $root }}
+        defaultMode: 288
+        # only the keys this binary reads as files
+        items:
+          {{- range $secretKey := $secretWiring.files }}
+          - key: {{ $secretKey }}
+            path: {{ $secretKey }}
+          {{- end }}
+    {{- end }}
+  {{- with (default $root.Values.nodeSelector $c.nodeSelector) }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with (default $root.Values.tolerations $c.tolerations) }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with (default $root.Values.affinity $c.affinity) }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $root.Values.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+
+{{/*
+A writable volume: an emptyDir (sizeLimit) or, with existingClaim, that
+PersistentVolumeClaim. Call with (dict "name" "cache" "v" $volumeValues).
+*/}}
+{{- define "contexten.writableVolume" -}}
+name: {{ .name }}
+{{- if .v.existingClaim }}
+persistentVolumeClaim:
+  claimName: {{ .v.existingClaim }}
+{{- else }}
+emptyDir:
   sizeLimit: {{ .v.sizeLimit }}
 {{- end }}
 {{- end -}}
