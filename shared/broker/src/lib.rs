@@ -65,6 +65,10 @@ pub enum BrokerError {
     /// The broker blocks this connection's publishes (a memory or disk alarm).
     #[error("the broker blocks publishers (a resource alarm)")]
     Blocked,
+    /// The handler panicked: the delivery is requeued and counted as one
+    /// without an outcome (a poison message after `MAX_DELIVERIES`).
+    #[error("the handler panicked")]
+    HandlerPanicked,
     #[error("no queue is bound for routing key {routing_key:?} on {exchange:?}")]
     Unroutable {
         exchange: String,

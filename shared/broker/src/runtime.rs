@@ -20,7 +20,7 @@ use contexten_envelope::{
 };
 use contexten_telemetry::health::Readiness;
 use contexten_telemetry::{metric, propagation};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -28,6 +28,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection};
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -345,7 +346,16 @@ async fn handle_envelope<H: Handler>(
         finished_at_ms: None,
     });
     let started = Instant::now();
-    let outcome = session.handler.handle(envelope).await;
+    // A panic would leave the delivery unacked until the connection closes; it
+    // is requeued instead and, its count kept, becomes `poison` if it recurs.
+    let handled = AssertUnwindSafe(session.handler.handle(envelope))
+        .catch_unwind()
+        .await;
+    let Ok(outcome) = handled else {
+        metric::finished(stage.as_str(), "panic", started.elapsed());
+        tracing::error!("the handler panicked; requeueing the delivery");
+        return Err(BrokerError::HandlerPanicked);
+    };
     metric::finished(stage.as_str(), outcome.label(), started.elapsed());
     let result = apply(session, &input, outcome).await;
     if result.is_err() && counted {

@@ -113,3 +113,39 @@ async fn a_task_that_aborts_the_worker_is_dead_lettered_as_poison_with_one_failu
     );
     broker.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_handler_that_panics_on_a_task_ends_with_a_poison_dead_letter_not_a_stuck_delivery() {
+    let broker = TestBroker::start_with(&[("MAX_DELIVERIES", "2")]).await;
+    let handled = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let count = handled.clone();
+    let worker = broker.spawn_worker(Stage::Generate, move |env: TaskEnvelope| {
+        let count = count.clone();
+        async move {
+            if env.request.text.contains(ABORT_MARK) {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                panic!("a handler bug");
+            }
+            contexten_broker::Outcome::forward(Stage::Dispatch, env)
+        }
+    });
+    let poison = envelope(&format!("please {ABORT_MARK}"));
+    broker
+        .publisher
+        .publish(Stage::Generate, &poison)
+        .await
+        .unwrap();
+
+    let dead = broker.take(&broker.names.dead_queue(Stage::Generate)).await;
+    assert_eq!(headers(&dead)[HEADER_DEAD_REASON], "poison");
+    assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let dispatch = broker.names.stage_queue(Stage::Dispatch);
+    let answer = TaskEnvelope::from_json(&broker.take(&dispatch).await.delivery.data).unwrap();
+    assert_eq!(
+        (answer.task_id, answer.reply),
+        (poison.task_id, Some(ReplyKind::Failure))
+    );
+    assert!(broker.take_within(&dispatch, QUIET).await.is_none());
+    worker.stop().await;
+    broker.cleanup().await;
+}
