@@ -4,6 +4,7 @@
 mod pull_requests;
 mod secrets;
 mod slack_commands;
+mod tls;
 
 use contexten_fleet_tests::fakes::Fakes;
 use contexten_fleet_tests::harness::*;

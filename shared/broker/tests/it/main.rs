@@ -6,3 +6,4 @@ mod dead_queue;
 mod helpers;
 mod poison;
 mod runtime;
+mod tls;
