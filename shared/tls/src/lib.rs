@@ -83,7 +83,10 @@ struct ClientIdentity {
 impl std::fmt::Debug for TlsSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsSettings")
-            .field("extra_roots", &self.ca.as_ref().map_or(0, |ca| ca.certs.len()))
+            .field(
+                "extra_roots",
+                &self.ca.as_ref().map_or(0, |ca| ca.certs.len()),
+            )
             .field("client_certificate", &self.identity.is_some())
             .finish()
     }
@@ -174,10 +177,7 @@ impl TlsSettings {
                 })
             }
         };
-        let identity = match (
-            path_of(env, CLIENT_CERT_VAR),
-            path_of(env, CLIENT_KEY_VAR),
-        ) {
+        let identity = match (path_of(env, CLIENT_CERT_VAR), path_of(env, CLIENT_KEY_VAR)) {
             (None, None) => None,
             (Some(_), None) => {
                 return Err(TlsError::HalfIdentity {
@@ -191,9 +191,7 @@ impl TlsSettings {
                     missing: CLIENT_CERT_VAR,
                 });
             }
-            (Some(cert_path), Some(key_path)) => {
-                Some(ClientIdentity::read(cert_path, key_path)?)
-            }
+            (Some(cert_path), Some(key_path)) => Some(ClientIdentity::read(cert_path, key_path)?),
         };
         Ok(TlsSettings { ca, identity })
     }
@@ -324,13 +322,10 @@ impl TlsSettings {
             pem.push_str(&pem_certificates(&platform.certs));
             pem.into_bytes()
         });
-        let client_tls = self
-            .identity
-            .as_ref()
-            .map(|id| redis::ClientTlsConfig {
-                client_cert: id.cert_pem.to_vec(),
-                client_key: id.key_pem.to_vec(),
-            });
+        let client_tls = self.identity.as_ref().map(|id| redis::ClientTlsConfig {
+            client_cert: id.cert_pem.to_vec(),
+            client_key: id.key_pem.to_vec(),
+        });
         redis::Client::build_with_tls(
             url,
             redis::TlsCertificates {
@@ -384,7 +379,10 @@ mod tests {
             endpoint("amqps://user:s3cret@broker.example:5671/%2f"),
             "broker.example:5671"
         );
-        assert_eq!(endpoint("amqps://u:s3cret@broker.example/%2f"), "broker.example:5671");
+        assert_eq!(
+            endpoint("amqps://u:s3cret@broker.example/%2f"),
+            "broker.example:5671"
+        );
         assert_eq!(endpoint("rediss://:s3cret@10.0.0.7/0"), "10.0.0.7:6379");
         assert_eq!(endpoint("https://api.github.com/x"), "api.github.com:443");
         assert!(!endpoint("not a url :s3cret@").contains("s3cret"));
