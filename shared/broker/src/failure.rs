@@ -57,7 +57,7 @@ fn sentence(code: &str) -> Option<&'static str> {
         "codegen_invalid_request" | "codegen_rejected" => "Codegen rejected the request",
         "agent_run_not_found" => "Codegen no longer knows the agent run of this request",
         "poison" => {
-            "handling it stopped the worker every time it was tried, so it was set aside for an operator"
+            "it made the worker handling it fail every time it was tried, so it was set aside for an operator"
         }
         _ => return None,
     })

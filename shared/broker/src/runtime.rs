@@ -326,7 +326,7 @@ async fn handle_envelope<H: Handler>(
         Ok(Begin::Delivery(count)) if count > session.max_deliveries => {
             let detail = format!(
                 "delivered {count} times without an outcome (MAX_DELIVERIES {}): \
-                 handling it ends the worker",
+                 the worker died or the handler panicked handling it",
                 session.max_deliveries
             );
             let trace = propagation::inject(&tracing::Span::current());

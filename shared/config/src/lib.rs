@@ -15,7 +15,7 @@
 //! | `SHUTDOWN_TIMEOUT_SECS` | deadline for in-flight work on SIGTERM | `30` |
 //! | `PAYLOAD_INLINE_LIMIT_BYTES` | envelopes above this travel through Redis by reference | `262144` |
 //! | `MAX_DELIVERIES` | deliveries of one message without an outcome (a crashed worker) before it is dead-lettered as `poison` (1–100) | `5` |
-//! | `PUBLISH_CONFIRM_TIMEOUT_MS` | longest wait for a publish and its confirm (100–600000) | `4000` |
+//! | `PUBLISH_CONFIRM_TIMEOUT_MS` | longest wait for a publish and its confirm (100–600000) | `3000` |
 //! | `DEAD_QUEUE_MAX_LENGTH` | messages a dead queue holds before refusing more (1–100000000) | `100000` |
 //! | `LOG_FORMAT` | `json` or `pretty` | `json` |
 //! | `RUST_LOG` | log filter | `info` |
@@ -188,7 +188,7 @@ pub struct BrokerSettings {
     /// end without an outcome (the worker died handling it) before it is
     /// dead-lettered as `poison`.
     pub max_deliveries: u32,
-    /// `PUBLISH_CONFIRM_TIMEOUT_MS`, 100–600000, default 4000: the longest a
+    /// `PUBLISH_CONFIRM_TIMEOUT_MS`, 100–600000, default 3000: the longest a
     /// publish waits for the broker's confirm (a broker alarm blocks publishers).
     pub publish_confirm_timeout: Duration,
     /// `DEAD_QUEUE_MAX_LENGTH`, 1–100000000, default 100000: messages a dead
@@ -205,7 +205,7 @@ pub const DEFAULT_RETRY_TIERS_MS: &str = "1000,5000,15000,30000,60000,120000,300
 /// The default bound on a publish and its confirm: under 5 s, so ingest
 /// answers `503` within 5 s (a Redis round trip included) while an alarm blocks
 /// publishers, and far above a healthy confirm (milliseconds).
-pub const DEFAULT_PUBLISH_CONFIRM_TIMEOUT_MS: u64 = 4000;
+pub const DEFAULT_PUBLISH_CONFIRM_TIMEOUT_MS: u64 = 3000;
 
 /// The default length limit of a dead queue (README "Guarantees of the runtime").
 pub const DEFAULT_DEAD_QUEUE_MAX_LENGTH: u32 = 100_000;
@@ -388,7 +388,7 @@ mod tests {
         assert_eq!(broker.retry_tiers.len(), 7);
         assert_eq!(broker.payload_inline_limit, 256 * 1024);
         assert_eq!(broker.max_deliveries, 5);
-        assert_eq!(broker.publish_confirm_timeout, Duration::from_millis(4000));
+        assert_eq!(broker.publish_confirm_timeout, Duration::from_millis(3000));
         assert_eq!(broker.dead_queue_max_length, 100_000);
         assert!(
             broker
