@@ -36,18 +36,30 @@ pub async fn connect_with_tls(
         .map_err(failed)
 }
 
+/// The longest pause between two connection attempts, before jitter (which
+/// adds up to as much again). Short, because every delivery of the stage waits
+/// for this reconnect: with 10 s a consumer came back up to 20 s after its
+/// broker (`make chaos`); one attempt a second or two per process is nothing
+/// to a broker that is coming back.
+pub(crate) const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// The pauses between connection attempts: from 100 ms, doubling, with jitter.
+fn reconnect_delays() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(RECONNECT_MAX_DELAY)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// Connects, retrying with exponential backoff and jitter; `None` on shutdown.
 pub(crate) async fn connect_with_backoff(
     settings: &BrokerSettings,
     service: &str,
     shutdown: &CancellationToken,
 ) -> Option<Connection> {
-    let mut delays = ExponentialBuilder::new()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut delays = reconnect_delays();
     loop {
         if shutdown.is_cancelled() {
             return None;
@@ -55,7 +67,7 @@ pub(crate) async fn connect_with_backoff(
         match connect(settings, service).await {
             Ok(connection) => return Some(connection),
             Err(error) => {
-                let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                let delay = delays.next().unwrap_or(RECONNECT_MAX_DELAY);
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "broker unreachable");
                 tokio::select! {
                     _ = shutdown.cancelled() => return None,
@@ -63,5 +75,21 @@ pub(crate) async fn connect_with_backoff(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_retries_its_broker_at_least_every_two_seconds() {
+        let delays: Vec<Duration> = reconnect_delays().take(50).collect();
+        assert_eq!(delays.len(), 50, "the backoff never gives up");
+        assert!(delays[0] <= Duration::from_millis(200), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= 2 * RECONNECT_MAX_DELAY),
+            "{delays:?}"
+        );
     }
 }
