@@ -212,6 +212,11 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
             ("MAX_ATTEMPTS".into(), "25".into()),
             ("LLM_BREAKER_FAILURES".into(), "5".into()),
             ("LLM_BREAKER_OPEN_SECS".into(), "1".into()),
+            // The fake LLM has no quota: the fleet-wide request and token limits
+            // (60 requests a minute by default) would hold hundreds of tasks
+            // back for a minute and hide what the faults cost.
+            ("LLM_REQUESTS_PER_MIN".into(), "100000".into()),
+            ("LLM_TOKENS_PER_MIN".into(), "100000000".into()),
         ],
     };
     let fleet = Arc::new(Mutex::new(
