@@ -146,9 +146,10 @@ pub struct Limits {
     /// this are answered `503 overloaded` with `Retry-After` at once. With the
     /// body limit it bounds the memory held by request bodies.
     pub max_concurrent_requests: usize,
-    /// `INGEST_BODY_MEMORY_BYTES`, at least `INGEST_MAX_BODY_BYTES`, at most
-    /// 16 GiB, default 64 MiB: request bodies being received at once reserve
-    /// their length from this; a request that does not fit gets `503 overloaded`.
+    /// `INGEST_BODY_MEMORY_BYTES`, at least twice `INGEST_MAX_BODY_BYTES`, at
+    /// most 16 GiB, default 64 MiB: request bodies being received at once
+    /// reserve twice their length from this (what receiving one costs); a
+    /// request that does not fit gets `503 overloaded`.
     pub body_memory_bytes: usize,
     /// `INGEST_MAX_CONNECTIONS`, 1–1000000, default 4096: connections over this
     /// wait in the kernel's accept queue.
@@ -262,8 +263,8 @@ impl IngestConfig {
                 max_connections: env.ranged("INGEST_MAX_CONNECTIONS", 4096, 1, 1_000_000)?,
                 body_memory_bytes: env.ranged(
                     "INGEST_BODY_MEMORY_BYTES",
-                    64 << 20,
-                    max_body_bytes,
+                    (64 << 20).max(2 * max_body_bytes),
+                    2 * max_body_bytes,
                     16 << 30,
                 )?,
             },

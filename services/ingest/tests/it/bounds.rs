@@ -184,7 +184,7 @@ async fn readyz_stays_ready_while_the_broker_is_down_and_reports_it() {
 async fn bodies_being_received_stay_within_the_memory_budget() {
     let ingest = TestIngest::start_with(&[
         ("INGEST_MAX_BODY_BYTES", "1048576"),
-        ("INGEST_BODY_MEMORY_BYTES", "1048576"),
+        ("INGEST_BODY_MEMORY_BYTES", "2097152"),
         ("INGEST_REQUEST_TIMEOUT_SECS", "30"),
     ])
     .await;
