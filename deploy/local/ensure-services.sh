@@ -66,5 +66,16 @@ ensure_rabbitmq() {
   echo "ensure-services: started RabbitMQ on $host:$port"
 }
 
+# contexten-testkit starts RabbitMQ nodes and Redis servers of a test's own (the
+# fault and TLS tests), so the binaries must be here even where the services run.
+ensure_test_tools() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+  command -v openssl >/dev/null || missing+=(openssl)
+  if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
 ensure_redis
 ensure_rabbitmq
+ensure_test_tools
