@@ -5,7 +5,9 @@
 //! reading and parsing every file with tree-sitter on the same cores, warm query
 //! latency, re-analysis after changing one file, the size of the stdlib's
 //! whole-repository map in the shared store and how long a cold replica takes to
-//! answer from it, and peak memory (VmHWM).
+//! answer from it, and peak memory: per tree, a cold analysis in a fresh
+//! process (VmHWM after a reset, against the source bytes analysed; README
+//! "Context worker memory"), and of the whole benchmark process.
 //!
 //! Run: `cargo bench -p contexten-codemap --bench codemap` (env `CODEMAP_BENCH_RUNS`,
 //! `CODEMAP_BENCH_PY`, `CODEMAP_BENCH_RUST` override the defaults).
@@ -43,7 +45,13 @@ const QUERIES: &[&str] = &[
     "xml.etree ElementTree iterparse",
 ];
 
+/// Set in a child process: analyse this tree once, print its memory figures.
+const CHILD_ENV: &str = "CODEMAP_BENCH_MEMORY_CHILD";
+
 fn main() {
+    if let Ok(root) = std::env::var(CHILD_ENV) {
+        return memory_child(Path::new(&root));
+    }
     // Five interleaved pairs: on a shared 2-core machine one pair's ratio moved
     // between 1.35 and 1.57 from run to run, three pairs' median by ±0.1.
     let runs: usize = std::env::var("CODEMAP_BENCH_RUNS")
@@ -55,13 +63,18 @@ fn main() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let n = copy_tree(&py, tmp.path());
         eprintln!("python stdlib: {n} files copied from {}", py.display());
+        memory_rows("python-stdlib", tmp.path(), &mut rows);
         bench_tree("python-stdlib", tmp.path(), runs, true, &mut rows);
         bench_shared_map("python-stdlib", tmp.path(), &mut rows);
     }
     if let Some(reg) = cargo_registry() {
+        memory_rows("cargo-registry", &reg, &mut rows);
         bench_tree("cargo-registry", &reg, 1, false, &mut rows);
     }
-    rows.push(("peak memory (VmHWM)".into(), vm_hwm()));
+    rows.push((
+        "peak memory of this whole process (VmHWM; every run above)".into(),
+        vm_hwm(),
+    ));
     println!("\n{:<56} value", "measure");
     for (k, v) in rows {
         println!("{k:<56} {v}");
@@ -394,4 +407,123 @@ fn copy_tree(from: &Path, to: &Path) -> usize {
         }
     }
     n
+}
+
+/// One tree's peak memory, measured in a fresh process so that neither the
+/// other trees nor the timing runs' leftovers count.
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    files: usize,
+    source_bytes: usize,
+    /// Resident before the analysis (the binary, its libraries, the allocator).
+    baseline_kib: u64,
+    /// VmHWM during the analysis, reset after measuring the baseline.
+    peak_kib: u64,
+}
+
+fn memory_child(root: &Path) {
+    // Compiled tree-sitter queries and other lazily built statics belong to
+    // the process, not to the tree: built before the baseline is read.
+    let warm = tempfile::tempdir().expect("tempdir");
+    for (name, text) in [
+        ("a.rs", "fn a() {}\n"),
+        ("a.py", "def a():\n    pass\n"),
+        ("a.go", "package a\nfunc A() {}\n"),
+        ("A.java", "class A { void a() {} }\n"),
+        ("a.js", "function a() {}\n"),
+        ("a.ts", "function a(): void {}\n"),
+        ("a.tsx", "const A = () => <div />;\n"),
+    ] {
+        std::fs::write(warm.path().join(name), text).expect("write");
+    }
+    let warm_engine = Engine::new(EngineConfig {
+        allow_local: true,
+        ..EngineConfig::default()
+    });
+    drop(warm_engine.analyse(&RepoSource::Local(warm.path().to_path_buf())));
+    drop(warm_engine);
+    let baseline_kib = status_kib("VmRSS:");
+    // Writing 5 resets the high-water mark to the current RSS (proc(5)).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let engine = Engine::new(EngineConfig {
+        allow_local: true,
+        ..EngineConfig::default()
+    });
+    let map = engine
+        .analyse(&RepoSource::Local(root.to_path_buf()))
+        .expect("analyse");
+    let peak_kib = status_kib("VmHWM:");
+    let source_bytes: usize = map.files().iter().map(|f| f.content.len()).sum();
+    println!(
+        "{} {source_bytes} {baseline_kib} {peak_kib}",
+        map.files().len()
+    );
+}
+
+fn measure_memory(root: &Path) -> Option<Memory> {
+    let out = std::process::Command::new(std::env::current_exe().ok()?)
+        .env(CHILD_ENV, root)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<u64> = text
+        .lines()
+        .last()?
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let [files, source_bytes, baseline_kib, peak_kib] = f[..] else {
+        return None;
+    };
+    Some(Memory {
+        files: usize::try_from(files).ok()?,
+        source_bytes: usize::try_from(source_bytes).ok()?,
+        baseline_kib,
+        peak_kib,
+    })
+}
+
+fn memory_rows(name: &str, root: &Path, rows: &mut Vec<(String, String)>) {
+    let Some(m) = measure_memory(root) else {
+        rows.push((format!("{name}: peak memory"), "not measured".into()));
+        return;
+    };
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let src = m.source_bytes as f64 / 1024.0;
+    rows.push((
+        format!("{name}: files / source MiB / baseline RSS MiB"),
+        format!(
+            "{} / {:.1} / {:.1}",
+            m.files,
+            src / 1024.0,
+            mib(m.baseline_kib)
+        ),
+    ));
+    rows.push((
+        format!("{name}: peak RSS MiB, ratio to source (target <= 3)"),
+        format!(
+            "{:.1}, {:.2}x (above baseline: {:.1}, {:.2}x)",
+            mib(m.peak_kib),
+            m.peak_kib as f64 / src,
+            mib(m.peak_kib.saturating_sub(m.baseline_kib)),
+            m.peak_kib.saturating_sub(m.baseline_kib) as f64 / src
+        ),
+    ));
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with(field)).and_then(|l| {
+                l[field.len()..]
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
 }

@@ -141,31 +141,45 @@ pub struct Bm25Index {
 impl Bm25Index {
     /// Builds the index from per-document (term id, weighted tf) lists, in order.
     pub fn build(docs: &[&[(u32, f32)]], terms: Arc<TermTable>) -> Self {
-        let n_terms = docs
-            .iter()
-            .flat_map(|d| d.iter().map(|(t, _)| *t as usize + 1))
-            .max()
-            .unwrap_or(0);
-        let mut offsets = vec![0u32; n_terms + 1];
-        for doc in docs {
-            for &(term, _) in doc.iter() {
-                offsets[term as usize + 1] += 1;
+        Self::build_with(docs.len(), |i| docs[i].iter().copied(), terms)
+    }
+
+    /// [`build`](Self::build) from `n` documents that `doc` lists on demand
+    /// (twice each), so a caller need not hold them all as vectors at once.
+    pub fn build_with<I: Iterator<Item = (u32, f32)>>(
+        n: usize,
+        doc: impl Fn(usize) -> I,
+        terms: Arc<TermTable>,
+    ) -> Self {
+        let mut offsets: Vec<u32> = Vec::new();
+        for i in 0..n {
+            for (term, _) in doc(i) {
+                let slot = term as usize + 1;
+                if slot >= offsets.len() {
+                    offsets.resize(slot + 1, 0);
+                }
+                offsets[slot] += 1;
             }
+        }
+        if offsets.is_empty() {
+            offsets.push(0);
         }
         for i in 1..offsets.len() {
             offsets[i] += offsets[i - 1];
         }
         let mut fill = offsets.clone();
         let mut postings = vec![(0u32, 0.0f32); offsets.last().copied().unwrap_or(0) as usize];
-        let mut doc_len = Vec::with_capacity(docs.len());
-        for (i, doc) in docs.iter().enumerate() {
+        let mut doc_len = Vec::with_capacity(n);
+        for i in 0..n {
             let id = u32::try_from(i).unwrap_or(u32::MAX);
-            doc_len.push(doc.iter().map(|(_, w)| w).sum());
-            for &(term, tf) in doc.iter() {
+            let mut len = 0.0f32;
+            for (term, tf) in doc(i) {
+                len += tf;
                 let slot = &mut fill[term as usize];
                 postings[*slot as usize] = (id, tf);
                 *slot += 1;
             }
+            doc_len.push(len);
         }
         let avg_len = if doc_len.is_empty() {
             1.0

@@ -54,6 +54,38 @@ pub(crate) struct NameIds {
     pub refs: Vec<(u32, u32)>,
     /// Ids of names starting with `_` (private by convention), sorted.
     pub private: Vec<u32>,
+    /// The analysis's reference sites with names as ids, in its order (the
+    /// map keeps these instead of [`FileAnalysis::refs`]: a third of the
+    /// memory for a typical file's thousands of references).
+    pub sites: Vec<Site>,
+    /// The sites' lines, `Site::lines_end` delimited.
+    pub site_lines: Vec<u32>,
+}
+
+/// A [`crate::RefSite`] with its name interned and its lines in
+/// [`NameIds::site_lines`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Site {
+    pub name: u32,
+    /// Enclosing definition, or `u32::MAX`.
+    pub in_symbol: u32,
+    pub count: u32,
+    /// End of this site's lines in [`NameIds::site_lines`] (start: the
+    /// previous site's end).
+    pub lines_end: u32,
+}
+
+impl NameIds {
+    /// The reference sites, each with its lines.
+    pub(crate) fn sites(&self) -> impl Iterator<Item = (&Site, &[u32])> {
+        let mut start = 0usize;
+        self.sites.iter().map(move |s| {
+            let end = (s.lines_end as usize).min(self.site_lines.len());
+            let lines = self.site_lines.get(start..end).unwrap_or(&[]);
+            start = end;
+            (s, lines)
+        })
+    }
 }
 
 impl NameIds {
@@ -89,10 +121,29 @@ impl NameIds {
             .collect();
         private.sort_unstable();
         private.dedup();
+        let mut site_lines = Vec::with_capacity(a.refs.iter().map(|r| r.lines.len()).sum());
+        let sites = ref_ids
+            .iter()
+            .zip(&a.refs)
+            .map(|(id, r)| {
+                site_lines.extend_from_slice(&r.lines);
+                Site {
+                    name: *id,
+                    in_symbol: r.in_symbol.unwrap_or(u32::MAX),
+                    count: r.count,
+                    lines_end: u32::try_from(site_lines.len()).unwrap_or(u32::MAX),
+                }
+            })
+            .collect();
+        defs.shrink_to_fit();
+        refs.shrink_to_fit();
+        private.shrink_to_fit();
         Self {
             defs,
             refs,
             private,
+            sites,
+            site_lines,
         }
     }
 }
@@ -130,6 +181,8 @@ pub struct CodeMap {
     pub(crate) summary_text: OnceLock<String>,
     pub(crate) companions: OnceLock<Vec<(u32, u32)>>,
     pub(crate) test_files: OnceLock<Vec<bool>>,
+    /// The engine's memory budget held while the map lives.
+    pub(crate) reservation: Option<crate::memory::Reservation>,
 }
 
 impl CodeMap {
@@ -185,12 +238,17 @@ impl CodeMap {
             }
         }
         let t1 = std::time::Instant::now();
-        let docs: Vec<Vec<(u32, f32)>> = files
-            .par_iter()
-            .map(|f| with_path_terms(f, &terms))
-            .collect();
-        let refs: Vec<&[(u32, f32)]> = docs.iter().map(Vec::as_slice).collect();
-        let bm25 = Bm25Index::build(&refs, terms);
+        // Each document is its lexical terms merged with its path's: the path
+        // terms are kept apart (a few per file) rather than a merged copy of
+        // every file's terms (as large as the index itself).
+        let path_terms: Vec<Vec<(u32, f32)>> =
+            files.par_iter().map(|f| path_terms(f, &terms)).collect();
+        let bm25 = Bm25Index::build_with(
+            files.len(),
+            |i| merge_sorted(&files[i].lexical, &path_terms[i]),
+            terms,
+        );
+        drop(path_terms);
         let mut map = Self {
             commit,
             files,
@@ -208,6 +266,7 @@ impl CodeMap {
             summary_text: OnceLock::new(),
             companions: OnceLock::new(),
             test_files: OnceLock::new(),
+            reservation: None,
         };
         let t2 = std::time::Instant::now();
         map.graph = (0..map.files.len())
@@ -247,6 +306,22 @@ impl CodeMap {
     /// Skipped files by reason.
     pub fn skipped(&self) -> &BTreeMap<String, usize> {
         &self.skipped
+    }
+
+    /// The memory this map's analysis was estimated to need
+    /// ([`crate::file_estimate`] of each file plus [`crate::ESTIMATE_FIXED`]).
+    pub fn memory_estimate(&self) -> u64 {
+        crate::memory::ESTIMATE_FIXED
+            + self
+                .files
+                .iter()
+                .map(|f| crate::memory::file_estimate(f.content.len() as u64))
+                .sum::<u64>()
+    }
+
+    /// Bytes of the engine's memory budget this map holds (0 without a budget).
+    pub fn memory_reserved(&self) -> u64 {
+        self.reservation.as_ref().map_or(0, |r| r.bytes())
     }
 
     /// A file by exact path, or by unique path suffix (`lib.rs` → `src/lib.rs`).
@@ -452,38 +527,39 @@ pub(crate) fn parent_dir(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(d, _)| d)
 }
 
-/// The file's cached lexical terms plus its path's (weighted as a field).
-fn with_path_terms(f: &FileEntry, terms: &TermTable) -> Vec<(u32, f32)> {
+/// The terms of the file's path (weighted as a field), sorted by id.
+fn path_terms(f: &FileEntry, terms: &TermTable) -> Vec<(u32, f32)> {
     let mut path: Vec<String> = Vec::new();
     tokens::code_terms(&f.path, |t| path.push(t.to_owned()));
-    let ids = terms.intern_all(path.iter().map(|t| (t.as_str(), W_PATH)));
-    let mut out: Vec<(u32, f32)> = Vec::with_capacity(f.lexical.len() + ids.len());
+    terms.intern_all(path.iter().map(|t| (t.as_str(), W_PATH)))
+}
+
+/// Two id-sorted term lists as one, weights of a shared id summed.
+fn merge_sorted<'a>(
+    a: &'a [(u32, f32)],
+    b: &'a [(u32, f32)],
+) -> impl Iterator<Item = (u32, f32)> + 'a {
     let (mut i, mut j) = (0, 0);
-    let lex = &f.lexical;
-    // Merge two id-sorted lists.
-    while i < lex.len() || j < ids.len() {
-        match (lex.get(i), ids.get(j)) {
-            (Some(a), Some(b)) if a.0 == b.0 => {
-                out.push((a.0, a.1 + b.1));
-                i += 1;
-                j += 1;
-            }
-            (Some(a), Some(b)) if a.0 < b.0 => {
-                out.push(*a);
-                i += 1;
-            }
-            (Some(a), None) => {
-                out.push(*a);
-                i += 1;
-            }
-            (_, Some(b)) => {
-                out.push(*b);
-                j += 1;
-            }
-            (None, None) => break,
+    std::iter::from_fn(move || match (a.get(i), b.get(j)) {
+        (Some(x), Some(y)) if x.0 == y.0 => {
+            i += 1;
+            j += 1;
+            Some((x.0, x.1 + y.1))
         }
-    }
-    out
+        (Some(x), Some(y)) if x.0 < y.0 => {
+            i += 1;
+            Some(*x)
+        }
+        (Some(x), None) => {
+            i += 1;
+            Some(*x)
+        }
+        (_, Some(y)) => {
+            j += 1;
+            Some(*y)
+        }
+        (None, None) => None,
+    })
 }
 
 /// Weighted terms of one analysed file except its path: computed once per blob.

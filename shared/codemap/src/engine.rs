@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use contexten_git::{Limits, Policy, RepoCache, Resolve};
@@ -20,9 +20,10 @@ use crate::codemap::{CodeMap, FileEntry, NameIds, lexical_terms};
 use crate::error::CodemapError;
 use crate::filter::{self, DEFAULT_MAX_FILE_BYTES, SkipReason};
 use crate::lang::Language;
+use crate::memory::{MemoryPool, Reservation};
 use crate::parse::{self, ANALYSER_VERSION, FileAnalysis};
 use crate::redact::{self, REDACTION_VERSION, RedactionCounts};
-use crate::source::{self, GitToken, RepoSource, Snapshot, SourceFile};
+use crate::source::{self, Budget, GitToken, RepoSource, Snapshot, SourceFile};
 
 mod pull;
 mod stored;
@@ -82,6 +83,15 @@ pub struct EngineConfig {
     pub max_stored_map_bytes: usize,
     /// Progress callback.
     pub progress: Option<ProgressFn>,
+    /// Memory that analyses in flight and the maps kept in memory may hold
+    /// together, by [`crate::file_estimate`] (`CONTEXT_MEMORY_BUDGET_BYTES` in
+    /// the context worker); a repository that does not fit is analysed in
+    /// part. `None`: unbounded, and analyses are kept in memory by count
+    /// (`memory_entries`) instead.
+    pub memory_budget: Option<u64>,
+    /// How long an analysis waits for others to give back budget before it
+    /// fails with [`CodemapError::MemoryBusy`].
+    pub memory_wait: Duration,
 }
 
 impl Default for EngineConfig {
@@ -98,6 +108,8 @@ impl Default for EngineConfig {
             shared_store: None,
             max_stored_map_bytes: DEFAULT_MAX_STORED_MAP_BYTES,
             progress: None,
+            memory_budget: None,
+            memory_wait: Duration::from_secs(120),
         }
     }
 }
@@ -115,6 +127,8 @@ impl std::fmt::Debug for EngineConfig {
             .field("memory_entries", &self.memory_entries)
             .field("shared_store", &self.shared_store)
             .field("max_stored_map_bytes", &self.max_stored_map_bytes)
+            .field("memory_budget", &self.memory_budget)
+            .field("memory_wait", &self.memory_wait)
             .finish_non_exhaustive()
     }
 }
@@ -162,6 +176,24 @@ impl CachedFile {
     }
 }
 
+/// An in-memory analysis: owned by the cache, or (with a memory budget) only
+/// referred to, alive while a map that holds it is, so that what the cache
+/// keeps is always counted in some map's reservation.
+#[derive(Debug, Clone)]
+enum Held {
+    Strong(Arc<CachedFile>),
+    Weak(Weak<CachedFile>),
+}
+
+impl Held {
+    fn get(&self) -> Option<Arc<CachedFile>> {
+        match self {
+            Self::Strong(c) => Some(c.clone()),
+            Self::Weak(w) => w.upgrade(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct LocalStat {
     len: u64,
@@ -174,7 +206,9 @@ pub struct Engine {
     config: EngineConfig,
     /// How git runs (captured at creation: timeout, local repositories, PATH).
     git: Policy,
-    memory: moka::sync::Cache<String, Arc<CachedFile>>,
+    memory: moka::sync::Cache<String, Held>,
+    /// The memory budget, when there is one.
+    pool: Option<Arc<MemoryPool>>,
     maps: moka::sync::Cache<String, Arc<CodeMap>>,
     disk: Option<DiskStore>,
     local: Mutex<HashMap<PathBuf, LocalStat>>,
@@ -208,6 +242,7 @@ impl Engine {
             git: Policy::new(config.git_timeout, config.allow_local),
             memory: moka::sync::Cache::new(config.memory_entries),
             maps: moka::sync::Cache::new(16),
+            pool: config.memory_budget.map(MemoryPool::new),
             disk,
             local: Mutex::new(HashMap::new()),
             terms: Arc::new(TermTable::default()),
@@ -267,7 +302,7 @@ impl Engine {
             return Err(CodemapError::LocalRepoRefused);
         }
         let t = std::time::Instant::now();
-        let snap = match src {
+        let mut snap = match src {
             RepoSource::Local(root) => self.read_local(root)?,
             RepoSource::Git { url, reference } => {
                 let cache = self.repo_cache();
@@ -277,19 +312,22 @@ impl Engine {
                     self.maps_reused.fetch_add(1, Ordering::Relaxed);
                     return Ok((map, Some(rev.commit)));
                 }
-                if let Some(map) = self.load_map(&rev) {
+                if let Some(map) = self.load_map(&rev)? {
                     self.maps_reused_shared.fetch_add(1, Ordering::Relaxed);
                     self.maps.insert(rev.tree, map.clone());
                     return Ok((map, Some(rev.commit)));
                 }
-                source::read_git(&rev, &self.limits())?
+                self.with_budget(|budget| source::read_git(&rev, &self.limits(), budget))?
             }
         };
         let read_ms = t.elapsed().as_secs_f64() * 1e3;
         let tree = snap.tree.clone();
         let commit = snap.commit.clone();
         let t = std::time::Instant::now();
-        let map = Arc::new(self.build(snap));
+        let reservation = snap.reservation.take();
+        let mut map = self.build(snap);
+        map.reservation = reservation;
+        let map = Arc::new(map);
         tracing::debug!(read_ms, build_ms = t.elapsed().as_secs_f64() * 1e3, stats = ?self.stats(), "repository analysed");
         if let Some(t) = tree {
             // A partial map depends on the caps, which its store key does not
@@ -361,7 +399,7 @@ impl Engine {
     fn analyse_file(&self, mut f: SourceFile) -> Result<FileEntry, SkipReason> {
         let language = Language::from_path(&f.path);
         let mut key = file_key(&f.blob_id, language);
-        let cached = if let Some(c) = self.memory.get(&key) {
+        let cached = if let Some(c) = self.cached(&key) {
             self.reused_memory.fetch_add(1, Ordering::Relaxed);
             c
         } else {
@@ -391,11 +429,14 @@ impl Engine {
                     a
                 }
             };
-            let lexical = Arc::new(lexical_terms(&analysis, &self.terms));
+            let mut lexical = lexical_terms(&analysis, &self.terms);
+            lexical.shrink_to_fit();
+            let lexical = Arc::new(lexical);
             let names = Arc::new(NameIds::new(&analysis, &self.names));
-            // The term strings now live as ids in `lexical`; the stores keep them.
+            // The term strings now live as ids in `lexical`, the references
+            // in `names`; the stores keep them.
             let mut analysis = analysis;
-            analysis.terms = Vec::new();
+            compact(&mut analysis);
             let c = Arc::new(CachedFile {
                 names,
                 lexical,
@@ -403,10 +444,55 @@ impl Engine {
                 content,
                 redactions: Arc::new(counts),
             });
-            self.memory.insert(key, c.clone());
+            self.keep(key, &c);
             c
         };
         Ok(cached.entry(f.path, language, f.blob_id))
+    }
+
+    /// A file's analysis from memory.
+    fn cached(&self, key: &str) -> Option<Arc<CachedFile>> {
+        self.memory.get(key).and_then(|h| h.get())
+    }
+
+    /// Keeps a file's analysis in memory: owned without a budget, referred to
+    /// with one (the map that holds it has it in its reservation).
+    fn keep(&self, key: String, c: &Arc<CachedFile>) {
+        let held = if self.pool.is_some() {
+            Held::Weak(Arc::downgrade(c))
+        } else {
+            Held::Strong(c.clone())
+        };
+        self.memory.insert(key, held);
+    }
+
+    /// The budget as the readers apply it, when there is one.
+    fn with_budget<R>(&self, read: impl FnOnce(Option<&Budget<'_>>) -> R) -> R {
+        let Some(pool) = &self.pool else {
+            return read(None);
+        };
+        let reserve = |bytes: u64| self.reserve(pool, bytes);
+        read(Some(&Budget {
+            bytes: pool.budget(),
+            reserve: &reserve,
+        }))
+    }
+
+    /// Reserves `bytes` of the budget, dropping the cached maps if they hold
+    /// the room, then waiting up to `memory_wait` for analyses in flight.
+    pub(crate) fn reserve(
+        &self,
+        pool: &Arc<MemoryPool>,
+        bytes: u64,
+    ) -> Result<Reservation, CodemapError> {
+        pool.reserve(bytes, self.config.memory_wait, || {
+            self.maps.invalidate_all();
+            self.maps.run_pending_tasks();
+        })
+        .ok_or(CodemapError::MemoryBusy {
+            needed: bytes,
+            budget: pool.budget(),
+        })
     }
 
     fn stores(&self) -> impl Iterator<Item = &dyn AnalysisStore> {
@@ -452,7 +538,8 @@ impl Engine {
     /// time) are not read again.
     fn read_local(&self, root: &std::path::Path) -> Result<Snapshot, CodemapError> {
         let mut snap = Snapshot::default();
-        let listed = source::list_local(root, &self.limits(), &mut snap)?;
+        let listed =
+            self.with_budget(|budget| source::list_local(root, &self.limits(), budget, &mut snap))?;
         let previous = self.local.lock().map(|m| m.clone()).unwrap_or_default();
         let max = self.config.max_file_bytes;
         // Unchanged files (same size and mtime) are not read: their blob id is known
@@ -507,12 +594,30 @@ impl Engine {
             }
         }
         if let Ok(mut m) = self.local.lock() {
-            // Keep other roots' entries; replace this root's.
+            // Keep other roots' entries; replace this root's. Bounded: past
+            // `max_files` entries the other roots are forgotten (they are
+            // only read again in full next time).
             m.retain(|k, _| !k.starts_with(root));
+            if m.len() + next.len() > self.config.max_files {
+                m.clear();
+            }
             m.extend(next);
         }
         Ok(snap)
     }
+}
+
+/// Drops what a map keeps elsewhere (terms in the lexical index, references
+/// in [`NameIds`]) and the vectors' spare capacity.
+pub(crate) fn compact(a: &mut FileAnalysis) {
+    a.terms = Vec::new();
+    a.refs = Vec::new();
+    a.symbols.shrink_to_fit();
+    for s in &mut a.symbols {
+        s.signature.shrink_to_fit();
+        s.doc.shrink_to_fit();
+    }
+    a.imports.shrink_to_fit();
 }
 
 /// The store key of one file's analysis: the analysis is of the *redacted*

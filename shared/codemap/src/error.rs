@@ -33,6 +33,15 @@ pub enum CodemapError {
     /// A shared store is not being tried for a while after it failed.
     #[error("analysis cache paused after a failure")]
     CachePaused,
+    /// Other analyses held the memory budget for longer than the engine waits
+    /// for it (retry later).
+    #[error("memory budget busy: {needed} bytes needed, {budget} budgeted")]
+    MemoryBusy {
+        /// Estimate of this analysis.
+        needed: u64,
+        /// The engine's budget.
+        budget: u64,
+    },
 }
 
 impl CodemapError {

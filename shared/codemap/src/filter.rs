@@ -29,6 +29,8 @@ pub enum SkipReason {
     Sensitive,
     /// Not valid UTF-8 text.
     NotUtf8,
+    /// Left out so the analysis stays within its memory budget.
+    MemoryBudget,
 }
 
 impl SkipReason {
@@ -42,6 +44,7 @@ impl SkipReason {
             Self::Oversize => "oversize",
             Self::Sensitive => "sensitive",
             Self::NotUtf8 => "not_utf8",
+            Self::MemoryBudget => "memory_budget",
         }
     }
 }

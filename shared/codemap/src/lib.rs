@@ -31,6 +31,11 @@
 //!   [`Engine::analyse_revision`] gives the commit a map was read at. A bare
 //!   repository (`HEAD` + `objects/`) is always read as git.
 //!
+//! Memory: with [`EngineConfig::memory_budget`] an analysis and the maps the
+//! engine keeps never hold more than the budget by [`file_estimate`]; a
+//! repository that does not fit is analysed in part (most valuable files
+//! first, the rest counted as `memory_budget`, so [`is_partial`] is true).
+//!
 //! Secrets are redacted from file contents before anything is parsed, cached or
 //! returned ([`redact`]); `.env*`, key and certificate files are never read.
 
@@ -42,6 +47,7 @@ mod error;
 mod filter;
 mod graph;
 mod lang;
+mod memory;
 mod parse;
 mod prompt;
 mod query;
@@ -64,6 +70,7 @@ pub use engine::{
 pub use error::CodemapError;
 pub use filter::{DEFAULT_MAX_FILE_BYTES, SkipReason};
 pub use lang::Language;
+pub use memory::{ESTIMATE_FIXED, ESTIMATE_PER_FILE, ESTIMATE_PER_SOURCE_BYTE, file_estimate};
 pub use parse::{ANALYSER_VERSION, FileAnalysis, ImportRef, RefSite, SymbolDef, SymbolKind};
 pub use prompt::{AssembledPrompt, IncludedItem, ItemKind, assemble_prompt, tokenizer_for};
 pub use query::{

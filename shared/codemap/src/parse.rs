@@ -165,7 +165,8 @@ pub struct FileAnalysis {
     pub symbols: Vec<SymbolDef>,
     /// Imports in document order.
     pub imports: Vec<ImportRef>,
-    /// Referenced identifiers.
+    /// Referenced identifiers (kept in the caches; emptied in a built map,
+    /// which holds them with interned names).
     pub refs: Vec<RefSite>,
     /// Content terms with frequencies, in an order fixed by the content (kept in
     /// the caches; emptied in a built map, where they live as interned ids).

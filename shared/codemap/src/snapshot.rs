@@ -141,24 +141,25 @@ pub(crate) fn encode(map: &CodeMap, terms: &TermTable) -> Result<Vec<u8>, Codema
     used.dedup();
     let local: HashMap<u32, u32> = used.iter().zip(0u32..).map(|(g, l)| (*g, l)).collect();
     let spelled = terms.spell(&used);
-    let mut names: Vec<&str> = Vec::new();
-    let mut name_ids: HashMap<&str, u32> = HashMap::default();
+    // Reference names by the map's name ids, renumbered in order of first use.
+    let mut name_order: Vec<u32> = Vec::new();
+    let mut name_ids: HashMap<u32, u32> = HashMap::default();
     let mut files = Vec::with_capacity(map.files.len());
     for f in &map.files {
         let a = &*f.analysis;
-        let refs = a
-            .refs
-            .iter()
-            .map(|r| {
-                let name = *name_ids.entry(r.name.as_str()).or_insert_with(|| {
-                    names.push(&r.name);
-                    u32::try_from(names.len() - 1).unwrap_or(u32::MAX)
+        let refs = f
+            .names
+            .sites()
+            .map(|(r, lines)| {
+                let name = *name_ids.entry(r.name).or_insert_with(|| {
+                    name_order.push(r.name);
+                    u32::try_from(name_order.len() - 1).unwrap_or(u32::MAX)
                 });
                 WireRef {
                     name,
-                    in_symbol: r.in_symbol,
+                    in_symbol: (r.in_symbol != u32::MAX).then_some(r.in_symbol),
                     count: r.count,
-                    line_deltas: deltas(r.lines.iter().copied()),
+                    line_deltas: deltas(lines.iter().copied()),
                 }
             })
             .collect();
@@ -190,10 +191,11 @@ pub(crate) fn encode(map: &CodeMap, terms: &TermTable) -> Result<Vec<u8>, Codema
             weights,
         });
     }
+    let names = map.names.spell(&name_order);
     let wire: WireOut<'_> = Wire {
         skipped: map.skipped.clone(),
         terms: spelled.iter().map(|t| &**t).collect(),
-        names,
+        names: names.iter().map(|n| &**n).collect(),
         files,
     };
     let raw = postcard::to_stdvec(&wire).map_err(|e| CodemapError::Cache(e.to_string()))?;

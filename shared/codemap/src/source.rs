@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::CodemapError;
 use crate::filter::{self, SkipReason};
 use crate::lang::Language;
+use crate::memory::{self, Reservation};
 
 /// Where a repository comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -107,7 +108,7 @@ pub struct SourceFile {
 }
 
 /// The files of one revision, and what was skipped.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Snapshot {
     /// Commit id for git sources.
     pub commit: Option<String>,
@@ -117,11 +118,49 @@ pub struct Snapshot {
     pub files: Vec<SourceFile>,
     /// Skipped files by reason.
     pub skipped: BTreeMap<String, usize>,
+    /// The memory budget's bytes held for this snapshot's analysis (moved into
+    /// its map).
+    pub(crate) reservation: Option<Reservation>,
 }
 
 impl Snapshot {
     pub(crate) fn skip(&mut self, reason: SkipReason) {
-        *self.skipped.entry(reason.as_str().to_owned()).or_default() += 1;
+        self.skip_n(reason, 1);
+    }
+
+    pub(crate) fn skip_n(&mut self, reason: SkipReason, n: usize) {
+        if n > 0 {
+            *self.skipped.entry(reason.as_str().to_owned()).or_default() += n;
+        }
+    }
+}
+
+/// The memory budget as the readers see it: which files fit, then the
+/// reservation of their estimate (waiting for room, as the engine decides).
+pub(crate) struct Budget<'a> {
+    /// Bytes one analysis may use.
+    pub bytes: u64,
+    /// Reserves the estimate of the chosen files before any is read.
+    pub reserve: &'a dyn Fn(u64) -> Result<Reservation, CodemapError>,
+}
+
+impl Budget<'_> {
+    /// Keeps what fits of `items` (path, size, item), counts the rest as
+    /// `memory_budget` and reserves the kept files' estimate.
+    pub(crate) fn apply<T>(
+        &self,
+        items: Vec<(String, u64, T)>,
+        snap: &mut Snapshot,
+    ) -> Result<Vec<T>, CodemapError> {
+        let estimate = memory::ESTIMATE_FIXED
+            + items
+                .iter()
+                .map(|(_, size, _)| memory::file_estimate(*size))
+                .sum::<u64>();
+        let (kept, left_out) = memory::select(items, self.bytes);
+        snap.skip_n(SkipReason::MemoryBudget, left_out);
+        snap.reservation = Some((self.reserve)(estimate.min(self.bytes))?);
+        Ok(kept)
     }
 }
 
@@ -218,7 +257,11 @@ fn record_caps(snap: &mut Snapshot, skipped: &Skipped) {
 
 /// Lists a resolved revision, chooses its files within `limits` from their
 /// sizes, and only then reads the chosen blobs.
-pub(crate) fn read_git(rev: &GitRevision, limits: &Limits) -> Result<Snapshot, CodemapError> {
+pub(crate) fn read_git(
+    rev: &GitRevision,
+    limits: &Limits,
+    budget: Option<&Budget<'_>>,
+) -> Result<Snapshot, CodemapError> {
     let mut snap = Snapshot {
         commit: Some(rev.commit.clone()),
         tree: Some(rev.tree.clone()),
@@ -234,9 +277,20 @@ pub(crate) fn read_git(rev: &GitRevision, limits: &Limits) -> Result<Snapshot, C
         }
     })?;
     record_caps(&mut snap, &selection.skipped);
-    let ids = selection.entries.iter().map(|e| e.id.as_str());
+    let entries = match budget {
+        Some(b) => {
+            let items = selection
+                .entries
+                .into_iter()
+                .map(|e| (e.path.clone(), e.size, e))
+                .collect();
+            b.apply(items, &mut snap)?
+        }
+        None => selection.entries,
+    };
+    let ids = entries.iter().map(|e| e.id.as_str());
     let blobs = rev.repo.read_blobs(ids, limits)?;
-    for (entry, blob) in selection.entries.into_iter().zip(blobs) {
+    for (entry, blob) in entries.into_iter().zip(blobs) {
         let bytes = match blob {
             Blob::Data(bytes) => bytes,
             // Sizes were checked from the listing; a blob of another size, or
@@ -265,10 +319,10 @@ pub(crate) fn read_git(rev: &GitRevision, limits: &Limits) -> Result<Snapshot, C
     Ok(snap)
 }
 
-/// Whether the file or total cap left files out of a snapshot (given its
+/// Whether the file, total or memory cap left files out of a snapshot (given its
 /// skipped counts, such as [`crate::CodeMap::skipped`]).
 pub fn is_partial(skipped: &BTreeMap<String, usize>) -> bool {
-    ["too_many_files", "total_size_cap"]
+    ["too_many_files", "total_size_cap", "memory_budget"]
         .iter()
         .any(|r| skipped.get(*r).is_some_and(|n| *n > 0))
 }
@@ -278,6 +332,7 @@ pub fn is_partial(skipped: &BTreeMap<String, usize>) -> bool {
 pub(crate) fn list_local(
     root: &Path,
     limits: &Limits,
+    budget: Option<&Budget<'_>>,
     snap: &mut Snapshot,
 ) -> Result<Vec<(String, PathBuf, std::fs::Metadata)>, CodemapError> {
     if !root.is_dir() {
@@ -309,8 +364,18 @@ pub(crate) fn list_local(
             (rel, entry.into_path(), meta),
         );
     }
-    let (mut kept, skipped) = selector.finish();
+    let (kept, skipped) = selector.finish();
     record_caps(snap, &skipped);
+    let mut kept = match budget {
+        Some(b) => {
+            let items = kept
+                .into_iter()
+                .map(|k| (k.0.clone(), k.2.len(), k))
+                .collect();
+            b.apply(items, snap)?
+        }
+        None => kept,
+    };
     kept.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(kept)
 }

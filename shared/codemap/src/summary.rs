@@ -299,14 +299,17 @@ impl CodeMap {
             return None;
         }
         let mut deps: Vec<SymbolId> = Vec::new();
+        let mut targets = Vec::new();
         for &(f, s) in &defs {
-            let a = &self.files[f as usize].analysis;
-            for r in a
-                .refs
-                .iter()
-                .filter(|r| r.in_symbol.is_some_and(|i| is_within(a, i, s)))
+            let file = &self.files[f as usize];
+            let a = &file.analysis;
+            for (r, _) in file
+                .names
+                .sites()
+                .filter(|(r, _)| r.in_symbol != u32::MAX && is_within(a, r.in_symbol, s))
             {
-                for t in self.resolve(f, &r.name) {
+                self.resolve_id(f, r.name, &mut targets);
+                for &t in &targets {
                     if !deps.contains(&t) && !defs.contains(&t) {
                         deps.push(t);
                     }
@@ -318,22 +321,28 @@ impl CodeMap {
             .name
             .clone();
         let mut usages = Vec::new();
+        let Some(base_id) = self.names.get(&base) else {
+            return Some(SymbolSummary {
+                definitions: defs.iter().map(|d| self.symbol_info(*d)).collect(),
+                dependencies: deps.into_iter().map(|d| self.symbol_info(d)).collect(),
+                usages,
+            });
+        };
         'files: for (fi, f) in self.files.iter().enumerate() {
-            for r in f.analysis.refs.iter().filter(|r| r.name == base) {
-                if !self
-                    .resolve(idx(fi), &base)
-                    .iter()
-                    .any(|t| defs.contains(t))
-                {
+            for (r, lines) in f.names.sites().filter(|(r, _)| r.name == base_id) {
+                self.resolve_id(idx(fi), base_id, &mut targets);
+                if !targets.iter().any(|t| defs.contains(t)) {
                     continue 'files;
                 }
-                for line in &r.lines {
+                for line in lines {
                     usages.push(Usage {
                         path: f.path.clone(),
                         line: *line,
-                        in_symbol: r
-                            .in_symbol
-                            .map(|i| f.analysis.symbols[i as usize].name.clone()),
+                        in_symbol: f
+                            .analysis
+                            .symbols
+                            .get(r.in_symbol as usize)
+                            .map(|s| s.name.clone()),
                     });
                 }
                 if usages.len() >= MAX_USAGES {

@@ -51,31 +51,52 @@ impl Engine {
         }
     }
 
-    /// A tree's map from the shared store, rebuilt around this engine's caches.
-    pub(super) fn load_map(&self, rev: &GitRevision) -> Option<Arc<CodeMap>> {
-        let store = self.config.shared_store.as_ref()?;
+    /// A tree's map from the shared store, rebuilt around this engine's
+    /// caches; with a memory budget, only when it fits in it (the whole budget
+    /// is held while it is read, then what its files are estimated to need).
+    pub(super) fn load_map(&self, rev: &GitRevision) -> Result<Option<Arc<CodeMap>>, CodemapError> {
+        let mut reservation = match &self.pool {
+            Some(pool) => Some(self.reserve(pool, pool.budget())?),
+            None => None,
+        };
+        let Some(store) = self.config.shared_store.as_ref() else {
+            return Ok(None);
+        };
         let bytes = match store.get(&snapshot::key(&rev.tree, self.config.max_file_bytes)) {
             Ok(Some(b)) => b,
-            Ok(None) => return None,
+            Ok(None) => return Ok(None),
             Err(e) => {
                 store_failed(&e, "read map");
-                return None;
+                return Ok(None);
             }
         };
         let t = std::time::Instant::now();
         match snapshot::decode(&bytes).and_then(|stored| self.rebuild(rev, stored)) {
-            Ok(map) => {
+            Ok(mut map) => {
+                if let Some(mut r) = reservation.take() {
+                    let estimate = map.memory_estimate();
+                    if estimate > r.bytes() {
+                        tracing::info!(
+                            tree = %rev.tree,
+                            estimate,
+                            "stored map over the memory budget; analysing in part"
+                        );
+                        return Ok(None);
+                    }
+                    r.shrink_to(estimate);
+                    map.reservation = Some(r);
+                }
                 tracing::debug!(
                     tree = %rev.tree,
                     bytes = bytes.len(),
                     load_ms = t.elapsed().as_secs_f64() * 1e3,
                     "map loaded from the shared store"
                 );
-                Some(Arc::new(map))
+                Ok(Some(Arc::new(map)))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "discarding unusable stored map");
-                None
+                Ok(None)
             }
         }
     }
@@ -97,7 +118,7 @@ impl Engine {
             .iter()
             .map(|f| {
                 let key = file_key(&f.blob_id, f.language);
-                let c = self.memory.get(&key);
+                let c = self.cached(&key);
                 (key, c)
             })
             .collect();
@@ -138,7 +159,7 @@ impl Engine {
                     }
                     Err(blob) => {
                         let c = Arc::new(restore_file(&mut f, blob, &term_ids, &self.names)?);
-                        self.memory.insert(key, c.clone());
+                        self.keep(key, &c);
                         c
                     }
                 };
@@ -179,10 +200,13 @@ fn restore_file(
         .map(|(t, w)| (term_ids[*t as usize], *w))
         .collect();
     lexical.sort_unstable_by_key(|(t, _)| *t);
+    let names = Arc::new(NameIds::new(&f.analysis, names));
+    let mut analysis = std::mem::take(&mut f.analysis);
+    super::compact(&mut analysis);
     Ok(CachedFile {
-        names: Arc::new(NameIds::new(&f.analysis, names)),
+        names,
         lexical: Arc::new(lexical),
-        analysis: Arc::new(std::mem::take(&mut f.analysis)),
+        analysis: Arc::new(analysis),
         content,
         redactions: Arc::new(f.redactions.clone()),
     })
