@@ -19,6 +19,10 @@ use std::time::Duration;
 /// How long records and attempt marks live: longer than any task's life.
 const RECORD_TTL_SECS: u64 = 7 * 24 * 3600;
 
+/// How often a lock whose claim got no answer is released again (a second
+/// apart): longer than a Redis pause worth waiting out.
+const RELEASE_TRIES: u32 = 60;
+
 /// Deletes the lock only if it is still ours.
 const RELEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -135,9 +139,9 @@ impl Ledger {
     ) -> Result<Option<Claim>, BrokerError> {
         let key = self.lock_key(slot.task, slot.kind);
         let token = uuid::Uuid::now_v7().to_string();
-        let (set,): (Option<String>,) = self
+        let set = self
             .store
-            .run(|| {
+            .run::<(Option<String>,)>(|| {
                 let mut p = redis::pipe();
                 p.cmd("SET")
                     .arg(&key)
@@ -147,8 +151,31 @@ impl Ledger {
                     .arg(ttl.as_millis() as u64);
                 p
             })
-            .await?;
-        Ok(set.map(|_| Claim { key, token }))
+            .await;
+        match set {
+            Ok((set,)) => Ok(set.map(|_| Claim { key, token })),
+            Err(error) => {
+                // The SET may have reached Redis though its answer did not (a
+                // timeout while Redis was paused): that lock would hold every
+                // delivery of the reply back for its whole TTL (45 s in the
+                // fault test). Take it back once Redis answers again.
+                self.release_later(Claim { key, token });
+                Err(error)
+            }
+        }
+    }
+
+    /// Releases `claim` in the background, retrying while Redis does not answer.
+    fn release_later(&self, claim: Claim) {
+        let ledger = self.clone();
+        tokio::spawn(async move {
+            for _ in 0..RELEASE_TRIES {
+                if ledger.try_release(&claim).await {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
     }
 
     /// Whether a delivery of (task, kind) is posting right now.
@@ -168,16 +195,24 @@ impl Ledger {
     /// Releases a lock (only if it is still ours); failures only delay others
     /// until the lock expires.
     pub async fn release(&self, claim: Claim) {
+        self.try_release(&claim).await;
+    }
+
+    /// Whether Redis answered the release (the lock is not ours any more).
+    async fn try_release(&self, claim: &Claim) -> bool {
         let Ok(mut connection) = self.store.connection().await else {
-            return;
+            return false;
         };
         let mut invocation = self.release.key(&claim.key);
         invocation.arg(&claim.token);
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            invocation.invoke_async::<i64>(&mut connection),
+        matches!(
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                invocation.invoke_async::<i64>(&mut connection),
+            )
+            .await,
+            Ok(Ok(_))
         )
-        .await;
     }
 
     /// When the first uncertain attempt at `slot` started (Unix seconds).
@@ -248,5 +283,54 @@ impl Ledger {
                 p
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contexten_config::{Env, RedisSettings};
+    use contexten_envelope::Names;
+    use contexten_testkit::{RedisNode, RedisOptions};
+
+    #[tokio::test]
+    async fn a_claim_lost_to_a_redis_pause_is_released_once_redis_answers() {
+        let redis = RedisNode::start(RedisOptions::default()).await.unwrap();
+        let settings =
+            RedisSettings::from_env(&Env::from_pairs([("REDIS_URL", redis.url().as_str())]))
+                .unwrap();
+        let names = Names::new(format!("test-{}", uuid::Uuid::now_v7().simple()));
+        let ledger = Ledger::new(Store::new(&settings, names).unwrap());
+        let slot = ReplySlot {
+            task: TaskId::new(),
+            kind: ReplyKind::Final,
+            discriminator: None,
+        };
+        let ttl = Duration::from_secs(60);
+        // Connect first, so the claim below is sent and then frozen.
+        let warm = ledger
+            .claim(&slot, ttl)
+            .await
+            .unwrap()
+            .expect("a free slot");
+        ledger.release(warm).await;
+        let (paused, claimed) = tokio::join!(redis.pause(Duration::from_secs(3)), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            ledger.claim(&slot, ttl).await
+        });
+        paused.unwrap();
+        assert!(claimed.is_err(), "the claim had no answer: {claimed:?}");
+        // Redis took the SET when it woke up; without the release the slot
+        // would stay locked for the whole TTL.
+        let mut free = false;
+        for _ in 0..50 {
+            if let Ok(Some(claim)) = ledger.claim(&slot, ttl).await {
+                ledger.release(claim).await;
+                free = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(free, "the lock of the unanswered claim was never released");
     }
 }
