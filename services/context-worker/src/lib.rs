@@ -29,6 +29,7 @@
 //! | `CONTEXT_GIT_TIMEOUT_SECS` | bound of each git process (fetch, rev-parse, ls-tree, cat-file); it is killed with its helpers after (1–3600) | `120` |
 //! | `CONTEXT_MAX_FILES` | files read per repository; beyond it the analysis is partial and says so (1–1000000) | `50000` |
 //! | `CONTEXT_MAX_TOTAL_BYTES` | bytes read per repository, all files together; beyond it the analysis is partial and says so (1048576–17179869184) | `268435456` (256 MiB) |
+//! | `CONTEXT_MEMORY_BUDGET_BYTES` | memory the analyses in flight and the maps kept in memory may hold together, by codemap's estimate (4 bytes per source byte + 4 KiB per file + 64 MiB); a repository over it is analysed in part, most valuable files first, and the answer says "analysed N of M files". Set it to about 60–70 % of the container's memory limit (67108864–1099511627776) | `1073741824` (1 GiB) |
 //! | `GITHUB_API_URL` | GitHub API base, asked for a pull request's base branch when a comment's payload lacks it | `https://api.github.com` |
 //!
 //! The context records the commit it read in `context.extra.commit`. A
@@ -38,7 +39,11 @@
 //!
 //! Files are chosen from git's listing by size before any is read (a file over
 //! codemap's 1 MiB per-file cap is skipped as `oversize`), parsed languages
-//! first, then path order. A partial analysis leads the context's summary with
+//! first, then path order; then, when their estimate is over
+//! `CONTEXT_MEMORY_BUDGET_BYTES`, source before tests before other text,
+//! smaller files first (left out as `memory_budget`). A task whose analysis
+//! cannot get room in the budget within two minutes (others hold it) is
+//! retried as `memory_busy`. A partial analysis leads the context's summary with
 //! "analysed N of M files (K skipped: …)" and is described in
 //! `context.extra.snapshot`.
 
@@ -52,9 +57,9 @@ use contexten_broker::Outcome;
 use contexten_broker::service::WorkerConfig;
 use contexten_cache::{DiskBudget, EncryptionKey, Sealer, budget};
 use contexten_codemap::{
-    AnalysisStore, CACHE_ANALYSIS_DIR, CACHE_GIT_DIR, CodemapError, Engine, EngineConfig,
-    EngineStats, GitReason as Reason, GitToken, Hints, Query, RankedFile, RedisStore, RepoSource,
-    Resolve,
+    AnalysisStore, CACHE_ANALYSIS_DIR, CACHE_GIT_DIR, CodemapError, ESTIMATE_FIXED, Engine,
+    EngineConfig, EngineStats, GitReason as Reason, GitToken, Hints, Query, RankedFile, RedisStore,
+    RepoSource, Resolve,
 };
 use contexten_config::{ConfigError, Env, ExposeSecret, SecretSource};
 use contexten_envelope::{ContextItem, Stage, TaskContext, TaskEnvelope};
@@ -91,6 +96,9 @@ pub struct ContextConfig {
     /// `CONTEXT_MAX_TOTAL_BYTES`: bytes read per repository (1 MiB–16 GiB,
     /// default 256 MiB).
     pub max_total_bytes: u64,
+    /// `CONTEXT_MEMORY_BUDGET_BYTES`: memory analyses and kept maps may hold
+    /// together by codemap's estimate (64 MiB–1 TiB, default 1 GiB).
+    pub memory_budget: u64,
     /// The outbound guard (`CONTEXTEN_OUTBOUND_ALLOW`, `CONTEXTEN_ALLOW_LOCAL_REPOS`,
     /// `CONTEXTEN_GIT_ALLOW_SSH`): a remote repository is fetched only from the
     /// addresses it accepted (README "Security model").
@@ -159,6 +167,12 @@ impl ContextConfig {
                 1 << 20,
                 16 << 30,
             )?,
+            memory_budget: env.ranged(
+                "CONTEXT_MEMORY_BUDGET_BYTES",
+                DEFAULT_MEMORY_BUDGET_BYTES,
+                ESTIMATE_FIXED,
+                1 << 40,
+            )?,
         })
     }
 
@@ -180,6 +194,7 @@ impl ContextConfig {
             git_timeout: self.git_timeout,
             max_files: self.max_files,
             max_total_bytes: self.max_total_bytes,
+            memory_budget: Some(self.memory_budget),
             github_token: self.github_token.clone().map(|source| {
                 GitToken::dynamic(move || source.current().expose_secret().to_owned())
             }),
@@ -226,6 +241,11 @@ pub const DEFAULT_MAX_FILES: usize = 50_000;
 /// Default of `CONTEXT_MAX_TOTAL_BYTES` (256 MiB): the contents are held in
 /// memory while they are analysed.
 pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 256 << 20;
+
+/// Default of `CONTEXT_MEMORY_BUDGET_BYTES` (1 GiB): about two thirds of the
+/// chart's 1.5 GiB container limit, the rest for the process itself, the
+/// tokenizers and the estimate's error (README "Context worker memory").
+pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 1 << 30;
 
 /// The handler: the engine (shared caches) and the ranking settings.
 #[derive(Clone)]
@@ -585,6 +605,10 @@ fn outcome_of(error: CodemapError) -> Outcome {
                 Reason::Timeout => Outcome::dead("repository_timeout", detail),
                 Reason::Failed => Outcome::retry(Duration::ZERO, "repository_unavailable", detail),
             }
+        }
+        // Other analyses hold the memory budget: later, when they are done.
+        CodemapError::MemoryBusy { .. } => {
+            Outcome::retry(Duration::from_secs(5), "memory_busy", detail)
         }
         _ => Outcome::retry(Duration::ZERO, "repository_unavailable", detail),
     }
@@ -1328,9 +1352,98 @@ mod tests {
             ("CONTEXT_GIT_TIMEOUT_SECS", "3601"),
             ("CONTEXT_MAX_FILES", "0"),
             ("CONTEXT_MAX_TOTAL_BYTES", "1000"),
+            ("CONTEXT_MEMORY_BUDGET_BYTES", "1000"),
         ] {
             let err = ContextConfig::from_env(&Env::from_pairs([(var, bad)])).unwrap_err();
             assert_eq!(err.var, var);
         }
+        assert_eq!(cfg.memory_budget, 1 << 30);
+    }
+
+    #[tokio::test]
+    async fn a_repository_over_the_memory_budget_gets_a_partial_answer_that_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("big");
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::create_dir_all(root.join("tests")).unwrap();
+        let body = |i: usize| {
+            format!(
+                "def ledger_total_{i}(rows):\n    \"\"\"Sums ledger rows {i}.\"\"\"\n    return sum(r.amount for r in rows) + {i}\n{}",
+                "# padding\n".repeat(40)
+            )
+        };
+        for i in 0..60 {
+            std::fs::write(root.join(format!("src/ledger_{i:02}.py")), body(i)).unwrap();
+        }
+        for i in 0..10 {
+            std::fs::write(root.join(format!("tests/test_ledger_{i}.py")), body(i)).unwrap();
+        }
+        std::fs::write(root.join("README.md"), "# ledger\n").unwrap();
+        for args in [
+            &["init", "-q", "-b", "main"][..],
+            &["add", "."],
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.com",
+                "commit",
+                "-q",
+                "-m",
+                "x",
+            ],
+        ] {
+            let ok = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&root)
+                .args(args)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        }
+        // Room for about a dozen of the 71 files.
+        let size = body(10).len() as u64;
+        let budget = ESTIMATE_FIXED + 12 * contexten_codemap::file_estimate(size);
+        let prefix = TestPrefix::new();
+        let budget = budget.to_string();
+        let cfg = config_with(
+            dir.path(),
+            true,
+            &prefix,
+            &[("CONTEXT_MEMORY_BUDGET_BYTES", budget.as_str())],
+        );
+        let handler = ContextHandler::new(cfg.engine(), &cfg);
+        let env = task(
+            Some(format!("file://{}", root.display())),
+            Strategy::Context,
+            "ledger_total_3 returns the wrong sum",
+        );
+        let Outcome::Forward(next) = handler.handle(env).await else {
+            panic!("forwarded, not failed")
+        };
+        let context = next[0].envelope.context.clone().expect("context");
+        let summary = context.summary.unwrap();
+        let line = summary.lines().next().unwrap();
+        let (analysed, total) = line
+            .strip_prefix("Partial snapshot: analysed ")
+            .and_then(|rest| rest.split_once(" files"))
+            .and_then(|(counts, _)| counts.split_once(" of "))
+            .map(|(n, m)| (n.parse::<usize>().unwrap(), m.parse::<usize>().unwrap()))
+            .unwrap_or_else(|| panic!("{summary}"));
+        assert_eq!(total, 71, "{line}");
+        assert!((1..total).contains(&analysed), "{line}");
+        assert!(
+            line.contains(&format!("memory_budget {}", total - analysed)),
+            "{line}"
+        );
+        // Source before tests and other text.
+        assert!(
+            context.items.iter().all(|i| i.path.starts_with("src/")),
+            "{:?}",
+            context.items
+        );
+        assert_eq!(context.extra["snapshot"]["partial"], true);
+        assert_eq!(context.extra["snapshot"]["analysed"], analysed);
     }
 }
