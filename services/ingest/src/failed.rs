@@ -24,6 +24,10 @@ pub fn failed_key(names: &Names) -> String {
     names.redis_key(&["ingest", "failed", "github"])
 }
 
+/// How long a refused delivery is kept in Redis: GitHub redelivers only recent
+/// deliveries (days), so a week covers any use.
+const FAILED_KEPT_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// Records a refused delivery; never fails the request (logs when both stores fail).
 pub async fn record(state: &AppState, guid: &str, event: &str) {
     let entry = FailedDelivery {
@@ -38,6 +42,9 @@ pub async fn record(state: &AppState, guid: &str, event: &str) {
         .run::<()>(|| {
             let mut p = redis::pipe();
             p.zadd(&key, &member, entry.at_ms).ignore();
+            // The records Redis never evicts: entries past any use are trimmed here.
+            p.zrembyscore(&key, 0, entry.at_ms.saturating_sub(FAILED_KEPT_MS) as f64)
+                .ignore();
             p
         })
         .await;

@@ -306,26 +306,41 @@ async fn fleet_ready_after_stop(t: &TestDispatch) -> u32 {
     count
 }
 
-/// Writes 64 KiB values under `filler:*` into a Redis of the test's own
-/// (`noeviction`) until it refuses one with `OOM`.
+/// Writes values under `filler:*` into a Redis of the test's own
+/// (`noeviction`) until it refuses even a small one with `OOM` (the request
+/// itself counts towards used memory, so big values are refused first).
 async fn fill_until_refused(url: &str) -> redis::aio::MultiplexedConnection {
     let mut conn = redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let value = vec![b'x'; 64 << 10];
-    for i in 0..2_000 {
-        let written: redis::RedisResult<()> = redis::cmd("SET")
-            .arg(format!("filler:{i}"))
-            .arg(&value)
-            .query_async(&mut conn)
-            .await;
-        if written.is_err_and(|e| e.to_string().contains("OOM")) {
-            return conn;
+    let mut refused = false;
+    for size in [64 << 10, 4 << 10, 256, 16] {
+        let value = vec![b'x'; size];
+        for i in 0..4_000 {
+            let written: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(format!("filler:{size}:{i}"))
+                .arg(&value)
+                .query_async(&mut conn)
+                .await;
+            if written.is_err_and(|e| e.to_string().contains("OOM")) {
+                refused = true;
+                break;
+            }
         }
     }
-    panic!("the test Redis never filled up");
+    assert!(refused, "the test Redis never filled up");
+    // Pinned full: below what it holds, so no freed buffer lets a small write
+    // through (an operator's Redis at its limit).
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1mb")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    conn
 }
 
 /// Records on `records`, caches on `cache` (README "Redis: records and caches").
@@ -412,7 +427,10 @@ async fn a_records_redis_refusing_writes_delays_the_answer_and_it_is_posted_once
     assert!(comments.arrivals().is_empty(), "posted without a record");
 
     // Room again (an operator raised maxmemory): the retried message posts once.
-    let _: () = redis::cmd("FLUSHALL")
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("64mb")
         .query_async(&mut records_conn)
         .await
         .unwrap();

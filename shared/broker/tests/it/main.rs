@@ -5,5 +5,6 @@ mod alarm;
 mod dead_queue;
 mod helpers;
 mod poison;
+mod roles;
 mod runtime;
 mod tls;
