@@ -23,6 +23,11 @@ pub enum Mark {
 
 impl Mark {
     fn owns(&self, pid: u32) -> bool {
+        // A node that finds no epmd starts one with its own environment; that
+        // epmd serves the machine's nodes too and is never ours to kill.
+        if std::fs::read(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_ascii() == b"epmd") {
+            return false;
+        }
         let (file, want) = match self {
             Mark::Env(value) => ("environ", format!("{MARK_VAR}={value}")),
             Mark::Title(title) => ("cmdline", title.clone()),
@@ -89,6 +94,7 @@ parent=$1; dir=$2; kind=$3; want=$4
 while kill -0 "$parent" 2>/dev/null && [ -d "$dir" ]; do sleep 1; done
 [ -d "$dir" ] || exit 0
 for d in /proc/[0-9]*; do
+  [ "$(cat "$d/comm" 2>/dev/null)" = epmd ] && continue
   if [ "$kind" = env ]; then
     tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -qxF "$want" || continue
   else
