@@ -219,3 +219,62 @@ async fn a_waiter_stops_waiting_when_the_lock_holder_disappears() {
     keeper.await.unwrap();
     cleanup(&redis).await;
 }
+
+/// The cache lives on the cache Redis (`REDIS_URL`) whatever handle it is given,
+/// and a full cache Redis (refusing writes) only costs the Redis layer.
+#[tokio::test]
+async fn entries_go_to_the_cache_redis_and_a_full_one_is_only_a_miss() {
+    use contexten_testkit::{RedisNode, RedisOptions};
+    let cache_node = RedisNode::start(RedisOptions::default().policy("noeviction"))
+        .await
+        .expect("a Redis of the test's own");
+    let records_url =
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = prefix();
+    let settings = RedisSettings::from_env(&Env::from_pairs([
+        ("REDIS_URL", cache_node.url().as_str()),
+        ("REDIS_RECORDS_URL", records_url.as_str()),
+    ]))
+    .unwrap();
+    // The records handle, as the generator passes it.
+    let records = Store::new(&settings, Names::new(prefix.as_str())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::new(config(dir.path(), None), Some(records.clone()));
+    cache.put("k1", b"value one").await;
+    let key = cache.redis_key("k1").unwrap();
+    assert!(!raw_redis(&records.cache(), &key).await.is_empty());
+    let mut conn = records.connection().await.unwrap();
+    let in_records: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        in_records, None,
+        "nothing of the cache in the records Redis"
+    );
+
+    // Full: the Redis layer refuses, memory and disk still answer.
+    let mut cache_conn = records.cache().connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query_async(&mut cache_conn)
+        .await
+        .unwrap();
+    cache.put("k2", b"value two").await;
+    assert_eq!(cache.get("k2").await.unwrap().layer, Layer::Memory);
+    cache.evict_memory("k2").await;
+    assert_eq!(cache.get("k2").await.unwrap().layer, Layer::Disk);
+    let in_cache: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(cache.redis_key("k2").unwrap())
+        .query_async(&mut cache_conn)
+        .await
+        .unwrap();
+    assert_eq!(in_cache, None, "the full cache Redis refused the entry");
+    assert!(
+        cache.try_lock("k3", Duration::from_secs(5)).await,
+        "a refused lock computes"
+    );
+}
