@@ -135,6 +135,7 @@ contextCacheMaxBytes: {env: CONTEXT_CACHE_MAX_BYTES, to: [context]}
 contextGitTimeoutSecs: {env: CONTEXT_GIT_TIMEOUT_SECS, to: [context]}
 contextMaxFiles: {env: CONTEXT_MAX_FILES, to: [context]}
 contextMaxTotalBytes: {env: CONTEXT_MAX_TOTAL_BYTES, to: [context]}
+contextMemoryBudgetBytes: {env: CONTEXT_MEMORY_BUDGET_BYTES, to: [context]}
 # generator-worker
 llmProvider: {env: LLM_PROVIDER, to: [generate]}
 llmBaseUrl: {env: LLM_BASE_URL, to: [generate]}
