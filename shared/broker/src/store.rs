@@ -355,6 +355,28 @@ impl Store {
         body.ok_or_else(|| BrokerError::PayloadMissing(key.to_owned()))
     }
 
+    /// Warns once when the records Redis may evict (`maxmemory-policy` other
+    /// than `noeviction`): a busy cache there would evict dedup claims. Managed
+    /// services that refuse `CONFIG GET` are not checked.
+    async fn warn_if_records_may_be_evicted(&self) {
+        let Ok(mut connection) = self.records.connection().await else {
+            return;
+        };
+        let mut command = redis::cmd("CONFIG");
+        command.arg("GET").arg("maxmemory-policy");
+        let reply = command.query_async::<Vec<String>>(&mut connection);
+        let Ok(Ok(pair)) = tokio::time::timeout(REDIS_TIMEOUT, reply).await else {
+            return;
+        };
+        if let Some(policy) = pair.get(1).filter(|p| p.as_str() != "noeviction") {
+            tracing::warn!(
+                policy = %policy,
+                shared_with_cache = self.shared(),
+                "the records redis (REDIS_RECORDS_URL) may evict records under maxmemory-policy {policy}: a full one could answer a webhook twice; use noeviction (README \"Redis: records and caches\")"
+            );
+        }
+    }
+
     /// Keeps `readiness["redis"]` (the records Redis) current by pinging every
     /// few seconds; a separate cache Redis is pinged too and reported in the
     /// detail without failing readiness (without it caches only miss).
@@ -364,6 +386,7 @@ impl Store {
             ..self.clone()
         };
         let cache = (!self.shared()).then(|| self.cache());
+        let mut policy_checked = false;
         loop {
             let cache_detail = match &cache {
                 None => String::new(),
@@ -373,7 +396,13 @@ impl Store {
                 },
             };
             match records.ping().await {
-                Ok(()) => readiness.set("redis", true, format!("records: pong{cache_detail}")),
+                Ok(()) => {
+                    readiness.set("redis", true, format!("records: pong{cache_detail}"));
+                    if !policy_checked {
+                        policy_checked = true;
+                        records.warn_if_records_may_be_evicted().await;
+                    }
+                }
                 Err(error) => {
                     readiness.set("redis", false, format!("records: {error}{cache_detail}"))
                 }
