@@ -318,8 +318,15 @@ impl TlsSettings {
             if let Some(error) = platform.errors.first() {
                 tracing::warn!(%error, "some platform root certificates could not be read");
             }
+            // redis refuses the whole bundle for one root it cannot use: keep
+            // the platform's usable ones (as rustls-connector does for lapin).
+            let mut probe = rustls::RootCertStore::empty();
+            let usable = platform
+                .certs
+                .iter()
+                .filter(|cert| probe.add((*cert).clone()).is_ok());
             let mut pem = pem_certificates(ca.certs.iter());
-            pem.push_str(&pem_certificates(&platform.certs));
+            pem.push_str(&pem_certificates(usable));
             pem.into_bytes()
         });
         let client_tls = self.identity.as_ref().map(|id| redis::ClientTlsConfig {
