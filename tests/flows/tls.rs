@@ -76,6 +76,23 @@ async fn the_fleet_answers_a_task_over_amqps_and_rediss_with_the_ca_file() {
     })
     .await;
     assert!(answered.is_some(), "no answer\n{}", fleet.logs(40));
+
+    // The operator CLI over the same TLS broker.
+    let out = tokio::process::Command::new(bin_dir().join("contexten"))
+        .arg("queues")
+        .env("AMQP_URL", rabbit.amqps_url().unwrap())
+        .env("REDIS_URL", redis.tls_url().unwrap())
+        .env("CONTEXTEN_CA_FILE", &certs.ca)
+        .env("CONTEXTEN_PREFIX", &fleet.prefix)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&fleet.prefix),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     fleet.stop().await;
 }
 
