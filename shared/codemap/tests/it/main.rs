@@ -3,6 +3,7 @@
 mod caching;
 mod helpers;
 mod languages;
+mod memory;
 mod prompt;
 mod ranking;
 mod secrets;
