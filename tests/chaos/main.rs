@@ -28,9 +28,9 @@ const SEND_RETRY_WITHIN: Duration = Duration::from_secs(90);
 #[derive(Debug, Clone)]
 enum Sent {
     Api { task_id: String, at: Instant },
-    Github { number: u64 },
-    Slack { thread_ts: String },
-    Linear { issue_id: String },
+    Github { number: u64, at: Instant },
+    Slack { thread_ts: String, at: Instant },
+    Linear { issue_id: String, at: Instant },
 }
 
 /// A tiny deterministic generator (xorshift), enough to pick victims.
@@ -99,7 +99,13 @@ async fn send_one(fleet: &FleetClient, i: u64, repo: &str) -> Option<Sent> {
                 let response = fleet
                     .github_webhook("issue_comment", &format!("chaos-gh-{i}"), &payload)
                     .await;
-                (response.status(), Some(Sent::Github { number }))
+                (
+                    response.status(),
+                    Some(Sent::Github {
+                        number,
+                        at: Instant::now(),
+                    }),
+                )
             }
             7..=8 => {
                 let thread_ts = format!("1764400000.{i:06}");
@@ -111,7 +117,13 @@ async fn send_one(fleet: &FleetClient, i: u64, repo: &str) -> Option<Sent> {
                               "ts": thread_ts, "channel": "C0CHAOS", "event_ts": thread_ts, "team": "T0001"}
                 });
                 let response = fleet.slack_event(&payload).await;
-                (response.status(), Some(Sent::Slack { thread_ts }))
+                (
+                    response.status(),
+                    Some(Sent::Slack {
+                        thread_ts,
+                        at: Instant::now(),
+                    }),
+                )
             }
             _ => {
                 let issue_id = format!("iss-chaos-{i}");
@@ -126,7 +138,13 @@ async fn send_one(fleet: &FleetClient, i: u64, repo: &str) -> Option<Sent> {
                 let response = fleet
                     .linear_webhook(&format!("chaos-linear-{i}"), payload)
                     .await;
-                (response.status(), Some(Sent::Linear { issue_id }))
+                (
+                    response.status(),
+                    Some(Sent::Linear {
+                        issue_id,
+                        at: Instant::now(),
+                    }),
+                )
             }
         };
         if status.is_success() {
@@ -409,6 +427,29 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
             l[l.len() - 1]
         );
     }
+    let mut all: Vec<Duration> = report
+        .by_source_latency
+        .values()
+        .flatten()
+        .copied()
+        .collect();
+    all.sort();
+    for (source, l) in report
+        .by_source_latency
+        .iter()
+        .map(|(s, l)| (*s, l))
+        .chain([("all", &all)])
+    {
+        if let Some(max) = l.last() {
+            println!(
+                "  {source:<7} accepted → first final answer over {} tasks: p50 {:?}, p90 {:?}, p99 {:?}, max {max:?}",
+                l.len(),
+                percentile(l, 0.5),
+                percentile(l, 0.9),
+                percentile(l, 0.99),
+            );
+        }
+    }
     let missing_detail = report.missing_detail.join("\n");
     let logs = if report.missing > 0 || report.duplicated > 0 {
         fleet.logs(30)
@@ -453,6 +494,8 @@ struct Report {
     failures: usize,
     by_source: BTreeMap<&'static str, (usize, usize)>,
     latencies: Vec<Duration>,
+    /// Accepted → first final answer on the source's platform, per source.
+    by_source_latency: BTreeMap<&'static str, Vec<Duration>>,
     missing_detail: Vec<String>,
     duplicated_detail: Vec<String>,
 }
@@ -460,6 +503,7 @@ struct Report {
 impl Report {
     async fn collect(fleet: &Fleet, sent: &[Sent]) -> Report {
         let mut report = Report::default();
+        let first = FirstAnswers::from_posts(&fleet.fakes);
         // GitHub: final/failure comments per issue, by their hidden marker.
         let mut github: HashMap<u64, usize> = HashMap::new();
         for r in Fakes::requests(&fleet.fakes.github, "POST", "/repos/octo/hello/issues/*").await {
@@ -542,12 +586,27 @@ impl Report {
                     }
                     ("api", entry.map(|e| e.0.len()).unwrap_or(0))
                 }
-                Sent::Github { number } => ("github", github.get(number).copied().unwrap_or(0)),
-                Sent::Slack { thread_ts } => ("slack", slack.get(thread_ts).copied().unwrap_or(0)),
-                Sent::Linear { issue_id } => {
+                Sent::Github { number, .. } => ("github", github.get(number).copied().unwrap_or(0)),
+                Sent::Slack { thread_ts, .. } => {
+                    ("slack", slack.get(thread_ts).copied().unwrap_or(0))
+                }
+                Sent::Linear { issue_id, .. } => {
                     ("linear", linear.get(issue_id).map(|s| s.len()).unwrap_or(0))
                 }
             };
+            let (accepted, answered) = match s {
+                Sent::Api { task_id, at } => (at, callbacks.get(task_id).map(|e| e.1)),
+                Sent::Github { number, at } => (at, first.github.get(number).copied()),
+                Sent::Slack { thread_ts, at } => (at, first.slack.get(thread_ts).copied()),
+                Sent::Linear { issue_id, at } => (at, first.linear.get(issue_id).copied()),
+            };
+            if let Some(answered) = answered {
+                report
+                    .by_source_latency
+                    .entry(source)
+                    .or_default()
+                    .push(answered.saturating_duration_since(*accepted));
+            }
             let entry = report.by_source.entry(source).or_default();
             entry.1 += 1;
             match count {
@@ -570,7 +629,62 @@ impl Report {
             }
         }
         report.latencies.sort();
+        for latencies in report.by_source_latency.values_mut() {
+            latencies.sort();
+        }
         report
+    }
+}
+
+/// Keeps the earliest `at` per key.
+fn keep<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Instant>, key: K, at: Instant) {
+    let entry = map.entry(key).or_insert(at);
+    *entry = (*entry).min(at);
+}
+
+/// When the first final answer of each GitHub issue, Slack thread and Linear
+/// issue reached the fake platform.
+#[derive(Default)]
+struct FirstAnswers {
+    github: HashMap<u64, Instant>,
+    slack: HashMap<String, Instant>,
+    linear: HashMap<String, Instant>,
+}
+
+impl FirstAnswers {
+    fn from_posts(fakes: &Fakes) -> FirstAnswers {
+        let mut first = FirstAnswers::default();
+        let posts = fakes.posts.lock().map(|p| p.clone()).unwrap_or_default();
+        for post in posts {
+            match post.provider {
+                "github" if is_final_marker(post.body["body"].as_str().unwrap_or_default()) => {
+                    if let Some(number) = post.path.split('/').nth(5).and_then(|n| n.parse().ok()) {
+                        keep(&mut first.github, number, post.at);
+                    }
+                }
+                "slack" => {
+                    let kind = post.body["metadata"]["event_payload"]["kind"]
+                        .as_str()
+                        .unwrap_or_default();
+                    if kind == "final" || kind == "failure" {
+                        let thread = post.body["thread_ts"].as_str().unwrap_or_default();
+                        keep(&mut first.slack, thread.to_owned(), post.at);
+                    }
+                }
+                "linear" => {
+                    let input = &post.body["variables"]["input"];
+                    let text = input["body"].as_str().unwrap_or_default().to_lowercase();
+                    // The "on it" acknowledgement is not an answer.
+                    let ack = text.contains("on it") && !text.contains("```");
+                    if !ack {
+                        let issue = input["issueId"].as_str().unwrap_or_default();
+                        keep(&mut first.linear, issue.to_owned(), post.at);
+                    }
+                }
+                _ => {}
+            }
+        }
+        first
     }
 }
 

@@ -27,6 +27,36 @@ pub struct Fakes {
     pub llm_answer: Arc<std::sync::Mutex<String>>,
     /// Every callback received, with its arrival time.
     pub callbacks: Arc<std::sync::Mutex<Vec<CallbackSeen>>>,
+    /// Every GitHub comment, Slack message and Linear comment posted, with its
+    /// arrival time (the fault test's per-source latency).
+    pub posts: Arc<std::sync::Mutex<Vec<PostSeen>>>,
+}
+
+/// One reply posted to a fake platform.
+#[derive(Debug, Clone)]
+pub struct PostSeen {
+    /// `github`, `slack` or `linear`.
+    pub provider: &'static str,
+    pub path: String,
+    pub body: Value,
+    pub at: std::time::Instant,
+}
+
+/// Records a post in `posts`.
+fn seen_post(
+    posts: &std::sync::Mutex<Vec<PostSeen>>,
+    provider: &'static str,
+    request: &Request,
+    body: &Value,
+) {
+    if let Ok(mut posts) = posts.lock() {
+        posts.push(PostSeen {
+            provider,
+            path: request.url.path().to_owned(),
+            body: body.clone(),
+            at: std::time::Instant::now(),
+        });
+    }
 }
 
 /// One callback delivery as the receiver saw it.
@@ -168,6 +198,7 @@ impl Fakes {
             llm_failing: Arc::default(),
             codegen_failing: Arc::default(),
             callbacks: Arc::default(),
+            posts: Arc::default(),
             llm_answer: Arc::new(std::sync::Mutex::new(
                 "Here it is:\n\n```python\ndef parse_duration(text: str) -> int:\n    \"\"\"Seconds in a '1h30m' string.\"\"\"\n    units = {'h': 3600, 'm': 60, 's': 1}\n    total, number = 0, ''\n    for ch in text:\n        if ch.isdigit():\n            number += ch\n        else:\n            total += int(number) * units[ch]\n            number = ''\n    return total\n```\n".into(),
             )),
@@ -213,11 +244,13 @@ impl Fakes {
         let threads: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<Value>>>> =
             Arc::default();
         let store = threads.clone();
+        let posts = self.posts.clone();
         Mock::given(method("POST"))
             .and(path_regex(r"^/repos/[^/]+/[^/]+/issues/\d+/comments$"))
             .respond_with(move |request: &Request| {
                 let id = ids.fetch_add(1, Ordering::SeqCst);
                 let body = body_json(request);
+                seen_post(&posts, "github", request, &body);
                 let comment = json!({
                     "id": id,
                     "node_id": format!("IC_{id}"),
@@ -271,12 +304,14 @@ impl Fakes {
     async fn mount_linear(&self) {
         let ids = Arc::new(AtomicU64::new(1));
         let created: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
+        let posts = self.posts.clone();
         Mock::given(method("POST"))
             .and(path_regex(r"^/graphql$"))
             .respond_with(move |request: &Request| {
                 let body = body_json(request);
                 let query = body["query"].as_str().unwrap_or_default();
                 if query.contains("commentCreate") {
+                    seen_post(&posts, "linear", request, &body);
                     let n = ids.fetch_add(1, Ordering::SeqCst);
                     let id = body["variables"]["input"]["id"].as_str().map(str::to_owned).unwrap_or_else(|| format!("c-{n}"));
                     if let Ok(mut created) = created.lock() {
@@ -306,6 +341,7 @@ impl Fakes {
         let threads: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<Value>>>> =
             Arc::default();
         let store = threads.clone();
+        let posts = self.posts.clone();
         Mock::given(method("POST"))
             .and(path_regex(r"^/api/chat\.postMessage$"))
             .respond_with(move |request: &Request| {
@@ -315,6 +351,7 @@ impl Fakes {
                     return ResponseTemplate::new(200)
                         .set_body_json(json!({"ok": false, "error": "not_in_channel"}));
                 }
+                seen_post(&posts, "slack", request, &body);
                 let n = ts.fetch_add(1, Ordering::SeqCst);
                 let message = json!({
                     "type": "message", "ts": format!("1764417600.{n:06}"),
