@@ -21,12 +21,17 @@ const BREAKER_POLL: Duration = Duration::from_millis(100);
 pub enum Failure {
     /// Hand the task to the agent stage with this reason.
     Fallback { code: &'static str, detail: String },
-    /// Try the generate stage again after `delay`.
+    /// Try the generate stage again after `delay`, counting an attempt.
     Reschedule {
         delay: Duration,
         code: &'static str,
         detail: String,
     },
+    /// The fleet's own LLM quota (`LLM_REQUESTS_PER_MIN`, `LLM_TOKENS_PER_MIN`)
+    /// is spent: wait `delay` for it without counting an attempt. Waiting for
+    /// our own limit is not a failure; counted, a burst above the quota would
+    /// exhaust its tasks' retries and fail them while the provider is fine.
+    Defer { delay: Duration, code: &'static str },
 }
 
 /// Tokens and calls spent, for the envelope's cost ledger.
@@ -177,10 +182,9 @@ impl Engine {
         self.requests
             .acquire(self.policy.inline_wait)
             .await
-            .map_err(|wait| Failure::Reschedule {
+            .map_err(|wait| Failure::Defer {
                 delay: wait,
                 code: "llm_requests_per_minute",
-                detail: format!("the fleet's LLM request limit is reached for {wait:?}"),
             })?;
         let chars: usize = request.messages.iter().map(|m| m.content.len()).sum();
         let cost = (chars / 4) as u64 + u64::from(self.policy.max_tokens);
@@ -189,10 +193,9 @@ impl Engine {
                 Ok(()) => return Ok(()),
                 Err(wait) if Instant::now() + wait <= deadline => tokio::time::sleep(wait).await,
                 Err(wait) => {
-                    return Err(Failure::Reschedule {
+                    return Err(Failure::Defer {
                         delay: wait,
                         code: "llm_tokens_per_minute",
-                        detail: format!("the fleet's LLM token budget is spent for {wait:?}"),
                     });
                 }
             }

@@ -446,6 +446,15 @@ impl Handler for GenerateHandler {
                 metric::generation("rescheduled");
                 Outcome::retry(delay, code, detail)
             }
+            Err(Failure::Defer { delay, code }) => {
+                metric::generation("deferred");
+                tracing::info!(
+                    code,
+                    delay_ms = delay.as_millis() as u64,
+                    "waiting for the LLM quota"
+                );
+                Outcome::later(Stage::Generate, delay, envelope)
+            }
         }
     }
 }

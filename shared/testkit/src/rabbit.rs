@@ -270,7 +270,10 @@ impl RabbitNode {
         }
         let root = self.dir.path();
         cmd.env("HOME", root.join("home"))
-            .env("RABBITMQ_CONF_ENV_FILE", root.join("rabbitmq-env.conf"));
+            .env("RABBITMQ_CONF_ENV_FILE", root.join("rabbitmq-env.conf"))
+            // No erl_crash.dump in the caller's directory (the repository) when
+            // a VM fails, e.g. a rabbitmqctl racing the node's removal.
+            .env("ERL_CRASH_DUMP_BYTES", "0");
     }
 
     async fn boot(&self) -> anyhow::Result<()> {

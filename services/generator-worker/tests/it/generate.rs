@@ -623,3 +623,38 @@ async fn an_empty_request_is_dead_lettered_with_a_reason() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test]
+async fn a_spent_fleet_quota_defers_the_task_without_counting_an_attempt() {
+    let fx = Fixture::start().await;
+    Mock::given(method("POST"))
+        .respond_with(completion(VALID_PY))
+        .expect(1)
+        .mount(&fx.server)
+        .await;
+    let settings = [
+        ("LLM_REQUESTS_PER_MIN", "1"),
+        ("LLM_MAX_INLINE_WAIT_SECS", "1"),
+    ];
+    let handler = fx.handler(&settings);
+    let first = handler
+        .handle(envelope("write parse_duration", "python", "parse_duration"))
+        .await;
+    forwarded(first, Stage::Dispatch);
+    // The second task finds the one request of the minute taken.
+    let mut second = envelope("write parse_size", "python", "parse_size");
+    second.attempt = 3;
+    match handler.handle(second).await {
+        Outcome::Forward(next) => {
+            assert_eq!(next.len(), 1);
+            assert_eq!(next[0].stage, Stage::Generate, "it waits in its own stage");
+            let delay = next[0].delay.expect("after a delay");
+            assert!(
+                delay > Duration::from_secs(1) && delay <= Duration::from_secs(61),
+                "{delay:?}"
+            );
+        }
+        other => panic!("expected a deferral, not a counted retry: {other:?}"),
+    }
+    fx.cleanup().await;
+}
