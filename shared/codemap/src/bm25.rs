@@ -107,6 +107,11 @@ impl TermTable {
         out
     }
 
+    /// Strings interned.
+    pub(crate) fn len(&self) -> usize {
+        self.read().strings.len()
+    }
+
     /// The id of a known term.
     pub fn get(&self, term: &str) -> Option<u32> {
         self.read().ids.get(term).copied()
@@ -193,6 +198,11 @@ impl Bm25Index {
             doc_len,
             avg_len,
         }
+    }
+
+    /// The table this index's term ids are of.
+    pub(crate) fn terms(&self) -> &TermTable {
+        &self.terms
     }
 
     /// The id of a term in this index's table.

@@ -92,6 +92,9 @@ pub struct EngineConfig {
     /// How long an analysis waits for others to give back budget before it
     /// fails with [`CodemapError::MemoryBusy`].
     pub memory_wait: Duration,
+    /// Interned terms and names kept before the tables start anew
+    /// ([`MAX_INTERNED`]).
+    pub max_interned: usize,
 }
 
 impl Default for EngineConfig {
@@ -110,6 +113,7 @@ impl Default for EngineConfig {
             progress: None,
             memory_budget: None,
             memory_wait: Duration::from_secs(120),
+            max_interned: MAX_INTERNED,
         }
     }
 }
@@ -129,6 +133,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("max_stored_map_bytes", &self.max_stored_map_bytes)
             .field("memory_budget", &self.memory_budget)
             .field("memory_wait", &self.memory_wait)
+            .field("max_interned", &self.max_interned)
             .finish_non_exhaustive()
     }
 }
@@ -158,6 +163,8 @@ struct CachedFile {
     lexical: Arc<Vec<(u32, f32)>>,
     content: Arc<str>,
     redactions: Arc<RedactionCounts>,
+    /// The [`Tables`] generation its ids belong to.
+    generation: u64,
 }
 
 impl CachedFile {
@@ -172,6 +179,31 @@ impl CachedFile {
             analysis: self.analysis.clone(),
             lexical: self.lexical.clone(),
             names: self.names.clone(),
+        }
+    }
+}
+
+/// Strings interned by an engine since its tables were last replaced: past
+/// this many terms and names together (about 75 bytes each) the next analysis
+/// starts new, empty tables, so an engine that meets many repositories does
+/// not keep every identifier it ever saw.
+pub const MAX_INTERNED: usize = 1_000_000;
+
+/// One generation of interned terms and names; an analysis uses one
+/// throughout, and a cached file is reused only by analyses of its generation.
+#[derive(Debug, Clone)]
+pub(crate) struct Tables {
+    pub terms: Arc<TermTable>,
+    pub names: Arc<TermTable>,
+    pub generation: u64,
+}
+
+impl Tables {
+    fn new(generation: u64) -> Self {
+        Self {
+            terms: Arc::new(TermTable::default()),
+            names: Arc::new(TermTable::default()),
+            generation,
         }
     }
 }
@@ -212,8 +244,9 @@ pub struct Engine {
     maps: moka::sync::Cache<String, Arc<CodeMap>>,
     disk: Option<DiskStore>,
     local: Mutex<HashMap<PathBuf, LocalStat>>,
-    terms: Arc<TermTable>,
-    names: Arc<TermTable>,
+    /// Interned terms and names, replaced by empty ones when they grow past
+    /// `max_interned` (maps keep the tables they were built with).
+    tables: Mutex<Tables>,
     parsed: AtomicU64,
     reused_memory: AtomicU64,
     reused_store: AtomicU64,
@@ -245,8 +278,7 @@ impl Engine {
             pool: config.memory_budget.map(MemoryPool::new),
             disk,
             local: Mutex::new(HashMap::new()),
-            terms: Arc::new(TermTable::default()),
-            names: Arc::new(TermTable::default()),
+            tables: Mutex::new(Tables::new(0)),
             config,
             parsed: AtomicU64::new(0),
             reused_memory: AtomicU64::new(0),
@@ -302,6 +334,7 @@ impl Engine {
             return Err(CodemapError::LocalRepoRefused);
         }
         let t = std::time::Instant::now();
+        let tables = self.tables();
         let mut snap = match src {
             RepoSource::Local(root) => self.read_local(root)?,
             RepoSource::Git { url, reference } => {
@@ -312,7 +345,7 @@ impl Engine {
                     self.maps_reused.fetch_add(1, Ordering::Relaxed);
                     return Ok((map, Some(rev.commit)));
                 }
-                if let Some(map) = self.load_map(&rev)? {
+                if let Some(map) = self.load_map(&rev, &tables)? {
                     self.maps_reused_shared.fetch_add(1, Ordering::Relaxed);
                     self.maps.insert(rev.tree, map.clone());
                     return Ok((map, Some(rev.commit)));
@@ -325,7 +358,7 @@ impl Engine {
         let commit = snap.commit.clone();
         let t = std::time::Instant::now();
         let reservation = snap.reservation.take();
-        let mut map = self.build(snap);
+        let mut map = self.build(snap, &tables);
         map.reservation = reservation;
         let map = Arc::new(map);
         tracing::debug!(read_ms, build_ms = t.elapsed().as_secs_f64() * 1e3, stats = ?self.stats(), "repository analysed");
@@ -360,7 +393,7 @@ impl Engine {
     }
 
     /// Builds a map from an already-read snapshot.
-    pub(crate) fn build(&self, mut snap: Snapshot) -> CodeMap {
+    pub(crate) fn build(&self, mut snap: Snapshot, tables: &Tables) -> CodeMap {
         let total = snap.files.len();
         let done = AtomicUsize::new(0);
         let mut files = std::mem::take(&mut snap.files);
@@ -370,7 +403,7 @@ impl Engine {
         let results: Vec<Result<FileEntry, SkipReason>> = files
             .into_par_iter()
             .map(|f| {
-                let r = self.analyse_file(f);
+                let r = self.analyse_file(f, tables);
                 let d = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if let Some(p) = &self.config.progress {
                     if d % 64 == 0 || d == total {
@@ -391,15 +424,36 @@ impl Engine {
             files,
             snap.commit,
             snap.skipped,
-            self.terms.clone(),
-            self.names.clone(),
+            tables.terms.clone(),
+            tables.names.clone(),
         )
     }
 
-    fn analyse_file(&self, mut f: SourceFile) -> Result<FileEntry, SkipReason> {
+    /// The current tables, new ones first if they have grown past
+    /// [`EngineConfig::max_interned`].
+    fn tables(&self) -> Tables {
+        let mut t = self
+            .tables
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if t.terms.len() + t.names.len() > self.config.max_interned {
+            tracing::info!(
+                terms = t.terms.len(),
+                names = t.names.len(),
+                "interned strings pruned"
+            );
+            *t = Tables::new(t.generation + 1);
+            // Their entries hold ids of the old tables.
+            self.memory.invalidate_all();
+            self.maps.invalidate_all();
+        }
+        t.clone()
+    }
+
+    fn analyse_file(&self, mut f: SourceFile, tables: &Tables) -> Result<FileEntry, SkipReason> {
         let language = Language::from_path(&f.path);
         let mut key = file_key(&f.blob_id, language);
-        let cached = if let Some(c) = self.cached(&key) {
+        let cached = if let Some(c) = self.cached(&key, tables.generation) {
             self.reused_memory.fetch_add(1, Ordering::Relaxed);
             c
         } else {
@@ -429,10 +483,10 @@ impl Engine {
                     a
                 }
             };
-            let mut lexical = lexical_terms(&analysis, &self.terms);
+            let mut lexical = lexical_terms(&analysis, &tables.terms);
             lexical.shrink_to_fit();
             let lexical = Arc::new(lexical);
-            let names = Arc::new(NameIds::new(&analysis, &self.names));
+            let names = Arc::new(NameIds::new(&analysis, &tables.names));
             // The term strings now live as ids in `lexical`, the references
             // in `names`; the stores keep them.
             let mut analysis = analysis;
@@ -443,6 +497,7 @@ impl Engine {
                 analysis: Arc::new(analysis),
                 content,
                 redactions: Arc::new(counts),
+                generation: tables.generation,
             });
             self.keep(key, &c);
             c
@@ -450,9 +505,12 @@ impl Engine {
         Ok(cached.entry(f.path, language, f.blob_id))
     }
 
-    /// A file's analysis from memory.
-    fn cached(&self, key: &str) -> Option<Arc<CachedFile>> {
-        self.memory.get(key).and_then(|h| h.get())
+    /// A file's analysis from memory, made with tables of `generation`.
+    fn cached(&self, key: &str, generation: u64) -> Option<Arc<CachedFile>> {
+        self.memory
+            .get(key)
+            .and_then(|h| h.get())
+            .filter(|c| c.generation == generation)
     }
 
     /// Keeps a file's analysis in memory: owned without a budget, referred to

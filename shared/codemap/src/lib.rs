@@ -65,7 +65,8 @@ pub use codemap::{CodeMap, FileEntry, SymbolId};
 pub use contexten_git::{GitError, Reason as GitReason, Resolve};
 pub use engine::{
     CACHE_ANALYSIS_DIR, CACHE_GIT_DIR, DEFAULT_MAX_STORED_MAP_BYTES, Engine, EngineConfig,
-    EngineStats, MAX_PULL_DIFF_BYTES, PULL_HISTORY_DEPTH, Progress, ProgressFn, PullChanges,
+    EngineStats, MAX_INTERNED, MAX_PULL_DIFF_BYTES, PULL_HISTORY_DEPTH, Progress, ProgressFn,
+    PullChanges,
 };
 pub use error::CodemapError;
 pub use filter::{DEFAULT_MAX_FILE_BYTES, SkipReason};

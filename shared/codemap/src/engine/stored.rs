@@ -6,8 +6,7 @@ use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 
-use super::{CachedFile, Engine, file_key, store_failed};
-use crate::bm25::TermTable;
+use super::{CachedFile, Engine, Tables, file_key, store_failed};
 use crate::codemap::{CodeMap, FileEntry, NameIds};
 use crate::error::CodemapError;
 use crate::redact::{self, RedactionCounts};
@@ -25,7 +24,7 @@ impl Engine {
             return;
         };
         let t = std::time::Instant::now();
-        let bytes = match snapshot::encode(map, &self.terms) {
+        let bytes = match snapshot::encode(map, map.bm25.terms()) {
             Ok(b) => b,
             Err(e) => return tracing::warn!(error = %e, "map not stored"),
         };
@@ -54,7 +53,11 @@ impl Engine {
     /// A tree's map from the shared store, rebuilt around this engine's
     /// caches; with a memory budget, only when it fits in it (the whole budget
     /// is held while it is read, then what its files are estimated to need).
-    pub(super) fn load_map(&self, rev: &GitRevision) -> Result<Option<Arc<CodeMap>>, CodemapError> {
+    pub(super) fn load_map(
+        &self,
+        rev: &GitRevision,
+        tables: &Tables,
+    ) -> Result<Option<Arc<CodeMap>>, CodemapError> {
         let mut reservation = match &self.pool {
             Some(pool) => Some(self.reserve(pool, pool.budget())?),
             None => None,
@@ -71,7 +74,7 @@ impl Engine {
             }
         };
         let t = std::time::Instant::now();
-        match snapshot::decode(&bytes).and_then(|stored| self.rebuild(rev, stored)) {
+        match snapshot::decode(&bytes).and_then(|stored| self.rebuild(rev, stored, tables)) {
             Ok(mut map) => {
                 if let Some(mut r) = reservation.take() {
                     let estimate = map.memory_estimate();
@@ -103,14 +106,19 @@ impl Engine {
 
     /// Turns a stored map back into a [`CodeMap`]: analyses come from the stored
     /// value (or memory), contents from the blobs of the fetched clone.
-    fn rebuild(&self, rev: &GitRevision, stored: StoredMap) -> Result<CodeMap, CodemapError> {
+    fn rebuild(
+        &self,
+        rev: &GitRevision,
+        stored: StoredMap,
+        tables: &Tables,
+    ) -> Result<CodeMap, CodemapError> {
         // Another replica may run with larger caps: its map is not read past ours.
         if stored.files.len() > self.config.max_files {
             return Err(CodemapError::Cache(
                 "stored map has more files than max_files".into(),
             ));
         }
-        let term_ids = self
+        let term_ids = tables
             .terms
             .intern_each(stored.terms.iter().map(String::as_str));
         let cached: Vec<(String, Option<Arc<CachedFile>>)> = stored
@@ -118,7 +126,7 @@ impl Engine {
             .iter()
             .map(|f| {
                 let key = file_key(&f.blob_id, f.language);
-                let c = self.cached(&key);
+                let c = self.cached(&key, tables.generation);
                 (key, c)
             })
             .collect();
@@ -158,7 +166,7 @@ impl Engine {
                         c
                     }
                     Err(blob) => {
-                        let c = Arc::new(restore_file(&mut f, blob, &term_ids, &self.names)?);
+                        let c = Arc::new(restore_file(&mut f, blob, &term_ids, tables)?);
                         self.keep(key, &c);
                         c
                     }
@@ -172,8 +180,8 @@ impl Engine {
             files,
             Some(rev.commit.clone()),
             stored.skipped,
-            self.terms.clone(),
-            self.names.clone(),
+            tables.terms.clone(),
+            tables.names.clone(),
         ))
     }
 }
@@ -183,7 +191,7 @@ fn restore_file(
     f: &mut StoredFile,
     blob: Vec<u8>,
     term_ids: &[u32],
-    names: &TermTable,
+    tables: &Tables,
 ) -> Result<CachedFile, CodemapError> {
     let text = String::from_utf8(blob)
         .map_err(|_| CodemapError::Cache(format!("blob {} is not the stored file", f.blob_id)))?;
@@ -200,7 +208,7 @@ fn restore_file(
         .map(|(t, w)| (term_ids[*t as usize], *w))
         .collect();
     lexical.sort_unstable_by_key(|(t, _)| *t);
-    let names = Arc::new(NameIds::new(&f.analysis, names));
+    let names = Arc::new(NameIds::new(&f.analysis, &tables.names));
     let mut analysis = std::mem::take(&mut f.analysis);
     super::compact(&mut analysis);
     Ok(CachedFile {
@@ -209,5 +217,6 @@ fn restore_file(
         analysis: Arc::new(analysis),
         content,
         redactions: Arc::new(f.redactions.clone()),
+        generation: tables.generation,
     })
 }

@@ -115,6 +115,42 @@ fn analyses_share_the_budget_and_kept_maps_make_room() {
     assert!(second.memory_reserved() <= one + one / 4);
 }
 
+#[test]
+fn interned_strings_start_anew_past_their_limit_and_answers_stay_the_same() {
+    let a = tempfile::tempdir().expect("tempdir");
+    let b = tempfile::tempdir().expect("tempdir");
+    many_files(a.path());
+    write(
+        b.path(),
+        "billing/tax.py",
+        "def vat_rate(country):\n    return 0.2\n",
+    );
+    let engine = Engine::new(EngineConfig {
+        allow_local: true,
+        max_interned: 50,
+        ..EngineConfig::default()
+    });
+    let fresh = Engine::new(EngineConfig {
+        allow_local: true,
+        ..EngineConfig::default()
+    });
+    let local = |d: &Path| RepoSource::Local(d.to_path_buf());
+    let query = contexten_codemap::Query::new("ledger_total_7 sums rows", 3);
+    let first = engine.analyse(&local(a.path())).expect("a");
+    // Over 50 strings: the next analysis starts new tables...
+    engine.analyse(&local(b.path())).expect("b");
+    // ...and the files cached under the old ones are not reused with them.
+    let again = engine.analyse(&local(a.path())).expect("a again");
+    let expected = fresh.analyse(&local(a.path())).expect("fresh");
+    let paths = |m: &contexten_codemap::CodeMap| -> Vec<String> {
+        m.query(&query).into_iter().map(|r| r.path).collect()
+    };
+    assert_eq!(paths(&again), paths(&expected));
+    assert_eq!(paths(&first), paths(&expected), "the old map still answers");
+    assert_eq!(paths(&expected)[0], "src/ledger_07.py");
+    assert!(engine.stats().files_parsed > fresh.stats().files_parsed + 1);
+}
+
 /// Set in the child process that measures one analysis.
 const CHILD: &str = "CODEMAP_TEST_MEMORY_CHILD";
 
