@@ -11,6 +11,7 @@ pub mod propagation;
 use contexten_config::{LogFormat, TelemetrySettings};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithHttpConfig as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::io::IsTerminal;
@@ -105,14 +106,36 @@ fn tracer_provider(settings: &TelemetrySettings) -> Result<SdkTracerProvider, Te
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if settings.otlp_endpoint.is_some() {
         // The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT itself and appends /v1/traces.
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_http();
+        if let Some(client) = otlp_client_with_extra_roots()? {
+            exporter = exporter.with_http_client(client);
+        }
+        let exporter = exporter
             .build()
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
         builder = builder.with_batch_exporter(exporter);
     }
     Ok(builder.build())
 }
+
+/// The exporter's HTTP client when `CONTEXTEN_CA_FILE` adds roots (else the
+/// exporter builds its own): blocking, built on a thread of its own because
+/// its inner runtime must not start inside the caller's.
+fn otlp_client_with_extra_roots() -> Result<Option<reqwest::blocking::Client>, TelemetryError> {
+    let tls = contexten_tls::global().map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    if !tls.has_extra_roots() {
+        return Ok(None);
+    }
+    let builder = tls.http_blocking(reqwest::blocking::Client::builder().timeout(OTLP_TIMEOUT));
+    std::thread::spawn(move || builder.build())
+        .join()
+        .map_err(|_| TelemetryError::Exporter("building the OTLP HTTP client panicked".into()))?
+        .map(Some)
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))
+}
+
+/// The exporter's own default timeout per export.
+const OTLP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Installs the process-wide Prometheus recorder once.
 fn install_metrics() {
@@ -143,5 +166,53 @@ pub fn render_metrics() -> String {
             handle.render()
         }
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contexten_config::Env;
+    use contexten_testkit::{TestCerts, free_port};
+
+    /// With CONTEXTEN_CA_FILE, the exporter's client trusts a collector whose
+    /// certificate that CA issued (an `openssl s_server` on loopback here).
+    #[test]
+    fn the_otlp_client_trusts_the_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = TestCerts::generate(dir.path()).unwrap();
+        let ca = certs.ca.to_str().unwrap();
+        contexten_tls::init(&Env::from_pairs([("CONTEXTEN_CA_FILE", ca)])).unwrap();
+        let client = otlp_client_with_extra_roots()
+            .unwrap()
+            .expect("a client of its own");
+        let port = free_port();
+        let mut server = std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(port.to_string())
+            .arg("-cert")
+            .arg(&certs.server_cert)
+            .arg("-key")
+            .arg(&certs.server_key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let url = format!("https://127.0.0.1:{port}/");
+        let mut answer = Err(String::new());
+        for _ in 0..100 {
+            answer = client
+                .get(&url)
+                .send()
+                .map(|r| r.status())
+                .map_err(|e| format!("{e:?}"));
+            if answer.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        assert!(answer.is_ok(), "{answer:?}");
     }
 }

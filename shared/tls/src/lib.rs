@@ -74,7 +74,9 @@ struct CaBundle {
     certs: Arc<[CertificateDer<'static>]>,
 }
 
+/// Read only by the lapin and redis settings (a crate may enable neither).
 #[derive(Clone)]
+#[cfg_attr(not(any(feature = "lapin", feature = "redis")), allow(dead_code))]
 struct ClientIdentity {
     cert_pem: Arc<[u8]>,
     key_pem: Arc<[u8]>,
@@ -196,14 +198,14 @@ impl TlsSettings {
         Ok(TlsSettings { ca, identity })
     }
 
+    /// Whether `CONTEXTEN_CA_FILE` adds roots.
+    pub fn has_extra_roots(&self) -> bool {
+        self.ca.is_some()
+    }
+
     /// Whether a client certificate is configured.
     pub fn has_client_certificate(&self) -> bool {
         self.identity.is_some()
-    }
-
-    /// The extra roots as PEM (what lapin and redis take).
-    fn ca_pem(&self) -> Option<String> {
-        self.ca.as_ref().map(|ca| pem_certificates(ca.certs.iter()))
     }
 }
 
@@ -242,6 +244,7 @@ impl ClientIdentity {
 }
 
 /// `certs` as PEM `CERTIFICATE` blocks.
+#[cfg_attr(not(any(feature = "lapin", feature = "redis")), allow(dead_code))]
 fn pem_certificates<'a>(certs: impl IntoIterator<Item = &'a CertificateDer<'a>>) -> String {
     let mut out = String::new();
     for cert in certs {
@@ -278,6 +281,11 @@ pub fn endpoint(url: &str) -> String {
 
 #[cfg(feature = "lapin")]
 impl TlsSettings {
+    /// The extra roots as PEM (what lapin takes).
+    fn ca_pem(&self) -> Option<String> {
+        self.ca.as_ref().map(|ca| pem_certificates(ca.certs.iter()))
+    }
+
     /// lapin's TLS settings: the extra roots are added to the platform's
     /// (lapin is built with `rustls-native-certs`), used for `amqps://` only.
     pub fn amqp(&self) -> lapin::tcp::OwnedTLSConfig {
@@ -349,6 +357,25 @@ impl TlsSettings {
     /// Adds the extra roots to `builder` (merged with the platform verifier's).
     /// No client certificate: that is for the fleet's own infrastructure.
     pub fn http(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        install_crypto_provider();
+        match &self.ca {
+            None => builder,
+            Some(ca) => builder.tls_certs_merge(
+                ca.certs
+                    .iter()
+                    .filter_map(|cert| reqwest::Certificate::from_der(cert).ok()),
+            ),
+        }
+    }
+}
+
+#[cfg(feature = "reqwest-blocking")]
+impl TlsSettings {
+    /// [`TlsSettings::http`] for a blocking client (the OTLP exporter's).
+    pub fn http_blocking(
+        &self,
+        builder: reqwest::blocking::ClientBuilder,
+    ) -> reqwest::blocking::ClientBuilder {
         install_crypto_provider();
         match &self.ca {
             None => builder,
