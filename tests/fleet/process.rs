@@ -94,16 +94,25 @@ impl Service {
         Ok(())
     }
 
-    /// Waits until `/readyz` answers 200.
+    /// Waits until `/readyz` answers 200 with every component ready, advisory
+    /// ones included: ingest is ready while it serves, and a test wants its
+    /// broker connection up too before it sends anything.
     pub async fn wait_ready(&self, client: &reqwest::Client) -> anyhow::Result<()> {
         let url = format!("http://{}/readyz", self.health_addr);
         let deadline = tokio::time::Instant::now() + READY_WITHIN;
         loop {
-            let ready = client
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
+            let ready = match client.get(&url).send().await {
+                Ok(r) if r.status().is_success() => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|body| {
+                        let components = body["components"].as_object()?.clone();
+                        Some(components.values().all(|c| c["ready"] == true))
+                    })
+                    .unwrap_or(false),
+                _ => false,
+            };
             if ready {
                 return Ok(());
             }
