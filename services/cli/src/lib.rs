@@ -6,21 +6,28 @@
 
 use contexten_broker::{BrokerError, PublishedMessage, Publisher, RedisRole, Store, redis_error};
 use contexten_envelope::{
-    HEADER_ATTEMPT, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, HEADER_DEAD_STAGE, Names, Priority,
-    Stage, TaskId,
+    HEADER_ATTEMPT, HEADER_DEAD_AT_MS, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, HEADER_DEAD_STAGE,
+    Names, Priority, Stage, TaskId, now_ms,
 };
 use lapin::Channel;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueuePurgeOptions,
-};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub mod error;
+pub mod output;
+
+pub use error::{CliError, ExitCode};
 
 /// Depth and consumers of one queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueStats {
     pub queue: String,
+    pub stage: Stage,
+    /// The stage's dead queue rather than its work queue.
+    pub dead: bool,
     pub ready: u32,
     pub consumers: u32,
 }
@@ -29,7 +36,10 @@ pub struct QueueStats {
 pub async fn queue_stats(channel: &Channel, names: &Names) -> Result<Vec<QueueStats>, BrokerError> {
     let mut stats = Vec::new();
     for stage in Stage::QUEUED {
-        for queue in [names.stage_queue(stage), names.dead_queue(stage)] {
+        for (queue, dead) in [
+            (names.stage_queue(stage), false),
+            (names.dead_queue(stage), true),
+        ] {
             let declared = channel
                 .queue_declare(
                     queue.as_str().into(),
@@ -42,6 +52,8 @@ pub async fn queue_stats(channel: &Channel, names: &Names) -> Result<Vec<QueueSt
                 .await?;
             stats.push(QueueStats {
                 queue,
+                stage,
+                dead,
                 ready: declared.message_count(),
                 consumers: declared.consumer_count(),
             });
@@ -59,11 +71,49 @@ pub struct DeadLetter {
     pub detail: String,
     pub attempt: String,
     pub task_id: Option<String>,
+    /// When it was dead-lettered (unix ms): the `x-contexten-dead-at-ms`
+    /// header, else the message's AMQP timestamp; `None` when neither is set.
+    pub dead_at_ms: Option<u64>,
     pub body: Vec<u8>,
 }
 
 impl DeadLetter {
-    /// A JSON summary (the body shown as JSON when it is, else as lossy text).
+    fn read(stage: Stage, delivery: &lapin::message::Delivery) -> Self {
+        let props = &delivery.properties;
+        let headers = props.headers().as_ref();
+        let task_id = serde_json::from_slice::<Value>(&delivery.data)
+            .ok()
+            .and_then(|v| v.get("task_id").and_then(Value::as_str).map(str::to_owned));
+        let dead_at_ms = headers
+            .and_then(|t| t.inner().get(HEADER_DEAD_AT_MS))
+            .and_then(|v| match v {
+                AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+                AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+                AMQPValue::LongUInt(n) => Some(u64::from(*n)),
+                AMQPValue::Timestamp(n) => Some(*n),
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).parse().ok(),
+                _ => None,
+            })
+            .or_else(|| props.timestamp().map(|secs| secs.saturating_mul(1000)));
+        DeadLetter {
+            stage,
+            message_id: props.message_id().as_ref().map(|m| m.as_str().to_owned()),
+            reason: header_text(headers, HEADER_DEAD_REASON),
+            detail: header_text(headers, HEADER_DEAD_DETAIL),
+            attempt: header_text(headers, HEADER_ATTEMPT),
+            task_id,
+            dead_at_ms,
+            body: delivery.data.clone(),
+        }
+    }
+
+    /// Seconds since it was dead-lettered, when known.
+    pub fn age_secs(&self, now_ms: u64) -> Option<u64> {
+        self.dead_at_ms.map(|at| now_ms.saturating_sub(at) / 1000)
+    }
+
+    /// The JSON form (README "The operator CLI"); the body shown as JSON when
+    /// it is, else as lossy text.
     pub fn to_json(&self, with_body: bool) -> Value {
         let mut map = Map::new();
         map.insert("stage".into(), json!(self.stage.as_str()));
@@ -72,6 +122,8 @@ impl DeadLetter {
         map.insert("reason".into(), json!(self.reason));
         map.insert("detail".into(), json!(self.detail));
         map.insert("attempt".into(), json!(self.attempt));
+        map.insert("dead_at_ms".into(), json!(self.dead_at_ms));
+        map.insert("age_secs".into(), json!(self.age_secs(now_ms())));
         if with_body {
             let body = serde_json::from_slice::<Value>(&self.body)
                 .unwrap_or_else(|_| json!(String::from_utf8_lossy(&self.body)));
@@ -90,6 +142,194 @@ fn header_text(table: Option<&FieldTable>, key: &str) -> String {
     }
 }
 
+/// Which dead letters a command touches; an unset field matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadFilter {
+    /// Exactly this reason code (`x-contexten-dead-reason`).
+    pub reason: Option<String>,
+    /// Dead-lettered at least this long ago; a letter of unknown age does not match.
+    pub older_than: Option<Duration>,
+    /// The envelope's `task_id`.
+    pub task: Option<String>,
+    /// The AMQP message id.
+    pub message_id: Option<String>,
+}
+
+impl DeadFilter {
+    /// Whether `letter` matches at `now_ms`.
+    pub fn matches(&self, letter: &DeadLetter, now_ms: u64) -> bool {
+        self.reason.as_ref().is_none_or(|r| *r == letter.reason)
+            && self
+                .task
+                .as_ref()
+                .is_none_or(|t| letter.task_id.as_ref() == Some(t))
+            && self
+                .message_id
+                .as_ref()
+                .is_none_or(|m| letter.message_id.as_ref() == Some(m))
+            && self.older_than.is_none_or(|d| {
+                letter
+                    .age_secs(now_ms)
+                    .is_some_and(|age| age >= d.as_secs())
+            })
+    }
+
+    /// Whether it names one task or message: finding nothing is then "not found".
+    pub fn names_one(&self) -> bool {
+        self.task.is_some() || self.message_id.is_some()
+    }
+}
+
+/// `--older-than` values: `90s`, `10m`, `2h`, `3d`.
+pub fn parse_age(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let expected = || format!("{raw:?}: expected a number with s, m, h or d (e.g. 10m, 2h, 3d)");
+    let split = raw.len().saturating_sub(1);
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number.parse().map_err(|_| expected())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(expected()),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// What [`dead_letters`] does to the letters that match.
+#[derive(Clone, Copy)]
+pub enum DeadAction<'a> {
+    /// Nothing: they are read and returned to the queue (list, `--dry-run`).
+    Look,
+    /// Republished to their stage's work queue, then removed from the dead queue.
+    Replay(&'a Publisher),
+    /// Removed.
+    Purge,
+}
+
+/// The letters an action matched: `done` were replayed or purged (or only seen
+/// for [`DeadAction::Look`]), `failed` stayed in the dead queue with the error.
+#[derive(Debug, Default)]
+pub struct Touched {
+    pub done: Vec<DeadLetter>,
+    pub failed: Vec<(DeadLetter, String)>,
+}
+
+/// Walks the dead queue of `stage` once, applying `action` to at most `limit`
+/// letters that match `filter`; every other letter is returned to the queue in
+/// its order. A replay republishes each letter (confirmed, operator priority,
+/// attempts reset) before acking its dead copy, so a crash in between
+/// duplicates rather than loses. A replay that fails for one letter (no queue
+/// bound for its stage, a nack) leaves it in place and goes on; any other
+/// publish failure (broker blocked, connection lost) stops the walk.
+pub async fn dead_letters(
+    channel: &Channel,
+    names: &Names,
+    stage: Stage,
+    filter: &DeadFilter,
+    limit: usize,
+    action: DeadAction<'_>,
+) -> Result<Touched, BrokerError> {
+    let queue = names.dead_queue(stage);
+    let now = now_ms();
+    let mut touched = Touched::default();
+    let mut held = Vec::new();
+    while touched.done.len() + touched.failed.len() < limit {
+        let Some(message) = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+            .await?
+        else {
+            break;
+        };
+        let letter = DeadLetter::read(stage, &message.delivery);
+        if !filter.matches(&letter, now) {
+            held.push(message);
+            continue;
+        }
+        match action {
+            DeadAction::Look => {
+                touched.done.push(letter);
+                held.push(message);
+            }
+            DeadAction::Purge => {
+                message
+                    .delivery
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await?;
+                touched.done.push(letter);
+            }
+            DeadAction::Replay(publisher) => {
+                match republish(publisher, names, stage, &message.delivery).await {
+                    Ok(()) => {
+                        message
+                            .delivery
+                            .acker
+                            .ack(BasicAckOptions::default())
+                            .await?;
+                        touched.done.push(letter);
+                    }
+                    Err(error) => {
+                        let fatal =
+                            !matches!(error, BrokerError::Unroutable { .. } | BrokerError::Nacked);
+                        touched.failed.push((letter, error.to_string()));
+                        held.push(message);
+                        if fatal {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Nacking in one go (multiple) returns them in their original order.
+    if let Some(last) = held.last() {
+        last.delivery
+            .acker
+            .nack(BasicNackOptions {
+                multiple: true,
+                requeue: true,
+            })
+            .await?;
+    }
+    Ok(touched)
+}
+
+async fn republish(
+    publisher: &Publisher,
+    names: &Names,
+    stage: Stage,
+    delivery: &lapin::message::Delivery,
+) -> Result<(), BrokerError> {
+    let props = delivery.properties.clone();
+    let mut headers = FieldTable::default();
+    for (key, value) in props.headers().clone().unwrap_or_default().inner() {
+        if ![
+            HEADER_DEAD_REASON,
+            HEADER_DEAD_DETAIL,
+            HEADER_DEAD_STAGE,
+            HEADER_DEAD_AT_MS,
+            HEADER_ATTEMPT,
+        ]
+        .contains(&key.as_str())
+        {
+            headers.insert(key.clone(), value.clone());
+        }
+    }
+    headers.insert(HEADER_ATTEMPT.into(), AMQPValue::LongUInt(0));
+    publisher
+        .publish_raw(PublishedMessage {
+            exchange: names.work_exchange(),
+            routing_key: stage.as_str().to_owned(),
+            body: delivery.data.clone(),
+            properties: props
+                .with_priority(Priority::Operator.amqp())
+                .with_headers(headers),
+        })
+        .await
+}
+
 /// Reads up to `limit` dead letters of `stage` without removing them (they are
 /// returned to the queue before this returns).
 pub async fn list_dead(
@@ -98,133 +338,12 @@ pub async fn list_dead(
     stage: Stage,
     limit: usize,
 ) -> Result<Vec<DeadLetter>, BrokerError> {
-    let queue = names.dead_queue(stage);
-    let mut taken = Vec::new();
-    let mut letters = Vec::new();
-    while letters.len() < limit {
-        let Some(message) = channel
-            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+    let all = DeadFilter::default();
+    Ok(
+        dead_letters(channel, names, stage, &all, limit, DeadAction::Look)
             .await?
-        else {
-            break;
-        };
-        let props = &message.delivery.properties;
-        let headers = props.headers().as_ref();
-        let task_id = serde_json::from_slice::<Value>(&message.delivery.data)
-            .ok()
-            .and_then(|v| v.get("task_id").and_then(Value::as_str).map(str::to_owned));
-        letters.push(DeadLetter {
-            stage,
-            message_id: props.message_id().as_ref().map(|m| m.as_str().to_owned()),
-            reason: header_text(headers, HEADER_DEAD_REASON),
-            detail: header_text(headers, HEADER_DEAD_DETAIL),
-            attempt: header_text(headers, HEADER_ATTEMPT),
-            task_id,
-            body: message.delivery.data.clone(),
-        });
-        taken.push(message);
-    }
-    // Nacking in one go (multiple) returns them in their original order.
-    if let Some(last) = taken.last() {
-        last.delivery
-            .acker
-            .nack(BasicNackOptions {
-                multiple: true,
-                requeue: true,
-            })
-            .await?;
-    }
-    Ok(letters)
-}
-
-/// Moves dead letters of `stage` back to its work queue, all of them or only
-/// those whose message id or task id matches `only`. Returns how many moved.
-/// Each is republished (confirmed, operator priority, attempts reset) before its
-/// dead copy is acked, so a crash in between duplicates rather than loses.
-pub async fn replay_dead(
-    channel: &Channel,
-    publisher: &Publisher,
-    names: &Names,
-    stage: Stage,
-    only: Option<&str>,
-) -> Result<usize, BrokerError> {
-    let queue = names.dead_queue(stage);
-    let mut moved = 0;
-    let mut skipped = Vec::new();
-    while let Some(message) = channel
-        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-        .await?
-    {
-        let props = message.delivery.properties.clone();
-        let message_id = props
-            .message_id()
-            .as_ref()
-            .map(|m| m.as_str().to_owned())
-            .unwrap_or_default();
-        let matches = only.is_none_or(|wanted| {
-            message_id == wanted || String::from_utf8_lossy(&message.delivery.data).contains(wanted)
-        });
-        if !matches {
-            skipped.push(message);
-            continue;
-        }
-        let mut headers = props.headers().clone().unwrap_or_default();
-        let mut cleaned = FieldTable::default();
-        for (key, value) in headers.inner() {
-            if ![
-                HEADER_DEAD_REASON,
-                HEADER_DEAD_DETAIL,
-                HEADER_DEAD_STAGE,
-                HEADER_ATTEMPT,
-            ]
-            .contains(&key.as_str())
-            {
-                cleaned.insert(key.clone(), value.clone());
-            }
-        }
-        cleaned.insert(HEADER_ATTEMPT.into(), AMQPValue::LongUInt(0));
-        headers = cleaned;
-        publisher
-            .publish_raw(PublishedMessage {
-                exchange: names.work_exchange(),
-                routing_key: stage.as_str().to_owned(),
-                body: message.delivery.data.clone(),
-                properties: props
-                    .with_priority(Priority::Operator.amqp())
-                    .with_headers(headers),
-            })
-            .await?;
-        message
-            .delivery
-            .acker
-            .ack(BasicAckOptions::default())
-            .await?;
-        moved += 1;
-    }
-    if let Some(last) = skipped.last() {
-        last.delivery
-            .acker
-            .nack(BasicNackOptions {
-                multiple: true,
-                requeue: true,
-            })
-            .await?;
-    }
-    Ok(moved)
-}
-
-/// Deletes every dead letter of `stage`; returns how many.
-pub async fn purge_dead(
-    channel: &Channel,
-    names: &Names,
-    stage: Stage,
-) -> Result<u32, BrokerError> {
-    Ok(channel
-        .queue_purge(
-            names.dead_queue(stage).as_str().into(),
-            QueuePurgeOptions::default(),
-        )
-        .await?)
+            .done,
+    )
 }
 
 /// A task's status record: state, per-stage timings and completed messages.

@@ -1,7 +1,9 @@
 //! The operator operations against the real RabbitMQ and Redis.
 
 use contexten_broker::{PublishedMessage, Publisher, Store, topology};
-use contexten_cli::{list_dead, purge_dead, queue_stats, redis_report, replay_dead, task_status};
+use contexten_cli::{
+    DeadAction, DeadFilter, dead_letters, list_dead, queue_stats, redis_report, task_status,
+};
 use contexten_config::{BrokerSettings, Env, ExposeSecret, RedisSettings};
 use contexten_envelope::{
     HEADER_ATTEMPT, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, Names, ReplyTarget, Request, Source,
@@ -108,15 +110,22 @@ async fn dead_letters_are_listed_in_place_then_replayed_with_attempts_reset() {
         .unwrap();
     assert_eq!(dead.ready, 2);
 
-    let moved = replay_dead(
+    let only_second = DeadFilter {
+        task: Some(second.task_id.to_string()),
+        ..DeadFilter::default()
+    };
+    let moved = dead_letters(
         &channel,
-        &publisher,
         &names,
         Stage::Generate,
-        Some(&second.task_id.to_string()),
+        &only_second,
+        usize::MAX,
+        DeadAction::Replay(&publisher),
     )
     .await
-    .unwrap();
+    .unwrap()
+    .done
+    .len();
     assert_eq!(moved, 1);
     let replayed = channel
         .basic_get(
@@ -136,10 +145,17 @@ async fn dead_letters_are_listed_in_place_then_replayed_with_attempts_reset() {
     );
     assert!(!headers.contains_key(HEADER_DEAD_REASON));
 
-    assert_eq!(
-        purge_dead(&channel, &names, Stage::Generate).await.unwrap(),
-        1
-    );
+    let purged = dead_letters(
+        &channel,
+        &names,
+        Stage::Generate,
+        &DeadFilter::default(),
+        usize::MAX,
+        DeadAction::Purge,
+    )
+    .await
+    .unwrap();
+    assert_eq!(purged.done.len(), 1);
     assert!(
         list_dead(&channel, &names, Stage::Generate, 10)
             .await

@@ -14,9 +14,9 @@ use crate::{
 };
 use contexten_config::BrokerSettings;
 use contexten_envelope::{
-    HEADER_ATTEMPT, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, HEADER_DEAD_STAGE, HEADER_PAYLOAD_REF,
-    HEADER_RETRY_TIER, Names, ReplyKind, STATUS_RESULT_FIELD, Stage, StageTiming, TaskEnvelope,
-    TaskResult, now_ms, tier_label,
+    HEADER_ATTEMPT, HEADER_DEAD_AT_MS, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, HEADER_DEAD_STAGE,
+    HEADER_PAYLOAD_REF, HEADER_RETRY_TIER, Names, ReplyKind, STATUS_RESULT_FIELD, Stage,
+    StageTiming, TaskEnvelope, TaskResult, now_ms, tier_label,
 };
 use contexten_telemetry::health::Readiness;
 use contexten_telemetry::{metric, propagation};
@@ -667,6 +667,8 @@ fn dead_headers(table: &mut FieldTable, stage: Stage, attempt: u32, code: &str, 
     table.insert(HEADER_DEAD_DETAIL.into(), long(detail));
     table.insert(HEADER_DEAD_STAGE.into(), long(stage.as_str()));
     table.insert(HEADER_ATTEMPT.into(), AMQPValue::LongUInt(attempt));
+    let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
+    table.insert(HEADER_DEAD_AT_MS.into(), AMQPValue::LongLongInt(now));
 }
 
 /// Dead-letters a delivery that is not a usable envelope, bytes unchanged.

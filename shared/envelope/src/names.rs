@@ -16,6 +16,9 @@ pub const HEADER_DEAD_REASON: &str = "x-contexten-dead-reason";
 pub const HEADER_DEAD_DETAIL: &str = "x-contexten-dead-detail";
 /// Header: the stage a dead letter came from.
 pub const HEADER_DEAD_STAGE: &str = "x-contexten-dead-stage";
+/// Header: when the message was dead-lettered, unix milliseconds (the operator
+/// CLI's `--older-than`).
+pub const HEADER_DEAD_AT_MS: &str = "x-contexten-dead-at-ms";
 /// Header: the Redis key holding a payload too large to travel inline.
 pub const HEADER_PAYLOAD_REF: &str = "x-contexten-payload-ref";
 /// Header: W3C trace context.

@@ -1,8 +1,8 @@
 use crate::helpers::*;
 use contexten_broker::{Delivery, Outcome, topology};
 use contexten_envelope::{
-    HEADER_ATTEMPT, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, HEADER_PAYLOAD_REF, Priority,
-    ReplyKind, ResultKind, Stage, TaskEnvelope,
+    HEADER_ATTEMPT, HEADER_DEAD_AT_MS, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, HEADER_PAYLOAD_REF,
+    Priority, ReplyKind, ResultKind, Stage, TaskEnvelope,
 };
 use contexten_telemetry::propagation::trace_id_of;
 use std::sync::Arc;
@@ -345,6 +345,14 @@ async fn a_retried_message_returns_after_the_delay_and_is_dead_lettered_after_th
         "{dead_headers:?}"
     );
     assert_eq!(dead_headers[HEADER_ATTEMPT], "2");
+    // When it was dead-lettered: the operator CLI's `--older-than`.
+    let dead_at =
+        dead.delivery.properties.headers().as_ref().unwrap().inner()[HEADER_DEAD_AT_MS].clone();
+    let now = i64::try_from(contexten_envelope::now_ms()).unwrap();
+    assert!(
+        matches!(dead_at, lapin::types::AMQPValue::LongLongInt(at) if now - at < 60_000),
+        "{dead_at:?}"
+    );
     assert_eq!(
         TaskEnvelope::from_json(&dead.delivery.data)
             .unwrap()
