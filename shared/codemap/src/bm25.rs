@@ -15,22 +15,61 @@ pub struct TermTable {
     inner: RwLock<Interned>,
 }
 
+/// The strings in one buffer, found by hash: a term costs its bytes plus
+/// about 20 (a `HashMap<Arc<str>, u32>` and a `Vec<Arc<str>>` cost about 75,
+/// a tenth of a large repository's map).
 #[derive(Debug, Default)]
 struct Interned {
-    ids: HashMap<Arc<str>, u32>,
-    /// Id → term, for writing a map out with its terms spelled.
-    strings: Vec<Arc<str>>,
+    /// Every string, back to back.
+    text: String,
+    /// Id → end of its string in `text` (start: the previous id's end).
+    ends: Vec<u32>,
+    /// Hash of a string → the last id interned with that hash.
+    by_hash: HashMap<u64, u32>,
+    /// Id → the previous id with the same hash, or `u32::MAX`.
+    next: Vec<u32>,
 }
 
 impl Interned {
-    fn intern(&mut self, t: &str) -> u32 {
-        if let Some(id) = self.ids.get(t) {
-            return *id;
+    fn hash(t: &str) -> u64 {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let mut h = rustc_hash::FxBuildHasher.build_hasher();
+        h.write(t.as_bytes());
+        h.finish()
+    }
+
+    fn string(&self, id: u32) -> Option<&str> {
+        let i = id as usize;
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text.get(start..end)
+    }
+
+    fn get(&self, t: &str) -> Option<u32> {
+        let mut id = *self.by_hash.get(&Self::hash(t))?;
+        while id != u32::MAX {
+            if self.string(id) == Some(t) {
+                return Some(id);
+            }
+            id = self.next[id as usize];
         }
-        let id = u32::try_from(self.strings.len()).unwrap_or(u32::MAX);
-        let s: Arc<str> = Arc::from(t);
-        self.ids.insert(s.clone(), id);
-        self.strings.push(s);
+        None
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn intern(&mut self, t: &str) -> u32 {
+        if let Some(id) = self.get(t) {
+            return id;
+        }
+        let id = u32::try_from(self.ends.len()).unwrap_or(u32::MAX);
+        self.text.push_str(t);
+        self.ends
+            .push(u32::try_from(self.text.len()).unwrap_or(u32::MAX));
+        let previous = self.by_hash.insert(Self::hash(t), id);
+        self.next.push(previous.unwrap_or(u32::MAX));
         id
     }
 }
@@ -60,8 +99,8 @@ impl TermTable {
         {
             let table = self.read();
             for (t, w) in &terms {
-                match table.ids.get(*t) {
-                    Some(id) => out.push((*id, *w)),
+                match table.get(t) {
+                    Some(id) => out.push((id, *w)),
                     None => missing.push((*t, *w)),
                 }
             }
@@ -92,8 +131,8 @@ impl TermTable {
         {
             let table = self.read();
             for (i, t) in terms.iter().enumerate() {
-                match table.ids.get(*t) {
-                    Some(id) => out[i] = *id,
+                match table.get(t) {
+                    Some(id) => out[i] = id,
                     None => missing.push(i),
                 }
             }
@@ -109,25 +148,19 @@ impl TermTable {
 
     /// Strings interned.
     pub(crate) fn len(&self) -> usize {
-        self.read().strings.len()
+        self.read().len()
     }
 
     /// The id of a known term.
     pub fn get(&self, term: &str) -> Option<u32> {
-        self.read().ids.get(term).copied()
+        self.read().get(term)
     }
 
     /// The terms of `ids`, in order (an unknown id gives an empty term).
-    pub fn spell(&self, ids: &[u32]) -> Vec<Arc<str>> {
+    pub fn spell(&self, ids: &[u32]) -> Vec<String> {
         let table = self.read();
         ids.iter()
-            .map(|id| {
-                table
-                    .strings
-                    .get(*id as usize)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::from(""))
-            })
+            .map(|id| table.string(*id).unwrap_or("").to_owned())
             .collect()
     }
 }
