@@ -167,10 +167,18 @@ async fn rabbit_node_blocks_publishers_on_alarm_and_survives_a_crash() {
         .unwrap();
 
     node.kill().await.unwrap();
+    // The client sees its broker gone. (Not "the port refuses": under a full
+    // parallel test run another test's listener may take the freed port.)
+    let gone = async {
+        while conn.status().connected() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
     assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", node.amqp_port()))
+        tokio::time::timeout(Duration::from_secs(10), gone)
             .await
-            .is_err()
+            .is_ok(),
+        "the connection outlived the killed node"
     );
     node.restart().await.unwrap();
     let again = Connection::connect(&node.amqp_url(), ConnectionProperties::default())
