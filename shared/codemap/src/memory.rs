@@ -15,9 +15,10 @@ use crate::lang::Language;
 
 /// Bytes of memory an analysed file is estimated to take per byte of source:
 /// content, definitions, references, lexical terms and its share of the map's
-/// indices. Peak resident over source bytes measured 2.6–3.0× on the benchmark
-/// trees (the cargo registry and the Python stdlib); rounded up for allocator
-/// slack.
+/// indices. Peak resident above the process's baseline measured 2.8–2.9× the
+/// source bytes on the benchmark trees (the cargo registry, the Python stdlib;
+/// README "Context worker memory"); rounded up for allocator slack and
+/// languages denser in identifiers.
 pub const ESTIMATE_PER_SOURCE_BYTE: u64 = 4;
 /// Bytes per file regardless of its size: path, blob id, entry, small vectors.
 pub const ESTIMATE_PER_FILE: u64 = 4 << 10;
@@ -192,14 +193,6 @@ pub(crate) struct Reservation {
 impl Reservation {
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes
-    }
-
-    /// Gives back what is held beyond `bytes`.
-    pub(crate) fn shrink_to(&mut self, bytes: u64) {
-        if bytes < self.bytes {
-            self.pool.release(self.bytes - bytes);
-            self.bytes = bytes;
-        }
     }
 }
 

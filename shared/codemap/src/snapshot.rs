@@ -22,7 +22,7 @@ use crate::parse::{ANALYSER_VERSION, FileAnalysis, ImportRef, RefSite, SymbolDef
 use crate::redact::{REDACTION_VERSION, RedactionCounts};
 
 /// Bumped whenever [`StoredMap`] changes shape.
-const MAP_FORMAT: u32 = 2;
+const MAP_FORMAT: u32 = 3;
 const MAGIC: &[u8; 4] = b"CXM1";
 /// Level 3 compresses a map at a few hundred MB/s; higher levels gain ~10 % for
 /// several times the CPU.
@@ -41,6 +41,9 @@ pub(crate) fn key(tree: &str, max_file_bytes: u64) -> String {
 #[derive(Debug)]
 pub(crate) struct StoredMap {
     pub skipped: BTreeMap<String, usize>,
+    /// [`CodeMap::memory_estimate`] of the map written: what rebuilding it
+    /// reserves of a memory budget before any blob is read.
+    pub memory_estimate: u64,
     /// Every lexical term of the map, once.
     pub terms: Vec<String>,
     pub files: Vec<StoredFile>,
@@ -67,6 +70,7 @@ pub(crate) struct StoredFile {
 #[derive(Serialize, Deserialize)]
 struct Wire<T, F> {
     skipped: BTreeMap<String, usize>,
+    memory_estimate: u64,
     terms: Vec<T>,
     /// Names of references, once.
     names: Vec<T>,
@@ -194,6 +198,7 @@ pub(crate) fn encode(map: &CodeMap, terms: &TermTable) -> Result<Vec<u8>, Codema
     let names = map.names.spell(&name_order);
     let wire: WireOut<'_> = Wire {
         skipped: map.skipped.clone(),
+        memory_estimate: map.memory_estimate(),
         terms: spelled.iter().map(|t| &**t).collect(),
         names: names.iter().map(|n| &**n).collect(),
         files,
@@ -266,6 +271,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StoredMap, CodemapError> {
         .collect::<Result<_, CodemapError>>()?;
     Ok(StoredMap {
         skipped: wire.skipped,
+        memory_estimate: wire.memory_estimate,
         terms: wire.terms,
         files,
     })

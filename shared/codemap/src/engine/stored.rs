@@ -51,17 +51,13 @@ impl Engine {
     }
 
     /// A tree's map from the shared store, rebuilt around this engine's
-    /// caches; with a memory budget, only when it fits in it (the whole budget
-    /// is held while it is read, then what its files are estimated to need).
+    /// caches; with a memory budget, only when it fits in it: the estimate
+    /// the writer stored is reserved before any blob is read.
     pub(super) fn load_map(
         &self,
         rev: &GitRevision,
         tables: &Tables,
     ) -> Result<Option<Arc<CodeMap>>, CodemapError> {
-        let mut reservation = match &self.pool {
-            Some(pool) => Some(self.reserve(pool, pool.budget())?),
-            None => None,
-        };
         let Some(store) = self.config.shared_store.as_ref() else {
             return Ok(None);
         };
@@ -74,21 +70,28 @@ impl Engine {
             }
         };
         let t = std::time::Instant::now();
-        match snapshot::decode(&bytes).and_then(|stored| self.rebuild(rev, stored, tables)) {
+        let stored = match snapshot::decode(&bytes) {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "discarding unusable stored map");
+                return Ok(None);
+            }
+        };
+        let reservation = match &self.pool {
+            Some(pool) if stored.memory_estimate > pool.budget() => {
+                tracing::info!(
+                    tree = %rev.tree,
+                    estimate = stored.memory_estimate,
+                    "stored map over the memory budget; analysing in part"
+                );
+                return Ok(None);
+            }
+            Some(pool) => Some(self.reserve(pool, stored.memory_estimate)?),
+            None => None,
+        };
+        match self.rebuild(rev, stored, tables) {
             Ok(mut map) => {
-                if let Some(mut r) = reservation.take() {
-                    let estimate = map.memory_estimate();
-                    if estimate > r.bytes() {
-                        tracing::info!(
-                            tree = %rev.tree,
-                            estimate,
-                            "stored map over the memory budget; analysing in part"
-                        );
-                        return Ok(None);
-                    }
-                    r.shrink_to(estimate);
-                    map.reservation = Some(r);
-                }
+                map.reservation = reservation;
                 tracing::debug!(
                     tree = %rev.tree,
                     bytes = bytes.len(),

@@ -211,3 +211,39 @@ fn an_unreachable_redis_degrades_to_memory_and_disk() {
         "the disk layer still answers"
     );
 }
+
+#[test]
+fn a_stored_map_is_used_only_when_its_estimate_fits_the_memory_budget() {
+    let redis = TestRedis::new();
+    let repo = repository();
+    let commit = git(repo.path(), &["rev-parse", "HEAD"]);
+    let writer = engine(tempfile::tempdir().expect("w").path(), redis.store());
+    let full = writer.analyse(&at(&repo, &commit)).expect("writer");
+    assert_eq!(writer.stats().maps_stored, 1);
+    let budgeted = |budget: u64| {
+        Engine::new(EngineConfig {
+            allow_local: true,
+            shared_store: Some(redis.store()),
+            memory_budget: Some(budget),
+            ..EngineConfig::default()
+        })
+    };
+
+    let roomy = budgeted(full.memory_estimate() * 2);
+    let loaded = roomy.analyse(&at(&repo, &commit)).expect("roomy");
+    assert_eq!(roomy.stats().maps_reused_shared, 1);
+    assert_eq!(loaded.memory_reserved(), full.memory_estimate());
+
+    // Too small for the whole map: analysed in part instead of loaded.
+    let fixed = contexten_codemap::ESTIMATE_FIXED;
+    let tight = budgeted(fixed + (full.memory_estimate() - fixed) / 2);
+    let partial = tight.analyse(&at(&repo, &commit)).expect("tight");
+    assert_eq!(tight.stats().maps_reused_shared, 0);
+    assert!(
+        partial
+            .skipped()
+            .get("memory_budget")
+            .is_some_and(|n| *n > 0)
+    );
+    assert!(partial.len() < full.len());
+}
