@@ -26,6 +26,22 @@ where
     }
 }
 
+/// Sends the webhook `body` under a new delivery id every 100 ms until one is
+/// answered `status` (at most 5 s).
+async fn webhook_answered(
+    status: u16,
+    ingest: &TestIngest,
+    body: &serde_json::Value,
+) -> Option<Answer> {
+    eventually(Duration::from_secs(5), || async {
+        let answer = ingest
+            .github("issue_comment", &uuid::Uuid::now_v7().to_string(), body)
+            .await;
+        (answer.status == status).then_some(answer)
+    })
+    .await
+}
+
 /// Opens a connection and sends the head of a GitHub webhook announcing
 /// `length` body bytes, of which it sends none.
 async fn start_slow_upload(ingest: &TestIngest, length: usize) -> TcpStream {
@@ -105,14 +121,9 @@ async fn requests_over_the_concurrency_cap_are_shed_with_retry_after() {
         slow.push(tcp);
     }
     let body = github_comment(32, "/contexten generate a slugifier", "octocat", "MEMBER");
-    let shed = eventually(Duration::from_secs(5), || async {
-        let answer = ingest
-            .github("issue_comment", &uuid::Uuid::now_v7().to_string(), &body)
-            .await;
-        (answer.status == 503).then_some(answer)
-    })
-    .await
-    .expect("the third request is shed while two hold the slots");
+    let shed = webhook_answered(503, &ingest, &body)
+        .await
+        .expect("the third request is shed while two hold the slots");
     assert_eq!(shed.error(), "overloaded");
     assert_eq!(
         shed.headers["retry-after"], "2",
@@ -122,13 +133,7 @@ async fn requests_over_the_concurrency_cap_are_shed_with_retry_after() {
     let ready = ingest.get("/readyz", None).await;
     assert_eq!(ready.status, 200, "{}", ready.json);
     drop(slow);
-    let accepted = eventually(Duration::from_secs(5), || async {
-        let answer = ingest
-            .github("issue_comment", &uuid::Uuid::now_v7().to_string(), &body)
-            .await;
-        (answer.status == 202).then_some(answer)
-    })
-    .await;
+    let accepted = webhook_answered(202, &ingest, &body).await;
     assert!(accepted.is_some(), "accepted again once the slots are free");
     ingest
         .take_task_and_ack(contexten_envelope::Stage::Generate)
@@ -197,23 +202,12 @@ async fn bodies_being_received_stay_within_the_memory_budget() {
         "octocat",
         "MEMBER",
     );
-    let shed = eventually(Duration::from_secs(5), || async {
-        let answer = ingest
-            .github("issue_comment", &uuid::Uuid::now_v7().to_string(), &body)
-            .await;
-        (answer.status == 503).then_some(answer)
-    })
-    .await
-    .expect("a body that does not fit the budget is shed");
+    let shed = webhook_answered(503, &ingest, &body)
+        .await
+        .expect("a body that does not fit the budget is shed");
     assert_eq!(shed.error(), "overloaded");
     drop(slow);
-    let accepted = eventually(Duration::from_secs(5), || async {
-        let answer = ingest
-            .github("issue_comment", &uuid::Uuid::now_v7().to_string(), &body)
-            .await;
-        (answer.status == 202).then_some(answer)
-    })
-    .await;
+    let accepted = webhook_answered(202, &ingest, &body).await;
     assert!(accepted.is_some(), "accepted once the budget is free");
     ingest
         .take_task_and_ack(contexten_envelope::Stage::Generate)
