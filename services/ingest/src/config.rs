@@ -139,8 +139,12 @@ pub struct Limits {
     /// hold a slot and its buffer. `GET /v1/tasks/{id}?wait=` gets this on top
     /// of its wait.
     pub request_timeout: Duration,
-    /// `INGEST_HEADER_TIMEOUT_SECS`, 1–300, default 10: a connection whose
-    /// request headers do not arrive within this is closed.
+    /// `INGEST_HEADER_TIMEOUT_SECS`, 1–300, default 75: a connection whose
+    /// next request's headers do not arrive within this is closed. hyper's
+    /// timer also runs while a keep-alive connection is idle, so the default
+    /// stays above the usual proxy idle timeouts (60 s for nginx upstreams and
+    /// AWS load balancers): closing first would race the proxy's next request
+    /// on that connection into a 502 for a webhook nobody retries.
     pub header_timeout: Duration,
     /// `INGEST_MAX_CONCURRENT_REQUESTS`, 1–100000, default 512: requests over
     /// this are answered `503 overloaded` with `Retry-After` at once. With the
@@ -253,7 +257,7 @@ impl IngestConfig {
                 linear_window: secs("LINEAR_TIMESTAMP_TOLERANCE_SECS", 60, 1, 3600)?,
                 retry_after: secs("INGEST_RETRY_AFTER_SECS", 5, 1, 600)?,
                 request_timeout: secs("INGEST_REQUEST_TIMEOUT_SECS", 15, 1, 300)?,
-                header_timeout: secs("INGEST_HEADER_TIMEOUT_SECS", 10, 1, 300)?,
+                header_timeout: secs("INGEST_HEADER_TIMEOUT_SECS", 75, 1, 300)?,
                 max_concurrent_requests: env.ranged(
                     "INGEST_MAX_CONCURRENT_REQUESTS",
                     512,

@@ -3,7 +3,8 @@
 //!
 //! - at most `INGEST_MAX_CONNECTIONS` open connections (more wait in the
 //!   kernel's accept queue) and request headers within `INGEST_HEADER_TIMEOUT_SECS`
-//!   (hyper's header timer, which `axum::serve` leaves off);
+//!   (hyper's header timer, which `axum::serve` leaves off; it also runs on an
+//!   idle keep-alive connection);
 //! - at most `INGEST_MAX_CONCURRENT_REQUESTS` requests in handlers at once, and
 //!   their bodies within `INGEST_BODY_MEMORY_BYTES` (each reserves twice its
 //!   `Content-Length`, or twice the body limit when it announces none): the next one
