@@ -16,7 +16,7 @@
    the effective environment (env, envFrom, secretKeyRef/configMapKeyRef
    resolved, mounted Secret/ConfigMap files, volumes) of some container must
    change, showing the new value where it is a string. With everything set,
-   every variable a binary reads (DESIGN §11 and the rest, common.BINARY_READS)
+   every variable a binary reads (docs/design.md §11 and the rest, common.BINARY_READS)
    must appear in some container and none in a binary that does not read it;
    written paths must lie in writable volumes and read files be mounted.
    With secrets.mountAsFiles, each container gets `<NAME>_FILE` for exactly

@@ -20,7 +20,7 @@ import posixpath
 from common import (BINARY_READS, MOUNTED_FILES, SECRET_KEYS, WRITABLE_PATHS, Helm,
                     Report, deep_merge, get_path, nested)
 
-# The operator interface: DESIGN §11 and every other variable a binary reads.
+# The operator interface: docs/design.md §11 and every other variable a binary reads.
 # Each must be wireable from values.yaml.
 INTERFACE_VARS = sorted(set().union(*BINARY_READS.values()))
 

@@ -20,7 +20,7 @@ if [ -z "${CONTEXTEN_API_TOKENS:-}" ] && [ -z "${CONTEXTEN_API_TOKENS_FILE:-}" ]
 fi
 demo_port=${DEMO_RECEIVER_PORT:-8099}
 
-# name  health address (the defaults of DESIGN §11)
+# name  health address (the defaults of docs/design.md §11)
 services=(
   "ingest ${INGEST_ADDR:-127.0.0.1:8080}"
   "context-worker 127.0.0.1:9101"

@@ -1,5 +1,5 @@
-//! The agent stage (DESIGN §1, §2): complex tasks through the Codegen agent REST
-//! API (EXTERNAL-APIS §2).
+//! The agent stage (docs/design.md §1, §2): complex tasks through the Codegen agent REST
+//! API (docs/platforms.md §5).
 //!
 //! - [`codegen`]: the typed client (create, get, resume, list runs), both error
 //!   body shapes, the case-insensitive status mapping.

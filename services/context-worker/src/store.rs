@@ -1,5 +1,5 @@
 //! The worker's shared analysis store: codemap's Redis store under the fleet's
-//! key prefix, its values sealed with `CACHE_ENCRYPTION_KEY` (DESIGN §7) when set.
+//! key prefix, its values sealed with `CACHE_ENCRYPTION_KEY` (docs/design.md §7) when set.
 
 use contexten_cache::Sealer;
 use contexten_codemap::{AnalysisStore, CodemapError};

@@ -1,4 +1,4 @@
-//! The dispatcher's settings (DESIGN §11), read once at start.
+//! The dispatcher's settings (docs/design.md §11), read once at start.
 //!
 //! | variable | meaning | default |
 //! |---|---|---|

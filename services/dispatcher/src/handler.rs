@@ -304,7 +304,7 @@ pub fn outcome_of(provider: &'static str, kind: ReplyKind, error: ProviderError)
 }
 
 /// The reply ledger could not be used: the reply waits for Redis rather than
-/// risk a second post (DESIGN §5), loudly.
+/// risk a second post (docs/design.md §5), loudly.
 fn ledger_unavailable(
     provider: &'static str,
     kind: ReplyKind,

@@ -1,5 +1,5 @@
 //! The dispatch stage: every answer posted back where the request came from,
-//! exactly once (DESIGN §2, §5; EXTERNAL-APIS §6.2, §6.4, §6.6).
+//! exactly once (docs/design.md §2, §5; docs/platforms.md §2.2, §3.2, §4.2).
 //!
 //! - [`DispatchHandler`] (in `handler`): the exactly-once flow around the
 //!   platform clients of `contexten-providers`.

@@ -1,4 +1,4 @@
-//! The generate stage (DESIGN §1 "Autogenlib"; EXTERNAL-APIS §3.4, §6.7):
+//! The generate stage (docs/design.md §1 "Autogenlib"; docs/platforms.md §6.1, §6.2):
 //! context-aware code generation with an LLM, cached, validated, with fallback to
 //! the agent.
 //!

@@ -1,4 +1,4 @@
-//! ingest's settings (DESIGN §11 names plus ingest's own), read once at start.
+//! ingest's settings (docs/design.md §11 names plus ingest's own), read once at start.
 //!
 //! | variable | meaning | default |
 //! |---|---|---|

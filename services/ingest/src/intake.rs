@@ -1,7 +1,7 @@
 //! From a recognised request to two confirmed messages: the task to its first
 //! stage and an acknowledgement to dispatch.
 //!
-//! Order (DESIGN §5): one Redis round trip claims the delivery identity with
+//! Order (docs/design.md §5): one Redis round trip claims the delivery identity with
 //! `SET NX EX`, writes the initial status record and swaps the conversation's
 //! last task id; then the task and its acknowledgement are published and the
 //! task is confirmed; only then does the caller answer 2xx (the acknowledgement's
@@ -371,7 +371,7 @@ pub async fn current_publisher(
 /// still missing when the task is confirmed is awaited in the background, and a
 /// lost one is logged and counted. For the same reason the acknowledgement is
 /// not persisted: after a broker restart it would only be late; unwritten, it
-/// saves RabbitMQ a disk write and sync per webhook (DESIGN §5 holds for the
+/// saves RabbitMQ a disk write and sync per webhook (docs/design.md §5 holds for the
 /// task).
 async fn publish_pair(
     state: &AppState,

@@ -1,4 +1,4 @@
-//! ingest: the fleet's front door (DESIGN §1, §5, §7).
+//! ingest: the fleet's front door (docs/design.md §1, §5, §7).
 //!
 //! - [`webhooks`]: `POST /webhooks/{github,linear,slack}`; the raw body is kept
 //!   and its signature ([`verify`]) checked before parsing; [`providers`] decide

@@ -1,6 +1,6 @@
 //! `ingest redeliver-failed --since 1h`: GitHub does not retry a failed webhook,
 //! so this lists the hook's recent deliveries, picks those that failed and were
-//! not delivered since, and asks GitHub to redeliver each (EXTERNAL-APIS §6.1).
+//! not delivered since, and asks GitHub to redeliver each (docs/platforms.md §2.1).
 //!
 //! Hooks: the GitHub App's hook (`GET /app/hook/deliveries`, authenticated with
 //! an App JWT from `GITHUB_APP_ID` + `GITHUB_APP_PRIVATE_KEY`), or a repository

@@ -1,5 +1,5 @@
 //! Webhook signature checks, done on the raw body before anything parses it
-//! (EXTERNAL-APIS §6.1, §6.3, §6.5). Every comparison is constant-time
+//! (docs/platforms.md §2.1, §3.1, §4.1). Every comparison is constant-time
 //! (`Mac::verify_slice`); a malformed header is treated like a wrong signature.
 //! A provider's secret may hold several values while it is rotated: a
 //! signature made with any of them is accepted, each candidate compared in

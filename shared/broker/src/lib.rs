@@ -1,4 +1,4 @@
-//! The RabbitMQ worker runtime every stage runs on (DESIGN §3–5).
+//! The RabbitMQ worker runtime every stage runs on (docs/design.md §3–5).
 //!
 //! - [`topology`]: declares the work exchange, one priority queue per stage, the
 //!   retry delay tiers and the dead-letter queues, idempotently.

@@ -584,7 +584,7 @@ fn cut_at(text: &str, limit: usize) -> &str {
 }
 
 /// Dead-letters `input` with its reason and, unless dispatch itself failed, sends
-/// the requester a failure answer (DESIGN §2: silence is a bug): the reason code
+/// the requester a failure answer (docs/design.md §2: silence is a bug): the reason code
 /// and its sentence ([`failure_text`]); the detail stays in the header and the log.
 /// `cause` is the last retry's code when the retries are spent.
 async fn dead_letter<H>(

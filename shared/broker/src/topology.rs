@@ -1,4 +1,4 @@
-//! The exchanges and queues of DESIGN §3, declared idempotently: declaring the
+//! The exchanges and queues of docs/design.md §3, declared idempotently: declaring the
 //! same topology again with the same arguments is a no-op for the broker.
 //!
 //! Dead queues are bounded (`DEAD_QUEUE_MAX_LENGTH`, `x-max-length`) with

@@ -1,4 +1,4 @@
-//! A multi-level cache for generated code and context (DESIGN §6–7): memory
+//! A multi-level cache for generated code and context (docs/design.md §6–7): memory
 //! (moka) → disk → Redis, each with a TTL, values sealed with AES-256-GCM before
 //! they reach disk or Redis when a key is configured, and every lookup counted in
 //! `contexten_cache_requests_total{cache, layer, result}`.

@@ -1,4 +1,4 @@
-//! Settings shared by every binary (DESIGN §11), read once from the environment at
+//! Settings shared by every binary (docs/design.md §11), read once from the environment at
 //! start and validated into real types. Each binary builds its own config struct
 //! from these parts; nothing reads `std::env` after start.
 //!
@@ -197,7 +197,7 @@ pub struct BrokerSettings {
     pub dead_queue_max_length: u32,
 }
 
-/// The default delay tiers (DESIGN §3).
+/// The default delay tiers (docs/design.md §3).
 /// Fine enough that a delay never waits behind one much longer than itself
 /// (RabbitMQ only expires the message at the head of a delay queue).
 pub const DEFAULT_RETRY_TIERS_MS: &str = "1000,5000,15000,30000,60000,120000,300000";

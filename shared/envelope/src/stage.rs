@@ -61,7 +61,7 @@ impl FromStr for Stage {
     }
 }
 
-/// How a task is answered (DESIGN §2).
+/// How a task is answered (docs/design.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {

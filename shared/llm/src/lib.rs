@@ -1,8 +1,8 @@
-//! Chat-completion clients behind one interface (DESIGN §10: small clients with a
+//! Chat-completion clients behind one interface (docs/design.md §10: small clients with a
 //! configurable base URL, so tests point them at local fakes).
 //!
 //! - [`OpenAiClient`]: `POST {base}/chat/completions`, the OpenAI wire format that
-//!   OpenAI, vLLM, Ollama and llama.cpp's server all speak (EXTERNAL-APIS §6.7).
+//!   OpenAI, vLLM, Ollama and llama.cpp's server all speak (docs/platforms.md §6.1).
 //! - [`AnthropicClient`]: `POST {base}/messages` (Anthropic Messages API).
 //! - [`LlmClient`]: either, chosen by `LLM_PROVIDER`; [`LlmSettings`] reads the
 //!   `LLM_*` settings.

@@ -1,4 +1,4 @@
-//! The `LLM_*` settings (DESIGN §11 names kept: `LLM_BASE_URL`, `LLM_API_KEY`,
+//! The `LLM_*` settings (docs/design.md §11 names kept: `LLM_BASE_URL`, `LLM_API_KEY`,
 //! `LLM_MODEL`).
 //!
 //! | variable | meaning | default |

@@ -1,5 +1,5 @@
-//! Small clients for the platforms the fleet answers on (DESIGN §10, EXTERNAL-APIS
-//! §6.2, §6.4, §6.6), each with a configurable base URL so tests point them at
+//! Small clients for the platforms the fleet answers on (docs/design.md §10, docs/platforms.md
+//! §2.2, §3.2, §4.2), each with a configurable base URL so tests point them at
 //! local fakes speaking the real wire format.
 //!
 //! - [`github::GithubClient`]: issue/PR comments, reactions, the marker search

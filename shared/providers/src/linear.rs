@@ -1,4 +1,4 @@
-//! Linear GraphQL (EXTERNAL-APIS §6.4): `commentCreate`, threaded with
+//! Linear GraphQL (docs/platforms.md §3.2): `commentCreate`, threaded with
 //! `parentId`, with a client-chosen comment `id` (CommentCreateInput.id, a UUID)
 //! so an uncertain create can be checked with `comment(id)` before repeating it.
 

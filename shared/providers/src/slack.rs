@@ -1,4 +1,4 @@
-//! Slack Web API (EXTERNAL-APIS §6.6): `chat.postMessage` in a thread (whose
+//! Slack Web API (docs/platforms.md §4.2): `chat.postMessage` in a thread (whose
 //! `thread_ts` is the parent's) or in a channel, `reactions.add`,
 //! `conversations.replies` / `conversations.history` to find a message by its
 //! metadata, a slash command's `response_url`, and the three-step file upload

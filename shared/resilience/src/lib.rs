@@ -1,4 +1,4 @@
-//! Fleet-wide limits and circuit breakers (DESIGN §6), shared by every replica
+//! Fleet-wide limits and circuit breakers (docs/design.md §6), shared by every replica
 //! through Redis and falling back to a local copy when Redis is unreachable.
 //!
 //! - [`RateLimiter`]: a strict sliding-window log — never more than `limit`

@@ -1,4 +1,4 @@
-//! Telemetry for every binary (DESIGN §8): one [`init`] that installs JSON logs
+//! Telemetry for every binary (docs/design.md §8): one [`init`] that installs JSON logs
 //! (task and correlation ids on every line through the handler span), W3C trace
 //! context propagation with an OpenTelemetry tracer (OTLP/HTTP export only when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set), and the Prometheus recorder behind

@@ -1,4 +1,4 @@
-//! A typed client for the Codegen agent REST API (EXTERNAL-APIS §2.3): create,
+//! A typed client for the Codegen agent REST API (docs/platforms.md §5.1): create,
 //! get, resume and list agent runs for one organisation, with a bearer token.
 //! Every non-2xx answer becomes a [`CodegenError`] that says whether it should
 //! trip the circuit breaker and whether it is worth retrying.

@@ -1,5 +1,5 @@
-//! The Codegen REST API's wire types (EXTERNAL-APIS §2.4), the run status
-//! mapping (§2.5) and both error body shapes.
+//! The Codegen REST API's wire types (docs/platforms.md §5.2), the run status
+//! mapping (§5.3) and both error body shapes.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

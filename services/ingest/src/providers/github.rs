@@ -1,4 +1,4 @@
-//! GitHub webhook events (EXTERNAL-APIS §6.1): which deliveries become tasks.
+//! GitHub webhook events (docs/platforms.md §2.1): which deliveries become tasks.
 //!
 //! Triggers: `issue_comment.created` and `pull_request_review_comment.created`
 //! that start with the command prefix or mention the bot, from an allowed

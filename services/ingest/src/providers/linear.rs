@@ -1,4 +1,4 @@
-//! Linear webhooks (EXTERNAL-APIS §6.3): an Issue assigned to the bot or given
+//! Linear webhooks (docs/platforms.md §3.1): an Issue assigned to the bot or given
 //! the trigger label (newly: compared with `updatedFrom`), or a Comment that
 //! mentions the bot. Events whose actor is the bot are ignored.
 

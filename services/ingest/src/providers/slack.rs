@@ -1,4 +1,4 @@
-//! Slack Events API callbacks and slash commands (EXTERNAL-APIS §6.5).
+//! Slack Events API callbacks and slash commands (docs/platforms.md §4.1).
 //!
 //! Triggers: `app_mention`; a `message` in a thread the bot already answers; the
 //! slash command. Messages from bots (`bot_id`, `subtype=bot_message`) and edits

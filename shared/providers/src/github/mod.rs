@@ -1,4 +1,4 @@
-//! GitHub REST (EXTERNAL-APIS §6.2): issue and pull-request comments, reactions
+//! GitHub REST (docs/platforms.md §2.2): issue and pull-request comments, reactions
 //! on the request comment, and the search for a comment carrying a marker.
 
 mod app;
