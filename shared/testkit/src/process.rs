@@ -75,11 +75,18 @@ pub fn kill_all(mark: &Mark, child: Option<Child>) {
         let _ = child.kill();
         let _ = child.wait();
     }
-    // Grandchildren (beam under the wrapper script) are reparented; give
-    // them a moment to go so a restart finds the ports free.
-    let until = Instant::now() + Duration::from_secs(5);
-    while !marked_pids(mark).is_empty() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
+    // Grandchildren (beam under the wrapper script) are reparented, and one
+    // may have been forked after the first look: signal whatever is left
+    // until none remains, so a restart or the next test finds the ports free.
+    // (On a loaded machine a large VM can take seconds to go.)
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = marked_pids(mark);
+        if left.is_empty() || Instant::now() >= until {
+            break;
+        }
+        signal(&left, "KILL");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
