@@ -784,9 +784,8 @@ mod tests {
         assert!(next[0].envelope.context.is_none());
     }
 
-    /// The repository of [`repo`] as a git commit, read by `file://` URL.
-    fn git_repo(dir: &std::path::Path) -> String {
-        let root = repo(dir);
+    /// Makes `root` a git repository on `main` with everything in one commit.
+    fn commit_all(root: &std::path::Path) {
         for args in [
             &["init", "-q", "-b", "main"][..],
             &["add", "."],
@@ -803,13 +802,19 @@ mod tests {
         ] {
             let ok = std::process::Command::new("git")
                 .arg("-C")
-                .arg(&root)
+                .arg(root)
                 .args(args)
                 .status()
                 .unwrap()
                 .success();
             assert!(ok, "git {args:?}");
         }
+    }
+
+    /// The repository of [`repo`] as a git commit, read by `file://` URL.
+    fn git_repo(dir: &std::path::Path) -> String {
+        let root = repo(dir);
+        commit_all(std::path::Path::new(&root));
         format!("file://{root}")
     }
 
@@ -1379,29 +1384,7 @@ mod tests {
             std::fs::write(root.join(format!("tests/test_ledger_{i}.py")), body(i)).unwrap();
         }
         std::fs::write(root.join("README.md"), "# ledger\n").unwrap();
-        for args in [
-            &["init", "-q", "-b", "main"][..],
-            &["add", "."],
-            &[
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.com",
-                "commit",
-                "-q",
-                "-m",
-                "x",
-            ],
-        ] {
-            let ok = std::process::Command::new("git")
-                .arg("-C")
-                .arg(&root)
-                .args(args)
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "git {args:?}");
-        }
+        commit_all(&root);
         // Room for about a dozen of the 71 files.
         let size = body(10).len() as u64;
         let budget = ESTIMATE_FIXED + 12 * contexten_codemap::file_estimate(size);
