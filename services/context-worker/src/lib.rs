@@ -1265,12 +1265,15 @@ mod tests {
     async fn a_git_server_that_never_answers_fails_its_task_while_another_is_served() {
         let dir = tempfile::tempdir().unwrap();
         let prefix = TestPrefix::new();
-        // Local repositories allowed: the silent server is on loopback.
+        // Local repositories allowed: the silent server is on loopback. The
+        // timeout leaves the good repository seconds to be served first even on
+        // a loaded machine (at 2 s, a full parallel run once took 2.4 s).
+        const GIT_TIMEOUT_SECS: &str = "6";
         let cfg = config_with(
             dir.path(),
             true,
             &prefix,
-            &[("CONTEXT_GIT_TIMEOUT_SECS", "2")],
+            &[("CONTEXT_GIT_TIMEOUT_SECS", GIT_TIMEOUT_SECS)],
         );
         let handler = ContextHandler::new(cfg.engine(), &cfg);
         let (silent, _held) = silent_git_server();
@@ -1297,17 +1300,17 @@ mod tests {
             served_after < failed_after,
             "{served_after:?} {failed_after:?}"
         );
-        // The configured 2 s, plus room for a loaded machine (git's start-up,
+        // The configured 6 s, plus room for a loaded machine (git's start-up,
         // the kill): far from the 5 × (timeout + backoff) of retrying it.
         assert!(
-            failed_after >= Duration::from_secs(2) && failed_after < Duration::from_secs(10),
+            failed_after >= Duration::from_secs(6) && failed_after < Duration::from_secs(15),
             "{failed_after:?}"
         );
         match outcome {
             Outcome::DeadLetter(reason) => {
                 assert_eq!(reason.code, "repository_timeout");
                 assert_eq!(
-                    reason.detail, "git fetch timed out after 2s",
+                    reason.detail, "git fetch timed out after 6s",
                     "no git output"
                 );
             }
