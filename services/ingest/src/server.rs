@@ -122,11 +122,10 @@ pub struct RequestSlots {
 
 impl RequestSlots {
     pub fn new(limits: &crate::config::Limits) -> Self {
-        let kib = |bytes: usize| u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
         RequestSlots {
             slots: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
-            body_kib: Arc::new(Semaphore::new(kib(limits.body_memory_bytes) as usize)),
-            max_body_kib: kib(limits.max_body_bytes),
+            body_kib: Arc::new(Semaphore::new(kib(limits.body_memory_bytes as u64) as usize)),
+            max_body_kib: kib(limits.max_body_bytes as u64),
             retry_after: limits.retry_after,
         }
     }
@@ -142,10 +141,14 @@ impl RequestSlots {
             .headers()
             .get(axum::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .map(|len| u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX))
-            .map_or(self.max_body_kib, |kib| kib.min(self.max_body_kib));
+            .map_or(self.max_body_kib, |len| kib(len).min(self.max_body_kib));
         kib.saturating_mul(BODY_COST_FACTOR)
     }
+}
+
+/// `bytes` in whole KiB, the unit of the body memory budget's permits.
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }
 
 /// Middleware: runs the request in a free slot with its body's memory reserved,
