@@ -294,7 +294,7 @@ mod tests {
     fn envelope() -> TaskEnvelope {
         TaskEnvelope::new(
             Source {
-                kind: SourceKind::Api,
+                kind: SourceKind::API,
                 delivery_id: Some("d-1".into()),
                 requested_by: None,
                 reply_to: ReplyTarget::None,

@@ -92,7 +92,7 @@ async fn fleet() -> Fleet {
 
 fn envelope(text: &str) -> TaskEnvelope {
     let source = Source {
-        kind: SourceKind::Operator,
+        kind: SourceKind::OPERATOR,
         delivery_id: None,
         requested_by: None,
         reply_to: ReplyTarget::None,

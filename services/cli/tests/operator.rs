@@ -41,7 +41,7 @@ async fn setup() -> (Connection, lapin::Channel, Publisher, Names, BrokerSetting
 
 fn envelope(text: &str) -> TaskEnvelope {
     let source = Source {
-        kind: SourceKind::Operator,
+        kind: SourceKind::OPERATOR,
         delivery_id: None,
         requested_by: None,
         reply_to: ReplyTarget::None,

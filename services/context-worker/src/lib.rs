@@ -678,7 +678,7 @@ mod tests {
 
     fn task(repo: Option<String>, strategy: Strategy, text: &str) -> TaskEnvelope {
         let source = Source {
-            kind: SourceKind::Api,
+            kind: SourceKind::API,
             delivery_id: None,
             requested_by: None,
             reply_to: ReplyTarget::None,

@@ -301,7 +301,7 @@ mod tests {
             ..Request::default()
         };
         let source = contexten_envelope::Source {
-            kind: contexten_envelope::SourceKind::Github,
+            kind: contexten_envelope::SourceKind::GITHUB,
             delivery_id: None,
             requested_by: None,
             reply_to: ReplyTarget::Github {

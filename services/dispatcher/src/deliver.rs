@@ -93,7 +93,8 @@ impl Plan {
         now_ms: u64,
     ) -> Option<Self> {
         Some(match &envelope.source.reply_to {
-            ReplyTarget::None => return None,
+            // Until the reply-channel registry: an extension target has no plan.
+            ReplyTarget::None | ReplyTarget::Channel(_) => return None,
             ReplyTarget::Github {
                 repo,
                 comment_id: Some(comment_id),

@@ -29,7 +29,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 fn task(i: usize) -> TaskEnvelope {
     let source = Source {
-        kind: SourceKind::Api,
+        kind: SourceKind::API,
         delivery_id: None,
         requested_by: Some("bench".into()),
         reply_to: ReplyTarget::None,

@@ -225,7 +225,7 @@ mod tests {
     fn api_task() -> TaskEnvelope {
         TaskEnvelope::new(
             Source {
-                kind: SourceKind::Api,
+                kind: SourceKind::API,
                 delivery_id: None,
                 requested_by: None,
                 reply_to: ReplyTarget::None,

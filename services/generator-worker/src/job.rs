@@ -253,7 +253,7 @@ mod tests {
         ]);
         let mut envelope = TaskEnvelope::new(
             Source {
-                kind: SourceKind::Api,
+                kind: SourceKind::API,
                 delivery_id: None,
                 requested_by: None,
                 reply_to: ReplyTarget::None,

@@ -321,7 +321,7 @@ impl Fleet {
 fn envelope(i: usize) -> TaskEnvelope {
     let mut env = TaskEnvelope::new(
         Source {
-            kind: SourceKind::Github,
+            kind: SourceKind::GITHUB,
             delivery_id: Some(format!("raw-{i}")),
             requested_by: Some("octocat".into()),
             reply_to: ReplyTarget::Github {

@@ -56,7 +56,7 @@ pub async fn requester_limit(state: &AppState, draft: &Draft) -> Result<(), Over
     };
     metric::ingest_rejected(draft.kind.as_str(), "rate_limited");
     let secs = wait.as_secs().max(1);
-    if draft.kind == SourceKind::Api {
+    if draft.kind == SourceKind::API {
         return Err(OverLimit::TooMany(Duration::from_secs(secs)));
     }
     // One "slow down" answer per window, not one per extra message.

@@ -287,7 +287,7 @@ fn draft(
         }
         None => ReplyTarget::None,
     };
-    let mut draft = Draft::new(SourceKind::Api, reply_to, text);
+    let mut draft = Draft::new(SourceKind::API, reply_to, text);
     if let Some(url) = request.repository_url {
         check_repository(&url, state.cfg.allow_local_repos)?;
         if !url.starts_with("file://") {

@@ -195,7 +195,7 @@ impl Draft {
             *found = merged;
         }
         let decision = routing.decide(&RouteInput {
-            kind: self.kind,
+            kind: self.kind.clone(),
             text: &self.text,
             explicit: self.explicit.clone(),
             labels: &self.labels,
@@ -267,7 +267,7 @@ pub async fn admit(
         .source
         .delivery_id
         .as_ref()
-        .map(|id| dedup_key(&state.names, env.source.kind, id));
+        .map(|id| dedup_key(&state.names, &env.source.kind, id));
     let conversation_key = env
         .conversation
         .as_ref()
@@ -439,7 +439,7 @@ fn note_ack(task_id: TaskId, result: Result<(), BrokerError>) {
 }
 
 /// Redis: a provider delivery identity.
-pub fn dedup_key(names: &Names, kind: SourceKind, id: &str) -> String {
+pub fn dedup_key(names: &Names, kind: &SourceKind, id: &str) -> String {
     names.redis_key(&["ingest", "dedup", kind.as_str(), id])
 }
 
@@ -529,7 +529,7 @@ impl Claim {
             "priority": env.priority,
             "conversation": env.conversation.as_ref().map(|c| &c.id),
             "correlation_id": env.correlation_id,
-            "api_token": (env.source.kind == SourceKind::Api)
+            "api_token": (env.source.kind == SourceKind::API)
                 .then_some(env.source.requested_by.as_deref())
                 .flatten(),
         });

@@ -174,17 +174,17 @@ impl Routing {
     }
 
     /// The default priority of a source.
-    pub fn source_priority(&self, kind: SourceKind) -> Priority {
+    pub fn source_priority(&self, kind: &SourceKind) -> Priority {
         self.file
             .priorities
-            .get(&kind)
+            .get(kind)
             .copied()
             .unwrap_or(Priority::Normal)
     }
 
     /// Chooses strategy and priority for a request.
     pub fn decide(&self, input: &RouteInput<'_>) -> Decision {
-        let priority = self.source_priority(input.kind);
+        let priority = self.source_priority(&input.kind);
         if let Some((strategy, rule)) = &input.explicit {
             return Decision {
                 strategy: *strategy,
@@ -332,36 +332,36 @@ mod tests {
 
     #[test]
     fn shipped_rules_parse_and_choose_as_documented() {
-        let d = decide(SourceKind::Github, "agent fix the flaky test", true, &[]);
+        let d = decide(SourceKind::GITHUB, "agent fix the flaky test", true, &[]);
         assert_eq!(
             (d.strategy, d.rule.as_str()),
             (Strategy::Agent, "command:agent")
         );
-        let d = decide(SourceKind::Github, "please refactor the parser", true, &[]);
+        let d = decide(SourceKind::GITHUB, "please refactor the parser", true, &[]);
         assert_eq!(
             (d.strategy, d.rule.as_str()),
             (Strategy::Agent, "rules:agent-work")
         );
-        let d = decide(SourceKind::Slack, "please refactor the parser", false, &[]);
+        let d = decide(SourceKind::SLACK, "please refactor the parser", false, &[]);
         assert_eq!(
             (d.strategy, d.rule.as_str()),
             (Strategy::Simple, "rules:no-repository")
         );
         assert_eq!(d.priority, Priority::Interactive);
-        let d = decide(SourceKind::Api, "speed up `parse_duration`", true, &[]);
+        let d = decide(SourceKind::API, "speed up `parse_duration`", true, &[]);
         assert_eq!(
             (d.strategy, d.rule.as_str()),
             (Strategy::Context, "rules:one-function")
         );
         assert_eq!(d.priority, Priority::Batch);
-        let d = decide(SourceKind::Github, "touch src/a.rs and src/b.rs", true, &[]);
+        let d = decide(SourceKind::GITHUB, "touch src/a.rs and src/b.rs", true, &[]);
         assert_eq!(
             (d.strategy, d.rule.as_str()),
             (Strategy::Agent, "rules:multi-file")
         );
         let labels = vec!["Contexten:Agent".to_owned()];
         let d = decide(
-            SourceKind::Github,
+            SourceKind::GITHUB,
             "speed up `parse_duration`",
             true,
             &labels,
@@ -370,7 +370,7 @@ mod tests {
             (d.strategy, d.rule.as_str()),
             (Strategy::Agent, "label:contexten:agent")
         );
-        let d = decide(SourceKind::Linear, "make it faster", true, &[]);
+        let d = decide(SourceKind::LINEAR, "make it faster", true, &[]);
         assert_eq!(
             (d.strategy, d.rule.as_str()),
             (Strategy::Context, "default")

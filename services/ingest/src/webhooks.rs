@@ -98,7 +98,7 @@ fn labelled(status: StatusCode, body: Value, outcome: &'static str) -> Response 
     response
 }
 
-pub(crate) fn ignored(provider: &'static str, reason: &'static str) -> Response {
+pub(crate) fn ignored(provider: &str, reason: &'static str) -> Response {
     metric::ingest_ignored(provider, reason);
     tracing::debug!(provider, reason, "event ignored");
     labelled(
@@ -136,7 +136,7 @@ pub(crate) async fn submit(
     if draft.refusal.is_none()
         && let Some(refusal) = admission::repository_refusal(state, &draft)
     {
-        if draft.kind == SourceKind::Api {
+        if draft.kind == SourceKind::API {
             return Err(IngestError::RepositoryNotAllowed(refusal.message));
         }
         // Answered in the requester's thread; the repository is never fetched.

@@ -3,6 +3,7 @@
 use crate::{Priority, Stage, Strategy};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -199,27 +200,39 @@ impl EnvelopeError {
     }
 }
 
-/// Where a request came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceKind {
-    Github,
-    Linear,
-    Slack,
-    Api,
-    Operator,
-}
+/// Where a request came from: the name of the webhook source (or `api`,
+/// `operator`) that admitted it.
+///
+/// An open set, not an enum: a source added to ingest (GitLab, for example)
+/// needs no change here, and a worker of an older build carries a name it does
+/// not know through unchanged (docs/design.md §3, envelope versioning).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SourceKind(Cow<'static, str>);
 
 impl SourceKind {
+    pub const GITHUB: SourceKind = SourceKind::named("github");
+    pub const LINEAR: SourceKind = SourceKind::named("linear");
+    pub const SLACK: SourceKind = SourceKind::named("slack");
+    /// The REST API (`POST /v1/tasks`).
+    pub const API: SourceKind = SourceKind::named("api");
+    /// Tasks an operator started from the command line.
+    pub const OPERATOR: SourceKind = SourceKind::named("operator");
+
+    /// A source by its lowercase name (a registered webhook source's name).
+    pub const fn named(name: &'static str) -> Self {
+        SourceKind(Cow::Borrowed(name))
+    }
+
     /// The lowercase name used in JSON, keys and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::Github => "github",
-            SourceKind::Linear => "linear",
-            SourceKind::Slack => "slack",
-            SourceKind::Api => "api",
-            SourceKind::Operator => "operator",
-        }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -260,6 +273,97 @@ pub enum ReplyTarget {
     Callback { url: String },
     /// Nobody to answer (the result is only readable through the API).
     None,
+    /// A reply channel this crate has no variant for (GitLab, or one added
+    /// after this build): its kind and its own fields, kept verbatim so an
+    /// older worker forwards it unchanged and the dispatcher's channel of that
+    /// kind reads it (docs/design.md §3, envelope versioning).
+    #[serde(untagged)]
+    Channel(ChannelTarget),
+}
+
+/// The kinds [`ReplyTarget`] has a variant for; a [`ChannelTarget`] never
+/// takes one of these names.
+const BUILT_IN_TARGETS: [&str; 5] = ["github", "linear", "slack", "callback", "none"];
+
+impl ReplyTarget {
+    /// The channel's name (`github`, `slack`, …, or a [`ChannelTarget`]'s
+    /// kind): the dispatcher picks the reply channel registered under it.
+    pub fn kind(&self) -> &str {
+        match self {
+            ReplyTarget::Github { .. } => "github",
+            ReplyTarget::Linear { .. } => "linear",
+            ReplyTarget::Slack { .. } => "slack",
+            ReplyTarget::Callback { .. } => "callback",
+            ReplyTarget::None => "none",
+            ReplyTarget::Channel(target) => &target.kind,
+        }
+    }
+}
+
+/// The reply target of a channel outside the built-in variants: `kind` names
+/// the channel and `fields` are its own, typed by the channel's module through
+/// [`ChannelTarget::new`] and [`ChannelTarget::decode`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawChannelTarget")]
+pub struct ChannelTarget {
+    kind: String,
+    #[serde(flatten)]
+    fields: Extra,
+}
+
+#[derive(Deserialize)]
+struct RawChannelTarget {
+    kind: String,
+    #[serde(flatten)]
+    fields: Extra,
+}
+
+impl TryFrom<RawChannelTarget> for ChannelTarget {
+    type Error = String;
+    /// A built-in kind whose fields did not fit its variant is an error, not
+    /// an extension target.
+    fn try_from(raw: RawChannelTarget) -> Result<Self, Self::Error> {
+        if BUILT_IN_TARGETS.contains(&raw.kind.as_str()) {
+            return Err(format!("invalid `{}` reply target", raw.kind));
+        }
+        Ok(ChannelTarget {
+            kind: raw.kind,
+            fields: raw.fields,
+        })
+    }
+}
+
+impl ChannelTarget {
+    /// The target of channel `kind` with `fields` (a struct of the channel's
+    /// module). Fails when `fields` is not a JSON object, has its own `kind`,
+    /// or `kind` is a built-in variant's name.
+    pub fn new(kind: &str, fields: &impl Serialize) -> Result<Self, EnvelopeError> {
+        let invalid = |why: String| EnvelopeError::Invalid(format!("reply target `{kind}`: {why}"));
+        let Value::Object(fields) =
+            serde_json::to_value(fields).map_err(|e| invalid(e.to_string()))?
+        else {
+            return Err(invalid("fields are not an object".into()));
+        };
+        if fields.contains_key("kind") {
+            return Err(invalid("fields may not hold `kind`".into()));
+        }
+        ChannelTarget::try_from(RawChannelTarget {
+            kind: kind.to_owned(),
+            fields,
+        })
+        .map_err(invalid)
+    }
+
+    /// The channel's name.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The fields read as the channel's own type.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, EnvelopeError> {
+        serde_json::from_value(Value::Object(self.fields.clone()))
+            .map_err(|e| EnvelopeError::Invalid(format!("reply target `{}`: {e}", self.kind)))
+    }
 }
 
 /// What was asked.
@@ -439,7 +543,7 @@ mod tests {
     fn sample() -> TaskEnvelope {
         let mut env = TaskEnvelope::new(
             Source {
-                kind: SourceKind::Github,
+                kind: SourceKind::GITHUB,
                 delivery_id: Some("72d3162e-cc78-11e3-81ab-4c9367dc0958".into()),
                 requested_by: Some("octocat".into()),
                 reply_to: ReplyTarget::Github {
@@ -501,6 +605,67 @@ mod tests {
         assert_eq!(again["added_by_v1_1"], serde_json::json!({"x": [1, 2]}));
         assert_eq!(again["source"]["installation_id"], 42);
         assert_eq!(again["request"]["attachments"][0], "a.png");
+    }
+
+    #[test]
+    fn an_unknown_source_and_reply_target_survive_a_round_trip() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value["source"]["kind"] = serde_json::json!("mastodon");
+        value["source"]["reply_to"] =
+            serde_json::json!({"kind": "mastodon", "status_id": "1099", "visibility": "direct"});
+        let env = TaskEnvelope::from_json(&serde_json::to_vec(&value).unwrap()).unwrap();
+        assert_eq!(env.source.kind.as_str(), "mastodon");
+        assert_eq!(env.source.reply_to.kind(), "mastodon");
+        let again: Value = serde_json::from_slice(&env.to_json()).unwrap();
+        assert_eq!(again["source"], value["source"]);
+    }
+
+    #[test]
+    fn a_channel_target_is_typed_by_its_module_and_never_shadows_a_built_in() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Note {
+            project_id: u64,
+            iid: u64,
+        }
+        let target = ChannelTarget::new(
+            "gitlab",
+            &Note {
+                project_id: 5,
+                iid: 9,
+            },
+        )
+        .unwrap();
+        let reply_to = ReplyTarget::Channel(target);
+        let json = serde_json::to_value(&reply_to).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "gitlab", "project_id": 5, "iid": 9})
+        );
+        let back: ReplyTarget = serde_json::from_value(json).unwrap();
+        let ReplyTarget::Channel(target) = &back else {
+            panic!("not a channel target: {back:?}");
+        };
+        assert_eq!(
+            target.decode::<Note>().unwrap(),
+            Note {
+                project_id: 5,
+                iid: 9
+            }
+        );
+        // A built-in kind with broken fields is an error, not an extension.
+        let broken = serde_json::json!({"kind": "github", "repo": "o/r"});
+        assert!(serde_json::from_value::<ReplyTarget>(broken).is_err());
+        assert!(
+            ChannelTarget::new(
+                "slack",
+                &Note {
+                    project_id: 1,
+                    iid: 1
+                }
+            )
+            .is_err()
+        );
+        assert!(ChannelTarget::new("gitlab", &7).is_err());
     }
 
     #[test]

@@ -187,8 +187,8 @@ pub fn redis_refused(role: &'static str) {
 }
 
 /// The dispatcher handled a reply of `kind` for `provider` with `outcome`.
-pub fn reply_dispatched(provider: &'static str, kind: &'static str, outcome: &'static str) {
-    counter!(DISPATCH_REPLIES, "provider" => provider, "kind" => kind, "outcome" => outcome)
+pub fn reply_dispatched(provider: &str, kind: &'static str, outcome: &'static str) {
+    counter!(DISPATCH_REPLIES, "provider" => provider.to_owned(), "kind" => kind, "outcome" => outcome)
         .increment(1);
 }
 
@@ -270,24 +270,24 @@ pub fn generation(outcome: &'static str) {
 }
 
 /// ingest answered a request from `provider` with `outcome` after `elapsed`.
-pub fn ingest_answered(provider: &'static str, outcome: &'static str, elapsed: Duration) {
-    counter!(INGEST_REQUESTS, "provider" => provider, "outcome" => outcome).increment(1);
-    histogram!(INGEST_DURATION, "provider" => provider).record(elapsed.as_secs_f64());
+pub fn ingest_answered(provider: &str, outcome: &'static str, elapsed: Duration) {
+    counter!(INGEST_REQUESTS, "provider" => provider.to_owned(), "outcome" => outcome).increment(1);
+    histogram!(INGEST_DURATION, "provider" => provider.to_owned()).record(elapsed.as_secs_f64());
 }
 
 /// ingest ignored an event (no task) for `reason`.
-pub fn ingest_ignored(provider: &'static str, reason: &'static str) {
-    counter!(INGEST_IGNORED, "provider" => provider, "reason" => reason).increment(1);
+pub fn ingest_ignored(provider: &str, reason: &'static str) {
+    counter!(INGEST_IGNORED, "provider" => provider.to_owned(), "reason" => reason).increment(1);
 }
 
 /// ingest refused a request with a 4xx for `reason`.
-pub fn ingest_rejected(provider: &'static str, reason: &'static str) {
-    counter!(INGEST_REJECTED, "provider" => provider, "reason" => reason).increment(1);
+pub fn ingest_rejected(provider: &str, reason: &'static str) {
+    counter!(INGEST_REJECTED, "provider" => provider.to_owned(), "reason" => reason).increment(1);
 }
 
 /// ingest created a task.
-pub fn ingest_task(source: &'static str, strategy: &'static str) {
-    counter!(INGEST_TASKS, "source" => source, "strategy" => strategy).increment(1);
+pub fn ingest_task(source: &str, strategy: &'static str) {
+    counter!(INGEST_TASKS, "source" => source.to_owned(), "strategy" => strategy).increment(1);
 }
 
 /// A refused GitHub delivery was recorded (`store` = `redis` or `file`).

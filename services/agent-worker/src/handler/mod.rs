@@ -158,7 +158,7 @@ mod tests {
     fn status_checks_keep_one_timing_from_the_first_start() {
         let mut env = TaskEnvelope::new(
             Source {
-                kind: SourceKind::Api,
+                kind: SourceKind::API,
                 delivery_id: None,
                 requested_by: None,
                 reply_to: ReplyTarget::None,

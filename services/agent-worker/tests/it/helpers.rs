@@ -310,7 +310,7 @@ impl RunningWorker {
 /// An agent task as the context stage forwards it.
 pub fn task(text: &str) -> TaskEnvelope {
     let source = Source {
-        kind: SourceKind::Github,
+        kind: SourceKind::GITHUB,
         delivery_id: Some(format!("delivery-{}", uuid::Uuid::now_v7())),
         requested_by: Some("octocat".into()),
         reply_to: ReplyTarget::Github {

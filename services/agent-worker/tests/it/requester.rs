@@ -64,7 +64,7 @@ async fn slots_are_per_requester_idempotent_given_back_and_freed_by_their_lease(
         Slot::Held
     );
     let mut slack = task_by("octocat", "from slack");
-    slack.source.kind = contexten_envelope::SourceKind::Slack;
+    slack.source.kind = contexten_envelope::SourceKind::SLACK;
     assert_eq!(slots.acquire(&slack).await.unwrap(), Slot::Held);
     slots.release(&a).await;
     assert_eq!(slots.acquire(&c).await.unwrap(), Slot::Held);

@@ -399,7 +399,7 @@ mod tests {
     fn answer(kind: ResultKind, language: Option<&str>, text: &str) -> TaskEnvelope {
         let mut env = TaskEnvelope::new(
             Source {
-                kind: SourceKind::Slack,
+                kind: SourceKind::SLACK,
                 delivery_id: None,
                 requested_by: None,
                 reply_to: contexten_envelope::ReplyTarget::None,

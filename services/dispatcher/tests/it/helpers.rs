@@ -162,10 +162,10 @@ pub async fn cleanup_redis(prefix: &str) {
 /// An envelope answering `reply_to`, with a code result, a cost and timings.
 pub fn envelope(reply_to: ReplyTarget, kind: ReplyKind) -> TaskEnvelope {
     let source_kind = match &reply_to {
-        ReplyTarget::Github { .. } => SourceKind::Github,
-        ReplyTarget::Linear { .. } => SourceKind::Linear,
-        ReplyTarget::Slack { .. } => SourceKind::Slack,
-        _ => SourceKind::Api,
+        ReplyTarget::Github { .. } => SourceKind::GITHUB,
+        ReplyTarget::Linear { .. } => SourceKind::LINEAR,
+        ReplyTarget::Slack { .. } => SourceKind::SLACK,
+        _ => SourceKind::API,
     };
     let mut env = TaskEnvelope::new(
         Source {

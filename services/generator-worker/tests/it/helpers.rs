@@ -192,7 +192,7 @@ pub async fn bodies(server: &MockServer) -> Vec<serde_json::Value> {
 /// A task asking for `symbol` in `language`, with a small context.
 pub fn envelope(text: &str, language: &str, symbol: &str) -> TaskEnvelope {
     let source = Source {
-        kind: SourceKind::Api,
+        kind: SourceKind::API,
         delivery_id: None,
         requested_by: Some("tester".into()),
         reply_to: ReplyTarget::None,

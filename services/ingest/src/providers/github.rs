@@ -243,7 +243,7 @@ fn thread_draft(payload: &Value, item: &str, text: String) -> Result<Draft, &'st
         .and_then(Value::as_u64)
         .ok_or("number_missing")?;
     let mut draft = Draft::new(
-        SourceKind::Github,
+        SourceKind::GITHUB,
         ReplyTarget::Github {
             repo: repo.to_owned(),
             number,

@@ -115,7 +115,7 @@ fn issue(
     let title = str_at(data, &["title"]).unwrap_or("");
     let description = str_at(data, &["description"]).unwrap_or("");
     let mut draft = Draft::new(
-        SourceKind::Linear,
+        SourceKind::LINEAR,
         ReplyTarget::Linear {
             issue_id: id.to_owned(),
             comment_id: None,
@@ -150,7 +150,7 @@ fn comment(data: &Value, triggers: &TriggerSettings) -> Result<Draft, &'static s
         .ok_or("issue_id_missing")?;
     let comment_id = str_at(data, &["parentId"]).or_else(|| str_at(data, &["id"]));
     let mut draft = Draft::new(
-        SourceKind::Linear,
+        SourceKind::LINEAR,
         ReplyTarget::Linear {
             issue_id: issue_id.to_owned(),
             comment_id: comment_id.map(str::to_owned),

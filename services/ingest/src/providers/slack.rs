@@ -44,7 +44,7 @@ pub fn classify_event(payload: &Value, routing: &Routing) -> Classified {
     let make = |parent: &str| {
         let command = command_words(&text);
         let mut draft = Draft::new(
-            SourceKind::Slack,
+            SourceKind::SLACK,
             ReplyTarget::Slack {
                 channel: channel.to_owned(),
                 thread_ts: parent.to_owned(),
@@ -107,7 +107,7 @@ pub struct SlashCommand {
 pub fn classify_command(command: SlashCommand, routing: &Routing) -> Draft {
     let words = command_words(&command.text);
     let mut draft = Draft::new(
-        SourceKind::Slack,
+        SourceKind::SLACK,
         ReplyTarget::Slack {
             channel: command.channel_id.clone(),
             thread_ts: String::new(),

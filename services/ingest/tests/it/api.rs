@@ -23,7 +23,7 @@ async fn api_task_is_created_routed_and_readable_with_its_timings() {
     assert_eq!(a.status, 202, "{}", a.json);
     let (task, _) = ingest.take_task_and_ack(Stage::Context).await;
     assert_eq!(a.json["task_id"], task.task_id.to_string());
-    assert_eq!(task.source.kind, SourceKind::Api);
+    assert_eq!(task.source.kind, SourceKind::API);
     assert_eq!(task.source.requested_by.as_deref(), Some("client"));
     assert_eq!(
         task.source.reply_to,
@@ -600,7 +600,7 @@ fn the_callback_schema_matches_the_body_the_dispatcher_sends() {
     use contexten_envelope::{Request, Source};
     let mut env = TaskEnvelope::new(
         Source {
-            kind: SourceKind::Api,
+            kind: SourceKind::API,
             delivery_id: Some("client:order-1".into()),
             requested_by: Some("client".into()),
             reply_to: ReplyTarget::Callback {

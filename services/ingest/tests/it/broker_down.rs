@@ -71,7 +71,7 @@ async fn a_failed_publish_is_retried_under_the_same_task_id() {
     let mut conn = ingest.redis().await;
     let key = ingest::intake::dedup_key(
         &ingest.names,
-        contexten_envelope::SourceKind::Github,
+        &contexten_envelope::SourceKind::GITHUB,
         &delivery,
     );
     let claim: String = redis::cmd("GET")

@@ -312,8 +312,8 @@ fn unicode_in_comments_and_commands_never_panics_routing_or_parsing() {
             let hints = extract_hints(&text);
             let _ = routing.repository_in_text(&text);
             for kind in [
-                contexten_envelope::SourceKind::Slack,
-                contexten_envelope::SourceKind::Github,
+                contexten_envelope::SourceKind::SLACK,
+                contexten_envelope::SourceKind::GITHUB,
             ] {
                 routing.decide(&RouteInput {
                     kind,

@@ -22,7 +22,7 @@ async fn github_command_comment_becomes_exactly_one_task_and_one_acknowledgement
 
     let (task, ack) = ingest.take_task_and_ack(Stage::Context).await;
     assert_eq!(answer.json["task_id"], task.task_id.to_string());
-    assert_eq!(task.source.kind, SourceKind::Github);
+    assert_eq!(task.source.kind, SourceKind::GITHUB);
     assert_eq!(task.source.delivery_id.as_deref(), Some(id.as_str()));
     assert_eq!(task.source.requested_by.as_deref(), Some("octocat"));
     assert_eq!(

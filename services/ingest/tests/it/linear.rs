@@ -38,7 +38,7 @@ async fn linear_label_newly_added_becomes_one_task_and_an_existing_label_does_no
         a.json
     );
     let (task, _) = ingest.take_task_and_ack(Stage::Context).await;
-    assert_eq!(task.source.kind, SourceKind::Linear);
+    assert_eq!(task.source.kind, SourceKind::LINEAR);
     assert_eq!(
         task.source.reply_to,
         ReplyTarget::Linear {

@@ -131,7 +131,7 @@ async fn redelivery_with_a_full_cache(policy: &str) {
     );
     let mut records_conn = ingest.redis().await;
     let claim =
-        ingest::intake::dedup_key(&ingest.names, contexten_envelope::SourceKind::Github, &id);
+        ingest::intake::dedup_key(&ingest.names, &contexten_envelope::SourceKind::GITHUB, &id);
     let claimed: Option<String> = redis::cmd("GET")
         .arg(&claim)
         .query_async(&mut records_conn)

@@ -27,7 +27,7 @@ async fn slack_mention_becomes_an_interactive_task_answered_in_its_thread() {
         a.json
     );
     let (task, ack) = ingest.take_task_and_ack(Stage::Generate).await;
-    assert_eq!(task.source.kind, SourceKind::Slack);
+    assert_eq!(task.source.kind, SourceKind::SLACK);
     assert_eq!(task.request.text, "a regex for ISO dates");
     assert_eq!(
         (task.strategy, task.strategy_rule.as_deref()),
