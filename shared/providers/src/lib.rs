@@ -26,6 +26,7 @@
 pub mod callback;
 mod error;
 pub mod github;
+pub mod gitlab;
 mod http;
 pub mod linear;
 pub mod slack;
