@@ -1,18 +1,46 @@
 //! Test support: throwaway RabbitMQ and Redis nodes that a test owns (it may
 //! kill, restart, pause or starve them without touching the machine's own
-//! services), certificates for TLS tests, and free loopback ports.
+//! services), per-test prefixes whose Redis keys and broker topology are
+//! removed on drop (even when the test panics), polling with a deadline, a
+//! TCP proxy whose connections a test can cut, git test repositories,
+//! certificates for TLS tests, and free loopback ports.
 //!
 //! Needs `/usr/lib/rabbitmq/bin/rabbitmq-server` (Debian's `rabbitmq-server`
-//! package), `redis-server` and `openssl` on the machine; `make services`
-//! installs them (see README.md).
+//! package), `redis-server`, `git` and `openssl` on the machine; `make
+//! services` installs them (see README.md).
 
+#[cfg(feature = "broker")]
+pub mod broker;
 mod certs;
+mod eventually;
+mod git;
 mod port;
+mod prefix;
 mod process;
+mod proxy;
 mod rabbit;
-mod redis;
+mod redis_node;
 
 pub use certs::TestCerts;
+pub use eventually::{Check, eventually, eventually_blocking};
+pub use git::{GitRepo, git};
 pub use port::free_port;
+pub use prefix::{TestPrefix, delete_keys, machine_amqp_url, machine_redis_url};
+pub use proxy::TcpProxy;
 pub use rabbit::{RabbitNode, RabbitOptions};
-pub use redis::{RedisNode, RedisOptions};
+pub use redis_node::{RedisNode, RedisOptions};
+
+/// Runs `program` with `args`, panicking with its stderr when it fails;
+/// returns its stdout.
+pub fn run_ok(program: &str, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

@@ -183,6 +183,61 @@ impl RedisNode {
         self.boot().await
     }
 
+    /// Writes values under `filler:*` until the server refuses even a small
+    /// one with `OOM` (start it with a small `maxmemory` and `noeviction`; the
+    /// request itself counts towards used memory, so big values are refused
+    /// first), then pins it full: `maxmemory` goes below what it holds, so no
+    /// freed buffer lets a small write through (an operator's Redis at its
+    /// limit). Fails if the server never refuses, or evicts instead.
+    pub async fn fill_until_oom(&self) -> anyhow::Result<()> {
+        let mut conn = ::redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let mut refused = false;
+        'sizes: for size in [64 << 10, 4 << 10, 256, 16] {
+            let value = vec![b'x'; size];
+            for i in 0..4_000 {
+                let written: ::redis::RedisResult<()> = ::redis::cmd("SET")
+                    .arg(format!("filler:{size}:{i}"))
+                    .arg(&value)
+                    .query_async(&mut conn)
+                    .await;
+                match written {
+                    Err(e) if e.to_string().contains("OOM") => {
+                        refused = true;
+                        continue 'sizes;
+                    }
+                    Err(e) => bail!("unexpected error while filling: {e}"),
+                    Ok(()) => {}
+                }
+            }
+        }
+        if !refused {
+            bail!("redis on {} never refused a write with OOM", self.port);
+        }
+        self.pin_full().await
+    }
+
+    /// Lowers `maxmemory` to 1 MB, below what a filled server holds, so it
+    /// stays full.
+    pub async fn pin_full(&self) -> anyhow::Result<()> {
+        self.config_set("maxmemory", "1mb").await
+    }
+
+    /// `CONFIG SET <key> <value>` (e.g. raise `maxmemory` to make room again).
+    pub async fn config_set(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let mut conn = ::redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let _: () = ::redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(key)
+            .arg(value)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     fn take_child(&self) -> Option<Child> {
         self.child
             .lock()

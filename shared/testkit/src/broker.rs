@@ -1,0 +1,231 @@
+//! A test's own slice of a broker and Redis (feature `broker`): a
+//! [`TestPrefix`], the fleet's topology declared under it, a channel to peek
+//! and publish with, a publisher and a store. The topology and the prefix's
+//! Redis keys are deleted when the fixture is dropped, panic or not.
+
+use crate::prefix::{TestPrefix, machine_amqp_url, machine_redis_url};
+use contexten_broker::{Publisher, Store, topology};
+use contexten_config::{BrokerSettings, Env, ExposeSecret, RedisSettings};
+use contexten_envelope::{Names, TaskEnvelope};
+use lapin::message::BasicGetMessage;
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties};
+use std::time::Duration;
+
+/// How to build a [`BrokerFixture`].
+#[derive(Debug, Clone)]
+pub struct FixtureBuilder {
+    label: &'static str,
+    amqp: Option<String>,
+    redis: Option<String>,
+    pairs: Vec<(String, String)>,
+    prefetch: u16,
+    publisher_store: bool,
+}
+
+/// See the module documentation. Fields are public so tests reach what they
+/// need; the prefix is dropped (and cleaned) after the connection closes.
+pub struct BrokerFixture {
+    pub names: Names,
+    /// The environment the settings were read from (for a crate's own
+    /// settings, e.g. `AgentSettings::from_env`).
+    pub env: Env,
+    pub settings: BrokerSettings,
+    pub redis: RedisSettings,
+    pub store: Store,
+    pub connection: Connection,
+    pub channel: Channel,
+    pub publisher: Publisher,
+    pub prefix: TestPrefix,
+}
+
+impl Default for FixtureBuilder {
+    fn default() -> Self {
+        FixtureBuilder {
+            label: "test",
+            amqp: None,
+            redis: None,
+            pairs: Vec::new(),
+            prefetch: 8,
+            publisher_store: true,
+        }
+    }
+}
+
+impl FixtureBuilder {
+    /// The prefix's first word (`test` unless set; benchmarks use `bench`).
+    pub fn label(mut self, label: &'static str) -> Self {
+        self.label = label;
+        self
+    }
+
+    /// The broker (default: the machine's, `AMQP_URL`).
+    pub fn amqp(mut self, url: impl Into<String>) -> Self {
+        self.amqp = Some(url.into());
+        self
+    }
+
+    /// The Redis (default: the machine's, `REDIS_URL`).
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.redis = Some(url.into());
+        self
+    }
+
+    /// More environment, after (and so over) `AMQP_URL`, `REDIS_URL` and
+    /// `CONTEXTEN_PREFIX`.
+    pub fn env(mut self, pairs: &[(&str, &str)]) -> Self {
+        self.pairs.extend(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        self
+    }
+
+    /// The default prefetch of the broker settings (8 unless set).
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = prefetch;
+        self
+    }
+
+    /// A publisher that never offloads payloads to Redis (no store, no
+    /// inline limit), as the operator CLI publishes.
+    pub fn plain_publisher(mut self) -> Self {
+        self.publisher_store = false;
+        self
+    }
+
+    /// Connects, declares the topology and builds the publisher; panics
+    /// naming what is missing when the broker or Redis is not there.
+    pub async fn start(self) -> BrokerFixture {
+        let prefix = TestPrefix::labelled(self.label);
+        let amqp = self.amqp.unwrap_or_else(machine_amqp_url);
+        let redis_url = self.redis.unwrap_or_else(machine_redis_url);
+        prefix.clean_redis(&redis_url);
+        let mut pairs: Vec<(&str, &str)> = vec![
+            ("AMQP_URL", &amqp),
+            ("REDIS_URL", &redis_url),
+            ("CONTEXTEN_PREFIX", prefix.as_str()),
+        ];
+        pairs.extend(self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let env = Env::from_pairs(pairs);
+        let settings = BrokerSettings::from_env(&env, self.prefetch).expect("test broker settings");
+        let redis = RedisSettings::from_env(&env).expect("test redis settings");
+        let names = Names::new(prefix.as_str());
+        let store = Store::new(&redis, names.clone()).expect("redis client");
+        let connection = Connection::connect(
+            settings.amqp_url.expose_secret(),
+            ConnectionProperties::default(),
+        )
+        .await
+        .expect("RabbitMQ on AMQP_URL (run `make services`)");
+        let channel = connection.create_channel().await.expect("a channel");
+        {
+            // Registered before declaring, so a half-declared topology goes too.
+            let names = names.clone();
+            let tiers = settings.retry_tiers.clone();
+            let url = settings.amqp_url.expose_secret().to_owned();
+            prefix.on_drop(move || async move {
+                let Ok(connection) =
+                    Connection::connect(&url, ConnectionProperties::default()).await
+                else {
+                    return;
+                };
+                if let Ok(channel) = connection.create_channel().await {
+                    let _ = topology::delete(&channel, &names, &tiers).await;
+                }
+                let _ = connection.close(200, "test done".into()).await;
+            });
+        }
+        topology::declare_for(&connection, &names, &settings)
+            .await
+            .expect("declare the topology");
+        let publisher = if self.publisher_store {
+            Publisher::new(
+                &connection,
+                names.clone(),
+                Some(store.clone()),
+                settings.payload_inline_limit,
+            )
+            .await
+        } else {
+            Publisher::new(&connection, names.clone(), None, usize::MAX).await
+        }
+        .expect("a publisher");
+        BrokerFixture {
+            names,
+            env,
+            settings,
+            redis,
+            store,
+            connection,
+            channel,
+            publisher,
+            prefix,
+        }
+    }
+}
+
+impl BrokerFixture {
+    pub fn builder() -> FixtureBuilder {
+        FixtureBuilder::default()
+    }
+
+    /// The machine's broker and Redis with `extra` environment.
+    pub async fn start(extra: &[(&str, &str)]) -> BrokerFixture {
+        Self::builder().env(extra).start().await
+    }
+
+    /// The settings pointing at another AMQP address (a proxy), same prefix.
+    pub fn settings_via(&self, amqp_url: &str) -> BrokerSettings {
+        let mut settings = self.settings.clone();
+        settings.amqp_url = amqp_url.to_owned().into();
+        settings
+    }
+
+    /// Takes one message from `queue` (acknowledged), waiting up to `within`.
+    pub async fn take_within(&self, queue: &str, within: Duration) -> Option<BasicGetMessage> {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let got = self
+                .channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get");
+            if got.is_some() || tokio::time::Instant::now() >= until {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Takes one message from `queue`, panicking when none comes within `within`.
+    pub async fn take(&self, queue: &str, within: Duration) -> BasicGetMessage {
+        self.take_within(queue, within)
+            .await
+            .unwrap_or_else(|| panic!("nothing arrived in {queue} within {within:?}"))
+    }
+
+    /// [`take`](Self::take) read as an envelope.
+    pub async fn take_envelope(&self, queue: &str, within: Duration) -> TaskEnvelope {
+        let message = self.take(queue, within).await;
+        TaskEnvelope::from_json(&message.delivery.data).expect("an envelope")
+    }
+
+    /// Messages ready in `queue`.
+    pub async fn depth(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("the queue exists")
+            .message_count()
+    }
+}
