@@ -287,12 +287,9 @@ impl IngestConfig {
 
     /// Says at start which providers are enabled, and why the others are not.
     pub fn log_providers(&self) {
-        for (name, secret, var) in [
-            ("github", &self.providers.github, "GITHUB_WEBHOOK_SECRET"),
-            ("linear", &self.providers.linear, "LINEAR_WEBHOOK_SECRET"),
-            ("slack", &self.providers.slack, "SLACK_SIGNING_SECRET"),
-        ] {
-            if secret.is_some() {
+        for source in crate::sources::registry() {
+            let (name, var) = (source.name(), source.secret_var());
+            if source.secret(&self.providers).is_some() {
                 tracing::info!(provider = name, "webhooks enabled");
             } else {
                 tracing::warn!(

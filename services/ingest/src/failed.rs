@@ -139,4 +139,5 @@ pub async fn forget(
             p
         })
         .await
+        .map_err(Into::into)
 }

@@ -15,8 +15,8 @@
 //! | `LINEAR_TEAM_IDS` | optional: only issues of these teams (ids) | unset: any |
 //! | `GITHUB_ALLOWED_REPOSITORIES` | optional: `owner/repo` or `owner/*` entries whose events are accepted | unset: any (the App's installation decides) |
 
-use crate::providers::slack::SlashCommand;
-use crate::providers::str_at;
+use crate::sources::slack::SlashCommand;
+use crate::sources::str_at;
 use contexten_config::Env;
 use serde_json::Value;
 

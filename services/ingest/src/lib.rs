@@ -1,8 +1,9 @@
 //! ingest: the fleet's front door (docs/design.md §1, §5, §7).
 //!
-//! - [`webhooks`]: `POST /webhooks/{github,linear,slack}`; the raw body is kept
-//!   and its signature ([`verify`]) checked before parsing; [`providers`] decide
-//!   what becomes a task.
+//! - [`webhooks`]: `POST /webhooks/{name}` for every registered
+//!   [`sources::WebhookSource`] (GitHub, Linear, Slack); the raw body is kept
+//!   and its signature ([`verify`]) checked before parsing; the source decides
+//!   what becomes a task, one generic path admits it.
 //! - [`api`]: `POST /v1/tasks`, `GET /v1/tasks/{id}`, `/v1/openapi.json`, with
 //!   hashed bearer tokens ([`tokens`]).
 //! - [`routing`]: strategy and priority (commands, labels, TOML rules).
@@ -24,11 +25,11 @@ pub mod failed;
 pub mod gate;
 pub mod hints;
 pub mod intake;
-pub mod providers;
 pub mod redeliver;
 pub mod replay;
 pub mod routing;
 pub mod server;
+pub mod sources;
 pub mod tokens;
 pub mod verify;
 pub mod webhooks;
@@ -72,6 +73,8 @@ pub struct AppState {
     /// Acknowledgement publishes still waiting for their confirm; shutdown
     /// waits for them (see [`intake`]).
     pub background: TaskTracker,
+    /// The webhook sources served, one route each ([`sources::registry`]).
+    pub sources: Vec<Arc<dyn sources::WebhookSource>>,
 }
 
 impl AppState {
@@ -94,6 +97,7 @@ impl AppState {
             dedup_ttl: cfg.limits.dedup_ttl,
             conversation_ttl: cfg.limits.conversation_ttl,
             background: TaskTracker::new(),
+            sources: sources::registry(),
             cfg,
         })
     }
@@ -137,10 +141,7 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
             timeout + Duration::from_secs(api::MAX_WAIT_SECS),
         ));
     let slots = server::RequestSlots::new(&limits);
-    let app = Router::new()
-        .route("/webhooks/github", post(webhooks::github))
-        .route("/webhooks/linear", post(webhooks::linear))
-        .route("/webhooks/slack", post(webhooks::slack))
+    let app = webhooks::routes(&state.sources)
         .route("/v1/tasks", post(api::create_task))
         .route("/v1/openapi.json", get(api::openapi))
         .layer(TimeoutLayer::with_status_code(

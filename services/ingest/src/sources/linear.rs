@@ -2,12 +2,82 @@
 //! the trigger label (newly: compared with `updatedFrom`), or a Comment that
 //! mentions the bot. Events whose actor is the bot are ignored.
 
-use super::{Classified, str_at};
-use crate::config::TriggerSettings;
+use super::{Classified, Inbound, WebhookSource, str_at};
+use crate::config::{IngestConfig, Limits, ProviderSecrets, TriggerSettings};
+use crate::error::IngestError;
 use crate::intake::{Draft, Requester};
 use crate::routing::{Routing, find_command};
+use crate::{verify, webhooks};
+use axum::response::Response;
+use contexten_config::{Secret, SecretSource};
 use contexten_envelope::{ReplyTarget, RepositoryRef, SourceKind};
 use serde_json::Value;
+
+/// `POST /webhooks/linear`: `linear-signature` over the body, then
+/// `webhookTimestamp` (inside the signed body) within
+/// `LINEAR_TIMESTAMP_TOLERANCE_SECS`.
+#[derive(Debug, Clone, Copy)]
+pub struct Linear;
+
+impl WebhookSource for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn secret_var(&self) -> &'static str {
+        "LINEAR_WEBHOOK_SECRET"
+    }
+
+    fn secret<'c>(&self, secrets: &'c ProviderSecrets) -> Option<&'c SecretSource> {
+        secrets.linear.as_ref()
+    }
+
+    fn verify(
+        &self,
+        secrets: &[Secret],
+        inbound: &Inbound<'_>,
+        _limits: &Limits,
+    ) -> Result<(), IngestError> {
+        verify::linear(secrets, inbound.header("linear-signature"), inbound.body)?;
+        Ok(())
+    }
+
+    fn delivery_id(&self, inbound: &Inbound<'_>) -> Option<String> {
+        inbound.header("linear-delivery").map(str::to_owned)
+    }
+
+    fn classify(
+        &self,
+        inbound: &Inbound<'_>,
+        cfg: &IngestConfig,
+    ) -> Result<Classified, IngestError> {
+        let payload = webhooks::parse_json(inbound.body)?;
+        // The timestamp is signed, so it is checked once the body is read.
+        verify::linear_fresh(
+            payload.get("webhookTimestamp").and_then(Value::as_u64),
+            inbound.received_ms,
+            cfg.limits.linear_window,
+        )?;
+        if let Err(reason) = cfg.requesters.linear(&payload) {
+            return Ok(Classified::Ignored(reason));
+        }
+        Ok(classify(
+            &payload,
+            inbound.header("linear-delivery"),
+            &cfg.triggers,
+            &cfg.routing,
+        ))
+    }
+
+    fn dedups_body(&self) -> bool {
+        true
+    }
+
+    /// Linear documents a plain 200 as its success answer.
+    fn answer(&self, _inbound: &Inbound<'_>, response: Response) -> Response {
+        webhooks::as_200(response)
+    }
+}
 
 /// Classifies a verified, fresh Linear delivery. `delivery` is the
 /// `Linear-Delivery` header when present.

@@ -6,19 +6,150 @@
 //! (`channel:ts`): a retry carries the same message, and the `app_mention` and
 //! `message` copies of one message (two `event_id`s) become one task.
 
-use super::{Classified, str_at};
+use super::{Classified, Inbound, WebhookSource, str_at};
+use crate::config::{IngestConfig, Limits, ProviderSecrets};
+use crate::error::IngestError;
 use crate::intake::{Draft, Requester};
 use crate::routing::{Routing, command_words};
+use crate::verify;
+use crate::webhooks::{self, Outcome, labelled};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use contexten_config::{Secret, SecretSource};
 use contexten_envelope::{ReplyTarget, RepositoryRef, SourceKind};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
+
+/// `POST /webhooks/slack`: Events API callbacks (JSON) and slash commands
+/// (form), signed with `X-Slack-Signature` over `X-Slack-Request-Timestamp`
+/// and the body.
+#[derive(Debug, Clone, Copy)]
+pub struct Slack;
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// Whether the request is a slash command (a form) rather than an event.
+fn is_command(inbound: &Inbound<'_>) -> bool {
+    webhooks::media_type(inbound.headers) == FORM
+}
+
+impl WebhookSource for Slack {
+    fn name(&self) -> &'static str {
+        "slack"
+    }
+
+    fn secret_var(&self) -> &'static str {
+        "SLACK_SIGNING_SECRET"
+    }
+
+    fn secret<'c>(&self, secrets: &'c ProviderSecrets) -> Option<&'c SecretSource> {
+        secrets.slack.as_ref()
+    }
+
+    fn check_media(&self, headers: &HeaderMap) -> Result<(), IngestError> {
+        let media = webhooks::media_type(headers);
+        if media != "application/json" && media != FORM {
+            return Err(IngestError::UnsupportedMediaType(
+                "application/json or application/x-www-form-urlencoded",
+            ));
+        }
+        Ok(())
+    }
+
+    fn verify(
+        &self,
+        secrets: &[Secret],
+        inbound: &Inbound<'_>,
+        limits: &Limits,
+    ) -> Result<(), IngestError> {
+        verify::slack(
+            secrets,
+            inbound.header("x-slack-signature"),
+            inbound.header("x-slack-request-timestamp"),
+            inbound.body,
+            inbound.received_ms / 1000,
+            limits.slack_window,
+        )?;
+        Ok(())
+    }
+
+    fn classify(
+        &self,
+        inbound: &Inbound<'_>,
+        cfg: &IngestConfig,
+    ) -> Result<Classified, IngestError> {
+        if is_command(inbound) {
+            let command: SlashCommand = serde_urlencoded::from_bytes(inbound.body)
+                .map_err(|e| IngestError::Malformed(format!("slash command form: {e}")))?;
+            if let Err(reason) = cfg.requesters.slack_command(&command) {
+                return Ok(Classified::Ignored(reason));
+            }
+            return Ok(Classified::Task(Box::new(classify_command(
+                command,
+                &cfg.routing,
+            ))));
+        }
+        let payload = webhooks::parse_json(inbound.body)?;
+        if let Err(reason) = cfg.requesters.slack_event(&payload) {
+            return Ok(Classified::Ignored(reason));
+        }
+        Ok(classify_event(&payload, &cfg.routing))
+    }
+
+    fn ignored(&self, inbound: &Inbound<'_>, reason: &'static str) -> Response {
+        let counted = webhooks::ignored(self.name(), reason);
+        if !is_command(inbound) {
+            return counted;
+        }
+        // Slack shows a slash command's body to the person who typed it.
+        labelled(
+            StatusCode::OK,
+            json!({"response_type": "ephemeral", "text": "This workspace, channel or user may not use this command."}),
+            "ignored",
+        )
+    }
+
+    fn answer(&self, inbound: &Inbound<'_>, response: Response) -> Response {
+        if !is_command(inbound) {
+            // Slack documents a plain 200 as its success answer.
+            return webhooks::as_200(response);
+        }
+        // Slack shows a slash command's 200 body to the user who typed it, and
+        // nothing for an empty one: a new command's "On it" comes from the
+        // dispatcher, ephemeral through the command's response_url.
+        let refused = matches!(
+            response.extensions().get::<Outcome>(),
+            Some(Outcome("refused"))
+        );
+        let (text, outcome) = if refused {
+            (
+                "This request cannot be run here; the reason is posted in the channel.",
+                "refused",
+            )
+        } else if response.status() == StatusCode::ACCEPTED {
+            let mut empty = StatusCode::OK.into_response();
+            empty.extensions_mut().insert(Outcome("accepted"));
+            return empty;
+        } else {
+            ("Already received.", "duplicate")
+        };
+        labelled(
+            StatusCode::OK,
+            json!({"response_type": "ephemeral", "text": text}),
+            outcome,
+        )
+    }
+}
 
 /// Classifies a verified Events API body.
 pub fn classify_event(payload: &Value, routing: &Routing) -> Classified {
     match str_at(payload, &["type"]) {
         Some("url_verification") => {
             return match str_at(payload, &["challenge"]) {
-                Some(challenge) => Classified::Challenge(challenge.to_owned()),
+                Some(challenge) => Classified::Answer {
+                    body: json!({"challenge": challenge}),
+                    outcome: "challenge",
+                },
                 None => Classified::Ignored("challenge_missing"),
             };
         }

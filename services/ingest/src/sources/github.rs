@@ -16,13 +16,89 @@
 //! payload has no base, so the context worker asks the pulls API for it. A
 //! review comment's `path` (and `line`) become the request's explicit hints.
 
-use super::{Classified, str_at};
-use crate::config::TriggerSettings;
+use super::{Classified, Inbound, WebhookSource, str_at};
+use crate::config::{IngestConfig, Limits, ProviderSecrets, TriggerSettings};
+use crate::error::IngestError;
 use crate::intake::{Draft, Requester};
+use crate::replay::github_event_time_ms;
 use crate::routing::{Routing, find_command};
+use crate::{verify, webhooks};
+use axum::http::HeaderMap;
+use contexten_config::{Secret, SecretSource};
 use contexten_envelope::{ReplyTarget, RepositoryRef, SourceKind};
 use contexten_trust::policy::RepoId;
-use serde_json::Value;
+use serde_json::{Value, json};
+
+/// `POST /webhooks/github`: `X-Hub-Signature-256` over the body, the
+/// delivery in `X-GitHub-Delivery`, the event in `X-GitHub-Event`.
+#[derive(Debug, Clone, Copy)]
+pub struct Github;
+
+impl WebhookSource for Github {
+    fn name(&self) -> &'static str {
+        "github"
+    }
+
+    fn secret_var(&self) -> &'static str {
+        "GITHUB_WEBHOOK_SECRET"
+    }
+
+    fn secret<'c>(&self, secrets: &'c ProviderSecrets) -> Option<&'c SecretSource> {
+        secrets.github.as_ref()
+    }
+
+    fn verify(
+        &self,
+        secrets: &[Secret],
+        inbound: &Inbound<'_>,
+        _limits: &Limits,
+    ) -> Result<(), IngestError> {
+        verify::github(secrets, inbound.header("x-hub-signature-256"), inbound.body)?;
+        Ok(())
+    }
+
+    fn delivery_id(&self, inbound: &Inbound<'_>) -> Option<String> {
+        inbound.header("x-github-delivery").map(str::to_owned)
+    }
+
+    fn classify(
+        &self,
+        inbound: &Inbound<'_>,
+        cfg: &IngestConfig,
+    ) -> Result<Classified, IngestError> {
+        let event = inbound
+            .header("x-github-event")
+            .ok_or(IngestError::MissingHeader("X-GitHub-Event"))?;
+        let delivery = inbound
+            .header("x-github-delivery")
+            .ok_or(IngestError::MissingHeader("X-GitHub-Delivery"))?;
+        let payload = webhooks::parse_json(inbound.body)?;
+        if let Err(reason) = cfg.requesters.github(&payload) {
+            return Ok(Classified::Ignored(reason));
+        }
+        let classified = classify(event, delivery, &payload, &cfg.triggers, &cfg.routing);
+        // A signed event older than the delivery dedup window is a replay
+        // whose body hash has expired (see `crate::replay`).
+        let max_age_ms = cfg.limits.dedup_ttl.as_millis() as u64;
+        if matches!(classified, Classified::Task(_))
+            && github_event_time_ms(&payload)
+                .is_some_and(|at| inbound.received_ms.saturating_sub(at) > max_age_ms)
+        {
+            return Ok(Classified::Ignored("stale_event"));
+        }
+        Ok(classified)
+    }
+
+    fn dedups_body(&self) -> bool {
+        true
+    }
+
+    // GitHub does not retry a failed delivery by itself.
+    fn unretried_delivery<'h>(&self, headers: &'h HeaderMap) -> Option<(&'h str, &'h str)> {
+        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        Some((header("x-github-delivery")?, header("x-github-event")?))
+    }
+}
 
 /// Classifies one verified delivery of `event`.
 pub fn classify(
@@ -33,7 +109,10 @@ pub fn classify(
     routing: &Routing,
 ) -> Classified {
     if event == "ping" {
-        return Classified::Ping;
+        return Classified::Answer {
+            body: json!({"status": "pong", "zen": payload.get("zen")}),
+            outcome: "ping",
+        };
     }
     if let Some(reason) = from_ourselves(payload, triggers) {
         return Classified::Ignored(reason);
@@ -270,7 +349,6 @@ fn thread_draft(payload: &Value, item: &str, text: String) -> Result<Draft, &'st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn triggers() -> TriggerSettings {
         TriggerSettings {
