@@ -1,7 +1,9 @@
 //! The dispatch handler: every answer posted back where the request came from,
 //! exactly once, in order, within the platforms' limits.
 //!
-//! For one envelope: read the reply kind (none = final) and build its [`Plan`];
+//! For one envelope: read the reply kind (none = final) and let the reply
+//! channel registered under the target's kind plan it (no channel:
+//! `unknown_reply_channel`; a target it cannot read: `invalid_reply_target`);
 //! skip it if the ledger says it was posted (a redelivery), or if it is an
 //! acknowledgement or progress arriving after the final answer; let a final
 //! answer wait briefly for an acknowledgement being posted; take the (task,
@@ -11,16 +13,12 @@
 //! Without the ledger (Redis unreachable) nothing is posted: the reply comes
 //! back after [`LEDGER_DELAY`], since posting unrecorded could post twice.
 
+use crate::channels::{PlannedReply, Registry, Route};
 use crate::config::{Limits, ProviderSettings};
-use crate::deliver::{self, Clients, Plan};
 use crate::ledger::{Ledger, ReplySlot};
 use contexten_broker::{Handler, Outcome, Store};
 use contexten_envelope::{ReplyKind, Stage, TaskEnvelope, now_ms};
 use contexten_providers::ProviderError;
-use contexten_providers::callback::CallbackClient;
-use contexten_providers::github::GithubClient;
-use contexten_providers::linear::LinearClient;
-use contexten_providers::slack::SlackClient;
 use contexten_telemetry::metric;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -37,7 +35,7 @@ const BUSY_DELAY: Duration = Duration::from_secs(2);
 /// posting without it could post twice, so a reply waits for Redis instead.
 const LEDGER_DELAY: Duration = Duration::from_secs(5);
 
-/// The dispatch stage's handler: the platform clients, the reply ledger and
+/// The dispatch stage's handler: the reply channels, the reply ledger and
 /// the limits (cheap to clone).
 #[derive(Clone)]
 pub struct DispatchHandler {
@@ -45,7 +43,7 @@ pub struct DispatchHandler {
 }
 
 struct Inner {
-    clients: Clients,
+    channels: Registry,
     ledger: Ledger,
     store: Store,
     limits: Limits,
@@ -57,39 +55,29 @@ impl DispatchHandler {
     /// are dead-lettered as `provider_not_configured`. Fails only when the
     /// callback client cannot be built.
     pub fn new(settings: &ProviderSettings, store: Store) -> Result<Self, ProviderError> {
-        let http = settings.http;
-        let clients = Clients {
-            github: settings
-                .github
-                .clone()
-                .map(|auth| GithubClient::new(&settings.github_url, auth, http)),
-            linear: settings
-                .linear
-                .clone()
-                .map(|auth| LinearClient::new(&settings.linear_url, auth, http)),
-            slack: settings
-                .slack
-                .clone()
-                .map(|token| SlackClient::with_token_source(&settings.slack_url, token, http)),
-            callback: settings
-                .callback
-                .clone()
-                .map(|signer| CallbackClient::new(signer, http, settings.outbound.clone()))
-                .transpose()?,
-            slack_command_reply: settings.slack_command_reply,
-        };
+        Ok(Self::with_channels(
+            settings,
+            Registry::from_settings(settings)?,
+            store,
+        ))
+    }
+
+    /// A handler posting through `channels` (tests and extensions register
+    /// their own); `settings` gives the limiter wait and the HTTP timeout.
+    pub fn with_channels(settings: &ProviderSettings, channels: Registry, store: Store) -> Self {
         // Longer than one delivery can take: the limiter wait and three calls
         // (token exchange or search, post, record), each bounded by the timeout.
-        let lock_ttl = settings.limits.max_wait + http.timeout * 3 + Duration::from_secs(10);
-        Ok(DispatchHandler {
+        let lock_ttl =
+            settings.limits.max_wait + settings.http.timeout * 3 + Duration::from_secs(10);
+        DispatchHandler {
             inner: Arc::new(Inner {
-                clients,
+                channels,
                 ledger: Ledger::new(store.clone()),
                 store,
                 limits: settings.limits,
                 lock_ttl,
             }),
-        })
+        }
     }
 
     /// Handles one dispatch envelope.
@@ -102,10 +90,35 @@ impl DispatchHandler {
             kind,
             discriminator: (kind == ReplyKind::Progress).then(|| progress_digest(&envelope)),
         };
-        let Some(plan) = Plan::new(&envelope, kind, &slot, now) else {
-            note("none", kind, "no_target");
-            return Outcome::Done;
+        let plan = match inner.channels.route(&envelope, kind, &slot, now) {
+            Route::Reply(plan) => plan,
+            Route::Nobody => {
+                note("none", kind, "no_target");
+                return Outcome::Done;
+            }
+            Route::Unknown(channel) => {
+                // The label is fixed: a kind is not bounded, a metric label must be.
+                tracing::warn!(
+                    channel,
+                    kind = kind.as_str(),
+                    "no reply channel of this kind; dead-lettering"
+                );
+                note("unknown", kind, "unknown_channel");
+                return Outcome::dead(
+                    "unknown_reply_channel",
+                    format!(
+                        "no reply channel `{channel}` is registered, so this {} reply cannot be posted",
+                        kind.as_str()
+                    ),
+                );
+            }
+            Route::Invalid { channel, error } => {
+                tracing::warn!(channel, kind = kind.as_str(), %error, "unreadable reply target; dead-lettering");
+                note(channel, kind, "invalid_target");
+                return Outcome::dead("invalid_reply_target", error.to_string());
+            }
         };
+        let plan = plan.as_ref();
         let provider = plan.provider();
         match inner.ledger.posted(&slot).await {
             Ok(Some(record)) => {
@@ -134,7 +147,7 @@ impl DispatchHandler {
             ReplyKind::Final | ReplyKind::Failure => self.wait_for_preliminaries(&envelope).await,
             _ => {}
         }
-        if !inner.clients.configured(&plan) {
+        if !plan.configured() {
             note(provider, kind, "not_configured");
             return Outcome::dead(
                 "provider_not_configured",
@@ -159,7 +172,7 @@ impl DispatchHandler {
                 note(provider, kind, "duplicate");
                 Outcome::Done
             }
-            Ok(None) => self.post_once(&envelope, &slot, &plan).await,
+            Ok(None) => self.post_once(&envelope, &slot, plan).await,
             Err(error) => ledger_unavailable(provider, kind, &error, envelope.clone()),
         };
         inner.ledger.release(claim).await;
@@ -167,11 +180,16 @@ impl DispatchHandler {
     }
 
     /// Reconciles, passes the limiters, posts and records one reply.
-    async fn post_once(&self, envelope: &TaskEnvelope, slot: &ReplySlot, plan: &Plan) -> Outcome {
+    async fn post_once(
+        &self,
+        envelope: &TaskEnvelope,
+        slot: &ReplySlot,
+        plan: &dyn PlannedReply,
+    ) -> Outcome {
         let inner = &self.inner;
         let (provider, kind) = (plan.provider(), slot.kind);
         match inner.ledger.attempt_started(slot).await {
-            Ok(Some(since)) => match inner.clients.reconcile(&inner.store, plan, since).await {
+            Ok(Some(since)) => match plan.reconcile(&inner.store, since).await {
                 Ok(Some(posted)) => {
                     tracing::info!(provider, external_id = %posted.external_id, "an earlier attempt had posted the reply; recorded it");
                     if inner.ledger.record(slot, &posted, now_ms()).await.is_err() {
@@ -186,7 +204,7 @@ impl DispatchHandler {
             Ok(None) => {}
             Err(error) => return ledger_unavailable(provider, kind, &error, envelope.clone()),
         }
-        match inner.clients.limit(&inner.store, &inner.limits, plan).await {
+        match self.limit(plan).await {
             Ok(Ok(())) => {}
             Ok(Err(wait)) => {
                 note(provider, kind, "rescheduled");
@@ -198,14 +216,14 @@ impl DispatchHandler {
         if let Err(error) = inner.ledger.mark_attempt(slot, now_ms() / 1000).await {
             return ledger_unavailable(provider, kind, &error, envelope.clone());
         }
-        match inner.clients.post(&inner.store, plan).await {
+        match plan.post(&inner.store).await {
             Ok(posted) => {
                 if inner.ledger.record(slot, &posted, now_ms()).await.is_err() {
                     // Posted but unrecorded: the attempt mark stays, so a
                     // redelivery finds the reply on the platform instead.
                     metric::redis_degraded("reply_ledger");
                 }
-                if deliver::skipped(&posted) {
+                if plan.skipped(&posted) {
                     tracing::info!(provider, kind = kind.as_str(), external_id = %posted.external_id, "reply skipped");
                     note(provider, kind, "skipped");
                 } else {
@@ -221,6 +239,18 @@ impl DispatchHandler {
                 outcome_of(provider, kind, error)
             }
         }
+    }
+
+    /// Passes the fleet-wide limiters of the reply's channel, waiting at most
+    /// `limits.max_wait`; otherwise returns how long until a permit frees up.
+    async fn limit(&self, plan: &dyn PlannedReply) -> Result<Result<(), Duration>, ProviderError> {
+        let inner = &self.inner;
+        for limiter in plan.limiters(&inner.store).await? {
+            if let Err(wait) = limiter.acquire(inner.limits.max_wait).await {
+                return Ok(Err(wait));
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// Waits (bounded) while an acknowledgement or progress message of the task

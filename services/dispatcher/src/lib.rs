@@ -4,8 +4,11 @@
 //! - [`DispatchHandler`] (in `handler`): the exactly-once flow around the
 //!   platform clients of `contexten-providers`.
 //! - `ledger`: the Redis record of posted replies, locks and attempt marks.
-//! - `deliver`: what each reply becomes per platform (reaction, comment,
-//!   message, signed callback), its limiters and how to find it again.
+//! - [`channels`]: the reply channels, one per platform (GitHub, Linear,
+//!   Slack, signed callbacks), each a [`channels::ReplyChannel`]: what a reply
+//!   becomes there, its limiters, how to post it and find it again; the
+//!   handler picks one by the reply target's kind from a
+//!   [`channels::Registry`].
 //! - [`format`]: GitHub/Linear markdown, Slack blocks, the callback body.
 //! - [`config::DispatcherConfig`]: the settings.
 //!
@@ -18,13 +21,13 @@
 //! requester is notified); a Slack answer too long for a message is a summary
 //! plus the full answer as a file in the thread.
 
+pub mod channels;
 pub mod config;
-mod deliver;
 pub mod format;
 mod handler;
 mod ledger;
 
+pub use channels::{ACK_REACTION, SLACK_EVENT_TYPE, linear_comment_id};
 pub use config::DispatcherConfig;
-pub use deliver::{ACK_REACTION, SLACK_EVENT_TYPE, linear_comment_id};
 pub use handler::{DispatchHandler, outcome_of};
 pub use ledger::ReplySlot;

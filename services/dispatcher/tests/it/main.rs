@@ -1,5 +1,6 @@
 mod broker;
 mod callback;
+mod channels;
 mod format;
 mod github;
 mod helpers;

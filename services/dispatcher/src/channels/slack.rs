@@ -1,17 +1,202 @@
-//! Slack replies: the plan of a message (a slash command's route, a long
-//! answer's summary and file) or of a slash command's acknowledgement, how it
-//! is posted, and how an uncertain attempt is found again. The rules are in
-//! the parent module's docs.
+//! Slack (docs/platforms.md §4.2): an acknowledgement is an 👀 reaction on
+//! the thread's parent; progress and answers are thread messages, found again
+//! by their metadata key.
+//!
+//! - A slash command has no message to react to: ingest answers its HTTP
+//!   request with an empty 200, and its acknowledgement is an ephemeral "On
+//!   it" through its `response_url` ([`CommandAck`]), whatever
+//!   `SLACK_COMMAND_REPLY` says. It takes one of the URL's uses, never the
+//!   last; when the URL cannot be used (expired, no use left, not on Slack's
+//!   host) the acknowledgement is skipped (counted `skipped`). No reaction is
+//!   ever tried without a message ts. An ephemeral message cannot be looked
+//!   up, so an acknowledgement that may have been shown is not sent again.
+//! - A slash command's answers go where `SLACK_COMMAND_REPLY` says: `channel`
+//!   (chat.postMessage, falling back to the `response_url` when the bot is not
+//!   in the channel) or `response_url` (falling back to the channel when the
+//!   URL expired or is used up). The `response_url` is used within its 30
+//!   minutes and at most 5 times per command, one always kept for the answer.
+//! - An answer too long for a message is a summary message plus the full
+//!   answer as a file in the thread (the summary's own thread for a slash
+//!   command). The summary's ts is recorded in Redis before the upload, so a
+//!   retry uploads without posting the summary again; after an uncertain
+//!   attempt the thread is searched for the summary (metadata) and the file
+//!   (its per-task name).
 
-use super::{Plan, SEARCH_SLACK_SECS, SLACK_EVENT_TYPE};
-use crate::config::SlackCommandReply;
-use crate::format::slack::{self as format, AnswerFile, SlackReply};
+use super::github::ACK_REACTION;
+use super::{ChannelLimits, InvalidTarget, ReplyChannel, SEARCH_SLACK_SECS, foreign_target};
+use crate::config::{ProviderSettings, SlackCommandReply};
+use crate::format::SLACK_MESSAGE_LIMIT;
+use crate::format::slack::{self as format, AnswerFile, SlackAnswer, SlackReply};
 use crate::ledger::{Posted, ReplySlot};
 use contexten_broker::{BrokerError, Store};
-use contexten_envelope::{ReplyKind, TaskEnvelope, TaskId};
+use contexten_envelope::{ReplyKind, ReplyTarget, TaskEnvelope, TaskId};
 use contexten_providers::ProviderError;
 use contexten_providers::slack::{FileUpload, PostMessage, ResponseType, SlackClient};
+use contexten_resilience::RateLimiter;
 use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Slack metadata event type of our replies.
+pub const SLACK_EVENT_TYPE: &str = "contexten_reply";
+const NAME: &str = "slack";
+
+/// A Slack reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlackDelivery {
+    /// Acknowledge a thread with a reaction on its parent (idempotent).
+    Reaction { channel: String, ts: String },
+    /// A message in the thread (or the channel), found again by its metadata
+    /// key; see [`SlackPlan`].
+    Message(Box<SlackPlan>),
+    /// Acknowledge a slash command: an ephemeral message through its
+    /// `response_url`.
+    CommandAck(CommandAck),
+}
+
+/// The Slack channel: its client (`None` = not configured), where a slash
+/// command's answers go (`SLACK_COMMAND_REPLY`) and the per-channel message
+/// rate (`SLACK_CHANNEL_MESSAGES_PER_SECOND`).
+pub struct SlackChannel {
+    client: Option<SlackClient>,
+    command_reply: SlackCommandReply,
+    per_channel_per_second: u32,
+}
+
+impl SlackChannel {
+    pub fn new(settings: &ProviderSettings) -> Self {
+        SlackChannel {
+            client: settings.slack.clone().map(|token| {
+                SlackClient::with_token_source(&settings.slack_url, token, settings.http)
+            }),
+            command_reply: settings.slack_command_reply,
+            per_channel_per_second: settings.limits.slack_per_channel_per_second,
+        }
+    }
+
+    fn client(&self) -> Result<&SlackClient, ProviderError> {
+        self.client.as_ref().ok_or(ProviderError::Misconfigured {
+            provider: NAME,
+            detail: "no credentials".into(),
+        })
+    }
+
+    fn limiter(&self, store: &Store, channel: &str) -> RateLimiter {
+        RateLimiter::new(
+            store.clone(),
+            &format!("slack:{channel}"),
+            self.per_channel_per_second,
+            Duration::from_secs(1),
+        )
+    }
+}
+
+impl ReplyChannel for SlackChannel {
+    type Plan = SlackDelivery;
+    type Body = SlackAnswer;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn limits(&self) -> ChannelLimits {
+        ChannelLimits {
+            max_body_chars: Some(SLACK_MESSAGE_LIMIT),
+        }
+    }
+
+    fn configured(&self) -> bool {
+        self.client.is_some()
+    }
+
+    fn format(&self, envelope: &TaskEnvelope, kind: ReplyKind, now_ms: u64) -> SlackAnswer {
+        format::render_answer(envelope, kind, now_ms)
+    }
+
+    fn plan(
+        &self,
+        envelope: &TaskEnvelope,
+        kind: ReplyKind,
+        slot: &ReplySlot,
+        now_ms: u64,
+    ) -> Result<Option<SlackDelivery>, InvalidTarget> {
+        let ReplyTarget::Slack { channel, thread_ts } = &envelope.source.reply_to else {
+            return Err(foreign_target(NAME, &envelope.source.reply_to));
+        };
+        Ok(match kind {
+            // A slash command: no message to react to; acknowledged through
+            // its response_url, or not at all without one.
+            ReplyKind::Ack if thread_ts.is_empty() => ack_plan(envelope, slot),
+            ReplyKind::Ack => Some(SlackDelivery::Reaction {
+                channel: channel.clone(),
+                ts: thread_ts.clone(),
+            }),
+            _ => {
+                let answer = self.format(envelope, kind, now_ms);
+                Some(message_plan(
+                    envelope, kind, slot, answer, channel, thread_ts,
+                ))
+            }
+        })
+    }
+
+    async fn limiters(
+        &self,
+        store: &Store,
+        plan: &SlackDelivery,
+    ) -> Result<Vec<RateLimiter>, ProviderError> {
+        Ok(match plan {
+            SlackDelivery::Reaction { channel, .. } => vec![self.limiter(store, channel)],
+            SlackDelivery::Message(slack) => vec![self.limiter(store, &slack.message.channel)],
+            // A response_url is not chat.postMessage: the channel's message
+            // limit does not apply to it (the URL's own uses are counted).
+            SlackDelivery::CommandAck(_) => Vec::new(),
+        })
+    }
+
+    async fn reconcile(
+        &self,
+        store: &Store,
+        plan: &SlackDelivery,
+        since_secs: u64,
+    ) -> Result<Option<Posted>, ProviderError> {
+        match (plan, &self.client) {
+            (SlackDelivery::Message(plan), Some(slack)) => {
+                reconcile(slack, store, plan, since_secs).await
+            }
+            // An ephemeral message cannot be found again, and sending it twice
+            // could spend the response_url use Slack counts for the answer:
+            // an acknowledgement that may have been shown counts as sent.
+            (SlackDelivery::CommandAck(ack), _) => Ok(Some(Posted {
+                provider: NAME,
+                external_id: format!("response_url/{} (uncertain)", ack.key),
+                url: None,
+            })),
+            // Reactions are idempotent: sending again is safe.
+            _ => Ok(None),
+        }
+    }
+
+    async fn post(&self, store: &Store, plan: &SlackDelivery) -> Result<Posted, ProviderError> {
+        let slack = self.client()?;
+        match plan {
+            SlackDelivery::Reaction { channel, ts } => {
+                slack.add_reaction(channel, ts, ACK_REACTION).await?;
+                Ok(Posted {
+                    provider: NAME,
+                    external_id: format!("reaction/{channel}/{ts}"),
+                    url: None,
+                })
+            }
+            SlackDelivery::Message(plan) => post(slack, store, plan, self.command_reply).await,
+            SlackDelivery::CommandAck(ack) => acknowledge(slack, store, ack).await,
+        }
+    }
+
+    /// A slash command's `response_url` that cannot be used for the reply.
+    fn skipped(&self, posted: &Posted) -> bool {
+        posted.external_id.starts_with(SKIPPED)
+    }
+}
 
 /// A slash command's `response_url` works for 30 minutes; stop using it a
 /// minute early (the task's creation is ingest's receipt, not Slack's).
@@ -20,7 +205,7 @@ const RESPONSE_URL_VALID_MS: u64 = 29 * 60 * 1000;
 const RESPONSE_URL_USES: u32 = 5;
 /// The external id of a reply deliberately not sent (no `response_url` use
 /// left for it, or the URL cannot be used); a reason may follow.
-pub(super) const SKIPPED: &str = "response_url/skipped";
+const SKIPPED: &str = "response_url/skipped";
 /// How long the per-command use count and a long answer's summary record live.
 const SLACK_STEP_TTL_SECS: u64 = 7 * 24 * 3600;
 /// Slack errors meaning the bot cannot post in the channel.
@@ -115,9 +300,9 @@ pub struct CommandAck {
 /// The acknowledgement plan of a slash command's task (a Slack target without
 /// a thread ts): an ephemeral message through its `response_url`, or nothing
 /// without one. Never a reaction: there is no message ts to react to.
-pub(super) fn ack_plan(envelope: &TaskEnvelope, slot: &ReplySlot) -> Option<Plan> {
+fn ack_plan(envelope: &TaskEnvelope, slot: &ReplySlot) -> Option<SlackDelivery> {
     let command = CommandReply::of(envelope, ReplyKind::Ack, None)?;
-    Some(Plan::SlackCommandAck(CommandAck {
+    Some(SlackDelivery::CommandAck(CommandAck {
         command,
         key: slot.id(),
         text: format!(
@@ -129,15 +314,14 @@ pub(super) fn ack_plan(envelope: &TaskEnvelope, slot: &ReplySlot) -> Option<Plan
 
 /// The Slack message plan of a reply in `thread_ts` (empty: a slash command,
 /// answered in the channel).
-pub(super) fn plan(
+fn message_plan(
     envelope: &TaskEnvelope,
     kind: ReplyKind,
     slot: &ReplySlot,
-    now_ms: u64,
+    answer: SlackAnswer,
     channel: &str,
     thread_ts: &str,
-) -> Plan {
-    let answer = format::render_answer(envelope, kind, now_ms);
+) -> SlackDelivery {
     let key = slot.id();
     let (reply, file) = match answer.long.clone() {
         Some((summary, file)) => (summary, Some(file)),
@@ -145,7 +329,7 @@ pub(super) fn plan(
     };
     let thread_ts = Some(thread_ts.to_owned()).filter(|ts| !ts.is_empty());
     let command = CommandReply::of(envelope, kind, thread_ts.as_deref());
-    Plan::SlackMessage(Box::new(SlackPlan {
+    SlackDelivery::Message(Box::new(SlackPlan {
         message: PostMessage {
             channel: channel.to_owned(),
             thread_ts,
@@ -169,7 +353,7 @@ pub(super) fn plan(
 
 /// Sends a Slack reply: a slash command's by its configured route (with the
 /// other as fallback), any other in its thread.
-pub(super) async fn post(
+async fn post(
     slack: &SlackClient,
     store: &Store,
     plan: &SlackPlan,
@@ -214,7 +398,7 @@ async fn post_in_channel(
     let Some(file) = &plan.file else {
         let posted = slack.post_message(&plan.message).await?;
         return Ok(Posted {
-            provider: "slack",
+            provider: NAME,
             external_id: format!("{}/{}", posted.channel, posted.ts),
             url: None,
         });
@@ -241,7 +425,7 @@ async fn post_in_channel(
     };
     match slack.upload_file(&upload).await {
         Ok(file_id) => Ok(Posted {
-            provider: "slack",
+            provider: NAME,
             external_id: format!("{channel}/{summary_ts} file {file_id}"),
             url: None,
         }),
@@ -259,7 +443,7 @@ async fn post_in_channel(
             };
             let posted = slack.post_message(&whole).await?;
             Ok(Posted {
-                provider: "slack",
+                provider: NAME,
                 external_id: format!("{channel}/{summary_ts} cut {}", posted.ts),
                 url: None,
             })
@@ -273,7 +457,7 @@ async fn post_in_channel(
 /// answer). A URL that cannot be used (expired, no use left for it, refused
 /// by Slack as expired or used, or not on Slack's host) means no
 /// acknowledgement: it is skipped, and nothing else is tried in its place.
-pub(super) async fn acknowledge(
+async fn acknowledge(
     slack: &SlackClient,
     store: &Store,
     ack: &CommandAck,
@@ -295,7 +479,7 @@ pub(super) async fn acknowledge(
         .await
     {
         Ok(()) => Ok(Posted {
-            provider: "slack",
+            provider: NAME,
             external_id: format!("response_url/{}", ack.key),
             url: None,
         }),
@@ -313,7 +497,7 @@ fn skipped(why: &str) -> Posted {
         "the slash command's response_url cannot be used for this reply; skipped"
     );
     Posted {
-        provider: "slack",
+        provider: NAME,
         external_id: format!("{SKIPPED} ({why})"),
         url: None,
     }
@@ -325,7 +509,7 @@ async fn reserve(store: &Store, command: &CommandReply, key: &str) -> Result<boo
     reserve_use(store, command, key, command.allowed_uses())
         .await
         .map_err(|error| ProviderError::Unavailable {
-            provider: "slack",
+            provider: NAME,
             detail: format!("cannot count the response_url's uses: {error}"),
             maybe_applied: false,
         })
@@ -346,7 +530,7 @@ async fn respond(
             return Ok(skipped("no use left for progress"));
         }
         return Err(ProviderError::Rejected {
-            provider: "slack",
+            provider: NAME,
             code: "response_url_used_up".into(),
             detail: "the command's response_url has no use left".into(),
         });
@@ -360,7 +544,7 @@ async fn respond(
         )
         .await?;
     Ok(Posted {
-        provider: "slack",
+        provider: NAME,
         external_id: format!("response_url/{}", plan.key),
         url: None,
     })
@@ -369,7 +553,7 @@ async fn respond(
 /// After an uncertain attempt: the message found by its metadata counts as
 /// posted, unless it is a long answer's summary whose file is not in the
 /// thread yet; then the summary is noted so the next post only uploads.
-pub(super) async fn reconcile(
+async fn reconcile(
     slack: &SlackClient,
     store: &Store,
     plan: &SlackPlan,
@@ -398,7 +582,7 @@ pub(super) async fn reconcile(
         Err(other) => return Err(other),
     };
     let posted = Posted {
-        provider: "slack",
+        provider: NAME,
         external_id: format!("{}/{ts}", message.channel),
         url: None,
     };
