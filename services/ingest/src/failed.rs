@@ -139,5 +139,4 @@ pub async fn forget(
             p
         })
         .await
-        .map_err(Into::into)
 }
