@@ -146,7 +146,7 @@ impl GenerateHandler {
                 disk_dir: config.cache_dir.clone(),
                 encryption: config.encryption.clone(),
             },
-            Some(store),
+            Some(store.retyped()),
         );
         Ok(GenerateHandler {
             engine,

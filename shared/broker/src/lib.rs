@@ -7,9 +7,9 @@
 //!   each envelope to a [`Handler`] (a plain async function returning an
 //!   [`Outcome`]) and turns the outcome into publish, retry, dead letter or ack.
 //!   It reconnects with backoff and shuts down gracefully.
-//! - [`Store`]: the Redis side: per-stage completion records (a redelivered
-//!   message is not processed twice), the task status record, and large payloads
-//!   passed by reference.
+//! - [`Store`] (crate `contexten-store`, re-exported): the Redis side:
+//!   per-stage completion records (a redelivered message is not processed
+//!   twice), the task status record, and large payloads passed by reference.
 //!
 //! A message is acked only after its successors are confirmed by the broker and
 //! its completion is recorded. A task given up on gets a failure answer with its
@@ -25,18 +25,22 @@ mod publisher;
 mod retry;
 mod runtime;
 pub mod service;
-mod store;
 pub mod topology;
 
 pub use connect::{connect, connect_with_tls};
+pub use contexten_store::{RedisRole, StoreError};
 pub use failure::failure_text;
 pub use outcome::{DeadReason, Handler, Next, Outcome, RetryReason};
 pub use publisher::{Delivery, PendingConfirm, PublishedMessage, Publisher};
 pub use retry::RetryPolicy;
 pub use runtime::{WorkerOptions, run_worker};
 pub use service::{WorkerConfig, run_service, shutdown_on_signal};
-pub use store::{RedisRole, Store, redis_error};
 pub use tokio_util::sync::CancellationToken;
+
+/// The Redis store (crate `contexten-store`) answering [`BrokerError`], so a
+/// handler's Redis and broker failures are one type. The caches and limiters
+/// take it as it is (they keep a [`contexten_store::Store`] of their own).
+pub type Store = contexten_store::Store<BrokerError>;
 
 use contexten_envelope::EnvelopeError;
 
@@ -93,6 +97,27 @@ pub enum BrokerError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<StoreError> for BrokerError {
+    /// Variant for variant, so a [`Store`] error matches as it did when the
+    /// store was part of this crate.
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Redis(detail) => BrokerError::Redis(detail),
+            StoreError::RedisRefused(detail) => BrokerError::RedisRefused(detail),
+            StoreError::RedisTimeout(after) => BrokerError::RedisTimeout(after),
+            StoreError::PayloadMissing(key) => BrokerError::PayloadMissing(key),
+            StoreError::Tls(error) => BrokerError::Tls(error),
+        }
+    }
+}
+
+/// Turns a Redis error into a [`BrokerError`]: a write Redis refused becomes
+/// [`BrokerError::RedisRefused`], which callers must not mistake for "Redis
+/// unreachable" (README "Redis: records and caches").
+pub fn redis_error(error: redis::RedisError) -> BrokerError {
+    contexten_store::redis_error(error).into()
 }
 
 impl BrokerError {

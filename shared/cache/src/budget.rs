@@ -10,8 +10,8 @@
 //! or a read may be using them. A removed entry only costs a parse, a fetch or
 //! a generation the next time.
 
-use contexten_broker::CancellationToken;
 use contexten_config::{ConfigError, Env};
+use contexten_store::CancellationToken;
 use contexten_telemetry::metric;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};

@@ -22,7 +22,7 @@ pub use budget::{DiskBudget, PruneReport};
 pub use flight::SingleFlight;
 pub use seal::{EncryptionKey, KEY_FORMS, Sealer};
 
-use contexten_broker::{BrokerError, Store, redis_error};
+use contexten_store::{Store, StoreError, redis_error};
 use contexten_telemetry::metric;
 use disk::DiskLayer;
 use std::path::PathBuf;
@@ -115,6 +115,7 @@ const WAIT_POLL: Duration = Duration::from_millis(50);
 impl Cache {
     /// A cache with the layers `config` and `redis` enable; `redis` is used
     /// through its cache handle ([`Store::cache`], `REDIS_URL`), never the records one.
+    /// (The worker runtime's handle becomes one with [`Store::retyped`].)
     pub fn new(config: CacheConfig, redis: Option<Store>) -> Self {
         let memory = moka::future::Cache::builder()
             .max_capacity(config.memory_entries.max(1))
@@ -303,7 +304,7 @@ impl Cache {
                 .query_async(&mut connection)
                 .await
                 .map_err(redis_error)?;
-            Ok::<_, BrokerError>(reply.is_some())
+            Ok::<_, StoreError>(reply.is_some())
         };
         match tokio::time::timeout(REDIS_TIMEOUT, attempt).await {
             Ok(Ok(acquired)) => acquired,

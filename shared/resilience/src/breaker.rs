@@ -1,7 +1,7 @@
 //! A circuit breaker whose state lives in Redis, so every replica opens, probes
 //! and closes together; a local copy takes over while Redis is unreachable.
 
-use contexten_broker::Store;
+use contexten_store::Store;
 use contexten_telemetry::metric;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -144,7 +144,9 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl CircuitBreaker {
     /// A breaker for the service `name` (`codegen`, `llm`, …).
-    pub fn new(store: Store, name: &str, config: BreakerConfig) -> Self {
+    /// Any store handle will do (the worker runtime's answers its own error type).
+    pub fn new<E>(store: Store<E>, name: &str, config: BreakerConfig) -> Self {
+        let store: Store = store.retyped();
         let key = store.names().redis_key(&["breaker", name]);
         CircuitBreaker {
             store,

@@ -1,6 +1,6 @@
 //! Sliding-window and token-bucket limiters in Redis, with local fallbacks.
 
-use contexten_broker::Store;
+use contexten_store::Store;
 use contexten_telemetry::metric;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -46,7 +46,9 @@ impl std::fmt::Debug for RateLimiter {
 
 impl RateLimiter {
     /// A limiter named `name` (a Redis key under the store's prefix).
-    pub fn new(store: Store, name: &str, limit: u32, window: Duration) -> Self {
+    /// Any store handle will do (the worker runtime's answers its own error type).
+    pub fn new<E>(store: Store<E>, name: &str, limit: u32, window: Duration) -> Self {
+        let store: Store = store.retyped();
         let key = store.names().redis_key(&["ratelimit", name]);
         RateLimiter {
             store,
@@ -166,7 +168,9 @@ impl std::fmt::Debug for TokenBucket {
 
 impl TokenBucket {
     /// A bucket named `name` holding `capacity` units refilled over `period`.
-    pub fn new(store: Store, name: &str, capacity: u64, period: Duration) -> Self {
+    /// Any store handle will do (the worker runtime's answers its own error type).
+    pub fn new<E>(store: Store<E>, name: &str, capacity: u64, period: Duration) -> Self {
+        let store: Store = store.retyped();
         let key = store.names().redis_key(&["bucket", name]);
         let capacity = capacity.max(1);
         TokenBucket {

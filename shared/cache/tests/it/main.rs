@@ -3,10 +3,10 @@
 
 mod budget;
 
-use contexten_broker::Store;
 use contexten_cache::{Cache, CacheConfig, EncryptionKey, Layer};
 use contexten_config::{Env, RedisSettings};
 use contexten_envelope::Names;
+use contexten_store::Store;
 use std::time::Duration;
 
 const TTL: Duration = Duration::from_secs(60);

@@ -1,18 +1,49 @@
-//! The Redis side of the runtime: completion records, the task status record and
-//! large payloads. Every call is bounded by a timeout so a Redis outage degrades
-//! guarantees loudly instead of stalling the stage.
+//! The Redis side of the fleet (docs/design.md §3–5): completion records, the
+//! task status record and large payloads, and the shared connections that the
+//! caches, rate limiters and breakers key their own data on. Every call is
+//! bounded by a timeout so a Redis outage degrades guarantees loudly instead of
+//! stalling the stage.
+//!
+//! A crate of its own so that the caches and limiters need no RabbitMQ client;
+//! the worker runtime (`contexten-broker`) re-exports [`Store`].
 
-use crate::BrokerError;
 use contexten_config::{ExposeSecret, RedisSettings};
 use contexten_envelope::{Names, Stage, TaskEnvelope, now_ms};
 use contexten_telemetry::health::Readiness;
 use contexten_telemetry::metric;
 use contexten_tls::TlsSettings;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
-use tokio_util::sync::CancellationToken;
+pub use tokio_util::sync::CancellationToken;
+
+/// What can go wrong talking to Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(String),
+    /// Redis is up but refused the write (`OOM`, `MISCONF`, `READONLY`,
+    /// `NOREPLICAS`): a full or broken records store, reported and retried,
+    /// never taken for "Redis unreachable".
+    #[error("redis refused the write: {0}")]
+    RedisRefused(String),
+    #[error("redis did not answer within {0:?}")]
+    RedisTimeout(Duration),
+    #[error("large payload {0} is gone from redis")]
+    PayloadMissing(String),
+    /// `CONTEXTEN_CA_FILE` or the client certificate is unusable.
+    #[error(transparent)]
+    Tls(#[from] contexten_tls::TlsError),
+}
+
+impl StoreError {
+    /// Whether Redis was up and refused the write ([`StoreError::RedisRefused`]).
+    pub fn is_refused(&self) -> bool {
+        matches!(self, StoreError::RedisRefused(_))
+    }
+}
 
 /// How long status records (and the completion marks in them) live: longer than
 /// any task's life.
@@ -50,12 +81,29 @@ impl RedisRole {
 /// One multiplexed, self-reconnecting connection per Redis: every concurrent
 /// delivery pipelines through it. (A checkout pool such as deadpool-redis pings
 /// on every checkout, which doubled the Redis round trips per message in `make bench`.)
-#[derive(Clone)]
-pub struct Store {
+///
+/// `E` is the error its calls answer: [`StoreError`] by default; the worker
+/// runtime's handle (`contexten_broker::Store`) answers its `BrokerError`, so
+/// that code written against it keeps one error type. [`Store::retyped`] turns
+/// one into the other; both talk to the same connections.
+pub struct Store<E = StoreError> {
     records: Arc<Link>,
     cache: Arc<Link>,
     role: RedisRole,
     names: Names,
+    errors: PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for Store<E> {
+    fn clone(&self) -> Self {
+        Store {
+            records: self.records.clone(),
+            cache: self.cache.clone(),
+            role: self.role,
+            names: self.names.clone(),
+            errors: PhantomData,
+        }
+    }
 }
 
 /// One Redis: its client and the connection made on first use.
@@ -71,7 +119,7 @@ struct Link {
 
 impl Link {
     /// A `rediss://` URL gets the extra roots and client certificate of `tls`.
-    fn open(url: &str, tls: &TlsSettings) -> Result<Arc<Self>, BrokerError> {
+    fn open(url: &str, tls: &TlsSettings) -> Result<Arc<Self>, StoreError> {
         let client = tls.redis_client(url)?;
         Ok(Arc::new(Link {
             client,
@@ -81,7 +129,7 @@ impl Link {
         }))
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, BrokerError> {
+    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
         if let Some(connection) = self.connection.get() {
             return Ok(connection.clone());
         }
@@ -91,7 +139,7 @@ impl Link {
             .map(|at| at.is_some_and(|at| at.elapsed() < RECONNECT_PAUSE))
             .unwrap_or(false);
         if recently_failed {
-            return Err(BrokerError::Redis(
+            return Err(StoreError::Redis(
                 "redis unreachable (recent connection attempt failed)".into(),
             ));
         }
@@ -104,11 +152,11 @@ impl Link {
             .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config));
         let result = match tokio::time::timeout(REDIS_TIMEOUT, connect).await {
             Ok(Ok(connection)) => Ok(connection.clone()),
-            Ok(Err(e)) => Err(BrokerError::Redis(format!(
+            Ok(Err(e)) => Err(StoreError::Redis(format!(
                 "cannot connect to {}: {e}",
                 self.endpoint
             ))),
-            Err(_) => Err(BrokerError::RedisTimeout(REDIS_TIMEOUT)),
+            Err(_) => Err(StoreError::RedisTimeout(REDIS_TIMEOUT)),
         };
         if let (Err(_), Ok(mut at)) = (&result, self.last_connect_failure.lock()) {
             *at = Some(std::time::Instant::now());
@@ -125,23 +173,23 @@ const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 /// a replica (`READONLY`) or too few replicas (`NOREPLICAS`).
 const REFUSAL_CODES: [&str; 4] = ["OOM", "MISCONF", "READONLY", "NOREPLICAS"];
 
-/// Turns a Redis error into a [`BrokerError`]: a write Redis refused becomes
-/// [`BrokerError::RedisRefused`], which callers must not mistake for "Redis
+/// Turns a Redis error into a [`StoreError`]: a write Redis refused becomes
+/// [`StoreError::RedisRefused`], which callers must not mistake for "Redis
 /// unreachable" (README "Redis: records and caches").
-pub fn redis_error(error: redis::RedisError) -> BrokerError {
+pub fn redis_error(error: redis::RedisError) -> StoreError {
     let text = error.to_string();
     let refused = error.code().is_some_and(|code| REFUSAL_CODES.contains(&code))
         // Inside a script or a pipeline the code may only be in the text.
         || REFUSAL_CODES.iter().any(|code| text.contains(code))
         || text.contains("command not allowed when used memory");
     if refused {
-        BrokerError::RedisRefused(text)
+        StoreError::RedisRefused(text)
     } else {
-        BrokerError::Redis(text)
+        StoreError::Redis(text)
     }
 }
 
-impl std::fmt::Debug for Store {
+impl<E> std::fmt::Debug for Store<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("role", &self.role)
@@ -150,42 +198,26 @@ impl std::fmt::Debug for Store {
     }
 }
 
-impl Store {
-    /// A store on the records Redis (`settings.records_url`), with its cache
-    /// handle on `settings.url`; connections are made on first use, so this
-    /// succeeds while Redis is down.
-    /// `rediss://` URLs use the process's TLS settings (crate `contexten-tls`).
-    pub fn new(settings: &RedisSettings, names: Names) -> Result<Self, BrokerError> {
-        Self::with_tls(settings, names, contexten_tls::global()?)
-    }
-
-    /// [`Store::new`] with explicit TLS settings.
-    pub fn with_tls(
-        settings: &RedisSettings,
-        names: Names,
-        tls: &TlsSettings,
-    ) -> Result<Self, BrokerError> {
-        let records = Link::open(settings.records_url.expose_secret(), tls)?;
-        let cache = if settings.shared() {
-            records.clone()
-        } else {
-            Link::open(settings.url.expose_secret(), tls)?
-        };
-        Ok(Store {
-            records,
-            cache,
-            role: RedisRole::Records,
-            names,
-        })
-    }
-
+impl<E> Store<E> {
     /// The same store on the cache Redis: for values that may be evicted and
     /// recomputed (the generator's LLM cache). Everything else stays on the
     /// records handle.
-    pub fn cache(&self) -> Store {
+    pub fn cache(&self) -> Self {
         Store {
             role: RedisRole::Cache,
             ..self.clone()
+        }
+    }
+
+    /// The same handle answering errors of type `F`: the caches and limiters
+    /// keep a `Store<StoreError>` whatever handle they were given.
+    pub fn retyped<F>(self) -> Store<F> {
+        Store {
+            records: self.records,
+            cache: self.cache,
+            role: self.role,
+            names: self.names,
+            errors: PhantomData,
         }
     }
 
@@ -211,29 +243,10 @@ impl Store {
         &self.names
     }
 
-    /// The shared connection of this handle's Redis, for components with keys
-    /// of their own (map their errors with [`redis_error`]).
-    pub async fn connection(&self) -> Result<ConnectionManager, BrokerError> {
-        self.link().connection().await
-    }
-
-    /// Runs one pipeline with the store's timeout.
-    pub async fn run<T: redis::FromRedisValue>(
-        &self,
-        query: impl FnOnce() -> redis::Pipeline,
-    ) -> Result<T, BrokerError> {
-        let mut connection = self.connection().await?;
-        let pipeline = query();
-        tokio::time::timeout(REDIS_TIMEOUT, pipeline.query_async::<T>(&mut connection))
-            .await
-            .map_err(|_| BrokerError::RedisTimeout(REDIS_TIMEOUT))?
-            .map_err(|e| self.refusal_noted(redis_error(e)))
-    }
-
     /// Counts a refused write (once per error, by role) and logs it: on the
     /// records Redis it is loud, on the cache Redis it is expected when full.
-    fn refusal_noted(&self, error: BrokerError) -> BrokerError {
-        if let BrokerError::RedisRefused(detail) = &error {
+    fn refusal_noted(&self, error: StoreError) -> StoreError {
+        if let StoreError::RedisRefused(detail) = &error {
             metric::redis_refused(self.role.as_str());
             match self.role {
                 RedisRole::Records => {
@@ -244,9 +257,57 @@ impl Store {
         }
         error
     }
+}
+
+impl<E: From<StoreError>> Store<E> {
+    /// A store on the records Redis (`settings.records_url`), with its cache
+    /// handle on `settings.url`; connections are made on first use, so this
+    /// succeeds while Redis is down.
+    /// `rediss://` URLs use the process's TLS settings (crate `contexten-tls`).
+    pub fn new(settings: &RedisSettings, names: Names) -> Result<Self, E> {
+        let tls = contexten_tls::global().map_err(|e| E::from(StoreError::Tls(e)))?;
+        Self::with_tls(settings, names, tls)
+    }
+
+    /// [`Store::new`] with explicit TLS settings.
+    pub fn with_tls(settings: &RedisSettings, names: Names, tls: &TlsSettings) -> Result<Self, E> {
+        let records = Link::open(settings.records_url.expose_secret(), tls)?;
+        let cache = if settings.shared() {
+            records.clone()
+        } else {
+            Link::open(settings.url.expose_secret(), tls)?
+        };
+        Ok(Store {
+            records,
+            cache,
+            role: RedisRole::Records,
+            names,
+            errors: PhantomData,
+        })
+    }
+
+    /// The shared connection of this handle's Redis, for components with keys
+    /// of their own (map their errors with [`redis_error`]).
+    pub async fn connection(&self) -> Result<ConnectionManager, E> {
+        Ok(self.link().connection().await?)
+    }
+
+    /// Runs one pipeline with the store's timeout.
+    pub async fn run<T: redis::FromRedisValue>(
+        &self,
+        query: impl FnOnce() -> redis::Pipeline,
+    ) -> Result<T, E> {
+        let mut connection = self.link().connection().await?;
+        let pipeline = query();
+        let reply = tokio::time::timeout(REDIS_TIMEOUT, pipeline.query_async::<T>(&mut connection))
+            .await
+            .map_err(|_| StoreError::RedisTimeout(REDIS_TIMEOUT))?
+            .map_err(|e| self.refusal_noted(redis_error(e)))?;
+        Ok(reply)
+    }
 
     /// Answers `PONG` when Redis is usable.
-    pub async fn ping(&self) -> Result<(), BrokerError> {
+    pub async fn ping(&self) -> Result<(), E> {
         let (_pong,): (String,) = self
             .run(|| {
                 let mut p = redis::pipe();
@@ -258,11 +319,7 @@ impl Store {
     }
 
     /// Whether `stage` already completed this message (task and hop).
-    pub async fn is_complete(
-        &self,
-        stage: Stage,
-        envelope: &TaskEnvelope,
-    ) -> Result<bool, BrokerError> {
+    pub async fn is_complete(&self, stage: Stage, envelope: &TaskEnvelope) -> Result<bool, E> {
         let key = self.names.status_key(envelope.task_id);
         let field = Names::completion_field(stage, envelope.hop);
         let (exists,): (bool,) = self
@@ -282,7 +339,7 @@ impl Store {
         stage: Stage,
         envelope: &TaskEnvelope,
         state: &str,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<(), E> {
         let key = self.names.status_key(envelope.task_id);
         let mut fields: Vec<(String, String)> = vec![
             (
@@ -315,7 +372,7 @@ impl Store {
         &self,
         stage: Stage,
         envelope: &TaskEnvelope,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<(), E> {
         let key = self.names.status_key(envelope.task_id);
         let field = Names::completion_field(stage, envelope.hop);
         self.run::<()>(|| {
@@ -328,7 +385,7 @@ impl Store {
     }
 
     /// Stores a large payload and returns its key.
-    pub async fn put_payload(&self, body: &[u8]) -> Result<String, BrokerError> {
+    pub async fn put_payload(&self, body: &[u8]) -> Result<String, E> {
         let key = self.names.payload_key(&uuid::Uuid::now_v7().to_string());
         self.run::<()>(|| {
             let mut p = redis::pipe();
@@ -340,10 +397,10 @@ impl Store {
     }
 
     /// Reads a large payload by key.
-    pub async fn get_payload(&self, key: &str) -> Result<Vec<u8>, BrokerError> {
+    pub async fn get_payload(&self, key: &str) -> Result<Vec<u8>, E> {
         // Only keys under our own prefix: a header must not read arbitrary keys.
         if !key.starts_with(&self.names.payload_key("")) {
-            return Err(BrokerError::PayloadMissing(key.to_owned()));
+            return Err(StoreError::PayloadMissing(key.to_owned()).into());
         }
         let (body,): (Option<Vec<u8>>,) = self
             .run(|| {
@@ -352,9 +409,11 @@ impl Store {
                 p
             })
             .await?;
-        body.ok_or_else(|| BrokerError::PayloadMissing(key.to_owned()))
+        body.ok_or_else(|| StoreError::PayloadMissing(key.to_owned()).into())
     }
+}
 
+impl<E> Store<E> {
     /// Warns once when the records Redis may evict (`maxmemory-policy` other
     /// than `noeviction`): a busy cache there would evict dedup claims. Managed
     /// services that refuse `CONFIG GET` are not checked.
@@ -381,11 +440,12 @@ impl Store {
     /// few seconds; a separate cache Redis is pinged too and reported in the
     /// detail without failing readiness (without it caches only miss).
     pub async fn watch_health(self, readiness: Readiness, shutdown: CancellationToken) {
+        let this: Store = self.retyped();
         let records = Store {
             role: RedisRole::Records,
-            ..self.clone()
+            ..this.clone()
         };
-        let cache = (!self.shared()).then(|| self.cache());
+        let cache = (!this.shared()).then(|| this.cache());
         let mut policy_checked = false;
         loop {
             let cache_detail = match &cache {
