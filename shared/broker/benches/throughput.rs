@@ -10,14 +10,12 @@
 //! `BENCH_MESSAGES` (default 3000) and `BENCH_ROUNDS` (default 5) tune the run.
 
 use contexten_broker::{
-    CancellationToken, Outcome, Publisher, Store, WorkerOptions, benchkit, run_worker, topology,
+    CancellationToken, Outcome, Publisher, WorkerOptions, benchkit, run_worker,
 };
-use contexten_config::{BrokerSettings, Env, ExposeSecret, RedisSettings};
-use contexten_envelope::{
-    Names, Priority, ReplyTarget, Request, Source, SourceKind, Stage, TaskEnvelope,
-};
+use contexten_config::ExposeSecret;
+use contexten_envelope::{Priority, ReplyTarget, Request, Source, SourceKind, Stage, TaskEnvelope};
 use contexten_telemetry::health::Readiness;
-use lapin::{Connection, ConnectionProperties};
+use contexten_testkit::broker::BrokerFixture as Fixture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -35,7 +33,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 fn sample(i: usize) -> TaskEnvelope {
     let source = Source {
-        kind: SourceKind::Api,
+        kind: SourceKind::API,
         delivery_id: Some(format!("bench-{i}")),
         requested_by: Some("bench".into()),
         reply_to: ReplyTarget::Callback {
@@ -64,50 +62,19 @@ async fn publish_all(publisher: &Publisher, envelopes: &[TaskEnvelope]) {
     .await;
 }
 
-struct Fixture {
-    settings: BrokerSettings,
-    store: Store,
-    names: Names,
-    connection: Connection,
-    publisher: Publisher,
-}
-
+/// The testkit's fixture under a `bench-` prefix, publishing as the CLI
+/// does (no payload offload); its topology and keys go on drop.
 async fn fixture(amqp: &str, redis: &str) -> Fixture {
-    let prefix = format!("bench-{}", uuid::Uuid::now_v7().simple());
-    let env = Env::from_pairs([
-        ("AMQP_URL", amqp),
-        ("REDIS_URL", redis),
-        ("CONTEXTEN_PREFIX", prefix.as_str()),
-    ]);
-    let mut settings = BrokerSettings::from_env(&env, prefetch()).unwrap();
-    settings.shutdown_timeout = Duration::from_secs(30);
-    let names = Names::new(prefix);
-    let store = Store::new(&RedisSettings::from_env(&env).unwrap(), names.clone()).unwrap();
-    let connection = Connection::connect(
-        settings.amqp_url.expose_secret(),
-        ConnectionProperties::default(),
-    )
-    .await
-    .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    topology::declare(&channel, &names, &settings.retry_tiers)
-        .await
-        .unwrap();
-    let publisher = Publisher::new(&connection, names.clone(), None, usize::MAX)
-        .await
-        .unwrap();
-    Fixture {
-        settings,
-        store,
-        names,
-        connection,
-        publisher,
-    }
-}
-
-async fn teardown(f: Fixture) {
-    benchkit::remove_everything(&f.connection, &f.names, &f.settings.retry_tiers, &f.store).await;
-    let _ = f.connection.close(200, "bench done".into()).await;
+    let mut f = Fixture::builder()
+        .label("bench")
+        .amqp(amqp)
+        .redis(redis)
+        .prefetch(prefetch())
+        .plain_publisher()
+        .start()
+        .await;
+    f.settings.shutdown_timeout = Duration::from_secs(30);
+    f
 }
 
 /// The raw loop: plain consume and ack on its own connection.
@@ -206,5 +173,5 @@ async fn main() {
         "  ratio runtime / raw:                        {:>8.2} (target >= 0.80)",
         runtime_median / raw_median
     );
-    teardown(f).await;
+    drop(f);
 }

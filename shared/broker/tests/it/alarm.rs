@@ -3,7 +3,7 @@
 
 use contexten_broker::{BrokerError, Publisher, topology};
 use contexten_envelope::{Names, Stage};
-use contexten_testkit::{RabbitNode, RabbitOptions};
+use contexten_testkit::{RabbitNode, RabbitOptions, eventually};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
@@ -81,19 +81,11 @@ async fn a_publish_under_a_memory_alarm_times_out_and_works_again_once_it_clears
     assert!(publisher.is_blocked());
 
     node.set_memory_alarm(false).await.unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match publisher
-            .publish(Stage::Generate, &envelope("after the alarm"))
-            .await
-        {
-            Ok(()) => break,
-            Err(error) => {
-                assert!(tokio::time::Instant::now() < deadline, "{error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let after = envelope("after the alarm");
+    eventually(WAIT, "a publish after the alarm", || {
+        publisher.publish(Stage::Generate, &after)
+    })
+    .await;
     // Every message written is in the queue, in order (a timed-out one's frames
     // left when the alarm cleared); the ones refused at once are not.
     sent.push("after the alarm".to_owned());

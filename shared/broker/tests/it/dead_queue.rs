@@ -44,7 +44,6 @@ async fn a_full_dead_queue_refuses_more_dead_letters_and_every_requester_is_stil
     );
     assert!(broker.take_within(&dispatch, WAIT / 15).await.is_none());
     worker.stop().await;
-    broker.cleanup().await;
 }
 
 #[tokio::test]

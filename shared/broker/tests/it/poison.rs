@@ -111,7 +111,6 @@ async fn a_task_that_aborts_the_worker_is_dead_lettered_as_poison_with_one_failu
         answers.iter().any(|a| a.task_id == normal.task_id),
         "the task behind the poison one was not handled: {answers:?}"
     );
-    broker.cleanup().await;
 }
 
 #[tokio::test]
@@ -147,5 +146,4 @@ async fn a_handler_that_panics_on_a_task_ends_with_a_poison_dead_letter_not_a_st
     );
     assert!(broker.take_within(&dispatch, QUIET).await.is_none());
     worker.stop().await;
-    broker.cleanup().await;
 }

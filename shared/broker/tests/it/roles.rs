@@ -8,12 +8,8 @@ use contexten_broker::{CancellationToken, RedisRole, Store};
 use contexten_config::{Env, RedisSettings};
 use contexten_envelope::{Names, Stage};
 use contexten_telemetry::health::Readiness;
-use contexten_testkit::{RedisNode, RedisOptions};
+use contexten_testkit::{RedisNode, RedisOptions, TestPrefix, eventually, machine_redis_url};
 use std::time::Duration;
-
-fn machine_redis() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
 
 fn split(records: &str, cache: &str) -> RedisSettings {
     RedisSettings::from_env(&Env::from_pairs([
@@ -45,8 +41,10 @@ async fn records_and_caches_reach_their_own_redis_and_a_full_records_redis_refus
     )
     .await
     .expect("a Redis of the test's own");
-    let names = Names::new(format!("test-{}", uuid::Uuid::now_v7().simple()));
-    let store = Store::new(&split(&records.url(), &machine_redis()), names.clone()).unwrap();
+    // The probe key in the machine's Redis goes with the prefix.
+    let prefix = TestPrefix::new().clean_machine_redis();
+    let names = Names::new(prefix.as_str());
+    let store = Store::new(&split(&records.url(), &machine_redis_url()), names.clone()).unwrap();
     assert_eq!(store.role(), RedisRole::Records);
     assert_eq!(store.cache().role(), RedisRole::Cache);
     assert!(!store.shared());
@@ -64,56 +62,36 @@ async fn records_and_caches_reach_their_own_redis_and_a_full_records_redis_refus
             .unwrap();
     }
     assert_eq!(get(&records.url(), &key).await.as_deref(), Some("record"));
-    assert_eq!(get(&machine_redis(), &key).await.as_deref(), Some("cache"));
+    assert_eq!(
+        get(&machine_redis_url(), &key).await.as_deref(),
+        Some("cache")
+    );
 
     // Health follows the records Redis and shows the cache Redis beside it.
     let readiness = Readiness::new(&["redis"]);
     let stop = CancellationToken::new();
     tokio::spawn(store.clone().watch_health(readiness.clone(), stop.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !readiness.is_ready("redis") {
-        assert!(tokio::time::Instant::now() < deadline, "redis never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(5), "redis ready", || async {
+        readiness.is_ready("redis")
+    })
+    .await;
     let detail = readiness.report().1["redis"].detail.clone();
     assert_eq!(detail, "records: pong; cache: pong");
     stop.cancel();
 
-    // Fill the records Redis until it refuses even a small write (the request
-    // itself counts towards used memory, so big values are refused first).
-    let mut refused = None;
-    for size in [64 << 10, 4 << 10, 256, 16] {
-        let filler = vec![b'x'; size];
-        for i in 0..4_000 {
-            let key = format!("filler:{size}:{i}");
-            let written = store
-                .run::<()>(|| {
-                    let mut p = redis::pipe();
-                    p.set(&key, &filler).ignore();
-                    p
-                })
-                .await;
-            if let Err(error) = written {
-                refused = Some(error);
-                break;
-            }
-        }
-    }
-    let refused = refused.expect("the records Redis filled up");
-    // Pinned full: below what it holds, so no freed buffer lets a small write
-    // through (an operator's Redis at its limit).
-    let mut conn = redis::Client::open(records.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
+    // Fill the records Redis until it refuses even a small write, pinned full.
+    records
+        .fill_until_oom()
         .await
-        .unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("1mb")
-        .query_async(&mut conn)
+        .expect("the records Redis filled up");
+    let refused = store
+        .run::<()>(|| {
+            let mut p = redis::pipe();
+            p.set("filler:probe", "x").ignore();
+            p
+        })
         .await
-        .unwrap();
+        .expect_err("a full records Redis refuses");
     assert!(refused.is_refused(), "{refused}");
     assert!(refused.to_string().contains("OOM"), "{refused}");
     let filler = vec![b'x'; 64 << 10];
@@ -131,7 +109,7 @@ async fn records_and_caches_reach_their_own_redis_and_a_full_records_redis_refus
 
     // An unreachable Redis is not a refusal.
     let down = Store::new(
-        &split("redis://127.0.0.1:1", &machine_redis()),
+        &split("redis://127.0.0.1:1", &machine_redis_url()),
         names.clone(),
     )
     .unwrap();
@@ -144,14 +122,4 @@ async fn records_and_caches_reach_their_own_redis_and_a_full_records_redis_refus
     // One URL for both roles: one connection, shared.
     let shared = Store::new(&split(&records.url(), &records.url()), names).unwrap();
     assert!(shared.shared());
-    let mut conn = redis::Client::open(machine_redis())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let _: () = redis::cmd("DEL")
-        .arg(&key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
 }

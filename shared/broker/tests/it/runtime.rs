@@ -5,6 +5,7 @@ use contexten_envelope::{
     Priority, ReplyKind, ResultKind, Stage, TaskEnvelope,
 };
 use contexten_telemetry::propagation::trace_id_of;
+use contexten_testkit::{eventually, machine_amqp_url};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -29,7 +30,6 @@ async fn declaring_the_topology_twice_is_harmless() {
         assert_eq!(back.request.text, stage.as_str());
         assert_eq!(broker.depth(&broker.names.dead_queue(stage)).await, 0);
     }
-    broker.cleanup().await;
 }
 
 #[tokio::test]
@@ -53,10 +53,10 @@ async fn a_delayed_message_waits_in_exactly_one_tier_and_arrives_once() {
         .publish(Stage::Generate, &envelope("later"))
         .await
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while deliveries.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(WAIT, "two deliveries", || async {
+        deliveries.load(Ordering::SeqCst) >= 2
+    })
+    .await;
     // Long enough for copies in the other tiers (the longest is 1 s) to arrive.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
@@ -65,7 +65,6 @@ async fn a_delayed_message_waits_in_exactly_one_tier_and_arrives_once() {
         "the first delivery and one delayed copy"
     );
     worker.stop().await;
-    broker.cleanup().await;
 }
 
 #[tokio::test]
@@ -87,7 +86,6 @@ async fn an_unroutable_publish_is_an_error() {
         ),
         "{result:?}"
     );
-    broker.cleanup().await;
 }
 
 #[tokio::test]
@@ -118,7 +116,6 @@ async fn transient_publishes_skip_persistence_and_keep_everything_else() {
         let got = contexten_envelope::TaskEnvelope::from_json(&message.delivery.data).unwrap();
         assert_eq!(got.task_id, env.task_id);
     }
-    broker.cleanup().await;
 }
 
 #[tokio::test]
@@ -172,7 +169,6 @@ async fn messages_published_together_are_confirmed_one_by_one_in_order() {
         (got_ack.task_id, got_ack.reply),
         (task.task_id, Some(ReplyKind::Ack))
     );
-    broker.cleanup().await;
 }
 
 #[tokio::test]
@@ -226,7 +222,6 @@ async fn a_publisher_on_several_channels_confirms_every_message_and_notices_a_cl
         !publisher.is_connected(),
         "a closed channel makes the publisher report itself disconnected"
     );
-    broker.cleanup().await;
 }
 
 #[tokio::test]
@@ -290,28 +285,24 @@ async fn an_envelope_passes_two_stages_intact_with_its_trace_context() {
 
     // The status record follows the task; it is written right after the
     // successor is confirmed, so it may trail the message by a moment.
-    let mut conn = broker.store.connection().await.unwrap();
-    let deadline = Instant::now() + WAIT;
-    let state = loop {
-        let state: Option<String> = redis::cmd("HGET")
-            .arg(broker.names.status_key(sent.task_id))
-            .arg("timing:generate")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        match state {
-            Some(state) => break state,
-            None if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(10)).await
-            }
-            None => panic!("the generate stage's timing was never recorded"),
+    let conn = broker.store.connection().await.unwrap();
+    let state: String = eventually(WAIT, "the generate stage's timing recorded", || {
+        let mut conn = conn.clone();
+        let key = broker.names.status_key(sent.task_id);
+        async move {
+            redis::cmd("HGET")
+                .arg(key)
+                .arg("timing:generate")
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .unwrap()
         }
-    };
+    })
+    .await;
     assert!(state.contains("started_at_ms"), "{state}");
 
     context.stop().await;
     generate.stop().await;
-    broker.cleanup().await;
 }
 
 #[tokio::test]
@@ -390,7 +381,6 @@ async fn a_retried_message_returns_after_the_delay_and_is_dead_lettered_after_th
         result.summary
     );
     worker.stop().await;
-    broker.cleanup().await;
 }
 
 #[tokio::test]
@@ -440,7 +430,6 @@ async fn a_dead_lettered_task_is_answered_with_its_reason_code_and_none_of_the_d
     assert_eq!(dead_headers[HEADER_DEAD_REASON], "repository_not_found");
     assert!(dead_headers[HEADER_DEAD_DETAIL].contains("10.1.2.3"));
     worker.stop().await;
-    broker.cleanup().await;
 }
 
 #[tokio::test]
@@ -481,7 +470,6 @@ async fn unknown_versions_and_non_json_are_dead_lettered_with_a_reason() {
         "the handler never sees them"
     );
     worker.stop().await;
-    broker.cleanup().await;
 }
 
 fn upstream_of(url: &str) -> String {
@@ -496,9 +484,7 @@ fn upstream_of(url: &str) -> String {
 #[tokio::test]
 async fn a_connection_dropped_mid_handling_loses_nothing_and_the_effect_happens_once() {
     let broker = TestBroker::start().await;
-    let amqp = std::env::var("AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let proxy = CuttableProxy::start(&upstream_of(&amqp)).await;
+    let proxy = CuttableProxy::start(&upstream_of(&machine_amqp_url())).await;
     let started = Arc::new(Notify::new());
     let proceed = Arc::new(Notify::new());
     let calls = Arc::new(AtomicU32::new(0));
@@ -559,7 +545,6 @@ async fn a_connection_dropped_mid_handling_loses_nothing_and_the_effect_happens_
         0
     );
     worker.stop().await;
-    broker.cleanup().await;
 }
 
 #[tokio::test]
@@ -579,18 +564,15 @@ async fn a_redelivered_message_that_was_completed_is_not_handled_again() {
         .await;
     // The successor is confirmed before the completion record is written: wait
     // for the record, as a real redelivery comes after it.
-    let deadline = Instant::now() + WAIT;
-    while !broker.store.is_complete(Stage::Agent, &sent).await.unwrap() {
-        assert!(Instant::now() < deadline, "completion never recorded");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(WAIT, "completion recorded", || async {
+        broker.store.is_complete(Stage::Agent, &sent).await.unwrap()
+    })
+    .await;
     broker.publisher.publish(Stage::Agent, &sent).await.unwrap();
-    let deadline = Instant::now() + WAIT;
-    while broker.depth(&broker.names.stage_queue(Stage::Agent)).await > 0
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(WAIT, "the agent queue drained", || async {
+        broker.depth(&broker.names.stage_queue(Stage::Agent)).await == 0
+    })
+    .await;
     assert!(
         broker
             .take_within(
@@ -602,7 +584,6 @@ async fn a_redelivered_message_that_was_completed_is_not_handled_again() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     worker.stop().await;
-    broker.cleanup().await;
 }
 
 #[tokio::test]
@@ -636,10 +617,10 @@ async fn high_priority_tasks_are_delivered_first() {
             Outcome::Done
         }
     });
-    let deadline = Instant::now() + WAIT;
-    while order.lock().await.len() < 110 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(WAIT, "110 tasks handled", || async {
+        order.lock().await.len() >= 110
+    })
+    .await;
     let order = order.lock().await.clone();
     assert_eq!(order.len(), 110);
     assert!(
@@ -648,7 +629,6 @@ async fn high_priority_tasks_are_delivered_first() {
         &order[..12]
     );
     worker.stop().await;
-    broker.cleanup().await;
 }
 
 #[tokio::test]
@@ -670,10 +650,10 @@ async fn graceful_shutdown_finishes_and_acks_in_flight_work() {
             .await
             .unwrap();
     }
-    let deadline = Instant::now() + WAIT;
-    while started.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(WAIT, "three in flight", || async {
+        started.load(Ordering::SeqCst) >= 3
+    })
+    .await;
     assert_eq!(started.load(Ordering::SeqCst), 3, "all three in flight");
     worker.stop().await;
     // Stopped: everything in flight was finished, forwarded and acked.
@@ -689,7 +669,6 @@ async fn graceful_shutdown_finishes_and_acks_in_flight_work() {
             .await,
         0
     );
-    broker.cleanup().await;
 }
 
 #[tokio::test]
@@ -723,7 +702,6 @@ async fn a_large_envelope_travels_by_reference_through_redis() {
         "the worker read it through the reference"
     );
     worker.stop().await;
-    broker.cleanup().await;
 }
 
 #[tokio::test]
@@ -750,11 +728,10 @@ async fn a_delay_above_the_first_tier_waits_in_its_own_tier_only() {
         .publish(Stage::Generate, &envelope("slow down"))
         .await
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while seen.lock().await.len() < 2 {
-        assert!(Instant::now() < deadline, "the retry never came back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(WAIT, "the retry came back", || async {
+        seen.lock().await.len() >= 2
+    })
+    .await;
     // A stray copy from another tier would show up within the longest tier.
     const STRAY_COPY_WINDOW: Duration = Duration::from_millis(1500);
     tokio::time::sleep(STRAY_COPY_WINDOW).await;
@@ -763,5 +740,4 @@ async fn a_delay_above_the_first_tier_waits_in_its_own_tier_only() {
     let gap = seen[1].1 - seen[0].1;
     assert!(gap >= Duration::from_secs(1), "came back after {gap:?}");
     worker.stop().await;
-    broker.cleanup().await;
 }
