@@ -101,6 +101,13 @@ impl TestPrefix {
     }
 }
 
+impl std::ops::Deref for TestPrefix {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.prefix
+    }
+}
+
 impl AsRef<str> for TestPrefix {
     fn as_ref(&self) -> &str {
         &self.prefix

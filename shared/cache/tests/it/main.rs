@@ -7,19 +7,21 @@ use contexten_cache::{Cache, CacheConfig, EncryptionKey, Layer};
 use contexten_config::{Env, RedisSettings};
 use contexten_envelope::Names;
 use contexten_store::Store;
+use contexten_testkit::{TestPrefix, machine_redis_url};
 use std::time::Duration;
 
 const TTL: Duration = Duration::from_secs(60);
 
 fn store(prefix: &str, url: Option<&str>) -> Store {
-    let default = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let default = machine_redis_url();
     let url = url.unwrap_or(&default);
     let settings = RedisSettings::from_env(&Env::from_pairs([("REDIS_URL", url)])).unwrap();
     Store::new(&settings, Names::new(prefix)).unwrap()
 }
 
-fn prefix() -> String {
-    format!("test-{}", uuid::Uuid::now_v7().simple())
+/// A unique prefix whose keys in the machine's Redis go when it drops.
+fn prefix() -> TestPrefix {
+    TestPrefix::new().clean_machine_redis()
 }
 
 fn config(dir: &std::path::Path, key: Option<EncryptionKey>) -> CacheConfig {
@@ -29,22 +31,6 @@ fn config(dir: &std::path::Path, key: Option<EncryptionKey>) -> CacheConfig {
         ttl: TTL,
         disk_dir: Some(dir.to_path_buf()),
         encryption: key,
-    }
-}
-
-async fn cleanup(store: &Store) {
-    let mut conn = store.connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", store.names().prefix()))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
     }
 }
 
@@ -81,7 +67,6 @@ async fn a_value_is_found_in_each_layer_and_promoted() {
     // The Redis hit was written to its disk too.
     reader.evict_memory("k1").await;
     assert_eq!(reader.get("k1").await.unwrap().layer, Layer::Disk);
-    cleanup(&redis).await;
 }
 
 #[tokio::test]
@@ -109,7 +94,6 @@ async fn entries_at_rest_are_unreadable_in_clear_with_a_key() {
     assert!(keyless.get("k").await.is_none());
     cache.evict_memory("k").await;
     assert_eq!(&*cache.get("k").await.unwrap().value, &plaintext[..]);
-    cleanup(&redis).await;
 }
 
 #[tokio::test]
@@ -121,7 +105,6 @@ async fn without_a_key_entries_are_stored_plain() {
     cache.put("k", b"visible").await;
     let in_redis = raw_redis(&redis, &cache.redis_key("k").unwrap()).await;
     assert!(contains(&in_redis, b"visible"));
-    cleanup(&redis).await;
 }
 
 #[tokio::test]
@@ -142,7 +125,6 @@ async fn expired_entries_are_misses_in_every_layer() {
         !cache.disk_path("k").unwrap().exists(),
         "expired file removed"
     );
-    cleanup(&redis).await;
 }
 
 #[tokio::test]
@@ -172,7 +154,6 @@ async fn the_replica_lock_is_exclusive_and_waiters_see_the_holders_entry() {
     let hit = waiter.await.unwrap().expect("waiter sees the entry");
     assert_eq!(&*hit.value, b"from a");
     assert!(a.try_lock("k", Duration::from_secs(5)).await);
-    cleanup(&redis).await;
 }
 
 #[tokio::test]
@@ -217,7 +198,6 @@ async fn a_waiter_stops_waiting_when_the_lock_holder_disappears() {
         .expect("the live holder's entry");
     assert_eq!(&*hit.value, b"late");
     keeper.await.unwrap();
-    cleanup(&redis).await;
 }
 
 /// The cache lives on the cache Redis (`REDIS_URL`) whatever handle it is given,
@@ -228,8 +208,7 @@ async fn entries_go_to_the_cache_redis_and_a_full_one_is_only_a_miss() {
     let cache_node = RedisNode::start(RedisOptions::default().policy("noeviction"))
         .await
         .expect("a Redis of the test's own");
-    let records_url =
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let records_url = machine_redis_url();
     let prefix = prefix();
     let settings = RedisSettings::from_env(&Env::from_pairs([
         ("REDIS_URL", cache_node.url().as_str()),
