@@ -7,6 +7,7 @@
 //! | `GITHUB_WEBHOOK_SECRET` | GitHub webhook secret; unset = GitHub disabled | unset |
 //! | `LINEAR_WEBHOOK_SECRET` | Linear signing secret; unset = Linear disabled | unset |
 //! | `SLACK_SIGNING_SECRET` | Slack signing secret; unset = Slack disabled | unset |
+//! | `GITLAB_WEBHOOK_SECRET` | GitLab webhook secret token (`X-Gitlab-Token`); unset = GitLab disabled | unset |
 //!
 //! Each webhook secret may be given as `<NAME>_FILE` instead (re-read within a
 //! second of a change) and may hold several secrets, one per line, any of which
@@ -102,6 +103,8 @@ pub struct ProviderSecrets {
     pub linear: Option<SecretSource>,
     /// `SLACK_SIGNING_SECRET` or `SLACK_SIGNING_SECRET_FILE`.
     pub slack: Option<SecretSource>,
+    /// `GITLAB_WEBHOOK_SECRET` or `GITLAB_WEBHOOK_SECRET_FILE`.
+    pub gitlab: Option<SecretSource>,
 }
 
 /// What makes an event a task.
@@ -227,6 +230,7 @@ impl IngestConfig {
                 github: env.secret_source("GITHUB_WEBHOOK_SECRET")?,
                 linear: env.secret_source("LINEAR_WEBHOOK_SECRET")?,
                 slack: env.secret_source("SLACK_SIGNING_SECRET")?,
+                gitlab: env.secret_source("GITLAB_WEBHOOK_SECRET")?,
             },
             triggers: TriggerSettings {
                 command_prefix: prefix,

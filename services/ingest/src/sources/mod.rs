@@ -14,6 +14,7 @@
 //! thread is ours) is asked for with [`Classified::TaskIfConversationKnown`].
 
 pub mod github;
+pub mod gitlab;
 pub mod linear;
 pub mod slack;
 
@@ -135,6 +136,7 @@ pub fn registry() -> Vec<Arc<dyn WebhookSource>> {
         Arc::new(github::Github),
         Arc::new(linear::Linear),
         Arc::new(slack::Slack),
+        Arc::new(gitlab::Gitlab),
     ]
 }
 

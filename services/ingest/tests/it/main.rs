@@ -7,6 +7,7 @@ mod broker_down;
 mod fixtures;
 mod fuzz;
 mod github;
+mod gitlab;
 mod helpers;
 mod linear;
 mod records;
