@@ -7,12 +7,13 @@ use contexten_envelope::Names;
 use contexten_resilience::{
     BreakerConfig, BreakerState, CircuitBreaker, Permit, RateLimiter, TokenBucket,
 };
+use contexten_testkit::{TestPrefix, machine_redis_url};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 fn replica(prefix: &str) -> Store {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = machine_redis_url();
     let settings =
         RedisSettings::from_env(&Env::from_pairs([("REDIS_URL", url.as_str())])).unwrap();
     Store::new(&settings, Names::new(prefix)).unwrap()
@@ -24,24 +25,9 @@ fn unreachable_redis(prefix: &str) -> Store {
     Store::new(&settings, Names::new(prefix)).unwrap()
 }
 
-fn prefix() -> String {
-    format!("test-{}", uuid::Uuid::now_v7().simple())
-}
-
-async fn cleanup(store: &Store) {
-    let mut conn = store.connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", store.names().prefix()))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
+/// A unique prefix whose keys in the machine's Redis go when it drops.
+fn prefix() -> TestPrefix {
+    TestPrefix::new().clean_machine_redis()
 }
 
 #[tokio::test]
@@ -86,7 +72,6 @@ async fn three_replicas_together_never_exceed_the_window_limit() {
         grants[17] - grants[0] >= window * 3 - Duration::from_millis(100),
         "18 permits need 3 more windows"
     );
-    cleanup(&replica(&prefix)).await;
 }
 
 #[tokio::test]
@@ -108,7 +93,6 @@ async fn a_full_window_says_how_long_to_wait() {
         wait > Duration::from_secs(50),
         "returns the wait instead of sleeping: {wait:?}"
     );
-    cleanup(&replica(&prefix)).await;
 }
 
 #[tokio::test]
@@ -126,7 +110,6 @@ async fn a_token_bucket_spends_and_refills() {
         bucket.try_take(500).await.is_ok(),
         "refilled after the advertised wait"
     );
-    cleanup(&replica(&prefix)).await;
 }
 
 fn config() -> BreakerConfig {
@@ -163,7 +146,6 @@ async fn failures_on_one_replica_open_the_breaker_for_all_and_one_probe_closes_i
     assert_eq!(prober.record(probes[0], true).await, BreakerState::Closed);
     assert_eq!(a.check().await.unwrap(), Permit::Normal);
     assert_eq!(b.check().await.unwrap(), Permit::Normal);
-    cleanup(&replica(&prefix)).await;
 }
 
 #[tokio::test]
@@ -179,7 +161,6 @@ async fn a_failed_probe_opens_the_breaker_again() {
     assert!(matches!(probe, Permit::Probe(_)));
     assert_eq!(breaker.record(&probe, false).await, BreakerState::Open);
     assert!(breaker.check().await.is_err());
-    cleanup(&replica(&prefix)).await;
 }
 
 #[tokio::test]
