@@ -6,7 +6,7 @@
 
 use crate::files::{self, FileSource};
 use crate::repo::Snapshot;
-use crate::syntax::Language;
+use crate::syntax::{Language, language_of};
 use contexten_envelope::TaskEnvelope;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -92,7 +92,7 @@ impl Job {
             .language
             .as_deref()
             .and_then(Language::from_name)
-            .or_else(|| target_file.as_deref().and_then(Language::from_path))
+            .or_else(|| target_file.as_deref().and_then(language_of))
             .or_else(|| majority_language(envelope));
         let symbol = hints.symbols.first().cloned();
         let symbol_kind = hints.symbol_kind.clone().unwrap_or_else(|| match &symbol {
@@ -160,7 +160,7 @@ impl Job {
 fn majority_language(envelope: &TaskEnvelope) -> Option<Language> {
     let mut counts: BTreeMap<&'static str, (usize, Language)> = BTreeMap::new();
     for item in envelope.context.iter().flat_map(|c| &c.items) {
-        if let Some(language) = Language::from_path(&item.path) {
+        if let Some(language) = language_of(&item.path) {
             counts.entry(language.name()).or_insert((0, language)).0 += 1;
         }
     }

@@ -5,86 +5,15 @@
 use std::path::Path;
 use tree_sitter::{Node, Parser};
 
-/// A language the generator can check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Language {
-    Rust,
-    Python,
-    TypeScript,
-    Tsx,
-    JavaScript,
-    Go,
-    Java,
-}
+/// The languages the generator checks: codemap's (one extension table for the
+/// fleet), those it has a grammar for.
+pub use contexten_codemap::Language;
 
-impl Language {
-    /// From a hint such as `python`, `py`, `ts`, `golang` (case-insensitive).
-    pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name.trim().to_ascii_lowercase().as_str() {
-            "rust" | "rs" => Language::Rust,
-            "python" | "py" | "python3" => Language::Python,
-            "typescript" | "ts" => Language::TypeScript,
-            "tsx" => Language::Tsx,
-            "javascript" | "js" | "jsx" | "node" | "mjs" | "cjs" => Language::JavaScript,
-            "go" | "golang" => Language::Go,
-            "java" => Language::Java,
-            _ => return None,
-        })
-    }
-
-    /// From a file name's extension.
-    pub fn from_path(path: &str) -> Option<Self> {
-        let ext = Path::new(path).extension()?.to_str()?.to_ascii_lowercase();
-        Some(match ext.as_str() {
-            "rs" => Language::Rust,
-            "py" | "pyi" => Language::Python,
-            "ts" | "mts" | "cts" => Language::TypeScript,
-            "tsx" => Language::Tsx,
-            "js" | "jsx" | "mjs" | "cjs" => Language::JavaScript,
-            "go" => Language::Go,
-            "java" => Language::Java,
-            _ => return None,
-        })
-    }
-
-    /// The canonical name (result `language`, fence tag, cache key part).
-    pub fn name(self) -> &'static str {
-        match self {
-            Language::Rust => "rust",
-            Language::Python => "python",
-            Language::TypeScript => "typescript",
-            Language::Tsx => "tsx",
-            Language::JavaScript => "javascript",
-            Language::Go => "go",
-            Language::Java => "java",
-        }
-    }
-
-    /// Fence info strings that name this language.
-    pub fn fence_tags(self) -> &'static [&'static str] {
-        match self {
-            Language::Rust => &["rust", "rs"],
-            Language::Python => &["python", "py", "python3"],
-            Language::TypeScript => &["typescript", "ts"],
-            Language::Tsx => &["tsx", "typescript", "ts", "jsx"],
-            Language::JavaScript => &["javascript", "js", "jsx", "mjs"],
-            Language::Go => &["go", "golang"],
-            Language::Java => &["java"],
-        }
-    }
-
-    fn grammar(self) -> tree_sitter::Language {
-        match self {
-            Language::Rust => tree_sitter_rust::LANGUAGE.into(),
-            Language::Python => tree_sitter_python::LANGUAGE.into(),
-            Language::TypeScript => tree_sitter_typescript::LANGUAGE_TYPESCRIPT.into(),
-            Language::Tsx => tree_sitter_typescript::LANGUAGE_TSX.into(),
-            // The JavaScript grammar parses JSX too.
-            Language::JavaScript => tree_sitter_javascript::LANGUAGE.into(),
-            Language::Go => tree_sitter_go::LANGUAGE.into(),
-            Language::Java => tree_sitter_java::LANGUAGE.into(),
-        }
-    }
+/// The parsed language of a file name's extension (any case), `None` for a
+/// language without a grammar.
+pub fn language_of(path: &str) -> Option<Language> {
+    let ext = Path::new(path).extension()?.to_str()?.to_ascii_lowercase();
+    Some(Language::from_extension(&ext)).filter(|language| language.is_parsed())
 }
 
 /// Where and why code does not parse (1-based line and column).
@@ -106,8 +35,11 @@ pub fn check(code: &str, language: Language) -> Result<(), SyntaxError> {
         column: 1,
         message,
     };
+    let grammar = language
+        .grammar()
+        .ok_or_else(|| fail("no grammar for this language".into()))?;
     parser
-        .set_language(&language.grammar())
+        .set_language(&grammar)
         .map_err(|e| fail(format!("grammar unavailable: {e}")))?;
     let tree = parser
         .parse(code, None)
@@ -221,8 +153,10 @@ mod tests {
         assert_eq!(Language::from_name("PY"), Some(Language::Python));
         assert_eq!(Language::from_name("golang"), Some(Language::Go));
         assert_eq!(Language::from_name("cobol"), None);
-        assert_eq!(Language::from_path("src/app/page.tsx"), Some(Language::Tsx));
-        assert_eq!(Language::from_path("lib.rs"), Some(Language::Rust));
-        assert_eq!(Language::from_path("README.md"), None);
+        assert_eq!(language_of("src/app/page.tsx"), Some(Language::Tsx));
+        assert_eq!(language_of("lib.rs"), Some(Language::Rust));
+        assert_eq!(language_of("README.md"), None);
+        assert_eq!(language_of("SRC/MAIN.PY"), Some(Language::Python));
+        assert!(check("x", Language::Other).is_err());
     }
 }

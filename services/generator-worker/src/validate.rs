@@ -7,7 +7,7 @@ use crate::files;
 use crate::job::{Job, Kind};
 use crate::patch;
 use crate::repo::{RepoReader, Snapshot};
-use crate::syntax::{self, Language};
+use crate::syntax;
 use std::collections::BTreeMap;
 
 /// A checked answer.
@@ -55,7 +55,7 @@ async fn check_diff(
     }
     let applied = patch::apply(&diff, &sources).map_err(|e| Invalid(e.to_string()))?;
     for (path, content) in &applied.files {
-        let (Some(content), Some(language)) = (content, Language::from_path(path)) else {
+        let (Some(content), Some(language)) = (content, syntax::language_of(path)) else {
             continue;
         };
         // A file that did not parse before is not held against the change.

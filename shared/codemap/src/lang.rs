@@ -30,7 +30,12 @@ pub enum Language {
 impl Language {
     /// Detects the language from a path's extension.
     pub fn from_path(path: &str) -> Self {
-        let ext = path.rsplit_once('.').map_or("", |(_, e)| e);
+        Self::from_extension(path.rsplit_once('.').map_or("", |(_, e)| e))
+    }
+
+    /// The fleet's one extension table (an extension without its dot, as
+    /// written: callers that ignore case lower-case it first).
+    pub fn from_extension(ext: &str) -> Self {
         match ext {
             "rs" => Self::Rust,
             "py" | "pyi" => Self::Python,
@@ -40,6 +45,35 @@ impl Language {
             "go" => Self::Go,
             "java" => Self::Java,
             _ => Self::Other,
+        }
+    }
+
+    /// A parsed language from a hint such as `python`, `py`, `ts`, `golang`
+    /// (case-insensitive), as a request or a code fence names it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name.trim().to_ascii_lowercase().as_str() {
+            "rust" | "rs" => Self::Rust,
+            "python" | "py" | "python3" => Self::Python,
+            "typescript" | "ts" => Self::TypeScript,
+            "tsx" => Self::Tsx,
+            "javascript" | "js" | "jsx" | "node" | "mjs" | "cjs" => Self::JavaScript,
+            "go" | "golang" => Self::Go,
+            "java" => Self::Java,
+            _ => return None,
+        })
+    }
+
+    /// Code-fence info strings that name this language (none for `Other`).
+    pub fn fence_tags(self) -> &'static [&'static str] {
+        match self {
+            Self::Rust => &["rust", "rs"],
+            Self::Python => &["python", "py", "python3"],
+            Self::TypeScript => &["typescript", "ts"],
+            Self::Tsx => &["tsx", "typescript", "ts", "jsx"],
+            Self::JavaScript => &["javascript", "js", "jsx", "mjs"],
+            Self::Go => &["go", "golang"],
+            Self::Java => &["java"],
+            Self::Other => &[],
         }
     }
 
@@ -214,5 +248,18 @@ mod tests {
         assert_eq!(Language::from_path("a/b.rs"), Language::Rust);
         assert_eq!(Language::from_path("x.tsx"), Language::Tsx);
         assert_eq!(Language::from_path("README.md"), Language::Other);
+        assert_eq!(Language::from_extension("pyi"), Language::Python);
+    }
+
+    #[test]
+    fn hints_name_parsed_languages_and_their_fences() {
+        assert_eq!(Language::from_name(" Golang "), Some(Language::Go));
+        assert_eq!(Language::from_name("node"), Some(Language::JavaScript));
+        assert_eq!(Language::from_name("other"), None);
+        for l in ALL {
+            assert_eq!(Language::from_name(l.name()), Some(l));
+            assert!(l.fence_tags().contains(&l.name()), "{}", l.name());
+        }
+        assert!(Language::Other.fence_tags().is_empty());
     }
 }
