@@ -7,20 +7,23 @@
 //! | `GITHUB_APP_INSTALLATION_ID` | the App's installation; unset = looked up per repository | unset |
 //! | `LINEAR_API_KEY` | personal key (sent raw) or OAuth token (`lin_oauth_…` or `Bearer …`) | unset |
 //! | `SLACK_BOT_TOKEN` | bot token (`chat:write`, `reactions:write`; `channels:history` to reconcile) | unset |
+//! | `GITLAB_TOKEN` | access token (`api` scope) sent as `PRIVATE-TOKEN`: notes, award emoji | unset |
 //! | `CALLBACK_SIGNING_SECRET` | Standard Webhooks secret (`whsec_<base64>`) signing callbacks | unset |
 //! | `CONTEXTEN_OUTBOUND_ALLOW` | hosts, `*.domain`, addresses or CIDRs that callback URLs may reach although private or loopback, also over http | unset |
 //! | `CONTEXTEN_ALLOW_LOCAL_REPOS` | development switch: callbacks may reach loopback | `0` |
 //! | `GITHUB_API_URL` / `LINEAR_API_URL` / `SLACK_API_URL` | base URLs | public APIs |
+//! | `GITLAB_API_URL` | GitLab REST v4 base URL (a self-managed instance's `https://host/api/v4`) | `https://gitlab.com/api/v4` |
 //! | `DISPATCH_HTTP_TIMEOUT_SECS` | whole-request timeout of provider calls (1–120) | `10` |
 //! | `GITHUB_WRITES_PER_MINUTE` / `GITHUB_WRITES_PER_HOUR` | content-creating requests per credential | `80` / `500` |
 //! | `SLACK_CHANNEL_MESSAGES_PER_SECOND` | messages per channel per second | `1` |
 //! | `SLACK_COMMAND_REPLY` | where a slash command's answers go: `channel` (chat.postMessage; the `response_url` when the bot is not in the channel) or `response_url` (the channel once it expired or is used up) | `channel` |
 //! | `LINEAR_REQUESTS_PER_HOUR` | Linear requests per hour (the whole fleet) | `2500` |
+//! | `GITLAB_REQUESTS_PER_MINUTE` | GitLab requests per minute (the whole fleet; GitLab.com allows 2,000 per user) | `300` |
 //! | `DISPATCH_LIMIT_WAIT_MS` | longest in-handler wait for a limiter permit before rescheduling (0–60000) | `2000` |
 //!
 //! Every credential may be given as `<NAME>_FILE` instead (`GITHUB_TOKEN_FILE`,
 //! `GITHUB_APP_PRIVATE_KEY_FILE`, `LINEAR_API_KEY_FILE`, `SLACK_BOT_TOKEN_FILE`,
-//! `CALLBACK_SIGNING_SECRET_FILE`): the clients read the current value per
+//! `GITLAB_TOKEN_FILE`, `CALLBACK_SIGNING_SECRET_FILE`): the clients read the current value per
 //! request, so a rotated file is used by the next reply without a restart (the
 //! file is looked at again at most once a second). A key path in
 //! `GITHUB_APP_PRIVATE_KEY` is re-read the same way.
@@ -72,6 +75,8 @@ pub struct ProviderSettings {
     pub linear: Option<LinearAuth>,
     /// `SLACK_BOT_TOKEN` or `SLACK_BOT_TOKEN_FILE`, read per request.
     pub slack: Option<SecretSource>,
+    /// `GITLAB_TOKEN` or `GITLAB_TOKEN_FILE`, read per request.
+    pub gitlab: Option<SecretSource>,
     pub callback: Option<WebhookSigner>,
     /// Where callbacks may go (`CONTEXTEN_OUTBOUND_ALLOW`, loopback with
     /// `CONTEXTEN_ALLOW_LOCAL_REPOS`); the platforms' own URLs are configured,
@@ -80,6 +85,7 @@ pub struct ProviderSettings {
     pub github_url: url::Url,
     pub linear_url: url::Url,
     pub slack_url: url::Url,
+    pub gitlab_url: url::Url,
     pub http: HttpSettings,
     pub limits: Limits,
     /// `SLACK_COMMAND_REPLY`: where a slash command's answers go.
@@ -119,6 +125,7 @@ pub struct Limits {
     pub github_per_hour: u32,
     pub slack_per_channel_per_second: u32,
     pub linear_per_hour: u32,
+    pub gitlab_per_minute: u32,
     /// Longest wait inside a handler before rescheduling the reply instead.
     pub max_wait: Duration,
 }
@@ -148,6 +155,7 @@ impl ProviderSettings {
                 .secret_source("LINEAR_API_KEY")?
                 .map(LinearAuth::from_source),
             slack: env.secret_source("SLACK_BOT_TOKEN")?,
+            gitlab: env.secret_source("GITLAB_TOKEN")?,
             callback,
             // A bad allow-list entry stops the start, naming the variable and entry.
             outbound: OutboundGuard::from_env(env)?,
@@ -162,6 +170,11 @@ impl ProviderSettings {
                 &["http", "https"],
             )?,
             slack_url: env.url("SLACK_API_URL", "https://slack.com/api", &["http", "https"])?,
+            gitlab_url: env.url(
+                "GITLAB_API_URL",
+                "https://gitlab.com/api/v4",
+                &["http", "https"],
+            )?,
             http,
             slack_command_reply: env.parse(
                 "SLACK_COMMAND_REPLY",
@@ -178,6 +191,7 @@ impl ProviderSettings {
                     100,
                 )?,
                 linear_per_hour: env.ranged("LINEAR_REQUESTS_PER_HOUR", 2500, 1, 100_000)?,
+                gitlab_per_minute: env.ranged("GITLAB_REQUESTS_PER_MINUTE", 300, 1, 100_000)?,
                 max_wait: Duration::from_millis(env.ranged(
                     "DISPATCH_LIMIT_WAIT_MS",
                     2000,
@@ -232,7 +246,10 @@ mod tests {
         let settings = ProviderSettings::from_env(&Env::default()).unwrap();
         assert!(settings.github.is_none() && settings.linear.is_none());
         assert!(settings.slack.is_none() && settings.callback.is_none());
+        assert!(settings.gitlab.is_none());
         assert_eq!(settings.github_url.as_str(), "https://api.github.com/");
+        assert_eq!(settings.gitlab_url.as_str(), "https://gitlab.com/api/v4");
+        assert_eq!(settings.limits.gitlab_per_minute, 300);
         assert_eq!(settings.limits.github_per_minute, 80);
         assert_eq!(settings.outbound, OutboundGuard::default());
         assert_eq!(settings.slack_command_reply, SlackCommandReply::Channel);

@@ -5,7 +5,7 @@
 //!   platform clients of `contexten-providers`.
 //! - `ledger`: the Redis record of posted replies, locks and attempt marks.
 //! - [`channels`]: the reply channels, one per platform (GitHub, Linear,
-//!   Slack, signed callbacks), each a [`channels::ReplyChannel`]: what a reply
+//!   Slack, GitLab, signed callbacks), each a [`channels::ReplyChannel`]: what a reply
 //!   becomes there, its limiters, how to post it and find it again; the
 //!   handler picks one by the reply target's kind from a
 //!   [`channels::Registry`].
@@ -14,10 +14,11 @@
 //!
 //! Per platform: an acknowledgement is an 👀 reaction on the request comment
 //! (GitHub, when the request was a comment) or on the thread's parent (Slack),
-//! otherwise an "On it" comment; a Slack slash command gets an ephemeral "On
+//! or an 👀 award emoji on the trigger note or the issue or merge request
+//! (GitLab), otherwise an "On it" comment; a Slack slash command gets an ephemeral "On
 //! it" through its `response_url` (skipped when the URL cannot be used, never
 //! a reaction). Progress and the final
-//! answer are new comments or thread messages (new rather than edits, so the
+//! answer are new comments, notes or thread messages (new rather than edits, so the
 //! requester is notified); a Slack answer too long for a message is a summary
 //! plus the full answer as a file in the thread.
 

@@ -12,6 +12,9 @@
 //! - [`slack::SlackClient`]: `chat.postMessage` in a thread (checking `ok`, not
 //!   the status), `reactions.add`, `conversations.replies` to find a message by
 //!   its metadata.
+//! - [`gitlab::GitlabClient`]: notes on issues and merge requests (replies
+//!   in a discussion), award emoji, and the newest-first note listing used to
+//!   find a marker; `PRIVATE-TOKEN` auth.
 //! - [`callback::CallbackClient`] and [`callback::WebhookSigner`]: JSON POSTs
 //!   signed in the Standard Webhooks style (`webhook-id`, `webhook-timestamp`,
 //!   `webhook-signature: v1,<base64>`), sent only where the outbound URL guard

@@ -23,6 +23,7 @@
 
 mod callback;
 mod github;
+mod gitlab;
 mod linear;
 mod slack;
 
@@ -265,6 +266,7 @@ impl Registry {
         registry.register(linear::LinearChannel::new(settings));
         registry.register(slack::SlackChannel::new(settings));
         registry.register(callback::CallbackChannel::new(settings)?);
+        registry.register(gitlab::GitlabChannel::new(settings));
         Ok(registry)
     }
 
@@ -334,7 +336,7 @@ mod tests {
         let registry = Registry::from_settings(&settings).unwrap();
         let mut names: Vec<_> = registry.names().collect();
         names.sort_unstable();
-        assert_eq!(names, ["callback", "github", "linear", "slack"]);
+        assert_eq!(names, ["callback", "github", "gitlab", "linear", "slack"]);
         // Nothing configured by default: every channel is there, none can post.
         assert!(names.iter().all(|n| !registry.get(n).unwrap().configured()));
         assert_eq!(

@@ -1,4 +1,4 @@
-//! `TestDispatch`: fake GitHub, Linear, Slack and callback servers (wiremock),
+//! `TestDispatch`: fake GitHub, Linear, Slack, GitLab and callback servers (wiremock),
 //! a unique Redis prefix, a `DispatchHandler` pointed at the fakes, envelope
 //! builders, and cleanup.
 
@@ -35,6 +35,9 @@ pub fn linear_key() -> String {
 pub fn slack_token() -> String {
     ["xoxb", "-", "test-token"].concat()
 }
+pub fn gitlab_token() -> String {
+    ["glpat", "-", "testtoken"].concat()
+}
 pub fn callback_secret() -> String {
     format!(
         "whsec_{}",
@@ -50,6 +53,7 @@ pub struct TestDispatch {
     pub github: MockServer,
     pub linear: MockServer,
     pub slack: MockServer,
+    pub gitlab: MockServer,
     pub receiver: MockServer,
     pub names: Names,
     pub store: Store,
@@ -77,7 +81,8 @@ impl TestDispatch {
         adjust: impl FnOnce(&mut ProviderSettings),
     ) -> Self {
         contexten_telemetry::init_for_tests();
-        let (github, linear, slack, receiver) = tokio::join!(
+        let (github, linear, slack, gitlab, receiver) = tokio::join!(
+            MockServer::start(),
             MockServer::start(),
             MockServer::start(),
             MockServer::start(),
@@ -86,12 +91,14 @@ impl TestDispatch {
         let names = Names::new(format!("test-{}", uuid::Uuid::now_v7().simple()));
         let store = Store::new(&redis, names.clone()).expect("store");
         let mut settings = settings(&github, &linear, &slack);
+        settings.gitlab_url = url::Url::parse(&format!("{}/api/v4", gitlab.uri())).unwrap();
         adjust(&mut settings);
         let handler = DispatchHandler::new(&settings, store.clone()).expect("handler");
         TestDispatch {
             github,
             linear,
             slack,
+            gitlab,
             receiver,
             names,
             store,
@@ -122,11 +129,14 @@ pub fn settings(github: &MockServer, linear: &MockServer, slack: &MockServer) ->
         github: Some(GithubAuth::Token(Secret::from(github_token()).into())),
         linear: Some(LinearAuth::from_setting(&Secret::from(linear_key()))),
         slack: Some(Secret::from(slack_token()).into()),
+        gitlab: Some(Secret::from(gitlab_token()).into()),
         callback: Some(WebhookSigner::new(&Secret::from(callback_secret())).unwrap()),
         outbound: outbound("127.0.0.1"),
         github_url: url(github, ""),
         linear_url: url(linear, "/graphql"),
         slack_url: url(slack, "/api"),
+        // Nothing listens on the discard port; `TestDispatch` points it at its fake.
+        gitlab_url: url::Url::parse("http://127.0.0.1:9/api/v4").unwrap(),
         http: HttpSettings {
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
@@ -137,6 +147,7 @@ pub fn settings(github: &MockServer, linear: &MockServer, slack: &MockServer) ->
             github_per_hour: 500,
             slack_per_channel_per_second: 50,
             linear_per_hour: 2500,
+            gitlab_per_minute: 300,
             max_wait: Duration::from_millis(500),
         },
     }

@@ -3,6 +3,7 @@ mod callback;
 mod channels;
 mod format;
 mod github;
+mod gitlab;
 mod helpers;
 mod linear;
 mod ordering;

@@ -1,1 +1,2 @@
 mod github_app;
+mod gitlab;
