@@ -13,6 +13,7 @@ const PATHS: &[&str] = &[
     "/webhooks/github",
     "/webhooks/linear",
     "/webhooks/slack",
+    "/webhooks/gitlab",
     "/v1/tasks",
     "/v1/tasks/0190a0a0-0000-7000-8000-000000000000",
     "/v1/tasks/%00",
@@ -53,6 +54,21 @@ const KEYS: &[&str] = &[
     "label",
     "pull_request",
     "head",
+    "object_kind",
+    "object_attributes",
+    "noteable_type",
+    "note",
+    "iid",
+    "project",
+    "git_http_url",
+    "merge_request",
+    "last_commit",
+    "source",
+    "changes",
+    "previous",
+    "current",
+    "title",
+    "username",
 ];
 const WORDS: &[&str] = &[
     "created",
@@ -72,6 +88,11 @@ const WORDS: &[&str] = &[
     "Bot",
     "contexten",
     "1.0",
+    "note",
+    "MergeRequest",
+    "merge_request",
+    "open",
+    "https://gitlab.com/a/b.git",
 ];
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -168,6 +189,10 @@ fn signed_headers(path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
             "linear-signature",
             sign_hex(&secret(&linear_secret()), body),
         )],
+        "/webhooks/gitlab" => vec![
+            ("x-gitlab-token", gitlab_secret()),
+            ("x-gitlab-event-uuid", uuid::Uuid::now_v7().to_string()),
+        ],
         _ => vec![("authorization", format!("Bearer {}", token("both")))],
     }
 }

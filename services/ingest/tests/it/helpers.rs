@@ -33,6 +33,9 @@ pub fn slack_secret() -> String {
 pub fn linear_secret() -> String {
     ["lin_wh_", "test_", "0003"].concat()
 }
+pub fn gitlab_secret() -> String {
+    ["glwh-test-", "token-", "0004"].concat()
+}
 pub fn token(name: &str) -> String {
     ["ctx_tok_", name, "_0123456789abcdef"].concat()
 }
@@ -71,7 +74,12 @@ impl TestIngest {
         contexten_telemetry::init_for_tests();
         let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
         let proxy = SwitchProxy::start("127.0.0.1:5672").await;
-        let (gh, sl, li) = (github_secret(), slack_secret(), linear_secret());
+        let (gh, sl, li, gl) = (
+            github_secret(),
+            slack_secret(),
+            linear_secret(),
+            gitlab_secret(),
+        );
         let redis = redis_url();
         let mut pairs: Vec<(&str, &str)> = vec![
             ("AMQP_URL", &proxy.url),
@@ -81,6 +89,7 @@ impl TestIngest {
             ("GITHUB_WEBHOOK_SECRET", &gh),
             ("SLACK_SIGNING_SECRET", &sl),
             ("LINEAR_WEBHOOK_SECRET", &li),
+            ("GITLAB_WEBHOOK_SECRET", &gl),
             ("CONTEXTEN_BOT_LOGIN", BOT_LOGIN),
             ("LINEAR_BOT_USER_ID", LINEAR_BOT),
             ("INGEST_RETRY_AFTER_SECS", "2"),
