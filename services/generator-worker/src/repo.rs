@@ -11,7 +11,7 @@ use contexten_git::{
 };
 use contexten_trust::outbound::{OutboundGuard, Purpose};
 use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,14 +64,11 @@ impl RepoError {
     }
 }
 
-/// Whether `path` is a plain relative path that stays inside the repository.
+/// Whether `path` is a plain relative path that stays inside the repository:
+/// contexten-git's rule for every path given to git (no leading `/` or `-`, no
+/// `..` or empty segment, no control character), for working files and diffs too.
 pub fn is_safe_relative(path: &str) -> bool {
-    !path.is_empty()
-        && !path.starts_with('-')
-        && !path.contains('\0')
-        && Path::new(path)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    contexten_git::check_path(path).is_ok()
 }
 
 /// (URL, ref) of a fetch.
@@ -486,7 +483,16 @@ mod tests {
     fn only_plain_relative_paths_are_safe() {
         assert!(is_safe_relative("src/lib.rs"));
         assert!(is_safe_relative("./a.py"));
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "-rf", "a\0b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "-rf",
+            "a\0b",
+            "a//b",
+            "a\nb",
+        ] {
             assert!(!is_safe_relative(bad), "{bad:?}");
         }
     }
