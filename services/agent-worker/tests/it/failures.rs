@@ -91,5 +91,4 @@ async fn plan_limit_forbidden_not_found_and_invalid_end_in_a_failure_answer_with
     assert_eq!(fleet.depth(&fleet.names.dead_queue(Stage::Agent)).await, 4);
     assert!(fleet.breaker_state().await.is_none_or(|s| s == "closed"));
     worker.stop().await;
-    fleet.cleanup().await;
 }

@@ -74,5 +74,4 @@ async fn a_follow_up_in_the_same_conversation_resumes_the_same_run() {
             .contains("<untrusted-data source=\"request\">\nalso handle empty rows")
     );
     worker.stop().await;
-    fleet.cleanup().await;
 }

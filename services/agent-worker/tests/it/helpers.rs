@@ -1,19 +1,17 @@
 //! `TestFleet`: a unique prefix, the topology declared under it, a fake Codegen,
-//! agent workers started on demand, the dispatch queue read back, and cleanup.
+//! agent workers started on demand, the dispatch queue read back, and cleanup
+//! on drop.
 
 use crate::fake::{FakeCodegen, ORG_ID};
 use agent_worker::{AgentHandler, AgentSettings};
-use contexten_broker::{
-    CancellationToken, Handler, Outcome, Publisher, Store, WorkerOptions, run_worker, topology,
-};
-use contexten_config::{BrokerSettings, Env, ExposeSecret, RedisSettings};
+use contexten_broker::{CancellationToken, Handler, Outcome, WorkerOptions, run_worker};
+use contexten_config::BrokerSettings;
 use contexten_envelope::{
-    Names, ReplyKind, ReplyTarget, Request, Source, SourceKind, Stage, Strategy, TaskEnvelope,
-    TaskId,
+    ReplyKind, ReplyTarget, Request, Source, SourceKind, Stage, Strategy, TaskEnvelope, TaskId,
 };
 use contexten_telemetry::health::Readiness;
+use contexten_testkit::broker::BrokerFixture;
 use lapin::options::BasicGetOptions;
-use lapin::{Channel, Connection, ConnectionProperties};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,16 +25,21 @@ pub const TIERS_MS: &str = "100,300,1000";
 /// How long a test watches for something that must not happen.
 pub const QUIET: Duration = Duration::from_millis(1500);
 
+/// The testkit's broker fixture (prefix, topology, publisher, store; removed
+/// on drop) with a fake Codegen and the agent's settings.
 pub struct TestFleet {
-    pub names: Names,
+    fixture: BrokerFixture,
+    /// The fixture's broker settings, as the agent replicas get them.
     pub broker: BrokerSettings,
-    pub redis: RedisSettings,
     pub agent: AgentSettings,
-    pub store: Store,
-    pub connection: Connection,
-    pub channel: Channel,
-    pub publisher: Publisher,
     pub fake: FakeCodegen,
+}
+
+impl std::ops::Deref for TestFleet {
+    type Target = BrokerFixture;
+    fn deref(&self) -> &BrokerFixture {
+        &self.fixture
+    }
 }
 
 impl TestFleet {
@@ -46,68 +49,37 @@ impl TestFleet {
         // Built at run time so no token-shaped literal sits in the source.
         let token = format!("{}_{}", "cg", uuid::Uuid::now_v7().simple());
         let fake = FakeCodegen::start(&token).await;
-        let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
-        let amqp = std::env::var("AMQP_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-        let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let uri = fake.uri();
         let org = ORG_ID.to_string();
-        let mut pairs: Vec<(&str, &str)> = vec![
-            ("AMQP_URL", &amqp),
-            ("REDIS_URL", &redis),
-            ("CONTEXTEN_PREFIX", &prefix),
-            ("RETRY_TIERS_MS", TIERS_MS),
-            ("MAX_ATTEMPTS", "5"),
-            ("SHUTDOWN_TIMEOUT_SECS", "1"),
-            ("CODEGEN_API_URL", &uri),
-            ("CODEGEN_ORG_ID", &org),
-            ("CODEGEN_API_TOKEN", &token),
-            ("CODEGEN_TIMEOUT_SECS", "2"),
-            ("CODEGEN_BREAKER_PROBE_TIMEOUT_MS", "5000"),
-            ("CODEGEN_REQUEST_LIMIT", "10000"),
-            ("CODEGEN_REQUEST_WINDOW_MS", "1000"),
-            ("CODEGEN_CREATE_LIMIT", "10000"),
-            ("CODEGEN_CREATE_WINDOW_MS", "1000"),
-            ("AGENT_POLL_INITIAL_MS", "50"),
-            ("AGENT_POLL_MAX_MS", "200"),
-            // Most tests send many tasks as one person; the requester limit
-            // has its own tests (requester.rs).
-            ("AGENT_MAX_RUNS_PER_REQUESTER", "100"),
-        ];
-        pairs.extend_from_slice(extra);
-        let env = Env::from_pairs(pairs);
-        let broker = BrokerSettings::from_env(&env, 16).expect("test broker settings");
-        let redis = RedisSettings::from_env(&env).expect("redis settings");
-        let agent = AgentSettings::from_env(&env).expect("agent settings");
-        let names = Names::new(prefix);
-        let store = Store::new(&redis, names.clone()).expect("redis client");
-        let connection = Connection::connect(
-            broker.amqp_url.expose_secret(),
-            ConnectionProperties::default(),
-        )
-        .await
-        .expect("RabbitMQ on AMQP_URL (run `make services`)");
-        let channel = connection.create_channel().await.unwrap();
-        topology::declare(&channel, &names, &broker.retry_tiers)
-            .await
-            .unwrap();
-        let publisher = Publisher::new(
-            &connection,
-            names.clone(),
-            Some(store.clone()),
-            broker.payload_inline_limit,
-        )
-        .await
-        .unwrap();
+        let fixture = BrokerFixture::builder()
+            .prefetch(16)
+            .env(&[
+                ("RETRY_TIERS_MS", TIERS_MS),
+                ("MAX_ATTEMPTS", "5"),
+                ("SHUTDOWN_TIMEOUT_SECS", "1"),
+                ("CODEGEN_API_URL", &uri),
+                ("CODEGEN_ORG_ID", &org),
+                ("CODEGEN_API_TOKEN", &token),
+                ("CODEGEN_TIMEOUT_SECS", "2"),
+                ("CODEGEN_BREAKER_PROBE_TIMEOUT_MS", "5000"),
+                ("CODEGEN_REQUEST_LIMIT", "10000"),
+                ("CODEGEN_REQUEST_WINDOW_MS", "1000"),
+                ("CODEGEN_CREATE_LIMIT", "10000"),
+                ("CODEGEN_CREATE_WINDOW_MS", "1000"),
+                ("AGENT_POLL_INITIAL_MS", "50"),
+                ("AGENT_POLL_MAX_MS", "200"),
+                // Most tests send many tasks as one person; the requester limit
+                // has its own tests (requester.rs).
+                ("AGENT_MAX_RUNS_PER_REQUESTER", "100"),
+            ])
+            .env(extra)
+            .start()
+            .await;
+        let agent = AgentSettings::from_env(&fixture.env).expect("agent settings");
         TestFleet {
-            names,
-            broker,
-            redis,
+            broker: fixture.settings.clone(),
+            fixture,
             agent,
-            store,
-            connection,
-            channel,
-            publisher,
             fake,
         }
     }
@@ -233,43 +205,6 @@ impl TestFleet {
             .await
             .expect("redis");
         state
-    }
-
-    /// Messages ready in a queue.
-    pub async fn depth(&self, queue: &str) -> u32 {
-        self.channel
-            .queue_declare(
-                queue.into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await
-            .expect("queue exists")
-            .message_count()
-    }
-
-    /// Deletes the topology and every Redis key under the prefix.
-    pub async fn cleanup(self) {
-        let _ = topology::delete(&self.channel, &self.names, &self.broker.retry_tiers).await;
-        let pattern = format!("{}:*", self.names.prefix());
-        let client = redis::Client::open(self.redis.url.expose_secret()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(&pattern)
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL")
-                .arg(keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-        let _ = self.connection.close(200, "test done".into()).await;
     }
 }
 

@@ -73,7 +73,6 @@ async fn a_worker_killed_between_create_and_ack_does_not_start_a_second_run() {
     );
     assert!(answers.iter().any(|a| a.reply == Some(ReplyKind::Progress)));
     second.stop().await;
-    fleet.cleanup().await;
 }
 
 #[tokio::test]
@@ -116,5 +115,4 @@ async fn a_create_interrupted_before_it_was_recorded_is_found_instead_of_repeate
     assert!(fleet.fake.creates().is_empty());
     assert_eq!(fleet.fake.lists(), 1);
     worker.stop().await;
-    fleet.cleanup().await;
 }

@@ -135,7 +135,6 @@ async fn a_run_goes_from_create_through_polls_to_a_final_answer_on_dispatch() {
     );
 
     worker.stop().await;
-    fleet.cleanup().await;
 }
 
 #[tokio::test]
@@ -178,7 +177,6 @@ async fn a_failed_or_cancelled_run_gets_a_failure_answer_with_its_link() {
         assert!(result.summary.contains(url), "{}", result.summary);
     }
     worker.stop().await;
-    fleet.cleanup().await;
 }
 
 #[tokio::test]
@@ -205,7 +203,6 @@ async fn a_run_past_the_maximum_duration_gets_a_timeout_answer_with_its_link() {
         "it kept checking until the deadline"
     );
     worker.stop().await;
-    fleet.cleanup().await;
 }
 
 #[tokio::test]
@@ -227,5 +224,4 @@ async fn without_codegen_credentials_the_task_gets_a_clear_failure_answer() {
     );
     assert!(fleet.fake.creates().is_empty());
     worker.stop().await;
-    fleet.cleanup().await;
 }

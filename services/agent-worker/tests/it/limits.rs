@@ -39,7 +39,6 @@ async fn a_429_backs_off_for_its_retry_after_and_does_not_trip_the_breaker() {
     // With a threshold of one failure, a 429 counted as one would have opened it.
     assert!(fleet.breaker_state().await.is_none_or(|s| s == "closed"));
     worker.stop().await;
-    fleet.cleanup().await;
 }
 
 const WINDOW_MS: u64 = 2000;
@@ -89,5 +88,4 @@ async fn three_replicas_with_a_hundred_tasks_never_exceed_the_creation_limit_in_
     for worker in workers {
         worker.stop().await;
     }
-    fleet.cleanup().await;
 }

@@ -79,7 +79,6 @@ async fn slots_are_per_requester_idempotent_given_back_and_freed_by_their_lease(
     );
     tokio::time::sleep(PAST_THE_LEASE).await;
     assert_eq!(leased.acquire(&next).await.unwrap(), Slot::Held);
-    fleet.cleanup().await;
 }
 
 #[tokio::test]
@@ -120,7 +119,6 @@ async fn a_requester_at_the_limit_waits_for_a_run_to_end_while_others_start() {
     assert!(created_at(&fleet, second) > first_done);
     assert!(created_at(&fleet, other.task_id) < first_done);
     worker.stop().await;
-    fleet.cleanup().await;
 }
 
 #[tokio::test]
@@ -147,7 +145,6 @@ async fn a_refused_create_gives_the_slot_back() {
     let finals = fleet.finals(&[next.task_id], WAIT).await;
     assert_eq!(finals[&next.task_id].reply, Some(ReplyKind::Final));
     worker.stop().await;
-    fleet.cleanup().await;
 }
 
 #[tokio::test]
@@ -179,5 +176,4 @@ async fn a_task_that_waits_too_long_is_told_how_many_runs_are_in_progress() {
     );
     assert_eq!(fleet.fake.creates().len(), 1, "no second run was created");
     worker.stop().await;
-    fleet.cleanup().await;
 }
