@@ -1,7 +1,7 @@
 //! ingest: the fleet's front door (docs/design.md §1, §5, §7).
 //!
-//! - [`webhooks`]: `POST /webhooks/{name}` for every registered
-//!   [`sources::WebhookSource`] (GitHub, Linear, Slack); the raw body is kept
+//! - [`webhooks`]: `POST /webhooks/{name}` for every source in
+//!   [`sources::registry`] (GitHub, Linear, Slack, GitLab); the raw body is kept
 //!   and its signature ([`verify`]) checked before parsing; the source decides
 //!   what becomes a task, one generic path admits it.
 //! - [`api`]: `POST /v1/tasks`, `GET /v1/tasks/{id}`, `/v1/openapi.json`, with
