@@ -234,7 +234,7 @@ async fn receive_inner(
         received_ms: received,
     };
     source.verify(&secrets, &inbound, &state.cfg.limits)?;
-    let draft = match source.classify(&inbound, &state.cfg)? {
+    let mut draft = match source.classify(&inbound, &state.cfg)? {
         Classified::Answer { body, outcome } => {
             return Ok(labelled(StatusCode::OK, body, outcome));
         }
@@ -255,7 +255,6 @@ async fn receive_inner(
             }
         }
     };
-    let mut draft = draft;
     if let Some(delivery) = source.delivery_id(&inbound) {
         draft.delivery_id = Some(delivery);
     }
