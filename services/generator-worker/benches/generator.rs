@@ -14,6 +14,7 @@ use axum::routing::post;
 use contexten_broker::{Handler, Outcome, Store};
 use contexten_config::{Env, RedisSettings};
 use contexten_envelope::{Hints, Names, ReplyTarget, Request, Source, SourceKind, TaskEnvelope};
+use contexten_testkit::{TestPrefix, machine_redis_url};
 use generator_worker::{GenerateHandler, GeneratorConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,11 +116,13 @@ async fn main() {
     let tasks = env_usize("BENCH_TASKS", 2000);
     let concurrency = env_usize("BENCH_CONCURRENCY", 16);
     let base = fake_provider().await;
-    let prefix = format!("bench-{}", uuid::Uuid::now_v7().simple());
-    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    // The bench's Redis keys go when the prefix drops.
+    let redis = machine_redis_url();
+    let prefix = TestPrefix::labelled("bench");
+    prefix.clean_redis(&redis);
     let store = Store::new(
         &RedisSettings::from_env(&Env::from_pairs([("REDIS_URL", redis.as_str())])).unwrap(),
-        Names::new(prefix.clone()),
+        Names::new(prefix.as_str()),
     )
     .unwrap();
     let cache_dir = tempfile::tempdir().unwrap();
@@ -172,19 +175,4 @@ async fn main() {
     report("miss, one at a time:", &sequential);
     let sequential_hit = run(&one, one_at_a_time, 1).await;
     report("hit (memory), one at a time:", &sequential_hit);
-
-    // Clean the bench's Redis keys.
-    let mut conn = store.connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_default();
-    for chunk in keys.chunks(500) {
-        let _: () = redis::cmd("DEL")
-            .arg(chunk)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
 }

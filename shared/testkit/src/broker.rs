@@ -17,6 +17,7 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct FixtureBuilder {
     label: &'static str,
+    name: Option<String>,
     amqp: Option<String>,
     redis: Option<String>,
     pairs: Vec<(String, String)>,
@@ -44,6 +45,7 @@ impl Default for FixtureBuilder {
     fn default() -> Self {
         FixtureBuilder {
             label: "test",
+            name: None,
             amqp: None,
             redis: None,
             pairs: Vec::new(),
@@ -57,6 +59,12 @@ impl FixtureBuilder {
     /// The prefix's first word (`test` unless set; benchmarks use `bench`).
     pub fn label(mut self, label: &'static str) -> Self {
         self.label = label;
+        self
+    }
+
+    /// Uses the prefix `name` (another fixture's) instead of a new one.
+    pub fn prefix(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
         self
     }
 
@@ -99,7 +107,10 @@ impl FixtureBuilder {
     /// Connects, declares the topology and builds the publisher; panics
     /// naming what is missing when the broker or Redis is not there.
     pub async fn start(self) -> BrokerFixture {
-        let prefix = TestPrefix::labelled(self.label);
+        let prefix = match &self.name {
+            Some(name) => TestPrefix::named(name),
+            None => TestPrefix::labelled(self.label),
+        };
         let amqp = self.amqp.unwrap_or_else(machine_amqp_url);
         let redis_url = self.redis.unwrap_or_else(machine_redis_url);
         prefix.clean_redis(&redis_url);

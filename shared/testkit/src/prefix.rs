@@ -62,8 +62,14 @@ impl TestPrefix {
 
     /// `<label>-<uuid>` (benchmarks use `bench`).
     pub fn labelled(label: &str) -> Self {
+        Self::named(&format!("{label}-{}", uuid::Uuid::now_v7().simple()))
+    }
+
+    /// A prefix with the given name, for a second fixture over the same
+    /// prefix as another (each cleans what it registered).
+    pub fn named(name: &str) -> Self {
         TestPrefix {
-            prefix: format!("{label}-{}", uuid::Uuid::now_v7().simple()),
+            prefix: name.to_owned(),
             redis: Mutex::new(Vec::new()),
             cleanups: Mutex::new(Vec::new()),
         }

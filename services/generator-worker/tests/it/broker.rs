@@ -2,36 +2,13 @@
 //! unique prefix, read what arrives on the dispatch and agent queues.
 
 use crate::helpers::*;
-use contexten_broker::{CancellationToken, Publisher, WorkerOptions, run_worker, topology};
-use contexten_config::{BrokerSettings, Env, ExposeSecret};
+use contexten_broker::{CancellationToken, WorkerOptions, run_worker};
 use contexten_envelope::{ReplyKind, ResultKind, Stage, Strategy, TaskEnvelope};
 use contexten_telemetry::health::Readiness;
+use contexten_testkit::broker::BrokerFixture;
 use lapin::options::BasicGetOptions;
-use lapin::{Channel, Connection, ConnectionProperties};
-use std::time::Duration;
 use wiremock::Mock;
 use wiremock::matchers::{body_string_contains, method};
-
-/// How often `take` looks at a queue.
-const POLL: Duration = Duration::from_millis(25);
-
-async fn take(channel: &Channel, queue: &str) -> TaskEnvelope {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let got = channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-            .await
-            .expect("basic.get");
-        if let Some(message) = got {
-            return TaskEnvelope::from_json(&message.delivery.data).expect("an envelope");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nothing arrived in {queue}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
 
 #[tokio::test]
 async fn the_worker_sends_generated_code_to_dispatch_and_failures_to_the_agent_only_when_allowed() {
@@ -49,35 +26,14 @@ async fn the_worker_sends_generated_code_to_dispatch_and_failures_to_the_agent_o
         .mount(&fx.server)
         .await;
 
-    let amqp = std::env::var("AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let redis = redis_url();
-    let env = Env::from_pairs([
-        ("AMQP_URL", amqp.as_str()),
-        ("REDIS_URL", redis.as_str()),
-        ("CONTEXTEN_PREFIX", fx.prefix.as_str()),
-        ("RETRY_TIERS_MS", "200,1000"),
-    ]);
-    let settings = BrokerSettings::from_env(&env, 4).unwrap();
-    let names = fx.store.names().clone();
-    let connection = Connection::connect(
-        settings.amqp_url.expose_secret(),
-        ConnectionProperties::default(),
-    )
-    .await
-    .expect("RabbitMQ on AMQP_URL (run `make services`)");
-    let channel = connection.create_channel().await.unwrap();
-    topology::declare(&channel, &names, &settings.retry_tiers)
-        .await
-        .unwrap();
-    let publisher = Publisher::new(
-        &connection,
-        names.clone(),
-        Some(fx.store.clone()),
-        settings.payload_inline_limit,
-    )
-    .await
-    .unwrap();
+    // The broker side under the fixture's prefix (removed on drop).
+    let bx = BrokerFixture::builder()
+        .prefix(fx.prefix.as_str())
+        .prefetch(4)
+        .env(&[("RETRY_TIERS_MS", "200,1000")])
+        .start()
+        .await;
+    let (settings, names, publisher) = (&bx.settings, &bx.names, &bx.publisher);
 
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(run_worker(
@@ -106,8 +62,10 @@ async fn the_worker_sends_generated_code_to_dispatch_and_failures_to_the_agent_o
         .unwrap();
 
     let mut dispatched = vec![
-        take(&channel, &names.stage_queue(Stage::Dispatch)).await,
-        take(&channel, &names.stage_queue(Stage::Dispatch)).await,
+        bx.take_envelope(&names.stage_queue(Stage::Dispatch), WAIT)
+            .await,
+        bx.take_envelope(&names.stage_queue(Stage::Dispatch), WAIT)
+            .await,
     ];
     dispatched.sort_by_key(|e| e.task_id != good.task_id);
     let [answered, failed] = <[TaskEnvelope; 2]>::try_from(dispatched).unwrap();
@@ -119,7 +77,9 @@ async fn the_worker_sends_generated_code_to_dispatch_and_failures_to_the_agent_o
     );
     assert_eq!(answered.cost.llm_calls, 1);
 
-    let fell_back = take(&channel, &names.stage_queue(Stage::Agent)).await;
+    let fell_back = bx
+        .take_envelope(&names.stage_queue(Stage::Agent), WAIT)
+        .await;
     assert_eq!(fell_back.task_id, bad.task_id);
     assert!(
         fell_back
@@ -137,10 +97,12 @@ async fn the_worker_sends_generated_code_to_dispatch_and_failures_to_the_agent_o
         "the validation detail stays in the logs: {}",
         failure.summary
     );
-    let dead = take(&channel, &names.dead_queue(Stage::Generate)).await;
+    let dead = bx
+        .take_envelope(&names.dead_queue(Stage::Generate), WAIT)
+        .await;
     assert_eq!(dead.task_id, bad_generation.task_id);
     assert_eq!(
-        channel
+        bx.channel
             .basic_get(
                 names.stage_queue(Stage::Agent).as_str().into(),
                 BasicGetOptions { no_ack: true }
@@ -158,7 +120,4 @@ async fn the_worker_sends_generated_code_to_dispatch_and_failures_to_the_agent_o
         .expect("worker stops in time")
         .unwrap()
         .unwrap();
-    let _ = topology::delete(&channel, &names, &settings.retry_tiers).await;
-    let _ = connection.close(200, "test done".into()).await;
-    fx.cleanup().await;
 }

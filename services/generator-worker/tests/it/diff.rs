@@ -72,7 +72,6 @@ async fn a_diff_answer_applies_to_the_repository_and_is_returned_with_exact_head
         std::fs::read_to_string(repo.path().join("app/timeutil.py")).unwrap(),
         ORIGINAL
     );
-    fx.cleanup().await;
 }
 
 #[tokio::test]
@@ -105,7 +104,6 @@ async fn a_diff_that_does_not_apply_is_repaired_with_the_mismatch() {
         repair.contains("def parse_time(value):") && repair.contains("does not apply"),
         "{repair}"
     );
-    fx.cleanup().await;
 }
 
 #[tokio::test]
@@ -127,5 +125,4 @@ async fn a_diff_that_breaks_the_syntax_falls_back_to_the_agent() {
         !reason.contains("syntax error") && !reason.contains(repo.path().to_str().unwrap()),
         "no validation detail or worker path: {reason}"
     );
-    fx.cleanup().await;
 }

@@ -59,7 +59,6 @@ async fn a_fenced_code_answer_is_extracted_validated_and_sent_to_dispatch() {
     ] {
         assert!(user.contains(part), "prompt lacks {part:?}:\n{user}");
     }
-    fx.cleanup().await;
 }
 
 #[tokio::test]
@@ -82,7 +81,6 @@ async fn a_prose_plus_code_answer_is_extracted_and_validated() {
     let result = out.result.unwrap();
     assert_eq!(result.kind, ResultKind::Code);
     assert_eq!(result.text.as_deref(), Some(VALID_PY));
-    fx.cleanup().await;
 }
 
 /// A task of a strategy that includes the agent (the only kind that may fall back).
@@ -128,7 +126,6 @@ async fn an_invalid_answer_gets_one_repair_round_then_falls_back_to_the_agent() 
     assert!(error.contains("python syntax error"), "{error}");
     // A failed generation is not cached.
     assert!(fx.redis_entries("cache:generator:*").await.is_empty());
-    fx.cleanup().await;
 }
 
 #[tokio::test]
@@ -159,7 +156,6 @@ async fn an_invalid_answer_to_a_generation_request_is_a_failure_and_never_an_age
         }
     }
     assert_eq!(handler.stats().fallbacks, 0);
-    fx.cleanup().await;
 }
 
 #[tokio::test]
@@ -186,7 +182,6 @@ async fn a_repaired_answer_is_accepted() {
     assert_eq!(result.text.as_deref(), Some(VALID_PY));
     assert!(result.summary.contains("repaired"), "{}", result.summary);
     assert_eq!(out.cost.llm_calls, 2);
-    fx.cleanup().await;
 }
 
 #[tokio::test]
@@ -229,7 +224,6 @@ async fn a_429_retry_after_is_honoured_before_calling_again() {
     assert_eq!(out.cost.llm_calls, 2);
     // A 429 says "busy", not "down": the breaker stays closed.
     assert_ne!(fx.breaker_state().await.as_deref(), Some("open"));
-    fx.cleanup().await;
 }
 
 #[tokio::test]
@@ -254,7 +248,6 @@ async fn a_long_retry_after_reschedules_the_task_instead_of_holding_it() {
         }
         other => panic!("expected a retry, got {other:?}"),
     }
-    fx.cleanup().await;
 }
 
 #[tokio::test]
@@ -344,7 +337,6 @@ async fn a_burst_of_5xx_opens_the_breaker_which_half_opens_and_closes_with_tasks
     let stats = handler.stats();
     assert!(stats.probes >= 1 && stats.breaker_waits >= 3, "{stats:?}");
     assert_eq!(fx.breaker_state().await.as_deref(), Some("closed"));
-    fx.cleanup().await;
 }
 
 #[tokio::test]
@@ -395,7 +387,6 @@ async fn a_cache_hit_makes_no_call_in_this_replica_or_another() {
         (handler.stats().cache_hits, replica.stats().model_calls),
         (1, 0)
     );
-    fx.cleanup().await;
 }
 
 #[tokio::test]
@@ -430,7 +421,6 @@ async fn ten_identical_concurrent_tasks_make_one_call() {
     let stats = handler.stats();
     assert_eq!(stats.model_calls, 1);
     assert_eq!(stats.coalesced + stats.cache_hits, 9, "{stats:?}");
-    fx.cleanup().await;
 }
 
 #[tokio::test]
@@ -473,7 +463,6 @@ async fn identical_tasks_on_two_replicas_make_one_call() {
         replicas[0].stats().model_calls + replicas[1].stats().model_calls,
         1
     );
-    fx.cleanup().await;
 }
 
 /// Every file under `dir`, recursively.
@@ -549,7 +538,6 @@ async fn cached_entries_on_disk_and_in_redis_are_unreadable_in_clear_with_a_key(
             );
             assert_eq!(again.cost.llm_calls, 0);
         }
-        fx.cleanup().await;
     }
 }
 
@@ -611,7 +599,6 @@ async fn without_a_provider_the_context_only_answer_lists_files_but_no_contents(
     ] {
         assert!(text.contains(part), "answer lacks {part:?}:\n{text}");
     }
-    fx.cleanup().await;
 }
 
 #[tokio::test]
@@ -656,5 +643,4 @@ async fn a_spent_fleet_quota_defers_the_task_without_counting_an_attempt() {
         }
         other => panic!("expected a deferral, not a counted retry: {other:?}"),
     }
-    fx.cleanup().await;
 }

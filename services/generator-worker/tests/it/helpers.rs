@@ -7,6 +7,7 @@ use contexten_envelope::{
     ContextItem, Hints, Names, ReplyTarget, Request, Source, SourceKind, Stage, TaskContext,
     TaskEnvelope,
 };
+use contexten_testkit::{TestPrefix, machine_redis_url};
 use generator_worker::{GenerateHandler, GeneratorConfig};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -18,14 +19,11 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 pub struct Fixture {
     pub server: MockServer,
-    pub prefix: String,
+    /// Its keys in the machine's Redis go when the fixture drops.
+    pub prefix: TestPrefix,
     pub store: Store,
     pub cache_dir: tempfile::TempDir,
     pub repo_cache: tempfile::TempDir,
-}
-
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 /// A fake key, built so no literal secret sits in the fixtures.
@@ -36,13 +34,13 @@ pub fn fake_key() -> String {
 impl Fixture {
     pub async fn start() -> Self {
         contexten_telemetry::init_for_tests();
-        let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
-        let url = redis_url();
+        let prefix = TestPrefix::new().clean_machine_redis();
+        let url = machine_redis_url();
         let settings = RedisSettings::from_env(&Env::from_pairs([("REDIS_URL", url.as_str())]))
             .expect("redis settings");
         Fixture {
             server: MockServer::start().await,
-            store: Store::new(&settings, Names::new(prefix.clone())).expect("store"),
+            store: Store::new(&settings, Names::new(prefix.as_str())).expect("store"),
             prefix,
             cache_dir: tempfile::tempdir().unwrap(),
             repo_cache: tempfile::tempdir().unwrap(),
@@ -111,23 +109,6 @@ impl Fixture {
             .query_async(&mut conn)
             .await
             .unwrap()
-    }
-
-    pub async fn cleanup(self) {
-        let keys: Vec<String> = self
-            .redis_entries("*")
-            .await
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        if !keys.is_empty() {
-            let mut conn = self.store.connection().await.unwrap();
-            let _: () = redis::cmd("DEL")
-                .arg(keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
     }
 }
 

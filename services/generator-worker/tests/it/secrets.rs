@@ -89,7 +89,6 @@ async fn a_request_naming_env_and_key_files_sends_none_of_their_contents() {
     );
     // The allowed file was read: its usage is in the prompt.
     assert!(sent.contains("app/greet.py:5: return os.environ"), "{sent}");
-    fx.cleanup().await;
 }
 
 #[tokio::test]
@@ -114,7 +113,6 @@ async fn a_diff_to_a_sensitive_file_is_refused_without_reading_it() {
     let bodies = bodies(&fx.server).await;
     let repair = bodies[1]["messages"][3]["content"].as_str().unwrap();
     assert!(repair.contains("`.env` is a sensitive file"), "{repair}");
-    fx.cleanup().await;
 }
 
 #[tokio::test]
