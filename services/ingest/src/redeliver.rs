@@ -7,10 +7,10 @@
 //! hook (`GET /repos/{owner}/{repo}/hooks/{hook_id}/deliveries` with
 //! `GITHUB_TOKEN`). Redelivery is `POST …/deliveries/{id}/attempts`.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use contexten_config::{ExposeSecret, Secret};
 use contexten_envelope::time::parse_rfc3339;
+use contexten_providers::ProviderError;
+use contexten_providers::github::AppKey;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -267,43 +267,17 @@ fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
 }
 
 /// A GitHub App JWT (RS256, valid 9 minutes, issued a minute in the past for
-/// clock drift) from the App id and its PEM private key (PKCS#1 or PKCS#8).
+/// clock drift) from the App id and its PEM private key (PKCS#1 or PKCS#8),
+/// signed by the providers' App key (the fleet's one RS256 signer).
 pub fn app_jwt(app_id: &str, pem: &str, now_unix: u64) -> Result<Secret, RedeliverError> {
-    use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
-    let der_b64: String = pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .map(str::trim)
-        .collect();
-    let der = STANDARD
-        .decode(der_b64)
-        .map_err(|_| RedeliverError::Key("not a PEM key".into()))?;
-    let key = if pem.contains("BEGIN RSA PRIVATE KEY") {
-        RsaKeyPair::from_der(&der)
-    } else {
-        RsaKeyPair::from_pkcs8(&der)
-    }
-    .map_err(|e| RedeliverError::Key(format!("not an RSA private key ({e})")))?;
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
-    let claims = serde_json::json!({
-        "iat": now_unix.saturating_sub(60),
-        "exp": now_unix + 540,
-        "iss": app_id,
-    });
-    let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let message = format!("{header}.{claims}");
-    let mut signature = vec![0; key.public().modulus_len()];
-    key.sign(
-        &RSA_PKCS1_SHA256,
-        &ring::rand::SystemRandom::new(),
-        message.as_bytes(),
-        &mut signature,
-    )
-    .map_err(|_| RedeliverError::Key("signing failed".into()))?;
-    Ok(Secret::from(format!(
-        "{message}.{}",
-        URL_SAFE_NO_PAD.encode(signature)
-    )))
+    let key_error = |error: ProviderError| match error {
+        ProviderError::Misconfigured { detail, .. } => RedeliverError::Key(detail),
+        other => RedeliverError::Key(other.to_string()),
+    };
+    let key = AppKey::from_pem(&Secret::from(pem.to_owned())).map_err(key_error)?;
+    key.jwt(app_id, now_unix)
+        .map(Secret::from)
+        .map_err(key_error)
 }
 
 /// The `redeliver-failed` subcommand.
@@ -424,5 +398,19 @@ mod tests {
         assert_eq!(parse_since("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_since("3d").unwrap(), Duration::from_secs(259_200));
         assert!(parse_since("1w").is_err() && parse_since("h").is_err());
+    }
+
+    #[test]
+    fn a_key_that_is_not_a_pem_rsa_key_says_so_without_echoing_it() {
+        for pem in [
+            "hunter2-not-a-key",
+            "-----BEGIN RSA PRIVATE KEY-----\n!!\n-----END RSA PRIVATE KEY-----",
+        ] {
+            let error = app_jwt("12345", pem, 0).unwrap_err();
+            assert!(matches!(error, RedeliverError::Key(_)), "{error:?}");
+            let shown = error.to_string();
+            assert!(shown.starts_with("GITHUB_APP_PRIVATE_KEY: "), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
     }
 }

@@ -34,7 +34,7 @@ pub struct AppCredentials {
     app_id: u64,
     pem: SecretSource,
     /// The last key that parsed (the only one for a fixed key).
-    key: Arc<Mutex<Arc<RsaKeyPair>>>,
+    key: Arc<Mutex<AppKey>>,
     /// A fixed installation; otherwise looked up per repository.
     installation_id: Option<u64>,
 }
@@ -48,9 +48,63 @@ impl std::fmt::Debug for AppCredentials {
     }
 }
 
-/// The first `PRIVATE KEY` block of `pem`: PKCS#1 (`RSA PRIVATE KEY`, what
-/// GitHub hands out) or PKCS#8. Signed with ring, the tree's one crypto
-/// provider (crate `contexten-tls`).
+/// A GitHub App's RSA private key, and the fleet's one RS256 signer: the
+/// dispatcher's installation tokens and ingest's `redeliver-failed` sign their
+/// App JWTs with it. Signed with ring, the tree's one crypto provider (crate
+/// `contexten-tls`; no `jsonwebtoken`, whose backends bring aws-lc-sys or the
+/// `rsa` crate). Cheap to clone.
+#[derive(Clone)]
+pub struct AppKey(Arc<RsaKeyPair>);
+
+impl std::fmt::Debug for AppKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppKey(***)")
+    }
+}
+
+impl AppKey {
+    /// The first `PRIVATE KEY` block of `pem`: PKCS#1 (`RSA PRIVATE KEY`,
+    /// what GitHub hands out) or PKCS#8.
+    pub fn from_pem(pem: &SecretString) -> Result<Self, ProviderError> {
+        parse_key(pem).map(AppKey)
+    }
+
+    /// An App JWT for `issuer` (the App id, or its client id): `iat` = `now`
+    /// − 60 s, `exp` = `now` + 9 min, RS256 over the base64url header and
+    /// claims (`now` in Unix seconds).
+    pub fn jwt(&self, issuer: &str, now: u64) -> Result<String, ProviderError> {
+        #[derive(Serialize)]
+        struct Claims<'a> {
+            iat: u64,
+            exp: u64,
+            iss: &'a str,
+        }
+        let claims = Claims {
+            iat: now.saturating_sub(JWT_BACKDATE_SECS),
+            exp: now + JWT_LIFETIME_SECS,
+            iss: issuer,
+        };
+        let failed = |detail: String| ProviderError::Misconfigured {
+            provider: PROVIDER,
+            detail: format!("cannot sign the App JWT: {detail}"),
+        };
+        let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"RS256"}"#);
+        let claims = serde_json::to_vec(&claims).map_err(|e| failed(e.to_string()))?;
+        let message = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims));
+        let mut signature = vec![0; self.0.public().modulus_len()];
+        self.0
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &ring::rand::SystemRandom::new(),
+                message.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature)))
+    }
+}
+
+/// The first `PRIVATE KEY` block of `pem` (see [`AppKey::from_pem`]).
 fn parse_key(pem: &SecretString) -> Result<Arc<RsaKeyPair>, ProviderError> {
     let misconfigured = |detail: &str| ProviderError::Misconfigured {
         provider: PROVIDER,
@@ -95,7 +149,7 @@ impl AppCredentials {
         pem: SecretSource,
         installation_id: Option<u64>,
     ) -> Result<Self, ProviderError> {
-        let key = parse_key(&pem.current())?;
+        let key = AppKey::from_pem(&pem.current())?;
         Ok(AppCredentials {
             app_id,
             pem,
@@ -105,10 +159,10 @@ impl AppCredentials {
     }
 
     /// The key to sign with: the file's current key when it parses, else the last good one.
-    fn signing_key(&self) -> Arc<RsaKeyPair> {
+    fn signing_key(&self) -> AppKey {
         let mut last = self.key.lock().unwrap_or_else(|e| e.into_inner());
         if self.pem.is_file() {
-            match parse_key(&self.pem.current()) {
+            match AppKey::from_pem(&self.pem.current()) {
                 Ok(key) => *last = key,
                 Err(_) => tracing::warn!(
                     "GITHUB_APP_PRIVATE_KEY file does not hold a valid key: signing with the last valid one"
@@ -130,35 +184,7 @@ impl AppCredentials {
 
     /// A fresh App JWT (`iat` = now − 60 s, `exp` = now + 9 min, `iss` = App id).
     pub fn jwt(&self) -> Result<String, ProviderError> {
-        #[derive(Serialize)]
-        struct Claims {
-            iat: u64,
-            exp: u64,
-            iss: String,
-        }
-        let now = unix_now();
-        let claims = Claims {
-            iat: now.saturating_sub(JWT_BACKDATE_SECS),
-            exp: now + JWT_LIFETIME_SECS,
-            iss: self.app_id.to_string(),
-        };
-        let failed = |detail: String| ProviderError::Misconfigured {
-            provider: PROVIDER,
-            detail: format!("cannot sign the App JWT: {detail}"),
-        };
-        let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"RS256"}"#);
-        let claims = serde_json::to_vec(&claims).map_err(|e| failed(e.to_string()))?;
-        let message = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims));
-        let key = self.signing_key();
-        let mut signature = vec![0; key.public().modulus_len()];
-        key.sign(
-            &RSA_PKCS1_SHA256,
-            &ring::rand::SystemRandom::new(),
-            message.as_bytes(),
-            &mut signature,
-        )
-        .map_err(|e| failed(e.to_string()))?;
-        Ok(format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature)))
+        self.signing_key().jwt(&self.app_id.to_string(), unix_now())
     }
 }
 

@@ -3,7 +3,7 @@
 
 mod app;
 
-pub use app::{AppCredentials, TOKEN_REFRESH_MARGIN};
+pub use app::{AppCredentials, AppKey, TOKEN_REFRESH_MARGIN};
 
 use crate::ProviderError;
 use crate::http::{self, HttpSettings, retry_after_from, snippet};
