@@ -175,12 +175,14 @@ agentMaxRunsPerRequester: {env: AGENT_MAX_RUNS_PER_REQUESTER, to: [agent]}
 githubAppInstallationId: {env: GITHUB_APP_INSTALLATION_ID, to: [dispatch]}
 linearApiUrl: {env: LINEAR_API_URL, to: [dispatch]}
 slackApiUrl: {env: SLACK_API_URL, to: [dispatch]}
+gitlabApiUrl: {env: GITLAB_API_URL, to: [dispatch]}
 dispatchHttpTimeoutSecs: {env: DISPATCH_HTTP_TIMEOUT_SECS, to: [dispatch]}
 githubWritesPerMinute: {env: GITHUB_WRITES_PER_MINUTE, to: [dispatch]}
 githubWritesPerHour: {env: GITHUB_WRITES_PER_HOUR, to: [dispatch]}
 slackChannelMessagesPerSecond: {env: SLACK_CHANNEL_MESSAGES_PER_SECOND, to: [dispatch]}
 slackCommandReply: {env: SLACK_COMMAND_REPLY, to: [dispatch]}
 linearRequestsPerHour: {env: LINEAR_REQUESTS_PER_HOUR, to: [dispatch]}
+gitlabRequestsPerMinute: {env: GITLAB_REQUESTS_PER_MINUTE, to: [dispatch]}
 dispatchLimitWaitMs: {env: DISPATCH_LIMIT_WAIT_MS, to: [dispatch]}
 {{- end -}}
 
@@ -245,13 +247,13 @@ dispatch: dispatcher
 {{- define "contexten.componentSecretEnv" -}}
 # ingest: webhook verification, inline API tokens, and the GitHub credentials of
 # `ingest redeliver-failed` (run with kubectl exec in an ingest pod)
-ingest: [GITHUB_WEBHOOK_SECRET, LINEAR_WEBHOOK_SECRET, SLACK_SIGNING_SECRET, CONTEXTEN_API_TOKENS, GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY]
+ingest: [GITHUB_WEBHOOK_SECRET, LINEAR_WEBHOOK_SECRET, SLACK_SIGNING_SECRET, GITLAB_WEBHOOK_SECRET, CONTEXTEN_API_TOKENS, GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY]
 # context-worker: private GitHub repositories, sealing its Redis analysis cache
 context: [GITHUB_TOKEN, CACHE_ENCRYPTION_KEY]
 # generator-worker: private GitHub repositories (applying diffs), sealing its cache
 generate: [LLM_API_KEY, CACHE_ENCRYPTION_KEY, GITHUB_TOKEN]
 agent: [CODEGEN_API_TOKEN]
-dispatch: [GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY, LINEAR_API_KEY, SLACK_BOT_TOKEN, CALLBACK_SIGNING_SECRET]
+dispatch: [GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY, LINEAR_API_KEY, SLACK_BOT_TOKEN, GITLAB_TOKEN, CALLBACK_SIGNING_SECRET]
 {{- end -}}
 
 {{/*
@@ -262,11 +264,11 @@ secrets.mountAsFiles these are mounted as files instead of variables; the rest
 GITHUB_TOKEN, read from the variable only) stay variables.
 */}}
 {{- define "contexten.componentSecretFiles" -}}
-ingest: [GITHUB_WEBHOOK_SECRET, LINEAR_WEBHOOK_SECRET, SLACK_SIGNING_SECRET, GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY]
+ingest: [GITHUB_WEBHOOK_SECRET, LINEAR_WEBHOOK_SECRET, SLACK_SIGNING_SECRET, GITLAB_WEBHOOK_SECRET, GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY]
 context: [CACHE_ENCRYPTION_KEY, GITHUB_TOKEN]
 generate: [LLM_API_KEY, CACHE_ENCRYPTION_KEY, GITHUB_TOKEN]
 agent: [CODEGEN_API_TOKEN]
-dispatch: [GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY, LINEAR_API_KEY, SLACK_BOT_TOKEN, CALLBACK_SIGNING_SECRET]
+dispatch: [GITHUB_TOKEN, GITHUB_APP_PRIVATE_KEY, LINEAR_API_KEY, SLACK_BOT_TOKEN, GITLAB_TOKEN, CALLBACK_SIGNING_SECRET]
 {{- end -}}
 
 {{/*
@@ -313,11 +315,13 @@ existingSecretKeys), since a `<NAME>_FILE` without its file stops the binary.
 githubWebhookSecret: GITHUB_WEBHOOK_SECRET
 linearWebhookSecret: LINEAR_WEBHOOK_SECRET
 slackSigningSecret: SLACK_SIGNING_SECRET
+gitlabWebhookSecret: GITLAB_WEBHOOK_SECRET
 contextenApiTokens: CONTEXTEN_API_TOKENS
 githubToken: GITHUB_TOKEN
 githubAppPrivateKey: GITHUB_APP_PRIVATE_KEY
 linearApiKey: LINEAR_API_KEY
 slackBotToken: SLACK_BOT_TOKEN
+gitlabToken: GITLAB_TOKEN
 callbackSigningSecret: CALLBACK_SIGNING_SECRET
 codegenApiToken: CODEGEN_API_TOKEN
 llmApiKey: LLM_API_KEY
