@@ -37,9 +37,11 @@
 
 mod envelope;
 mod names;
+mod reason;
 mod stage;
 pub mod time;
 
 pub use envelope::*;
+pub use reason::Reason;
 pub use names::*;
 pub use stage::*;
