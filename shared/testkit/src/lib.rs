@@ -44,3 +44,12 @@ pub fn run_ok(program: &str, args: &[&str]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// Replaces the file at `path` with `content` in one step (written beside it,
+/// then renamed over it), as a Kubernetes Secret volume swaps its files.
+pub fn replace_file(path: &std::path::Path, content: &str) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, content).unwrap_or_else(|e| panic!("writing {}: {e}", next.display()));
+    std::fs::rename(&next, path)
+        .unwrap_or_else(|e| panic!("renaming onto {}: {e}", path.display()));
+}

@@ -2,14 +2,17 @@
 //! whose open connections a test can cut: a network fault without touching
 //! the server.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 /// Forwards every connection on its port to `upstream`. [`cut`](Self::cut)
-/// drops the open ones (new ones are still accepted); drop stops it.
+/// drops the open ones (new ones are still accepted), [`stop`](Self::stop)
+/// also refuses new ones until [`resume`](Self::resume); drop stops it.
 pub struct TcpProxy {
     port: u16,
+    refusing: Arc<AtomicBool>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -30,8 +33,14 @@ impl TcpProxy {
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let upstream = upstream.to_owned();
         let tracked = links.clone();
+        let refusing = Arc::new(AtomicBool::new(false));
+        let refuse = refusing.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
+                if refuse.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let upstream = upstream.clone();
                 let link = tokio::spawn(async move {
                     if let Ok(mut server) = TcpStream::connect(&upstream).await {
@@ -45,6 +54,7 @@ impl TcpProxy {
         });
         Ok(TcpProxy {
             port,
+            refusing,
             links,
             accept,
         })
@@ -69,6 +79,18 @@ impl TcpProxy {
         {
             link.abort();
         }
+    }
+
+    /// The server "stops": open connections are cut and new ones closed at
+    /// once, until [`resume`](Self::resume).
+    pub fn stop(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+
+    /// The server is back: new connections are forwarded again.
+    pub fn resume(&self) {
+        self.refusing.store(false, Ordering::SeqCst);
     }
 }
 
