@@ -2,26 +2,33 @@
 //! document per command with `--output json`, and an exit code per failure
 //! (README "The operator CLI"), against the real RabbitMQ and Redis.
 
-use contexten_broker::{PublishedMessage, Publisher, Store, topology};
-use contexten_config::{BrokerSettings, Env, ExposeSecret, RedisSettings};
+use contexten_broker::{PublishedMessage, Store};
+use contexten_config::{Env, ExposeSecret, RedisSettings};
 use contexten_envelope::{
-    HEADER_ATTEMPT, HEADER_DEAD_AT_MS, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, Names, ReplyTarget,
+    HEADER_ATTEMPT, HEADER_DEAD_AT_MS, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, ReplyTarget,
     Request, Source, SourceKind, Stage, TaskEnvelope, now_ms,
 };
+use contexten_testkit::broker::BrokerFixture;
+use contexten_testkit::machine_redis_url;
+use lapin::BasicProperties;
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::Value;
 use std::process::{Output, Stdio};
 
+/// The testkit's broker fixture (topology and keys removed on drop) with the
+/// URLs the binary is given.
 struct Fleet {
-    prefix: String,
-    names: Names,
+    fx: BrokerFixture,
     amqp: String,
     redis: String,
-    settings: BrokerSettings,
-    connection: Connection,
-    publisher: Publisher,
+}
+
+impl std::ops::Deref for Fleet {
+    type Target = BrokerFixture;
+    fn deref(&self) -> &BrokerFixture {
+        &self.fx
+    }
 }
 
 /// What one run of the binary printed and how it ended.
@@ -53,40 +60,15 @@ impl std::fmt::Debug for Run {
 }
 
 async fn fleet() -> Fleet {
-    let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
-    let amqp = std::env::var("AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let settings = BrokerSettings::from_env(
-        &Env::from_pairs([
-            ("AMQP_URL", amqp.as_str()),
-            ("CONTEXTEN_PREFIX", prefix.as_str()),
-        ]),
-        1,
-    )
-    .unwrap();
-    let names = Names::new(prefix.clone());
-    let connection = Connection::connect(
-        settings.amqp_url.expose_secret(),
-        ConnectionProperties::default(),
-    )
-    .await
-    .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    topology::declare(&channel, &names, &settings.retry_tiers)
-        .await
-        .unwrap();
-    let publisher = Publisher::new(&connection, names.clone(), None, usize::MAX)
-        .await
-        .unwrap();
+    let fx = BrokerFixture::builder()
+        .prefetch(1)
+        .plain_publisher()
+        .start()
+        .await;
     Fleet {
-        prefix,
-        names,
-        amqp,
-        redis,
-        settings,
-        connection,
-        publisher,
+        amqp: fx.settings.amqp_url.expose_secret().to_owned(),
+        redis: machine_redis_url(),
+        fx,
     }
 }
 
@@ -185,12 +167,6 @@ impl Fleet {
         )
         .await;
         run(output)
-    }
-
-    async fn delete(self) {
-        let channel = self.connection.create_channel().await.unwrap();
-        let _ = topology::delete(&channel, &self.names, &self.settings.retry_tiers).await;
-        let _ = self.connection.close(200, "done".into()).await;
     }
 }
 
@@ -327,7 +303,6 @@ async fn every_command_prints_one_json_document() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    fleet.delete().await;
 }
 
 #[tokio::test]
@@ -390,7 +365,6 @@ async fn github_redeliver_prints_json_from_a_fake_github() {
     assert_eq!(out.code, 2, "{out:?}");
     assert_eq!(out.json()["error"]["kind"], "usage");
     assert_eq!(out.json()["error"]["exit_code"], 2);
-    fleet.delete().await;
 }
 
 /// Now as GitHub writes it: `2026-12-06T20:00:00Z`.
@@ -480,7 +454,6 @@ async fn a_dry_run_touches_nothing_and_a_script_must_say_yes() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("purged 1 of 1"), "{out:?}");
     assert_eq!(fleet.dead_depth(Stage::Context).await, 0);
-    fleet.delete().await;
 }
 
 #[tokio::test]
@@ -584,7 +557,6 @@ async fn each_failure_has_its_exit_code() {
     );
     assert_eq!(fleet.work_depth(Stage::Context).await, 1);
     assert_eq!(fleet.dead_depth(Stage::Generate).await, 1, "left in place");
-    fleet.delete().await;
 }
 
 #[tokio::test]
@@ -598,7 +570,7 @@ async fn on_a_terminal_the_operator_is_asked_with_the_count() {
             "{} dead replay --stage generate",
             env!("CARGO_BIN_EXE_contexten")
         );
-        let (amqp, prefix) = (fleet.amqp.clone(), fleet.prefix.clone());
+        let (amqp, prefix) = (fleet.amqp.clone(), fleet.prefix.to_string());
         async move {
             use tokio::io::AsyncWriteExt;
             let mut child = tokio::process::Command::new("script")
@@ -637,5 +609,4 @@ async fn on_a_terminal_the_operator_is_asked_with_the_count() {
     assert!(out.stdout.contains("replayed 2 of 2"), "{out:?}");
     assert_eq!(fleet.dead_depth(Stage::Generate).await, 0);
     assert_eq!(fleet.work_depth(Stage::Generate).await, 2);
-    fleet.delete().await;
 }

@@ -1,42 +1,28 @@
 //! The operator operations against the real RabbitMQ and Redis.
 
-use contexten_broker::{PublishedMessage, Publisher, Store, topology};
+use contexten_broker::{PublishedMessage, Publisher, Store};
 use contexten_cli::{
     DeadAction, DeadFilter, dead_letters, list_dead, queue_stats, redis_report, task_status,
 };
-use contexten_config::{BrokerSettings, Env, ExposeSecret, RedisSettings};
+use contexten_config::{Env, RedisSettings};
 use contexten_envelope::{
     HEADER_ATTEMPT, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, Names, ReplyTarget, Request, Source,
     SourceKind, Stage, TaskEnvelope,
 };
+use contexten_testkit::broker::BrokerFixture;
+use contexten_testkit::{TestPrefix, machine_redis_url};
+use lapin::BasicProperties;
 use lapin::options::BasicGetOptions;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 
-async fn setup() -> (Connection, lapin::Channel, Publisher, Names, BrokerSettings) {
-    let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
-    let amqp = std::env::var("AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let env = Env::from_pairs([
-        ("AMQP_URL", amqp.as_str()),
-        ("CONTEXTEN_PREFIX", prefix.as_str()),
-    ]);
-    let settings = BrokerSettings::from_env(&env, 1).unwrap();
-    let names = Names::new(prefix);
-    let connection = Connection::connect(
-        settings.amqp_url.expose_secret(),
-        ConnectionProperties::default(),
-    )
-    .await
-    .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    topology::declare(&channel, &names, &settings.retry_tiers)
+/// A prefix with the topology declared (removed on drop) and a publisher as
+/// the CLI's (no payload offload).
+async fn setup() -> BrokerFixture {
+    BrokerFixture::builder()
+        .prefetch(1)
+        .plain_publisher()
+        .start()
         .await
-        .unwrap();
-    let publisher = Publisher::new(&connection, names.clone(), None, usize::MAX)
-        .await
-        .unwrap();
-    (connection, channel, publisher, names, settings)
 }
 
 fn envelope(text: &str) -> TaskEnvelope {
@@ -82,12 +68,13 @@ async fn dead_letter(publisher: &Publisher, names: &Names, env: &TaskEnvelope, r
 
 #[tokio::test]
 async fn dead_letters_are_listed_in_place_then_replayed_with_attempts_reset() {
-    let (connection, channel, publisher, names, settings) = setup().await;
+    let fx = setup().await;
+    let (channel, publisher, names) = (&fx.channel, &fx.publisher, &fx.names);
     let (first, second) = (envelope("first"), envelope("second"));
-    dead_letter(&publisher, &names, &first, "retries_exhausted").await;
-    dead_letter(&publisher, &names, &second, "invalid_request").await;
+    dead_letter(publisher, names, &first, "retries_exhausted").await;
+    dead_letter(publisher, names, &second, "invalid_request").await;
 
-    let letters = list_dead(&channel, &names, Stage::Generate, 10)
+    let letters = list_dead(channel, names, Stage::Generate, 10)
         .await
         .unwrap();
     assert_eq!(letters.len(), 2);
@@ -98,12 +85,12 @@ async fn dead_letters_are_listed_in_place_then_replayed_with_attempts_reset() {
         Some(first.task_id.to_string().as_str())
     );
     assert_eq!(letters[1].reason, "invalid_request");
-    let again = list_dead(&channel, &names, Stage::Generate, 10)
+    let again = list_dead(channel, names, Stage::Generate, 10)
         .await
         .unwrap();
     assert_eq!(again.len(), 2, "listing leaves them in place");
 
-    let stats = queue_stats(&channel, &names).await.unwrap();
+    let stats = queue_stats(channel, names).await.unwrap();
     let dead = stats
         .iter()
         .find(|q| q.queue == names.dead_queue(Stage::Generate))
@@ -115,12 +102,12 @@ async fn dead_letters_are_listed_in_place_then_replayed_with_attempts_reset() {
         ..DeadFilter::default()
     };
     let moved = dead_letters(
-        &channel,
-        &names,
+        channel,
+        names,
         Stage::Generate,
         &only_second,
         usize::MAX,
-        DeadAction::Replay(&publisher),
+        DeadAction::Replay(publisher),
     )
     .await
     .unwrap()
@@ -146,8 +133,8 @@ async fn dead_letters_are_listed_in_place_then_replayed_with_attempts_reset() {
     assert!(!headers.contains_key(HEADER_DEAD_REASON));
 
     let purged = dead_letters(
-        &channel,
-        &names,
+        channel,
+        names,
         Stage::Generate,
         &DeadFilter::default(),
         usize::MAX,
@@ -157,24 +144,21 @@ async fn dead_letters_are_listed_in_place_then_replayed_with_attempts_reset() {
     .unwrap();
     assert_eq!(purged.done.len(), 1);
     assert!(
-        list_dead(&channel, &names, Stage::Generate, 10)
+        list_dead(channel, names, Stage::Generate, 10)
             .await
             .unwrap()
             .is_empty()
     );
-    topology::delete(&channel, &names, &settings.retry_tiers)
-        .await
-        .unwrap();
-    let _ = connection.close(200, "done".into()).await;
 }
 
 #[tokio::test]
 async fn a_task_status_shows_its_timings_and_history() {
-    let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    // The status record goes with the prefix.
+    let prefix = TestPrefix::new().clean_machine_redis();
+    let url = machine_redis_url();
     let store = Store::new(
         &RedisSettings::from_env(&Env::from_pairs([("REDIS_URL", url.as_str())])).unwrap(),
-        Names::new(prefix),
+        Names::new(prefix.as_str()),
     )
     .unwrap();
     let mut env = envelope("status");
@@ -192,12 +176,6 @@ async fn a_task_status_shows_its_timings_and_history() {
     assert_eq!(status["state"], "queued:generate");
     assert_eq!(status["timings"]["context"]["finished_at_ms"], 25);
     assert_eq!(status["history"][0]["step"], "context:0");
-    let mut conn = store.connection().await.unwrap();
-    let _: () = redis::cmd("DEL")
-        .arg(store.names().status_key(env.task_id))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
