@@ -1,46 +1,19 @@
 //! Test repositories, a server that never answers, and a look at running processes.
 
-use std::io::Write as _;
+use contexten_testkit::GitRepo;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Runs the test machine's git in `dir` (not the hardened runner), panicking on failure.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+/// The test machine's git (not the hardened runner), panicking on failure.
+pub use contexten_testkit::git;
 
 /// A repository on branch `main` with `files` committed.
-pub fn repo_with(files: &[(&str, &[u8])]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    for (path, content) in files {
-        let full = dir.path().join(path);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        std::fs::File::create(full)
-            .unwrap()
-            .write_all(content)
-            .unwrap();
-    }
-    git(dir.path(), &["add", "-A"]);
-    git(dir.path(), &["commit", "-q", "-m", "files"]);
-    dir
+pub fn repo_with(files: &[(&str, &[u8])]) -> GitRepo {
+    let repo = GitRepo::new();
+    repo.files(files).commit("files");
+    repo
 }
 
 pub fn file_url(dir: &Path) -> String {
