@@ -91,13 +91,14 @@ impl PullsApi {
     /// A client of the API at `base` (`GITHUB_API_URL`, operator-set, so not
     /// judged by the outbound guard), with `GITHUB_TOKEN` when set.
     pub fn new(base: &str, token: Option<SecretSource>) -> Self {
-        // The tree's one crypto provider (ring) and CONTEXTEN_CA_FILE (contexten-tls).
-        let http = contexten_tls::http(reqwest::Client::builder())
-            .user_agent(concat!("contexten/", env!("CARGO_PKG_VERSION")))
-            .timeout(API_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        // The fleet's client (contexten-tls), never following a redirect.
+        let http = contexten_tls::http_client(contexten_tls::HttpTimeouts {
+            request: API_TIMEOUT,
+            connect: API_TIMEOUT,
+        })
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new());
         PullsApi {
             http,
             base: base.trim_end_matches('/').to_owned(),

@@ -95,11 +95,13 @@ pub struct HookClient {
 impl HookClient {
     /// A client on `base` (`GITHUB_API_URL`).
     pub fn new(base: &str, hook: Hook) -> Result<Self, RedeliverError> {
-        // contexten-tls: the crypto provider and CONTEXTEN_CA_FILE.
-        let http = contexten_tls::http(reqwest::Client::builder())
-            .user_agent("contexten-ingest")
-            .timeout(Duration::from_secs(30))
-            .build()?;
+        // The fleet's client (contexten-tls); the connect may take the whole 30 s.
+        let timeout = Duration::from_secs(30);
+        let http = contexten_tls::http_client(contexten_tls::HttpTimeouts {
+            request: timeout,
+            connect: timeout,
+        })
+        .build()?;
         Ok(HookClient {
             http,
             base: base.trim_end_matches('/').to_owned(),

@@ -137,12 +137,10 @@ impl LlmClient {
     }
 }
 
-/// Builds the HTTP client every provider uses: one timeout for the whole call.
+/// Builds the HTTP client every provider uses (the fleet's, contexten-tls):
+/// one timeout for the whole call, the connect within at most 10 s of it.
 pub(crate) fn http_client(settings: &LlmSettings) -> Result<reqwest::Client, LlmError> {
-    // The tree's one crypto provider (ring) and CONTEXTEN_CA_FILE (contexten-tls).
-    contexten_tls::http(reqwest::Client::builder())
-        .timeout(settings.timeout)
-        .connect_timeout(settings.timeout.min(std::time::Duration::from_secs(10)))
+    contexten_tls::http_client(contexten_tls::HttpTimeouts::new(settings.timeout))
         .build()
         .map_err(|e| LlmError::Setup(e.to_string()))
 }

@@ -7,8 +7,6 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use std::time::Duration;
 
-/// The User-Agent every request carries (GitHub refuses requests without one).
-const USER_AGENT: &str = concat!("contexten/", env!("CARGO_PKG_VERSION"));
 /// How much of an error body goes into a detail message.
 const DETAIL_CHARS: usize = 300;
 
@@ -30,15 +28,14 @@ impl Default for HttpSettings {
     }
 }
 
-/// The settings every client shares (rustls, timeouts, no redirects: a write
-/// must not be replayed against another host).
+/// The settings every client shares (the fleet's client: rustls, user agent,
+/// timeouts; and no redirects: a write must not be replayed against another host).
 pub(crate) fn builder(settings: HttpSettings) -> reqwest::ClientBuilder {
-    // contexten-tls: the tree's one crypto provider (ring) and CONTEXTEN_CA_FILE.
-    contexten_tls::http(reqwest::Client::builder())
-        .user_agent(USER_AGENT)
-        .timeout(settings.timeout)
-        .connect_timeout(settings.connect_timeout)
-        .redirect(reqwest::redirect::Policy::none())
+    contexten_tls::http_client(contexten_tls::HttpTimeouts {
+        request: settings.timeout,
+        connect: settings.connect_timeout,
+    })
+    .redirect(reqwest::redirect::Policy::none())
 }
 
 /// Builds the HTTP client of a fixed, configured base URL.

@@ -13,6 +13,8 @@
 //! - Turned into the settings of lapin ([`TlsSettings::amqp`]), redis
 //!   ([`TlsSettings::redis_client`]) and reqwest ([`TlsSettings::http`]), each
 //!   behind the feature of the same name.
+//! - [`http_client`]: the one builder of the fleet's HTTP clients (these
+//!   roots, the fleet's [`USER_AGENT`], request and connect timeouts).
 //!
 //! A binary calls [`init`] first thing, so a bad file is a start-up error;
 //! libraries use [`global`], which reads the process environment once if no
@@ -401,6 +403,49 @@ pub fn http(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
             builder
         }
     }
+}
+
+/// The User-Agent of every HTTP request the fleet makes (GitHub refuses
+/// requests without one).
+pub const USER_AGENT: &str = concat!("contexten/", env!("CARGO_PKG_VERSION"));
+
+/// The timeouts of an HTTP client built with [`http_client`].
+#[cfg(feature = "reqwest")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    /// The whole request, from connecting to the last byte of the body.
+    pub request: std::time::Duration,
+    /// The TCP connect and TLS handshake.
+    pub connect: std::time::Duration,
+}
+
+#[cfg(feature = "reqwest")]
+impl HttpTimeouts {
+    /// The longest connect when it is not given: a host that does not accept
+    /// within it is down, whatever the request's own budget.
+    pub const MAX_DEFAULT_CONNECT: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// `request` for the whole request, the connect bounded by the smaller of
+    /// `request` and [`Self::MAX_DEFAULT_CONNECT`].
+    pub fn new(request: std::time::Duration) -> Self {
+        HttpTimeouts {
+            request,
+            connect: request.min(Self::MAX_DEFAULT_CONNECT),
+        }
+    }
+}
+
+/// The one builder of the fleet's HTTP clients: the crypto provider and
+/// `CONTEXTEN_CA_FILE` ([`http`]), the fleet's [`USER_AGENT`], and the request
+/// and connect timeouts. Redirects are reqwest's default unless the caller
+/// sets a policy on the returned builder (API clients switch them off; the
+/// outbound guard installs its own resolver and policy on top).
+#[cfg(feature = "reqwest")]
+pub fn http_client(timeouts: HttpTimeouts) -> reqwest::ClientBuilder {
+    http(reqwest::Client::builder())
+        .user_agent(USER_AGENT)
+        .timeout(timeouts.request)
+        .connect_timeout(timeouts.connect)
 }
 
 #[cfg(test)]

@@ -104,15 +104,9 @@ impl std::fmt::Debug for CodegenClient {
 impl CodegenClient {
     /// A client for `config`.
     pub fn new(config: &CodegenConfig) -> Result<Self, CodegenError> {
-        // reqwest is built without a crypto provider: contexten-tls installs
-        // ring (the tree's one) and adds CONTEXTEN_CA_FILE.
-        let http = contexten_tls::http(reqwest::Client::builder())
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!(
-                "contexten-agent-worker/",
-                env!("CARGO_PKG_VERSION")
-            ))
+        // The fleet's client (contexten-tls: ring, CONTEXTEN_CA_FILE, the
+        // fleet's user agent); the connect within at most 10 s of the timeout.
+        let http = contexten_tls::http_client(contexten_tls::HttpTimeouts::new(config.timeout))
             .build()
             .map_err(|e| CodegenError::Client(e.to_string()))?;
         Ok(CodegenClient {

@@ -78,9 +78,15 @@ impl OutboundGuard {
             .dns_resolver(GuardResolver { guard, purpose })
     }
 
-    /// A new hardened [`reqwest::ClientBuilder`].
-    pub fn client_builder(&self, purpose: Purpose) -> ClientBuilder {
-        self.harden(reqwest::Client::builder(), purpose)
+    /// A new hardened [`reqwest::ClientBuilder`]: the fleet's client
+    /// (`contexten_tls::http_client`: user agent and `timeouts`) with the
+    /// guard's resolver and redirect policy.
+    pub fn client_builder(
+        &self,
+        purpose: Purpose,
+        timeouts: contexten_tls::HttpTimeouts,
+    ) -> ClientBuilder {
+        self.harden(contexten_tls::http_client(timeouts), purpose)
     }
 }
 
@@ -248,8 +254,10 @@ mod tests {
         // A plain hardened client, without GuardedClient's first check.
         let (target, port) = listener().await;
         let client = OutboundGuard::default()
-            .client_builder(Purpose::Callback)
-            .timeout(REQUEST_TIMEOUT)
+            .client_builder(
+                Purpose::Callback,
+                contexten_tls::HttpTimeouts::new(REQUEST_TIMEOUT),
+            )
             .build()
             .unwrap();
         let error = client
