@@ -38,54 +38,24 @@ pub fn analyse(dir: &TempDir) -> Arc<CodeMap> {
 }
 
 /// Runs git in `dir`, panicking on failure.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+pub use contexten_testkit::git;
 
 /// A unique key prefix in the real Redis (`REDIS_URL`, default the local one);
 /// its keys are deleted on drop.
 #[cfg(feature = "redis")]
 pub struct TestRedis {
     pub url: String,
-    pub prefix: String,
+    /// Its keys are deleted when it drops.
+    pub prefix: contexten_testkit::TestPrefix,
 }
 
 #[cfg(feature = "redis")]
 impl TestRedis {
     pub fn new() -> Self {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos();
-        Self {
-            url: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-            prefix: format!(
-                "test-codemap-{}-{nanos}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ),
-        }
+        let url = contexten_testkit::machine_redis_url();
+        let prefix = contexten_testkit::TestPrefix::labelled("test-codemap");
+        prefix.clean_redis(&url);
+        Self { url, prefix }
     }
 
     /// A fresh store (its own connection) under this prefix.
@@ -109,20 +79,5 @@ impl TestRedis {
             .query(&mut conn)
             .expect("keys");
         keys
-    }
-}
-
-#[cfg(feature = "redis")]
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        let keys = self.keys();
-        if keys.is_empty() {
-            return;
-        }
-        if let Ok(mut conn) =
-            redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection())
-        {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut conn);
-        }
     }
 }
