@@ -19,6 +19,8 @@ pub struct Fakes {
     pub codegen: MockServer,
     pub llm: MockServer,
     pub callback: MockServer,
+    /// GitLab's REST v4 under `/api/v4` (see [`gitlab`]).
+    pub gitlab: MockServer,
     /// While set, the LLM answers 503 (a burst of provider failures).
     pub llm_failing: Arc<AtomicBool>,
     /// While set, Codegen answers 502.
@@ -195,6 +197,7 @@ impl Fakes {
             codegen: MockServer::start().await,
             llm: MockServer::start().await,
             callback: MockServer::start().await,
+            gitlab: MockServer::start().await,
             llm_failing: Arc::default(),
             codegen_failing: Arc::default(),
             callbacks: Arc::default(),
@@ -208,6 +211,7 @@ impl Fakes {
         fakes.mount_slack().await;
         fakes.mount_codegen().await;
         fakes.mount_llm().await;
+        gitlab::mount(&fakes.gitlab).await;
         let seen = fakes.callbacks.clone();
         Mock::given(method("POST"))
             .respond_with(move |request: &Request| {
@@ -531,5 +535,174 @@ fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool + '_ {
     move |path: &str| match pattern.strip_suffix('*') {
         Some(prefix) => path.starts_with(prefix),
         None => path == pattern,
+    }
+}
+
+/// A fake GitLab speaking REST v4 under [`gitlab::API`] (docs/platforms.md,
+/// GitLab): notes on issues and merge requests, replies in a discussion,
+/// award emoji, and the newest-first note listing the dispatcher searches
+/// for a marker. Every call without [`gitlab::token`] in `PRIVATE-TOKEN` is
+/// answered 401, as GitLab does.
+pub mod gitlab {
+    use super::{Arc, AtomicU64, Ordering, body_json};
+    use serde_json::{Value, json};
+    use std::collections::HashMap;
+    use wiremock::matchers::{method, path_regex};
+    use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+    /// The API's base path (`GITLAB_API_URL` is the fake's URI plus this).
+    pub const API: &str = "/api/v4";
+
+    /// The access token the fake accepts, built by concatenation so no
+    /// fixture holds a literal one.
+    pub fn token() -> String {
+        ["glpat-", "fleet-", "fake"].concat()
+    }
+
+    /// One request the fake received.
+    #[derive(Debug, Clone)]
+    pub struct Seen {
+        pub method: String,
+        pub path: String,
+        /// The `PRIVATE-TOKEN` header as sent.
+        pub token: Option<String>,
+        pub body: Value,
+    }
+
+    fn refused(request: &Request) -> Option<ResponseTemplate> {
+        let sent = request
+            .headers
+            .get("private-token")
+            .and_then(|v| v.to_str().ok());
+        (sent != Some(token().as_str())).then(|| {
+            ResponseTemplate::new(401).set_body_json(json!({"message": "401 Unauthorized"}))
+        })
+    }
+
+    /// `/api/v4/projects/{id}/{issues|merge_requests}/{iid}` of a notes path.
+    fn noteable(path: &str) -> String {
+        let path = path.strip_suffix("/notes").unwrap_or(path);
+        match path.rfind("/discussions/") {
+            Some(at) => path[..at].to_owned(),
+            None => path.to_owned(),
+        }
+    }
+
+    const NOTEABLE: &str = r"^/api/v4/projects/\d+/(issues|merge_requests)/\d+";
+
+    pub async fn mount(server: &MockServer) {
+        let ids = Arc::new(AtomicU64::new(7000));
+        // Notes per issue or merge request, so a marker search finds them.
+        let notes: Arc<std::sync::Mutex<HashMap<String, Vec<Value>>>> = Arc::default();
+        let store = notes.clone();
+        let note_ids = ids.clone();
+        Mock::given(method("POST"))
+            .and(path_regex(format!(
+                r"{NOTEABLE}/(discussions/[0-9A-Za-z]+/)?notes$"
+            )))
+            .respond_with(move |request: &Request| {
+                if let Some(refusal) = refused(request) {
+                    return refusal;
+                }
+                let id = note_ids.fetch_add(1, Ordering::SeqCst);
+                let body = body_json(request);
+                let note = json!({
+                    "id": id,
+                    "type": request.url.path().contains("/discussions/").then_some("DiscussionNote"),
+                    "body": body["body"],
+                    "author": {"id": 99, "username": "contexten-bot"},
+                    "created_at": "2026-12-06T12:00:00.000Z",
+                    "system": false
+                });
+                if let Ok(mut notes) = store.lock() {
+                    notes
+                        .entry(noteable(request.url.path()))
+                        .or_default()
+                        .push(note.clone());
+                }
+                ResponseTemplate::new(201).set_body_json(note)
+            })
+            .mount(server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path_regex(format!(r"{NOTEABLE}/(notes/\d+/)?award_emoji$")))
+            .respond_with(move |request: &Request| {
+                if let Some(refusal) = refused(request) {
+                    return refusal;
+                }
+                let id = ids.fetch_add(1, Ordering::SeqCst);
+                ResponseTemplate::new(201)
+                    .set_body_json(json!({"id": id, "name": body_json(request)["name"]}))
+            })
+            .mount(server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path_regex(format!(r"{NOTEABLE}/notes$")))
+            .respond_with(move |request: &Request| {
+                if let Some(refusal) = refused(request) {
+                    return refusal;
+                }
+                let mut all = notes
+                    .lock()
+                    .ok()
+                    .and_then(|n| {
+                        n.get(request.url.path().trim_end_matches("/notes"))
+                            .cloned()
+                    })
+                    .unwrap_or_default();
+                all.reverse();
+                ResponseTemplate::new(200).set_body_json(Value::Array(all))
+            })
+            .mount(server)
+            .await;
+    }
+
+    /// Every request to the API, in arrival order.
+    pub async fn requests(server: &MockServer) -> Vec<Seen> {
+        server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.url.path().starts_with(API))
+            .map(|r| Seen {
+                method: r.method.to_string(),
+                path: r.url.path().to_owned(),
+                token: r
+                    .headers
+                    .get("private-token")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                body: body_json(&r),
+            })
+            .collect()
+    }
+
+    /// The notes posted to exactly `path` (`/api/v4/projects/15/issues/7/notes`
+    /// or a discussion's `.../discussions/{id}/notes`).
+    pub async fn posted(server: &MockServer, path: &str) -> Vec<Seen> {
+        requests(server)
+            .await
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path == path)
+            .collect()
+    }
+
+    /// Every note posted anywhere (plain or in a discussion).
+    pub async fn all_notes(server: &MockServer) -> Vec<Seen> {
+        requests(server)
+            .await
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/notes"))
+            .collect()
+    }
+
+    /// Every award emoji given.
+    pub async fn awards(server: &MockServer) -> Vec<Seen> {
+        requests(server)
+            .await
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/award_emoji"))
+            .collect()
     }
 }

@@ -20,6 +20,10 @@ pub fn slack_secret() -> String {
 pub fn linear_secret() -> String {
     ["fleet-linear-", "webhook-", "secret"].concat()
 }
+/// GitLab's webhook secret token (`X-Gitlab-Token`).
+pub fn gitlab_secret() -> String {
+    ["fleet-gitlab-", "webhook-", "token"].concat()
+}
 pub fn api_token() -> String {
     ["ctx_fleet_", "token_", "0123456789abcdef"].concat()
 }
@@ -121,6 +125,7 @@ impl Fleet {
             ("GITHUB_WEBHOOK_SECRET", github_secret()),
             ("SLACK_SIGNING_SECRET", slack_secret()),
             ("LINEAR_WEBHOOK_SECRET", linear_secret()),
+            ("GITLAB_WEBHOOK_SECRET", gitlab_secret()),
             ("CONTEXTEN_BOT_LOGIN", BOT_LOGIN.into()),
             // The flows and the fault test send many tasks as one person.
             ("INGEST_REQUESTER_LIMIT", "100000".into()),
@@ -171,6 +176,11 @@ impl Fleet {
             ("LINEAR_API_KEY", ["lin_api_", "fleetfake"].concat()),
             ("SLACK_API_URL", format!("{}/api", fakes.slack.uri())),
             ("SLACK_BOT_TOKEN", ["xoxb-", "fleet-fake"].concat()),
+            (
+                "GITLAB_API_URL",
+                format!("{}{}", fakes.gitlab.uri(), crate::fakes::gitlab::API),
+            ),
+            ("GITLAB_TOKEN", crate::fakes::gitlab::token()),
             ("CALLBACK_SIGNING_SECRET", callback_secret),
             ("GITHUB_WRITES_PER_MINUTE", "10000".into()),
             ("GITHUB_WRITES_PER_HOUR", "100000".into()),
@@ -315,6 +325,39 @@ impl FleetClient {
             .send()
             .await
             .expect("ingest answers")
+    }
+
+    /// Posts a GitLab webhook with `token` in `X-Gitlab-Token` (GitLab sends
+    /// the secret verbatim; there is no signature) and `uuid` in
+    /// `X-Gitlab-Event-UUID`.
+    pub async fn gitlab_webhook_with(
+        &self,
+        event: &str,
+        uuid: &str,
+        token: &str,
+        payload: &Value,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!("{}/webhooks/gitlab", self.ingest_url))
+            .header("content-type", "application/json")
+            .header("x-gitlab-event", event)
+            .header("x-gitlab-event-uuid", uuid)
+            .header("x-gitlab-token", token)
+            .body(serde_json::to_vec(payload).expect("json"))
+            .send()
+            .await
+            .expect("ingest answers")
+    }
+
+    /// [`FleetClient::gitlab_webhook_with`] the fleet's secret.
+    pub async fn gitlab_webhook(
+        &self,
+        event: &str,
+        uuid: &str,
+        payload: &Value,
+    ) -> reqwest::Response {
+        self.gitlab_webhook_with(event, uuid, &gitlab_secret(), payload)
+            .await
     }
 
     /// Submits a task through `/v1/tasks`.

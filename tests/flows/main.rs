@@ -1,6 +1,8 @@
 //! Whole-fleet flows: the five real binaries as processes, driven only from the
 //! outside (signed webhooks and the API in, posted replies out).
 
+mod extension;
+mod gitlab;
 mod pull_requests;
 mod secrets;
 mod slack_commands;
