@@ -19,16 +19,7 @@ const INSTALLATION: u64 = 42;
 
 /// Runs openssl (ring cannot generate RSA keys), failing the test with its stderr.
 fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl to make a throwaway RSA key");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    contexten_testkit::run_ok("openssl", args)
 }
 
 /// A fresh RSA key pair: the App's private key as PKCS#8 PEM, and the public
