@@ -126,3 +126,27 @@ impl BrokerError {
         matches!(self, BrokerError::RedisRefused(_))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_error_becomes_the_broker_variant_of_the_same_name() {
+        let after = std::time::Duration::from_secs(2);
+        let refused = BrokerError::from(StoreError::RedisRefused("OOM".into()));
+        assert!(refused.is_refused(), "{refused}");
+        assert!(matches!(
+            BrokerError::from(StoreError::Redis("down".into())),
+            BrokerError::Redis(detail) if detail == "down"
+        ));
+        assert!(matches!(
+            BrokerError::from(StoreError::RedisTimeout(after)),
+            BrokerError::RedisTimeout(t) if t == after
+        ));
+        assert!(matches!(
+            BrokerError::from(StoreError::PayloadMissing("k".into())),
+            BrokerError::PayloadMissing(key) if key == "k"
+        ));
+    }
+}

@@ -474,3 +474,54 @@ impl<E> Store<E> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contexten_config::Env;
+
+    /// A store on two Redis URLs nobody listens on: handles are made without
+    /// connecting, and the first call fails fast.
+    fn split_store() -> Store {
+        let settings = RedisSettings::from_env(&Env::from_pairs([
+            ("REDIS_URL", "redis://127.0.0.1:1/1"),
+            ("REDIS_RECORDS_URL", "redis://127.0.0.1:1/0"),
+        ]))
+        .unwrap();
+        Store::with_tls(&settings, Names::new("store-test"), &TlsSettings::none()).unwrap()
+    }
+
+    /// An error type of a caller's own, as the worker runtime's `BrokerError`.
+    #[derive(Debug)]
+    struct Wrapped(StoreError);
+
+    impl From<StoreError> for Wrapped {
+        fn from(error: StoreError) -> Self {
+            Wrapped(error)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retyped_handle_keeps_its_redis_and_answers_the_new_error_type() {
+        let store = split_store();
+        assert!(!store.shared());
+        let cache: Store<Wrapped> = store.cache().retyped();
+        assert_eq!(cache.role(), RedisRole::Cache);
+        assert_eq!(cache.names().prefix(), "store-test");
+        // Still the same two connections, not copies.
+        let back: Store = cache.clone().retyped();
+        assert!(Arc::ptr_eq(&back.records, &store.records));
+        assert!(Arc::ptr_eq(&back.cache, &store.cache));
+        let Err(Wrapped(error)) = cache.ping().await else {
+            panic!("nothing listens on port 1");
+        };
+        assert!(!error.is_refused(), "{error}");
+        let Err(Wrapped(missing)) = cache.get_payload("not-ours").await else {
+            panic!("a key outside the prefix is never read");
+        };
+        assert!(
+            matches!(missing, StoreError::PayloadMissing(_)),
+            "{missing}"
+        );
+    }
+}
