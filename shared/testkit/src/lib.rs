@@ -25,7 +25,7 @@ pub use certs::TestCerts;
 pub use eventually::{Check, eventually, eventually_blocking};
 pub use git::{GitRepo, git};
 pub use port::free_port;
-pub use prefix::{TestPrefix, delete_keys, machine_amqp_url, machine_redis_url};
+pub use prefix::{TestPrefix, delete_keys, keys_matching, machine_amqp_url, machine_redis_url};
 pub use proxy::TcpProxy;
 pub use rabbit::{RabbitNode, RabbitOptions};
 pub use redis_node::{RedisNode, RedisOptions};

@@ -158,15 +158,37 @@ impl Drop for TestPrefix {
 /// Deletes every key matching `pattern` in the Redis at `url` (SCAN, so the
 /// shared server is never blocked by a KEYS); returns how many were deleted.
 pub async fn delete_keys(url: &str, pattern: &str) -> redis::RedisResult<usize> {
+    let mut conn = connect(url).await?;
+    let keys = scan(&mut conn, pattern).await?;
+    for batch in keys.chunks(1000) {
+        let _: () = redis::cmd("DEL").arg(batch).query_async(&mut conn).await?;
+    }
+    Ok(keys.len())
+}
+
+/// Every key matching `pattern` in the Redis at `url` (SCAN, never KEYS), for
+/// assertions such as "nothing of the prefix in this Redis".
+pub async fn keys_matching(url: &str, pattern: &str) -> redis::RedisResult<Vec<String>> {
+    let mut conn = connect(url).await?;
+    scan(&mut conn, pattern).await
+}
+
+async fn connect(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     let client = redis::Client::open(url)?;
-    let mut conn = tokio::time::timeout(
+    tokio::time::timeout(
         Duration::from_secs(5),
         client.get_multiplexed_async_connection(),
     )
     .await
-    .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+    .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))?
+}
+
+async fn scan(
+    conn: &mut redis::aio::MultiplexedConnection,
+    pattern: &str,
+) -> redis::RedisResult<Vec<String>> {
     let mut cursor = 0u64;
-    let mut deleted = 0;
+    let mut found = Vec::new();
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
@@ -174,14 +196,11 @@ pub async fn delete_keys(url: &str, pattern: &str) -> redis::RedisResult<usize> 
             .arg(pattern)
             .arg("COUNT")
             .arg(1000)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
-        if !keys.is_empty() {
-            deleted += keys.len();
-            let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await?;
-        }
+        found.extend(keys);
         if next == 0 {
-            return Ok(deleted);
+            return Ok(found);
         }
         cursor = next;
     }

@@ -183,6 +183,15 @@ impl RedisNode {
         self.boot().await
     }
 
+    /// A 2 MB server with `maxmemory-policy` `policy` (`noeviction` to be
+    /// filled with [`fill_until_oom`](Self::fill_until_oom), an evicting one
+    /// to evict); panics when it does not start.
+    pub async fn small(policy: &str) -> RedisNode {
+        RedisNode::start(RedisOptions::default().maxmemory("2mb").policy(policy))
+            .await
+            .expect("a Redis of the test's own")
+    }
+
     /// Writes values under `filler:*` until the server refuses even a small
     /// one with `OOM` (start it with a small `maxmemory` and `noeviction`; the
     /// request itself counts towards used memory, so big values are refused
