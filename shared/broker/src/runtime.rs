@@ -765,7 +765,7 @@ mod tests {
     fn final_answer(text: String) -> TaskEnvelope {
         let mut envelope = TaskEnvelope::new(
             Source {
-                kind: SourceKind::Api,
+                kind: SourceKind::API,
                 delivery_id: None,
                 requested_by: Some("client".into()),
                 reply_to: contexten_envelope::ReplyTarget::None,
