@@ -41,13 +41,14 @@ use contexten_config::{Env, Secret};
 use contexten_envelope::{
     Names, Priority, ReplyKind, ReplyTarget, Request, Source, SourceKind, Stage, TaskEnvelope,
 };
+use contexten_testkit::broker::BrokerFixture;
+use contexten_testkit::{TestPrefix, eventually, machine_amqp_url, machine_redis_url};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http_body_util::{BodyExt, Full};
 use ingest::tokens::TokenStore;
 use ingest::{AppState, IngestConfig};
 use lapin::options::QueuePurgeOptions;
-use lapin::{Connection, ConnectionProperties};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -133,18 +134,19 @@ fn percentiles(mut durations: Vec<Duration>) -> (f64, f64) {
     (pick(0.5), pick(0.99))
 }
 
+/// Field order is drop order: ingest stops before the fixture removes the
+/// topology and keys, and the queue policy goes last.
 struct Fleet {
     addr: std::net::SocketAddr,
     names: Names,
-    state: Arc<AppState>,
-    connection: Connection,
-    /// One channel, as in the foundation benchmark.
-    publisher: Publisher,
     /// As many channels as ingest publishes on.
     publisher_like_ingest: Publisher,
     shutdown: CancellationToken,
     server_runtime: tokio::runtime::Runtime,
-    queue_format: QueueFormat,
+    /// The prefix's topology and keys, removed on drop; its publisher is one
+    /// channel with no payload store, as in the foundation benchmark.
+    broker: BrokerFixture,
+    _queue_format: QueueFormat,
 }
 
 /// The Helm chart and compose run RabbitMQ 4.1, whose classic queues always
@@ -152,7 +154,7 @@ struct Fleet {
 /// defaults to version 1, which costs more CPU and latency per persistent
 /// message. So the bench moves its own queues (its unique prefix only) to
 /// version 2 with a policy, measuring the queue format the project deploys,
-/// and clears the policy at the end. Without `rabbitmqctl` (or on a broker
+/// and clears the policy on drop. Without `rabbitmqctl` (or on a broker
 /// that refuses the key) it measures the broker's default and says so.
 struct QueueFormat {
     policy: Option<String>,
@@ -179,8 +181,10 @@ impl QueueFormat {
             "the broker's default (no rabbitmqctl policy could be set)"
         }
     }
+}
 
-    fn clear(&self) {
+impl Drop for QueueFormat {
+    fn drop(&mut self) {
         if let Some(name) = &self.policy {
             let _ = std::process::Command::new("rabbitmqctl")
                 .args(["clear_policy", name])
@@ -200,9 +204,17 @@ async fn start(amqp: &str, redis: &str) -> Fleet {
     )
     .unwrap();
     std::mem::forget(contexten_telemetry::init(&telemetry).unwrap());
-    let prefix = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let prefix = TestPrefix::labelled("bench");
+    // The policy is set before any of the prefix's queues is declared.
     let queue_format = QueueFormat::deployed(&prefix);
     println!("queue format: {}", queue_format.describe());
+    let broker = BrokerFixture::builder()
+        .prefix(&prefix)
+        .amqp(amqp)
+        .redis(redis)
+        .plain_publisher()
+        .start()
+        .await;
     let gh = secret();
     let env = Env::from_pairs([
         ("AMQP_URL", amqp),
@@ -255,18 +267,13 @@ async fn start(amqp: &str, redis: &str) -> Fleet {
         ingest::server::serve_bounded(listener, app, limits, stop).await;
     });
     let (addr, state, shutdown) = ready.await.unwrap();
-    while state.publisher.read().await.is_none() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let connection = Connection::connect(amqp, ConnectionProperties::default())
-        .await
-        .unwrap();
+    eventually(Duration::from_secs(30), "ingest's publisher", || async {
+        state.publisher.read().await.is_some()
+    })
+    .await;
     let names = state.names.clone();
-    let publisher = Publisher::new(&connection, names.clone(), None, usize::MAX)
-        .await
-        .unwrap();
     let publisher_like_ingest = Publisher::with_channels(
-        &connection,
+        &broker.connection,
         names.clone(),
         None,
         usize::MAX,
@@ -277,19 +284,17 @@ async fn start(amqp: &str, redis: &str) -> Fleet {
     Fleet {
         addr,
         names,
-        state,
-        connection,
-        publisher,
         publisher_like_ingest,
         shutdown,
         server_runtime,
-        queue_format,
+        broker,
+        _queue_format: queue_format,
     }
 }
 
 impl Fleet {
     async fn purge(&self) {
-        let channel = self.connection.create_channel().await.unwrap();
+        let channel = self.broker.connection.create_channel().await.unwrap();
         for stage in Stage::QUEUED {
             channel
                 .queue_purge(
@@ -302,18 +307,13 @@ impl Fleet {
         let _ = channel.close(200, "purged".into()).await;
     }
 
+    /// Stops ingest; dropping the rest removes the topology, the keys and
+    /// the queue policy.
     async fn teardown(self) {
         self.shutdown.cancel();
-        benchkit::remove_everything(
-            &self.connection,
-            &self.names,
-            &self.state.cfg.broker.retry_tiers,
-            &self.state.store,
-        )
-        .await;
-        let _ = self.connection.close(200, "bench done".into()).await;
-        self.server_runtime.shutdown_background();
-        self.queue_format.clear();
+        let _ = self.broker.connection.close(200, "bench done".into()).await;
+        let Fleet { server_runtime, .. } = self;
+        server_runtime.shutdown_background();
     }
 }
 
@@ -349,7 +349,7 @@ async fn foundation_round(fleet: &Fleet, amqp: &str, n: usize) -> f64 {
     let envelopes: Vec<_> = (0..n).map(envelope).collect();
     benchkit::publish_consume_ack(
         amqp,
-        &fleet.publisher,
+        &fleet.broker.publisher,
         fleet.names.stage_queue(Stage::Generate).as_str(),
         Stage::Generate,
         &envelopes,
@@ -762,9 +762,7 @@ fn main() {
 }
 
 async fn run() {
-    let amqp = std::env::var("AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let (amqp, redis) = (machine_amqp_url(), machine_redis_url());
     let n = env_usize("BENCH_WEBHOOKS", 4000);
     let connections = env_usize("BENCH_CONNECTIONS", 128);
     let rounds = env_usize("BENCH_ROUNDS", 3);

@@ -10,6 +10,8 @@
 
 use contexten_broker::CancellationToken;
 use contexten_config::Env;
+use contexten_testkit::broker::BrokerFixture;
+use contexten_testkit::{machine_amqp_url, machine_redis_url};
 use ingest::IngestConfig;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -89,11 +91,17 @@ struct PhaseResult {
 }
 
 async fn phase(amqp: &str, redis: &str, extra: &[(&str, &str)]) -> PhaseResult {
-    let prefix = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    // The phase's topology and keys, removed when it ends (or panics).
+    let broker = BrokerFixture::builder()
+        .label("bench")
+        .amqp(amqp)
+        .redis(redis)
+        .start()
+        .await;
     let mut pairs = vec![
         ("AMQP_URL", amqp),
         ("REDIS_URL", redis),
-        ("CONTEXTEN_PREFIX", prefix.as_str()),
+        ("CONTEXTEN_PREFIX", broker.prefix.as_str()),
         (
             "GITHUB_WEBHOOK_SECRET",
             "bench-secret-not-used-for-anything",
@@ -156,9 +164,7 @@ fn report(name: &str, result: &PhaseResult) {
 }
 
 fn main() {
-    let amqp = std::env::var("AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let (amqp, redis) = (machine_amqp_url(), machine_redis_url());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

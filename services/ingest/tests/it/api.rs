@@ -4,6 +4,7 @@ use contexten_envelope::{
     Priority, ReplyKind, ReplyTarget, ResultKind, SourceKind, Stage, TaskEnvelope, TaskResult,
 };
 use contexten_telemetry::health::Readiness;
+use contexten_testkit::eventually;
 use serde_json::json;
 
 fn request() -> serde_json::Value {
@@ -81,7 +82,6 @@ async fn api_task_is_created_routed_and_readable_with_its_timings() {
         .get("/v1/tasks/not-a-uuid", Some(&token("read")))
         .await;
     assert_eq!((bad.status, bad.error()), (400, "invalid_request"));
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -108,38 +108,34 @@ async fn status_follows_the_workers_and_the_acknowledgement_does_not_overwrite_i
         shutdown.clone(),
     ));
     // Wait for the task to reach dispatch (the ack sits there too), then let dispatch finish only the ack.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let s = eventually(WAIT, "the status moved to queued:dispatch", || async {
         let s = ingest
             .get(&format!("/v1/tasks/{id}"), Some(&token("both")))
             .await;
         if s.json["record_state"] == "queued:dispatch" {
-            assert_eq!(s.json["state"], "running");
-            assert_eq!(s.json["stage"], "generate");
-            assert!(
-                s.json["timings"]["generate"]["finished_at_ms"]
-                    .as_u64()
-                    .is_some(),
-                "{}",
-                s.json
-            );
-            assert!(
-                s.json["completed"]
-                    .as_array()
-                    .unwrap()
-                    .contains(&json!("generate:1")),
-                "{}",
-                s.json
-            );
-            break;
+            Ok(s)
+        } else {
+            Err(s.json)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "status never moved: {}",
-            s.json
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert_eq!(s.json["state"], "running");
+    assert_eq!(s.json["stage"], "generate");
+    assert!(
+        s.json["timings"]["generate"]["finished_at_ms"]
+            .as_u64()
+            .is_some(),
+        "{}",
+        s.json
+    );
+    assert!(
+        s.json["completed"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("generate:1")),
+        "{}",
+        s.json
+    );
     let dispatch = tokio::spawn(run_worker(
         options(Stage::Dispatch),
         store.clone(),
@@ -153,31 +149,26 @@ async fn status_follows_the_workers_and_the_acknowledgement_does_not_overwrite_i
         },
         shutdown.clone(),
     ));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let s = eventually(WAIT, "the ack completed", || async {
         let s = ingest
             .get(&format!("/v1/tasks/{id}"), Some(&token("both")))
             .await;
         let completed = s.json["completed"].as_array().cloned().unwrap_or_default();
         if completed.contains(&json!("dispatch:0")) {
-            assert_ne!(
-                s.json["record_state"], "done",
-                "the ack must not mark the task done: {}",
-                s.json
-            );
-            break;
+            Ok(s)
+        } else {
+            Err(s.json)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ack never completed: {}",
-            s.json
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert_ne!(
+        s.json["record_state"], "done",
+        "the ack must not mark the task done: {}",
+        s.json
+    );
     shutdown.cancel();
     let _ = generate.await;
     let _ = dispatch.await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -203,7 +194,6 @@ async fn repeated_idempotency_key_creates_nothing_new() {
     assert_eq!(other.status, 202);
     ingest.take_task_and_ack(Stage::Context).await;
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -245,7 +235,6 @@ async fn token_scopes_are_enforced() {
     let (task, _) = ingest.take_task_and_ack(Stage::Context).await;
     assert_eq!(task.priority, Priority::Operator);
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -295,7 +284,6 @@ async fn api_bad_input_gets_the_right_4xx() {
         .await;
     assert_eq!((a.status, a.error()), (413, "body_too_large"));
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -312,7 +300,6 @@ async fn openapi_document_describes_the_task_api() {
     assert!(a.json["components"]["securitySchemes"]["bearer"].is_object());
     let health = ingest.get("/healthz", None).await;
     assert_eq!(health.status, 200);
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -335,14 +322,10 @@ async fn api_tokens_file_is_reloaded_when_it_changes() {
     let shutdown = contexten_broker::CancellationToken::new();
     tokio::spawn(store.clone().watch(shutdown.clone()));
     write(&new);
-    let deadline = tokio::time::Instant::now() + RELOAD_INTERVAL * 5;
-    while store.authenticate(&new).is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "tokens file never reloaded"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    eventually(RELOAD_INTERVAL * 5, "the tokens file reloaded", || async {
+        store.authenticate(&new).is_some()
+    })
+    .await;
     assert!(
         store.authenticate(&old).is_none(),
         "the rotated-out token is revoked"
@@ -457,7 +440,6 @@ async fn a_waiting_client_gets_the_answer_as_soon_as_it_lands() {
         shutdown.cancel();
         let _ = handle.await;
     }
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -497,7 +479,6 @@ async fn a_failed_task_answers_with_its_reason_code_and_sentence() {
         shutdown.cancel();
         let _ = handle.await;
     }
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -524,7 +505,6 @@ async fn a_bad_wait_is_a_400_and_a_short_wait_ends_with_the_state_as_it_is() {
     assert!(a.json["answer"].is_null());
     assert!(started.elapsed() >= std::time::Duration::from_secs(1));
     assert!(started.elapsed() < WAIT);
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -592,7 +572,6 @@ async fn the_openapi_document_parses_and_describes_answers_states_errors_and_the
             .contains("#/components/schemas/CallbackPayload"),
         "the callback body refers to its schema"
     );
-    ingest.cleanup().await;
 }
 
 #[test]
@@ -667,7 +646,6 @@ async fn a_task_given_up_on_reads_as_failed_even_before_its_failure_answer_is_st
     );
     generate.0.cancel();
     let _ = generate.1.await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -709,22 +687,16 @@ async fn an_answer_whose_callback_was_refused_is_still_readable() {
     assert_eq!(a.json["state"], "done", "{}", a.json);
     assert_eq!(a.json["answer"]["kind"], "diff");
     assert_eq!(a.json["answer"]["text"], "--- a/x\n+++ b/x\n");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while ingest
-        .get(&format!("/v1/tasks/{id}"), Some(&token("both")))
-        .await
-        .json["record_state"]
-        != "dead_lettered:outbound_refused"
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never dead-lettered"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually(WAIT, "dead-lettered as outbound_refused", || async {
+        ingest
+            .get(&format!("/v1/tasks/{id}"), Some(&token("both")))
+            .await
+            .json["record_state"]
+            == "dead_lettered:outbound_refused"
+    })
+    .await;
     for (shutdown, handle) in [generate, dispatch] {
         shutdown.cancel();
         let _ = handle.await;
     }
-    ingest.cleanup().await;
 }

@@ -4,36 +4,20 @@
 
 use crate::fixtures::*;
 use crate::helpers::*;
+use contexten_testkit::eventually;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Polls `check` every 100 ms until it gives a value or `within` passes.
-async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Sends the webhook `body` under a new delivery id every 100 ms until one is
-/// answered `status` (at most 5 s).
+/// Sends the webhook `body` under a new delivery id until one is answered
+/// `status` (at most 5 s; panics saying `what` did not happen).
 async fn webhook_answered(
     status: u16,
     ingest: &TestIngest,
     body: &serde_json::Value,
-) -> Option<Answer> {
-    eventually(Duration::from_secs(5), || async {
+    what: &str,
+) -> Answer {
+    eventually(Duration::from_secs(5), what, || async {
         let answer = ingest
             .github("issue_comment", &uuid::Uuid::now_v7().to_string(), body)
             .await;
@@ -103,7 +87,6 @@ async fn a_body_that_does_not_arrive_in_time_is_answered_408() {
     ingest
         .take_task_and_ack(contexten_envelope::Stage::Generate)
         .await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -121,9 +104,13 @@ async fn requests_over_the_concurrency_cap_are_shed_with_retry_after() {
         slow.push(tcp);
     }
     let body = github_comment(32, "/contexten generate a slugifier", "octocat", "MEMBER");
-    let shed = webhook_answered(503, &ingest, &body)
-        .await
-        .expect("the third request is shed while two hold the slots");
+    let shed = webhook_answered(
+        503,
+        &ingest,
+        &body,
+        "the third request is shed while two hold the slots",
+    )
+    .await;
     assert_eq!(shed.error(), "overloaded");
     assert_eq!(
         shed.headers["retry-after"], "2",
@@ -133,12 +120,16 @@ async fn requests_over_the_concurrency_cap_are_shed_with_retry_after() {
     let ready = ingest.get("/readyz", None).await;
     assert_eq!(ready.status, 200, "{}", ready.json);
     drop(slow);
-    let accepted = webhook_answered(202, &ingest, &body).await;
-    assert!(accepted.is_some(), "accepted again once the slots are free");
+    webhook_answered(
+        202,
+        &ingest,
+        &body,
+        "accepted again once the slots are free",
+    )
+    .await;
     ingest
         .take_task_and_ack(contexten_envelope::Stage::Generate)
         .await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -166,7 +157,6 @@ async fn a_connection_whose_headers_stall_is_closed() {
         "{:?}",
         started.elapsed()
     );
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -180,9 +170,8 @@ async fn readyz_stays_ready_while_the_broker_is_down_and_reports_it() {
     assert_eq!(ready.json["components"]["broker"]["ready"], false);
     assert_eq!(ready.json["components"]["broker"]["required"], false);
     assert_eq!(ready.json["components"]["serving"]["ready"], true);
-    ingest.proxy.start_again();
+    ingest.proxy.resume();
     ingest.wait_for_broker(true).await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -202,15 +191,17 @@ async fn bodies_being_received_stay_within_the_memory_budget() {
         "octocat",
         "MEMBER",
     );
-    let shed = webhook_answered(503, &ingest, &body)
-        .await
-        .expect("a body that does not fit the budget is shed");
+    let shed = webhook_answered(
+        503,
+        &ingest,
+        &body,
+        "a body that does not fit the budget is shed",
+    )
+    .await;
     assert_eq!(shed.error(), "overloaded");
     drop(slow);
-    let accepted = webhook_answered(202, &ingest, &body).await;
-    assert!(accepted.is_some(), "accepted once the budget is free");
+    webhook_answered(202, &ingest, &body, "accepted once the budget is free").await;
     ingest
         .take_task_and_ack(contexten_envelope::Stage::Generate)
         .await;
-    ingest.cleanup().await;
 }

@@ -1,6 +1,7 @@
 use crate::fixtures::*;
 use crate::helpers::*;
 use contexten_envelope::Stage;
+use contexten_testkit::eventually;
 
 #[tokio::test]
 async fn with_rabbitmq_stopped_ingest_answers_503_and_accepts_again_when_it_is_back() {
@@ -40,13 +41,12 @@ async fn with_rabbitmq_stopped_ingest_answers_503_and_accepts_again_when_it_is_b
         "{recorded:?}"
     );
 
-    ingest.proxy.start_again();
+    ingest.proxy.resume();
     ingest.wait_for_broker(true).await;
     let a = ingest.github("issue_comment", &delivery, &body).await;
     assert_eq!(a.status, 202, "{}", a.json);
     ingest.take_task_and_ack(Stage::Generate).await;
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -106,7 +106,6 @@ async fn a_failed_publish_is_retried_under_the_same_task_id() {
     assert_eq!(again.json["status"], "duplicate");
     assert_eq!(again.json["task_id"], task.task_id.to_string());
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -128,17 +127,12 @@ async fn a_lost_acknowledgement_is_counted_and_does_not_fail_the_task() {
     assert_eq!(a.status, 202, "{}", a.json);
     let (task, _) = ingest.take(Stage::Generate).await;
     assert_eq!(a.json["task_id"], task.task_id.to_string());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while acks_lost() <= before {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the lost acknowledgement is counted"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(WAIT, "the lost acknowledgement is counted", || async {
+        acks_lost() > before
+    })
+    .await;
     ingest.redeclare_topology().await;
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 fn acks_lost() -> f64 {
@@ -165,7 +159,6 @@ async fn with_redis_down_dedup_degrades_loudly_and_the_request_is_still_accepted
         .await;
     assert_eq!((status.status, status.error()), (503, "store_unavailable"));
     assert!(status.headers.contains_key("retry-after"));
-    ingest.cleanup().await;
 }
 
 fn degraded_count() -> f64 {
@@ -197,7 +190,6 @@ async fn with_broker_and_redis_down_the_refused_delivery_is_recorded_in_a_file()
         (entry.guid.as_str(), entry.event.as_str()),
         (delivery.as_str(), "issue_comment")
     );
-    ingest.proxy.start_again();
+    ingest.proxy.resume();
     std::fs::remove_file(file).unwrap();
-    ingest.cleanup().await;
 }

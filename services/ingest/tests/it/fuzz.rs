@@ -276,11 +276,10 @@ fn arbitrary_requests_to_every_endpoint_get_only_2xx_or_4xx() {
     rt.block_on(ingest.wait_for_broker(false));
     let seen = run_cases(&rt, &ingest, 150, true);
     assert!(seen.keys().all(|s| *s != 500), "{seen:?}");
-    ingest.proxy.start_again();
+    ingest.proxy.resume();
     // Still serving after all of it.
     let health = rt.block_on(ingest.get("/healthz", None));
     assert_eq!(health.status, 200);
-    rt.block_on(ingest.cleanup());
 }
 
 /// Text from any script, with characters whose lower-case form has another

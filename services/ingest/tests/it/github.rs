@@ -61,7 +61,6 @@ async fn github_command_comment_becomes_exactly_one_task_and_one_acknowledgement
             .is_some()
     );
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -85,7 +84,6 @@ async fn redelivered_github_delivery_creates_nothing_new() {
     assert_eq!(again.json["status"], "duplicate");
     assert_eq!(again.json["task_id"], task.task_id.to_string());
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -119,7 +117,6 @@ async fn follow_up_in_the_same_issue_carries_the_previous_task_id() {
     let conversation = task2.conversation.unwrap();
     assert_eq!(conversation.id, format!("github:{REPO}#9"));
     assert_eq!(conversation.previous_task_id, Some(task1.task_id));
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -168,7 +165,6 @@ async fn bot_authored_and_unaddressed_comments_are_ignored() {
         (200, Some("event_not_handled"))
     );
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -217,7 +213,6 @@ async fn labeled_issues_and_pull_requests_become_tasks_with_the_label_strategy()
         (200, Some("label_not_ours"))
     );
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -227,7 +222,6 @@ async fn github_ping_is_answered_and_creates_nothing() {
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json["zen"], "Design for failure.");
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -305,7 +299,6 @@ async fn github_bad_input_gets_the_right_4xx_with_a_reason() {
         .await;
     assert_eq!((a.status, a.error()), (400, "missing_header"));
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -331,7 +324,6 @@ async fn githubs_documented_test_vector_passes_the_http_signature_check() {
         .post("/webhooks/github", &headers, b"Hello, World?".to_vec())
         .await;
     assert_eq!((a.status, a.error()), (401, "bad_signature"));
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -350,7 +342,6 @@ async fn a_provider_without_its_secret_is_disabled_not_open() {
             .unwrap()
             .contains("SLACK_SIGNING_SECRET")
     );
-    ingest.cleanup().await;
 }
 
 /// Sends raw bytes over one connection and returns the whole answer.

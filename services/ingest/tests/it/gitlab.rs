@@ -220,7 +220,6 @@ async fn a_note_to_the_bot_on_an_issue_becomes_one_task_answered_in_its_discussi
         Some("queued:context")
     );
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -254,7 +253,6 @@ async fn a_mention_in_a_merge_request_discussion_reads_the_merge_request_head() 
         "gitlab:15:merge_request:3"
     );
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -279,7 +277,6 @@ async fn a_wrong_or_missing_gitlab_token_is_refused_with_401() {
             .contains("X-Gitlab-Token")
     );
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -298,7 +295,6 @@ async fn the_same_event_uuid_twice_creates_one_task() {
     assert_eq!(replayed.status, 200, "{}", replayed.json);
     assert_eq!(replayed.json["reason"], "replayed_body");
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -338,7 +334,6 @@ async fn notes_by_the_bot_or_not_for_it_are_ignored() {
         assert_eq!(a.json["reason"], reason);
     }
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -384,7 +379,6 @@ async fn an_issue_given_the_trigger_label_becomes_a_task_and_one_that_keeps_it_d
     assert_eq!(again.status, 200, "{}", again.json);
     assert_eq!(again.json["reason"], "not_labeled");
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -399,7 +393,6 @@ async fn gitlab_without_its_secret_is_disabled_not_open() {
             .unwrap()
             .contains("GITLAB_WEBHOOK_SECRET")
     );
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -433,5 +426,4 @@ async fn the_requester_limit_applies_to_gitlab_users_too() {
     assert_eq!(target(&answer).note_id, Some(1301));
     assert!(answer.request.repository.is_none());
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }

@@ -1,21 +1,23 @@
-//! `TestIngest`: an in-process ingest on port 0 with a unique prefix, reaching
-//! RabbitMQ through a proxy the test can switch off, plus signing helpers,
-//! queue peeking and cleanup.
+//! `TestIngest`: an in-process ingest on port 0 over the testkit's
+//! `BrokerFixture` (a unique prefix whose topology and Redis keys are removed
+//! on drop, even when a test panics), reaching RabbitMQ through a `TcpProxy`
+//! the test can stop, plus signing helpers and queue peeking.
 
 use contexten_broker::{CancellationToken, topology};
-use contexten_config::{Env, Secret};
+use contexten_config::{Env, ExposeSecret, Secret};
 use contexten_envelope::{Names, Stage, TaskEnvelope, now_ms};
 use contexten_telemetry::health::Readiness;
+use contexten_testkit::broker::BrokerFixture;
+use contexten_testkit::{TcpProxy, eventually, machine_redis_url};
 use contexten_trust::policy::PolicyStore;
 use ingest::tokens::{Scope, TokenStore};
 use ingest::verify::sign_hex;
 use ingest::{AppState, IngestConfig};
-use lapin::options::{BasicGetOptions, QueueDeleteOptions};
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::Channel;
+use lapin::options::QueueDeleteOptions;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// Upper bound for anything a test waits on.
@@ -43,26 +45,52 @@ pub fn token(name: &str) -> String {
 pub const BOT_LOGIN: &str = "contexten-bot";
 pub const LINEAR_BOT: &str = "5b0c2d33-0000-4000-8000-00000000b07";
 
-pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
+/// The machine's Redis (`REDIS_URL`), where ingest keeps its records unless a
+/// test points it elsewhere.
 pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    machine_redis_url()
 }
 
+/// A policy file in a directory of its own (removed on drop).
+pub struct PolicyFile {
+    pub path: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PolicyFile {
+    pub fn new(toml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, toml).unwrap();
+        PolicyFile {
+            path: path.display().to_string(),
+            _dir: dir,
+        }
+    }
+}
+
+/// Stops ingest's server and background tasks on drop; the fixture (a field
+/// of [`TestIngest`]) then removes the topology and the prefix's keys.
 pub struct TestIngest {
     pub url: String,
     pub names: Names,
     pub state: Arc<AppState>,
     pub readiness: Readiness,
-    pub proxy: SwitchProxy,
+    /// Between ingest and RabbitMQ: `stop` is RabbitMQ "stopped" for one test.
+    pub proxy: TcpProxy,
     pub http: reqwest::Client,
-    connection: Connection,
     pub channel: Channel,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
-    tiers: Vec<Duration>,
-    _policy_dir: tempfile::TempDir,
+    _policy: PolicyFile,
+    pub broker: BrokerFixture,
+}
+
+impl Drop for TestIngest {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.server.abort();
+    }
 }
 
 impl TestIngest {
@@ -72,8 +100,11 @@ impl TestIngest {
 
     pub async fn start_with(extra: &[(&str, &str)]) -> Self {
         contexten_telemetry::init_for_tests();
-        let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
-        let proxy = SwitchProxy::start("127.0.0.1:5672").await;
+        let broker = BrokerFixture::start(&[("RETRY_TIERS_MS", "200,1000")]).await;
+        let proxy = TcpProxy::start("127.0.0.1:5672")
+            .await
+            .expect("a proxy in front of RabbitMQ");
+        let proxy_url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
         let (gh, sl, li, gl) = (
             github_secret(),
             slack_secret(),
@@ -81,10 +112,15 @@ impl TestIngest {
             gitlab_secret(),
         );
         let redis = redis_url();
+        // API tests name repositories of the fixtures' organisation; the
+        // policy tests bring their own file.
+        let policy = PolicyFile::new(
+            "[[api]]\ntoken = \"*\"\nrepositories = [\"octo-org/*\"]\n\n[[slack]]\nteam = \"T0001\"\nrepositories = [\"octo-org/*\"]\n\n[[linear]]\norganization = \"0c1d2e3f-0000-4000-8000-000000000001\"\nrepositories = [\"octo-org/*\"]\n",
+        );
         let mut pairs: Vec<(&str, &str)> = vec![
-            ("AMQP_URL", &proxy.url),
+            ("AMQP_URL", &proxy_url),
             ("REDIS_URL", &redis),
-            ("CONTEXTEN_PREFIX", &prefix),
+            ("CONTEXTEN_PREFIX", broker.prefix.as_str()),
             ("RETRY_TIERS_MS", "200,1000"),
             ("GITHUB_WEBHOOK_SECRET", &gh),
             ("SLACK_SIGNING_SECRET", &sl),
@@ -93,29 +129,23 @@ impl TestIngest {
             ("CONTEXTEN_BOT_LOGIN", BOT_LOGIN),
             ("LINEAR_BOT_USER_ID", LINEAR_BOT),
             ("INGEST_RETRY_AFTER_SECS", "2"),
+            ("CONTEXTEN_POLICY_FILE", &policy.path),
         ];
-        // API tests name repositories of the fixtures' organisation; the
-        // policy tests bring their own file.
-        let policy_dir = tempfile::tempdir().unwrap();
-        let policy_path = policy_dir.path().join("policy.toml");
-        std::fs::write(
-            &policy_path,
-            "[[api]]\ntoken = \"*\"\nrepositories = [\"octo-org/*\"]\n\n[[slack]]\nteam = \"T0001\"\nrepositories = [\"octo-org/*\"]\n\n[[linear]]\norganization = \"0c1d2e3f-0000-4000-8000-000000000001\"\nrepositories = [\"octo-org/*\"]\n",
-        )
-        .unwrap();
-        let policy_path = policy_path.display().to_string();
-        pairs.push(("CONTEXTEN_POLICY_FILE", &policy_path));
         pairs.extend_from_slice(extra);
         let cfg = IngestConfig::from_env(&Env::from_pairs(pairs)).expect("test config");
-        let tiers = cfg.broker.retry_tiers.clone();
+        // Wherever a test points records and caches, the prefix's keys go on drop.
+        broker.prefix.clean_redis(cfg.redis.url.expose_secret());
+        broker
+            .prefix
+            .clean_redis(cfg.redis.records_url.expose_secret());
         let tokens = TokenStore::from_tokens(&[
             ("submitter", &token("submit"), &[Scope::Submit]),
             ("reader", &token("read"), &[Scope::Read]),
             ("client", &token("both"), &[Scope::Submit, Scope::Read]),
             ("ops", &token("admin"), &[Scope::Admin]),
         ]);
-        let policy = PolicyStore::load(cfg.policy_file.clone()).expect("policy");
-        let state = Arc::new(AppState::new(cfg, tokens, policy).expect("state"));
+        let policy_store = PolicyStore::load(cfg.policy_file.clone()).expect("policy");
+        let state = Arc::new(AppState::new(cfg, tokens, policy_store).expect("state"));
         let readiness = ingest::ingest_readiness();
         let shutdown = CancellationToken::new();
         ingest::start_background(&state, &readiness, &shutdown, &shutdown);
@@ -128,14 +158,9 @@ impl TestIngest {
         let server = tokio::spawn(async move {
             ingest::server::serve_bounded(listener, app, limits, stop).await;
         });
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
-            .await
-            .expect("RabbitMQ on AMQP_URL (run `make services`)");
-        let channel = connection.create_channel().await.unwrap();
-        let names = state.names.clone();
         let ingest = TestIngest {
             url,
-            names,
+            names: state.names.clone(),
             state,
             readiness,
             proxy,
@@ -143,12 +168,11 @@ impl TestIngest {
             http: contexten_tls::http(reqwest::Client::builder())
                 .build()
                 .unwrap(),
-            connection,
-            channel,
+            channel: broker.channel.clone(),
             shutdown,
             server,
-            tiers,
-            _policy_dir: policy_dir,
+            _policy: policy,
+            broker,
         };
         ingest.wait_for_broker(true).await;
         ingest
@@ -156,17 +180,16 @@ impl TestIngest {
 
     /// Waits until ingest holds (or has lost) its publisher.
     pub async fn wait_for_broker(&self, up: bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.state.publisher.read().await.is_some() != up {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "broker never became {}",
-                if up { "available" } else { "unavailable" }
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = if up {
+            "the broker available"
+        } else {
+            "the broker unavailable"
+        };
+        eventually(WAIT, what, || async {
+            self.state.publisher.read().await.is_some() == up
+        })
+        .await;
     }
-
     /// Posts `body` to `path` with `headers`.
     pub async fn post(&self, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> Answer {
         let mut request = self.http.post(format!("{}{path}", self.url)).body(body);
@@ -245,22 +268,9 @@ impl TestIngest {
         wait: Duration,
     ) -> Option<(TaskEnvelope, lapin::BasicProperties)> {
         let queue = self.names.stage_queue(stage);
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let got = self
-                .channel
-                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-                .await
-                .expect("basic.get");
-            if let Some(message) = got {
-                let env = TaskEnvelope::from_json(&message.delivery.data).expect("envelope");
-                return Some((env, message.delivery.properties.clone()));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let message = self.broker.take_within(queue.as_str(), wait).await?;
+        let env = TaskEnvelope::from_json(&message.delivery.data).expect("envelope");
+        Some((env, message.delivery.properties.clone()))
     }
 
     /// Asserts that no stage queue receives anything within `QUIET`.
@@ -299,9 +309,13 @@ impl TestIngest {
 
     /// Declares the topology again (after [`TestIngest::delete_queue`]).
     pub async fn redeclare_topology(&self) {
-        topology::declare(&self.channel, &self.names, &self.tiers)
-            .await
-            .unwrap();
+        topology::declare(
+            &self.channel,
+            &self.names,
+            &self.broker.settings.retry_tiers,
+        )
+        .await
+        .unwrap();
     }
 
     /// A Redis connection for assertions.
@@ -311,31 +325,6 @@ impl TestIngest {
             .get_multiplexed_async_connection()
             .await
             .unwrap()
-    }
-
-    /// Stops ingest and removes the topology and every key under the prefix.
-    pub async fn cleanup(self) {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(WAIT, self.server).await;
-        let _ = topology::delete(&self.channel, &self.names, &self.tiers).await;
-        let mut conn = redis::Client::open(redis_url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.names.prefix()))
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL")
-                .arg(keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-        let _ = self.connection.close(200, "test done".into()).await;
     }
 }
 
@@ -407,65 +396,6 @@ impl Answer {
             self.json
         );
         self.json["error"].as_str().unwrap_or("")
-    }
-}
-
-/// A TCP proxy in front of RabbitMQ that can be switched off (existing links
-/// cut, new connections refused) and on again: RabbitMQ "stopped" for one test.
-pub struct SwitchProxy {
-    pub url: String,
-    down: Arc<AtomicBool>,
-    links: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl SwitchProxy {
-    pub async fn start(upstream: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let down = Arc::new(AtomicBool::new(false));
-        let links: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (d, l, upstream) = (down.clone(), links.clone(), upstream.to_owned());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if d.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let upstream = upstream.clone();
-                l.lock().unwrap().push(tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                }));
-            }
-        });
-        SwitchProxy {
-            url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
-            down,
-            links,
-            accept,
-        }
-    }
-
-    /// RabbitMQ "stops": links cut, new connections refused.
-    pub fn stop(&self) {
-        self.down.store(true, Ordering::SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-
-    /// RabbitMQ is back.
-    pub fn start_again(&self) {
-        self.down.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for SwitchProxy {
-    fn drop(&mut self) {
-        self.stop();
-        self.accept.abort();
     }
 }
 

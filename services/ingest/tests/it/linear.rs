@@ -63,7 +63,6 @@ async fn linear_label_newly_added_becomes_one_task_and_an_existing_label_does_no
         (200, Some("not_assigned_or_labeled"))
     );
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -113,7 +112,6 @@ async fn linear_assignment_to_the_bot_becomes_a_task_and_a_comment_mention_a_fol
         second.conversation.unwrap().previous_task_id,
         Some(first.task_id)
     );
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -141,7 +139,6 @@ async fn linear_events_from_the_bot_or_not_for_it_are_ignored() {
         "event_not_handled"
     );
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -170,7 +167,6 @@ async fn stale_or_unsigned_linear_deliveries_are_rejected_with_401() {
     let a = ingest.post("/webhooks/linear", &headers[..1], body).await;
     assert_eq!((a.status, a.error()), (401, "bad_signature"));
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -194,5 +190,4 @@ async fn repeated_linear_delivery_creates_nothing_new() {
         (200, Some("duplicate"))
     );
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }

@@ -6,7 +6,7 @@
 use crate::fixtures::*;
 use crate::helpers::*;
 use contexten_envelope::Stage;
-use contexten_testkit::{RedisNode, RedisOptions};
+use contexten_testkit::{RedisNode, keys_matching};
 use redis::aio::MultiplexedConnection;
 
 async fn connect(url: &str) -> MultiplexedConnection {
@@ -17,45 +17,29 @@ async fn connect(url: &str) -> MultiplexedConnection {
         .unwrap()
 }
 
-/// Writes values under `filler:*` until the server refuses even a small one
-/// with `OOM` (under `noeviction`; the request itself counts towards used
-/// memory, so big values are refused first), or, for an evicting policy, until
-/// it has evicted keys.
-async fn fill(conn: &mut MultiplexedConnection) {
-    let mut refused = false;
-    for size in [64 << 10, 4 << 10, 256, 16] {
-        let value = vec![b'x'; size];
-        for i in 0..4_000 {
-            let written: redis::RedisResult<()> = redis::cmd("SET")
-                .arg(format!("filler:{size}:{i}"))
-                .arg(&value)
-                .query_async(conn)
-                .await;
-            match written {
-                Err(e) if e.to_string().contains("OOM") => {
-                    refused = true;
-                    break;
-                }
-                Err(e) => panic!("unexpected error while filling: {e}"),
-                Ok(()) if i % 16 == 15 && evicted_keys(conn).await > 0 => return,
-                Ok(()) => {}
-            }
+/// Fills the test's own Redis: until it refuses writes with `OOM` and stays
+/// so (`noeviction`), or, for an evicting policy, until it has evicted keys.
+async fn fill(node: &RedisNode, policy: &str) {
+    if policy == "noeviction" {
+        node.fill_until_oom().await.expect("the test Redis full");
+        return;
+    }
+    let mut conn = connect(&node.url()).await;
+    let value = vec![b'x'; 4 << 10];
+    for i in 0..16_000 {
+        let written: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("filler:{i}"))
+            .arg(&value)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = written {
+            assert!(e.to_string().contains("OOM"), "while filling: {e}");
+        }
+        if i % 16 == 15 && evicted_keys(&mut conn).await > 0 {
+            return;
         }
     }
-    assert!(refused, "the test Redis never filled up");
-    pin_full(conn).await;
-}
-
-/// Lowers `maxmemory` below what the server holds, so it stays full: no freed
-/// buffer lets a small write through (an operator's Redis at its limit).
-async fn pin_full(conn: &mut MultiplexedConnection) {
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("1mb")
-        .query_async(conn)
-        .await
-        .unwrap();
+    panic!("the test Redis never evicted");
 }
 
 async fn evicted_keys(conn: &mut MultiplexedConnection) -> u64 {
@@ -80,21 +64,11 @@ async fn refuses_writes(conn: &mut MultiplexedConnection) -> bool {
     written.is_err_and(|e| e.to_string().contains("OOM"))
 }
 
-async fn keys_under(conn: &mut MultiplexedConnection, prefix: &str) -> Vec<String> {
-    redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(conn)
-        .await
-        .unwrap()
-}
-
 /// A webhook, then the cache Redis filled with `policy`, then the same
 /// delivery again: it is a duplicate of the same task, and ingest wrote
 /// nothing of its own into the cache Redis.
 async fn redelivery_with_a_full_cache(policy: &str) {
-    let cache = RedisNode::start(RedisOptions::default().maxmemory("2mb").policy(policy))
-        .await
-        .expect("a Redis of the test's own");
+    let cache = RedisNode::small(policy).await;
     let records = redis_url();
     let ingest = TestIngest::start_with(&[
         ("REDIS_URL", cache.url().as_str()),
@@ -114,7 +88,7 @@ async fn redelivery_with_a_full_cache(policy: &str) {
     assert_eq!(first.status, 202, "{}", first.json);
     let (task, _ack) = ingest.take_task_and_ack(Stage::Generate).await;
 
-    fill(&mut cache_conn).await;
+    fill(&cache, policy).await;
     let again = ingest.github("issue_comment", &id, &body).await;
     assert_eq!(
         (again.status, &again.json["status"]),
@@ -124,8 +98,9 @@ async fn redelivery_with_a_full_cache(policy: &str) {
     ingest.assert_nothing_queued().await;
 
     assert!(
-        keys_under(&mut cache_conn, ingest.names.prefix())
+        keys_matching(&cache.url(), &format!("{}:*", ingest.names.prefix()))
             .await
+            .unwrap()
             .is_empty(),
         "ingest keeps nothing in the cache Redis"
     );
@@ -148,7 +123,6 @@ async fn redelivery_with_a_full_cache(policy: &str) {
             "the cache stayed full"
         );
     }
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -163,13 +137,7 @@ async fn with_the_cache_redis_evicting_a_redelivered_webhook_is_still_a_duplicat
 
 #[tokio::test]
 async fn a_records_redis_refusing_writes_is_a_503_with_retry_after_and_no_task() {
-    let records = RedisNode::start(
-        RedisOptions::default()
-            .maxmemory("2mb")
-            .policy("noeviction"),
-    )
-    .await
-    .expect("a Redis of the test's own");
+    let records = RedisNode::small("noeviction").await;
     let failed = tempfile::tempdir().unwrap();
     let failed_file = failed.path().join("failed.jsonl");
     let failed_path = failed_file.display().to_string();
@@ -180,8 +148,7 @@ async fn a_records_redis_refusing_writes_is_a_503_with_retry_after_and_no_task()
         ("INGEST_FAILED_DELIVERIES_FILE", failed_path.as_str()),
     ])
     .await;
-    let mut records_conn = connect(&records.url()).await;
-    fill(&mut records_conn).await;
+    records.fill_until_oom().await.expect("the test Redis full");
     let refused_before = refused_count();
 
     let body = github_comment(
@@ -223,13 +190,7 @@ async fn a_records_redis_refusing_writes_is_a_503_with_retry_after_and_no_task()
 
     // Room again (an operator raised maxmemory): the same delivery creates its
     // task once, and a third delivery is a duplicate.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("64mb")
-        .query_async(&mut records_conn)
-        .await
-        .unwrap();
+    records.config_set("maxmemory", "64mb").await.unwrap();
     let retried = ingest.github("issue_comment", &id, &body).await;
     assert_eq!(retried.status, 202, "{}", retried.json);
     let (task, _ack) = ingest.take_task_and_ack(Stage::Generate).await;
@@ -237,7 +198,6 @@ async fn a_records_redis_refusing_writes_is_a_503_with_retry_after_and_no_task()
     assert_eq!(again.json["status"], "duplicate");
     assert_eq!(again.json["task_id"], task.task_id.to_string());
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 fn refused_count() -> f64 {

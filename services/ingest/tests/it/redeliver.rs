@@ -124,7 +124,7 @@ async fn the_command_clears_the_deliveries_it_recorded_once_redelivered() {
     let body = crate::fixtures::github_comment(30, "/contexten go", "octocat", "MEMBER");
     let a = ingest.github("issue_comment", "guid-b", &body).await;
     assert_eq!(a.status, 503);
-    ingest.proxy.start_again();
+    ingest.proxy.resume();
 
     let uri = server.uri();
     let redis = redis_url();
@@ -151,7 +151,6 @@ async fn the_command_clears_the_deliveries_it_recorded_once_redelivered() {
     .unwrap();
     assert!(left.iter().all(|d| d.guid != "guid-b"), "{left:?}");
     server.verify().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]

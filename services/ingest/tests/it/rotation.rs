@@ -3,27 +3,18 @@
 
 use crate::fixtures::github_ping;
 use crate::helpers::*;
+use contexten_testkit::{eventually, replace_file};
 use ingest::verify::sign_hex;
-use std::path::Path;
 use std::time::Duration;
 
 /// Longer than the secret file's reload interval (1 s) with room for a slow machine.
 const RELOAD_WAIT: Duration = Duration::from_secs(10);
-/// Between two looks while waiting for a reload.
-const POLL: Duration = Duration::from_millis(100);
 
 fn old_secret() -> String {
     ["gh-rotate-", "old-", "0001"].concat()
 }
 fn new_secret() -> String {
     ["gh-rotate-", "new-", "0002"].concat()
-}
-
-/// Replaces the file in one step, as a Kubernetes Secret volume does.
-fn replace(path: &Path, content: &str) {
-    let next = path.with_extension("next");
-    std::fs::write(&next, content).unwrap();
-    std::fs::rename(&next, path).unwrap();
 }
 
 /// The status of a GitHub ping signed with `key`.
@@ -41,23 +32,19 @@ async fn ping_signed_with(ingest: &TestIngest, key: &str) -> u16 {
 
 /// Waits (bounded) until a ping signed with `key` is answered `status`.
 async fn until_answered(ingest: &TestIngest, key: &str, status: u16) {
-    let waited = tokio::time::timeout(RELOAD_WAIT, async {
-        while ping_signed_with(ingest, key).await != status {
-            tokio::time::sleep(POLL).await;
-        }
-    })
+    eventually(
+        RELOAD_WAIT,
+        &format!("a ping answered {status}"),
+        || async { ping_signed_with(ingest, key).await == status },
+    )
     .await;
-    assert!(
-        waited.is_ok(),
-        "never answered {status} within {RELOAD_WAIT:?}"
-    );
 }
 
 #[tokio::test]
 async fn a_rotated_github_webhook_secret_file_accepts_both_during_the_overlap_then_only_the_new() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("github-webhook-secret");
-    replace(&path, &format!("{}\n", old_secret()));
+    replace_file(&path, &format!("{}\n", old_secret()));
     let shown = path.display().to_string();
     let ingest = TestIngest::start_with(&[
         ("GITHUB_WEBHOOK_SECRET", ""),
@@ -68,18 +55,17 @@ async fn a_rotated_github_webhook_secret_file_accepts_both_during_the_overlap_th
     assert_eq!(ping_signed_with(&ingest, &new_secret()).await, 401);
 
     // The new secret is added as a second line: both verify.
-    replace(&path, &format!("{}\n{}\n", old_secret(), new_secret()));
+    replace_file(&path, &format!("{}\n{}\n", old_secret(), new_secret()));
     until_answered(&ingest, &new_secret(), 200).await;
     assert_eq!(ping_signed_with(&ingest, &old_secret()).await, 200);
 
     // The old line is removed: only the new one verifies.
-    replace(&path, &format!("{}\n", new_secret()));
+    replace_file(&path, &format!("{}\n", new_secret()));
     until_answered(&ingest, &old_secret(), 401).await;
     assert_eq!(ping_signed_with(&ingest, &new_secret()).await, 200);
 
     // A file that disappears keeps the last secret instead of refusing everything.
     std::fs::remove_file(&path).unwrap();
-    tokio::time::sleep(POLL).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(ping_signed_with(&ingest, &new_secret()).await, 200);
-    ingest.cleanup().await;
 }

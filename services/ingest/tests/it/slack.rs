@@ -47,7 +47,6 @@ async fn slack_mention_becomes_an_interactive_task_answered_in_its_thread() {
         "slack:C0123:1712345678.000100"
     );
     assert_eq!(task.source.requested_by.as_deref(), Some("U0HUMAN"));
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -82,7 +81,6 @@ async fn slack_retry_of_the_same_event_creates_nothing_new() {
     let a = ingest.slack(&copy, &[]).await;
     assert_eq!(a.status, 200);
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -133,7 +131,6 @@ async fn reply_in_a_thread_the_bot_answers_is_a_follow_up_and_other_threads_are_
         (200, Some("thread_not_ours"))
     );
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -152,7 +149,6 @@ async fn slack_bot_messages_and_edits_are_ignored() {
     let a = ingest.slack(&slack_callback(&event_id(), edit), &[]).await;
     assert_eq!(a.json["reason"], "subtype_not_handled");
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -165,7 +161,6 @@ async fn slack_url_verification_is_answered_with_the_challenge() {
         a.json["challenge"],
         "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
     );
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -189,7 +184,6 @@ async fn stale_or_forged_slack_requests_are_rejected_with_401() {
     let a = ingest.post("/webhooks/slack", &plain, body).await;
     assert_eq!((a.status, a.error()), (415, "unsupported_media_type"));
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -233,5 +227,4 @@ async fn slack_slash_command_becomes_a_task_in_its_channel() {
     assert_eq!(a.json["response_type"], "ephemeral");
     assert_eq!(a.json["text"], "Already received.");
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }

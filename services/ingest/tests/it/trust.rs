@@ -31,7 +31,6 @@ async fn an_event_from_a_foreign_slack_workspace_or_app_creates_nothing() {
         .await;
     assert_eq!(a.json["status"], "accepted", "{}", a.json);
     ingest.take_task_and_ack(Stage::Generate).await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -47,7 +46,6 @@ async fn a_linear_webhook_from_another_organisation_creates_nothing() {
     let a = ingest.linear(&body, "delivery-foreign").await;
     assert_eq!(a.json["reason"], "foreign_organization", "{}", a.json);
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -78,7 +76,6 @@ async fn a_replayed_github_body_or_an_old_event_creates_nothing() {
         .await;
     assert_eq!(a.json["reason"], "stale_event", "{}", a.json);
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -143,25 +140,19 @@ async fn one_requester_over_the_limit_is_told_to_slow_down_once() {
     assert_eq!((a.status, a.error()), (429, "rate_limited"), "{}", a.json);
     assert!(a.headers.contains_key("retry-after"));
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 /// A policy file letting one Slack channel read `acme/secret`.
-fn policy_file(dir: &std::path::Path) -> String {
-    let path = dir.join("policy.toml");
-    std::fs::write(
-        &path,
+fn policy_file() -> PolicyFile {
+    PolicyFile::new(
         "[[slack]]\nteam = \"T0001\"\nchannel = \"C0ALLOWED\"\nrepositories = [\"acme/secret\"]\n\n[[api]]\ntoken = \"client\"\nrepositories = [\"acme/*\"]\n",
     )
-    .unwrap();
-    path.display().to_string()
 }
 
 #[tokio::test]
 async fn a_repository_the_channel_may_not_read_is_refused_in_its_thread_and_never_queued() {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = policy_file(dir.path());
-    let ingest = TestIngest::start_with(&[("CONTEXTEN_POLICY_FILE", &policy)]).await;
+    let policy = policy_file();
+    let ingest = TestIngest::start_with(&[("CONTEXTEN_POLICY_FILE", &policy.path)]).await;
     let text = "<@U0BOT> explain src/auth.rs in https://github.com/acme/secret";
     let body = slack_callback("EvP1", slack_mention("C0OTHER", "1712.2001", None, text));
     let a = ingest.slack(&body, &[]).await;
@@ -221,7 +212,6 @@ async fn a_repository_the_channel_may_not_read_is_refused_in_its_thread_and_neve
     assert_eq!(a.status, 202, "{}", a.json);
     ingest.take_task_and_ack(Stage::Context).await;
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
@@ -255,20 +245,13 @@ async fn api_urls_pointing_inside_are_refused_before_anything_is_queued() {
         );
     }
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_github_comment_reads_another_repository_only_where_its_owner_may() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("policy.toml");
-    std::fs::write(
-        &path,
-        "[[github]]\nowner = \"octo-org\"\nrepositories = [\"octo-org/docs\"]\n",
-    )
-    .unwrap();
-    let policy = path.display().to_string();
-    let ingest = TestIngest::start_with(&[("CONTEXTEN_POLICY_FILE", &policy)]).await;
+    let policy =
+        PolicyFile::new("[[github]]\nowner = \"octo-org\"\nrepositories = [\"octo-org/docs\"]\n");
+    let ingest = TestIngest::start_with(&[("CONTEXTEN_POLICY_FILE", &policy.path)]).await;
     let ask = |number: u64, url: &str| {
         github_comment(
             number,
@@ -304,5 +287,4 @@ async fn a_github_comment_reads_another_repository_only_where_its_owner_may() {
     let (task, _) = ingest.take_task_and_ack(Stage::Context).await;
     assert_eq!(task.request.repository.unwrap().url, CLONE_URL);
     ingest.assert_nothing_queued().await;
-    ingest.cleanup().await;
 }
