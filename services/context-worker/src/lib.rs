@@ -62,6 +62,7 @@ use contexten_codemap::{
     RepoSource, Resolve,
 };
 use contexten_config::{ConfigError, Env, ExposeSecret, SecretSource};
+use contexten_envelope::Reason as FleetReason;
 use contexten_envelope::{ContextItem, Stage, TaskContext, TaskEnvelope};
 use contexten_telemetry::metric;
 use contexten_trust::outbound::{OutboundGuard, Purpose};
@@ -352,20 +353,23 @@ impl ContextHandler {
             Err(refusal) if refusal.is_transient() => {
                 return Err(Outcome::retry(
                     Duration::ZERO,
-                    refusal.reason(),
+                    FleetReason::from_code(refusal.reason()),
                     refusal.message,
                 ));
             }
             Err(refusal) => {
                 tracing::warn!(host = ?refusal.host, reason = refusal.reason(), "repository URL refused");
-                return Err(Outcome::dead(refusal.reason(), refusal.message));
+                return Err(Outcome::dead(
+                    FleetReason::from_code(refusal.reason()),
+                    refusal.message,
+                ));
             }
         };
         match checked.git_pin() {
             None => Ok(Vec::new()),
             Some((host, port, addrs)) => Resolve::new(host, port, addrs)
                 .map(|pin| vec![pin])
-                .map_err(|e| Outcome::dead("outbound_refused", e.to_string())),
+                .map_err(|e| Outcome::dead(FleetReason::OutboundRefused, e.to_string())),
         }
     }
 
@@ -471,7 +475,11 @@ impl ContextHandler {
                 Outcome::forward(next, envelope)
             }
             Ok(Err(error)) => outcome_of(error),
-            Err(join) => Outcome::retry(Duration::ZERO, "analysis_panicked", join.to_string()),
+            Err(join) => Outcome::retry(
+                Duration::ZERO,
+                FleetReason::AnalysisPanicked,
+                join.to_string(),
+            ),
         }
     }
 }
@@ -585,32 +593,36 @@ impl Coverage {
 fn outcome_of(error: CodemapError) -> Outcome {
     let detail = error.to_string();
     match &error {
-        CodemapError::LocalRepoRefused => Outcome::dead("repository_refused", detail),
-        CodemapError::NotFound(_) => Outcome::dead("repository_not_found", detail),
+        CodemapError::LocalRepoRefused => Outcome::dead(FleetReason::RepositoryRefused, detail),
+        CodemapError::NotFound(_) => Outcome::dead(FleetReason::RepositoryNotFound, detail),
         CodemapError::Git(git) => {
             // git's own words go to the log only, never into the outcome.
             let stderr = git.stderr().unwrap_or("");
             tracing::warn!(reason = %git.reason(), stderr, error = %git, "repository unavailable");
             match git.reason() {
                 Reason::RefusedRef | Reason::RefusedUrl | Reason::RefusedPath => {
-                    Outcome::dead("repository_refused", detail)
+                    Outcome::dead(FleetReason::RepositoryRefused, detail)
                 }
                 // The failure answer's sentence for it covers "no access" too.
-                Reason::NotFound | Reason::Auth => Outcome::dead("repository_not_found", detail),
-                Reason::TooLarge => Outcome::dead("repository_too_large", detail),
+                Reason::NotFound | Reason::Auth => {
+                    Outcome::dead(FleetReason::RepositoryNotFound, detail)
+                }
+                Reason::TooLarge => Outcome::dead(FleetReason::RepositoryTooLarge, detail),
                 // A server that did not answer within the timeout is told to
                 // the requester now, not after every retry has waited it out
                 // again (README "Security model": a stalling repository must
                 // not pin the fleet).
-                Reason::Timeout => Outcome::dead("repository_timeout", detail),
-                Reason::Failed => Outcome::retry(Duration::ZERO, "repository_unavailable", detail),
+                Reason::Timeout => Outcome::dead(FleetReason::RepositoryTimeout, detail),
+                Reason::Failed => {
+                    Outcome::retry(Duration::ZERO, FleetReason::RepositoryUnavailable, detail)
+                }
             }
         }
         // Other analyses hold the memory budget: later, when they are done.
         CodemapError::MemoryBusy { .. } => {
-            Outcome::retry(Duration::from_secs(5), "memory_busy", detail)
+            Outcome::retry(Duration::from_secs(5), FleetReason::MemoryBusy, detail)
         }
-        _ => Outcome::retry(Duration::ZERO, "repository_unavailable", detail),
+        _ => Outcome::retry(Duration::ZERO, FleetReason::RepositoryUnavailable, detail),
     }
 }
 

@@ -17,6 +17,7 @@ use crate::channels::{PlannedReply, Registry, Route};
 use crate::config::{Limits, ProviderSettings};
 use crate::ledger::{Ledger, ReplySlot};
 use contexten_broker::{Handler, Outcome, Store};
+use contexten_envelope::Reason;
 use contexten_envelope::{ReplyKind, Stage, TaskEnvelope, now_ms};
 use contexten_providers::ProviderError;
 use contexten_telemetry::metric;
@@ -105,7 +106,7 @@ impl DispatchHandler {
                 );
                 note("unknown", kind, "unknown_channel");
                 return Outcome::dead(
-                    "unknown_reply_channel",
+                    Reason::UnknownReplyChannel,
                     format!(
                         "no reply channel `{channel}` is registered, so this {} reply cannot be posted",
                         kind.as_str()
@@ -115,7 +116,7 @@ impl DispatchHandler {
             Route::Invalid { channel, error } => {
                 tracing::warn!(channel, kind = kind.as_str(), %error, "unreadable reply target; dead-lettering");
                 note(channel, kind, "invalid_target");
-                return Outcome::dead("invalid_reply_target", error.to_string());
+                return Outcome::dead(Reason::InvalidReplyTarget, error.to_string());
             }
         };
         let plan = plan.as_ref();
@@ -150,7 +151,7 @@ impl DispatchHandler {
         if !plan.configured() {
             note(provider, kind, "not_configured");
             return Outcome::dead(
-                "provider_not_configured",
+                Reason::ProviderNotConfigured,
                 format!(
                     "no {provider} credentials are configured, so this {} reply cannot be posted",
                     kind.as_str()
@@ -298,13 +299,17 @@ pub fn outcome_of(provider: &'static str, kind: ReplyKind, error: ProviderError)
             ..
         } => {
             note(provider, kind, "rate_limited");
-            Outcome::retry(retry_after, "rate_limited", format!("{provider}: {detail}"))
+            Outcome::retry(
+                retry_after,
+                Reason::RateLimited,
+                format!("{provider}: {detail}"),
+            )
         }
         ProviderError::Rejected { code, detail, .. } => {
             tracing::warn!(provider, kind = kind.as_str(), reason = %code, %detail, "reply refused; dead-lettering");
             note(provider, kind, "rejected");
             Outcome::dead(
-                &code,
+                Reason::from_code(&code),
                 format!("{provider} refused the {} reply: {detail}", kind.as_str()),
             )
         }
@@ -312,7 +317,7 @@ pub fn outcome_of(provider: &'static str, kind: ReplyKind, error: ProviderError)
             note(provider, kind, "unavailable");
             Outcome::retry(
                 Duration::ZERO,
-                "provider_unavailable",
+                Reason::ProviderUnavailable,
                 format!("{provider}: {detail}"),
             )
         }
@@ -322,13 +327,16 @@ pub fn outcome_of(provider: &'static str, kind: ReplyKind, error: ProviderError)
             tracing::warn!(provider, kind = kind.as_str(), host = refusal.host.as_deref().unwrap_or(""), %refusal, "reply destination refused by the outbound guard; dead-lettering");
             note(provider, kind, "outbound_refused");
             Outcome::dead(
-                refusal.reason(),
+                Reason::from_code(refusal.reason()),
                 format!("the {} reply was not sent: {refusal}", kind.as_str()),
             )
         }
         ProviderError::Misconfigured { detail, .. } => {
             note(provider, kind, "rejected");
-            Outcome::dead("provider_misconfigured", format!("{provider}: {detail}"))
+            Outcome::dead(
+                Reason::ProviderMisconfigured,
+                format!("{provider}: {detail}"),
+            )
         }
     }
 }

@@ -5,6 +5,7 @@
 //! a breaker that stays open sends the task to the agent.
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use contexten_envelope::Reason;
 use contexten_llm::{ChatRequest, LlmClient, LlmError};
 use contexten_resilience::{CircuitBreaker, Permit, RateLimiter, TokenBucket};
 use contexten_telemetry::metric;
@@ -20,18 +21,18 @@ const BREAKER_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// Hand the task to the agent stage with this reason.
-    Fallback { code: &'static str, detail: String },
+    Fallback { code: Reason, detail: String },
     /// Try the generate stage again after `delay`, counting an attempt.
     Reschedule {
         delay: Duration,
-        code: &'static str,
+        code: Reason,
         detail: String,
     },
     /// The fleet's own LLM quota (`LLM_REQUESTS_PER_MIN`, `LLM_TOKENS_PER_MIN`)
     /// is spent: wait `delay` for it without counting an attempt. Waiting for
     /// our own limit is not a failure; counted, a burst above the quota would
     /// exhaust its tasks' retries and fail them while the provider is fine.
-    Defer { delay: Duration, code: &'static str },
+    Defer { delay: Duration, code: Reason },
 }
 
 /// Tokens and calls spent, for the envelope's cost ledger.
@@ -152,7 +153,7 @@ impl Engine {
             tracing::warn!(provider, tries, error = %error, "llm call failed");
             if !error.is_transient() {
                 return Err(Failure::Fallback {
-                    code: "llm_rejected",
+                    code: Reason::LlmRejected,
                     detail: error.to_string(),
                 });
             }
@@ -164,9 +165,9 @@ impl Engine {
                 return Err(Failure::Reschedule {
                     delay: wait,
                     code: if matches!(error, LlmError::RateLimited { .. }) {
-                        "llm_rate_limited"
+                        Reason::LlmRateLimited
                     } else {
-                        "llm_unavailable"
+                        Reason::LlmUnavailable
                     },
                     detail: format!("the provider asked to wait {wait:?}: {error}"),
                 });
@@ -184,7 +185,7 @@ impl Engine {
             .await
             .map_err(|wait| Failure::Defer {
                 delay: wait,
-                code: "llm_requests_per_minute",
+                code: Reason::LlmRequestsPerMinute,
             })?;
         let chars: usize = request.messages.iter().map(|m| m.content.len()).sum();
         let cost = (chars / 4) as u64 + u64::from(self.policy.max_tokens);
@@ -195,7 +196,7 @@ impl Engine {
                 Err(wait) => {
                     return Err(Failure::Defer {
                         delay: wait,
-                        code: "llm_tokens_per_minute",
+                        code: Reason::LlmTokensPerMinute,
                     });
                 }
             }
@@ -218,7 +219,7 @@ impl Engine {
             let now = Instant::now();
             if now >= deadline {
                 return Err(Failure::Fallback {
-                    code: "llm_breaker_open",
+                    code: Reason::LlmBreakerOpen,
                     detail: format!(
                         "the LLM circuit breaker stayed open for more than {:?} (next probe in {wait:?})",
                         self.policy.inline_wait
@@ -236,11 +237,11 @@ fn exhausted(error: &LlmError, tries: u32, base: Duration) -> Failure {
     match error {
         LlmError::RateLimited { retry_after, .. } => Failure::Reschedule {
             delay: retry_after.unwrap_or(base).max(Duration::from_secs(1)),
-            code: "llm_rate_limited",
+            code: Reason::LlmRateLimited,
             detail: format!("still rate limited after {tries} calls: {error}"),
         },
         _ => Failure::Fallback {
-            code: "llm_unavailable",
+            code: Reason::LlmUnavailable,
             detail: format!("the LLM provider failed {tries} times in a row; last error: {error}"),
         },
     }

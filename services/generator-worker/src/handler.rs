@@ -17,6 +17,7 @@ use crate::repo::{RepoReader, Snapshot};
 use crate::{answer, validate};
 use contexten_broker::{Handler, Outcome, Store};
 use contexten_cache::{Cache, CacheConfig, Layer, SingleFlight};
+use contexten_envelope::Reason;
 use contexten_envelope::{Stage, TaskEnvelope};
 use contexten_llm::{ChatRequest, LlmClient, LlmError, Message};
 use contexten_resilience::{BreakerConfig, CircuitBreaker, RateLimiter, TokenBucket};
@@ -319,7 +320,7 @@ impl GenerateHandler {
         match validate::check(job, &second, &self.repos, snapshot).await {
             Ok(checked) => Ok(answer::generated(job, checked, &model, true)),
             Err(error) => Err(Failure::Fallback {
-                code: "generation_invalid",
+                code: Reason::GenerationInvalid,
                 detail: format!("the answer was still invalid after one repair round: {error}"),
             }),
         }
@@ -332,17 +333,17 @@ impl GenerateHandler {
     /// request routed to plain generation never asked for. Otherwise the task
     /// is dead-lettered with the reason code; the requester's failure answer
     /// says what happened in one sentence, the detail stays in the logs.
-    fn fall_back(&self, mut envelope: TaskEnvelope, code: &str, detail: String) -> Outcome {
+    fn fall_back(&self, mut envelope: TaskEnvelope, code: Reason, detail: String) -> Outcome {
         let strategy = envelope.strategy.as_str();
         if !envelope.strategy.allows_agent_fallback() {
             metric::generation("failed");
-            tracing::warn!(task_id = %envelope.task_id, code, strategy, detail = %detail, "generation failed; the strategy does not allow the agent");
+            tracing::warn!(task_id = %envelope.task_id, %code, strategy, detail = %detail, "generation failed; the strategy does not allow the agent");
             return Outcome::dead(code, detail);
         }
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
         metric::generation("fallback");
-        tracing::warn!(task_id = %envelope.task_id, code, strategy, detail = %detail, "generation failed; falling back to the agent");
-        envelope.fallback_reason = Some(fallback_reason(code));
+        tracing::warn!(task_id = %envelope.task_id, %code, strategy, detail = %detail, "generation failed; falling back to the agent");
+        envelope.fallback_reason = Some(fallback_reason(&code));
         Outcome::forward(Stage::Agent, envelope)
     }
 }
@@ -350,14 +351,14 @@ impl GenerateHandler {
 /// `fallback_reason`: the stable code and one sentence a requester can read
 /// (the agent's answer repeats it). The detail (validation errors, provider
 /// messages, paths) stays in the log line written with it.
-pub fn fallback_reason(code: &str) -> String {
+pub fn fallback_reason(code: &Reason) -> String {
     let sentence = match code {
-        "generation_invalid" => {
+        Reason::GenerationInvalid => {
             "the generated code was still invalid after one repair (it did not parse or its diff did not apply)"
         }
-        "llm_rejected" => "the language model refused the request",
-        "llm_breaker_open" => "the language model has been failing and is paused for now",
-        "llm_unavailable" => "the language model could not be reached",
+        Reason::LlmRejected => "the language model refused the request",
+        Reason::LlmBreakerOpen => "the language model has been failing and is paused for now",
+        Reason::LlmUnavailable => "the language model could not be reached",
         _ => "code generation failed",
     };
     format!("{code}: {sentence}")
@@ -390,7 +391,7 @@ impl Handler for GenerateHandler {
     async fn handle(&self, mut envelope: TaskEnvelope) -> Outcome {
         if envelope.request.text.trim().is_empty() {
             return Outcome::dead(
-                "invalid_request",
+                Reason::InvalidRequest,
                 "the request has no text to generate from",
             );
         }
@@ -449,7 +450,7 @@ impl Handler for GenerateHandler {
             Err(Failure::Defer { delay, code }) => {
                 metric::generation("deferred");
                 tracing::info!(
-                    code,
+                    %code,
                     delay_ms = delay.as_millis() as u64,
                     "waiting for the LLM quota"
                 );

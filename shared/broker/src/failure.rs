@@ -5,7 +5,7 @@
 //! The detail goes to the dead-letter header (`x-contexten-dead-detail`) and the
 //! log line, where operators look.
 
-use contexten_envelope::Stage;
+use contexten_envelope::{Reason, Stage};
 
 /// The failure answer's summary for reason `code` at `stage`. `cause` is the
 /// last retry's reason code when the code is `retries_exhausted`.
@@ -15,52 +15,12 @@ pub fn failure_text(stage: Stage, code: &str, cause: Option<&str>) -> String {
             Some(cause) => format!("the {stage} step kept failing (`{cause}`) and gave up"),
             None => format!("the {stage} step kept failing and gave up"),
         },
-        code => sentence(code)
+        code => Reason::from_code(code)
+            .sentence()
             .map(str::to_owned)
             .unwrap_or_else(|| format!("the {stage} step could not complete it")),
     };
     format!("Sorry, your request could not be completed: {what}.")
-}
-
-/// The sentence of a known reason code (the fixed set the stages dead-letter with).
-fn sentence(code: &str) -> Option<&'static str> {
-    Some(match code {
-        "unroutable" => "it could not be routed to its next step",
-        "invalid_request" => "the request has no text to work from",
-        "repository_refused" => "this deployment is not allowed to read that repository",
-        "repository_not_found" => {
-            "the repository could not be found, or this deployment has no access to it"
-        }
-        "repository_timeout" => "the repository's server did not answer in time",
-        "repository_too_large" => "the repository is larger than this deployment reads",
-        "outbound_refused" => {
-            "the repository or callback address points where this deployment does not connect (a private, loopback or link-local address, or a scheme it does not use)"
-        }
-        "outbound_unresolved" => "the repository's host name could not be resolved",
-        "repository_not_allowed" => {
-            "the repository policy does not let this requester read that repository"
-        }
-        "rate_limited" => "too many requests from this requester; try again later",
-        "generation_invalid" => {
-            "the generated code did not pass validation, even after one repair attempt"
-        }
-        "llm_rejected" => "the language model provider refused the request",
-        "llm_unavailable" => "the language model provider is unavailable right now",
-        "llm_breaker_open" => {
-            "the language model provider keeps failing, so calls to it are paused for now"
-        }
-        "agent_not_configured" => "the Codegen agent is not configured on this deployment",
-        "codegen_limit_reached" => "the Codegen organisation's agent run allowance is used up",
-        "codegen_unauthorized" => "Codegen rejected this deployment's API token",
-        "codegen_forbidden" => "Codegen refused access to the organisation",
-        "codegen_not_found" => "Codegen could not find what the request refers to",
-        "codegen_invalid_request" | "codegen_rejected" => "Codegen rejected the request",
-        "agent_run_not_found" => "Codegen no longer knows the agent run of this request",
-        "poison" => {
-            "it made the worker handling it fail every time it was tried, so it was set aside for an operator"
-        }
-        _ => return None,
-    })
 }
 
 /// A snake_case reason code (what handlers pass), safe to show as is.

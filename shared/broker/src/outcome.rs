@@ -1,6 +1,6 @@
 //! What a handler decides, and the handler contract itself.
 
-use contexten_envelope::{Stage, TaskEnvelope};
+use contexten_envelope::{Reason, Stage, TaskEnvelope};
 use std::future::Future;
 use std::time::Duration;
 
@@ -16,17 +16,17 @@ pub struct Next {
 /// Why a handler wants to try again later (a transient failure).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryReason {
-    /// snake_case code (`provider_timeout`, `rate_limited`, …).
-    pub code: String,
+    /// The reason code (`provider_unavailable`, `rate_limited`, …).
+    pub code: Reason,
     pub detail: String,
 }
 
 /// Why a handler gives up on a task (a permanent failure).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadReason {
-    /// snake_case code (`invalid_request`, `retries_exhausted`, …); the failure
-    /// answer carries it with its sentence ([`crate::failure_text`]).
-    pub code: String,
+    /// The reason code (`invalid_request`, `retries_exhausted`, …); the failure
+    /// answer carries it with its sentence ([`Reason::sentence`]).
+    pub code: Reason,
     /// What went wrong, for operators: the dead-letter header and the log line.
     /// Never shown to the requester (it may quote stderr, paths or hosts).
     pub detail: String,
@@ -34,9 +34,9 @@ pub struct DeadReason {
 
 impl RetryReason {
     /// A retry reason.
-    pub fn new(code: &str, detail: impl Into<String>) -> Self {
+    pub fn new(code: Reason, detail: impl Into<String>) -> Self {
         RetryReason {
-            code: code.to_owned(),
+            code,
             detail: detail.into(),
         }
     }
@@ -44,9 +44,9 @@ impl RetryReason {
 
 impl DeadReason {
     /// A dead-letter reason.
-    pub fn new(code: &str, detail: impl Into<String>) -> Self {
+    pub fn new(code: Reason, detail: impl Into<String>) -> Self {
         DeadReason {
-            code: code.to_owned(),
+            code,
             detail: detail.into(),
         }
     }
@@ -88,12 +88,12 @@ impl Outcome {
     }
 
     /// A transient failure.
-    pub fn retry(delay: Duration, code: &str, detail: impl Into<String>) -> Self {
+    pub fn retry(delay: Duration, code: Reason, detail: impl Into<String>) -> Self {
         Outcome::RetryAfter(delay, RetryReason::new(code, detail))
     }
 
     /// A permanent failure.
-    pub fn dead(code: &str, detail: impl Into<String>) -> Self {
+    pub fn dead(code: Reason, detail: impl Into<String>) -> Self {
         Outcome::DeadLetter(DeadReason::new(code, detail))
     }
 

@@ -15,7 +15,7 @@ use crate::{
 use contexten_config::BrokerSettings;
 use contexten_envelope::{
     HEADER_ATTEMPT, HEADER_DEAD_AT_MS, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, HEADER_DEAD_STAGE,
-    HEADER_PAYLOAD_REF, HEADER_RETRY_TIER, Names, ReplyKind, STATUS_RESULT_FIELD, Stage,
+    HEADER_PAYLOAD_REF, HEADER_RETRY_TIER, Names, Reason, ReplyKind, STATUS_RESULT_FIELD, Stage,
     StageTiming, TaskEnvelope, TaskResult, now_ms, tier_label,
 };
 use contexten_telemetry::health::Readiness;
@@ -276,14 +276,14 @@ async fn process<H: Handler>(session: Arc<Session<H>>, delivery: Delivery) {
     let envelope = match TaskEnvelope::from_json(&body) {
         Ok(envelope) => envelope,
         Err(error) => {
-            tracing::warn!(stage = %stage, reason = error.reason_code(), %error, "unusable message");
+            tracing::warn!(stage = %stage, reason = %error.reason_code(), %error, "unusable message");
             return settle(
                 &delivery,
                 dead_letter_raw(
                     &session,
                     &delivery,
                     attempt,
-                    error.reason_code(),
+                    error.reason_code().as_str(),
                     &error.to_string(),
                 )
                 .await,
@@ -330,7 +330,7 @@ async fn handle_envelope<H: Handler>(
                 session.max_deliveries
             );
             let trace = propagation::inject(&tracing::Span::current());
-            let reason = DeadReason::new("poison", detail);
+            let reason = DeadReason::new(Reason::Poison, detail);
             return dead_letter(session, &envelope, &reason, None, &trace).await;
         }
         Ok(Begin::Delivery(_)) => true,
@@ -407,7 +407,7 @@ async fn apply<H>(
                         routing_key,
                     }) => {
                         let detail = format!("no queue bound for {routing_key} on {exchange}");
-                        let reason = DeadReason::new("unroutable", detail);
+                        let reason = DeadReason::new(Reason::Unroutable, detail);
                         return dead_letter(session, input, &reason, None, &trace).await;
                     }
                     other => other?,
@@ -424,7 +424,7 @@ async fn apply<H>(
                     "gave up after {} attempts; last error {}: {}",
                     retry, reason.code, reason.detail
                 );
-                let exhausted = DeadReason::new("retries_exhausted", detail);
+                let exhausted = DeadReason::new(Reason::RetriesExhausted, detail);
                 let cause = Some(reason.code.as_str());
                 return dead_letter(session, input, &exhausted, cause, &trace).await;
             }
@@ -440,7 +440,7 @@ async fn apply<H>(
                 .publisher
                 .publish_envelope(stage, &next, route, &trace)
                 .await?;
-            metric::retried(stage.as_str(), &reason.code);
+            metric::retried(stage.as_str(), reason.code.as_str());
             tracing::info!(retry, delay_ms = delay.as_millis() as u64, reason = %reason.code, detail = %reason.detail, "retry scheduled");
             "retrying".to_owned()
         }

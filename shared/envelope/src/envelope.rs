@@ -191,11 +191,11 @@ pub enum EnvelopeError {
 
 impl EnvelopeError {
     /// The snake_case reason code used in dead-letter headers and metrics.
-    pub fn reason_code(&self) -> &'static str {
+    pub fn reason_code(&self) -> crate::Reason {
         match self {
-            EnvelopeError::NotJson(_) => "invalid_json",
-            EnvelopeError::UnknownVersion(_) => "unknown_version",
-            EnvelopeError::Invalid(_) => "invalid_envelope",
+            EnvelopeError::NotJson(_) => crate::Reason::InvalidJson,
+            EnvelopeError::UnknownVersion(_) => crate::Reason::UnknownVersion,
+            EnvelopeError::Invalid(_) => crate::Reason::InvalidEnvelope,
         }
     }
 }

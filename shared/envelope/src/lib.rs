@@ -42,6 +42,6 @@ mod stage;
 pub mod time;
 
 pub use envelope::*;
-pub use reason::Reason;
 pub use names::*;
+pub use reason::Reason;
 pub use stage::*;

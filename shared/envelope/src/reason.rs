@@ -151,6 +151,54 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// The sentence a failure answer gives for this reason (the fixed set the
+    /// stages dead-letter with); `None` for the others, which get a generic one.
+    pub fn sentence(&self) -> Option<&'static str> {
+        Some(match self {
+            Reason::Unroutable => "it could not be routed to its next step",
+            Reason::InvalidRequest => "the request has no text to work from",
+            Reason::RepositoryRefused => "this deployment is not allowed to read that repository",
+            Reason::RepositoryNotFound => {
+                "the repository could not be found, or this deployment has no access to it"
+            }
+            Reason::RepositoryTimeout => "the repository's server did not answer in time",
+            Reason::RepositoryTooLarge => "the repository is larger than this deployment reads",
+            Reason::OutboundRefused => {
+                "the repository or callback address points where this deployment does not connect (a private, loopback or link-local address, or a scheme it does not use)"
+            }
+            Reason::OutboundUnresolved => "the repository's host name could not be resolved",
+            Reason::RepositoryNotAllowed => {
+                "the repository policy does not let this requester read that repository"
+            }
+            Reason::RateLimited => "too many requests from this requester; try again later",
+            Reason::GenerationInvalid => {
+                "the generated code did not pass validation, even after one repair attempt"
+            }
+            Reason::LlmRejected => "the language model provider refused the request",
+            Reason::LlmUnavailable => "the language model provider is unavailable right now",
+            Reason::LlmBreakerOpen => {
+                "the language model provider keeps failing, so calls to it are paused for now"
+            }
+            Reason::AgentNotConfigured => "the Codegen agent is not configured on this deployment",
+            Reason::CodegenLimitReached => {
+                "the Codegen organisation's agent run allowance is used up"
+            }
+            Reason::CodegenUnauthorized => "Codegen rejected this deployment's API token",
+            Reason::CodegenForbidden => "Codegen refused access to the organisation",
+            Reason::CodegenNotFound => "Codegen could not find what the request refers to",
+            Reason::CodegenInvalidRequest | Reason::CodegenRejected => {
+                "Codegen rejected the request"
+            }
+            Reason::AgentRunNotFound => "Codegen no longer knows the agent run of this request",
+            Reason::Poison => {
+                "it made the worker handling it fail every time it was tried, so it was set aside for an operator"
+            }
+            _ => return None,
+        })
+    }
+}
+
 impl FromStr for Reason {
     type Err = std::convert::Infallible;
     fn from_str(code: &str) -> Result<Self, Self::Err> {

@@ -15,6 +15,7 @@ use crate::records::RunRecords;
 use crate::settings::AgentSettings;
 use crate::slots::RequesterSlots;
 use contexten_broker::{Handler, Outcome, Store};
+use contexten_envelope::Reason;
 use contexten_envelope::{Stage, StageTiming, TaskEnvelope, now_ms};
 use contexten_resilience::Permit;
 use contexten_telemetry::metric;
@@ -90,7 +91,7 @@ impl AgentHandler {
     pub async fn handle_envelope(&self, mut envelope: TaskEnvelope) -> Outcome {
         let Some(inner) = &self.inner else {
             return Outcome::dead(
-                "agent_not_configured",
+                Reason::AgentNotConfigured,
                 "the Codegen agent is not configured on this deployment \
                  (CODEGEN_ORG_ID and CODEGEN_API_TOKEN are unset)",
             );

@@ -7,6 +7,7 @@ use crate::codegen::CodegenError;
 use crate::gate::{self, Deferral};
 use crate::records::RecordedRun;
 use contexten_broker::{BrokerError, Next, Outcome};
+use contexten_envelope::Reason;
 use contexten_envelope::{Stage, TaskEnvelope};
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ pub(super) fn defer(envelope: TaskEnvelope, deferral: Deferral) -> Outcome {
 }
 
 pub(super) fn redis_retry(error: &BrokerError) -> Outcome {
-    Outcome::retry(Duration::ZERO, "redis_unavailable", error.to_string())
+    Outcome::retry(Duration::ZERO, Reason::RedisUnavailable, error.to_string())
 }
 
 /// `base` plus up to `share` of it at random (never less than `base`, since the
@@ -70,47 +71,51 @@ pub(super) fn error_outcome(error: &CodegenError, doing: &str, link: Option<&str
             message,
         } => Outcome::retry(
             retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT),
-            "codegen_rate_limited",
+            Reason::CodegenRateLimited,
             message.clone(),
         ),
-        CodegenError::Server { .. } | CodegenError::Transport(_) => {
-            Outcome::retry(Duration::ZERO, "codegen_unavailable", error.to_string())
-        }
+        CodegenError::Server { .. } | CodegenError::Transport(_) => Outcome::retry(
+            Duration::ZERO,
+            Reason::CodegenUnavailable,
+            error.to_string(),
+        ),
         CodegenError::Timeout(_) => {
-            Outcome::retry(Duration::ZERO, "codegen_timeout", error.to_string())
+            Outcome::retry(Duration::ZERO, Reason::CodegenTimeout, error.to_string())
         }
-        CodegenError::Decode(_) => {
-            Outcome::retry(Duration::ZERO, "codegen_bad_response", error.to_string())
-        }
+        CodegenError::Decode(_) => Outcome::retry(
+            Duration::ZERO,
+            Reason::CodegenBadResponse,
+            error.to_string(),
+        ),
         CodegenError::PaymentRequired(message) => Outcome::dead(
-            "codegen_limit_reached",
+            Reason::CodegenLimitReached,
             format!(
                 "Codegen could not {doing}: the organisation's agent run allowance is used up ({message}).{link}"
             ),
         ),
         CodegenError::Unauthorized(message) => Outcome::dead(
-            "codegen_unauthorized",
+            Reason::CodegenUnauthorized,
             format!("Codegen could not {doing}: it rejected our API token ({message}).{link}"),
         ),
         CodegenError::Forbidden(message) => Outcome::dead(
-            "codegen_forbidden",
+            Reason::CodegenForbidden,
             format!(
                 "Codegen could not {doing}: access to the organisation was refused ({message}).{link}"
             ),
         ),
         CodegenError::NotFound(message) => Outcome::dead(
-            "codegen_not_found",
+            Reason::CodegenNotFound,
             format!("Codegen could not {doing}: {message}{link}"),
         ),
         CodegenError::Invalid(message) => Outcome::dead(
-            "codegen_invalid_request",
+            Reason::CodegenInvalidRequest,
             format!("Codegen could not {doing}: it rejected the request ({message}).{link}"),
         ),
         CodegenError::Rejected { status, message } => Outcome::dead(
-            "codegen_rejected",
+            Reason::CodegenRejected,
             format!("Codegen could not {doing}: it answered {status} ({message}).{link}"),
         ),
-        CodegenError::Client(message) => Outcome::dead("agent_not_configured", message.clone()),
+        CodegenError::Client(message) => Outcome::dead(Reason::AgentNotConfigured, message.clone()),
     }
 }
 

@@ -7,6 +7,7 @@ use crate::answers;
 use crate::codegen::{CodegenError, RunState};
 use crate::gate::Budget;
 use contexten_broker::Outcome;
+use contexten_envelope::Reason;
 use contexten_envelope::{AgentRunRef, Stage, TaskEnvelope, now_ms};
 use contexten_telemetry::metric;
 use std::time::Duration;
@@ -48,7 +49,7 @@ impl Inner {
                     .map(|u| format!(" ({u})"))
                     .unwrap_or_default();
                 return Outcome::dead(
-                    "agent_run_not_found",
+                    Reason::AgentRunNotFound,
                     format!(
                         "Codegen no longer knows agent run {}{link}: {message}",
                         run.run_id

@@ -1,5 +1,6 @@
 use crate::helpers::*;
 use contexten_broker::{Outcome, Store, WorkerOptions, run_worker};
+use contexten_envelope::Reason;
 use contexten_envelope::{
     Priority, ReplyKind, ReplyTarget, ResultKind, SourceKind, Stage, TaskEnvelope, TaskResult,
 };
@@ -448,7 +449,7 @@ async fn a_failed_task_answers_with_its_reason_code_and_sentence() {
     let id = submit_without_callback(&ingest).await;
     let generate = worker(&ingest, Stage::Generate, |_env: TaskEnvelope| async move {
         Outcome::dead(
-            "llm_rejected",
+            Reason::LlmRejected,
             "provider said 400 at https://llm.internal/v1",
         )
     });
@@ -622,7 +623,10 @@ async fn a_task_given_up_on_reads_as_failed_even_before_its_failure_answer_is_st
     let id = submit_without_callback(&ingest).await;
     // No dispatch worker: the failure answer waits in its queue.
     let generate = worker(&ingest, Stage::Generate, |_env: TaskEnvelope| async move {
-        Outcome::dead("repository_not_found", "git said 404 for a private host")
+        Outcome::dead(
+            Reason::RepositoryNotFound,
+            "git said 404 for a private host",
+        )
     });
     let started = std::time::Instant::now();
     let a = ingest
@@ -674,7 +678,7 @@ async fn an_answer_whose_callback_was_refused_is_still_readable() {
     let dispatch = worker(&ingest, Stage::Dispatch, |env: TaskEnvelope| async move {
         match env.reply {
             Some(ReplyKind::Ack) => Outcome::Done,
-            _ => Outcome::dead("outbound_refused", "callback host is private"),
+            _ => Outcome::dead(Reason::OutboundRefused, "callback host is private"),
         }
     });
     let a = ingest

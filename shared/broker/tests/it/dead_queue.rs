@@ -3,6 +3,7 @@
 
 use crate::helpers::{TestBroker, WAIT, envelope};
 use contexten_broker::{Outcome, Publisher, topology};
+use contexten_envelope::Reason;
 use contexten_envelope::{Names, ReplyKind, Stage, TaskEnvelope};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -12,7 +13,7 @@ use lapin::{Connection, ConnectionProperties};
 async fn a_full_dead_queue_refuses_more_dead_letters_and_every_requester_is_still_answered() {
     let broker = TestBroker::start_with(&[("DEAD_QUEUE_MAX_LENGTH", "1")]).await;
     let worker = broker.spawn_worker(Stage::Generate, |_env: TaskEnvelope| async {
-        Outcome::dead("invalid_request", "no text")
+        Outcome::dead(Reason::InvalidRequest, "no text")
     });
     let tasks = [envelope("one"), envelope("two"), envelope("three")];
     for task in &tasks {

@@ -1,5 +1,6 @@
 use crate::helpers::*;
 use contexten_broker::{Delivery, Outcome, topology};
+use contexten_envelope::Reason;
 use contexten_envelope::{
     HEADER_ATTEMPT, HEADER_DEAD_AT_MS, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, HEADER_PAYLOAD_REF,
     Priority, ReplyKind, ResultKind, Stage, TaskEnvelope,
@@ -316,7 +317,7 @@ async fn a_retried_message_returns_after_the_delay_and_is_dead_lettered_after_th
             record.lock().await.push((env.attempt, Instant::now()));
             Outcome::retry(
                 Duration::from_millis(150),
-                "provider_unavailable",
+                Reason::ProviderUnavailable,
                 "the fake provider said 503",
             )
         }
@@ -390,7 +391,7 @@ async fn a_dead_lettered_task_is_answered_with_its_reason_code_and_none_of_the_d
                   /var/lib/contexten/repos/ab12.git: Permission denied\n\
                   stack backtrace:\n   0: context_worker::fetch at src/lib.rs:42";
     let worker = broker.spawn_worker(Stage::Context, move |_env: TaskEnvelope| async move {
-        Outcome::dead("repository_not_found", detail)
+        Outcome::dead(Reason::RepositoryNotFound, detail)
     });
     let sent = envelope("read my repository");
     broker
@@ -717,7 +718,7 @@ async fn a_delay_above_the_first_tier_waits_in_its_own_tier_only() {
         async move {
             record.lock().await.push((env.attempt, Instant::now()));
             if env.attempt == 0 {
-                Outcome::retry(Duration::from_secs(1), "rate_limited", "wait a second")
+                Outcome::retry(Duration::from_secs(1), Reason::RateLimited, "wait a second")
             } else {
                 Outcome::Done
             }
