@@ -1,66 +1,44 @@
 //! Through the real broker: the dispatcher worker on a unique prefix.
 
 use crate::helpers::*;
-use contexten_broker::{CancellationToken, Publisher, Store, WorkerOptions, run_worker, topology};
-use contexten_config::{BrokerSettings, Env, ExposeSecret};
-use contexten_envelope::{HEADER_DEAD_REASON, Names, ReplyKind, Stage, TaskEnvelope};
+use contexten_broker::{CancellationToken, WorkerOptions, run_worker};
+use contexten_config::Env;
+use contexten_envelope::{HEADER_DEAD_REASON, ReplyKind, Stage, TaskEnvelope};
 use contexten_telemetry::health::Readiness;
-use lapin::options::{BasicGetOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties};
+use contexten_testkit::broker::BrokerFixture;
+use contexten_testkit::{RedisNode, eventually, keys_matching};
+use lapin::types::AMQPValue;
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::task::JoinHandle;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-/// A dispatcher worker consuming `<prefix>.dispatch`, and a channel to look.
+/// A dispatcher worker consuming `<prefix>.dispatch`, and the testkit's
+/// fixture over the test's prefix (its topology removed on drop).
 struct Fleet {
-    settings: BrokerSettings,
-    names: Names,
-    store: Store,
-    connection: Connection,
-    channel: Channel,
-    publisher: Publisher,
     shutdown: CancellationToken,
-    worker: JoinHandle<Result<(), contexten_broker::BrokerError>>,
+    worker: Option<JoinHandle<Result<(), contexten_broker::BrokerError>>>,
+    broker: BrokerFixture,
 }
 
 impl Fleet {
     async fn start(t: &TestDispatch) -> Self {
-        let amqp = std::env::var("AMQP_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-        let env = Env::from_pairs([
-            ("AMQP_URL", amqp.as_str()),
-            ("CONTEXTEN_PREFIX", t.names.prefix()),
-            ("RETRY_TIERS_MS", "200,1000"),
-            ("MAX_ATTEMPTS", "3"),
-            ("SHUTDOWN_TIMEOUT_SECS", "10"),
-        ]);
-        let settings = BrokerSettings::from_env(&env, 8).unwrap();
-        let connection = Connection::connect(
-            settings.amqp_url.expose_secret(),
-            ConnectionProperties::default(),
-        )
-        .await
-        .expect("RabbitMQ on AMQP_URL");
-        let channel = connection.create_channel().await.unwrap();
-        topology::declare(&channel, &t.names, &settings.retry_tiers)
-            .await
-            .unwrap();
-        let publisher = Publisher::new(
-            &connection,
-            t.names.clone(),
-            None,
-            settings.payload_inline_limit,
-        )
-        .await
-        .unwrap();
+        let broker = BrokerFixture::builder()
+            .prefix(&t.prefix)
+            .env(&[
+                ("RETRY_TIERS_MS", "200,1000"),
+                ("MAX_ATTEMPTS", "3"),
+                ("SHUTDOWN_TIMEOUT_SECS", "10"),
+            ])
+            .plain_publisher()
+            .start()
+            .await;
         let shutdown = CancellationToken::new();
         let options = WorkerOptions {
             service: "dispatcher-test",
             stage: Stage::Dispatch,
-            broker: settings.clone(),
+            broker: broker.settings.clone(),
             readiness: Readiness::new(&["broker"]),
         };
         let worker = tokio::spawn(run_worker(
@@ -70,65 +48,57 @@ impl Fleet {
             shutdown.clone(),
         ));
         Fleet {
-            settings,
-            names: t.names.clone(),
-            store: t.store.clone(),
-            connection,
-            channel,
-            publisher,
             shutdown,
-            worker,
+            worker: Some(worker),
+            broker,
         }
     }
 
     async fn publish(&self, env: &TaskEnvelope) {
-        self.publisher.publish(Stage::Dispatch, env).await.unwrap();
+        self.broker
+            .publisher
+            .publish(Stage::Dispatch, env)
+            .await
+            .unwrap();
     }
 
     /// Whether the dispatch stage completed this message (task and hop).
     async fn completed(&self, env: &TaskEnvelope) -> bool {
-        self.store
+        self.broker
+            .store
             .is_complete(Stage::Dispatch, env)
             .await
             .unwrap_or(false)
     }
 
-    async fn ready(&self, queue: &str) -> u32 {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        self.channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-            .unwrap()
-            .message_count()
+    /// Waits until the dispatch queue holds no ready message.
+    async fn drained(&self) {
+        let queue = self.broker.names.stage_queue(Stage::Dispatch);
+        eventually(WAIT, "an empty dispatch queue", || async {
+            self.broker.depth(&queue).await == 0
+        })
+        .await;
     }
 
-    /// Stops the worker after its in-flight deliveries finish, then deletes the
-    /// topology.
-    async fn stop(self) {
+    /// Stops the worker after its in-flight deliveries finish (the topology
+    /// stays until the fleet is dropped).
+    async fn stop(&mut self) {
         self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.worker)
+        let worker = self.worker.take().expect("a running worker");
+        tokio::time::timeout(WAIT, worker)
             .await
             .expect("worker stops")
             .unwrap()
             .unwrap();
-        let _ = topology::delete(&self.channel, &self.names, &self.settings.retry_tiers).await;
-        let _ = self.connection.close(200, "test done".into()).await;
     }
 }
 
-/// Polls `check` until it holds or [`WAIT`] passes.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(worker) = self.worker.take() {
+            worker.abort();
+        }
     }
 }
 
@@ -151,7 +121,7 @@ async fn an_ack_then_a_final_arrive_in_order_and_republishing_posts_nothing() {
         .respond_with(comments.clone())
         .mount(&t.github)
         .await;
-    let fleet = Fleet::start(&t).await;
+    let mut fleet = Fleet::start(&t).await;
 
     let mut ack = envelope(github_target(), ReplyKind::Ack);
     ack.hop = 1;
@@ -160,7 +130,7 @@ async fn an_ack_then_a_final_arrive_in_order_and_republishing_posts_nothing() {
     answer.hop = 4;
     fleet.publish(&ack).await;
     fleet.publish(&answer).await;
-    eventually("both replies", || async {
+    eventually(WAIT, "both replies", || async {
         fleet.completed(&answer).await && fleet.completed(&ack).await
     })
     .await;
@@ -178,16 +148,14 @@ async fn an_ack_then_a_final_arrive_in_order_and_republishing_posts_nothing() {
     fleet.publish(&answer).await;
     fleet.publish(&ack).await;
     fleet.publish(&republished).await;
-    eventually("the re-published copy", || fleet.completed(&republished)).await;
-    let queue = fleet.names.stage_queue(Stage::Dispatch);
-    eventually("an empty dispatch queue", || async {
-        fleet.ready(&queue).await == 0
+    eventually(WAIT, "the re-published copy", || {
+        fleet.completed(&republished)
     })
     .await;
+    fleet.drained().await;
     fleet.stop().await;
     assert_eq!(reactions.arrivals().len(), 1, "no second reaction");
     assert_eq!(comments.arrivals().len(), 1, "no second comment");
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -204,10 +172,10 @@ async fn a_429_is_retried_through_the_delay_queue_after_the_advertised_delay() {
         .respond_with(comments.clone())
         .mount(&t.github)
         .await;
-    let fleet = Fleet::start(&t).await;
+    let mut fleet = Fleet::start(&t).await;
     let answer = envelope(github_target(), ReplyKind::Final);
     fleet.publish(&answer).await;
-    eventually("the retried post", || async {
+    eventually(WAIT, "the retried post", || async {
         comments.arrivals().len() == 2
     })
     .await;
@@ -221,7 +189,7 @@ async fn a_429_is_retried_through_the_delay_queue_after_the_advertised_delay() {
         gap < Duration::from_secs(5),
         "retried after {gap:?}, far beyond Retry-After"
     );
-    eventually("the recorded reply", || async {
+    eventually(WAIT, "the recorded reply", || async {
         redis_get(
             &t.store,
             &t.names.reply_key(answer.task_id, ReplyKind::Final),
@@ -231,7 +199,6 @@ async fn a_429_is_retried_through_the_delay_queue_after_the_advertised_delay() {
     })
     .await;
     fleet.stop().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -246,25 +213,11 @@ async fn a_permanent_slack_error_is_dead_lettered_with_its_reason_and_no_new_ans
         .expect(1)
         .mount(&t.slack)
         .await;
-    let fleet = Fleet::start(&t).await;
+    let mut fleet = Fleet::start(&t).await;
     let answer = envelope(slack_target(), ReplyKind::Final);
     fleet.publish(&answer).await;
-    let dead_queue = fleet.names.dead_queue(Stage::Dispatch);
-    let deadline = Instant::now() + WAIT;
-    let dead = loop {
-        let got = fleet
-            .channel
-            .basic_get(dead_queue.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap();
-        match got {
-            Some(message) => break message,
-            None if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(25)).await
-            }
-            None => panic!("no dead letter in {dead_queue}"),
-        }
-    };
+    let dead_queue = fleet.broker.names.dead_queue(Stage::Dispatch);
+    let dead = fleet.broker.take(&dead_queue, WAIT).await;
     let reason = dead
         .delivery
         .properties
@@ -276,71 +229,12 @@ async fn a_permanent_slack_error_is_dead_lettered_with_its_reason_and_no_new_ans
         "{reason:?}"
     );
     fleet.stop().await;
-    assert_eq!(fleet_ready_after_stop(&t).await, 0);
-    t.cleanup().await;
-}
-
-/// Messages left in the dispatch queue (no failure answer was produced for a
-/// dispatch dead letter).
-async fn fleet_ready_after_stop(t: &TestDispatch) -> u32 {
-    let amqp = std::env::var("AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let connection = Connection::connect(&amqp, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let count = channel
-        .queue_declare(
-            t.names.stage_queue(Stage::Dispatch).as_str().into(),
-            passive,
-            FieldTable::default(),
-        )
-        .await
-        .map(|q| q.message_count())
-        .unwrap_or(0);
-    let _ = connection.close(200, "done".into()).await;
-    count
-}
-
-/// Writes values under `filler:*` into a Redis of the test's own
-/// (`noeviction`) until it refuses even a small one with `OOM` (the request
-/// itself counts towards used memory, so big values are refused first).
-async fn fill_until_refused(url: &str) -> redis::aio::MultiplexedConnection {
-    let mut conn = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let mut refused = false;
-    for size in [64 << 10, 4 << 10, 256, 16] {
-        let value = vec![b'x'; size];
-        for i in 0..4_000 {
-            let written: redis::RedisResult<()> = redis::cmd("SET")
-                .arg(format!("filler:{size}:{i}"))
-                .arg(&value)
-                .query_async(&mut conn)
-                .await;
-            if written.is_err_and(|e| e.to_string().contains("OOM")) {
-                refused = true;
-                break;
-            }
-        }
-    }
-    assert!(refused, "the test Redis never filled up");
-    // Pinned full: below what it holds, so no freed buffer lets a small write
-    // through (an operator's Redis at its limit).
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("1mb")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    conn
+    let queue = fleet.broker.names.stage_queue(Stage::Dispatch);
+    assert_eq!(
+        fleet.broker.depth(&queue).await,
+        0,
+        "no failure answer for a dispatch dead letter"
+    );
 }
 
 /// Records on `records`, caches on `cache` (README "Redis: records and caches").
@@ -354,14 +248,8 @@ fn split_redis(records: &str, cache: &str) -> contexten_config::RedisSettings {
 
 #[tokio::test]
 async fn with_the_cache_redis_full_a_redelivered_answer_is_posted_once() {
-    let cache = contexten_testkit::RedisNode::start(
-        contexten_testkit::RedisOptions::default()
-            .maxmemory("2mb")
-            .policy("noeviction"),
-    )
-    .await
-    .expect("a Redis of the test's own");
-    let mut cache_conn = fill_until_refused(&cache.url()).await;
+    let cache = RedisNode::small("noeviction").await;
+    cache.fill_until_oom().await.expect("the test Redis full");
     let t = TestDispatch::start_on(split_redis(&redis_url(), &cache.url()), |_| {}).await;
     let comments = Scripted::new(vec![
         ResponseTemplate::new(201).set_body_json(json!({"id": 6})),
@@ -371,44 +259,34 @@ async fn with_the_cache_redis_full_a_redelivered_answer_is_posted_once() {
         .respond_with(comments.clone())
         .mount(&t.github)
         .await;
-    let fleet = Fleet::start(&t).await;
+    let mut fleet = Fleet::start(&t).await;
     let mut answer = envelope(github_target(), ReplyKind::Final);
     answer.hop = 4;
     fleet.publish(&answer).await;
-    eventually("the answer", || fleet.completed(&answer)).await;
+    eventually(WAIT, "the answer", || fleet.completed(&answer)).await;
 
     // A redelivery of the same message, and the same answer under a new hop.
     let mut republished = answer.clone();
     republished.hop = 9;
     fleet.publish(&answer).await;
     fleet.publish(&republished).await;
-    eventually("the re-published copy", || fleet.completed(&republished)).await;
-    let queue = fleet.names.stage_queue(Stage::Dispatch);
-    eventually("an empty dispatch queue", || async {
-        fleet.ready(&queue).await == 0
+    eventually(WAIT, "the re-published copy", || {
+        fleet.completed(&republished)
     })
     .await;
+    fleet.drained().await;
     fleet.stop().await;
     assert_eq!(comments.arrivals().len(), 1, "no second comment");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", t.names.prefix()))
-        .query_async(&mut cache_conn)
+    let keys = keys_matching(&cache.url(), &format!("{}:*", t.names.prefix()))
         .await
         .unwrap();
     assert!(keys.is_empty(), "no record in the cache Redis: {keys:?}");
-    t.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_records_redis_refusing_writes_delays_the_answer_and_it_is_posted_once_after() {
-    let records = contexten_testkit::RedisNode::start(
-        contexten_testkit::RedisOptions::default()
-            .maxmemory("2mb")
-            .policy("noeviction"),
-    )
-    .await
-    .expect("a Redis of the test's own");
-    let mut records_conn = fill_until_refused(&records.url()).await;
+    let records = RedisNode::small("noeviction").await;
+    records.fill_until_oom().await.expect("the test Redis full");
     let t = TestDispatch::start_on(split_redis(&records.url(), &redis_url()), |_| {}).await;
     let comments = Scripted::new(vec![
         ResponseTemplate::new(201).set_body_json(json!({"id": 6})),
@@ -418,7 +296,7 @@ async fn a_records_redis_refusing_writes_delays_the_answer_and_it_is_posted_once
         .respond_with(comments.clone())
         .mount(&t.github)
         .await;
-    let fleet = Fleet::start(&t).await;
+    let mut fleet = Fleet::start(&t).await;
     let mut answer = envelope(github_target(), ReplyKind::Final);
     answer.hop = 4;
     fleet.publish(&answer).await;
@@ -427,26 +305,14 @@ async fn a_records_redis_refusing_writes_delays_the_answer_and_it_is_posted_once
     assert!(comments.arrivals().is_empty(), "posted without a record");
 
     // Room again (an operator raised maxmemory): the retried message posts once.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("64mb")
-        .query_async(&mut records_conn)
-        .await
-        .unwrap();
-    eventually("the answer posted", || async {
+    records.config_set("maxmemory", "64mb").await.unwrap();
+    eventually(WAIT, "the answer posted", || async {
         !comments.arrivals().is_empty()
     })
     .await;
     fleet.publish(&answer).await;
-    let queue = fleet.names.stage_queue(Stage::Dispatch);
-    eventually("an empty dispatch queue", || async {
-        fleet.ready(&queue).await == 0
-    })
-    .await;
+    fleet.drained().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     fleet.stop().await;
     assert_eq!(comments.arrivals().len(), 1, "posted exactly once");
-    drop(records);
-    t.cleanup().await;
 }

@@ -115,7 +115,6 @@ async fn the_callbacks_signature_verifies_with_the_receivers_secret() {
     assert_eq!(body["data"]["task_id"], env.task_id.to_string());
     assert_eq!(body["data"]["result"]["kind"], "code");
     assert_eq!(body["data"]["total_ms"], 4200);
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -144,7 +143,6 @@ async fn a_repeated_callback_keeps_its_webhook_id_so_the_receiver_can_deduplicat
         header(&requests[0], HEADER_ID),
         header(&requests[1], HEADER_ID)
     );
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -159,7 +157,7 @@ async fn a_gone_receiver_is_dead_lettered_and_an_unsigned_callback_is_never_sent
         Outcome::DeadLetter(reason) => assert_eq!(reason.code, "gone"),
         other => panic!("{other:?}"),
     }
-    t.cleanup().await;
+    drop(t);
 
     let t = TestDispatch::start_with(|s| s.callback = None).await;
     let env = envelope(target_of(&t.receiver), ReplyKind::Final);
@@ -168,7 +166,6 @@ async fn a_gone_receiver_is_dead_lettered_and_an_unsigned_callback_is_never_sent
         other => panic!("{other:?}"),
     }
     assert!(t.receiver.received_requests().await.unwrap().is_empty());
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -195,7 +192,6 @@ async fn a_callback_to_loopback_is_dead_lettered_as_outbound_refused_and_never_c
         0,
         "the refused callback URL was connected to"
     );
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -241,7 +237,6 @@ async fn a_receivers_redirect_is_not_followed_and_the_reply_is_not_delivered() {
             target.addr
         );
     }
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -262,5 +257,4 @@ async fn a_callback_to_localhost_is_delivered_while_loopback_is_allowed() {
     let url = format!("http://localhost:{port}/hooks/contexten");
     let env = envelope(ReplyTarget::Callback { url }, ReplyKind::Final);
     assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
-    t.cleanup().await;
 }

@@ -135,7 +135,6 @@ async fn a_target_kind_without_a_channel_is_dead_lettered_as_unknown_reply_chann
         "{metrics}"
     );
     nothing_sent(&t).await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -153,7 +152,6 @@ async fn a_registered_channel_posts_once_and_a_redelivery_is_a_duplicate() {
         [("b1".to_owned(), format!("final {}", env.task_id))]
     );
     nothing_sent(&t).await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -172,7 +170,6 @@ async fn a_target_whose_fields_do_not_decode_is_dead_lettered_as_invalid_reply_t
         other => panic!("{other:?}"),
     }
     assert!(posts.lock().unwrap().is_empty());
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -188,5 +185,4 @@ async fn a_registered_channel_without_credentials_is_provider_not_configured() {
         other => panic!("{other:?}"),
     }
     assert!(posts.lock().unwrap().is_empty());
-    t.cleanup().await;
 }

@@ -63,7 +63,6 @@ async fn a_final_answer_is_a_comment_in_the_issue_thread_with_code_links_and_foo
         .await
         .unwrap();
     assert!(record.contains("\"external_id\":\"9001\""), "{record}");
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -84,7 +83,6 @@ async fn an_acknowledgement_is_an_eyes_reaction_on_the_request_comment() {
         .await;
     let env = envelope(github_target(), ReplyKind::Ack);
     assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -108,7 +106,6 @@ async fn without_a_request_comment_the_acknowledgement_is_a_comment() {
         .unwrap()
         .to_owned();
     assert!(body.contains("**On it.**"), "{body}");
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -127,7 +124,6 @@ async fn a_redelivered_dispatch_message_posts_nothing_new() {
     assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
     assert_eq!(t.handler.dispatch(again).await, Outcome::Done);
     t.github.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -163,7 +159,6 @@ async fn without_redis_a_reply_waits_instead_of_posting_unrecorded() {
     assert_eq!(t.handler.dispatch(deferred.clone()).await, Outcome::Done);
     assert_eq!(t.handler.dispatch(deferred).await, Outcome::Done);
     t.github.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -212,7 +207,6 @@ async fn a_post_that_failed_ambiguously_is_found_by_its_marker_instead_of_posted
         search.url
     );
     t.github.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -248,7 +242,6 @@ async fn a_429_with_retry_after_is_retried_after_that_delay_and_posts_without_a_
     assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
     assert_eq!(scripted.arrivals().len(), 2);
     t.github.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -286,7 +279,6 @@ async fn secondary_limits_on_403_wait_for_the_reset_or_a_minute() {
         Outcome::RetryAfter(delay, _) => assert_eq!(delay, Duration::from_secs(60)),
         other => panic!("{other:?}"),
     }
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -324,7 +316,6 @@ async fn permanent_errors_are_dead_lettered_with_their_reason() {
                 .await
                 .is_none()
         );
-        t.cleanup().await;
     }
 }
 
@@ -337,7 +328,6 @@ async fn without_credentials_replies_are_dead_lettered_as_not_configured() {
         other => panic!("{other:?}"),
     }
     assert!(t.github.received_requests().await.unwrap().is_empty());
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -369,5 +359,4 @@ async fn content_creation_beyond_the_per_minute_budget_is_rescheduled() {
         other => panic!("{other:?}"),
     }
     t.github.verify().await;
-    t.cleanup().await;
 }

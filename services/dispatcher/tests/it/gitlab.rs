@@ -72,7 +72,6 @@ async fn an_acknowledgement_is_an_award_emoji_on_the_trigger_note_once() {
     assert_eq!(t.handler.dispatch(env.clone()).await, Outcome::Done);
     // A redelivery finds the record: nothing is awarded again.
     assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -88,7 +87,6 @@ async fn without_a_trigger_note_the_award_goes_on_the_issue_and_an_existing_one_
         .await;
     let env = envelope(issue_target(None), ReplyKind::Ack);
     assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -113,7 +111,6 @@ async fn a_final_answer_is_one_note_with_its_marker_and_the_code() {
         "{body}"
     );
     assert!(body.contains("```rust\npub fn parse_duration"), "{body}");
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -135,7 +132,6 @@ async fn in_a_discussion_the_answer_is_a_reply_in_that_discussion() {
     let env = envelope(merge_request_in_discussion(), ReplyKind::Final);
     assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
     assert!(bodies(&t.gitlab, &thread).await[0]["body"].is_string());
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -171,7 +167,6 @@ async fn after_an_uncertain_post_the_note_is_found_and_not_posted_again() {
     assert_eq!(t.handler.dispatch(env.clone()).await, Outcome::Done);
     // Recorded now: a third delivery neither searches nor posts.
     assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -200,7 +195,6 @@ async fn a_too_long_answer_is_cut_at_the_note_limit_with_a_closed_fence() {
         &body[body.len() - 500..]
     );
     assert!(body.contains("\n```\n\n**…truncated:**"));
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -212,7 +206,6 @@ async fn without_a_token_replies_are_dead_lettered_as_not_configured() {
         other => panic!("{other:?}"),
     }
     assert!(t.gitlab.received_requests().await.unwrap().is_empty());
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -254,7 +247,6 @@ async fn a_refused_token_is_dead_lettered_and_a_limit_waits_for_retry_after() {
         }
         other => panic!("{other:?}"),
     }
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -271,5 +263,4 @@ async fn a_gitlab_target_without_its_fields_is_an_invalid_reply_target() {
         other => panic!("{other:?}"),
     }
     assert!(t.gitlab.received_requests().await.unwrap().is_empty());
-    t.cleanup().await;
 }

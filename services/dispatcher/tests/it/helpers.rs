@@ -1,10 +1,10 @@
 //! `TestDispatch`: fake GitHub, Linear, Slack, GitLab and callback servers (wiremock),
-//! a unique Redis prefix, a `DispatchHandler` pointed at the fakes, envelope
-//! builders, and cleanup.
+//! a unique prefix whose Redis keys are removed on drop (even when a test
+//! panics), a `DispatchHandler` pointed at the fakes, and envelope builders.
 
 use base64::Engine;
 use contexten_broker::Store;
-use contexten_config::{Env, RedisSettings, Secret};
+use contexten_config::{Env, ExposeSecret, RedisSettings, Secret};
 use contexten_envelope::{
     CostLedger, Names, ReplyKind, ReplyTarget, Request, ResultKind, Source, SourceKind, Stage,
     StageTiming, TaskEnvelope, TaskId, TaskResult,
@@ -13,6 +13,7 @@ use contexten_providers::HttpSettings;
 use contexten_providers::callback::WebhookSigner;
 use contexten_providers::github::GithubAuth;
 use contexten_providers::linear::LinearAuth;
+use contexten_testkit::{TestPrefix, machine_redis_url};
 use contexten_trust::outbound::OutboundGuard;
 use dispatcher::DispatchHandler;
 use dispatcher::config::{Limits, ProviderSettings, SlackCommandReply};
@@ -45,8 +46,9 @@ pub fn callback_secret() -> String {
     )
 }
 
+/// The machine's Redis (`REDIS_URL`).
 pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    machine_redis_url()
 }
 
 pub struct TestDispatch {
@@ -58,6 +60,8 @@ pub struct TestDispatch {
     pub names: Names,
     pub store: Store,
     pub handler: DispatchHandler,
+    /// Last, so it cleans up after everything else is dropped.
+    pub prefix: TestPrefix,
 }
 
 impl TestDispatch {
@@ -88,7 +92,10 @@ impl TestDispatch {
             MockServer::start(),
             MockServer::start()
         );
-        let names = Names::new(format!("test-{}", uuid::Uuid::now_v7().simple()));
+        let prefix = TestPrefix::new();
+        prefix.clean_redis(redis.url.expose_secret());
+        prefix.clean_redis(redis.records_url.expose_secret());
+        let names = Names::new(prefix.as_str());
         let store = Store::new(&redis, names.clone()).expect("store");
         let mut settings = settings(&github, &linear, &slack);
         settings.gitlab_url = url::Url::parse(&format!("{}/api/v4", gitlab.uri())).unwrap();
@@ -103,12 +110,8 @@ impl TestDispatch {
             names,
             store,
             handler,
+            prefix,
         }
-    }
-
-    /// Deletes every Redis key under the prefix.
-    pub async fn cleanup(self) {
-        cleanup_redis(self.names.prefix()).await;
     }
 }
 
@@ -150,23 +153,6 @@ pub fn settings(github: &MockServer, linear: &MockServer, slack: &MockServer) ->
             gitlab_per_minute: 300,
             max_wait: Duration::from_millis(500),
         },
-    }
-}
-
-pub async fn cleanup_redis(prefix: &str) {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_default();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
     }
 }
 

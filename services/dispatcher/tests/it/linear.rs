@@ -58,7 +58,6 @@ async fn a_reply_is_a_threaded_comment_sent_with_the_raw_api_key() {
     assert!(!body.contains("<!--"), "no HTML in Linear: {body}");
     let parsed = uuid::Uuid::parse_str(&id).unwrap();
     assert_eq!(parsed.get_version_num(), 4, "Linear wants a v4-shaped id");
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -74,7 +73,6 @@ async fn an_oauth_token_is_sent_as_bearer() {
         .await;
     let env = envelope(linear_target(), ReplyKind::Ack);
     assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -103,7 +101,6 @@ async fn a_ratelimited_graphql_error_waits_for_the_window_reset() {
         }
         other => panic!("{other:?}"),
     }
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -122,7 +119,6 @@ async fn a_forbidden_graphql_error_is_dead_lettered_with_its_code() {
         Outcome::DeadLetter(reason) => assert_eq!(reason.code, "forbidden"),
         other => panic!("{other:?}"),
     }
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -159,5 +155,4 @@ async fn after_an_uncertain_create_the_comment_id_is_looked_up_instead_of_create
         .unwrap();
     assert!(record.contains(&id), "{record}");
     t.linear.verify().await;
-    t.cleanup().await;
 }

@@ -53,7 +53,6 @@ async fn a_final_answer_waits_for_an_acknowledgement_being_posted() {
         "the answer was posted {:?} after the ack started",
         answer_at - ack_at
     );
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -77,7 +76,6 @@ async fn an_acknowledgement_arriving_after_the_answer_is_skipped() {
     assert_eq!(t.handler.dispatch(answer).await, Outcome::Done);
     assert_eq!(t.handler.dispatch(late_ack).await, Outcome::Done);
     t.github.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -105,7 +103,6 @@ async fn distinct_progress_messages_post_once_each() {
             .contains("[View the run](https://codegen.com/agent/trace/1)")
     );
     t.github.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -140,5 +137,4 @@ async fn concurrent_deliveries_of_one_reply_post_it_once() {
     }
     assert!(done >= 1);
     t.github.verify().await;
-    t.cleanup().await;
 }

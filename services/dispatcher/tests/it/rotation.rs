@@ -5,8 +5,8 @@ use crate::helpers::*;
 use contexten_broker::Outcome;
 use contexten_config::SecretSource;
 use contexten_envelope::ReplyKind;
+use contexten_testkit::replace_file;
 use serde_json::json;
-use std::path::Path;
 use std::time::Duration;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -18,13 +18,6 @@ fn old_token() -> String {
 }
 fn new_token() -> String {
     ["xoxb", "-rotate-", "new-0002"].concat()
-}
-
-/// Replaces the file in one step, as a Kubernetes Secret volume does.
-fn replace(path: &Path, content: &str) {
-    let next = path.with_extension("next");
-    std::fs::write(&next, content).unwrap();
-    std::fs::rename(&next, path).unwrap();
 }
 
 async fn expect_post_with(t: &TestDispatch, token: &str) {
@@ -43,7 +36,7 @@ async fn expect_post_with(t: &TestDispatch, token: &str) {
 async fn a_rotated_slack_bot_token_file_is_used_by_the_next_reply() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("slack-bot-token");
-    replace(&file, &format!("{}\n", old_token()));
+    replace_file(&file, &format!("{}\n", old_token()));
     // Looked at on every request here, so "the next reply" is exact; the
     // deployed interval (one second) is the config crate's to test.
     let source = SecretSource::file("SLACK_BOT_TOKEN_FILE", &file, Duration::ZERO).unwrap();
@@ -53,10 +46,9 @@ async fn a_rotated_slack_bot_token_file_is_used_by_the_next_reply() {
 
     let first = envelope(slack_target(), ReplyKind::Final);
     assert_eq!(t.handler.dispatch(first).await, Outcome::Done);
-    replace(&file, &format!("{}\n", new_token()));
+    replace_file(&file, &format!("{}\n", new_token()));
     let second = envelope(slack_target(), ReplyKind::Final);
     assert_eq!(t.handler.dispatch(second).await, Outcome::Done);
 
     t.slack.verify().await;
-    t.cleanup().await;
 }

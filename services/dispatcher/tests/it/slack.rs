@@ -59,7 +59,6 @@ async fn a_final_answer_is_a_message_in_the_requests_thread_with_blocks_and_meta
         .await
         .unwrap();
     assert!(record.contains("C0123456/1700000001.000200"), "{record}");
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -76,7 +75,6 @@ async fn an_acknowledgement_is_a_reaction_on_the_thread_parent() {
         .await;
     let env = envelope(slack_target(), ReplyKind::Ack);
     assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -89,7 +87,6 @@ async fn an_existing_reaction_counts_as_acknowledged() {
         .await;
     let env = envelope(slack_target(), ReplyKind::Ack);
     assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -112,7 +109,6 @@ async fn ok_false_at_http_200_is_a_permanent_error_with_slacks_code() {
             Outcome::DeadLetter(reason) => assert_eq!(reason.code, error),
             other => panic!("{error}: {other:?}"),
         }
-        t.cleanup().await;
     }
 }
 
@@ -144,7 +140,6 @@ async fn a_429_with_retry_after_and_ratelimited_at_200_are_retried_after_the_del
             other => panic!("{other:?}"),
         }
     }
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -185,7 +180,6 @@ async fn after_an_uncertain_post_the_thread_is_searched_by_metadata() {
         .unwrap();
     assert!(record.contains("1700000005.000300"), "{record}");
     t.slack.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -218,5 +212,4 @@ async fn a_second_message_to_a_busy_channel_is_rescheduled_instead_of_held() {
         other => panic!("{other:?}"),
     }
     t.slack.verify().await;
-    t.cleanup().await;
 }

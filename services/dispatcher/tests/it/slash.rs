@@ -165,7 +165,6 @@ async fn a_slash_command_is_acknowledged_ephemerally_through_its_response_url() 
     assert!(raw(&t.slack, REACTION).await.is_empty());
     assert!(raw(&t.slack, POST).await.is_empty());
     t.slack.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -184,7 +183,6 @@ async fn an_acknowledgement_goes_through_the_response_url_whatever_answers_are_c
     assert_eq!(sent[0]["response_type"], "ephemeral");
     assert_eq!(paths(&t.slack).await, [HOOK]);
     t.slack.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -236,7 +234,6 @@ async fn an_unusable_response_url_means_no_acknowledgement_and_never_a_reaction(
 
     assert_eq!(paths(&t.slack).await, [HOOK], "no reaction, no message");
     t.slack.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -282,7 +279,6 @@ async fn the_acknowledgement_never_takes_the_response_urls_last_use_from_the_ans
         .unwrap();
     assert!(record.contains("response_url/skipped"), "{record}");
     t.slack.verify().await;
-    t.cleanup().await;
 }
 
 /// Marks one of a command's `response_url` uses as taken by another slot.
@@ -323,7 +319,6 @@ async fn an_acknowledgement_that_may_have_been_shown_is_not_sent_again() {
     assert!(record.contains("uncertain"), "{record}");
     assert!(paths(&t.slack).await.is_empty());
     t.slack.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -348,7 +343,6 @@ async fn a_slash_commands_answer_is_a_channel_message_by_default() {
     assert!(sent.get("thread_ts").is_none(), "a new message: {sent}");
     assert_eq!(sent["metadata"]["event_type"], SLACK_EVENT_TYPE);
     t.slack.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -389,7 +383,6 @@ async fn a_bot_outside_the_channel_answers_through_the_response_url_in_channel()
         .unwrap();
     assert!(record.contains("response_url/"), "{record}");
     t.slack.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -416,7 +409,6 @@ async fn configured_for_the_response_url_a_fresh_one_is_used_and_an_expired_one_
     stale.created_at_ms = now_ms() - 31 * 60 * 1000;
     assert_eq!(t.handler.dispatch(stale).await, Outcome::Done);
     t.slack.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -438,7 +430,6 @@ async fn a_used_up_response_url_falls_back_to_the_channel() {
     let env = command_envelope(&t.slack, ReplyKind::Final);
     assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
     t.slack.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -466,7 +457,6 @@ async fn a_response_url_off_slacks_hosts_is_never_posted_to() {
         "nothing reached the foreign host"
     );
     t.slack.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -492,7 +482,6 @@ async fn progress_never_takes_the_response_urls_last_use_from_the_answer() {
     let last: Value = serde_json::from_slice(raw(&t.slack, HOOK).await.last().unwrap()).unwrap();
     assert!(last["text"].as_str().unwrap().contains("generated code"));
     t.slack.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -550,7 +539,6 @@ async fn a_long_answer_is_a_summary_in_the_thread_and_the_full_code_as_a_file() 
     assert_eq!(t.handler.dispatch(env).await, Outcome::Done);
     assert_eq!(raw(&t.slack, UPLOAD).await.len(), 1);
     t.slack.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -593,7 +581,6 @@ async fn a_failed_upload_is_retried_without_posting_the_summary_again() {
     assert_eq!(raw(&t.slack, COMPLETE).await.len(), 2);
     assert_eq!(raw(&t.slack, POST).await.len(), 1, "one summary");
     t.slack.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -614,7 +601,6 @@ async fn a_slash_commands_long_answer_puts_the_file_in_the_summarys_thread() {
     assert_eq!(complete["channel_id"], CHANNEL);
     assert_eq!(complete["thread_ts"], "1764417600.000009");
     t.slack.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -639,7 +625,6 @@ async fn a_refused_file_leaves_the_answer_cut_to_one_message_in_the_thread() {
     assert_eq!(sent[1]["thread_ts"], "1700000000.000100");
     assert!(sent[1]["blocks"].to_string().contains("…truncated"));
     t.slack.verify().await;
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -679,5 +664,4 @@ async fn after_an_uncertain_slash_command_answer_the_channel_history_is_searched
         .unwrap();
     assert!(record.contains("1764000003.000300"), "{record}");
     t.slack.verify().await;
-    t.cleanup().await;
 }

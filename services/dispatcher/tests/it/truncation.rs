@@ -72,7 +72,6 @@ async fn an_over_long_github_answer_is_cut_at_65536_characters_with_a_closed_fen
         "{}",
         &body[code_end - 60..code_end]
     );
-    t.cleanup().await;
 }
 
 #[test]
