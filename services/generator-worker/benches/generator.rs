@@ -22,10 +22,7 @@ use std::time::{Duration, Instant};
 const ANSWER: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"gpt-4.1","choices":[{"index":0,"message":{"role":"assistant","content":"```python\ndef parse_duration(text: str) -> int:\n    units = {\"h\": 3600, \"m\": 60, \"s\": 1}\n    total, number = 0, \"\"\n    for ch in text:\n        if ch.isdigit():\n            number += ch\n        else:\n            total += int(number) * units[ch]\n            number = \"\"\n    return total\n```"},"finish_reason":"stop"}],"usage":{"prompt_tokens":120,"completion_tokens":40,"total_tokens":160}}"#;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    contexten_testkit::env_or(name, default)
 }
 
 fn task(i: usize) -> TaskEnvelope {

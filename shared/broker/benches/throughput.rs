@@ -9,12 +9,9 @@
 //!
 //! `BENCH_MESSAGES` (default 3000) and `BENCH_ROUNDS` (default 5) tune the run.
 
-use contexten_broker::{
-    CancellationToken, Outcome, Publisher, WorkerOptions, benchkit, run_worker,
-};
+use contexten_broker::{Outcome, Publisher, benchkit};
 use contexten_config::ExposeSecret;
 use contexten_envelope::{Priority, ReplyTarget, Request, Source, SourceKind, Stage, TaskEnvelope};
-use contexten_telemetry::health::Readiness;
 use contexten_testkit::broker::BrokerFixture as Fixture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,10 +22,7 @@ fn prefetch() -> u16 {
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    contexten_testkit::env_or(name, default)
 }
 
 fn sample(i: usize) -> TaskEnvelope {
@@ -106,27 +100,13 @@ async fn runtime_round(f: &Fixture, envelopes: &[TaskEnvelope]) -> f64 {
             Outcome::Done
         }
     };
-    let shutdown = CancellationToken::new();
-    let options = WorkerOptions {
-        service: "bench",
-        stage: Stage::Generate,
-        broker: f.settings.clone(),
-        readiness: Readiness::new(&["broker"]),
-    };
-    let ready = options.readiness.clone();
-    let worker = tokio::spawn(run_worker(
-        options,
-        f.store.clone(),
-        handler,
-        shutdown.clone(),
-    ));
-    while !ready.is_ready("broker") {
+    let worker = f.spawn_worker("bench", Stage::Generate, f.settings.clone(), handler);
+    while !worker.readiness.is_ready("broker") {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let start = Instant::now();
     tokio::join!(publish_all(&f.publisher, envelopes), done.notified());
-    shutdown.cancel();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
     let elapsed = start.elapsed();
     n as f64 / elapsed.as_secs_f64()
 }

@@ -4,14 +4,65 @@
 //! Redis keys are deleted when the fixture is dropped, panic or not.
 
 use crate::prefix::{TestPrefix, machine_amqp_url, machine_redis_url};
-use contexten_broker::{Publisher, Store, topology};
+use contexten_broker::{
+    BrokerError, CancellationToken, Handler, Publisher, Store, WorkerOptions, run_worker, topology,
+};
 use contexten_config::{BrokerSettings, Env, ExposeSecret, RedisSettings};
-use contexten_envelope::{Names, TaskEnvelope};
+use contexten_envelope::{Names, Stage, TaskEnvelope};
+use contexten_telemetry::health::Readiness;
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Longest a worker may take to stop when told (a loaded machine included).
+const STOP_WITHIN: Duration = Duration::from_secs(30);
+
+/// A worker runtime started on the test's runtime; cancel `shutdown` (or call
+/// [`stop`](Self::stop)) to end it.
+pub struct RunningWorker {
+    pub shutdown: CancellationToken,
+    pub join: JoinHandle<Result<(), BrokerError>>,
+    /// What the runtime reports to its health server.
+    pub readiness: Readiness,
+}
+
+impl RunningWorker {
+    /// Starts `run_worker` with `options`, `store` and `handler`.
+    pub fn spawn<H: Handler>(options: WorkerOptions, store: Store, handler: H) -> RunningWorker {
+        Self::spawn_with(options, store, handler, CancellationToken::new())
+    }
+
+    /// [`spawn`](Self::spawn) with a given shutdown token (a handler that
+    /// stops its own worker holds a clone).
+    pub fn spawn_with<H: Handler>(
+        options: WorkerOptions,
+        store: Store,
+        handler: H,
+        shutdown: CancellationToken,
+    ) -> RunningWorker {
+        let readiness = options.readiness.clone();
+        let join = tokio::spawn(run_worker(options, store, handler, shutdown.clone()));
+        RunningWorker {
+            shutdown,
+            join,
+            readiness,
+        }
+    }
+
+    /// Stops the worker and waits for it to return; panics if it does not
+    /// stop in time or returns an error.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(STOP_WITHIN, self.join)
+            .await
+            .expect("worker stops in time")
+            .expect("worker task")
+            .expect("worker result");
+    }
+}
 
 /// How to build a [`BrokerFixture`].
 #[derive(Debug, Clone)]
@@ -186,6 +237,24 @@ impl BrokerFixture {
     /// The machine's broker and Redis with `extra` environment.
     pub async fn start(extra: &[(&str, &str)]) -> BrokerFixture {
         Self::builder().env(extra).start().await
+    }
+
+    /// Starts a worker for `stage` named `service` with `settings` (the
+    /// fixture's, or changed ones) and the fixture's store.
+    pub fn spawn_worker<H: Handler>(
+        &self,
+        service: &'static str,
+        stage: Stage,
+        settings: BrokerSettings,
+        handler: H,
+    ) -> RunningWorker {
+        let options = WorkerOptions {
+            service,
+            stage,
+            broker: settings,
+            readiness: Readiness::new(&["broker"]),
+        };
+        RunningWorker::spawn(options, self.store.clone(), handler)
     }
 
     /// The settings pointing at another AMQP address (a proxy), same prefix.

@@ -53,3 +53,12 @@ pub fn replace_file(path: &std::path::Path, content: &str) {
     std::fs::rename(&next, path)
         .unwrap_or_else(|e| panic!("renaming onto {}: {e}", path.display()));
 }
+
+/// The variable `name` parsed as `T`, or `default` when unset or unreadable
+/// (benchmark knobs such as `BENCH_MESSAGES`).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -4,19 +4,18 @@
 
 use crate::fake::{FakeCodegen, ORG_ID};
 use agent_worker::{AgentHandler, AgentSettings};
-use contexten_broker::{CancellationToken, Handler, Outcome, WorkerOptions, run_worker};
+use contexten_broker::{Handler, Outcome};
 use contexten_config::BrokerSettings;
 use contexten_envelope::{
     ReplyKind, ReplyTarget, Request, Source, SourceKind, Stage, Strategy, TaskEnvelope, TaskId,
 };
-use contexten_telemetry::health::Readiness;
 use contexten_testkit::broker::BrokerFixture;
+pub use contexten_testkit::broker::RunningWorker;
 use lapin::options::BasicGetOptions;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::task::JoinHandle;
 
 /// Upper bound for anything a test waits on.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -118,20 +117,12 @@ impl TestFleet {
     }
 
     pub fn spawn_worker<H: Handler>(&self, handler: H) -> RunningWorker {
-        let shutdown = CancellationToken::new();
-        let options = WorkerOptions {
-            service: "agent-worker-test",
-            stage: Stage::Agent,
-            broker: self.broker.clone(),
-            readiness: Readiness::new(&["broker"]),
-        };
-        let join = tokio::spawn(run_worker(
-            options,
-            self.store.clone(),
+        self.fixture.spawn_worker(
+            "agent-worker-test",
+            Stage::Agent,
+            self.broker.clone(),
             handler,
-            shutdown.clone(),
-        ));
-        RunningWorker { shutdown, join }
+        )
     }
 
     pub async fn publish(&self, envelope: &TaskEnvelope) {
@@ -224,22 +215,6 @@ fn summarise(taken: &[TaskEnvelope]) -> Vec<String> {
 pub struct Counts {
     pub deliveries: AtomicUsize,
     pub deferrals: AtomicUsize,
-}
-
-pub struct RunningWorker {
-    pub shutdown: CancellationToken,
-    pub join: JoinHandle<Result<(), contexten_broker::BrokerError>>,
-}
-
-impl RunningWorker {
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.join)
-            .await
-            .expect("worker stops in time")
-            .expect("worker task")
-            .expect("worker result");
-    }
 }
 
 /// An agent task as the context stage forwards it.

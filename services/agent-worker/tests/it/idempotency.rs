@@ -23,7 +23,7 @@ async fn a_worker_killed_between_create_and_ack_does_not_start_a_second_run() {
         broker: fleet.broker.clone(),
         readiness: contexten_telemetry::health::Readiness::new(&["broker"]),
     };
-    let join = tokio::spawn(contexten_broker::run_worker(
+    let first = RunningWorker::spawn_with(
         options,
         fleet.store.clone(),
         move |env: TaskEnvelope| {
@@ -37,9 +37,8 @@ async fn a_worker_killed_between_create_and_ack_does_not_start_a_second_run() {
                 std::future::pending::<Outcome>().await
             }
         },
-        shutdown.clone(),
-    ));
-    let first = RunningWorker { shutdown, join };
+        shutdown,
+    );
     let t = task("implement feature: export to CSV");
     fleet.publish(&t).await;
     tokio::time::timeout(WAIT, handled.notified())

@@ -2,9 +2,7 @@
 //! unique prefix, read what arrives on the dispatch and agent queues.
 
 use crate::helpers::*;
-use contexten_broker::{CancellationToken, WorkerOptions, run_worker};
 use contexten_envelope::{ReplyKind, ResultKind, Stage, Strategy, TaskEnvelope};
-use contexten_telemetry::health::Readiness;
 use contexten_testkit::broker::BrokerFixture;
 use lapin::options::BasicGetOptions;
 use wiremock::Mock;
@@ -35,18 +33,12 @@ async fn the_worker_sends_generated_code_to_dispatch_and_failures_to_the_agent_o
         .await;
     let (settings, names, publisher) = (&bx.settings, &bx.names, &bx.publisher);
 
-    let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(run_worker(
-        WorkerOptions {
-            service: "generator-worker",
-            stage: Stage::Generate,
-            broker: settings.clone(),
-            readiness: Readiness::new(&["broker"]),
-        },
-        fx.store.clone(),
+    let worker = bx.spawn_worker(
+        "generator-worker",
+        Stage::Generate,
+        settings.clone(),
         fx.handler(&[]),
-        shutdown.clone(),
-    ));
+    );
 
     let good = envelope("write parse_duration", "python", "parse_duration");
     let mut bad = envelope("write a poem", "python", "poem");
@@ -114,10 +106,5 @@ async fn the_worker_sends_generated_code_to_dispatch_and_failures_to_the_agent_o
         "only the agent-strategy task reached the agent queue"
     );
 
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, worker)
-        .await
-        .expect("worker stops in time")
-        .unwrap()
-        .unwrap();
+    worker.stop().await;
 }

@@ -1,18 +1,17 @@
 //! `TestBroker`: a unique prefix, the topology declared under it, a test-side
 //! channel to publish and peek, workers started on demand, and cleanup on drop.
 
+use contexten_broker::Handler;
 use contexten_broker::service::WorkerConfig;
-use contexten_broker::{CancellationToken, Handler, WorkerOptions, run_worker};
 use contexten_config::{BrokerSettings, Env};
 use contexten_envelope::{ReplyTarget, Request, Source, SourceKind, Stage, TaskEnvelope};
-use contexten_telemetry::health::Readiness;
 use contexten_testkit::TcpProxy;
 use contexten_testkit::broker::BrokerFixture;
+pub use contexten_testkit::broker::RunningWorker;
 use lapin::message::BasicGetMessage;
 use lapin::types::{AMQPValue, FieldTable};
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::task::JoinHandle;
 
 /// Upper bound for anything a test waits on.
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -69,25 +68,8 @@ impl TestBroker {
         stage: Stage,
         handler: H,
     ) -> RunningWorker {
-        let shutdown = CancellationToken::new();
-        let readiness = Readiness::new(&["broker"]);
-        let options = WorkerOptions {
-            service: "test-worker",
-            stage,
-            broker: settings,
-            readiness: readiness.clone(),
-        };
-        let join = tokio::spawn(run_worker(
-            options,
-            self.store.clone(),
-            handler,
-            shutdown.clone(),
-        ));
-        RunningWorker {
-            shutdown,
-            join,
-            readiness,
-        }
+        self.fixture
+            .spawn_worker("test-worker", stage, settings, handler)
     }
 
     /// Publishes raw bytes to a stage queue with `headers`.
@@ -112,24 +94,6 @@ impl TestBroker {
     /// Takes one message from `queue`, waiting up to `WAIT`.
     pub async fn take(&self, queue: &str) -> BasicGetMessage {
         self.fixture.take(queue, WAIT).await
-    }
-}
-
-pub struct RunningWorker {
-    pub shutdown: CancellationToken,
-    pub join: JoinHandle<Result<(), contexten_broker::BrokerError>>,
-    pub readiness: Readiness,
-}
-
-impl RunningWorker {
-    /// Stops the worker and waits for it to return.
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.join)
-            .await
-            .expect("worker stops in time")
-            .unwrap()
-            .unwrap();
     }
 }
 

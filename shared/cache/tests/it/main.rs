@@ -234,14 +234,8 @@ async fn entries_go_to_the_cache_redis_and_a_full_one_is_only_a_miss() {
     );
 
     // Full: the Redis layer refuses, memory and disk still answer.
+    cache_node.config_set("maxmemory", "1").await.unwrap();
     let mut cache_conn = records.cache().connection().await.unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("1")
-        .query_async(&mut cache_conn)
-        .await
-        .unwrap();
     cache.put("k2", b"value two").await;
     assert_eq!(cache.get("k2").await.unwrap().layer, Layer::Memory);
     cache.evict_memory("k2").await;
