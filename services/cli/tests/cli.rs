@@ -6,12 +6,12 @@ use contexten_broker::{PublishedMessage, Store};
 use contexten_config::{Env, ExposeSecret, RedisSettings};
 use contexten_envelope::{
     HEADER_ATTEMPT, HEADER_DEAD_AT_MS, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, ReplyTarget,
-    Request, Source, SourceKind, Stage, TaskEnvelope, now_ms,
+    SourceKind, Stage, TaskEnvelope, now_ms,
 };
-use contexten_testkit::broker::BrokerFixture;
+use contexten_testkit::broker::{BrokerFixture, envelope_from, source};
 use contexten_testkit::machine_redis_url;
 use lapin::BasicProperties;
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::QueueDeleteOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::Value;
 use std::process::{Output, Stdio};
@@ -73,20 +73,7 @@ async fn fleet() -> Fleet {
 }
 
 fn envelope(text: &str) -> TaskEnvelope {
-    let source = Source {
-        kind: SourceKind::OPERATOR,
-        delivery_id: None,
-        requested_by: None,
-        reply_to: ReplyTarget::None,
-        extra: Default::default(),
-    };
-    TaskEnvelope::new(
-        source,
-        Request {
-            text: text.into(),
-            ..Request::default()
-        },
-    )
+    envelope_from(source(SourceKind::OPERATOR, ReplyTarget::None), text)
 }
 
 impl Fleet {
@@ -121,24 +108,6 @@ impl Fleet {
             .await
             .unwrap();
         env
-    }
-
-    /// Messages ready in `queue`.
-    async fn depth(&self, queue: &str) -> u32 {
-        let channel = self.connection.create_channel().await.unwrap();
-        let declared = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let _ = channel.close(200, "done".into()).await;
-        declared.message_count()
     }
 
     async fn dead_depth(&self, stage: Stage) -> u32 {

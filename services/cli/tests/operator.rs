@@ -6,10 +6,10 @@ use contexten_cli::{
 };
 use contexten_config::{Env, RedisSettings};
 use contexten_envelope::{
-    HEADER_ATTEMPT, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, Names, ReplyTarget, Request, Source,
-    SourceKind, Stage, TaskEnvelope,
+    HEADER_ATTEMPT, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, Names, ReplyTarget, SourceKind, Stage,
+    TaskEnvelope,
 };
-use contexten_testkit::broker::BrokerFixture;
+use contexten_testkit::broker::{BrokerFixture, envelope_from, source};
 use contexten_testkit::{TestPrefix, machine_redis_url};
 use lapin::BasicProperties;
 use lapin::options::BasicGetOptions;
@@ -26,20 +26,7 @@ async fn setup() -> BrokerFixture {
 }
 
 fn envelope(text: &str) -> TaskEnvelope {
-    let source = Source {
-        kind: SourceKind::OPERATOR,
-        delivery_id: None,
-        requested_by: None,
-        reply_to: ReplyTarget::None,
-        extra: Default::default(),
-    };
-    TaskEnvelope::new(
-        source,
-        Request {
-            text: text.into(),
-            ..Request::default()
-        },
-    )
+    envelope_from(source(SourceKind::OPERATOR, ReplyTarget::None), text)
 }
 
 async fn dead_letter(publisher: &Publisher, names: &Names, env: &TaskEnvelope, reason: &str) {

@@ -8,7 +8,7 @@ use contexten_broker::{
     BrokerError, CancellationToken, Handler, Publisher, Store, WorkerOptions, run_worker, topology,
 };
 use contexten_config::{BrokerSettings, Env, ExposeSecret, RedisSettings};
-use contexten_envelope::{Names, Stage, TaskEnvelope};
+use contexten_envelope::{Names, ReplyTarget, Request, Source, SourceKind, Stage, TaskEnvelope};
 use contexten_telemetry::health::Readiness;
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
@@ -308,4 +308,27 @@ impl BrokerFixture {
             .expect("the queue exists")
             .message_count()
     }
+}
+
+/// A source of `kind` answered on `reply_to`, with no delivery id and no
+/// requester (set them on the result when a test needs them).
+pub fn source(kind: SourceKind, reply_to: ReplyTarget) -> Source {
+    Source {
+        kind,
+        delivery_id: None,
+        requested_by: None,
+        reply_to,
+        extra: Default::default(),
+    }
+}
+
+/// A new envelope asking `text` from `source`, everything else default.
+pub fn envelope_from(source: Source, text: &str) -> TaskEnvelope {
+    TaskEnvelope::new(
+        source,
+        Request {
+            text: text.into(),
+            ..Request::default()
+        },
+    )
 }

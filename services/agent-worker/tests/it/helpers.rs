@@ -7,10 +7,10 @@ use agent_worker::{AgentHandler, AgentSettings};
 use contexten_broker::{Handler, Outcome};
 use contexten_config::BrokerSettings;
 use contexten_envelope::{
-    ReplyKind, ReplyTarget, Request, Source, SourceKind, Stage, Strategy, TaskEnvelope, TaskId,
+    ReplyKind, ReplyTarget, SourceKind, Stage, Strategy, TaskEnvelope, TaskId,
 };
-use contexten_testkit::broker::BrokerFixture;
 pub use contexten_testkit::broker::RunningWorker;
+use contexten_testkit::broker::{BrokerFixture, envelope_from, source};
 use lapin::options::BasicGetOptions;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -219,24 +219,17 @@ pub struct Counts {
 
 /// An agent task as the context stage forwards it.
 pub fn task(text: &str) -> TaskEnvelope {
-    let source = Source {
-        kind: SourceKind::GITHUB,
-        delivery_id: Some(format!("delivery-{}", uuid::Uuid::now_v7())),
-        requested_by: Some("octocat".into()),
-        reply_to: ReplyTarget::Github {
+    let mut source = source(
+        SourceKind::GITHUB,
+        ReplyTarget::Github {
             repo: "octo/hello".into(),
             number: 7,
             comment_id: None,
         },
-        extra: Default::default(),
-    };
-    let mut envelope = TaskEnvelope::new(
-        source,
-        Request {
-            text: text.into(),
-            ..Request::default()
-        },
     );
+    source.delivery_id = Some(format!("delivery-{}", uuid::Uuid::now_v7()));
+    source.requested_by = Some("octocat".into());
+    let mut envelope = envelope_from(source, text);
     envelope.strategy = Strategy::Agent;
     envelope
 }

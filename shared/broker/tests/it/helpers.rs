@@ -4,10 +4,10 @@
 use contexten_broker::Handler;
 use contexten_broker::service::WorkerConfig;
 use contexten_config::{BrokerSettings, Env};
-use contexten_envelope::{ReplyTarget, Request, Source, SourceKind, Stage, TaskEnvelope};
+use contexten_envelope::{ReplyTarget, SourceKind, Stage, TaskEnvelope};
 use contexten_testkit::TcpProxy;
-use contexten_testkit::broker::BrokerFixture;
 pub use contexten_testkit::broker::RunningWorker;
+use contexten_testkit::broker::{BrokerFixture, envelope_from, source};
 use lapin::message::BasicGetMessage;
 use lapin::types::{AMQPValue, FieldTable};
 use std::collections::HashMap;
@@ -99,22 +99,14 @@ impl TestBroker {
 
 /// A sample envelope.
 pub fn envelope(text: &str) -> TaskEnvelope {
-    let source = Source {
-        kind: SourceKind::API,
-        delivery_id: None,
-        requested_by: Some("tester".into()),
-        reply_to: ReplyTarget::Callback {
+    let mut source = source(
+        SourceKind::API,
+        ReplyTarget::Callback {
             url: "http://127.0.0.1:9/hook".into(),
         },
-        extra: Default::default(),
-    };
-    TaskEnvelope::new(
-        source,
-        Request {
-            text: text.into(),
-            ..Request::default()
-        },
-    )
+    );
+    source.requested_by = Some("tester".into());
+    envelope_from(source, text)
 }
 
 /// String headers of a message.
