@@ -4,6 +4,7 @@
 use crate::fakes::Fakes;
 use crate::process::{Service, free_port};
 use base64::Engine as _;
+use contexten_testkit::TestPrefix;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -41,12 +42,7 @@ pub const FLOW_WITHIN: Duration = Duration::from_secs(60);
 
 /// The machine's broker (or `AMQP_URL`): what a fleet uses unless its
 /// options name another.
-pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+pub use contexten_testkit::{machine_amqp_url as amqp_url, machine_redis_url as redis_url};
 
 /// Options of one fleet.
 #[derive(Debug, Clone, Default)]
@@ -72,6 +68,9 @@ pub struct Fleet {
     pub dir: tempfile::TempDir,
     /// Talks to ingest from outside (also usable without the fleet).
     pub client: FleetClient,
+    /// Removes the prefix's queues, exchanges and Redis keys when the fleet
+    /// drops (after its processes), even when a test panics.
+    _cleanup: TestPrefix,
 }
 
 /// What a provider or API user sees of the fleet: ingest's URL.
@@ -100,7 +99,8 @@ const WORKERS: [&str; 4] = [
 impl Fleet {
     pub async fn start(options: FleetOptions) -> anyhow::Result<Self> {
         let fakes = Fakes::start().await;
-        let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
+        let cleanup = TestPrefix::new();
+        let prefix = cleanup.to_string();
         let dir = tempfile::tempdir()?;
         let ingest_port = free_port();
         let token_hash = hex::encode(Sha256::digest(api_token().as_bytes()));
@@ -110,6 +110,12 @@ impl Fleet {
         );
         let amqp_url = options.amqp_url.clone().unwrap_or_else(amqp_url);
         let redis_url = options.redis_url.clone().unwrap_or_else(redis_url);
+        {
+            let (amqp, redis, prefix) = (amqp_url.clone(), redis_url.clone(), prefix.clone());
+            cleanup.on_drop(move || async move {
+                crate::cleanup::remove_prefix_on(&amqp, &redis, &prefix).await;
+            });
+        }
         let common: Vec<(&str, String)> = vec![
             ("AMQP_URL", amqp_url.clone()),
             ("REDIS_URL", redis_url.clone()),
@@ -240,15 +246,16 @@ impl Fleet {
             fakes,
             dir,
             client,
+            _cleanup: cleanup,
         })
     }
 
-    /// Stops every service gracefully.
+    /// Stops every service gracefully; the prefix is removed as the fleet
+    /// drops.
     pub async fn stop(mut self) {
         for service in &mut self.services {
             let _ = service.terminate().await;
         }
-        crate::cleanup::remove_prefix_on(&self.amqp_url, &self.redis_url, &self.prefix).await;
     }
 
     /// Logs of every service, for failure messages.

@@ -2,7 +2,6 @@
 
 use anyhow::{Context as _, bail};
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -18,13 +17,8 @@ pub fn bin_dir() -> PathBuf {
     deps.parent().expect("profile dir").to_path_buf()
 }
 
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+/// A free loopback port, never one handed out before in this process.
+pub use contexten_testkit::free_port;
 
 /// One service of the fleet.
 pub struct Service {

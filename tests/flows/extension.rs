@@ -25,14 +25,7 @@ fn local_repository(dir: &Path) -> String {
         &["add", "."],
         &["commit", "-q", "-m", "first"],
     ] {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-            .args(args)
-            .output()
-            .expect("git runs");
-        assert!(out.status.success(), "git {args:?}: {out:?}");
+        contexten_testkit::git(dir, args);
     }
     format!("file://{}", dir.display())
 }

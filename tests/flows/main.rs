@@ -393,13 +393,7 @@ async fn an_api_task_with_a_callback_gets_a_signed_callback_and_shows_every_stag
 fn private_repository(dir: &Path) -> std::path::PathBuf {
     let work = Path::new(&sample_repo(dir)["file://".len()..]).to_path_buf();
     let git = |args: &[&str], cwd: &Path| {
-        let status = std::process::Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.test"])
-            .args(args)
-            .current_dir(cwd)
-            .output()
-            .expect("git");
-        assert!(status.status.success(), "git {args:?}: {status:?}");
+        contexten_testkit::git(cwd, args);
     };
     git(&["init", "-q", "-b", "main"], &work);
     git(&["add", "-A"], &work);

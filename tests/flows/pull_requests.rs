@@ -4,26 +4,11 @@
 
 use contexten_fleet_tests::fakes::Fakes;
 use contexten_fleet_tests::harness::*;
+use contexten_testkit::git;
 use serde_json::{Value, json};
 use std::path::Path;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// `<root>/octo/hello.git`, bare, with a commit on `main` and two pull
 /// requests whose heads exist only as `refs/pull/{5,6}/head`: PR 5 adds

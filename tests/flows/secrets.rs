@@ -55,13 +55,7 @@ fn leaky_repository(dir: &Path) -> String {
         std::fs::write(root.join(path), content).unwrap();
     }
     let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.test"])
-            .args(args)
-            .current_dir(&root)
-            .output()
-            .expect("git");
-        assert!(out.status.success(), "git {args:?}: {out:?}");
+        contexten_testkit::git(&root, args);
     };
     git(&["init", "-q", "-b", "main"]);
     git(&["add", "-A"]);
