@@ -40,7 +40,25 @@ impl<T, E: Debug> Check for Result<T, E> {
 /// Runs `check` until it is done (true, `Some`, `Ok`) and returns its value;
 /// panics naming `what` and the last thing seen when `within` passes first.
 /// The check always runs at least once.
-pub async fn eventually<C, F, Fut>(within: Duration, what: &str, mut check: F) -> C::Value
+pub async fn eventually<C, F, Fut>(within: Duration, what: &str, check: F) -> C::Value
+where
+    C: Check,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = C>,
+{
+    poll(within, POLL, check)
+        .await
+        .unwrap_or_else(|seen| panic!("{what}: not so within {within:?} (last seen: {seen})"))
+}
+
+/// Runs `check` every `every` until it is done and returns its value, or
+/// what it last saw once `within` has passed (for callers that report a
+/// timeout themselves rather than panic). The check always runs at least once.
+pub async fn poll<C, F, Fut>(
+    within: Duration,
+    every: Duration,
+    mut check: F,
+) -> Result<C::Value, String>
 where
     C: Check,
     F: FnMut() -> Fut,
@@ -49,11 +67,9 @@ where
     let until = Instant::now() + within;
     loop {
         match check().await.done() {
-            Ok(value) => return value,
-            Err(seen) if Instant::now() >= until => {
-                panic!("{what}: not so within {within:?} (last seen: {seen})")
-            }
-            Err(_) => tokio::time::sleep(POLL).await,
+            Ok(value) => return Ok(value),
+            Err(seen) if Instant::now() >= until => return Err(seen),
+            Err(_) => tokio::time::sleep(every).await,
         }
     }
 }

@@ -22,7 +22,7 @@ mod rabbit;
 mod redis_node;
 
 pub use certs::TestCerts;
-pub use eventually::{Check, eventually, eventually_blocking};
+pub use eventually::{Check, eventually, eventually_blocking, poll};
 pub use git::{GitRepo, git};
 pub use port::free_port;
 pub use prefix::{TestPrefix, delete_keys, keys_matching, machine_amqp_url, machine_redis_url};

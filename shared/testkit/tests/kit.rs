@@ -113,3 +113,52 @@ async fn the_proxy_forwards_and_its_cut_closes_open_connections() {
     .await;
     assert_eq!(answered, b"+PONG\r\n");
 }
+
+/// The fixture's queues and the prefix's keys are gone once it drops, on a
+/// broker and Redis of the test's own (so nothing else shares the names).
+#[cfg(feature = "broker")]
+#[tokio::test]
+async fn a_broker_fixture_removes_its_topology_and_keys_on_drop() {
+    use contexten_envelope::{ReplyTarget, SourceKind, Stage};
+    use contexten_testkit::broker::{BrokerFixture, envelope_from, source};
+    use contexten_testkit::{RabbitNode, RabbitOptions};
+    use lapin::options::QueueDeclareOptions;
+
+    let rabbit = RabbitNode::start(RabbitOptions::default()).await.unwrap();
+    let node = RedisNode::start(RedisOptions::default()).await.unwrap();
+    let fx = BrokerFixture::builder()
+        .amqp(rabbit.amqp_url())
+        .redis(node.url())
+        .start()
+        .await;
+    let queue = fx.names.stage_queue(Stage::Generate);
+    let sent = envelope_from(source(SourceKind::API, ReplyTarget::None), "x");
+    fx.publisher.publish(Stage::Generate, &sent).await.unwrap();
+    eventually(Duration::from_secs(10), "the message queued", || async {
+        fx.depth(&queue).await == 1
+    })
+    .await;
+    let key = format!("{}:probe", fx.prefix.as_str());
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(1)
+        .query_async(&mut conn(&node.url()).await)
+        .await
+        .unwrap();
+
+    drop(fx);
+    let connection =
+        lapin::Connection::connect(&rabbit.amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let gone = channel
+        .queue_declare(queue.as_str().into(), passive, Default::default())
+        .await;
+    assert!(gone.is_err(), "{gone:?}");
+    assert!(keys(&node.url(), &key).await.is_empty());
+}
