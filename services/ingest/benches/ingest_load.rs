@@ -52,16 +52,9 @@ use lapin::options::QueuePurgeOptions;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-// The allocator of the ingest binary (see its main.rs).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod common;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::env_usize;
 
 fn secret() -> String {
     ["bench-", "webhook-", "secret"].concat()
@@ -134,8 +127,8 @@ fn percentiles(mut durations: Vec<Duration>) -> (f64, f64) {
     (pick(0.5), pick(0.99))
 }
 
-/// Field order is drop order: ingest stops before the fixture removes the
-/// topology and keys, and the queue policy goes last.
+/// [`Fleet::teardown`] stops it in order; a panic drops it as it is, which
+/// still removes the topology, the keys and the queue policy.
 struct Fleet {
     addr: std::net::SocketAddr,
     names: Names,
@@ -307,12 +300,17 @@ impl Fleet {
         let _ = channel.close(200, "purged".into()).await;
     }
 
-    /// Stops ingest; dropping the rest removes the topology, the keys and
-    /// the queue policy.
+    /// Stops ingest: the topology and keys go first (dropping the fixture),
+    /// then ingest's runtime, then the queue policy.
     async fn teardown(self) {
         self.shutdown.cancel();
-        let _ = self.broker.connection.close(200, "bench done".into()).await;
-        let Fleet { server_runtime, .. } = self;
+        let Fleet {
+            server_runtime,
+            broker,
+            ..
+        } = self;
+        let _ = broker.connection.close(200, "bench done".into()).await;
+        drop(broker);
         server_runtime.shutdown_background();
     }
 }
