@@ -428,19 +428,12 @@ pub fn callback_signature_valid(
 }
 
 /// Waits until `check` returns `Some`, polling; `None` after `within`.
-pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
+pub async fn eventually<T, F, Fut>(within: Duration, check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return Some(value);
-        }
-        if tokio::time::Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    contexten_testkit::poll(within, Duration::from_millis(100), check)
+        .await
+        .ok()
 }

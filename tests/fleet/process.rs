@@ -93,9 +93,8 @@ impl Service {
     /// broker connection up too before it sends anything.
     pub async fn wait_ready(&self, client: &reqwest::Client) -> anyhow::Result<()> {
         let url = format!("http://{}/readyz", self.health_addr);
-        let deadline = tokio::time::Instant::now() + READY_WITHIN;
-        loop {
-            let ready = match client.get(&url).send().await {
+        let ready = contexten_testkit::poll(READY_WITHIN, Duration::from_millis(100), || async {
+            match client.get(&url).send().await {
                 Ok(r) if r.status().is_success() => r
                     .json::<serde_json::Value>()
                     .await
@@ -106,19 +105,17 @@ impl Service {
                     })
                     .unwrap_or(false),
                 _ => false,
-            };
-            if ready {
-                return Ok(());
             }
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "{} not ready on {url} within {READY_WITHIN:?}; its log ends:\n{}",
-                    self.log_name,
-                    self.log_tail(60)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        })
+        .await;
+        if ready.is_err() {
+            bail!(
+                "{} not ready on {url} within {READY_WITHIN:?}; its log ends:\n{}",
+                self.log_name,
+                self.log_tail(60)
+            );
         }
+        Ok(())
     }
 
     /// SIGKILL: no shutdown, in-flight work is the broker's to redeliver.
