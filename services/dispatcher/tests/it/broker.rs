@@ -1,24 +1,22 @@
 //! Through the real broker: the dispatcher worker on a unique prefix.
 
 use crate::helpers::*;
-use contexten_broker::{CancellationToken, WorkerOptions, run_worker};
+use contexten_broker::WorkerOptions;
 use contexten_config::Env;
 use contexten_envelope::{HEADER_DEAD_REASON, ReplyKind, Stage, TaskEnvelope};
 use contexten_telemetry::health::Readiness;
-use contexten_testkit::broker::BrokerFixture;
+use contexten_testkit::broker::{BrokerFixture, RunningWorker};
 use contexten_testkit::{RedisNode, eventually, keys_matching};
 use lapin::types::AMQPValue;
 use serde_json::json;
 use std::time::Duration;
-use tokio::task::JoinHandle;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 /// A dispatcher worker consuming `<prefix>.dispatch`, and the testkit's
 /// fixture over the test's prefix (its topology removed on drop).
 struct Fleet {
-    shutdown: CancellationToken,
-    worker: Option<JoinHandle<Result<(), contexten_broker::BrokerError>>>,
+    worker: Option<RunningWorker>,
     broker: BrokerFixture,
 }
 
@@ -34,21 +32,15 @@ impl Fleet {
             .plain_publisher()
             .start()
             .await;
-        let shutdown = CancellationToken::new();
+        // The dispatcher's own store: records and caches where the test put them.
         let options = WorkerOptions {
             service: "dispatcher-test",
             stage: Stage::Dispatch,
             broker: broker.settings.clone(),
             readiness: Readiness::new(&["broker"]),
         };
-        let worker = tokio::spawn(run_worker(
-            options,
-            t.store.clone(),
-            t.handler.clone(),
-            shutdown.clone(),
-        ));
+        let worker = RunningWorker::spawn(options, t.store.clone(), t.handler.clone());
         Fleet {
-            shutdown,
             worker: Some(worker),
             broker,
         }
@@ -83,21 +75,15 @@ impl Fleet {
     /// Stops the worker after its in-flight deliveries finish (the topology
     /// stays until the fleet is dropped).
     async fn stop(&mut self) {
-        self.shutdown.cancel();
-        let worker = self.worker.take().expect("a running worker");
-        tokio::time::timeout(WAIT, worker)
-            .await
-            .expect("worker stops")
-            .unwrap()
-            .unwrap();
+        self.worker.take().expect("a running worker").stop().await;
     }
 }
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        self.shutdown.cancel();
         if let Some(worker) = self.worker.take() {
-            worker.abort();
+            worker.shutdown.cancel();
+            worker.join.abort();
         }
     }
 }
