@@ -5,7 +5,7 @@
 use super::{github_comment, github_comments, sample_repo};
 use contexten_fleet_tests::harness::*;
 use contexten_fleet_tests::process::bin_dir;
-use contexten_testkit::{RabbitNode, RabbitOptions, RedisNode, RedisOptions, TestCerts};
+use contexten_testkit::{TestCerts, tls_nodes};
 use std::time::Duration;
 
 /// The five services, as built next to this test.
@@ -25,11 +25,7 @@ const EXIT_WITHIN: Duration = Duration::from_secs(20);
 async fn the_fleet_answers_a_task_over_amqps_and_rediss_with_the_ca_file() {
     let certs_dir = tempfile::tempdir().unwrap();
     let certs = TestCerts::generate(certs_dir.path()).unwrap();
-    let (rabbit, redis) = tokio::join!(
-        RabbitNode::start(RabbitOptions::default().tls(&certs)),
-        RedisNode::start(RedisOptions::default().tls(&certs)),
-    );
-    let (rabbit, redis) = (rabbit.unwrap(), redis.unwrap());
+    let (rabbit, redis) = tls_nodes(&certs).await.unwrap();
     let extra = [
         ("REDIS_RECORDS_URL", redis.tls_url().unwrap()),
         ("CONTEXTEN_CA_FILE", certs.ca.display().to_string()),

@@ -62,3 +62,22 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// A RabbitMQ and a Redis node, each with a TLS listener on `certs` (and its
+/// plain one), started together.
+pub async fn tls_nodes(certs: &TestCerts) -> anyhow::Result<(RabbitNode, RedisNode)> {
+    let (rabbit, redis) = tokio::join!(
+        RabbitNode::start(RabbitOptions::default().tls(certs)),
+        RedisNode::start(RedisOptions::default().tls(certs)),
+    );
+    Ok((rabbit?, redis?))
+}
+
+/// How long ago `path` was last modified; panics when it cannot be read.
+pub fn file_age(path: &std::path::Path) -> std::time::Duration {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .expect("the file's modification time")
+        .elapsed()
+        .unwrap_or_default()
+}

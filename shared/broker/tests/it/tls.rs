@@ -4,7 +4,7 @@
 use contexten_broker::{BrokerError, Store, connect_with_tls};
 use contexten_config::{BrokerSettings, Env, RedisSettings};
 use contexten_envelope::Names;
-use contexten_testkit::{RabbitNode, RabbitOptions, RedisNode, RedisOptions, TestCerts};
+use contexten_testkit::{RabbitNode, RabbitOptions, RedisNode, RedisOptions, TestCerts, tls_nodes};
 use contexten_tls::TlsSettings;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -103,11 +103,7 @@ async fn store_round_trip(store: &Store) -> Result<(), BrokerError> {
 async fn amqps_and_rediss_with_the_ca_file_and_a_wrong_ca_names_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let certs = TestCerts::generate(dir.path()).unwrap();
-    let (rabbit, redis) = tokio::join!(
-        RabbitNode::start(RabbitOptions::default().tls(&certs)),
-        RedisNode::start(RedisOptions::default().tls(&certs)),
-    );
-    let (rabbit, redis) = (rabbit.unwrap(), redis.unwrap());
+    let (rabbit, redis) = tls_nodes(&certs).await.unwrap();
     let amqps = broker_settings(&rabbit.amqps_url().unwrap());
     let rediss = redis_settings(&redis.tls_url().unwrap());
 

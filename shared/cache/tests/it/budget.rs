@@ -132,12 +132,7 @@ async fn an_answer_read_from_disk_is_marked_used() {
     entry_age(&file, hours(48));
     cache.evict_memory("answer").await;
     assert_eq!(&*cache.get("answer").await.unwrap().value, b"fn main() {}");
-    let age = std::fs::metadata(&file)
-        .unwrap()
-        .modified()
-        .unwrap()
-        .elapsed()
-        .unwrap();
+    let age = contexten_testkit::file_age(&file);
     assert!(age < Duration::from_secs(60), "{age:?}");
 }
 

@@ -241,11 +241,6 @@ fn a_disk_cache_hit_marks_the_entry_used() {
         store.get("abc-rust-v1").unwrap().as_deref(),
         Some(&b"value"[..])
     );
-    let age = std::fs::metadata(&file)
-        .unwrap()
-        .modified()
-        .unwrap()
-        .elapsed()
-        .unwrap();
+    let age = contexten_testkit::file_age(&file);
     assert!(age < Duration::from_secs(60), "{age:?}");
 }
