@@ -7,6 +7,7 @@
 
 use contexten_fleet_tests::fakes::{Fakes, gitlab};
 use contexten_fleet_tests::harness::*;
+use contexten_testkit::git;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -15,22 +16,6 @@ const PROJECT: u64 = 15;
 const DISCUSSION: &str = "6a9c1750b37d513a43987b574953fceb50b03ce7";
 /// How long a test waits for something that must not happen.
 const QUIET: Duration = Duration::from_secs(3);
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// Two bare repositories under `root`, served by the harness's git server:
 /// the project `acme/api.git` (`main`: app/timeutil.py) and a fork

@@ -630,39 +630,15 @@ fn outcome_of(error: CodemapError) -> Outcome {
 mod tests {
     use super::*;
     use contexten_envelope::{ReplyTarget, RepositoryRef, Request, Source, SourceKind, Strategy};
+    use contexten_testkit::{TestPrefix, git, keys_matching, machine_redis_url};
 
-    /// A unique Redis key prefix whose keys are deleted on drop.
-    struct TestPrefix(String);
-
-    impl TestPrefix {
-        fn new() -> Self {
-            TestPrefix(format!("test-{}", uuid::Uuid::now_v7()))
-        }
-
-        fn keys(&self) -> Vec<String> {
-            let client = redis::Client::open(redis_url()).unwrap();
-            let mut conn = client.get_connection().expect("redis is running");
-            redis::cmd("KEYS")
-                .arg(format!("{}:*", self.0))
-                .query(&mut conn)
-                .unwrap()
-        }
-    }
-
-    impl Drop for TestPrefix {
-        fn drop(&mut self) {
-            let keys = self.keys();
-            if let (false, Ok(mut conn)) = (
-                keys.is_empty(),
-                redis::Client::open(redis_url()).and_then(|c| c.get_connection()),
-            ) {
-                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut conn);
-            }
-        }
+    /// A unique prefix whose Redis keys are deleted on drop (testkit).
+    fn test_prefix() -> TestPrefix {
+        TestPrefix::new().clean_machine_redis()
     }
 
     fn redis_url() -> String {
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+        machine_redis_url()
     }
 
     fn config(dir: &std::path::Path, allow_local: bool, prefix: &TestPrefix) -> ContextConfig {
@@ -681,7 +657,7 @@ mod tests {
         let mut pairs = vec![
             ("CONTEXT_CACHE_DIR", cache.as_str()),
             ("CONTEXTEN_ALLOW_LOCAL_REPOS", allow),
-            ("CONTEXTEN_PREFIX", prefix.0.as_str()),
+            ("CONTEXTEN_PREFIX", prefix.as_str()),
             ("REDIS_URL", url.as_str()),
         ];
         pairs.extend_from_slice(extra);
@@ -727,7 +703,7 @@ mod tests {
     #[tokio::test]
     async fn the_context_ranks_the_file_the_request_is_about_and_keeps_secrets_out() {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = TestPrefix::new();
+        let prefix = test_prefix();
         let cfg = config(dir.path(), true, &prefix);
         let handler = ContextHandler::new(cfg.engine(), &cfg);
         let env = task(
@@ -772,7 +748,7 @@ mod tests {
     #[tokio::test]
     async fn local_repositories_are_refused_unless_allowed() {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = TestPrefix::new();
+        let prefix = test_prefix();
         let cfg = config(dir.path(), false, &prefix);
         let handler = ContextHandler::new(cfg.engine(), &cfg);
         let env = task(Some(repo(dir.path())), Strategy::Context, "total_with_tax");
@@ -785,7 +761,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_repository_the_task_moves_on_unchanged() {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = TestPrefix::new();
+        let prefix = test_prefix();
         let cfg = config(dir.path(), true, &prefix);
         let handler = ContextHandler::new(cfg.engine(), &cfg);
         let env = task(None, Strategy::Context, "write slugify");
@@ -833,7 +809,7 @@ mod tests {
     #[tokio::test]
     async fn a_bare_file_repository_is_analysed_from_its_commit_not_its_git_files() {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = TestPrefix::new();
+        let prefix = test_prefix();
         let work = git_repo(dir.path());
         let bare = dir.path().join("bare.git");
         let ok = std::process::Command::new("git")
@@ -865,18 +841,6 @@ mod tests {
                 "{paths:?}"
             );
         }
-    }
-
-    fn git(dir: &std::path::Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
     /// A bare repository with [`repo`] on `main` and pull request 5 (adding
@@ -913,7 +877,7 @@ mod tests {
     #[tokio::test]
     async fn a_pull_request_is_read_at_its_head_with_its_changes_first_and_its_diff() {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = TestPrefix::new();
+        let prefix = test_prefix();
         let (url, head) = pull_request_repo(dir.path());
         let github = wiremock::MockServer::start().await;
         wiremock::Mock::given(wiremock::matchers::method("GET"))
@@ -976,7 +940,7 @@ mod tests {
     #[tokio::test]
     async fn a_second_replica_answers_a_known_commit_from_redis_without_parsing() {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = TestPrefix::new();
+        let prefix = test_prefix();
         let url = git_repo(dir.path());
         let text = "the invoice total_with_tax rounding is wrong";
         let replica = |name: &str| {
@@ -994,10 +958,11 @@ mod tests {
         );
         assert!(a.stats().files_parsed > 0);
         assert_eq!(a.stats().maps_stored, 1);
-        let map_key = prefix
-            .keys()
+        let map_key = keys_matching(&redis_url(), &format!("{}:codemap:map-*", prefix.as_str()))
+            .await
+            .unwrap()
             .into_iter()
-            .find(|k| k.starts_with(&format!("{}:codemap:map-", prefix.0)))
+            .next()
             .expect("the map is in Redis under the prefix");
         let mut conn = redis::Client::open(redis_url())
             .and_then(|c| c.get_connection())
@@ -1027,7 +992,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_redis_never_fails_a_task() {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = TestPrefix::new();
+        let prefix = test_prefix();
         let url = git_repo(dir.path());
         let cfg = config_with(
             dir.path(),
@@ -1050,7 +1015,7 @@ mod tests {
     #[test]
     fn cache_settings_have_defaults_ranges_and_a_checked_key() {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = TestPrefix::new();
+        let prefix = test_prefix();
         let cfg = config(dir.path(), false, &prefix);
         assert_eq!(cfg.cache_ttl, Duration::from_secs(DEFAULT_CACHE_TTL_SECS));
         assert_eq!(cfg.map_ttl, Duration::from_secs(DEFAULT_MAP_TTL_SECS));
@@ -1096,7 +1061,7 @@ mod tests {
             )
             .unwrap();
         }
-        let prefix = TestPrefix::new();
+        let prefix = test_prefix();
         let mut cfg = config(dir.path(), true, &prefix);
         // Memory and disk only, so a miss on disk is a parse.
         let engine = || {
@@ -1173,7 +1138,7 @@ mod tests {
     #[tokio::test]
     async fn repository_urls_into_loopback_are_refused_without_a_connection() {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = TestPrefix::new();
+        let prefix = test_prefix();
         let cfg = config(dir.path(), false, &prefix);
         let handler = ContextHandler::new(cfg.engine(), &cfg);
         let (port, seen) = counting_listener("127.0.0.1:0");
@@ -1199,7 +1164,7 @@ mod tests {
     #[tokio::test]
     async fn a_redirect_from_an_allow_listed_server_is_not_followed() {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = TestPrefix::new();
+        let prefix = test_prefix();
         // All of 127/8 is loopback on Linux: 127.0.0.2 stands for an address
         // the allow-list does not name.
         let (port, seen) = counting_listener("127.0.0.2:0");
@@ -1257,7 +1222,7 @@ mod tests {
     #[tokio::test]
     async fn a_ref_like_an_option_is_refused_before_git_runs() {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = TestPrefix::new();
+        let prefix = test_prefix();
         let cfg = config(dir.path(), true, &prefix);
         let handler = ContextHandler::new(cfg.engine(), &cfg);
         let marker = dir.path().join("pwned");
@@ -1276,7 +1241,7 @@ mod tests {
     #[tokio::test]
     async fn a_git_server_that_never_answers_fails_its_task_while_another_is_served() {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = TestPrefix::new();
+        let prefix = test_prefix();
         // Local repositories allowed: the silent server is on loopback. The
         // timeout leaves the good repository seconds to be served first even on
         // a loaded machine (at 2 s, a full parallel run once took 2.4 s).
@@ -1333,7 +1298,7 @@ mod tests {
     #[tokio::test]
     async fn a_repository_over_the_file_cap_gets_a_partial_context_that_says_so() {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = TestPrefix::new();
+        let prefix = test_prefix();
         let cfg = config_with(dir.path(), true, &prefix, &[("CONTEXT_MAX_FILES", "2")]);
         let handler = ContextHandler::new(cfg.engine(), &cfg);
         let env = task(
@@ -1403,7 +1368,7 @@ mod tests {
         // Room for about a dozen of the 71 files.
         let size = body(10).len() as u64;
         let budget = ESTIMATE_FIXED + 12 * contexten_codemap::file_estimate(size);
-        let prefix = TestPrefix::new();
+        let prefix = test_prefix();
         let budget = budget.to_string();
         let cfg = config_with(
             dir.path(),
