@@ -56,8 +56,8 @@ fn repo(dir: &std::path::Path) -> String {
 }
 
 async fn send_one(fleet: &FleetClient, i: u64, repo: &str) -> Option<Sent> {
-    let deadline = Instant::now() + SEND_RETRY_WITHIN;
-    loop {
+    // 503 while the broker restarts: retry the same delivery, as providers do.
+    let sent = contexten_testkit::poll(SEND_RETRY_WITHIN, Duration::from_millis(500), || async {
         let (status, sent) = match i % 10 {
             0..=3 => {
                 let body = if i.is_multiple_of(2) {
@@ -148,15 +148,16 @@ async fn send_one(fleet: &FleetClient, i: u64, repo: &str) -> Option<Sent> {
             }
         };
         if status.is_success() {
-            return sent;
+            Ok(sent)
+        } else {
+            Err(status)
         }
-        // 503 while the broker restarts: retry the same delivery, as providers do.
-        if Instant::now() > deadline {
-            eprintln!("request {i} still refused with {status} after {SEND_RETRY_WITHIN:?}");
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await;
+    sent.unwrap_or_else(|status| {
+        eprintln!("request {i} still refused with {status} after {SEND_RETRY_WITHIN:?}");
+        None
+    })
 }
 
 /// A broker crash: SIGKILL to the fleet's own RabbitMQ node, two seconds
