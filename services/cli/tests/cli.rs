@@ -16,19 +16,12 @@ use lapin::types::{AMQPValue, FieldTable};
 use serde_json::Value;
 use std::process::{Output, Stdio};
 
-/// The testkit's broker fixture (topology and keys removed on drop) with the
+/// The testkit's broker fixture (topology and keys removed on drop) and the
 /// URLs the binary is given.
 struct Fleet {
     fx: BrokerFixture,
     amqp: String,
     redis: String,
-}
-
-impl std::ops::Deref for Fleet {
-    type Target = BrokerFixture;
-    fn deref(&self) -> &BrokerFixture {
-        &self.fx
-    }
 }
 
 /// What one run of the binary printed and how it ended.
@@ -96,9 +89,10 @@ impl Fleet {
             HEADER_DEAD_AT_MS.into(),
             AMQPValue::LongLongInt(i64::try_from(at).unwrap()),
         );
-        self.publisher
+        self.fx
+            .publisher
             .publish_raw(PublishedMessage {
-                exchange: self.names.dead_letter_exchange(),
+                exchange: self.fx.names.dead_letter_exchange(),
                 routing_key: stage.as_str().into(),
                 body: env.to_json(),
                 properties: BasicProperties::default()
@@ -111,11 +105,11 @@ impl Fleet {
     }
 
     async fn dead_depth(&self, stage: Stage) -> u32 {
-        self.depth(&self.names.dead_queue(stage)).await
+        self.fx.depth(&self.fx.names.dead_queue(stage)).await
     }
 
     async fn work_depth(&self, stage: Stage) -> u32 {
-        self.depth(&self.names.stage_queue(stage)).await
+        self.fx.depth(&self.fx.names.stage_queue(stage)).await
     }
 
     /// Runs `contexten args` against this fleet, stdin not a terminal.
@@ -129,7 +123,7 @@ impl Fleet {
             &[
                 [("AMQP_URL", self.amqp.as_str())].as_slice(),
                 &[("REDIS_URL", self.redis.as_str())],
-                &[("CONTEXTEN_PREFIX", self.prefix.as_str())],
+                &[("CONTEXTEN_PREFIX", self.fx.prefix.as_str())],
                 env,
             ]
             .concat(),
@@ -179,7 +173,7 @@ async fn every_command_prints_one_json_document() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|q| q["queue"] == fleet.names.dead_queue(Stage::Generate).as_str())
+        .find(|q| q["queue"] == fleet.fx.names.dead_queue(Stage::Generate).as_str())
         .cloned()
         .unwrap();
     assert_eq!(dead_generate["ready"], 2);
@@ -239,7 +233,7 @@ async fn every_command_prints_one_json_document() {
     // A task's status record.
     let store = Store::new(
         &RedisSettings::from_env(&Env::from_pairs([("REDIS_URL", fleet.redis.as_str())])).unwrap(),
-        fleet.names.clone(),
+        fleet.fx.names.clone(),
     )
     .unwrap();
     store
@@ -479,10 +473,10 @@ async fn each_failure_has_its_exit_code() {
 
     // 6: a partial replay: the generate work queue is gone, so its letter has
     // nowhere to go (unroutable) while the context letter moves.
-    let channel = fleet.connection.create_channel().await.unwrap();
+    let channel = fleet.fx.connection.create_channel().await.unwrap();
     channel
         .queue_delete(
-            fleet.names.stage_queue(Stage::Generate).as_str().into(),
+            fleet.fx.names.stage_queue(Stage::Generate).as_str().into(),
             QueueDeleteOptions::default(),
         )
         .await
@@ -522,7 +516,7 @@ async fn on_a_terminal_the_operator_is_asked_with_the_count() {
             "{} dead replay --stage generate",
             env!("CARGO_BIN_EXE_contexten")
         );
-        let (amqp, prefix) = (fleet.amqp.clone(), fleet.prefix.to_string());
+        let (amqp, prefix) = (fleet.amqp.clone(), fleet.fx.prefix.to_string());
         async move {
             use tokio::io::AsyncWriteExt;
             let mut child = tokio::process::Command::new("script")
@@ -549,7 +543,7 @@ async fn on_a_terminal_the_operator_is_asked_with_the_count() {
     assert!(
         out.stdout.contains(&format!(
             "Replay 2 dead letter(s) from {} (2) to their work queues? [y/N]",
-            fleet.names.dead_queue(Stage::Generate)
+            fleet.fx.names.dead_queue(Stage::Generate)
         )),
         "{out:?}"
     );
