@@ -66,6 +66,32 @@ pub fn retry_after_from(headers: &HeaderMap, now_unix: u64) -> Option<Duration> 
     None
 }
 
+/// An answer read whole: its status, headers and body.
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+/// Reads the whole of `response`; a body that breaks off is a
+/// [`transport_error`] (it may have been applied).
+pub(crate) async fn read(
+    provider: &'static str,
+    response: reqwest::Response,
+) -> Result<Answer, ProviderError> {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| transport_error(provider, e))?;
+    Ok(Answer {
+        status,
+        headers,
+        text,
+    })
+}
+
 /// A transport error: a connection that never opened applied nothing; anything
 /// later (a timeout while waiting for the answer) may have.
 pub(crate) fn transport_error(provider: &'static str, error: reqwest::Error) -> ProviderError {

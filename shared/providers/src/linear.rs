@@ -166,12 +166,11 @@ impl LinearClient {
             .send()
             .await
             .map_err(|e| http::transport_error(PROVIDER, e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| http::transport_error(PROVIDER, e))?;
+        let http::Answer {
+            status,
+            headers,
+            text,
+        } = http::read(PROVIDER, response).await?;
         let parsed: Option<GraphqlAnswer<T>> = serde_json::from_str(&text).ok();
         match parsed {
             Some(GraphqlAnswer {

@@ -419,12 +419,11 @@ fn response_body(response_type: ResponseType, text: &str, blocks: Option<&Value>
 /// with `ok` (or `{"ok":true}`) on success and the error code as the body
 /// (`expired_url`, `used_url`, `no_text`, …) or in `{ok:false, error}`.
 async fn read_webhook(response: reqwest::Response) -> Result<(), ProviderError> {
-    let status = response.status();
-    let headers = response.headers().clone();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| http::transport_error(PROVIDER, e))?;
+    let http::Answer {
+        status,
+        headers,
+        text,
+    } = http::read(PROVIDER, response).await?;
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
         return Err(http::status_error(
             PROVIDER,
@@ -472,12 +471,11 @@ async fn read_webhook(response: reqwest::Response) -> Result<(), ProviderError> 
 
 /// Reads a Web API answer: HTTP errors first, then the `ok` field.
 async fn read(response: reqwest::Response, writes: bool) -> Result<Value, ProviderError> {
-    let status = response.status();
-    let headers = response.headers().clone();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| http::transport_error(PROVIDER, e))?;
+    let http::Answer {
+        status,
+        headers,
+        text,
+    } = http::read(PROVIDER, response).await?;
     let wait = http::retry_after_from(&headers, unix_now()).unwrap_or(DEFAULT_LIMIT_WAIT);
     if status == StatusCode::TOO_MANY_REQUESTS {
         return Err(ProviderError::RateLimited {

@@ -184,12 +184,11 @@ impl GithubClient {
             .send()
             .await
             .map_err(|e| http::transport_error(PROVIDER, e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| http::transport_error(PROVIDER, e))?;
+        let http::Answer {
+            status,
+            headers,
+            text,
+        } = http::read(PROVIDER, response).await?;
         if status.is_success() {
             return Ok(text);
         }
@@ -294,12 +293,11 @@ impl GithubClient {
             .send()
             .await
             .map_err(|e| http::transport_error(PROVIDER, e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| http::transport_error(PROVIDER, e))?;
+        let http::Answer {
+            status,
+            headers,
+            text,
+        } = http::read(PROVIDER, response).await?;
         if status.is_success() {
             return Ok(text);
         }
