@@ -75,7 +75,7 @@ impl Default for BreakerConfig {
     }
 }
 
-/// The breaker's state (also the `contexten_breaker_state` gauge: 0, 1, 2).
+/// The breaker's state (also `contexten_breaker_state{state}`: one series per state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
     Closed,
@@ -92,11 +92,12 @@ impl BreakerState {
         }
     }
 
-    fn gauge(self) -> f64 {
+    /// The label value (and the state's name in Redis and `/status`).
+    pub fn as_str(self) -> &'static str {
         match self {
-            BreakerState::Closed => 0.0,
-            BreakerState::HalfOpen => 1.0,
-            BreakerState::Open => 2.0,
+            BreakerState::Closed => "closed",
+            BreakerState::HalfOpen => "half_open",
+            BreakerState::Open => "open",
         }
     }
 }
@@ -234,7 +235,7 @@ impl CircuitBreaker {
     }
 
     fn publish(&self, state: BreakerState) {
-        metric::breaker_state(&self.name, state.gauge());
+        metric::breaker_state(&self.name, state.as_str());
         if state != BreakerState::Closed {
             tracing::info!(breaker = %self.name, ?state, "breaker state");
         }

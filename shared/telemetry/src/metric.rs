@@ -27,8 +27,6 @@ pub const REDIS_REFUSED: &str = "contexten_redis_refused_total";
 pub const UNANSWERED: &str = "contexten_dispatch_dead_letters_waiting_total";
 /// Replies the dispatcher handled, by provider, reply kind and outcome.
 pub const DISPATCH_REPLIES: &str = "contexten_dispatch_replies_total";
-/// Depth of a queue as last seen.
-pub const QUEUE_DEPTH: &str = "contexten_queue_depth";
 /// Agent run lifecycle events (created, resumed, adopted, succeeded, failed, …).
 pub const AGENT_RUNS: &str = "contexten_agent_runs_total";
 /// Codegen API requests by endpoint and outcome.
@@ -57,88 +55,322 @@ pub const PUBLISH_FAILED: &str = "contexten_publish_failed_total";
 /// and reason: logged, never kept.
 pub const DEAD_LETTERS_REFUSED: &str = "contexten_dead_letters_refused_total";
 
+/// What kind of series a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    /// Always in seconds here (the exporter's buckets match `_seconds`).
+    Histogram,
+}
+
+impl Kind {
+    /// The Prometheus type name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One metric the fleet exports: its name, kind, label names and help text.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricDef {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+const fn def(
+    name: &'static str,
+    kind: Kind,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> MetricDef {
+    MetricDef {
+        name,
+        kind,
+        labels,
+        help,
+    }
+}
+
+/// Every metric any binary exports, the single list from which descriptions are
+/// registered, the README's metrics section and `deploy/chart-check/metrics/contexten.txt`
+/// are generated (the fleet test checks that each exposed name is listed here).
+pub const CATALOG: &[MetricDef] = &[
+    def(
+        BUILD_INFO,
+        Kind::Gauge,
+        &["service", "version", "git_sha"],
+        "Always 1; the labels name the running build",
+    ),
+    def(
+        STAGE_RECEIVED,
+        Kind::Counter,
+        &["stage"],
+        "Deliveries a stage received",
+    ),
+    def(
+        STAGE_DONE,
+        Kind::Counter,
+        &["stage", "outcome"],
+        "Deliveries a stage finished, by outcome",
+    ),
+    def(
+        STAGE_RETRIED,
+        Kind::Counter,
+        &["stage", "reason"],
+        "Deliveries sent to a retry delay tier",
+    ),
+    def(
+        STAGE_DEAD_LETTERED,
+        Kind::Counter,
+        &["stage", "reason"],
+        "Deliveries dead-lettered, by reason",
+    ),
+    def(
+        STAGE_DUPLICATES,
+        Kind::Counter,
+        &["stage"],
+        "Redeliveries skipped by the completion record",
+    ),
+    def(
+        HANDLER_DURATION,
+        Kind::Histogram,
+        &["stage"],
+        "Handler latency per stage",
+    ),
+    def(
+        END_TO_END,
+        Kind::Histogram,
+        &["source", "strategy"],
+        "Request received to final answer (or failure) posted, by source and strategy",
+    ),
+    def(
+        BROKER_RECONNECTS,
+        Kind::Counter,
+        &["service"],
+        "Broker reconnections",
+    ),
+    def(
+        REDIS_DEGRADED,
+        Kind::Counter,
+        &["what"],
+        "Redis-backed guarantees degraded while Redis was unreachable",
+    ),
+    def(
+        REDIS_REFUSED,
+        Kind::Counter,
+        &["role"],
+        "Writes Redis refused while up (OOM, MISCONF, READONLY), by role (records, cache)",
+    ),
+    def(
+        UNANSWERED,
+        Kind::Counter,
+        &[],
+        "Dispatch dead letters waiting for an operator",
+    ),
+    def(
+        DISPATCH_REPLIES,
+        Kind::Counter,
+        &["provider", "kind", "outcome"],
+        "Replies the dispatcher handled, by provider, kind and outcome (posted, duplicate, reconciled, stale, rate_limited, rejected, unavailable, not_configured, rescheduled, no_target, skipped, outbound_refused)",
+    ),
+    def(
+        AGENT_RUNS,
+        Kind::Counter,
+        &["event"],
+        "Codegen agent run lifecycle events",
+    ),
+    def(
+        CODEGEN_REQUESTS,
+        Kind::Counter,
+        &["endpoint", "outcome"],
+        "Codegen API requests by endpoint and outcome",
+    ),
+    def(
+        AGENT_DEFERRED,
+        Kind::Counter,
+        &["reason"],
+        "Agent tasks rescheduled by an open breaker or a rate limit",
+    ),
+    def(
+        CACHE_REQUESTS,
+        Kind::Counter,
+        &["cache", "layer", "result"],
+        "Cache lookups by cache, layer and result (hit ratio)",
+    ),
+    def(
+        CACHE_PRUNED_BYTES,
+        Kind::Counter,
+        &["cache"],
+        "Bytes removed from a disk cache to keep it under its budget",
+    ),
+    def(
+        LLM_REQUESTS,
+        Kind::Counter,
+        &["provider", "outcome"],
+        "LLM provider calls by provider and outcome",
+    ),
+    def(
+        LLM_ERRORS,
+        Kind::Counter,
+        &["provider", "class"],
+        "LLM provider calls that failed, by provider and error class",
+    ),
+    def(
+        LLM_TOKENS,
+        Kind::Counter,
+        &["provider", "kind"],
+        "LLM tokens spent by provider and kind",
+    ),
+    def(
+        GENERATIONS,
+        Kind::Counter,
+        &["outcome"],
+        "Generate-stage results by outcome",
+    ),
+    def(
+        GENERATOR_FALLBACKS,
+        Kind::Counter,
+        &["reason"],
+        "Generations answered by the fallback instead of the LLM, by reason",
+    ),
+    def(
+        BREAKER_STATE,
+        Kind::Gauge,
+        &["breaker", "state"],
+        "Circuit breaker state: 1 for the current state (closed, open, half_open), 0 for the others",
+    ),
+    def(
+        INGEST_REQUESTS,
+        Kind::Counter,
+        &["provider", "outcome"],
+        "Requests ingest answered, by outcome",
+    ),
+    def(
+        INGEST_IGNORED,
+        Kind::Counter,
+        &["provider", "reason"],
+        "Events ingest ignored, by reason",
+    ),
+    def(
+        INGEST_REJECTED,
+        Kind::Counter,
+        &["provider", "reason"],
+        "Requests ingest refused with a 4xx, by reason",
+    ),
+    def(
+        INGEST_TASKS,
+        Kind::Counter,
+        &["source", "strategy"],
+        "Tasks ingest created, by source and strategy",
+    ),
+    def(
+        INGEST_DURATION,
+        Kind::Histogram,
+        &["provider"],
+        "Time from request to answer at ingest",
+    ),
+    def(
+        INGEST_FAILED_RECORDED,
+        Kind::Counter,
+        &["store"],
+        "GitHub deliveries refused while the broker was down, recorded for redelivery",
+    ),
+    def(
+        INGEST_ACKS_LOST,
+        Kind::Counter,
+        &[],
+        "Acknowledgements ingest could not publish (the task itself was accepted)",
+    ),
+    def(
+        PUBLISH_FAILED,
+        Kind::Counter,
+        &["reason"],
+        "Publishes given up on, by reason (blocked, confirm_timeout)",
+    ),
+    def(
+        DEAD_LETTERS_REFUSED,
+        Kind::Counter,
+        &["stage", "reason"],
+        "Dead letters a full dead queue refused, by stage and reason (only logged)",
+    ),
+];
+
+/// The catalog entry of `name`.
+pub fn find(name: &str) -> Option<&'static MetricDef> {
+    CATALOG.iter().find(|m| m.name == name)
+}
+
+/// The catalog entry an exposed series belongs to: `name` itself, or a
+/// histogram's `_bucket`, `_sum` or `_count` series.
+pub fn owner_of(series: &str) -> Option<&'static MetricDef> {
+    find(series).or_else(|| {
+        ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+            series
+                .strip_suffix(suffix)
+                .and_then(find)
+                .filter(|m| m.kind == Kind::Histogram)
+        })
+    })
+}
+
+/// The catalog as `name label1,label2` lines, sorted by name (the format of
+/// `deploy/chart-check/metrics/contexten.txt`).
+pub fn names_file() -> String {
+    let mut lines: Vec<String> = CATALOG
+        .iter()
+        .map(|m| {
+            format!("{} {}", m.name, m.labels.join(","))
+                .trim_end()
+                .to_owned()
+        })
+        .collect();
+    lines.sort();
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// The README's metrics table, sorted by name (between `<!-- metrics:begin -->`
+/// and `<!-- metrics:end -->`).
+pub fn readme_section() -> String {
+    let mut metrics: Vec<&MetricDef> = CATALOG.iter().collect();
+    metrics.sort_by_key(|m| m.name);
+    let mut out = String::from("| Metric | Type | Labels | Meaning |\n|---|---|---|---|\n");
+    for m in metrics {
+        let labels = if m.labels.is_empty() {
+            "—".to_owned()
+        } else {
+            m.labels
+                .iter()
+                .map(|l| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            m.name,
+            m.kind.as_str(),
+            labels,
+            m.help
+        ));
+    }
+    out
+}
+
 /// Registers descriptions so `/metrics` explains each series.
 pub fn describe_all() {
-    describe_counter!(STAGE_RECEIVED, "Deliveries a stage received");
-    describe_counter!(STAGE_DONE, "Deliveries a stage finished, by outcome");
-    describe_counter!(STAGE_RETRIED, "Deliveries sent to a retry delay tier");
-    describe_counter!(STAGE_DEAD_LETTERED, "Deliveries dead-lettered, by reason");
-    describe_counter!(
-        STAGE_DUPLICATES,
-        "Redeliveries skipped by the completion record"
-    );
-    describe_histogram!(
-        HANDLER_DURATION,
-        metrics::Unit::Seconds,
-        "Handler latency per stage"
-    );
-    describe_counter!(BROKER_RECONNECTS, "Broker reconnections");
-    describe_counter!(
-        REDIS_DEGRADED,
-        "Redis-backed guarantees degraded while Redis was unreachable"
-    );
-    describe_counter!(
-        REDIS_REFUSED,
-        "Writes Redis refused while up (OOM, MISCONF, READONLY), by role (records, cache)"
-    );
-    describe_counter!(UNANSWERED, "Dispatch dead letters waiting for an operator");
-    describe_gauge!(QUEUE_DEPTH, "Messages ready in a queue");
-    describe_counter!(
-        DISPATCH_REPLIES,
-        "Replies the dispatcher handled, by provider, kind and outcome (posted, duplicate, reconciled, stale, rate_limited, rejected, unavailable, not_configured, rescheduled, no_target, skipped, outbound_refused)"
-    );
-    describe_counter!(AGENT_RUNS, "Codegen agent run lifecycle events");
-    describe_counter!(
-        CODEGEN_REQUESTS,
-        "Codegen API requests by endpoint and outcome"
-    );
-    describe_counter!(
-        AGENT_DEFERRED,
-        "Agent tasks rescheduled by an open breaker or a rate limit"
-    );
-    describe_counter!(
-        CACHE_REQUESTS,
-        "Cache lookups by cache, layer and result (hit ratio)"
-    );
-    describe_counter!(
-        CACHE_PRUNED_BYTES,
-        "Bytes removed from a disk cache to keep it under its budget"
-    );
-    describe_counter!(LLM_REQUESTS, "LLM provider calls by provider and outcome");
-    describe_counter!(LLM_TOKENS, "LLM tokens spent by provider and kind");
-    describe_counter!(GENERATIONS, "Generate-stage results by outcome");
-    describe_gauge!(
-        BREAKER_STATE,
-        "Circuit breaker state: 0 closed, 1 half-open, 2 open"
-    );
-    describe_counter!(INGEST_REQUESTS, "Requests ingest answered, by outcome");
-    describe_counter!(INGEST_IGNORED, "Events ingest ignored, by reason");
-    describe_counter!(
-        INGEST_REJECTED,
-        "Requests ingest refused with a 4xx, by reason"
-    );
-    describe_counter!(INGEST_TASKS, "Tasks ingest created, by source and strategy");
-    describe_histogram!(
-        INGEST_DURATION,
-        metrics::Unit::Seconds,
-        "Time from request to answer at ingest"
-    );
-    describe_counter!(
-        INGEST_FAILED_RECORDED,
-        "GitHub deliveries refused while the broker was down, recorded for redelivery"
-    );
-    describe_counter!(
-        INGEST_ACKS_LOST,
-        "Acknowledgements ingest could not publish (the task itself was accepted)"
-    );
-    describe_counter!(
-        PUBLISH_FAILED,
-        "Publishes given up on, by reason (blocked, confirm_timeout)"
-    );
-    describe_counter!(
-        DEAD_LETTERS_REFUSED,
-        "Dead letters a full dead queue refused, by stage and reason (only logged)"
-    );
+    for m in CATALOG {
+        match m.kind {
+            Kind::Counter => describe_counter!(m.name, m.help),
+            Kind::Gauge => describe_gauge!(m.name, m.help),
+            Kind::Histogram => describe_histogram!(m.name, metrics::Unit::Seconds, m.help),
+        }
+    }
 }
 
 /// A delivery arrived at `stage`.
@@ -192,17 +424,57 @@ pub fn reply_dispatched(provider: &str, kind: &'static str, outcome: &'static st
         .increment(1);
 }
 
-/// The depth of a queue.
-pub fn queue_depth(queue: &str, depth: u32) {
-    gauge!(QUEUE_DEPTH, "queue" => queue.to_owned()).set(depth as f64);
+/// Breaker state, one series per state: 1 for the current one, 0 for the others.
+pub const BREAKER_STATE: &str = "contexten_breaker_state";
+/// The states a breaker reports, as label values.
+pub const BREAKER_STATES: [&str; 3] = ["closed", "open", "half_open"];
+
+/// Breaker `name` is now in `state` (one of [`BREAKER_STATES`]).
+pub fn breaker_state(name: &str, state: &str) {
+    for s in BREAKER_STATES {
+        let value = if s == state { 1.0 } else { 0.0 };
+        gauge!(BREAKER_STATE, "breaker" => name.to_owned(), "state" => s).set(value);
+    }
 }
 
-/// Breaker state gauge: 0 closed, 1 half-open, 2 open.
-pub const BREAKER_STATE: &str = "contexten_breaker_state";
+/// Build information, always 1 (`git_sha` is `unknown` unless the build set
+/// `CONTEXTEN_GIT_SHA`).
+pub const BUILD_INFO: &str = "contexten_build_info";
+/// Request received (the envelope's `created_at_ms`) to final answer posted.
+pub const END_TO_END: &str = "contexten_task_end_to_end_seconds";
+/// LLM calls that failed, by provider and class (`LlmError::code`).
+pub const LLM_ERRORS: &str = "contexten_llm_errors_total";
+/// Generations the fallback answered, by reason.
+pub const GENERATOR_FALLBACKS: &str = "contexten_generator_fallbacks_total";
 
-/// The state of breaker `name`.
-pub fn breaker_state(name: &str, value: f64) {
-    gauge!(BREAKER_STATE, "breaker" => name.to_owned()).set(value);
+/// The git commit baked in at build time, if the build set `CONTEXTEN_GIT_SHA`.
+pub const GIT_SHA: &str = match option_env!("CONTEXTEN_GIT_SHA") {
+    Some(sha) => sha,
+    None => "unknown",
+};
+
+/// Sets `contexten_build_info` for `service` at `version` (the binary's
+/// `CARGO_PKG_VERSION`).
+pub fn build_info(service: &str, version: &'static str) {
+    gauge!(BUILD_INFO, "service" => service.to_owned(), "version" => version, "git_sha" => GIT_SHA)
+        .set(1.0);
+}
+
+/// A task's final answer (or failure answer) was posted `elapsed` after its
+/// request was received.
+pub fn end_to_end(source: &str, strategy: &str, elapsed: Duration) {
+    histogram!(END_TO_END, "source" => source.to_owned(), "strategy" => strategy.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+/// An LLM call to `provider` failed with `class` (`LlmError::code`).
+pub fn llm_error(provider: &'static str, class: &'static str) {
+    counter!(LLM_ERRORS, "provider" => provider, "class" => class).increment(1);
+}
+
+/// The generator answered with its fallback for `reason`.
+pub fn generator_fallback(reason: &'static str) {
+    counter!(GENERATOR_FALLBACKS, "reason" => reason).increment(1);
 }
 
 /// An agent run event (`created`, `resumed`, `adopted`, `succeeded`, `failed`,
