@@ -15,8 +15,11 @@ use opentelemetry_otlp::WithHttpConfig as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::io::IsTerminal;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -51,12 +54,7 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
     let provider = tracer_provider(settings)?;
     let tracer = provider.tracer(settings.service_name.clone());
     let fmt_layer = match settings.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .boxed(),
+        LogFormat::Json => json_layer(std::io::stdout).boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .compact()
             .with_ansi(std::io::stdout().is_terminal())
@@ -70,6 +68,120 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
     install_metrics();
     Ok(TelemetryGuard { provider })
+}
+
+/// The JSON line of the inner formatter with the current span's W3C `trace_id`
+/// and `span_id`, and the `task_id` and `correlation_id` of the nearest span
+/// that names them, at the top level, so a log line joins its trace and task
+/// even inside a client span (docs/design.md §8).
+struct TraceJoined<F> {
+    inner: F,
+    dispatch: DispatchSlot,
+}
+
+/// The subscriber this layer is part of: the formatter runs while the event is
+/// dispatched, when `Span::current()` sees no subscriber, so it asks the
+/// OpenTelemetry layer through this handle instead.
+#[derive(Clone, Default)]
+struct DispatchSlot(Arc<OnceLock<tracing::dispatcher::WeakDispatch>>);
+
+impl<S: tracing::Subscriber> Layer<S> for DispatchSlot {
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        let _ = self.0.set(subscriber.downgrade());
+    }
+}
+
+/// JSON lines joined to their trace and task (see [`TraceJoined`]) on `writer`.
+fn json_layer<S, W>(writer: W) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let dispatch = DispatchSlot::default();
+    tracing_subscriber::fmt::layer()
+        .json()
+        .event_format(TraceJoined {
+            inner: tracing_subscriber::fmt::format()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false),
+            dispatch: dispatch.clone(),
+        })
+        .with_writer(writer)
+        .and_then(dispatch)
+}
+
+/// Span fields lifted to the top level of a JSON line.
+const JOINED_FIELDS: [&str; 2] = ["task_id", "correlation_id"];
+
+impl<S, N, F> FormatEvent<S, N> for TraceJoined<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let ids = ctx.lookup_current().and_then(|span| {
+            let dispatch = self.dispatch.0.get()?.upgrade()?;
+            ids_of(&tracing_opentelemetry::get_otel_context(
+                &span.id(),
+                &dispatch,
+            )?)
+        });
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_str(&line) else {
+            return writer.write_str(&line);
+        };
+        if let Some((trace_id, span_id)) = ids {
+            fields.insert("trace_id".into(), trace_id.into());
+            fields.insert("span_id".into(), span_id.into());
+        }
+        for span in ctx.event_scope().into_iter().flatten() {
+            let extensions = span.extensions();
+            let Some(recorded) = extensions.get::<FormattedFields<N>>() else {
+                continue;
+            };
+            let Ok(serde_json::Value::Object(span_fields)) =
+                serde_json::from_str::<serde_json::Value>(recorded.as_str())
+            else {
+                continue;
+            };
+            for key in JOINED_FIELDS {
+                if let (false, Some(value)) = (fields.contains_key(key), span_fields.get(key)) {
+                    fields.insert(key.into(), value.clone());
+                }
+            }
+        }
+        let joined = serde_json::to_string(&fields).map_err(|_| std::fmt::Error)?;
+        writer.write_str(&joined)?;
+        writer.write_char('\n')
+    }
+}
+
+/// The W3C hex trace and span ids of the current span, when it has a valid context.
+pub fn current_trace_ids() -> Option<(String, String)> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let current = tracing::Span::current();
+    if current.is_none() {
+        return None;
+    }
+    ids_of(&current.context())
+}
+
+fn ids_of(cx: &opentelemetry::Context) -> Option<(String, String)> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
 /// Telemetry for tests: quiet unless `TEST_LOG` is set, idempotent, and with the
@@ -174,6 +286,57 @@ mod tests {
     use super::*;
     use contexten_config::Env;
     use contexten_testkit::{TestCerts, free_port};
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A line written inside a child span carries that span's ids and the
+    /// task and correlation ids of its parent, at the top level.
+    #[test]
+    fn a_json_line_carries_trace_span_task_and_correlation_ids() {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(json_layer(move || writer.clone()))
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let (trace_id, span_id) = tracing::subscriber::with_default(subscriber, || {
+            let task = tracing::info_span!("process", task_id = "t-1", correlation_id = "c-1");
+            let _task = task.enter();
+            let client = tracing::info_span!("client");
+            let _client = client.enter();
+            tracing::info!(answer = 42, "called");
+            let ids = current_trace_ids().expect("a valid span context");
+            use opentelemetry::trace::TraceContextExt as _;
+            assert_eq!(
+                task.context().span().span_context().trace_id().to_string(),
+                ids.0
+            );
+            ids
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["trace_id"], trace_id.as_str(), "{text}");
+        assert_eq!(line["span_id"], span_id.as_str());
+        assert_eq!(trace_id.len(), 32);
+        assert_eq!(span_id.len(), 16);
+        assert_eq!(line["task_id"], "t-1");
+        assert_eq!(line["correlation_id"], "c-1");
+        assert_eq!(line["answer"], 42);
+        assert_eq!(line["message"], "called");
+    }
 
     /// With CONTEXTEN_CA_FILE, the exporter's client trusts a collector whose
     /// certificate that CA issued (an `openssl s_server` on loopback here).
