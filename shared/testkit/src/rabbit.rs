@@ -28,6 +28,9 @@ pub struct RabbitOptions {
     /// Enables the management plugin on its own free port (off by default:
     /// it doubles the boot time).
     pub management: bool,
+    /// Enables the `rabbitmq_prometheus` plugin on its own free port (its
+    /// `/metrics` and `/metrics/per-object`; docs/operations.md "Alerts").
+    pub prometheus: bool,
     /// Extra `rabbitmq.conf` lines (`key = value`).
     pub extra_config: Vec<String>,
 }
@@ -39,6 +42,7 @@ impl Default for RabbitOptions {
             verify_peer: true,
             fail_if_no_peer_cert: false,
             management: false,
+            prometheus: false,
             extra_config: Vec::new(),
         }
     }
@@ -61,6 +65,10 @@ impl RabbitOptions {
         self.management = on;
         self
     }
+    pub fn prometheus(mut self, on: bool) -> Self {
+        self.prometheus = on;
+        self
+    }
     pub fn config_line(mut self, line: impl Into<String>) -> Self {
         self.extra_config.push(line.into());
         self
@@ -79,6 +87,7 @@ pub struct RabbitNode {
     amqps_port: Option<u16>,
     dist_port: u16,
     management_port: Option<u16>,
+    prometheus_port: Option<u16>,
     child: Mutex<Option<Child>>,
     // Last: removed after Drop has killed the processes.
     dir: tempfile::TempDir,
@@ -106,6 +115,7 @@ impl RabbitNode {
         let dist_port = crate::free_port();
         let amqps_port = options.tls.as_ref().map(|_| crate::free_port());
         let management_port = options.management.then(crate::free_port);
+        let prometheus_port = options.prometheus.then(crate::free_port);
         let name = format!(
             "ctk-{}-{}-{amqp_port}@localhost",
             std::process::id(),
@@ -119,15 +129,26 @@ impl RabbitNode {
         // Our own env file, so the machine's rabbitmq-env.conf (its node name)
         // is never read.
         std::fs::write(root.join("rabbitmq-env.conf"), "")?;
-        let plugins = if options.management {
-            "[rabbitmq_management].\n"
-        } else {
-            "[].\n"
-        };
-        std::fs::write(root.join("enabled_plugins"), plugins)?;
+        let plugins: Vec<&str> = [
+            (options.management, "rabbitmq_management"),
+            (options.prometheus, "rabbitmq_prometheus"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        std::fs::write(
+            root.join("enabled_plugins"),
+            format!("[{}].\n", plugins.join(",")),
+        )?;
         std::fs::write(
             root.join("rabbitmq.conf"),
-            config(&options, amqp_port, amqps_port, management_port),
+            config(
+                &options,
+                amqp_port,
+                amqps_port,
+                management_port,
+                prometheus_port,
+            ),
         )?;
         let node = RabbitNode {
             mark: Mark::Env(root.display().to_string()),
@@ -136,6 +157,7 @@ impl RabbitNode {
             amqps_port,
             dist_port,
             management_port,
+            prometheus_port,
             child: Mutex::new(None),
             dir,
         };
@@ -158,6 +180,13 @@ impl RabbitNode {
     /// The management plugin's base URL when started with it.
     pub fn management_url(&self) -> Option<String> {
         self.management_port
+            .map(|p| format!("http://127.0.0.1:{p}"))
+    }
+
+    /// The Prometheus plugin's base URL when started with it
+    /// (`<url>/metrics`, `<url>/metrics/per-object`).
+    pub fn prometheus_url(&self) -> Option<String> {
+        self.prometheus_port
             .map(|p| format!("http://127.0.0.1:{p}"))
     }
 
@@ -351,6 +380,7 @@ fn config(
     amqp_port: u16,
     amqps_port: Option<u16>,
     management_port: Option<u16>,
+    prometheus_port: Option<u16>,
 ) -> String {
     let mut conf = format!(
         "listeners.tcp.default = 127.0.0.1:{amqp_port}\n\
@@ -382,6 +412,12 @@ fn config(
         let _ = writeln!(
             conf,
             "management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {port}"
+        );
+    }
+    if let Some(port) = prometheus_port {
+        let _ = writeln!(
+            conf,
+            "prometheus.tcp.ip = 127.0.0.1\nprometheus.tcp.port = {port}"
         );
     }
     for line in &options.extra_config {
