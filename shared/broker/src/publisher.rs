@@ -244,9 +244,14 @@ impl Publisher {
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
         let channel = &self.channels[turn];
         // The bodies are borrowed by the publishes, the properties moved into them.
+        let mut spans = Vec::with_capacity(messages.len());
         let (routes, contents): (Vec<_>, Vec<_>) = messages
             .into_iter()
-            .map(|m| ((m.exchange, m.routing_key), (m.body, m.properties)))
+            .map(|m| {
+                let (span, properties) = producer_span(&m.exchange, &m.routing_key, m.properties);
+                spans.push(span);
+                ((m.exchange, m.routing_key), (m.body, properties))
+            })
             .unzip();
         let (bodies, properties): (Vec<_>, Vec<_>) = contents.into_iter().unzip();
         // Each publish queues its frames when first polled, so joining them
@@ -272,13 +277,17 @@ impl Publisher {
         Ok(written
             .into_iter()
             .zip(routes)
-            .map(|(confirm, (exchange, routing_key))| PendingConfirm {
-                confirm,
-                exchange,
-                routing_key,
-                deadline,
-                timeout: self.confirm_timeout,
-            })
+            .zip(spans)
+            .map(
+                |((confirm, (exchange, routing_key)), span)| PendingConfirm {
+                    confirm,
+                    exchange,
+                    routing_key,
+                    deadline,
+                    timeout: self.confirm_timeout,
+                    span,
+                },
+            )
             .collect())
     }
 }
@@ -291,12 +300,24 @@ pub struct PendingConfirm {
     /// When the publish started plus the confirm timeout.
     deadline: Instant,
     timeout: Duration,
+    /// The producer span, ended with the confirmation.
+    span: tracing::Span,
 }
 
 impl PendingConfirm {
     /// Waits for the broker to take responsibility for the message, until the
     /// publish's deadline; an unroutable message is an error.
     pub async fn confirmed(self) -> Result<(), BrokerError> {
+        let span = self.span.clone();
+        let result = self.confirm_or_fail().await;
+        if let Err(error) = &result {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", error.to_string());
+        }
+        result
+    }
+
+    async fn confirm_or_fail(self) -> Result<(), BrokerError> {
         let confirmation = match tokio::time::timeout_at(self.deadline, self.confirm).await {
             Ok(confirmation) => confirmation?,
             Err(_) => return Err(timed_out(self.timeout)),
@@ -315,6 +336,55 @@ impl PendingConfirm {
         }
     }
 }
+
+/// A producer span for one message (OpenTelemetry messaging conventions, see
+/// docs/design.md §8), a child of the current span or, outside any span (a
+/// message republished as it came), of the trace the message already carries;
+/// the message's `traceparent` becomes the producer span's context, so the
+/// consumer's span is its child.
+fn producer_span(
+    exchange: &str,
+    routing_key: &str,
+    properties: BasicProperties,
+) -> (tracing::Span, BasicProperties) {
+    let message_id = properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.as_str().to_owned())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format_args!("publish {routing_key}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "send",
+        messaging.destination.name = exchange,
+        messaging.rabbitmq.destination.routing_key = routing_key,
+        messaging.message.id = %message_id,
+    );
+    let mut table = properties.headers().clone().unwrap_or_default();
+    if tracing::Span::current().is_none() {
+        let mut carried = HashMap::new();
+        for key in TRACE_HEADERS {
+            if let Some(AMQPValue::LongString(value)) = table.inner().get(key) {
+                carried.insert(
+                    key.to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                );
+            }
+        }
+        contexten_telemetry::propagation::adopt_parent(&span, &carried);
+    }
+    for (key, value) in contexten_telemetry::propagation::inject(&span) {
+        table.insert(key.into(), long(&value));
+    }
+    (span, properties.with_headers(table))
+}
+
+/// The W3C trace context headers.
+const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
 fn timed_out(timeout: Duration) -> BrokerError {
     contexten_telemetry::metric::publish_failed("confirm_timeout");

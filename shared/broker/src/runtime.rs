@@ -292,8 +292,26 @@ async fn process<H: Handler>(session: Arc<Session<H>>, delivery: Delivery) {
         }
     };
 
+    // A consumer span per delivery, the child of the producer span whose context
+    // the message carries: one task is one trace (docs/design.md §8).
     let span = tracing::info_span!(
-        "handle",
+        "process",
+        otel.name = %format_args!("process {stage}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.destination.name = %session.names.stage_queue(stage),
+        messaging.rabbitmq.destination.routing_key = %delivery.routing_key,
+        messaging.message.id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str())
+            .unwrap_or_default(),
+        messaging.message.delivery_count = attempt + 1,
+        contexten.outcome = tracing::field::Empty,
+        contexten.dead_letter.reason = tracing::field::Empty,
         stage = stage.as_str(),
         task_id = %envelope.task_id,
         correlation_id = %envelope.correlation_id,
@@ -373,6 +391,8 @@ async fn apply<H>(
 ) -> Result<(), BrokerError> {
     let stage = session.stage;
     let trace = propagation::inject(&tracing::Span::current());
+    let span = tracing::Span::current();
+    span.record("contexten.outcome", outcome.label());
     let state = match outcome {
         Outcome::Done => "done".to_owned(),
         Outcome::Forward(nexts) => {
@@ -596,6 +616,10 @@ async fn dead_letter<H>(
 ) -> Result<(), BrokerError> {
     let stage = session.stage;
     let (code, detail) = (reason.code.as_str(), reason.detail.as_str());
+    let span = tracing::Span::current();
+    span.record("contexten.outcome", "dead_letter");
+    span.record("contexten.dead_letter.reason", code);
+    span.record("otel.status_code", "ERROR");
     let mut table = FieldTable::default();
     for (key, value) in trace {
         table.insert(key.as_str().into(), long(value));
