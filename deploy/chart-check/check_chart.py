@@ -25,8 +25,13 @@
    rotated file secret rolls no pod (secret_files.py).
 5. Negative tests: each bad-values/*.yaml must be rejected by the chart, with
    every `# expect:` message of the file in helm's error output.
-6. The Grafana dashboard: every PromQL expression parses (promql-parser) and
-   every fleet metric is charted; the compose file wires the five services;
+6. The Grafana dashboard: every PromQL expression parses (promql-parser); the
+   chart's alert rules pass `promtool check rules` and the unit tests in
+   alerts.test.yaml and each links its runbook in docs/operations.md; every
+   metric and label the dashboard and the alerts query is one some component
+   exports (metrics/*.txt, collected by tests, never kept by hand), and each
+   bad-queries/*.yaml (a misspelled metric or label) makes that check fail
+   (metrics_check.py); the compose file wires the five services;
    the Dockerfile parses (BuildKit's parser) and keeps its promises (cache
    mounts, a non-root runtime with CA certificates and git, every binary).
 
@@ -46,6 +51,7 @@ import yaml
 
 from artefacts import check_compose, check_dashboard, check_dockerfile, check_notes
 from common import HERE, RELEASE, WORKER_BINARIES, Helm, Report
+from metrics_check import check_exported, check_rules
 from secret_files import check_secret_files, files_values
 from settings_reach import check_settings_reach_containers
 
@@ -53,6 +59,7 @@ CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda-v1alpha1.json",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication-keda-v1alpha1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
 }
 
 
@@ -153,6 +160,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--helm", required=True)
     ap.add_argument("--chart", required=True, type=Path)
+    ap.add_argument("--promtool", required=True, help="promtool, for the alert rules' unit tests")
     ap.add_argument("--kube-versions", default="1.29.0,1.37.0",
                     help="Kubernetes versions to render for and validate against")
     args = ap.parse_args()
@@ -200,6 +208,8 @@ def main() -> int:
         check_secret_files(helm, values, schema, rep)
         check_bad_values(helm, rep)
         check_dashboard(HERE.parent / "grafana" / "contexten.json", rep)
+        rules = check_rules(helm, args.promtool, Path(tmp), HERE.parent.parent / "docs" / "operations.md", rep)
+        check_exported(HERE / "metrics", HERE.parent / "grafana" / "contexten.json", rules, rep)
         check_compose(HERE.parent / "docker-compose.yml", rep)
         check_dockerfile(HERE.parent / "Dockerfile", rep)
 

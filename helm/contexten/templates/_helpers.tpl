@@ -827,3 +827,12 @@ spec:
           type: Utilization
           averageUtilization: {{ .a.targetCPUUtilizationPercentage }}
 {{- end -}}
+
+{{/* An alert's runbook annotations: the section of docs/operations.md, and
+     its URL when prometheusRule.runbookBaseUrl is set. */}}
+{{- define "contexten.runbook" -}}
+runbook: {{ printf "docs/operations.md#%s" .anchor | quote }}
+{{- if .base }}
+runbook_url: {{ printf "%s#%s" (trimSuffix "#" .base) .anchor | quote }}
+{{- end }}
+{{- end -}}
