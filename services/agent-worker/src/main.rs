@@ -18,6 +18,12 @@ async fn main() -> anyhow::Result<()> {
         .context("invalid configuration")?;
     let settings = AgentSettings::from_env(&env).context("invalid configuration")?;
     let _telemetry = contexten_telemetry::init(&cfg.telemetry)?;
+    // Build info for `/metrics` and `/status`, and the broker round trip `/status` measures.
+    contexten_telemetry::health::set_build_info(
+        &cfg.telemetry.service_name,
+        env!("CARGO_PKG_VERSION"),
+    );
+    contexten_telemetry::health::probe_broker(&cfg.broker);
     let store = Store::new(&cfg.redis, cfg.names())?;
     let handler = AgentHandler::new(&settings, store.clone()).context("codegen client")?;
     if !handler.is_configured() {

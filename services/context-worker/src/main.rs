@@ -84,6 +84,12 @@ async fn main() -> anyhow::Result<()> {
 async fn run_worker(env: &Env) -> anyhow::Result<()> {
     let cfg = ContextConfig::from_env(env).context("invalid configuration")?;
     let _telemetry = contexten_telemetry::init(&cfg.worker.telemetry)?;
+    // Build info for `/metrics` and `/status`, and the broker round trip `/status` measures.
+    contexten_telemetry::health::set_build_info(
+        &cfg.worker.telemetry.service_name,
+        env!("CARGO_PKG_VERSION"),
+    );
+    contexten_telemetry::health::probe_broker(&cfg.worker.broker);
     let store = Store::new(&cfg.worker.redis, cfg.worker.names())?;
     let handler = ContextHandler::new(cfg.engine(), &cfg)
         .with_pulls_api(PullsApi::new(&cfg.github_api_url, cfg.github_token.clone()));

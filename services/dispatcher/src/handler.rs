@@ -230,6 +230,9 @@ impl DispatchHandler {
                 } else {
                     tracing::info!(provider, kind = kind.as_str(), external_id = %posted.external_id, "reply posted");
                     note(provider, kind, "posted");
+                    if matches!(kind, ReplyKind::Final | ReplyKind::Failure) {
+                        end_to_end(envelope);
+                    }
                 }
                 Outcome::Done
             }
@@ -353,6 +356,17 @@ fn ledger_unavailable(
     metric::redis_degraded("reply_ledger");
     note(provider, kind, "ledger_unavailable");
     Outcome::later(Stage::Dispatch, LEDGER_DELAY, envelope)
+}
+
+/// Records the task's end-to-end latency: request received at ingest
+/// (`created_at_ms`) to its final or failure answer posted.
+fn end_to_end(envelope: &TaskEnvelope) {
+    let elapsed = Duration::from_millis(now_ms().saturating_sub(envelope.created_at_ms));
+    metric::end_to_end(
+        envelope.source.kind.as_str(),
+        envelope.strategy.as_str(),
+        elapsed,
+    );
 }
 
 /// Counts a handled reply.

@@ -15,6 +15,12 @@ async fn main() -> anyhow::Result<()> {
     contexten_tls::init(&env).context("invalid TLS configuration")?;
     let cfg = DispatcherConfig::from_env(&env).context("invalid configuration")?;
     let _telemetry = contexten_telemetry::init(&cfg.worker.telemetry)?;
+    // Build info for `/metrics` and `/status`, and the broker round trip `/status` measures.
+    contexten_telemetry::health::set_build_info(
+        &cfg.worker.telemetry.service_name,
+        env!("CARGO_PKG_VERSION"),
+    );
+    contexten_telemetry::health::probe_broker(&cfg.worker.broker);
     let store = Store::new(&cfg.worker.redis, cfg.worker.names())?;
     let handler = DispatchHandler::new(&cfg.providers, store.clone())
         .context("while building the clients")?;

@@ -150,6 +150,7 @@ impl Engine {
             };
             self.breaker.record(&permit, !error.trips_breaker()).await;
             metric::llm_call(provider, error.code(), 0, 0);
+            metric::llm_error(provider, error.code());
             tracing::warn!(provider, tries, error = %error, "llm call failed");
             if !error.is_transient() {
                 return Err(Failure::Fallback {

@@ -342,6 +342,11 @@ impl GenerateHandler {
         }
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
         metric::generation("fallback");
+        // A platform's own code is unbounded; the fleet's reasons are a fixed set.
+        metric::generator_fallback(match &code {
+            Reason::Platform(_) => "platform",
+            own => own.as_str(),
+        });
         tracing::warn!(task_id = %envelope.task_id, %code, strategy, detail = %detail, "generation failed; falling back to the agent");
         envelope.fallback_reason = Some(fallback_reason(&code));
         Outcome::forward(Stage::Agent, envelope)

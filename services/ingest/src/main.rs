@@ -46,6 +46,12 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli, env: Env, cfg: IngestConfig) -> anyhow::Result<()> {
     let _telemetry = contexten_telemetry::init(&cfg.telemetry)?;
+    // Build info for `/metrics` and `/status`, and the broker round trip `/status` measures.
+    contexten_telemetry::health::set_build_info(
+        &cfg.telemetry.service_name,
+        env!("CARGO_PKG_VERSION"),
+    );
+    contexten_telemetry::health::probe_broker(&cfg.broker);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let listener = tokio::net::TcpListener::bind(cfg.addr)

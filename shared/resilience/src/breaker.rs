@@ -2,7 +2,7 @@
 //! and closes together; a local copy takes over while Redis is unreachable.
 
 use contexten_store::Store;
-use contexten_telemetry::metric;
+use contexten_telemetry::{health, metric};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -149,6 +149,12 @@ impl CircuitBreaker {
     pub fn new<E>(store: Store<E>, name: &str, config: BreakerConfig) -> Self {
         let store: Store = store.retyped();
         let key = store.names().redis_key(&["breaker", name]);
+        // Known from the start (metric series and `/status`), as closed until
+        // the first call says otherwise.
+        if !health::breaker_known(name) {
+            metric::breaker_state(name, BreakerState::Closed.as_str());
+            health::report_breaker(name, BreakerState::Closed.as_str());
+        }
         CircuitBreaker {
             store,
             name: name.to_owned(),
@@ -236,6 +242,7 @@ impl CircuitBreaker {
 
     fn publish(&self, state: BreakerState) {
         metric::breaker_state(&self.name, state.as_str());
+        health::report_breaker(&self.name, state.as_str());
         if state != BreakerState::Closed {
             tracing::info!(breaker = %self.name, ?state, "breaker state");
         }

@@ -450,12 +450,12 @@ impl<E> Store<E> {
         loop {
             let cache_detail = match &cache {
                 None => String::new(),
-                Some(cache) => match cache.ping().await {
+                Some(cache) => match timed_ping(cache, "redis_cache").await {
                     Ok(()) => "; cache: pong".to_owned(),
                     Err(error) => format!("; cache: {error}"),
                 },
             };
-            match records.ping().await {
+            match timed_ping(&records, "redis_records").await {
                 Ok(()) => {
                     readiness.set("redis", true, format!("records: pong{cache_detail}"));
                     if !policy_checked {
@@ -473,6 +473,15 @@ impl<E> Store<E> {
             }
         }
     }
+}
+
+/// A ping whose round-trip time `/status` reports under `name`.
+async fn timed_ping(store: &Store, name: &str) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let result = store.ping().await;
+    let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+    contexten_telemetry::health::record_round_trip(name, started.elapsed(), outcome);
+    result
 }
 
 #[cfg(test)]

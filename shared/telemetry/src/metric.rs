@@ -473,8 +473,8 @@ pub fn llm_error(provider: &'static str, class: &'static str) {
 }
 
 /// The generator answered with its fallback for `reason`.
-pub fn generator_fallback(reason: &'static str) {
-    counter!(GENERATOR_FALLBACKS, "reason" => reason).increment(1);
+pub fn generator_fallback(reason: &str) {
+    counter!(GENERATOR_FALLBACKS, "reason" => reason.to_owned()).increment(1);
 }
 
 /// An agent run event (`created`, `resumed`, `adopted`, `succeeded`, `failed`,
