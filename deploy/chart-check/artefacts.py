@@ -82,6 +82,21 @@ def check_compose(path: Path, rep: Report) -> None:
             problems.append(f"{binary}: env_file hands every variable to every binary")
     rep.check(not problems, "broker, Redis, collector, Jaeger and the five services are wired", "; ".join(problems))
 
+    # The broker serves its queue metrics and the compose Prometheus scrapes them
+    # (the dashboard's queue panels, docs/operations.md "5. Alerts").
+    plugin = []
+    mounts = [str(v) for v in services["rabbitmq"].get("volumes", [])]
+    plugins = next((path.parent / m.split(":")[0] for m in mounts if ":/etc/rabbitmq/enabled_plugins" in m), None)
+    if plugins is None or "rabbitmq_prometheus" not in plugins.read_text():
+        plugin.append("the rabbitmq service does not enable rabbitmq_prometheus")
+    if not any(str(p).split(":")[-1] == "15692" for p in services["rabbitmq"].get("ports", [])):
+        plugin.append("port 15692 is not published")
+    prom = yaml.safe_load((path.parent / "observability" / "prometheus.yml").read_text())
+    if not any(t == "rabbitmq:15692" and job.get("metrics_path") == "/metrics/per-object"
+               for job in prom["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]):
+        plugin.append("observability/prometheus.yml does not scrape rabbitmq:15692/metrics/per-object")
+    rep.check(not plugin, "the broker's Prometheus plugin is on and scraped per queue", "; ".join(plugin))
+
     # Each binary gets exactly what it reads: nothing else, nothing missing.
     wrong = []
     for binary, reads in BINARY_READS.items():

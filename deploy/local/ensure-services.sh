@@ -55,15 +55,27 @@ ensure_redis() {
 
 ensure_rabbitmq() {
   read -r host port < <(host_port "$amqp_url" 5672)
-  if is_open "$host" "$port"; then echo "ensure-services: RabbitMQ already running on $host:$port"; return; fi
+  if is_open "$host" "$port"; then
+    echo "ensure-services: RabbitMQ already running on $host:$port"
+    # A broker we did not start is never reconfigured: only say how.
+    if ! is_open "$host" 15692; then
+      echo "ensure-services: its Prometheus plugin (:15692, the dashboard's queue panels and the queue" \
+        "alerts, docs/operations.md \"5. Alerts\") is off; to enable it: sudo rabbitmq-plugins enable rabbitmq_prometheus"
+    fi
+    return
+  fi
   is_local "$host" || { echo "ensure-services: RabbitMQ at $host:$port is not reachable" >&2; exit 1; }
   command -v rabbitmq-server >/dev/null || [ -x /usr/sbin/rabbitmq-server ] || apt_install rabbitmq-server
   PATH=$PATH:/usr/sbin
+  # The broker we start serves its queue metrics (rabbitmq_prometheus on :15692,
+  # docs/operations.md "5. Alerts"); --offline: the node is not running yet.
+  rabbitmq-plugins enable --offline rabbitmq_prometheus >/dev/null 2>&1 \
+    || echo "ensure-services: could not enable rabbitmq_prometheus (queue metrics stay off)" >&2
   # The Debian service may be stopped; start the broker directly (no systemd in containers).
   rabbitmq-server -detached >/dev/null 2>&1 || true
   wait_open "$host" "$port" RabbitMQ 90
   rabbitmqctl await_startup >/dev/null 2>&1 || true
-  echo "ensure-services: started RabbitMQ on $host:$port"
+  echo "ensure-services: started RabbitMQ on $host:$port (Prometheus metrics on :15692)"
 }
 
 # contexten-testkit starts RabbitMQ nodes and Redis servers of a test's own (the
