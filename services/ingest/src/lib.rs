@@ -161,7 +161,8 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
         ))
         .layer(axum::middleware::map_response(
             move |r: Response| async move { json_4xx(r, body_limit, timeout) },
-        ));
+        ))
+        .layer(axum::middleware::from_fn(server::trace_request));
     app.merge(health::router(readiness))
 }
 

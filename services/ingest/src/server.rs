@@ -180,3 +180,49 @@ pub async fn shed_over_capacity(
         }
     }
 }
+
+/// A SERVER span per request (OpenTelemetry HTTP conventions, docs/design.md
+/// §8): the parent of every publish the request makes, so the task's trace
+/// starts here. A `traceparent` is adopted on the REST API only (`/v1/`):
+/// a webhook's headers are the platform's, not a trace of ours.
+pub async fn trace_request(request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| request.uri().path().to_owned());
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        task_id = tracing::field::Empty,
+        correlation_id = tracing::field::Empty,
+    );
+    if route.starts_with("/v1/") {
+        let headers: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
+            .into_iter()
+            .filter_map(|name| {
+                let value = request.headers().get(name)?.to_str().ok()?;
+                Some((name.to_owned(), value.to_owned()))
+            })
+            .collect();
+        contexten_telemetry::propagation::adopt_parent(&span, &headers);
+    }
+    // Until the task names its own, a request's lines are joined by its trace id.
+    if let Some((trace_id, _)) = span.in_scope(contexten_telemetry::current_trace_ids) {
+        span.record("correlation_id", trace_id);
+    }
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    response
+}

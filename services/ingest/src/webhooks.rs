@@ -142,6 +142,10 @@ pub(crate) async fn submit(
         draft.refuse(refusal);
     }
     let env = draft.into_envelope(&state.cfg.routing);
+    // The request's server span (crate::server::trace_request) names the task from here on.
+    let span = tracing::Span::current();
+    span.record("task_id", tracing::field::display(&env.task_id));
+    span.record("correlation_id", env.correlation_id.as_str());
     match intake::admit(state, env, received_at_ms).await? {
         Admission::Created(env) => {
             // A refused request is answered in its thread: say so here too.

@@ -3,6 +3,7 @@
 use crate::error::{error_message, retry_after};
 use crate::{ChatRequest, ChatResponse, LlmError, LlmSettings, Role, Usage, endpoint};
 use contexten_config::{ExposeSecret, SecretSource};
+use contexten_telemetry::client::TracedSend as _;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -130,7 +131,7 @@ impl AnthropicClient {
             .header("x-api-key", self.key.current().expose_secret())
             .header("anthropic-version", ANTHROPIC_VERSION)
             .json(&body)
-            .send()
+            .send_traced("anthropic")
             .await
             .map_err(|e| LlmError::from_reqwest(e, self.timeout))?;
         let status = response.status().as_u16();

@@ -3,6 +3,7 @@
 use crate::error::{error_message, retry_after};
 use crate::{ChatRequest, ChatResponse, LlmError, LlmSettings, Message, Usage, endpoint};
 use contexten_config::{ExposeSecret, SecretSource};
+use contexten_telemetry::client::TracedSend as _;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -106,7 +107,7 @@ impl OpenAiClient {
             .post(&self.url)
             .bearer_auth(self.key.current().expose_secret())
             .json(&body)
-            .send()
+            .send_traced("openai")
             .await
             .map_err(|e| LlmError::from_reqwest(e, self.timeout))?;
         let status = response.status();

@@ -14,6 +14,7 @@ use crate::time::unix_now;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use contexten_config::SecretSource;
+use contexten_telemetry::client::TracedSend as _;
 use contexten_trust::outbound::{OutboundGuard, Purpose};
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
@@ -219,7 +220,7 @@ impl CallbackClient {
             .header(HEADER_TIMESTAMP, timestamp.to_string())
             .header(HEADER_SIGNATURE, signature)
             .body(body)
-            .send()
+            .send_traced(PROVIDER)
             .await
             .map_err(|e| http::guarded_send_error(PROVIDER, e))?;
         let status = response.status();

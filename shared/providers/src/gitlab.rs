@@ -12,6 +12,7 @@ use crate::http::{self, HttpSettings, snippet};
 use crate::time::unix_now;
 use contexten_config::SecretSource;
 use contexten_envelope::{ChannelTarget, EnvelopeError, ReplyTarget};
+use contexten_telemetry::client::TracedSend as _;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
@@ -218,7 +219,7 @@ impl GitlabClient {
             request = request.json(&body);
         }
         let response = request
-            .send()
+            .send_traced(PROVIDER)
             .await
             .map_err(|e| http::transport_error(PROVIDER, e))?;
         let http::Answer {

@@ -6,6 +6,7 @@ use crate::ProviderError;
 use crate::http::{self, HttpSettings, snippet};
 use crate::time::unix_now;
 use contexten_config::SecretSource;
+use contexten_telemetry::client::TracedSend as _;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
@@ -163,7 +164,7 @@ impl LinearClient {
             .post(&self.url)
             .header("authorization", self.auth.header())
             .json(&json!({ "query": query, "variables": variables }))
-            .send()
+            .send_traced(PROVIDER)
             .await
             .map_err(|e| http::transport_error(PROVIDER, e))?;
         let http::Answer {

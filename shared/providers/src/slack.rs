@@ -15,6 +15,7 @@ use crate::ProviderError;
 use crate::http::{self, HttpSettings, snippet};
 use crate::time::unix_now;
 use contexten_config::SecretSource;
+use contexten_telemetry::client::TracedSend as _;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -245,7 +246,7 @@ impl SlackClient {
             .get(format!("{}/{method}", self.base))
             .bearer_auth(self.token.current().expose_secret())
             .query(query)
-            .send()
+            .send_traced(PROVIDER)
             .await
             .map_err(|e| http::transport_error(PROVIDER, e))?;
         let answer = read(response, false).await?;
@@ -275,7 +276,7 @@ impl SlackClient {
             .post(url)
             .header("content-type", "application/json; charset=utf-8")
             .body(body.to_string())
-            .send()
+            .send_traced(PROVIDER)
             .await
             .map_err(|e| http::transport_error(PROVIDER, e))?;
         read_webhook(response).await
@@ -308,7 +309,7 @@ impl SlackClient {
             .post(url)
             .header("content-type", "application/octet-stream")
             .body(file.content.clone())
-            .send()
+            .send_traced(PROVIDER)
             .await
             .map_err(|e| http::transport_error(PROVIDER, e))?;
         let status = response.status();
@@ -379,7 +380,7 @@ impl SlackClient {
             .bearer_auth(self.token.current().expose_secret())
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)
-            .send()
+            .send_traced(PROVIDER)
             .await
             .map_err(|e| http::transport_error(PROVIDER, e))?;
         read(response, writes).await
@@ -392,7 +393,7 @@ impl SlackClient {
             .bearer_auth(self.token.current().expose_secret())
             .header("content-type", "application/json; charset=utf-8")
             .body(body.to_string())
-            .send()
+            .send_traced(PROVIDER)
             .await
             .map_err(|e| http::transport_error(PROVIDER, e))?;
         read(response, writes).await

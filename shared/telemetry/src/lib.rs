@@ -4,6 +4,7 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set), and the Prometheus recorder behind
 //! `/metrics`; [`health`] serves `/healthz`, `/readyz` and `/metrics`.
 
+pub mod client;
 pub mod health;
 pub mod metric;
 pub mod propagation;

@@ -10,6 +10,7 @@ pub use model::{
 };
 
 use contexten_config::{ExposeSecret, SecretSource};
+use contexten_telemetry::client::TracedSend as _;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -163,7 +164,7 @@ impl CodegenClient {
     ) -> Result<T, CodegenError> {
         let response = request
             .bearer_auth(self.token.current().expose_secret())
-            .send()
+            .send_traced("codegen")
             .await
             .map_err(|e| self.transport(e))?;
         let status = response.status();

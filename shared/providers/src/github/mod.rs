@@ -10,6 +10,7 @@ use crate::http::{self, HttpSettings, retry_after_from, snippet};
 use crate::time::{rfc3339, unix_now};
 use app::TokenCache;
 use contexten_config::SecretSource;
+use contexten_telemetry::client::TracedSend as _;
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -181,7 +182,7 @@ impl GithubClient {
             request = request.json(&body);
         }
         let response = request
-            .send()
+            .send_traced(PROVIDER)
             .await
             .map_err(|e| http::transport_error(PROVIDER, e))?;
         let http::Answer {
@@ -290,7 +291,7 @@ impl GithubClient {
             .bearer_auth(app.jwt()?)
             .header("accept", "application/vnd.github+json")
             .header("x-github-api-version", "2022-11-28")
-            .send()
+            .send_traced(PROVIDER)
             .await
             .map_err(|e| http::transport_error(PROVIDER, e))?;
         let http::Answer {
