@@ -3,6 +3,7 @@
 
 mod extension;
 mod gitlab;
+mod metrics;
 mod pull_requests;
 mod secrets;
 mod slack_commands;
