@@ -78,3 +78,34 @@ fn the_readme_metrics_section_matches_the_catalog() {
          `UPDATE_METRICS=1 cargo test -p contexten-telemetry --test catalog`. Expected:\n{expected}"
     );
 }
+
+#[test]
+fn a_breaker_reports_one_series_per_state_and_the_new_metrics_render() {
+    contexten_telemetry::init_for_tests();
+    metric::breaker_state("catalog_test", "half_open");
+    metric::end_to_end(
+        "catalog_test_source",
+        "generate",
+        std::time::Duration::from_millis(1500),
+    );
+    metric::llm_error("catalog_test_llm", "rate_limited");
+    metric::generator_fallback("catalog_test_reason");
+    let text = contexten_telemetry::render_metrics();
+    for (state, value) in [("closed", 0), ("open", 0), ("half_open", 1)] {
+        let series = format!(
+            "contexten_breaker_state{{breaker=\"catalog_test\",state=\"{state}\"}} {value}"
+        );
+        assert!(text.contains(&series), "{series} missing:\n{text}");
+    }
+    for series in [
+        "contexten_task_end_to_end_seconds_count{source=\"catalog_test_source\",strategy=\"generate\"} 1",
+        "contexten_llm_errors_total{provider=\"catalog_test_llm\",class=\"rate_limited\"} 1",
+        "contexten_generator_fallbacks_total{reason=\"catalog_test_reason\"} 1",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    assert!(
+        text.contains("# HELP contexten_task_end_to_end_seconds "),
+        "described from the catalog:\n{text}"
+    );
+}
