@@ -5,4 +5,5 @@
 pub mod cleanup;
 pub mod fakes;
 pub mod harness;
+pub mod otlp;
 pub mod process;

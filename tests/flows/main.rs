@@ -8,6 +8,7 @@ mod pull_requests;
 mod secrets;
 mod slack_commands;
 mod tls;
+mod tracing;
 
 use contexten_fleet_tests::fakes::Fakes;
 use contexten_fleet_tests::harness::*;
