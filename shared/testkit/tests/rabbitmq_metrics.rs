@@ -70,9 +70,15 @@ fn names(exposition: &str, into: &mut BTreeMap<String, BTreeSet<String>>) {
 
 #[tokio::test]
 async fn rabbitmq_prometheus_metric_names_match_the_list() {
-    let node = RabbitNode::start(RabbitOptions::default().prometheus(true))
-        .await
-        .unwrap();
+    // Statistics every 500 ms instead of 5 s: the per-object families fill
+    // in sooner (the names do not depend on it).
+    let node = RabbitNode::start(
+        RabbitOptions::default()
+            .prometheus(true)
+            .config_line("collect_statistics_interval = 500"),
+    )
+    .await
+    .unwrap();
     let port: u16 = node
         .prometheus_url()
         .unwrap()
@@ -119,10 +125,12 @@ async fn rabbitmq_prometheus_metric_names_match_the_list() {
         .await
         .unwrap();
 
-    // The plugin's listener may come up just after AMQP; per-object stats
-    // are collected every few seconds.
+    // The plugin's listener may come up just after AMQP, and per-object
+    // stats are emitted periodically: take the names once two scrapes two
+    // seconds apart agree and the per-queue families are there.
     let mut found = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut previous = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         found.clear();
         let mut ok = true;
@@ -136,14 +144,15 @@ async fn rabbitmq_prometheus_metric_names_match_the_list() {
             .get("rabbitmq_queue_messages_ready")
             .is_some_and(|l| l.contains("queue"));
         let consumers_seen = found.contains_key("rabbitmq_queue_consumers");
-        if ok && queue_seen && consumers_seen {
+        if ok && queue_seen && consumers_seen && found == previous {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no per-queue metrics from the plugin within 60 s"
+            "the plugin's metric names did not settle within 90 s"
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        previous = found.clone();
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 
     let rendered: String = found
