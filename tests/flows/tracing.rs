@@ -41,6 +41,19 @@ async fn each_task_is_one_trace_across_the_fleet_and_its_log_lines_carry_its_tra
     assert!(response.status().is_success(), "{}", response.status());
     let github_task = task_id_of(response.json().await.unwrap());
 
+    // The agent strategy's path: ingest → agent → dispatch.
+    let payload = github_comment(
+        &repo,
+        10,
+        4902,
+        "/contexten agent refactor the duration helpers and open a PR",
+    );
+    let response = fleet
+        .github_webhook("issue_comment", "d-gh-trace-agent", &payload)
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let agent_task = task_id_of(response.json().await.unwrap());
+
     let callback = format!("{}/hooks/contexten", fleet.fakes.callback.uri());
     // The API adopts the caller's trace.
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -62,7 +75,13 @@ async fn each_task_is_one_trace_across_the_fleet_and_its_log_lines_carry_its_tra
     assert_eq!(response.status(), 202);
     let api_task = task_id_of(response.json().await.unwrap());
 
-    for (task, answer_peer) in [(&github_task, "github"), (&api_task, "callback")] {
+    let mut services = std::collections::BTreeSet::new();
+    for (task, answer_peer) in [
+        (&github_task, "github"),
+        (&api_task, "callback"),
+        (&agent_task, "github"),
+    ] {
+        let is_agent = task == &agent_task;
         // The trace is complete once every link of the chain has arrived.
         let missing = std::sync::Mutex::new(String::new());
         let spans = eventually(FLOW_WITHIN, || {
@@ -76,7 +95,12 @@ async fn each_task_is_one_trace_across_the_fleet_and_its_log_lines_carry_its_tra
                 };
                 let mine: Vec<ReceivedSpan> =
                     spans.into_iter().filter(|s| s.trace_id == trace).collect();
-                match check_causal_chain(&mine, answer_peer) {
+                let checked = if is_agent {
+                    check_agent_chain(&mine)
+                } else {
+                    check_causal_chain(&mine, answer_peer)
+                };
+                match checked {
                     Ok(()) => Some(mine),
                     Err(why) => {
                         *missing.lock().unwrap() = why;
@@ -106,7 +130,19 @@ async fn each_task_is_one_trace_across_the_fleet_and_its_log_lines_carry_its_tra
             );
         }
         check_logs(&fleet, task, &trace);
+        services.extend(spans.iter().map(|s| s.service.clone()));
     }
+    assert_eq!(
+        services.into_iter().collect::<Vec<_>>(),
+        [
+            "agent-worker",
+            "context-worker",
+            "dispatcher",
+            "generator-worker",
+            "ingest"
+        ],
+        "the traces cover the five binaries"
+    );
     fleet.stop().await;
 }
 
@@ -283,6 +319,49 @@ fn check_causal_chain(spans: &[ReceivedSpan], answer_peer: &str) -> Result<(), S
             "{client:#?}"
         );
     }
+    Ok(())
+}
+
+/// ingest server → publish agent → process agent → Codegen client → publish
+/// dispatch → process dispatch → GitHub client.
+fn check_agent_chain(spans: &[ReceivedSpan]) -> Result<(), String> {
+    let by_id: HashMap<&str, &ReceivedSpan> =
+        spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let find = |what: &str, after: &ReceivedSpan, pick: &dyn Fn(&ReceivedSpan) -> bool| {
+        spans
+            .iter()
+            .find(|s| pick(s) && s.span_id != after.span_id && descends(&by_id, s, &after.span_id))
+            .cloned()
+            .ok_or_else(|| format!("no {what} under {} ({})", after.name, after.service))
+    };
+    let server = spans
+        .iter()
+        .find(|s| s.service == "ingest" && s.kind == SERVER)
+        .cloned()
+        .ok_or("no ingest server span")?;
+    let to_agent = find("publish agent", &server, &|s| {
+        s.kind == PRODUCER && s.name == "publish agent"
+    })?;
+    let agent = find("process agent", &to_agent, &|s| {
+        s.kind == CONSUMER && s.service == "agent-worker" && s.name == "process agent"
+    })?;
+    let codegen = find("Codegen client span", &agent, &|s| {
+        s.kind == CLIENT && s.attr("peer.service") == "codegen"
+    })?;
+    let to_dispatch = find("publish dispatch", &agent, &|s| {
+        s.kind == PRODUCER && s.service == "agent-worker" && s.name == "publish dispatch"
+    })?;
+    let dispatch = find("process dispatch", &to_dispatch, &|s| {
+        s.kind == CONSUMER && s.service == "dispatcher"
+    })?;
+    find("GitHub client span", &dispatch, &|s| {
+        s.kind == CLIENT && s.attr("peer.service") == "github"
+    })?;
+    assert_eq!(codegen.attr("server.address"), "127.0.0.1", "{codegen:#?}");
+    assert!(
+        codegen.attr("http.response.status_code").starts_with('2'),
+        "{codegen:#?}"
+    );
     Ok(())
 }
 
