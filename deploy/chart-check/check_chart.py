@@ -188,8 +188,14 @@ def main() -> int:
         print("helm template + kubernetes-validate + fleet rules")
         as_files = Path(tmp) / "secrets-as-files.yaml"
         as_files.write_text(yaml.safe_dump(files_values(values, schema)))
+        # The bundled broker's ServiceMonitor (rabbitmq_prometheus) and the
+        # alert rules, which the production values (external broker) do not show.
+        monitoring = Path(tmp) / "monitoring.yaml"
+        monitoring.write_text(yaml.safe_dump({"serviceMonitor": {"enabled": True},
+                                              "prometheusRule": {"enabled": True}}))
         scenarios = [
             ("default", [], []),
+            ("default+monitoring", [monitoring], ["monitoring.coreos.com/v1"]),
             ("default+KEDA", [], ["keda.sh/v1alpha1"]),
             ("production", [prod], ["keda.sh/v1alpha1", "monitoring.coreos.com/v1"]),
             ("secrets as files", [as_files], []),
