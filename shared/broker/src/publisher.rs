@@ -419,3 +419,64 @@ fn envelope_properties(
 pub(crate) fn long(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value.as_bytes().to_vec()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contexten_telemetry::propagation::{inject, trace_id_of};
+
+    fn traceparent(properties: &BasicProperties) -> String {
+        match properties
+            .headers()
+            .as_ref()
+            .and_then(|t| t.inner().get("traceparent"))
+        {
+            Some(AMQPValue::LongString(value)) => String::from_utf8_lossy(value.as_bytes()).into(),
+            other => panic!("no traceparent: {other:?}"),
+        }
+    }
+
+    /// Inside a span, the message carries the producer span's context: the
+    /// same trace, a new span id (the consumer's parent is the publish).
+    #[test]
+    fn the_traceparent_written_is_the_producer_span_of_the_current_trace() {
+        contexten_telemetry::init_for_tests();
+        let parent = tracing::info_span!("request");
+        let parent_header = inject(&parent);
+        let parent_traceparent = &parent_header["traceparent"];
+        let (producer, properties) = parent.in_scope(|| {
+            producer_span(
+                "contexten.work",
+                "generate",
+                BasicProperties::default().with_message_id("m-1".into()),
+            )
+        });
+        let written = traceparent(&properties);
+        assert_eq!(trace_id_of(&written), trace_id_of(parent_traceparent));
+        assert_ne!(&written, parent_traceparent, "the producer's own span id");
+        assert_eq!(inject(&producer)["traceparent"], written);
+    }
+
+    /// Outside any span (a delivery republished as it came) the producer span
+    /// continues the trace the message already carries.
+    #[test]
+    fn outside_a_span_the_carried_trace_is_continued() {
+        contexten_telemetry::init_for_tests();
+        let mut table = FieldTable::default();
+        table.insert(
+            "traceparent".into(),
+            long("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let (_producer, properties) = producer_span(
+            "contexten.dead",
+            "dispatch",
+            BasicProperties::default().with_headers(table),
+        );
+        let written = traceparent(&properties);
+        assert_eq!(
+            trace_id_of(&written),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert!(!written.contains("00f067aa0ba902b7"), "{written}");
+    }
+}
