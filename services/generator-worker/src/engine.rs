@@ -8,7 +8,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use contexten_envelope::Reason;
 use contexten_llm::{ChatRequest, LlmClient, LlmError};
 use contexten_resilience::{CircuitBreaker, Permit, RateLimiter, TokenBucket};
-use contexten_telemetry::metric;
+use contexten_telemetry::{client, metric};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -133,7 +133,9 @@ impl Engine {
             spend.calls += 1;
             tries += 1;
             let provider = self.client.provider();
-            let error = match self.client.complete(request).await {
+            // Each try is a CLIENT span of its own; a retry says which resend it is.
+            let sent = client::resend(tries - 1, self.client.complete(request));
+            let error = match sent.await {
                 Ok(answer) => {
                     self.breaker.record(&permit, true).await;
                     spend.prompt_tokens += answer.usage.prompt_tokens;
