@@ -12,7 +12,6 @@ use crate::http::{self, HttpSettings, snippet};
 use crate::time::unix_now;
 use contexten_config::SecretSource;
 use contexten_envelope::{ChannelTarget, EnvelopeError, ReplyTarget};
-use contexten_telemetry::client::TracedSend as _;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
@@ -218,15 +217,11 @@ impl GitlabClient {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send_traced(PROVIDER)
-            .await
-            .map_err(|e| http::transport_error(PROVIDER, e))?;
         let http::Answer {
             status,
             headers,
             text,
-        } = http::read(PROVIDER, response).await?;
+        } = http::exchange(PROVIDER, request).await?;
         if status.is_success() {
             return Ok(text);
         }

@@ -2,6 +2,7 @@
 //! turning transport errors and statuses into [`ProviderError`]s.
 
 use crate::ProviderError;
+use contexten_telemetry::client::TracedSend;
 use contexten_trust::outbound::{GuardedError, OutboundRefusal};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -71,6 +72,19 @@ pub(crate) struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub text: String,
+}
+
+/// Sends `request` (with its CLIENT span) and reads the whole answer; a
+/// failure to send or to read is a [`transport_error`].
+pub(crate) async fn exchange(
+    provider: &'static str,
+    request: reqwest::RequestBuilder,
+) -> Result<Answer, ProviderError> {
+    let response = request
+        .send_traced(provider)
+        .await
+        .map_err(|e| transport_error(provider, e))?;
+    read(provider, response).await
 }
 
 /// Reads the whole of `response`; a body that breaks off is a

@@ -6,7 +6,6 @@ use crate::ProviderError;
 use crate::http::{self, HttpSettings, snippet};
 use crate::time::unix_now;
 use contexten_config::SecretSource;
-use contexten_telemetry::client::TracedSend as _;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
@@ -159,19 +158,16 @@ impl LinearClient {
         query: &str,
         variables: Value,
     ) -> Result<T, ProviderError> {
-        let response = self
+        let request = self
             .http
             .post(&self.url)
             .header("authorization", self.auth.header())
-            .json(&json!({ "query": query, "variables": variables }))
-            .send_traced(PROVIDER)
-            .await
-            .map_err(|e| http::transport_error(PROVIDER, e))?;
+            .json(&json!({ "query": query, "variables": variables }));
         let http::Answer {
             status,
             headers,
             text,
-        } = http::read(PROVIDER, response).await?;
+        } = http::exchange(PROVIDER, request).await?;
         let parsed: Option<GraphqlAnswer<T>> = serde_json::from_str(&text).ok();
         match parsed {
             Some(GraphqlAnswer {

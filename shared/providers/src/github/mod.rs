@@ -10,7 +10,6 @@ use crate::http::{self, HttpSettings, retry_after_from, snippet};
 use crate::time::{rfc3339, unix_now};
 use app::TokenCache;
 use contexten_config::SecretSource;
-use contexten_telemetry::client::TracedSend as _;
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -181,15 +180,11 @@ impl GithubClient {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send_traced(PROVIDER)
-            .await
-            .map_err(|e| http::transport_error(PROVIDER, e))?;
         let http::Answer {
             status,
             headers,
             text,
-        } = http::read(PROVIDER, response).await?;
+        } = http::exchange(PROVIDER, request).await?;
         if status.is_success() {
             return Ok(text);
         }
@@ -285,20 +280,17 @@ impl GithubClient {
         method: Method,
         path: &str,
     ) -> Result<String, ProviderError> {
-        let response = self
+        let request = self
             .http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(app.jwt()?)
             .header("accept", "application/vnd.github+json")
-            .header("x-github-api-version", "2022-11-28")
-            .send_traced(PROVIDER)
-            .await
-            .map_err(|e| http::transport_error(PROVIDER, e))?;
+            .header("x-github-api-version", "2022-11-28");
         let http::Answer {
             status,
             headers,
             text,
-        } = http::read(PROVIDER, response).await?;
+        } = http::exchange(PROVIDER, request).await?;
         if status.is_success() {
             return Ok(text);
         }
