@@ -23,6 +23,16 @@ pub enum Language {
     Go,
     /// Java (`.java`).
     Java,
+    /// C (`.c`, `.h`: a header is taken as C, the common case).
+    C,
+    /// C++ (`.cc`, `.cpp`, `.cxx`, `.hpp`, `.hh`, `.hxx`).
+    Cpp,
+    /// C# (`.cs`).
+    CSharp,
+    /// Ruby (`.rb`).
+    Ruby,
+    /// PHP (`.php`).
+    Php,
     /// Any other text file.
     Other,
 }
@@ -44,6 +54,11 @@ impl Language {
             "js" | "jsx" | "mjs" | "cjs" => Self::JavaScript,
             "go" => Self::Go,
             "java" => Self::Java,
+            "c" | "h" => Self::C,
+            "cc" | "cpp" | "cxx" | "hpp" | "hh" | "hxx" => Self::Cpp,
+            "cs" => Self::CSharp,
+            "rb" => Self::Ruby,
+            "php" => Self::Php,
             _ => Self::Other,
         }
     }
@@ -59,6 +74,11 @@ impl Language {
             "javascript" | "js" | "jsx" | "node" | "mjs" | "cjs" => Self::JavaScript,
             "go" | "golang" => Self::Go,
             "java" => Self::Java,
+            "c" | "h" => Self::C,
+            "cpp" | "c++" | "cxx" | "cc" | "hpp" => Self::Cpp,
+            "csharp" | "c#" | "cs" => Self::CSharp,
+            "ruby" | "rb" => Self::Ruby,
+            "php" => Self::Php,
             _ => return None,
         })
     }
@@ -73,6 +93,11 @@ impl Language {
             Self::JavaScript => &["javascript", "js", "jsx", "mjs"],
             Self::Go => &["go", "golang"],
             Self::Java => &["java"],
+            Self::C => &["c", "h"],
+            Self::Cpp => &["cpp", "c++", "cxx", "cc", "hpp"],
+            Self::CSharp => &["csharp", "c#", "cs"],
+            Self::Ruby => &["ruby", "rb"],
+            Self::Php => &["php"],
             Self::Other => &[],
         }
     }
@@ -87,6 +112,11 @@ impl Language {
             Self::JavaScript => "javascript",
             Self::Go => "go",
             Self::Java => "java",
+            Self::C => "c",
+            Self::Cpp => "cpp",
+            Self::CSharp => "csharp",
+            Self::Ruby => "ruby",
+            Self::Php => "php",
             Self::Other => "other",
         }
     }
@@ -106,6 +136,12 @@ impl Language {
             Self::JavaScript => tree_sitter_javascript::LANGUAGE.into(),
             Self::Go => tree_sitter_go::LANGUAGE.into(),
             Self::Java => tree_sitter_java::LANGUAGE.into(),
+            Self::C => tree_sitter_c::LANGUAGE.into(),
+            Self::Cpp => tree_sitter_cpp::LANGUAGE.into(),
+            Self::CSharp => tree_sitter_c_sharp::LANGUAGE.into(),
+            Self::Ruby => tree_sitter_ruby::LANGUAGE.into(),
+            // The grammar with `<?php` tags and inline HTML, as `.php` files are.
+            Self::Php => tree_sitter_php::LANGUAGE_PHP.into(),
             Self::Other => return None,
         })
     }
@@ -132,7 +168,7 @@ impl Language {
 }
 
 /// Every parsed language.
-pub const ALL: [Language; 7] = [
+pub const ALL: [Language; 12] = [
     Language::Rust,
     Language::Python,
     Language::TypeScript,
@@ -140,6 +176,11 @@ pub const ALL: [Language; 7] = [
     Language::JavaScript,
     Language::Go,
     Language::Java,
+    Language::C,
+    Language::Cpp,
+    Language::CSharp,
+    Language::Ruby,
+    Language::Php,
 ];
 
 // Captures: @name + @definition.<kind> for definitions, @import for import paths.
@@ -220,6 +261,73 @@ const JAVA: &str = r#"
 (import_declaration (scoped_identifier) @import)
 "#;
 
+// C and C++ share declarators: a definition is the whole `function_definition` (so the
+// signature stops at the body); prototypes in headers are definitions too. A
+// `#define` without a value (an include guard) is not a definition.
+const C_COMMON: &str = r#"
+(function_definition declarator: (function_declarator declarator: (identifier) @name)) @definition.function
+(function_definition declarator: (pointer_declarator declarator: (function_declarator declarator: (identifier) @name))) @definition.function
+(declaration declarator: (function_declarator declarator: (identifier) @name)) @definition.function
+(declaration declarator: (pointer_declarator declarator: (function_declarator declarator: (identifier) @name))) @definition.function
+(struct_specifier name: (type_identifier) @name body: (_)) @definition.struct
+(union_specifier name: (type_identifier) @name body: (_)) @definition.struct
+(enum_specifier name: (type_identifier) @name body: (_)) @definition.enum
+(type_definition declarator: (type_identifier) @name) @definition.type
+(preproc_def name: (identifier) @name value: (_)) @definition.macro
+(preproc_function_def name: (identifier) @name) @definition.macro
+(preproc_include path: (string_literal) @import)
+(preproc_include path: (system_lib_string) @import)
+"#;
+
+const CPP_ONLY: &str = r#"
+(class_specifier name: (type_identifier) @name body: (_)) @definition.class
+(namespace_definition name: (_) @name) @definition.module
+(alias_declaration name: (type_identifier) @name) @definition.type
+(function_definition declarator: (function_declarator declarator: (field_identifier) @name)) @definition.method
+(function_definition declarator: (function_declarator declarator: (qualified_identifier name: [(identifier) (destructor_name)] @name))) @definition.method
+(function_definition declarator: (reference_declarator (function_declarator declarator: [(identifier) (field_identifier)] @name))) @definition.function
+(field_declaration declarator: (function_declarator declarator: (field_identifier) @name)) @definition.method
+"#;
+
+const CSHARP: &str = r#"
+(class_declaration name: (identifier) @name) @definition.class
+(struct_declaration name: (identifier) @name) @definition.struct
+(record_declaration name: (identifier) @name) @definition.class
+(interface_declaration name: (identifier) @name) @definition.interface
+(enum_declaration name: (identifier) @name) @definition.enum
+(namespace_declaration name: (_) @name) @definition.module
+(file_scoped_namespace_declaration name: (_) @name) @definition.module
+(method_declaration name: (identifier) @name) @definition.method
+(constructor_declaration name: (identifier) @name) @definition.constructor
+(property_declaration name: (identifier) @name) @definition.field
+(using_directive !name (_) @import)
+"#;
+
+const RUBY: &str = r#"
+(class name: [(constant) (scope_resolution name: (_))] @name) @definition.class
+(module name: [(constant) (scope_resolution name: (_))] @name) @definition.module
+(method name: (_) @name) @definition.function
+(singleton_method name: (_) @name) @definition.method
+(program (assignment left: (constant) @name) @definition.constant)
+(call method: (identifier) @_req arguments: (argument_list . (string (string_content) @import)) (#match? @_req "^(require|require_relative|load)$"))
+"#;
+
+const PHP: &str = r#"
+(namespace_definition name: (namespace_name) @name) @definition.module
+(class_declaration name: (name) @name) @definition.class
+(interface_declaration name: (name) @name) @definition.interface
+(trait_declaration name: (name) @name) @definition.trait
+(enum_declaration name: (name) @name) @definition.enum
+(function_definition name: (name) @name) @definition.function
+(method_declaration name: (name) @name) @definition.method
+(property_declaration (property_element (variable_name (name) @name))) @definition.field
+(namespace_use_clause . [(qualified_name) (name)] @import)
+(include_expression (string (string_content) @import))
+(include_once_expression (string (string_content) @import))
+(require_expression (string (string_content) @import))
+(require_once_expression (string (string_content) @import))
+"#;
+
 fn query_source(lang: Language) -> String {
     match lang {
         Language::Rust => RUST.to_owned(),
@@ -228,6 +336,11 @@ fn query_source(lang: Language) -> String {
         Language::TypeScript | Language::Tsx => format!("{JS_COMMON}{TS_ONLY}"),
         Language::Go => GO.to_owned(),
         Language::Java => JAVA.to_owned(),
+        Language::C => C_COMMON.to_owned(),
+        Language::Cpp => format!("{C_COMMON}{CPP_ONLY}"),
+        Language::CSharp => CSHARP.to_owned(),
+        Language::Ruby => RUBY.to_owned(),
+        Language::Php => PHP.to_owned(),
         Language::Other => String::new(),
     }
 }
@@ -249,6 +362,14 @@ mod tests {
         assert_eq!(Language::from_path("x.tsx"), Language::Tsx);
         assert_eq!(Language::from_path("README.md"), Language::Other);
         assert_eq!(Language::from_extension("pyi"), Language::Python);
+        assert_eq!(Language::from_path("lib/list.h"), Language::C);
+        assert_eq!(Language::from_path("src/a.c"), Language::C);
+        for ext in ["cc", "cpp", "cxx", "hpp", "hh", "hxx"] {
+            assert_eq!(Language::from_extension(ext), Language::Cpp, "{ext}");
+        }
+        assert_eq!(Language::from_path("App/Program.cs"), Language::CSharp);
+        assert_eq!(Language::from_path("lib/cart.rb"), Language::Ruby);
+        assert_eq!(Language::from_path("public/index.php"), Language::Php);
     }
 
     #[test]
@@ -256,6 +377,21 @@ mod tests {
         assert_eq!(Language::from_name(" Golang "), Some(Language::Go));
         assert_eq!(Language::from_name("node"), Some(Language::JavaScript));
         assert_eq!(Language::from_name("other"), None);
+        assert_eq!(Language::from_name("C++"), Some(Language::Cpp));
+        assert_eq!(Language::from_name("c#"), Some(Language::CSharp));
+        assert_eq!(Language::from_name("cs"), Some(Language::CSharp));
+        assert_eq!(Language::from_name("rb"), Some(Language::Ruby));
+        assert_eq!(Language::from_name("h"), Some(Language::C));
+        for l in [
+            Language::C,
+            Language::Cpp,
+            Language::CSharp,
+            Language::Ruby,
+            Language::Php,
+        ] {
+            let json = serde_json::to_string(&l).expect("serialise");
+            assert_eq!(json, format!("\"{}\"", l.name()));
+        }
         for l in ALL {
             assert_eq!(Language::from_name(l.name()), Some(l));
             assert!(l.fence_tags().contains(&l.name()), "{}", l.name());

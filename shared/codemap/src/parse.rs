@@ -357,6 +357,8 @@ fn doc_comment(def: Node<'_>, lines: &[&str], lang: Language, src: &[u8]) -> Str
             return doc;
         }
     }
+    // In C, C++ and C# a `#` line is a preprocessor directive, not a comment.
+    let hash_comments = !matches!(lang, Language::C | Language::Cpp | Language::CSharp);
     let mut row = def.start_position().row;
     let mut doc = Vec::new();
     while row > 0 && doc.len() < MAX_DOC_LINES {
@@ -367,6 +369,7 @@ fn doc_comment(def: Node<'_>, lines: &[&str], lang: Language, src: &[u8]) -> Str
         }
         let stripped = ["///", "//!", "//", "/**", "*/", "/*", "*", "#"]
             .iter()
+            .filter(|m| hash_comments || **m != "#")
             .find_map(|m| l.strip_prefix(m));
         match stripped {
             Some(s) if !l.starts_with("#[") => doc.push(s.trim_end_matches("*/").trim()),

@@ -335,3 +335,299 @@ fn skipped_files_are_counted_by_reason() {
     assert_eq!(s.get("binary"), Some(&1));
     assert_eq!(s.get("sensitive"), Some(&1));
 }
+
+#[test]
+fn c_headers_and_sources_define_functions_and_includes() {
+    let dir = write_repo(&[
+        (
+            "src/buffer.h",
+            "#ifndef BUFFER_H\n#define BUFFER_H\n\n#include <stddef.h>\n\n#define BUFFER_MAX 4096\n\n/* A growable byte buffer. */\ntypedef struct buffer {\n    char *data;\n    size_t len;\n} buffer_t;\n\nint buffer_append(buffer_t *b, const char *s, size_t n);\n\n#endif\n",
+        ),
+        (
+            "src/buffer.c",
+            "#include \"buffer.h\"\n#include <string.h>\n\n/* Appends n bytes of s. */\nint buffer_append(buffer_t *b, const char *s, size_t n)\n{\n    memcpy(b->data + b->len, s, n);\n    b->len += n;\n    return 0;\n}\n\nstatic char *last_byte(buffer_t *b) { return b->data + b->len - 1; }\n",
+        ),
+        (
+            "src/main.c",
+            "#include \"buffer.h\"\nint main(void)\n{\n    buffer_t b = {0};\n    return buffer_append(&b, \"hi\", 2);\n}\n",
+        ),
+    ]);
+    let map = analyse(&dir);
+    let header = map.file_summary("src/buffer.h").expect("header");
+    assert_eq!(header.language, "c");
+    // The include guard has no value and is not a definition.
+    assert_eq!(
+        defs(&map, "src/buffer.h"),
+        [
+            ("BUFFER_MAX".into(), SymbolKind::Macro),
+            ("buffer_t".into(), SymbolKind::Type),
+            ("buffer".into(), SymbolKind::Struct),
+            ("buffer_append".into(), SymbolKind::Function)
+        ]
+    );
+    assert_eq!(header.imports, ["<stddef.h>"]);
+    assert_eq!(
+        defs(&map, "src/buffer.c"),
+        [
+            ("buffer_append".into(), SymbolKind::Function),
+            ("last_byte".into(), SymbolKind::Function)
+        ]
+    );
+    assert_eq!(
+        map.file_summary("src/buffer.c").expect("source").imports,
+        ["buffer.h", "<string.h>"]
+    );
+    let append = map.symbol_summary("buffer_append").expect("append");
+    let source_def = append
+        .definitions
+        .iter()
+        .find(|d| d.path == "src/buffer.c")
+        .expect("definition in the source file");
+    assert_eq!(
+        source_def.signature,
+        "int buffer_append(buffer_t *b, const char *s, size_t n)"
+    );
+    assert_eq!(source_def.doc, "Appends n bytes of s.");
+    assert_eq!(
+        map.symbol_summary("buffer_t").expect("typedef").definitions[0].doc,
+        "A growable byte buffer."
+    );
+    assert_eq!(usage_paths(&map, "buffer_append"), ["src/main.c:5"]);
+    // A preprocessor line above a definition is not its doc comment.
+    assert_eq!(
+        map.symbol_summary("main").expect("main").definitions[0].doc,
+        ""
+    );
+}
+
+#[test]
+fn cpp_classes_namespaces_and_out_of_line_methods() {
+    let dir = write_repo(&[
+        (
+            "include/geo/shape.hpp",
+            "#pragma once\n#include <string>\n\nnamespace geo {\n\n/// A closed 2-D shape.\nclass Shape {\npublic:\n    virtual ~Shape() = default;\n    virtual double area() const = 0;\n    std::string name() const { return \"shape\"; }\n};\n\nstruct Point { double x, y; };\n\n}  // namespace geo\n",
+        ),
+        (
+            "src/circle.cpp",
+            "#include \"geo/shape.hpp\"\n#include <cmath>\n\nnamespace geo {\n\nclass Circle : public Shape {\npublic:\n    explicit Circle(double r) : r_(r) {}\n    double area() const override;\nprivate:\n    double r_;\n};\n\ndouble Circle::area() const {\n    return M_PI * r_ * r_;\n}\n\n}  // namespace geo\n\ntemplate <typename T>\nT twice(const T& v) { return v + v; }\n",
+        ),
+    ]);
+    let map = analyse(&dir);
+    assert_eq!(
+        map.file_summary("src/circle.cpp").expect("cpp").language,
+        "cpp"
+    );
+    assert_eq!(
+        defs(&map, "include/geo/shape.hpp"),
+        [
+            ("geo".into(), SymbolKind::Module),
+            ("Shape".into(), SymbolKind::Class),
+            ("area".into(), SymbolKind::Method),
+            ("name".into(), SymbolKind::Method),
+            ("Point".into(), SymbolKind::Struct)
+        ]
+    );
+    assert_eq!(
+        defs(&map, "src/circle.cpp"),
+        [
+            ("geo".into(), SymbolKind::Module),
+            ("Circle".into(), SymbolKind::Class),
+            ("Circle".into(), SymbolKind::Method),
+            ("area".into(), SymbolKind::Method),
+            ("area".into(), SymbolKind::Method),
+            ("twice".into(), SymbolKind::Function)
+        ]
+    );
+    let circle = map.file_summary("src/circle.cpp").expect("circle");
+    assert_eq!(circle.imports, ["geo/shape.hpp", "<cmath>"]);
+    assert_eq!(circle.imports_files, ["include/geo/shape.hpp"]);
+    let area = map.symbol_summary("area").expect("area");
+    assert!(
+        area.definitions
+            .iter()
+            .any(|d| d.signature == "double Circle::area() const"),
+        "{:?}",
+        area.definitions
+    );
+    assert_eq!(
+        map.symbol_summary("Shape").expect("shape").definitions[0].doc,
+        "A closed 2-D shape."
+    );
+}
+
+#[test]
+fn csharp_namespaces_usings_and_members() {
+    let dir = write_repo(&[
+        (
+            "src/Shop/Models/Order.cs",
+            "using System;\nusing System.Collections.Generic;\n\nnamespace Shop.Models\n{\n    /// A customer order.\n    public class Order\n    {\n        public List<decimal> Prices { get; } = new();\n\n        public Order() { }\n\n        public decimal Total()\n        {\n            decimal sum = 0;\n            foreach (var p in Prices) sum += p;\n            return sum;\n        }\n    }\n\n    public interface IPriced { decimal Total(); }\n}\n",
+        ),
+        (
+            "src/Shop/Billing/Invoicer.cs",
+            "using Shop.Models;\nusing Fmt = System.Globalization.CultureInfo;\n\nnamespace Shop.Billing;\n\npublic record Invoice(string Text);\n\npublic static class Invoicer\n{\n    public static Invoice Create(Order order) => new Invoice(order.Total().ToString());\n}\n",
+        ),
+    ]);
+    let map = analyse(&dir);
+    let order = map.file_summary("src/Shop/Models/Order.cs").expect("order");
+    assert_eq!(order.language, "csharp");
+    assert_eq!(order.imports, ["System", "System.Collections.Generic"]);
+    assert_eq!(
+        defs(&map, "src/Shop/Models/Order.cs"),
+        [
+            ("Shop.Models".into(), SymbolKind::Module),
+            ("Order".into(), SymbolKind::Class),
+            ("Prices".into(), SymbolKind::Field),
+            ("Order".into(), SymbolKind::Constructor),
+            ("Total".into(), SymbolKind::Method),
+            ("IPriced".into(), SymbolKind::Interface),
+            ("Total".into(), SymbolKind::Method)
+        ]
+    );
+    assert_eq!(
+        defs(&map, "src/Shop/Billing/Invoicer.cs"),
+        [
+            ("Shop.Billing".into(), SymbolKind::Module),
+            ("Invoice".into(), SymbolKind::Class),
+            ("Invoicer".into(), SymbolKind::Class),
+            ("Create".into(), SymbolKind::Method)
+        ]
+    );
+    // An alias (`using Fmt = ...`) binds a name; the plain using is the import.
+    assert_eq!(
+        map.file_summary("src/Shop/Billing/Invoicer.cs")
+            .expect("invoicer")
+            .imports,
+        ["Shop.Models"]
+    );
+    let create = map.symbol_summary("Create").expect("create");
+    assert_eq!(
+        create.definitions[0].signature,
+        "public static Invoice Create(Order order)"
+    );
+    assert_eq!(
+        map.symbol_summary("Order").expect("order").definitions[0].doc,
+        "A customer order."
+    );
+    assert_eq!(
+        usage_paths(&map, "Total"),
+        ["src/Shop/Billing/Invoicer.cs:10"]
+    );
+}
+
+#[test]
+fn ruby_classes_modules_and_requires() {
+    let dir = write_repo(&[
+        (
+            "lib/shop/cart.rb",
+            "require 'json'\nrequire_relative 'item'\n\nmodule Shop\n  # A shopping cart.\n  class Cart < Base\n    def initialize(items = [])\n      @items = items\n    end\n\n    # Sum of item prices.\n    def total(discount: 0)\n      @items.sum(&:price) - discount\n    end\n\n    def self.empty\n      new([])\n    end\n  end\nend\n",
+        ),
+        (
+            "lib/shop/item.rb",
+            "module Shop\n  class Item\n    attr_reader :price\n\n    def initialize(price)\n      @price = price\n    end\n  end\nend\n",
+        ),
+        (
+            "bin/checkout.rb",
+            "require_relative '../lib/shop/cart'\n\nVERSION = '1.0'\n\ndef checkout(cart)\n  puts cart.total\nend\n",
+        ),
+    ]);
+    let map = analyse(&dir);
+    let cart = map.file_summary("lib/shop/cart.rb").expect("cart");
+    assert_eq!(cart.language, "ruby");
+    assert_eq!(
+        defs(&map, "lib/shop/cart.rb"),
+        [
+            ("Shop".into(), SymbolKind::Module),
+            ("Cart".into(), SymbolKind::Class),
+            ("initialize".into(), SymbolKind::Method),
+            ("total".into(), SymbolKind::Method),
+            ("empty".into(), SymbolKind::Method)
+        ]
+    );
+    assert_eq!(cart.imports, ["json", "item"]);
+    assert_eq!(cart.imports_files, ["lib/shop/item.rb"]);
+    assert_eq!(
+        defs(&map, "bin/checkout.rb"),
+        [
+            ("VERSION".into(), SymbolKind::Constant),
+            ("checkout".into(), SymbolKind::Function)
+        ]
+    );
+    assert_eq!(
+        map.file_summary("bin/checkout.rb")
+            .expect("checkout")
+            .imports_files,
+        ["lib/shop/cart.rb"]
+    );
+    let total = map.symbol_summary("total").expect("total");
+    assert_eq!(total.definitions[0].signature, "def total(discount: 0)");
+    assert_eq!(total.definitions[0].doc, "Sum of item prices.");
+    assert_eq!(
+        map.symbol_summary("Cart").expect("cart").definitions[0].signature,
+        "class Cart < Base"
+    );
+    assert_eq!(usage_paths(&map, "total"), ["bin/checkout.rb:6"]);
+}
+
+#[test]
+fn php_namespaces_uses_and_requires() {
+    let dir = write_repo(&[
+        (
+            "src/Models/User.php",
+            "<?php\n\nnamespace App\\Models;\n\n/** A registered user. */\nclass User\n{\n    private string $email;\n\n    public function __construct(string $email)\n    {\n        $this->email = $email;\n    }\n\n    public function email(): string\n    {\n        return $this->email;\n    }\n}\n",
+        ),
+        (
+            "src/Http/UserController.php",
+            "<?php\n\nnamespace App\\Http;\n\nuse App\\Models\\User;\nuse Psr\\Log\\LoggerInterface as Logger;\n\nrequire_once 'helpers.php';\n\ninterface Controller {}\n\ntrait Renders { public function render(): string { return ''; } }\n\nfinal class UserController implements Controller\n{\n    public function show(User $user): string\n    {\n        return $user->email();\n    }\n}\n\nfunction route(string $path): ?string\n{\n    return null;\n}\n",
+        ),
+        (
+            "src/Http/helpers.php",
+            "<?php\n\nfunction h(string $s): string { return $s; }\n",
+        ),
+    ]);
+    let map = analyse(&dir);
+    let user = map.file_summary("src/Models/User.php").expect("user");
+    assert_eq!(user.language, "php");
+    assert_eq!(
+        defs(&map, "src/Models/User.php"),
+        [
+            ("App\\Models".into(), SymbolKind::Module),
+            ("User".into(), SymbolKind::Class),
+            ("email".into(), SymbolKind::Field),
+            ("__construct".into(), SymbolKind::Method),
+            ("email".into(), SymbolKind::Method)
+        ]
+    );
+    assert_eq!(
+        defs(&map, "src/Http/UserController.php"),
+        [
+            ("App\\Http".into(), SymbolKind::Module),
+            ("Controller".into(), SymbolKind::Interface),
+            ("Renders".into(), SymbolKind::Trait),
+            ("render".into(), SymbolKind::Method),
+            ("UserController".into(), SymbolKind::Class),
+            ("show".into(), SymbolKind::Method),
+            ("route".into(), SymbolKind::Function)
+        ]
+    );
+    let controller = map
+        .file_summary("src/Http/UserController.php")
+        .expect("controller");
+    // The alias of a `use ... as` is not the import; the required file is.
+    assert_eq!(
+        controller.imports,
+        [
+            "App\\Models\\User",
+            "Psr\\Log\\LoggerInterface",
+            "helpers.php"
+        ]
+    );
+    let show = map.symbol_summary("show").expect("show");
+    assert_eq!(
+        show.definitions[0].signature,
+        "public function show(User $user): string"
+    );
+    assert_eq!(
+        map.symbol_summary("User").expect("user class").definitions[0].doc,
+        "A registered user."
+    );
+}
