@@ -27,7 +27,16 @@ pub struct SyntaxError {
 }
 
 /// Parses `code` as `language`; `Err` names the first ERROR or MISSING node.
+/// C code also passes as C++: a `.h` file is read as C by the language table,
+/// and a header may be either.
 pub fn check(code: &str, language: Language) -> Result<(), SyntaxError> {
+    match check_as(code, language) {
+        Err(error) if language == Language::C => check_as(code, Language::Cpp).map_err(|_| error),
+        checked => checked,
+    }
+}
+
+fn check_as(code: &str, language: Language) -> Result<(), SyntaxError> {
     let mut parser = Parser::new();
     let fail = |message: String| SyntaxError {
         language: language.name(),
@@ -91,6 +100,15 @@ fn first_problem(node: Node<'_>) -> Option<Node<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cpp_header_passes_as_c_and_broken_c_still_fails() {
+        let header = "#pragma once\nnamespace geo {\nclass Shape {\npublic:\n  virtual double area() const = 0;\n};\n}\n";
+        assert_eq!(language_of("include/geo/shape.h"), Some(Language::C));
+        assert_eq!(check(header, Language::C), Ok(()));
+        let broken = check("int add(int a, int b {\n  return a + b;\n}\n", Language::C);
+        assert_eq!(broken.map_err(|e| e.language), Err("c"));
+    }
 
     #[test]
     fn valid_code_passes_in_every_language() {
