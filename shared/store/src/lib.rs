@@ -48,6 +48,24 @@ impl StoreError {
 /// How long status records (and the completion marks in them) live: longer than
 /// any task's life.
 const RECORD_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// Records a stage's completion: its fields always, the task's `state` and
+/// `stage` only when no later hop has recorded them. A stage records after
+/// publishing its successor, so the successor (a later hop) may have finished
+/// first; its state must not be overwritten by the earlier one.
+/// KEYS[1] the status record; ARGV: hop, state, stage, TTL, then field/value pairs.
+const RECORD_COMPLETION: &str = r#"
+local hop = tonumber(ARGV[1])
+for i = 5, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+local recorded = tonumber(redis.call('HGET', KEYS[1], 'state_hop') or '-1')
+if hop >= recorded then
+  redis.call('HSET', KEYS[1], 'state', ARGV[2], 'stage', ARGV[3], 'state_hop', ARGV[1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 0
+"#;
 /// How long an offloaded payload lives: longer than the longest retry chain.
 const PAYLOAD_TTL_SECS: u64 = 2 * 24 * 3600;
 /// Upper bound for one Redis round trip before the caller degrades.
@@ -346,8 +364,6 @@ impl<E: From<StoreError>> Store<E> {
                 Names::completion_field(stage, envelope.hop),
                 state.to_owned(),
             ),
-            ("state".into(), state.to_owned()),
-            ("stage".into(), stage.as_str().to_owned()),
             ("updated_at_ms".into(), now_ms().to_string()),
         ];
         if let Some(t) = envelope.timing(stage) {
@@ -359,8 +375,18 @@ impl<E: From<StoreError>> Store<E> {
         }
         self.run::<()>(|| {
             let mut p = redis::pipe();
-            p.hset_multiple(&key, &fields).ignore();
-            p.expire(&key, RECORD_TTL_SECS as i64).ignore();
+            p.cmd("EVAL")
+                .arg(RECORD_COMPLETION)
+                .arg(1)
+                .arg(&key)
+                .arg(envelope.hop)
+                .arg(state)
+                .arg(stage.as_str())
+                .arg(RECORD_TTL_SECS);
+            for (field, value) in &fields {
+                p.arg(field).arg(value);
+            }
+            p.ignore();
             p
         })
         .await
