@@ -35,16 +35,20 @@ test: services build
 chaos: services build
 	CHAOS_TASKS=$${CHAOS_TASKS:-500} CHAOS_RATE=$${CHAOS_RATE:-10} $(CARGO) test -p contexten-fleet-tests --test chaos -- --nocapture
 
-## Benchmarks (release mode): the runtime against a raw lapin loop.
+## Benchmarks (release mode): the runtime against a raw lapin loop, the
+## generator, ingest, codemap, and the whole fleet's tasks per second at
+## saturation with CPU time per task for each process.
 bench: services
 	$(CARGO) bench -p contexten-broker --features bench --bench throughput
 	$(CARGO) bench -p generator-worker --bench generator
 	$(CARGO) bench -p ingest --bench ingest_load
 	$(CARGO) bench -p ingest --bench slow_uploads
 	$(CARGO) bench -p contexten-codemap --bench codemap
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) bench -p contexten-fleet-tests --bench fleet_throughput
 
-## Retrieval evaluation of codemap against plain BM25 (cases from local git
-## mirrors' history, built at run time; see shared/codemap/eval/README.md).
+## Retrieval evaluation of codemap against plain and code-aware BM25 on a fixed
+## tuning/test split of git mirrors (shared/codemap/eval/split.toml, README.md).
 eval:
 	./shared/codemap/eval/run.sh
 

@@ -41,6 +41,7 @@
 
 mod bm25;
 mod cache;
+mod cochange;
 mod codemap;
 mod engine;
 mod error;
@@ -52,6 +53,7 @@ mod parse;
 mod prompt;
 mod query;
 pub mod redact;
+mod request;
 mod snapshot;
 mod source;
 mod summary;
@@ -60,6 +62,7 @@ mod tokens;
 #[cfg(feature = "redis")]
 pub use cache::RedisStore;
 pub use cache::{AnalysisStore, DiskStore};
+pub use cochange::CoChange;
 pub use codemap::{CodeMap, FileEntry, SymbolId};
 /// git's errors as [`CodemapError::Git`] carries them.
 pub use contexten_git::{GitError, Reason as GitReason, Resolve};
@@ -76,7 +79,9 @@ pub use parse::{ANALYSER_VERSION, FileAnalysis, ImportRef, RefSite, SymbolDef, S
 pub use prompt::{AssembledPrompt, IncludedItem, ItemKind, assemble_prompt, tokenizer_for};
 pub use query::{
     Hints, Query, RankParams, RankedFile, RankedSymbol, ScoreComponents, baseline_rank,
+    code_aware_rank,
 };
+pub use request::Request;
 pub use source::{GitToken, RepoSource, blob_id, is_partial};
 pub use summary::{
     CentralSymbol, CodebaseSummary, DirCount, FileSummary, LanguageCount, SymbolInfo,

@@ -1,29 +1,44 @@
 //! Retrieval evaluation: builds (request, expected files) cases from the history of
-//! local git repositories at run time and scores the engine against a plain
-//! BM25-over-file-contents baseline with recall@1/5/10 and MRR.
+//! local git repositories at run time and scores the engine against plain BM25
+//! and code-aware BM25 with recall@1/5/10 and MRR@10, per set (tuning / test),
+//! language and repository (see `eval/README.md`).
 //!
-//! A case is a non-merge commit touching 1–5 source files that existed in its
-//! parent, with a message of at least a few words; the request is the message, the
-//! answer the changed files, and both rankers see the parent's tree.
+//! A case is a non-merge commit touching 1–5 source files (at most 20 files in
+//! all), at least one of which existed in its parent, with a message of at least
+//! a few words; the request is the message, the answer the changed files, and
+//! every ranker sees the parent's tree.
 //!
-//! Usage: `codemap-eval [--per-repo N] [--json] GIT_DIR...`
+//! Usage: `codemap-eval [--split FILE] [--mirror DIR] [--per-repo N]
+//! [--set test|tuning|all] [--fit] [--levers] [--cold N] [--history N] [GIT_DIR...]`
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use contexten_codemap::{
-    Engine, EngineConfig, Language, Query, RankParams, RepoSource, baseline_rank,
+    CoChange, CodeMap, Engine, EngineConfig, Language, Query, RankParams, RepoSource,
+    baseline_rank, code_aware_rank,
 };
 
 const MAX_FILES: usize = 5;
+const MAX_ALL_FILES: usize = 20;
 const MIN_WORDS: usize = 4;
 const KS: [usize; 3] = [1, 5, 10];
+/// Commits of history before a case's parent the co-change table counts.
+const DEFAULT_HISTORY: usize = 1000;
+
+struct Repo {
+    name: String,
+    language: String,
+    set: String,
+    git_dir: PathBuf,
+}
 
 struct Case {
-    repo: String,
+    repo: usize,
     commit: String,
     parent: String,
     request: String,
@@ -47,15 +62,23 @@ impl Scores {
                 .count();
             self.recall[i] += hit as f64 / expected.len() as f64;
         }
-        if let Some(pos) = ranked.iter().position(|r| expected.contains(r)) {
+        if let Some(pos) = ranked.iter().take(10).position(|r| expected.contains(r)) {
             self.mrr += 1.0 / (pos + 1) as f64;
         }
     }
 
-    fn row(&self, name: &str) -> String {
+    fn r10(&self) -> f64 {
+        self.recall[2] / self.n.max(1) as f64
+    }
+
+    fn mrr(&self) -> f64 {
+        self.mrr / self.n.max(1) as f64
+    }
+
+    fn cells(&self) -> String {
         let n = self.n.max(1) as f64;
         format!(
-            "{name:<28} {:>5} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+            "{} | {:.3} | {:.3} | {:.3} | {:.3}",
             self.n,
             self.recall[0] / n,
             self.recall[1] / n,
@@ -65,51 +88,253 @@ impl Scores {
     }
 }
 
+/// A ranking configuration scored on every case.
+struct Variant {
+    name: String,
+    params: RankParams,
+    history: bool,
+}
+
+struct Options {
+    split: PathBuf,
+    mirror: PathBuf,
+    per_repo: usize,
+    set: String,
+    fit: bool,
+    levers: bool,
+    cold: usize,
+    history: usize,
+    dirs: Vec<PathBuf>,
+}
+
 fn main() -> anyhow::Result<()> {
-    let mut per_repo = 60usize;
-    let mut repos: Vec<PathBuf> = Vec::new();
     let mut args = std::env::args().skip(1);
+    let mut o = Options {
+        split: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/eval/split.toml")),
+        mirror: PathBuf::from(
+            std::env::var("CODEMAP_EVAL_MIRROR").unwrap_or_else(|_| "/work/.mirror".into()),
+        ),
+        per_repo: 60,
+        set: "all".into(),
+        fit: false,
+        levers: false,
+        cold: 0,
+        history: DEFAULT_HISTORY,
+        dirs: Vec::new(),
+    };
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--per-repo" => per_repo = args.next().context("--per-repo needs a number")?.parse()?,
-            _ => repos.push(PathBuf::from(a)),
+            "--cold-one" => {
+                let dir = args.next().context("--cold-one GIT_DIR PARENT")?;
+                let parent = args.next().context("--cold-one GIT_DIR PARENT")?;
+                let history: usize = args.next().map_or(Ok(DEFAULT_HISTORY), |h| h.parse())?;
+                return cold_one(&dir, &parent, history);
+            }
+            "--split" => o.split = args.next().context("--split FILE")?.into(),
+            "--mirror" => o.mirror = args.next().context("--mirror DIR")?.into(),
+            "--per-repo" => o.per_repo = args.next().context("--per-repo N")?.parse()?,
+            "--set" => o.set = args.next().context("--set test|tuning|all")?,
+            "--fit" => o.fit = true,
+            "--levers" => o.levers = true,
+            "--cold" => o.cold = args.next().context("--cold N")?.parse()?,
+            "--history" => o.history = args.next().context("--history N")?.parse()?,
+            _ => o.dirs.push(PathBuf::from(a)),
         }
     }
-    if repos.is_empty() {
-        bail!("usage: codemap-eval [--per-repo N] GIT_DIR...");
-    }
+    let repos = repositories(&o)?;
     let mut cases = Vec::new();
-    for r in &repos {
-        let c = cases_from_history(r, per_repo)
-            .with_context(|| format!("while reading history of {}", r.display()))?;
-        eprintln!("{}: {} cases", r.display(), c.len());
+    for (ri, r) in repos.iter().enumerate() {
+        let c = cases_from_history(&r.git_dir, ri, o.per_repo)
+            .with_context(|| format!("while reading history of {}", r.git_dir.display()))?;
+        eprintln!("{} ({}, {}): {} cases", r.name, r.language, r.set, c.len());
         cases.extend(c);
     }
+    let variants = variants(&o);
+    run(&o, &repos, &cases, &variants)
+}
+
+/// The repositories to score: the split file's (those present), or the
+/// directories given on the command line (as set `adhoc`).
+fn repositories(o: &Options) -> anyhow::Result<Vec<Repo>> {
+    if !o.dirs.is_empty() {
+        return Ok(o
+            .dirs
+            .iter()
+            .map(|d| Repo {
+                name: repo_name(&d.display().to_string()),
+                language: "mixed".into(),
+                set: "adhoc".into(),
+                git_dir: d.clone(),
+            })
+            .collect());
+    }
+    let text = std::fs::read_to_string(&o.split)
+        .with_context(|| format!("reading {}", o.split.display()))?;
+    let mut repos = Vec::new();
+    let mut missing = Vec::new();
+    for (name, language, set) in parse_split(&text) {
+        if o.set != "all" && o.set != set {
+            continue;
+        }
+        let git_dir = o.mirror.join(name.replace('/', "+")).join("repo");
+        if !is_git_dir(&git_dir) {
+            missing.push(name);
+            continue;
+        }
+        repos.push(Repo {
+            name,
+            language,
+            set,
+            git_dir,
+        });
+    }
+    if !missing.is_empty() {
+        eprintln!(
+            "eval: {} repositories missing under {} (fetch them with full history, e.g. \
+             `git clone --bare https://github.com/<owner>/<name> {}/<owner>+<name>/repo`, \
+             or the session's fetch tool): {}",
+            missing.len(),
+            o.mirror.display(),
+            o.mirror.display(),
+            missing.join(", ")
+        );
+    }
+    if repos.is_empty() {
+        bail!("no repository of the split is on this machine");
+    }
+    Ok(repos)
+}
+
+/// `[[repo]]` tables of `name`, `language` and `set` (a small subset of TOML).
+fn parse_split(text: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut cur: BTreeMap<String, String> = BTreeMap::new();
+    let mut flush = |cur: &mut BTreeMap<String, String>| {
+        if let (Some(n), Some(l), Some(s)) = (cur.get("name"), cur.get("language"), cur.get("set"))
+        {
+            out.push((n.clone(), l.clone(), s.clone()));
+        }
+        cur.clear();
+    };
+    for line in text.lines().map(str::trim) {
+        if line == "[[repo]]" {
+            flush(&mut cur);
+        } else if let Some((k, v)) = line.split_once('=') {
+            if !line.starts_with('#') {
+                cur.insert(k.trim().into(), v.trim().trim_matches('"').into());
+            }
+        }
+    }
+    flush(&mut cur);
+    out
+}
+
+fn is_git_dir(p: &Path) -> bool {
+    Command::new("git")
+        .arg("--git-dir")
+        .arg(p)
+        .args(["rev-parse", "--verify", "-q", "HEAD"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The configurations scored besides the defaults.
+fn variants(o: &Options) -> Vec<Variant> {
+    let d = RankParams::default();
+    let mut v = Vec::new();
+    // CODEMAP_EVAL_GRID="w_pagerank=0.1,hub_damping=0.5;w_title=2" scores extra sets.
+    for s in std::env::var("CODEMAP_EVAL_GRID")
+        .unwrap_or_default()
+        .split(';')
+        .filter(|s| !s.is_empty())
+    {
+        v.push(Variant {
+            name: format!("grid {s}"),
+            params: d.with_overrides(s),
+            history: true,
+        });
+    }
+    if o.levers {
+        // Each lever turned off from the defaults (ablation), plus co-change
+        // without history at all (a shallow clone in production).
+        for (name, spec) in [
+            ("no co-change / churn (no history)", ""),
+            ("no title/body weighting", "w_title=1,w_body=1"),
+            ("no test prior", "test_file=1"),
+            ("no vendored prior", "vendored=1"),
+            ("no non-code prior", "non_code=1"),
+            ("no co-change", "w_cochange=0"),
+            ("no churn", "w_churn=0"),
+            ("no personalised PageRank", "w_pagerank=0"),
+            ("no companion", "companion=0"),
+        ] {
+            v.push(Variant {
+                name: format!("lever: {name}"),
+                params: d.with_overrides(spec),
+                history: !name.contains("no history"),
+            });
+        }
+    }
+    if o.fit {
+        // One round of coordinate moves: each parameter alone over a range,
+        // the others at their defaults.
+        let grid: &[(&str, &[f32])] = &[
+            ("w_bm25", &[0.4, 0.5, 0.6, 0.8, 1.0]),
+            ("w_pagerank", &[0.0, 0.15, 0.3, 0.45, 0.6]),
+            ("w_mention", &[0.5, 0.75, 1.0, 1.5]),
+            ("hub_damping", &[0.0, 0.25, 0.5]),
+            ("non_code", &[0.3, 0.5, 0.7]),
+            ("companion", &[0.0, 0.15, 0.3, 0.5]),
+            ("test_file", &[0.4, 0.55, 0.7, 0.85, 1.0]),
+            ("vendored", &[0.3, 0.6, 1.0]),
+            ("w_title", &[1.0, 1.5, 2.0, 3.0]),
+            ("w_body", &[0.25, 0.5, 0.75, 1.0]),
+            ("w_cochange", &[0.0, 0.25, 0.5, 1.0, 2.0]),
+            ("cochange_seeds", &[3.0, 5.0, 10.0]),
+            ("w_churn", &[0.0, 0.1, 0.25, 0.5, 1.0]),
+            ("seed_top", &[5.0, 10.0, 20.0]),
+        ];
+        for (k, vals) in grid {
+            for x in *vals {
+                let spec = format!("{k}={x}");
+                v.push(Variant {
+                    name: format!("fit {spec}"),
+                    params: d.with_overrides(&spec),
+                    history: true,
+                });
+            }
+        }
+    }
+    v
+}
+
+/// Per (set, group) scores of one ranker, in insertion order of groups.
+type Table = BTreeMap<(String, String), Scores>;
+
+fn run(o: &Options, repos: &[Repo], cases: &[Case], variants: &[Variant]) -> anyhow::Result<()> {
     let engine = Engine::new(EngineConfig {
         allow_local: true,
         ..EngineConfig::default()
     });
-    // CODEMAP_EVAL_GRID="w_pagerank=0.1;hub_damping=0.5" scores extra parameter sets.
-    let grid: Vec<(String, RankParams)> = std::env::var("CODEMAP_EVAL_GRID")
-        .unwrap_or_default()
-        .split(';')
-        .filter(|s| !s.is_empty())
-        .map(|s| (s.to_owned(), RankParams::default().with_overrides(s)))
-        .collect();
-    let mut grid_scores: Vec<Scores> = vec![Scores::default(); grid.len()];
-    let mut engine_scores: BTreeMap<String, Scores> = BTreeMap::new();
-    let mut base_scores: BTreeMap<String, Scores> = BTreeMap::new();
-    let mut langs: BTreeMap<String, usize> = BTreeMap::new();
+    let defaults = RankParams::default();
+    let rankers = ["engine", "code-aware BM25", "plain BM25"];
+    let mut tables: Vec<Table> = vec![Table::new(); rankers.len()];
+    let mut variant_scores: Vec<BTreeMap<String, Scores>> = vec![BTreeMap::new(); variants.len()];
     let started = Instant::now();
     let mut query_ms = Vec::new();
-    for case in &cases {
+    let mut cold_sample: Vec<usize> = Vec::new();
+    let mut per_repo_seen: BTreeMap<usize, usize> = BTreeMap::new();
+    for (ci, case) in cases.iter().enumerate() {
+        let repo = &repos[case.repo];
         let src = RepoSource::Git {
-            url: case.repo.clone(),
+            url: repo.git_dir.display().to_string(),
             reference: Some(case.parent.clone()),
         };
         let map = engine
             .analyse(&src)
-            .with_context(|| format!("analysing {} at {}", case.repo, case.parent))?;
+            .with_context(|| format!("analysing {} at {}", repo.name, case.parent))?;
         let expected: Vec<String> = case
             .expected
             .iter()
@@ -122,71 +347,284 @@ fn main() -> anyhow::Result<()> {
         if expected.is_empty() {
             continue;
         }
-        for p in &expected {
-            *langs
-                .entry(Language::from_path(p).name().to_owned())
-                .or_default() += 1;
-        }
+        let history = CoChange::from_git(&repo.git_dir, &case.parent, o.history)
+            .with_context(|| format!("history of {} at {}", repo.name, case.parent))?;
+        let q = Query::new(case.request.clone(), 10);
         let t = Instant::now();
-        let ranked: Vec<String> = map
-            .query(&Query::new(case.request.clone(), 10))
-            .into_iter()
-            .map(|r| r.path)
-            .collect();
+        let ranked = paths(&map, &q, &defaults, Some(&history));
         query_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        for ((_, params), sc) in grid.iter().zip(grid_scores.iter_mut()) {
-            let r: Vec<String> = map
-                .query_with(&Query::new(case.request.clone(), 10), params)
-                .into_iter()
-                .map(|r| r.path)
-                .collect();
-            sc.add(&r, &expected);
-        }
-        let files: Vec<(String, String)> = map
-            .files()
+        let files = map.files();
+        let plain_docs: Vec<(String, String)> = files
             .iter()
             .map(|f| (f.path.clone(), f.content.to_string()))
             .collect();
-        let base = baseline_rank(&files, &case.request, 10);
-        let name = repo_name(&case.repo);
-        for key in [name.clone(), "ALL".to_owned()] {
-            engine_scores
-                .entry(key.clone())
-                .or_default()
-                .add(&ranked, &expected);
-            base_scores.entry(key).or_default().add(&base, &expected);
+        let plain = baseline_rank(&plain_docs, &case.request, 10);
+        drop(plain_docs);
+        let aware_docs: Vec<(String, String, Vec<String>)> = files
+            .iter()
+            .map(|f| {
+                (
+                    f.path.clone(),
+                    f.content.to_string(),
+                    f.analysis.symbols.iter().map(|s| s.name.clone()).collect(),
+                )
+            })
+            .collect();
+        let aware = code_aware_rank(&aware_docs, &case.request, 10);
+        drop(aware_docs);
+        let groups = [
+            "ALL".to_owned(),
+            format!("lang {}", repo.language),
+            format!("repo {}", repo.name),
+        ];
+        for (table, r) in tables.iter_mut().zip([&ranked, &aware, &plain]) {
+            for g in &groups {
+                table
+                    .entry((repo.set.clone(), g.clone()))
+                    .or_default()
+                    .add(r, &expected);
+            }
+        }
+        for (v, sc) in variants.iter().zip(variant_scores.iter_mut()) {
+            let r = paths(&map, &q, &v.params, v.history.then_some(&history));
+            sc.entry(repo.set.clone()).or_default().add(&r, &expected);
         }
         if std::env::var_os("CODEMAP_EVAL_VERBOSE").is_some() {
             eprintln!(
-                "{} {} expected={:?}\n  engine={:?}\n  base={:?}",
-                name,
+                "{} {} expected={:?}\n  engine={:?}\n  aware={:?}",
+                repo.name,
                 &case.commit[..8],
                 expected,
                 &ranked[..ranked.len().min(5)],
-                &base[..base.len().min(5)]
+                &aware[..aware.len().min(5)]
             );
+        }
+        // Cold-latency sample: the first `cold` usable cases of each test (or
+        // ad-hoc) repository.
+        let seen = per_repo_seen.entry(case.repo).or_default();
+        if repo.set != "tuning" && *seen < o.cold {
+            cold_sample.push(ci);
+        }
+        *seen += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let sets: Vec<String> = {
+        let mut s: Vec<String> = repos.iter().map(|r| r.set.clone()).collect();
+        s.sort_by_key(|x| match x.as_str() {
+            "test" => 0,
+            "tuning" => 1,
+            _ => 2,
+        });
+        s.dedup();
+        s
+    };
+    for set in &sets {
+        let label = match set.as_str() {
+            "test" => "TEST set (held out: never used to choose weights or levers)",
+            "tuning" => "TUNING set (weights and levers were fitted on these cases)",
+            _ => "ad-hoc repositories",
+        };
+        println!("\n## {label}\n");
+        println!("| group | ranker | cases | R@1 | R@5 | R@10 | MRR@10 |");
+        println!("|---|---|---|---|---|---|---|");
+        let groups: Vec<String> = tables[0]
+            .keys()
+            .filter(|(s, _)| s == set)
+            .map(|(_, g)| g.clone())
+            .collect();
+        let mut ordered: Vec<&String> = groups.iter().filter(|g| *g == "ALL").collect();
+        ordered.extend(groups.iter().filter(|g| g.starts_with("lang ")));
+        ordered.extend(groups.iter().filter(|g| g.starts_with("repo ")));
+        for g in ordered {
+            for (name, table) in rankers.iter().zip(&tables) {
+                if let Some(s) = table.get(&(set.clone(), g.clone())) {
+                    let bold = if *name == "engine" { "**" } else { "" };
+                    println!("| {bold}{g}{bold} | {name} | {} |", s.cells());
+                }
+            }
+        }
+        if let (Some(e), Some(a)) = (
+            tables[0].get(&(set.clone(), "ALL".to_owned())),
+            tables[1].get(&(set.clone(), "ALL".to_owned())),
+        ) {
+            println!(
+                "\nR@10 engine {:.3} vs code-aware BM25 {:.3}: {:+.1} points; MRR@10 {:.3} vs {:.3}",
+                e.r10(),
+                a.r10(),
+                100.0 * (e.r10() - a.r10()),
+                e.mrr(),
+                a.mrr()
+            );
+        }
+    }
+    if !variants.is_empty() {
+        println!("\n## Variants (R@10 / MRR@10 per set; defaults first)\n");
+        println!(
+            "| variant | {} |",
+            sets.iter()
+                .map(|s| format!("{s} R@10 | {s} MRR"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        println!("|---|{}", "---|---|".repeat(sets.len()));
+        let defaults_row: Vec<String> = sets
+            .iter()
+            .map(|s| {
+                tables[0]
+                    .get(&(s.clone(), "ALL".to_owned()))
+                    .map_or("- | -".into(), |x| {
+                        format!("{:.3} | {:.3}", x.r10(), x.mrr())
+                    })
+            })
+            .collect();
+        println!("| defaults | {} |", defaults_row.join(" | "));
+        for (v, sc) in variants.iter().zip(&variant_scores) {
+            let row: Vec<String> = sets
+                .iter()
+                .map(|s| {
+                    sc.get(s).map_or("- | -".into(), |x| {
+                        format!("{:.3} | {:.3}", x.r10(), x.mrr())
+                    })
+                })
+                .collect();
+            println!("| {} | {} |", v.name, row.join(" | "));
+        }
+        if o.fit {
+            print_fit(variants, &variant_scores);
         }
     }
     query_ms.sort_by(f64::total_cmp);
     println!(
-        "{:<28} {:>5} {:>8} {:>8} {:>8} {:>8}",
-        "ranker / repo", "cases", "R@1", "R@5", "R@10", "MRR"
+        "\nelapsed {elapsed:.1}s; warm engine query median {:.1} ms, p95 {:.1} ms",
+        percentile(&query_ms, 0.5),
+        percentile(&query_ms, 0.95)
     );
-    for (repo, s) in &engine_scores {
-        println!("{}", s.row(&format!("engine   {repo}")));
-        if let Some(b) = base_scores.get(repo) {
-            println!("{}", b.row(&format!("baseline {repo}")));
+    if !cold_sample.is_empty() {
+        cold_latency(o, repos, cases, &cold_sample)?;
+    }
+    Ok(())
+}
+
+/// The best value of each fitted parameter on the tuning set (objective R@10 + MRR@10).
+fn print_fit(variants: &[Variant], scores: &[BTreeMap<String, Scores>]) {
+    let mut best: BTreeMap<String, (f64, String)> = BTreeMap::new();
+    for (v, sc) in variants.iter().zip(scores) {
+        let Some(spec) = v.name.strip_prefix("fit ") else {
+            continue;
+        };
+        let Some(s) = sc.get("tuning") else {
+            continue;
+        };
+        let key = spec.split('=').next().unwrap_or(spec).to_owned();
+        let obj = s.r10() + s.mrr();
+        let e = best.entry(key).or_insert((f64::MIN, String::new()));
+        if obj > e.0 + 1e-9 {
+            *e = (obj, spec.to_owned());
         }
     }
-    for ((spec, _), sc) in grid.iter().zip(&grid_scores) {
-        println!("{}", sc.row(&format!("grid {spec}")));
-    }
-    println!("expected files by language: {langs:?}");
+    let specs: Vec<String> = best.values().map(|(_, s)| s.clone()).collect();
     println!(
-        "elapsed {:.1}s, engine query median {:.1} ms, engine stats {:?}",
-        started.elapsed().as_secs_f64(),
-        query_ms.get(query_ms.len() / 2).copied().unwrap_or(0.0),
-        engine.stats()
+        "\nfit (tuning set, best single moves by R@10 + MRR@10): {}",
+        specs.join(",")
+    );
+}
+
+fn paths(map: &CodeMap, q: &Query, p: &RankParams, h: Option<&CoChange>) -> Vec<String> {
+    map.query_history(q, p, h)
+        .into_iter()
+        .map(|r| r.path)
+        .collect()
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Spawns this binary once per sampled case (`--cold-one`): process start, a
+/// cold analysis with no cache, the history read and one query, timed from
+/// outside.
+fn cold_latency(
+    o: &Options,
+    repos: &[Repo],
+    cases: &[Case],
+    sample: &[usize],
+) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let mut ms = Vec::new();
+    let mut sizes = Vec::new();
+    for &ci in sample {
+        let case = &cases[ci];
+        let repo = &repos[case.repo];
+        let t = Instant::now();
+        let mut child = Command::new(&exe)
+            .arg("--cold-one")
+            .arg(&repo.git_dir)
+            .arg(&case.parent)
+            .arg(o.history.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("spawning a cold query")?;
+        child
+            .stdin
+            .take()
+            .context("child stdin")?
+            .write_all(case.request.as_bytes())?;
+        let out = child.wait_with_output()?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let files: usize = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        sizes.push(files);
+    }
+    ms.sort_by(f64::total_cmp);
+    sizes.sort_unstable();
+    println!(
+        "cold query (process start + analysis without cache + history + query), {} cases from {} repositories \
+         ({}–{} files per tree): median {:.0} ms, p95 {:.0} ms",
+        ms.len(),
+        sample
+            .iter()
+            .map(|c| cases[*c].repo)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        sizes.first().copied().unwrap_or(0),
+        sizes.last().copied().unwrap_or(0),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.95)
+    );
+    Ok(())
+}
+
+/// The child side of [`cold_latency`]: prints the number of files analysed and the top file.
+fn cold_one(dir: &str, parent: &str, history: usize) -> anyhow::Result<()> {
+    let mut request = String::new();
+    std::io::stdin().read_to_string(&mut request)?;
+    let engine = Engine::new(EngineConfig {
+        allow_local: true,
+        ..EngineConfig::default()
+    });
+    let map = engine.analyse(&RepoSource::Git {
+        url: dir.to_owned(),
+        reference: Some(parent.to_owned()),
+    })?;
+    let p = RankParams::default();
+    let h = if p.w_cochange > 0.0 || p.w_churn > 0.0 {
+        Some(CoChange::from_git(Path::new(dir), parent, history)?)
+    } else {
+        None
+    };
+    let r = map.query_history(&Query::new(request, 10), &p, h.as_ref());
+    println!(
+        "{} {}",
+        map.files().len(),
+        r.first().map_or("-", |f| f.path.as_str())
     );
     Ok(())
 }
@@ -196,10 +634,10 @@ fn repo_name(git_dir: &str) -> String {
         .trim_end_matches('/')
         .trim_end_matches("/repo")
         .trim_end_matches("/.git");
-    p.rsplit('/').next().unwrap_or(p).to_owned()
+    p.rsplit('/').next().unwrap_or(p).replace('+', "/")
 }
 
-fn cases_from_history(git_dir: &std::path::Path, limit: usize) -> anyhow::Result<Vec<Case>> {
+fn cases_from_history(git_dir: &Path, repo: usize, limit: usize) -> anyhow::Result<Vec<Case>> {
     let out = Command::new("git")
         .arg("--git-dir")
         .arg(git_dir)
@@ -234,12 +672,16 @@ fn cases_from_history(git_dir: &std::path::Path, limit: usize) -> anyhow::Result
         }
         // Expected = modified or deleted source files (they existed in the parent);
         // the 1..=5 limit counts every touched source file, added ones included.
+        // Commits touching only docs, lock or config files have no source file
+        // and are skipped.
         let mut source = Vec::new();
         let mut touched = 0usize;
+        let mut all = 0usize;
         for line in files.lines().filter(|l| !l.is_empty()) {
             let Some((status, path)) = line.split_once('\t') else {
                 continue;
             };
+            all += 1;
             if !Language::from_path(path).is_parsed() {
                 continue;
             }
@@ -248,11 +690,11 @@ fn cases_from_history(git_dir: &std::path::Path, limit: usize) -> anyhow::Result
                 source.push(path.to_owned());
             }
         }
-        if source.is_empty() || touched > MAX_FILES {
+        if source.is_empty() || touched > MAX_FILES || all > MAX_ALL_FILES {
             continue;
         }
         cases.push(Case {
-            repo: git_dir.display().to_string(),
+            repo,
             commit: commit.to_owned(),
             parent: parent.to_owned(),
             request,
@@ -273,6 +715,7 @@ fn clean_message(body: &str) -> String {
             ![
                 "Signed-off-by:",
                 "Co-authored-by:",
+                "Co-Authored-By:",
                 "Reviewed-by:",
                 "Change-Id:",
                 "PR-URL:",
@@ -301,4 +744,33 @@ fn is_noise(msg: &str) -> bool {
     ]
     .iter()
     .any(|p| l.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_file_lists_ten_test_and_twelve_tuning_repositories() {
+        let text = include_str!("../../eval/split.toml");
+        let split = parse_split(text);
+        let test: Vec<_> = split.iter().filter(|r| r.2 == "test").collect();
+        let tuning: Vec<_> = split.iter().filter(|r| r.2 == "tuning").collect();
+        assert_eq!((test.len(), tuning.len()), (10, 12));
+        let langs: std::collections::BTreeSet<_> = test.iter().map(|r| r.1.as_str()).collect();
+        assert_eq!(langs.len(), 10, "one test repository per language");
+        assert!(
+            test.iter().all(|t| tuning.iter().all(|u| u.0 != t.0)),
+            "no repository in both sets"
+        );
+    }
+
+    #[test]
+    fn metrics_count_recall_and_first_hit() {
+        let mut s = Scores::default();
+        let ranked: Vec<String> = ["a", "b", "c"].iter().map(|x| (*x).to_owned()).collect();
+        s.add(&ranked, &["b".to_owned(), "z".to_owned()]);
+        assert_eq!(s.recall, [0.0, 0.5, 0.5]);
+        assert!((s.mrr - 0.5).abs() < 1e-9);
+    }
 }
