@@ -36,6 +36,7 @@
 //! | `INGEST_RETRY_AFTER_SECS` | `Retry-After` on 503 while the broker is down | `5` |
 //! | `INGEST_FAILED_DELIVERIES_FILE` | where GitHub deliveries refused while broker and Redis were down are recorded | `<temp dir>/contexten-ingest-failed-deliveries.jsonl` |
 //! | `GITHUB_API_URL`, `GITHUB_TOKEN` | `redeliver-failed` subcommand | `https://api.github.com`, unset |
+//! | `CONTEXTEN_CONSOLE` and the console's others | the operator console at `/console` (see [`crate::console`]) | `0` (off) |
 
 use crate::admission::RequesterLimit;
 use crate::gate::RequesterGate;
@@ -90,6 +91,8 @@ pub struct IngestConfig {
     pub requester_limit: RequesterLimit,
     /// `INGEST_FAILED_DELIVERIES_FILE`.
     pub failed_deliveries_file: PathBuf,
+    /// The operator console (`CONTEXTEN_CONSOLE` and friends, see [`crate::console`]).
+    pub console: crate::console::ConsoleSettings,
 }
 
 /// Webhook secrets; a provider without one is disabled (no fail-open). Each is
@@ -286,6 +289,7 @@ impl IngestConfig {
                 .unwrap_or_else(|| {
                     std::env::temp_dir().join("contexten-ingest-failed-deliveries.jsonl")
                 }),
+            console: crate::console::ConsoleSettings::from_env(env)?,
         })
     }
 

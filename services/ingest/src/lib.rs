@@ -20,6 +20,7 @@
 pub mod admission;
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod failed;
 pub mod gate;
@@ -75,6 +76,8 @@ pub struct AppState {
     pub background: TaskTracker,
     /// The webhook sources served, one route each ([`sources::registry`]).
     pub sources: Vec<Arc<dyn sources::WebhookSource>>,
+    /// The operator console's broker connection and samples ([`console`]).
+    pub console: console::Console,
 }
 
 impl AppState {
@@ -98,6 +101,7 @@ impl AppState {
             conversation_ttl: cfg.limits.conversation_ttl,
             background: TaskTracker::new(),
             sources: sources::registry(),
+            console: console::Console::default(),
             cfg,
         })
     }
@@ -141,7 +145,11 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
             timeout + Duration::from_secs(api::MAX_WAIT_SECS),
         ));
     let slots = server::RequestSlots::new(&limits);
-    let app = webhooks::routes(&state.sources)
+    let mut routes = webhooks::routes(&state.sources);
+    if state.cfg.console.enabled {
+        routes = routes.merge(console::routes());
+    }
+    let app = routes
         .route("/v1/tasks", post(api::create_task))
         .route("/v1/openapi.json", get(api::openapi))
         .layer(TimeoutLayer::with_status_code(

@@ -4,6 +4,7 @@ mod alarm;
 mod api;
 mod bounds;
 mod broker_down;
+mod console;
 mod fixtures;
 mod fuzz;
 mod github;
