@@ -15,8 +15,13 @@ export GENERATOR_CONTEXT_ONLY_SOURCE=${GENERATOR_CONTEXT_ONLY_SOURCE:-1}
 demo_token=${DEMO_API_TOKEN:-demo-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 export DEMO_CALLBACK_SECRET=${DEMO_CALLBACK_SECRET:-whsec_$(head -c 24 /dev/urandom | base64)}
 export CALLBACK_SIGNING_SECRET=${CALLBACK_SIGNING_SECRET:-$DEMO_CALLBACK_SECRET}
+# The operator console (README "The operator console") is on for the demo,
+# with an admin token of its own for signing in.
+export CONTEXTEN_CONSOLE=${CONTEXTEN_CONSOLE:-1}
+console_token=${DEMO_CONSOLE_TOKEN:-console-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 if [ -z "${CONTEXTEN_API_TOKENS:-}" ] && [ -z "${CONTEXTEN_API_TOKENS_FILE:-}" ]; then
-  export CONTEXTEN_API_TOKENS="demo:$(printf %s "$demo_token" | sha256sum | cut -d' ' -f1):submit+read"
+  export CONTEXTEN_API_TOKENS="demo:$(printf %s "$demo_token" | sha256sum | cut -d' ' -f1):submit+read,console:$(printf %s "$console_token" | sha256sum | cut -d' ' -f1):admin"
+  demo_console_token=$console_token
 fi
 demo_port=${DEMO_RECEIVER_PORT:-8099}
 
@@ -58,6 +63,14 @@ for entry in "${services[@]}"; do
   if ready "$addr"; then echo "run-fleet: $name ready on http://$addr/readyz"; else echo "run-fleet: $name NOT ready on $addr" >&2; exit 1; fi
 done
 echo "run-fleet: the fleet is up (Ctrl-C stops it)"
+if [ "$CONTEXTEN_CONSOLE" = 1 ]; then
+  echo "run-fleet: operator console: http://${INGEST_ADDR:-127.0.0.1:8080}/console"
+  if [ -n "${demo_console_token:-}" ]; then
+    echo "run-fleet: console login token (admin scope, this run only): $demo_console_token"
+  else
+    echo "run-fleet: console login: an admin-scope token of CONTEXTEN_API_TOKENS / CONTEXTEN_API_TOKENS_FILE"
+  fi
+fi
 
 # A sample request against this repository; the answer arrives at the demo
 # receiver (the context-only answer when no LLM_API_KEY is set).

@@ -1,6 +1,7 @@
 //! Whole-fleet flows: the five real binaries as processes, driven only from the
 //! outside (signed webhooks and the API in, posted replies out).
 
+mod console;
 mod extension;
 mod gitlab;
 mod metrics;
