@@ -15,6 +15,8 @@ use std::process::Command;
 pub const MAX_COMMIT_FILES: usize = 20;
 /// Neighbours kept per file, strongest first.
 const NEIGHBOURS: usize = 16;
+/// Commits over which a change's recency weight falls by `e`.
+const RECENCY_COMMITS: f32 = 25.0;
 
 /// Co-change counts over a window of history.
 #[derive(Debug, Default, Clone)]
@@ -25,10 +27,16 @@ pub struct CoChange {
     neighbours: HashMap<String, Vec<(String, f32)>>,
     /// Most changes of any one file.
     max_changes: f32,
+    /// Path → sum over its changes of `exp(-age / RECENCY_COMMITS)`, age in
+    /// commits (0 = the newest commit given).
+    recent: HashMap<String, f32>,
+    /// Highest recency of any file.
+    max_recent: f32,
 }
 
 impl CoChange {
-    /// Counts co-changes over `commits` (each the paths one commit touched).
+    /// Counts co-changes over `commits` (each the paths one commit touched),
+    /// newest first.
     ///
     /// Confidence of `a → b` is the number of commits touching both, each
     /// weighted `1 / (files - 1)` so a big commit links its files weakly, over
@@ -37,15 +45,18 @@ impl CoChange {
     pub fn from_commits<S: AsRef<str>>(commits: &[Vec<S>]) -> Self {
         let mut changes: HashMap<String, f32> = HashMap::new();
         let mut pairs: HashMap<(String, String), f32> = HashMap::new();
-        for c in commits {
+        let mut recent: HashMap<String, f32> = HashMap::new();
+        for (age, c) in commits.iter().enumerate() {
             let mut files: Vec<&str> = c.iter().map(AsRef::as_ref).collect();
             files.sort_unstable();
             files.dedup();
             if files.is_empty() || files.len() > MAX_COMMIT_FILES {
                 continue;
             }
+            let r = (-(age as f32) / RECENCY_COMMITS).exp();
             for f in &files {
                 *changes.entry((*f).to_owned()).or_default() += 1.0;
+                *recent.entry((*f).to_owned()).or_default() += r;
             }
             if files.len() < 2 {
                 continue;
@@ -69,10 +80,13 @@ impl CoChange {
             list.truncate(NEIGHBOURS);
         }
         let max_changes = changes.values().copied().fold(0.0, f32::max);
+        let max_recent = recent.values().copied().fold(0.0, f32::max);
         Self {
             changes,
             neighbours,
             max_changes,
+            recent,
+            max_recent,
         }
     }
 
@@ -117,6 +131,18 @@ impl CoChange {
     }
 }
 
+impl CoChange {
+    /// How recently and often `path` changed, relative to the most recently
+    /// active file (0..1; changes fade over about [`RECENCY_COMMITS`] commits).
+    pub fn recency(&self, path: &str) -> f32 {
+        let r = self.recent.get(path).copied().unwrap_or(0.0);
+        if self.max_recent <= 0.0 {
+            return 0.0;
+        }
+        r / self.max_recent
+    }
+}
+
 /// Splits `git log --name-only --format=%x1e` output into per-commit path lists.
 fn parse_name_only(log: &str) -> Vec<Vec<String>> {
     log.split('\x1e')
@@ -156,6 +182,10 @@ mod tests {
         assert!((c.churn("a.rs") - 1.0).abs() < 1e-6);
         assert!(c.churn("e.rs") > 0.0 && c.churn("e.rs") < c.churn("b.rs"));
         assert_eq!(c.churn("missing.rs"), 0.0);
+        // a.rs changed in the three newest commits; e.rs only in the oldest.
+        assert!((c.recency("a.rs") - 1.0).abs() < 1e-6);
+        assert!(c.recency("e.rs") > 0.0 && c.recency("e.rs") < c.recency("c.rs"));
+        assert_eq!(c.recency("missing.rs"), 0.0);
     }
 
     #[test]

@@ -260,9 +260,16 @@ fn variants(o: &Options) -> Vec<Variant> {
         // Each lever turned off from the defaults (ablation), plus co-change
         // without history at all (a shallow clone in production).
         for (name, spec) in [
-            ("no co-change / churn (no history)", ""),
+            (
+                "previous defaults (before issue 20)",
+                "w_bm25=0.6,w_pagerank=0.3,w_mention=1,seed_top=10,non_code=0.5,vendored=1,\
+                 w_title=1,w_body=1,w_cochange=0,w_churn=0,w_recent=0,w_active=0",
+            ),
+            ("no history at all (co-change, churn, active files)", ""),
             ("no title/body weighting", "w_title=1,w_body=1"),
             ("no test prior", "test_file=1"),
+            ("no recency", "w_recent=0"),
+            ("no active-file prior", "w_active=0"),
             ("no vendored prior", "vendored=1"),
             ("no non-code prior", "non_code=1"),
             ("no co-change", "w_cochange=0"),
@@ -273,7 +280,7 @@ fn variants(o: &Options) -> Vec<Variant> {
             v.push(Variant {
                 name: format!("lever: {name}"),
                 params: d.with_overrides(spec),
-                history: !name.contains("no history"),
+                history: !name.starts_with("no history"),
             });
         }
     }
@@ -281,20 +288,12 @@ fn variants(o: &Options) -> Vec<Variant> {
         // One round of coordinate moves: each parameter alone over a range,
         // the others at their defaults.
         let grid: &[(&str, &[f32])] = &[
-            ("w_bm25", &[0.4, 0.5, 0.6, 0.8, 1.0]),
-            ("w_pagerank", &[0.0, 0.15, 0.3, 0.45, 0.6]),
-            ("w_mention", &[0.5, 0.75, 1.0, 1.5]),
-            ("hub_damping", &[0.0, 0.25, 0.5]),
-            ("non_code", &[0.3, 0.5, 0.7]),
-            ("companion", &[0.0, 0.15, 0.3, 0.5]),
-            ("test_file", &[0.4, 0.55, 0.7, 0.85, 1.0]),
+            ("w_active", &[0.2, 0.4, 0.8, 1.5]),
+            ("w_recent", &[0.0, 1.0, 2.0, 4.0]),
+            ("w_churn", &[0.0, 0.5, 1.0]),
+            ("w_cochange", &[0.1, 0.25, 0.5]),
             ("vendored", &[0.3, 0.6, 1.0]),
-            ("w_title", &[1.0, 1.5, 2.0, 3.0]),
-            ("w_body", &[0.25, 0.5, 0.75, 1.0]),
-            ("w_cochange", &[0.0, 0.25, 0.5, 1.0, 2.0]),
-            ("cochange_seeds", &[3.0, 5.0, 10.0]),
-            ("w_churn", &[0.0, 0.1, 0.25, 0.5, 1.0]),
-            ("seed_top", &[5.0, 10.0, 20.0]),
+            ("non_code", &[0.1, 0.2, 0.3]),
         ];
         for (k, vals) in grid {
             for x in *vals {
