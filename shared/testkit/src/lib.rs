@@ -12,6 +12,7 @@
 #[cfg(feature = "broker")]
 pub mod broker;
 mod certs;
+mod cluster;
 mod eventually;
 mod git;
 mod port;
@@ -22,6 +23,7 @@ mod rabbit;
 mod redis_node;
 
 pub use certs::TestCerts;
+pub use cluster::{RabbitCluster, RedisSentinelGroup};
 pub use eventually::{Check, eventually, eventually_blocking, poll};
 pub use git::{GitRepo, git};
 pub use port::free_port;

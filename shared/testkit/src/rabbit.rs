@@ -33,6 +33,9 @@ pub struct RabbitOptions {
     pub prometheus: bool,
     /// Extra `rabbitmq.conf` lines (`key = value`).
     pub extra_config: Vec<String>,
+    /// The Erlang cookie (default: one of the node's own); the nodes of a
+    /// cluster share one ([`crate::RabbitCluster`]).
+    pub cookie: Option<String>,
 }
 
 impl Default for RabbitOptions {
@@ -44,6 +47,7 @@ impl Default for RabbitOptions {
             management: false,
             prometheus: false,
             extra_config: Vec::new(),
+            cookie: None,
         }
     }
 }
@@ -67,6 +71,10 @@ impl RabbitOptions {
     }
     pub fn prometheus(mut self, on: bool) -> Self {
         self.prometheus = on;
+        self
+    }
+    pub fn cookie(mut self, cookie: impl Into<String>) -> Self {
+        self.cookie = Some(cookie.into());
         self
     }
     pub fn config_line(mut self, line: impl Into<String>) -> Self {
@@ -125,7 +133,10 @@ impl RabbitNode {
         for sub in ["home", "mnesia", "log"] {
             std::fs::create_dir_all(root.join(sub))?;
         }
-        write_cookie(&root.join("home/.erlang.cookie"), &name)?;
+        write_cookie(
+            &root.join("home/.erlang.cookie"),
+            options.cookie.as_deref().unwrap_or(&name),
+        )?;
         // Our own env file, so the machine's rabbitmq-env.conf (its node name)
         // is never read.
         std::fs::write(root.join("rabbitmq-env.conf"), "")?;

@@ -20,6 +20,8 @@ pub struct RedisOptions {
     pub tls: Option<TestCerts>,
     /// `tls-auth-clients`: "no", "optional" (default) or "yes".
     pub tls_auth_clients: Option<String>,
+    /// Further `--name value` arguments (e.g. `--replicaof 127.0.0.1 <port>`).
+    pub extra_args: Vec<String>,
 }
 
 impl RedisOptions {
@@ -37,6 +39,10 @@ impl RedisOptions {
     }
     pub fn tls(mut self, certs: &TestCerts) -> Self {
         self.tls = Some(certs.clone());
+        self
+    }
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra_args.push(arg.into());
         self
     }
     pub fn tls_auth_clients(mut self, mode: impl Into<String>) -> Self {
@@ -95,6 +101,7 @@ impl RedisNode {
         ]
         .map(String::from)
         .to_vec();
+        args.extend(options.extra_args.iter().cloned());
         if let Some(bytes) = &options.maxmemory {
             args.extend(["--maxmemory".into(), bytes.clone()]);
         }
@@ -120,6 +127,45 @@ impl RedisNode {
             port,
             tls_port,
             args,
+            mark: Mark::Title(format!("redis-server 127.0.0.1:{port}")),
+            child: Mutex::new(None),
+            dir,
+        };
+        process::spawn_watchdog(node.dir.path(), &node.mark)?;
+        node.boot().await?;
+        Ok(node)
+    }
+
+    /// A Redis Sentinel (`redis-server <conf> --sentinel`) watching the
+    /// master `master` on `127.0.0.1:<master_port>`, agreeing on a failure
+    /// with `quorum` sentinels; it notices a dead master within a second.
+    pub async fn start_sentinel(
+        master: &str,
+        master_port: u16,
+        quorum: u32,
+    ) -> anyhow::Result<RedisNode> {
+        let dir = tempfile::Builder::new()
+            .prefix("contexten-sentinel-")
+            .tempdir()
+            .context("creating the sentinel's directory")?;
+        let port = crate::free_port();
+        let root = dir.path().display().to_string();
+        // Sentinel rewrites its config file (what it learnt), so it is its own.
+        let conf = format!("{root}/sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "bind 127.0.0.1\nport {port}\ndir {root}\nlogfile {root}/redis.log\n\
+                 sentinel monitor {master} 127.0.0.1 {master_port} {quorum}\n\
+                 sentinel down-after-milliseconds {master} 1000\n\
+                 sentinel failover-timeout {master} 5000\n\
+                 sentinel parallel-syncs {master} 1\n"
+            ),
+        )?;
+        let node = RedisNode {
+            port,
+            tls_port: None,
+            args: vec![conf, "--sentinel".into()],
             mark: Mark::Title(format!("redis-server 127.0.0.1:{port}")),
             child: Mutex::new(None),
             dir,
