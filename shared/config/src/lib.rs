@@ -4,9 +4,15 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `AMQP_URL` | RabbitMQ | `amqp://guest:guest@127.0.0.1:5672/%2f` |
+//! | `AMQP_URL` | RabbitMQ; the host part may list several nodes (`h1:5672,h2:5672`) | `amqp://guest:guest@127.0.0.1:5672/%2f` |
+//! | `AMQP_ADDRESSES` | cluster nodes as `host:port,host:port`, tried in turn (credentials, vhost and scheme from `AMQP_URL`) | the host(s) of `AMQP_URL` |
 //! | `REDIS_URL` | the cache Redis (evictable: LLM responses, shared analyses) | `redis://127.0.0.1:6379` |
 //! | `REDIS_RECORDS_URL` | the records Redis (dedup claims, reply ledger, run records, completion marks, payloads; `noeviction`) | `REDIS_URL` |
+//! | `REDIS_SENTINELS` | Redis Sentinel nodes as `host:port,host:port`: the masters are found through them (password and db from the URLs, their hosts ignored) | unset (the URLs' hosts) |
+//! | `REDIS_SENTINEL_MASTER` | the sentinel master name of the cache Redis | `mymaster` |
+//! | `REDIS_RECORDS_SENTINEL_MASTER` | the sentinel master name of the records Redis | `REDIS_SENTINEL_MASTER` |
+//! | `REDIS_WAIT_REPLICAS` | replicas that must hold a record write before it is acknowledged (`WAIT`; 0 = off) | `1` with sentinels, else `0` |
+//! | `REDIS_WAIT_TIMEOUT_MS` | longest `WAIT` for those replicas (1–60000) | `500` |
 //! | `CONTEXTEN_PREFIX` | prefix of every exchange, queue and Redis key | `contexten` |
 //! | `HEALTH_ADDR` | a worker's `/healthz`, `/readyz`, `/metrics` listener | per service |
 //! | `WORKER_PREFETCH` | unacknowledged deliveries per worker (1–1000) = handlers in flight | per service |
@@ -170,8 +176,12 @@ fn invalid_masked(var: &str, raw: &str, expected: &str) -> ConfigError {
 /// Connection and topology settings of the broker runtime.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    /// `AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    /// `AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f` (with
+    /// several hosts, the first one's).
     pub amqp_url: SecretString,
+    /// `AMQP_ADDRESSES` or the hosts `AMQP_URL` lists: the cluster nodes
+    /// (`host:port`) a connection tries in turn. Empty: `amqp_url`'s host only.
+    pub amqp_addresses: Vec<String>,
     /// `CONTEXTEN_PREFIX`, default `contexten`.
     pub prefix: String,
     /// `WORKER_PREFETCH`, 1–1000, default per service.
@@ -213,11 +223,19 @@ pub const DEFAULT_DEAD_QUEUE_MAX_LENGTH: u32 = 100_000;
 impl BrokerSettings {
     /// Reads the broker settings; `default_prefetch` is the service's own default.
     pub fn from_env(env: &Env, default_prefetch: u16) -> Result<Self, ConfigError> {
-        let amqp = env.url(
-            "AMQP_URL",
-            "amqp://guest:guest@127.0.0.1:5672/%2f",
-            &["amqp", "amqps"],
-        )?;
+        let raw = env
+            .raw("AMQP_URL")
+            .unwrap_or("amqp://guest:guest@127.0.0.1:5672/%2f");
+        let (single, url_hosts) = split_hosts(raw);
+        let amqp = Env::from_pairs([("AMQP_URL", single.as_str())])
+            .url("AMQP_URL", "", &["amqp", "amqps"])
+            .map_err(|e| invalid_masked("AMQP_URL", &single, &e.expected))?;
+        let amqp_addresses = match env.raw("AMQP_ADDRESSES") {
+            Some(list) => host_ports("AMQP_ADDRESSES", list)?,
+            None if url_hosts.len() > 1 => host_ports("AMQP_URL", &url_hosts.join(","))
+                .map_err(|e| invalid_masked("AMQP_URL", &single, &e.expected))?,
+            None => Vec::new(),
+        };
         let prefix = env.string("CONTEXTEN_PREFIX", "contexten");
         if prefix.is_empty()
             || !prefix
@@ -232,6 +250,7 @@ impl BrokerSettings {
         }
         Ok(BrokerSettings {
             amqp_url: SecretString::from(amqp.to_string()),
+            amqp_addresses,
             prefix,
             prefetch: env.ranged("WORKER_PREFETCH", default_prefetch, 1, 1000)?,
             max_attempts: env.ranged("MAX_ATTEMPTS", 5, 1, 100)?,
@@ -265,6 +284,50 @@ impl BrokerSettings {
     }
 }
 
+/// `amqp://u:p@h1:5672,h2:5672/v` → (`amqp://u:p@h1:5672/v`, [`h1:5672`, `h2:5672`]):
+/// a URL with several hosts (the form other AMQP clients accept) is not a URL
+/// to the `url` crate.
+fn split_hosts(raw: &str) -> (String, Vec<String>) {
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return (raw.to_owned(), Vec::new());
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((user, hosts)) => (Some(user), hosts),
+        None => (None, authority),
+    };
+    let list: Vec<String> = hosts
+        .split(',')
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .collect();
+    let first = list.first().cloned().unwrap_or_default();
+    let user = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+    (format!("{scheme}://{user}{first}{tail}"), list)
+}
+
+/// A `host:port,host:port` list (at least one entry; a port on each).
+pub fn host_ports(var: &str, raw: &str) -> Result<Vec<String>, ConfigError> {
+    let expected = "host:port entries separated by commas, e.g. rabbit-0:5672,rabbit-1:5672";
+    let list: Vec<String> = raw
+        .split(',')
+        .map(|part| part.trim().to_owned())
+        .filter(|part| !part.is_empty())
+        .collect();
+    let valid = |entry: &String| {
+        entry.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && !host.contains(['/', '@', ' '])
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        })
+    };
+    if list.is_empty() || !list.iter().all(valid) {
+        return Err(invalid(var, raw, expected));
+    }
+    Ok(list)
+}
+
 fn parse_tiers(raw: &str) -> Result<Vec<Duration>, ConfigError> {
     let expected = "ascending delays in milliseconds separated by commas, e.g. 5000,30000,300000";
     let tiers: Vec<u64> = raw
@@ -290,6 +353,19 @@ pub struct RedisSettings {
     pub url: SecretString,
     /// `REDIS_RECORDS_URL`: the records Redis, default the value of `REDIS_URL`.
     pub records_url: SecretString,
+    /// `REDIS_SENTINELS`: when set, both Redis are found through these
+    /// sentinels (`host:port`) under their master names; the URLs then give
+    /// only scheme, password and database.
+    pub sentinels: Vec<String>,
+    /// `REDIS_SENTINEL_MASTER`, default `mymaster`: the cache Redis's master name.
+    pub sentinel_master: String,
+    /// `REDIS_RECORDS_SENTINEL_MASTER`, default `REDIS_SENTINEL_MASTER`.
+    pub records_sentinel_master: String,
+    /// `REDIS_WAIT_REPLICAS` (0–10): replicas a record write must reach
+    /// (`WAIT`) before it is acknowledged; default 1 with sentinels, else 0.
+    pub wait_replicas: u32,
+    /// `REDIS_WAIT_TIMEOUT_MS` (1–60000), default 500.
+    pub wait_timeout: Duration,
 }
 
 const REDIS_SCHEMES: &[&str] = &["redis", "rediss"];
@@ -303,15 +379,33 @@ impl RedisSettings {
             Some(_) => env.url("REDIS_RECORDS_URL", "", REDIS_SCHEMES)?,
             None => url.clone(),
         };
+        let sentinels = match env.raw("REDIS_SENTINELS") {
+            Some(list) => host_ports("REDIS_SENTINELS", list)?,
+            None => Vec::new(),
+        };
+        let sentinel_master = env.string("REDIS_SENTINEL_MASTER", "mymaster");
+        let records_sentinel_master = env.string("REDIS_RECORDS_SENTINEL_MASTER", &sentinel_master);
+        let default_wait = if sentinels.is_empty() { 0 } else { 1 };
         Ok(RedisSettings {
             url: SecretString::from(url.to_string()),
             records_url: SecretString::from(records_url.to_string()),
+            sentinels,
+            sentinel_master,
+            records_sentinel_master,
+            wait_replicas: env.ranged("REDIS_WAIT_REPLICAS", default_wait, 0, 10)?,
+            wait_timeout: Duration::from_millis(env.ranged(
+                "REDIS_WAIT_TIMEOUT_MS",
+                500,
+                1,
+                60_000,
+            )?),
         })
     }
 
     /// Whether records and caches live in the same Redis.
     pub fn shared(&self) -> bool {
         self.url.expose_secret() == self.records_url.expose_secret()
+            && self.sentinel_master == self.records_sentinel_master
     }
 }
 
@@ -478,6 +572,57 @@ mod tests {
         let env = Env::from_pairs([("AMQP_URL", "amqp://user:hunter2@host/%2f")]);
         let broker = BrokerSettings::from_env(&env, 1).unwrap();
         assert!(!format!("{broker:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn several_broker_addresses_come_from_the_url_or_their_own_setting() {
+        let env = Env::from_pairs([("AMQP_URL", "amqp://u:pw@h1:5672,h2:5673/%2f")]);
+        let broker = BrokerSettings::from_env(&env, 1).unwrap();
+        assert_eq!(broker.amqp_url.expose_secret(), "amqp://u:pw@h1:5672/%2f");
+        assert_eq!(broker.amqp_addresses, ["h1:5672", "h2:5673"]);
+
+        let env = Env::from_pairs([
+            ("AMQP_URL", "amqps://u:pw@ignored:5671/prod"),
+            ("AMQP_ADDRESSES", "r0:5671, r1:5671,r2:5671"),
+        ]);
+        let broker = BrokerSettings::from_env(&env, 1).unwrap();
+        assert_eq!(broker.amqp_addresses, ["r0:5671", "r1:5671", "r2:5671"]);
+
+        let broker = BrokerSettings::from_env(&Env::from_pairs([]), 1).unwrap();
+        assert!(broker.amqp_addresses.is_empty());
+
+        for bad in ["r0", "r0:x", ":5672", "r0:5672,r1"] {
+            let err = BrokerSettings::from_env(&Env::from_pairs([("AMQP_ADDRESSES", bad)]), 1)
+                .unwrap_err();
+            assert_eq!(err.var, "AMQP_ADDRESSES", "{bad}");
+        }
+        let env = Env::from_pairs([("AMQP_URL", "amqp://u:hunter2@h1:5672,h2:x/%2f")]);
+        let err = BrokerSettings::from_env(&env, 1).unwrap_err();
+        assert_eq!(err.var, "AMQP_URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn sentinels_name_the_masters_and_turn_wait_on() {
+        let redis = RedisSettings::from_env(&Env::from_pairs([])).unwrap();
+        assert!(redis.sentinels.is_empty());
+        assert_eq!(redis.wait_replicas, 0);
+
+        let env = Env::from_pairs([
+            ("REDIS_SENTINELS", "s0:26379,s1:26379"),
+            ("REDIS_RECORDS_SENTINEL_MASTER", "records"),
+        ]);
+        let redis = RedisSettings::from_env(&env).unwrap();
+        assert_eq!(redis.sentinels, ["s0:26379", "s1:26379"]);
+        assert_eq!(redis.sentinel_master, "mymaster");
+        assert_eq!(redis.records_sentinel_master, "records");
+        assert!(!redis.shared(), "two masters are two Redis");
+        assert_eq!(redis.wait_replicas, 1);
+        assert_eq!(redis.wait_timeout, Duration::from_millis(500));
+
+        let err =
+            RedisSettings::from_env(&Env::from_pairs([("REDIS_SENTINELS", "s0")])).unwrap_err();
+        assert_eq!(err.var, "REDIS_SENTINELS");
     }
 
     #[test]
