@@ -1,7 +1,10 @@
 //! The RabbitMQ worker runtime every stage runs on (docs/design.md §3–5).
 //!
-//! - [`topology`]: declares the work exchange, one priority queue per stage, the
+//! - [`topology`]: declares the work exchange, one priority queue per stage
+//!   (or, with `QUEUE_TYPE=quorum`, one quorum queue per priority lane), the
 //!   retry delay tiers and the dead-letter queues, idempotently.
+//! - [`dead_letter_reason`]: a dead letter's reason code, the runtime's or the
+//!   broker's own (`x-death`, a quorum queue's delivery limit → `poison`).
 //! - [`Publisher`]: persistent, confirmed, `mandatory` publishing of envelopes.
 //! - [`run_worker`]: consumes a stage queue with manual acks and a prefetch, hands
 //!   each envelope to a [`Handler`] (a plain async function returning an
@@ -18,7 +21,9 @@
 #[cfg(feature = "bench")]
 pub mod benchkit;
 mod connect;
+mod dead;
 mod failure;
+mod lanes;
 mod outcome;
 mod poison;
 mod publisher;
@@ -29,6 +34,7 @@ pub mod topology;
 
 pub use connect::{connect, connect_with_tls};
 pub use contexten_store::{RedisRole, StoreError};
+pub use dead::{BROKER_DELIVERY_LIMIT, dead_letter_reason};
 pub use failure::failure_text;
 pub use outcome::{DeadReason, Handler, Next, Outcome, RetryReason};
 pub use publisher::{Delivery, PendingConfirm, PublishedMessage, Publisher};

@@ -211,7 +211,8 @@ impl Publisher {
         };
         Ok(PublishedMessage {
             exchange,
-            routing_key: stage.as_str().to_owned(),
+            // By priority lane (docs/design.md §3, `topology::routing_key`).
+            routing_key: crate::topology::routing_key(stage, envelope.priority),
             body,
             properties: properties.with_headers(table),
         })

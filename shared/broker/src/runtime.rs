@@ -4,15 +4,25 @@
 //! that acks. Each delivery is counted before its handler runs ([`poison`]); one
 //! delivered more than `MAX_DELIVERIES` times without an outcome is dead-lettered
 //! as `poison`.
+//!
+//! In quorum mode (`QUEUE_TYPE=quorum`) a stage has one queue per priority lane
+//! ([`topology::work_queues`]): the runtime consumes every lane with twice
+//! the prefetch each, holds what arrives, and starts at most `WORKER_PREFETCH`
+//! handlers, always the highest lane's delivery first. The broker counts
+//! redeliveries (`x-delivery-count`); on the last one `QUORUM_DELIVERY_LIMIT`
+//! allows, the runtime sets the message aside as `poison` itself (dead letter
+//! and failure answer) rather than let the broker drop it into the dead queue
+//! unanswered on the next return.
 
 use crate::failure::failure_text;
+use crate::lanes::{Lanes, Pick};
 use crate::poison::{self, Begin};
 use crate::publisher::{Route, long};
 use crate::{
     BrokerError, DeadReason, Handler, Next, Outcome, Publisher, RetryPolicy, Store, connect,
     topology,
 };
-use contexten_config::BrokerSettings;
+use contexten_config::{BrokerSettings, QueueType};
 use contexten_envelope::{
     HEADER_ATTEMPT, HEADER_DEAD_AT_MS, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, HEADER_DEAD_STAGE,
     HEADER_PAYLOAD_REF, HEADER_RETRY_TIER, Names, Reason, ReplyKind, STATUS_RESULT_FIELD, Stage,
@@ -20,6 +30,7 @@ use contexten_envelope::{
 };
 use contexten_telemetry::health::Readiness;
 use contexten_telemetry::{metric, propagation};
+use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
@@ -57,6 +68,24 @@ struct Session<H> {
     handler: Arc<H>,
     /// `MAX_DELIVERIES`.
     max_deliveries: u32,
+    /// `QUORUM_DELIVERY_LIMIT` in quorum mode: the broker's own limit.
+    delivery_limit: Option<u32>,
+}
+
+/// The header in which quorum queues count a message's returns.
+const HEADER_DELIVERY_COUNT: &str = "x-delivery-count";
+
+/// The deliveries of every lane, tagged with the lane's AMQP priority.
+type Intake = SelectAll<BoxStream<'static, (u8, Result<Delivery, lapin::Error>)>>;
+
+/// A consuming channel: its consumers (one per queue) and, in quorum mode,
+/// the lanes' deliveries waiting for a handler slot.
+struct Consuming {
+    channel: lapin::Channel,
+    intake: Intake,
+    tags: Vec<String>,
+    /// `Some` in quorum mode.
+    lanes: Option<Lanes<Delivery>>,
 }
 
 /// Consumes `options.stage` until `shutdown` is cancelled, then stops consuming,
@@ -104,18 +133,44 @@ pub async fn run_worker<H: Handler>(
                 continue;
             }
         };
-        let (channel, mut consumer, tag) = consume;
+        let mut consuming = consume;
         options.readiness.set("broker", true, "connected");
-        tracing::info!(stage = %options.stage, prefetch = options.broker.prefetch, "consuming");
+        tracing::info!(
+            stage = %options.stage,
+            prefetch = options.broker.prefetch,
+            queue_type = options.broker.queue_type.as_str(),
+            "consuming"
+        );
+        let slots = usize::from(options.broker.prefetch);
 
         let stopping = loop {
+            // Quorum mode: start held deliveries, highest lane first, while
+            // handler slots are free, or learn when to look again.
+            let mut look_again = None;
+            if let Some(lanes) = consuming.lanes.as_mut() {
+                while in_flight.len() < slots {
+                    match lanes.pick(tokio::time::Instant::now()) {
+                        Pick::Start((lane, delivery)) => {
+                            in_flight.spawn(process(session.clone(), delivery, lane));
+                        }
+                        Pick::WaitUntil(at) => {
+                            look_again = Some(at);
+                            break;
+                        }
+                        Pick::Idle => break,
+                    }
+                }
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break true,
-                next = consumer.next() => match next {
-                    Some(Ok(delivery)) => {
-                        in_flight.spawn(process(session.clone(), delivery));
-                    }
-                    Some(Err(error)) => {
+                next = consuming.intake.next() => match next {
+                    Some((lane, Ok(delivery))) => match consuming.lanes.as_mut() {
+                        None => {
+                            in_flight.spawn(process(session.clone(), delivery, lane));
+                        }
+                        Some(lanes) => lanes.arrived(lane, delivery),
+                    },
+                    Some((_, Err(error))) => {
                         tracing::warn!(%error, "consumer failed; reconnecting");
                         break false;
                     }
@@ -124,7 +179,13 @@ pub async fn run_worker<H: Handler>(
                         break false;
                     }
                 },
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                _ = tokio::time::sleep_until(look_again.unwrap_or_else(tokio::time::Instant::now)),
+                    if look_again.is_some() => {}
+                Some(finished) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let (Some(lanes), Ok(lane)) = (consuming.lanes.as_mut(), finished) {
+                        lanes.finished(lane, tokio::time::Instant::now());
+                    }
+                }
             }
         };
         options.readiness.set(
@@ -139,9 +200,14 @@ pub async fn run_worker<H: Handler>(
         if stopping {
             // Stop new deliveries first; unacked prefetched ones return to the queue
             // when the connection closes.
-            let _ = channel
-                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                .await;
+            for tag in &consuming.tags {
+                let _ = consuming
+                    .channel
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await;
+            }
+            // Held deliveries that never started return to their queues with
+            // the connection.
             drain(&mut in_flight, options.broker.shutdown_timeout).await;
             let _ = connection.close(200, "shutdown".into()).await;
             return Ok(());
@@ -177,33 +243,74 @@ async fn open_session<H>(
         policy: policy.clone(),
         handler: handler.clone(),
         max_deliveries: options.broker.max_deliveries,
+        delivery_limit: (options.broker.queue_type == QueueType::Quorum)
+            .then_some(options.broker.delivery_limit),
     })
 }
 
+/// Consumes the stage's queue (classic) or every lane of it (quorum), the
+/// highest lane first, each with the worker's prefetch.
 async fn consume(
     options: &WorkerOptions,
     connection: &Connection,
     names: &Names,
-) -> Result<(lapin::Channel, lapin::Consumer, String), BrokerError> {
+) -> Result<Consuming, BrokerError> {
     let channel = connection.create_channel().await?;
+    let quorum = options.broker.queue_type == QueueType::Quorum;
+    // Per consumer. A lane may fill every handler slot on its own and keeps
+    // as many again waiting, so when a handler finishes the next delivery of
+    // a busy high lane is already here, not still on its way while a lower
+    // lane's waits (quorum queues refuse a channel-wide prefetch).
+    let prefetch = if quorum {
+        options.broker.prefetch.saturating_mul(2)
+    } else {
+        options.broker.prefetch
+    };
     channel
-        .basic_qos(options.broker.prefetch, BasicQosOptions::default())
+        .basic_qos(prefetch, BasicQosOptions::default())
         .await?;
-    let tag = format!("{}-{}", options.service, uuid::Uuid::now_v7());
-    let consumer = channel
-        .basic_consume(
-            names.stage_queue(options.stage).as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok((channel, consumer, tag))
+    let queues = topology::work_queues(names, options.broker.queue_type, options.stage);
+    let mut waiting = Vec::new();
+    let mut intake = SelectAll::new();
+    let mut tags = Vec::with_capacity(queues.len());
+    for (queue, priority) in queues {
+        let lane = priority.amqp();
+        if quorum {
+            let passive = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..lapin::options::QueueDeclareOptions::default()
+            };
+            let state = channel
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await?;
+            if state.message_count() > 0 {
+                waiting.push(lane);
+            }
+        }
+        let tag = format!("{}-{}", options.service, uuid::Uuid::now_v7());
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        intake.push(consumer.map(move |d| (lane, d)).boxed());
+        tags.push(tag);
+    }
+    let now = tokio::time::Instant::now();
+    Ok(Consuming {
+        channel,
+        intake,
+        tags,
+        lanes: quorum.then(|| Lanes::new(prefetch, waiting, now)),
+    })
 }
 
 /// Waits for in-flight deliveries up to `deadline`; what is left is requeued by
 /// the broker when the connection closes.
-async fn drain(in_flight: &mut JoinSet<()>, deadline: Duration) {
+async fn drain(in_flight: &mut JoinSet<u8>, deadline: Duration) {
     let pending = in_flight.len();
     if pending == 0 {
         return;
@@ -243,7 +350,13 @@ fn string_headers(properties: &BasicProperties) -> HashMap<String, String> {
     map
 }
 
-async fn process<H: Handler>(session: Arc<Session<H>>, delivery: Delivery) {
+/// Handles one delivery; returns its lane (for [`Lanes::finished`]).
+async fn process<H: Handler>(session: Arc<Session<H>>, delivery: Delivery, lane: u8) -> u8 {
+    handle_delivery(session, delivery).await;
+    lane
+}
+
+async fn handle_delivery<H: Handler>(session: Arc<Session<H>>, delivery: Delivery) {
     let stage = session.stage;
     metric::received(stage.as_str());
     let headers = string_headers(&delivery.properties);
@@ -273,6 +386,7 @@ async fn process<H: Handler>(session: Arc<Session<H>>, delivery: Delivery) {
             }
         },
     };
+    let redeliveries = delivery_count(&delivery.properties);
     let envelope = match TaskEnvelope::from_json(&body) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -319,7 +433,7 @@ async fn process<H: Handler>(session: Arc<Session<H>>, delivery: Delivery) {
         hop = envelope.hop,
     );
     propagation::adopt_parent(&span, &headers);
-    let result = handle_envelope(&session, envelope, attempt)
+    let result = handle_envelope(&session, envelope, attempt, redeliveries)
         .instrument(span.clone())
         .await;
     let _entered = span.enter();
@@ -330,17 +444,35 @@ async fn handle_envelope<H: Handler>(
     session: &Session<H>,
     mut envelope: TaskEnvelope,
     attempt: u32,
+    redeliveries: Option<u32>,
 ) -> Result<(), BrokerError> {
     let stage = session.stage;
     envelope.attempt = attempt;
+    let begun = poison::begin(&session.store, stage, &envelope).await;
+    if let Ok(Begin::Complete) = begun {
+        metric::duplicate_skipped(stage.as_str());
+        tracing::info!("already completed by this stage; acking the redelivery");
+        return Ok(());
+    }
+    // Quorum mode: the broker's count needs no Redis and survives every
+    // crash. On the last delivery it allows, the message is set aside here,
+    // answered, instead of by the broker on the next return, unanswered.
+    if let (Some(limit), Some(count)) = (session.delivery_limit, redeliveries)
+        && count >= limit
+    {
+        let detail = format!(
+            "returned to its queue {count} times (QUORUM_DELIVERY_LIMIT {limit}): \
+             the worker died, the handler panicked or the outcome could not be settled"
+        );
+        let trace = propagation::inject(&tracing::Span::current());
+        let reason = DeadReason::new(Reason::Poison, detail);
+        return dead_letter(session, &envelope, &reason, None, &trace).await;
+    }
     // Without Redis the delivery is handled uncounted: a Redis outage must not
-    // dead-letter healthy work; counting resumes with Redis.
-    let counted = match poison::begin(&session.store, stage, &envelope).await {
-        Ok(Begin::Complete) => {
-            metric::duplicate_skipped(stage.as_str());
-            tracing::info!("already completed by this stage; acking the redelivery");
-            return Ok(());
-        }
+    // dead-letter healthy work; counting resumes with Redis (in quorum mode
+    // the broker's count above still holds).
+    let counted = match begun {
+        Ok(Begin::Complete) => return Ok(()),
         Ok(Begin::Delivery(count)) if count > session.max_deliveries => {
             let detail = format!(
                 "delivered {count} times without an outcome (MAX_DELIVERIES {}): \
@@ -746,7 +878,8 @@ async fn retry_raw<H>(
         .publisher
         .publish_raw(crate::PublishedMessage {
             exchange: session.names.retry_exchange(),
-            routing_key: session.stage.as_str().to_owned(),
+            // The delivery's own key: back to its stage and lane.
+            routing_key: delivery.routing_key.as_str().to_owned(),
             body: delivery.data.clone(),
             properties: delivery
                 .properties
@@ -757,6 +890,35 @@ async fn retry_raw<H>(
         .await?;
     metric::retried(session.stage.as_str(), "redis_unavailable");
     Ok(())
+}
+
+/// A quorum queue's count of a delivery's earlier returns (`x-delivery-count`);
+/// `None` on a first delivery and on classic queues.
+fn delivery_count(properties: &BasicProperties) -> Option<u32> {
+    match properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(HEADER_DELIVERY_COUNT)?
+    {
+        AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(*n),
+        AMQPValue::ShortInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::ShortUInt(n) => Some(u32::from(*n)),
+        AMQPValue::ShortShortInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::ShortShortUInt(n) => Some(u32::from(*n)),
+        _ => None,
+    }
+}
+
+/// How long to hold a delivery before requeueing it: 200 ms, doubling with
+/// each return a quorum queue counted, up to 15 s. Every return counts toward
+/// `QUORUM_DELIVERY_LIMIT`, so a broker alarm of a few minutes must not use
+/// the limit up (20 returns take about 3.5 minutes).
+fn requeue_pause(returns: Option<u32>) -> Duration {
+    let doublings = returns.unwrap_or(0).min(7);
+    (Duration::from_millis(200) * 2u32.pow(doublings)).min(Duration::from_secs(15))
 }
 
 /// Acks a delivery whose successors are confirmed; otherwise requeues it so the
@@ -770,8 +932,8 @@ async fn settle(delivery: &Delivery, result: Result<(), BrokerError>) {
         }
         Err(error) => {
             tracing::warn!(%error, "could not settle the outcome; requeueing");
-            // A short pause so a broker-side problem does not become a hot loop.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // A pause so a broker-side problem does not become a hot loop.
+            tokio::time::sleep(requeue_pause(delivery_count(&delivery.properties))).await;
             let requeue = BasicNackOptions {
                 requeue: true,
                 ..BasicNackOptions::default()
@@ -809,6 +971,31 @@ mod tests {
         envelope.cost.llm_calls = 2;
         envelope.fallback_reason = Some("generation_invalid".into());
         envelope
+    }
+
+    #[test]
+    fn the_requeue_pause_grows_with_the_brokers_count_and_is_bounded() {
+        assert_eq!(requeue_pause(None), Duration::from_millis(200));
+        assert_eq!(requeue_pause(Some(1)), Duration::from_millis(400));
+        assert_eq!(requeue_pause(Some(6)), Duration::from_millis(12_800));
+        assert_eq!(requeue_pause(Some(50)), Duration::from_secs(15));
+        let total: Duration = (0..20).map(|n| requeue_pause(Some(n))).sum();
+        assert!(total > Duration::from_secs(180), "{total:?}");
+    }
+
+    #[test]
+    fn the_brokers_count_is_read_in_any_integer_type() {
+        for value in [
+            AMQPValue::LongLongInt(3),
+            AMQPValue::LongInt(3),
+            AMQPValue::ShortShortUInt(3),
+        ] {
+            let mut table = FieldTable::default();
+            table.insert(HEADER_DELIVERY_COUNT.into(), value);
+            let properties = BasicProperties::default().with_headers(table);
+            assert_eq!(delivery_count(&properties), Some(3));
+        }
+        assert_eq!(delivery_count(&BasicProperties::default()), None);
     }
 
     #[test]

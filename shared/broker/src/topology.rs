@@ -9,10 +9,22 @@
 //! before the limit existed cannot be re-declared with it (the broker answers
 //! `PRECONDITION_FAILED`); [`declare_for`] then keeps the existing queue and
 //! warns that a policy should set the limit.
+//!
+//! `QUEUE_TYPE` chooses the queue kind (docs/design.md §3). `classic`: one
+//! queue per stage with `x-max-priority` 3. `quorum`: replicated queues, which
+//! have no priorities on RabbitMQ 3.x, so each stage has one queue per
+//! priority lane ([`lane_queue`]: `<prefix>.<stage>` for batch, then
+//! `.p1`–`.p3`), the runtime consumes all of them and starts the highest lane
+//! first. Publishers route by lane ([`routing_key`]) in both modes: the
+//! classic stage queue is bound with every lane's key. Quorum queues carry
+//! `x-delivery-limit` (`QUORUM_DELIVERY_LIMIT`) and dead-letter
+//! `at-least-once` (which needs `x-overflow` `reject-publish`).
 
 use crate::BrokerError;
 use crate::publisher::long;
-use contexten_config::{BrokerSettings, DEFAULT_DEAD_QUEUE_MAX_LENGTH};
+use contexten_config::{
+    BrokerSettings, DEFAULT_DEAD_QUEUE_MAX_LENGTH, DEFAULT_QUORUM_DELIVERY_LIMIT, QueueType,
+};
 use contexten_envelope::{HEADER_RETRY_TIER, Names, Priority, Stage, tier_label};
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
@@ -28,6 +40,81 @@ pub const DEAD_QUEUE_OVERFLOW: &str = "reject-publish";
 
 /// The AMQP reply code for a re-declaration with other arguments.
 const PRECONDITION_FAILED: u16 = 406;
+
+/// Every priority, lowest first: the lanes of a stage in quorum mode.
+pub const LANES: [Priority; 4] = [
+    Priority::Batch,
+    Priority::Normal,
+    Priority::Interactive,
+    Priority::Operator,
+];
+
+/// The suffix of a lane above the lowest (`.p1`–`.p3`); the lowest lane keeps
+/// the stage's own queue name and routing key, so anything published with the
+/// bare stage key lands in a consumed queue in either mode.
+fn lane_suffix(priority: Priority) -> String {
+    match priority.amqp() {
+        0 => String::new(),
+        n => format!(".p{n}"),
+    }
+}
+
+/// The routing key of an envelope of `priority` for `stage` on the work and
+/// retry exchanges (`generate`, `generate.p1`, …). Every publisher routes by
+/// it; the classic stage queue is bound with all four keys.
+pub fn routing_key(stage: Stage, priority: Priority) -> String {
+    format!("{}{}", stage.as_str(), lane_suffix(priority))
+}
+
+/// The quorum-mode queue of `stage`'s `priority` lane (the lowest lane is
+/// [`Names::stage_queue`]).
+pub fn lane_queue(names: &Names, stage: Stage, priority: Priority) -> String {
+    format!("{}{}", names.stage_queue(stage), lane_suffix(priority))
+}
+
+/// The queues a stage's work waits in, highest priority first, with their
+/// priority: the stage queue in classic mode (every priority), one per lane in
+/// quorum mode. Everything that lists, counts, consumes or purges a stage's
+/// work goes through this.
+pub fn work_queues(names: &Names, queue_type: QueueType, stage: Stage) -> Vec<(String, Priority)> {
+    match queue_type {
+        QueueType::Classic => vec![(names.stage_queue(stage), Priority::Operator)],
+        QueueType::Quorum => LANES
+            .iter()
+            .rev()
+            .map(|&p| (lane_queue(names, stage, p), p))
+            .collect(),
+    }
+}
+
+/// How the queues are declared: kind and limits.
+#[derive(Debug, Clone, Copy)]
+struct Kind {
+    queue_type: QueueType,
+    delivery_limit: u32,
+    dead_max_length: u32,
+}
+
+impl Kind {
+    fn of(settings: &BrokerSettings) -> Self {
+        Kind {
+            queue_type: settings.queue_type,
+            delivery_limit: settings.delivery_limit,
+            dead_max_length: settings.dead_queue_max_length,
+        }
+    }
+
+    /// `x-queue-type`, and for quorum queues at-least-once dead-lettering.
+    fn base(&self, args: &mut FieldTable) {
+        args.insert("x-queue-type".into(), long(self.queue_type.as_str()));
+        if self.queue_type == QueueType::Quorum {
+            // The broker keeps a dead letter until the dead-letter target
+            // confirms it (RabbitMQ 3.10+); it requires `reject-publish`.
+            args.insert("x-dead-letter-strategy".into(), long("at-least-once"));
+            args.insert("x-overflow".into(), long(DEAD_QUEUE_OVERFLOW));
+        }
+    }
+}
 
 /// Declares a durable exchange.
 async fn declare_exchange(
@@ -70,8 +157,11 @@ async fn declare_bound_queue(
 }
 
 /// The arguments of a dead queue holding at most `max_length` messages.
-fn dead_queue_args(max_length: u32) -> FieldTable {
+fn dead_queue_args(queue_type: QueueType, max_length: u32) -> FieldTable {
     let mut args = FieldTable::default();
+    if queue_type == QueueType::Quorum {
+        args.insert("x-queue-type".into(), long(queue_type.as_str()));
+    }
     args.insert(
         "x-max-length".into(),
         AMQPValue::LongLongInt(i64::from(max_length)),
@@ -88,10 +178,15 @@ pub async fn declare(
     names: &Names,
     tiers: &[Duration],
 ) -> Result<(), BrokerError> {
-    declare_work(channel, names, tiers).await?;
+    let kind = Kind {
+        queue_type: QueueType::Classic,
+        delivery_limit: DEFAULT_QUORUM_DELIVERY_LIMIT,
+        dead_max_length: DEFAULT_DEAD_QUEUE_MAX_LENGTH,
+    };
+    declare_work(channel, names, tiers, kind).await?;
     let dlx = names.dead_letter_exchange();
     for stage in Stage::QUEUED {
-        let args = dead_queue_args(DEFAULT_DEAD_QUEUE_MAX_LENGTH);
+        let args = dead_queue_args(kind.queue_type, kind.dead_max_length);
         let dead = names.dead_queue(stage);
         declare_bound_queue(
             channel,
@@ -102,6 +197,29 @@ pub async fn declare(
             FieldTable::default(),
         )
         .await?;
+        bind_lanes(channel, &dead, &dlx, stage).await?;
+    }
+    Ok(())
+}
+
+/// Binds `queue` to `exchange` with the keys of the lanes above the lowest
+/// (the lowest, the bare stage key, is bound by the declaration).
+async fn bind_lanes(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    stage: Stage,
+) -> Result<(), BrokerError> {
+    for priority in &LANES[1..] {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                routing_key(stage, *priority).as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
     }
     Ok(())
 }
@@ -117,12 +235,13 @@ pub async fn declare_for(
     names: &Names,
     settings: &BrokerSettings,
 ) -> Result<(), BrokerError> {
+    let kind = Kind::of(settings);
     let mut channel = connection.create_channel().await?;
-    declare_work(&channel, names, &settings.retry_tiers).await?;
+    declare_work(&channel, names, &settings.retry_tiers, kind).await?;
     let dlx = names.dead_letter_exchange();
     for stage in Stage::QUEUED {
         let dead = names.dead_queue(stage);
-        let args = dead_queue_args(settings.dead_queue_max_length);
+        let args = dead_queue_args(kind.queue_type, kind.dead_max_length);
         let declared = declare_bound_queue(
             &channel,
             &dead,
@@ -161,6 +280,7 @@ pub async fn declare_for(
             }
             other => other?,
         }
+        bind_lanes(&channel, &dead, &dlx, stage).await?;
     }
     let _ = channel.close(200, "declared".into()).await;
     Ok(())
@@ -170,11 +290,12 @@ fn is_precondition_failed(error: &lapin::Error) -> bool {
     matches!(error.kind(), ErrorKind::ProtocolError(e) if e.get_id() == PRECONDITION_FAILED)
 }
 
-/// Declares the exchanges, the stage queues and the delay tiers.
+/// Declares the exchanges, the stage queues (or lanes) and the delay tiers.
 async fn declare_work(
     channel: &Channel,
     names: &Names,
     tiers: &[Duration],
+    kind: Kind,
 ) -> Result<(), BrokerError> {
     let work = names.work_exchange();
     let retry = names.retry_exchange();
@@ -185,34 +306,65 @@ async fn declare_work(
     declare_exchange(channel, &dlx, ExchangeKind::Direct).await?;
 
     for stage in Stage::QUEUED {
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-max-priority".into(),
-            AMQPValue::ShortShortUInt(Priority::MAX_AMQP),
-        );
-        args.insert("x-dead-letter-exchange".into(), long(&dlx));
-        args.insert("x-queue-type".into(), long("classic"));
-        let queue = names.stage_queue(stage);
-        declare_bound_queue(
-            channel,
-            &queue,
-            args,
-            &work,
-            stage.as_str(),
-            FieldTable::default(),
-        )
-        .await?;
+        match kind.queue_type {
+            QueueType::Classic => {
+                let mut args = FieldTable::default();
+                args.insert(
+                    "x-max-priority".into(),
+                    AMQPValue::ShortShortUInt(Priority::MAX_AMQP),
+                );
+                args.insert("x-dead-letter-exchange".into(), long(&dlx));
+                kind.base(&mut args);
+                let queue = names.stage_queue(stage);
+                declare_bound_queue(
+                    channel,
+                    &queue,
+                    args,
+                    &work,
+                    stage.as_str(),
+                    FieldTable::default(),
+                )
+                .await?;
+                bind_lanes(channel, &queue, &work, stage).await?;
+            }
+            QueueType::Quorum => {
+                for priority in LANES {
+                    let mut args = FieldTable::default();
+                    args.insert("x-dead-letter-exchange".into(), long(&dlx));
+                    // Every lane dead-letters under the bare stage key, the
+                    // one its dead queue is bound with.
+                    args.insert("x-dead-letter-routing-key".into(), long(stage.as_str()));
+                    args.insert(
+                        "x-delivery-limit".into(),
+                        AMQPValue::LongLongInt(i64::from(kind.delivery_limit)),
+                    );
+                    kind.base(&mut args);
+                    declare_bound_queue(
+                        channel,
+                        &lane_queue(names, stage, priority),
+                        args,
+                        &work,
+                        &routing_key(stage, priority),
+                        FieldTable::default(),
+                    )
+                    .await?;
+                }
+            }
+        }
     }
 
     for tier in tiers {
         let mut args = FieldTable::default();
+        // Quorum queues expire messages (queue and per-message TTL) since
+        // RabbitMQ 3.10, at the head only, as classic queues do.
         args.insert(
             "x-message-ttl".into(),
             AMQPValue::LongLongInt(tier.as_millis() as i64),
         );
-        // Expired messages go back to the work exchange with their stage routing key.
+        // Expired messages go back to the work exchange with their routing
+        // key, so to their stage and lane.
         args.insert("x-dead-letter-exchange".into(), long(&work));
-        args.insert("x-queue-type".into(), long("classic"));
+        kind.base(&mut args);
         // The headers exchange ignores headers starting with `x-` when matching, so
         // the tier header must not start with `x-`.
         let mut binding = FieldTable::default();
@@ -239,7 +391,10 @@ pub async fn delete(
     tiers: &[Duration],
 ) -> Result<(), BrokerError> {
     for stage in Stage::QUEUED {
-        for queue in [names.stage_queue(stage), names.dead_queue(stage)] {
+        // Every lane, whatever the mode: deleting a queue that does not
+        // exist is a no-op for the broker.
+        let lanes = work_queues(names, QueueType::Quorum, stage).into_iter();
+        for queue in lanes.map(|(q, _)| q).chain([names.dead_queue(stage)]) {
             channel
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await?;

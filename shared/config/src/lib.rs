@@ -23,6 +23,8 @@
 //! | `MAX_DELIVERIES` | deliveries of one message without an outcome (a crashed worker) before it is dead-lettered as `poison` (1–100) | `5` |
 //! | `PUBLISH_CONFIRM_TIMEOUT_MS` | longest wait for a publish and its confirm (100–600000) | `3000` |
 //! | `DEAD_QUEUE_MAX_LENGTH` | messages a dead queue holds before refusing more (1–100000000) | `100000` |
+//! | `QUEUE_TYPE` | `classic` (one priority queue per stage) or `quorum` (replicated; one queue per priority lane) | `classic` |
+//! | `QUORUM_DELIVERY_LIMIT` | quorum mode: the broker's `x-delivery-limit`, redeliveries before it dead-letters a message itself (1–1000) | `20` |
 //! | `LOG_FORMAT` | `json` or `pretty` | `json` |
 //! | `RUST_LOG` | log filter | `info` |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/HTTP collector; unset = no export | unset |
@@ -205,6 +207,12 @@ pub struct BrokerSettings {
     /// queue holds; further dead letters are refused (`x-overflow`
     /// `reject-publish`), logged and counted.
     pub dead_queue_max_length: u32,
+    /// `QUEUE_TYPE`, `classic` (default) or `quorum` (docs/design.md §3).
+    pub queue_type: QueueType,
+    /// `QUORUM_DELIVERY_LIMIT`, 1–1000, default 20: in quorum mode the
+    /// queues' `x-delivery-limit`; the runtime sets a message aside as
+    /// `poison` on the last delivery the broker allows.
+    pub delivery_limit: u32,
 }
 
 /// The default delay tiers (docs/design.md §3).
@@ -219,6 +227,43 @@ pub const DEFAULT_PUBLISH_CONFIRM_TIMEOUT_MS: u64 = 3000;
 
 /// The default length limit of a dead queue (README "Guarantees of the runtime").
 pub const DEFAULT_DEAD_QUEUE_MAX_LENGTH: u32 = 100_000;
+
+/// The default `QUORUM_DELIVERY_LIMIT`: well above `MAX_DELIVERIES` (5), since
+/// the broker also counts the deliveries the runtime requeues itself (a failed
+/// publish, a broker alarm), which the Redis count gives back.
+pub const DEFAULT_QUORUM_DELIVERY_LIMIT: u32 = 20;
+
+/// The kind of queue every stage, delay tier and dead queue is (`QUEUE_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueType {
+    /// One classic queue per stage with `x-max-priority` 3, on one node.
+    #[default]
+    Classic,
+    /// Replicated Raft queues for a RabbitMQ cluster; no priorities, so one
+    /// queue per priority lane.
+    Quorum,
+}
+
+impl QueueType {
+    /// The `x-queue-type` argument.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
+impl FromStr for QueueType {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "classic" => Ok(QueueType::Classic),
+            "quorum" => Ok(QueueType::Quorum),
+            _ => Err(()),
+        }
+    }
+}
 
 impl BrokerSettings {
     /// Reads the broker settings; `default_prefetch` is the service's own default.
@@ -279,6 +324,13 @@ impl BrokerSettings {
                 DEFAULT_DEAD_QUEUE_MAX_LENGTH,
                 1,
                 100_000_000,
+            )?,
+            queue_type: env.parse("QUEUE_TYPE", QueueType::Classic, "classic or quorum")?,
+            delivery_limit: env.ranged(
+                "QUORUM_DELIVERY_LIMIT",
+                DEFAULT_QUORUM_DELIVERY_LIMIT,
+                1,
+                1000,
             )?,
         })
     }
@@ -484,6 +536,8 @@ mod tests {
         assert_eq!(broker.max_deliveries, 5);
         assert_eq!(broker.publish_confirm_timeout, Duration::from_millis(3000));
         assert_eq!(broker.dead_queue_max_length, 100_000);
+        assert_eq!(broker.queue_type, QueueType::Classic);
+        assert_eq!(broker.delivery_limit, 20);
         assert!(
             broker
                 .amqp_url
@@ -623,6 +677,23 @@ mod tests {
         let err =
             RedisSettings::from_env(&Env::from_pairs([("REDIS_SENTINELS", "s0")])).unwrap_err();
         assert_eq!(err.var, "REDIS_SENTINELS");
+    }
+
+    #[test]
+    fn the_queue_type_is_classic_or_quorum_and_nothing_else() {
+        let env = Env::from_pairs([("QUEUE_TYPE", "quorum"), ("QUORUM_DELIVERY_LIMIT", "3")]);
+        let broker = BrokerSettings::from_env(&env, 1).unwrap();
+        assert_eq!(broker.queue_type, QueueType::Quorum);
+        assert_eq!(broker.delivery_limit, 3);
+        for bad in ["Quorum", "stream", "mirrored"] {
+            let err = BrokerSettings::from_env(&Env::from_pairs([("QUEUE_TYPE", bad)]), 1)
+                .unwrap_err();
+            assert_eq!(err.var, "QUEUE_TYPE");
+            assert!(err.to_string().contains("classic or quorum"), "{err}");
+        }
+        let err = BrokerSettings::from_env(&Env::from_pairs([("QUORUM_DELIVERY_LIMIT", "0")]), 1)
+            .unwrap_err();
+        assert_eq!(err.var, "QUORUM_DELIVERY_LIMIT");
     }
 
     #[test]

@@ -95,6 +95,25 @@ impl TestBroker {
     pub async fn take(&self, queue: &str) -> BasicGetMessage {
         self.fixture.take(queue, WAIT).await
     }
+
+    /// Takes one message from any of `stage`'s work queues (every lane in
+    /// quorum mode, the highest first), waiting up to `within`.
+    pub async fn take_from_stage(&self, stage: Stage, within: Duration) -> Option<BasicGetMessage> {
+        let queues =
+            contexten_broker::topology::work_queues(&self.names, self.settings.queue_type, stage);
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            for (queue, _) in &queues {
+                if let Some(got) = self.fixture.take_within(queue, Duration::ZERO).await {
+                    return Some(got);
+                }
+            }
+            if tokio::time::Instant::now() >= until {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// A sample envelope.

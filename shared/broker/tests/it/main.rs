@@ -5,6 +5,7 @@ mod alarm;
 mod dead_queue;
 mod helpers;
 mod poison;
+mod quorum;
 mod roles;
 mod runtime;
 mod tls;

@@ -18,16 +18,23 @@ const RESTARTS_WAIT: Duration = Duration::from_secs(90);
 /// How long the dispatch queue must stay quiet to count its messages as all.
 const QUIET: Duration = Duration::from_secs(2);
 
-fn start_worker(broker: &TestBroker) -> Child {
+fn start_worker(broker: &TestBroker, extra: &[(&str, &str)]) -> Child {
     let amqp = std::env::var("AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     Command::new(env!("CARGO_BIN_EXE_contexten-abort-worker"))
+        .envs(extra.iter().copied())
         .env("AMQP_URL", amqp)
         .env("REDIS_URL", redis)
         .env("CONTEXTEN_PREFIX", broker.names.prefix())
         .env("RETRY_TIERS_MS", TIERS_MS)
-        .env("MAX_DELIVERIES", MAX_DELIVERIES.to_string())
+        .env(
+            "MAX_DELIVERIES",
+            extra
+                .iter()
+                .find(|(k, _)| *k == "MAX_DELIVERIES")
+                .map_or(MAX_DELIVERIES.to_string(), |(_, v)| (*v).to_owned()),
+        )
         // One delivery at a time, so the normal task waits behind the poison one.
         .env("WORKER_PREFETCH", "1")
         .env("RUST_LOG", "warn")
@@ -39,7 +46,25 @@ fn start_worker(broker: &TestBroker) -> Child {
 
 #[tokio::test]
 async fn a_task_that_aborts_the_worker_is_dead_lettered_as_poison_with_one_failure_answer() {
-    let broker = TestBroker::start().await;
+    aborts_until_poison(TestBroker::start().await, &[], MAX_DELIVERIES).await;
+}
+
+/// Quorum mode: the broker counts the returns (no Redis needed), and the task
+/// is set aside at `QUORUM_DELIVERY_LIMIT`, here below `MAX_DELIVERIES`.
+#[tokio::test]
+async fn in_quorum_mode_a_task_that_aborts_the_worker_is_set_aside_at_the_delivery_limit() {
+    let extra = [
+        ("QUEUE_TYPE", "quorum"),
+        ("QUORUM_DELIVERY_LIMIT", "2"),
+        ("MAX_DELIVERIES", "10"),
+    ];
+    aborts_until_poison(crate::quorum::quorum(&extra).await, &extra, 2).await;
+}
+
+/// Publishes a poison task and a normal one, restarts the abort worker (with
+/// `extra` settings) after each abort, and checks the task is dead-lettered as
+/// `poison` after `expected_aborts`, answered once, and the normal one handled.
+async fn aborts_until_poison(broker: TestBroker, extra: &[(&str, &str)], expected_aborts: u32) {
     let poison = envelope(&format!("please {ABORT_MARK}"));
     let normal = envelope("an ordinary request");
     broker
@@ -56,7 +81,7 @@ async fn a_task_that_aborts_the_worker_is_dead_lettered_as_poison_with_one_failu
 
     // Restart the worker after every abort until the task is set aside.
     let mut aborts = 0;
-    let mut worker = start_worker(&broker);
+    let mut worker = start_worker(&broker, extra);
     let deadline = tokio::time::Instant::now() + RESTARTS_WAIT;
     while broker.depth(&dead_queue).await == 0 {
         assert!(
@@ -67,15 +92,15 @@ async fn a_task_that_aborts_the_worker_is_dead_lettered_as_poison_with_one_failu
             assert!(!status.success(), "the worker ended on its own: {status:?}");
             aborts += 1;
             assert!(
-                aborts <= MAX_DELIVERIES,
+                aborts <= expected_aborts,
                 "the worker aborted {aborts} times"
             );
-            worker = start_worker(&broker);
+            worker = start_worker(&broker, extra);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        aborts, MAX_DELIVERIES,
+        aborts, expected_aborts,
         "aborts before the task was set aside"
     );
 
@@ -86,10 +111,12 @@ async fn a_task_that_aborts_the_worker_is_dead_lettered_as_poison_with_one_failu
 
     // The normal task behind it is handled, and the poison task gets exactly one
     // failure answer.
-    let dispatch = broker.names.stage_queue(Stage::Dispatch);
     let mut answers = Vec::new();
     while let Some(message) = broker
-        .take_within(&dispatch, if answers.is_empty() { WAIT } else { QUIET })
+        .take_from_stage(
+            Stage::Dispatch,
+            if answers.is_empty() { WAIT } else { QUIET },
+        )
         .await
     {
         answers.push(TaskEnvelope::from_json(&message.delivery.data).unwrap());

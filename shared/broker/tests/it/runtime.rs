@@ -589,7 +589,18 @@ async fn a_redelivered_message_that_was_completed_is_not_handled_again() {
 
 #[tokio::test]
 async fn high_priority_tasks_are_delivered_first() {
-    let broker = TestBroker::start_with(&[("WORKER_PREFETCH", "1")]).await;
+    high_priority_first(TestBroker::start_with(&[("WORKER_PREFETCH", "1")]).await).await;
+}
+
+/// The same test on quorum queues, which have no priorities: one queue per
+/// lane, the runtime starting the highest lane first (docs/design.md §3).
+#[tokio::test]
+async fn high_priority_tasks_are_delivered_first_in_quorum_mode() {
+    let broker = crate::quorum::quorum(&[("WORKER_PREFETCH", "1")]).await;
+    high_priority_first(broker).await;
+}
+
+async fn high_priority_first(broker: TestBroker) {
     for i in 0..100 {
         let mut env = envelope(&format!("low {i}"));
         env.priority = Priority::Batch;
