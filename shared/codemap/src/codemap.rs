@@ -179,6 +179,8 @@ pub struct CodeMap {
     pub(crate) centrality: OnceLock<Vec<f32>>,
     pub(crate) ppr_graph: OnceLock<Adjacency>,
     pub(crate) summary_text: OnceLock<String>,
+    /// The overview's request-independent part (no central definitions).
+    pub(crate) overview_head: OnceLock<String>,
     pub(crate) companions: OnceLock<Vec<(u32, u32)>>,
     pub(crate) test_files: OnceLock<Vec<bool>>,
     /// The engine's memory budget held while the map lives.
@@ -264,6 +266,7 @@ impl CodeMap {
             centrality: OnceLock::new(),
             ppr_graph: OnceLock::new(),
             summary_text: OnceLock::new(),
+            overview_head: OnceLock::new(),
             companions: OnceLock::new(),
             test_files: OnceLock::new(),
             reservation: None,
@@ -460,7 +463,7 @@ impl CodeMap {
 
     /// Whether names of `other` are visible in `file` without qualification: it is
     /// imported, or (Go, Java) in the same package directory.
-    fn in_scope(&self, file: u32, other: u32) -> bool {
+    pub(crate) fn in_scope(&self, file: u32, other: u32) -> bool {
         if file == other {
             return false;
         }
@@ -598,7 +601,16 @@ struct ModuleIndex {
     exact: HashMap<String, Vec<u32>>,
     suffix: HashMap<String, Vec<u32>>,
     dirs: HashMap<String, Vec<u32>>,
+    /// Whole-path suffixes (extension kept, up to [`MAX_PATH_SUFFIX`]
+    /// components) of C, C++, Ruby and PHP files: includes and requires name
+    /// files, relative to the including file or to an include / load path.
+    paths: HashMap<String, Vec<u32>>,
+    /// C# and PHP namespaces (nested ones joined) → the files declaring them.
+    namespaces: HashMap<String, Vec<u32>>,
 }
+
+/// Components of a path suffix indexed for includes and requires.
+const MAX_PATH_SUFFIX: usize = 4;
 
 impl ModuleIndex {
     fn new(files: &[FileEntry]) -> Self {
@@ -606,10 +618,30 @@ impl ModuleIndex {
             exact: HashMap::default(),
             suffix: HashMap::default(),
             dirs: HashMap::default(),
+            paths: HashMap::default(),
+            namespaces: HashMap::default(),
         };
         for (i, f) in files.iter().enumerate() {
             if !f.language.is_parsed() {
                 continue;
+            }
+            if matches!(
+                f.language,
+                Language::C | Language::Cpp | Language::Ruby | Language::Php
+            ) {
+                let comps: Vec<&str> = f.path.split('/').collect();
+                for k in 1..=comps.len().min(MAX_PATH_SUFFIX) {
+                    let key = comps[comps.len() - k..].join("/");
+                    m.paths.entry(key).or_default().push(idx(i));
+                }
+            }
+            if matches!(f.language, Language::CSharp | Language::Php) {
+                for ns in namespaces_of(&f.analysis.symbols, f.language) {
+                    let v = m.namespaces.entry(ns).or_default();
+                    if v.last() != Some(&idx(i)) {
+                        v.push(idx(i));
+                    }
+                }
             }
             let module = module_path(&f.path);
             m.exact.entry(module.clone()).or_default().push(idx(i));
@@ -633,7 +665,14 @@ impl ModuleIndex {
     fn resolve_all(&self, fi: usize, f: &FileEntry, files: &[FileEntry]) -> Vec<u32> {
         let mut out: Vec<u32> = Vec::new();
         for imp in &f.analysis.imports {
-            for t in self.resolve(&imp.target, f, files) {
+            let hits = match f.language {
+                Language::C | Language::Cpp => self.include(&imp.target, f, files),
+                Language::Ruby => self.ruby_require(&imp.target, f, files),
+                Language::Php => self.php_import(&imp.target, f, files),
+                Language::CSharp => self.csharp_using(&imp.target, f, files),
+                _ => self.resolve(&imp.target, f, files),
+            };
+            for t in hits {
                 if t as usize != fi && !out.contains(&t) {
                     out.push(t);
                 }
@@ -641,6 +680,175 @@ impl ModuleIndex {
         }
         out.sort_unstable();
         out
+    }
+
+    /// Files whose path is `path` or ends with `/path`.
+    fn by_path_suffix(&self, path: &str, files: &[FileEntry]) -> Vec<u32> {
+        let comps: Vec<&str> = path.split('/').collect();
+        let key = comps[comps.len().saturating_sub(MAX_PATH_SUFFIX)..].join("/");
+        let Some(v) = self.paths.get(&key) else {
+            return Vec::new();
+        };
+        // Longer than the indexed suffix: the rest must match too.
+        let tail = format!("/{path}");
+        v.iter()
+            .copied()
+            .filter(|i| {
+                let p = &files[*i as usize].path;
+                comps.len() <= MAX_PATH_SUFFIX || p == path || p.ends_with(&tail)
+            })
+            .collect()
+    }
+
+    /// The file at exactly `path`, if it is indexed.
+    fn at_path(&self, path: &str, files: &[FileEntry]) -> Option<u32> {
+        self.by_path_suffix(path, files)
+            .into_iter()
+            .find(|i| files[*i as usize].path == path)
+    }
+
+    /// `#include "x.h"`: next to the including file first, then on an include
+    /// path (any file ending with the path, the nearest to the includer when
+    /// several do). `<x.h>` is the system's unless it names a directory
+    /// (`<geo/shape.hpp>`), as a project's own include directory is written.
+    fn include(&self, target: &str, f: &FileEntry, files: &[FileEntry]) -> Vec<u32> {
+        let system = target.starts_with('<');
+        let t = target.trim_start_matches('<').trim_end_matches('>');
+        if !system {
+            let here = normalize(&format!("{}/{t}", parent_dir(&f.path)));
+            if let Some(i) = self.at_path(&here, files) {
+                return vec![i];
+            }
+        }
+        let t = normalize(t);
+        if t.is_empty() || (system && !t.contains('/')) {
+            return Vec::new();
+        }
+        let hits: Vec<u32> = self
+            .by_path_suffix(&t, files)
+            .into_iter()
+            .filter(|i| matches!(files[*i as usize].language, Language::C | Language::Cpp))
+            .collect();
+        nearest(hits, f, files)
+    }
+
+    /// `require_relative 'item'` next to the file; `require 'shop/cart'` on the
+    /// load path (`lib/`, the root, or any directory ending with the path).
+    fn ruby_require(&self, target: &str, f: &FileEntry, files: &[FileEntry]) -> Vec<u32> {
+        let t = target.strip_suffix(".rb").unwrap_or(target);
+        let here = normalize(&format!("{}/{t}.rb", parent_dir(&f.path)));
+        if let Some(i) = self.at_path(&here, files) {
+            return vec![i];
+        }
+        let t = normalize(t);
+        if t.is_empty() {
+            return Vec::new();
+        }
+        for root in ["lib", "app", ""] {
+            let p = if root.is_empty() {
+                format!("{t}.rb")
+            } else {
+                format!("{root}/{t}.rb")
+            };
+            if let Some(i) = self.at_path(&p, files) {
+                return vec![i];
+            }
+        }
+        // A gem's own `lib/` inside a larger repository; a bare name (`json`)
+        // only under a `lib/` directory, else it is most likely a gem.
+        let hits = self.by_path_suffix(&format!("lib/{t}.rb"), files);
+        if !hits.is_empty() || !t.contains('/') {
+            return nearest(hits, f, files);
+        }
+        nearest(self.by_path_suffix(&format!("{t}.rb"), files), f, files)
+    }
+
+    /// `use App\Models\User`: the files of namespace `App\Models` declaring
+    /// `User`, else the PSR-4 path (`…/Models/User.php`); `use App\Models`:
+    /// its files declaring a type this file names. `require 'x.php'`: next to
+    /// the file, else any file ending with the path.
+    fn php_import(&self, target: &str, f: &FileEntry, files: &[FileEntry]) -> Vec<u32> {
+        let t = target.trim_start_matches('\\');
+        let is_path = t.contains('/') || t.ends_with(".php") || t.ends_with(".inc");
+        if is_path {
+            let t = t.trim_start_matches('/');
+            let here = normalize(&format!("{}/{t}", parent_dir(&f.path)));
+            if let Some(i) = self.at_path(&here, files) {
+                return vec![i];
+            }
+            return nearest(self.by_path_suffix(&normalize(t), files), f, files);
+        }
+        let hits = self.qualified_type(t, '\\', files);
+        if !hits.is_empty() {
+            return hits;
+        }
+        let hits = self.namespace_types(t, f, files);
+        if !hits.is_empty() {
+            return hits;
+        }
+        // PSR-4: a vendor prefix maps to a directory, the rest is the path.
+        let segs: Vec<&str> = t.split('\\').filter(|s| !s.is_empty()).collect();
+        for k in (1..=segs.len()).rev() {
+            let p = format!("{}.php", segs[segs.len() - k..].join("/"));
+            let hits: Vec<u32> = self
+                .by_path_suffix(&p, files)
+                .into_iter()
+                .filter(|i| files[*i as usize].language == Language::Php)
+                .collect();
+            if !hits.is_empty() && (k > 1 || hits.len() == 1) {
+                return nearest(hits, f, files);
+            }
+        }
+        Vec::new()
+    }
+
+    /// `using Shop.Models;`: the namespace's files declaring a type this file
+    /// names (not every file of a namespace is used); `using static
+    /// Shop.Util.Strings;`: the file declaring that type.
+    fn csharp_using(&self, target: &str, f: &FileEntry, files: &[FileEntry]) -> Vec<u32> {
+        let t = target.trim_start_matches("global::");
+        let hits = self.namespace_types(t, f, files);
+        if !hits.is_empty() {
+            return hits;
+        }
+        self.qualified_type(t, '.', files)
+    }
+
+    /// Files of namespace `ns` that declare a type `f` refers to.
+    fn namespace_types(&self, ns: &str, f: &FileEntry, files: &[FileEntry]) -> Vec<u32> {
+        let Some(v) = self.namespaces.get(ns) else {
+            return Vec::new();
+        };
+        v.iter()
+            .copied()
+            .filter(|g| {
+                let g = &files[*g as usize];
+                g.names.defs.iter().any(|&(name, si)| {
+                    is_type(g.analysis.symbols[si as usize].kind)
+                        && f.names.refs.binary_search_by_key(&name, |r| r.0).is_ok()
+                })
+            })
+            .collect()
+    }
+
+    /// `Ns<sep>Type`: the files of namespace `Ns` declaring type `Type`.
+    fn qualified_type(&self, t: &str, sep: char, files: &[FileEntry]) -> Vec<u32> {
+        let Some((ns, name)) = t.rsplit_once(sep) else {
+            return Vec::new();
+        };
+        let Some(v) = self.namespaces.get(ns) else {
+            return Vec::new();
+        };
+        v.iter()
+            .copied()
+            .filter(|g| {
+                files[*g as usize]
+                    .analysis
+                    .symbols
+                    .iter()
+                    .any(|s| is_type(s.kind) && s.name == name)
+            })
+            .collect()
     }
 
     fn resolve(&self, target: &str, f: &FileEntry, files: &[FileEntry]) -> Vec<u32> {
@@ -738,6 +946,59 @@ impl ModuleIndex {
     }
 }
 
+/// A type-level definition (what a `using` or `use` brings into scope).
+fn is_type(k: SymbolKind) -> bool {
+    matches!(
+        k,
+        SymbolKind::Class
+            | SymbolKind::Struct
+            | SymbolKind::Interface
+            | SymbolKind::Enum
+            | SymbolKind::Trait
+            | SymbolKind::Type
+    )
+}
+
+/// The namespaces a C# or PHP file declares, nested ones joined
+/// (`namespace Shop { namespace Models {} }` → `Shop`, `Shop.Models`).
+fn namespaces_of(symbols: &[crate::parse::SymbolDef], lang: Language) -> Vec<String> {
+    let sep = if lang == Language::Php { "\\" } else { "." };
+    symbols
+        .iter()
+        .filter(|s| s.kind == SymbolKind::Module)
+        .map(|s| {
+            let mut parts = vec![s.name.as_str()];
+            let mut p = s.parent;
+            while let Some(i) = p {
+                let outer = &symbols[i as usize];
+                if outer.kind == SymbolKind::Module {
+                    parts.push(outer.name.as_str());
+                }
+                p = outer.parent;
+            }
+            parts.reverse();
+            parts.join(sep).trim_start_matches('\\').to_owned()
+        })
+        .collect()
+}
+
+/// Of several files an include or require could name, those nearest to the
+/// includer (longest shared directory prefix); one file stays as it is.
+fn nearest(hits: Vec<u32>, f: &FileEntry, files: &[FileEntry]) -> Vec<u32> {
+    if hits.len() <= 1 {
+        return hits;
+    }
+    let shared = |i: &u32| {
+        parent_dir(&files[*i as usize].path)
+            .split('/')
+            .zip(parent_dir(&f.path).split('/'))
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
+    let best = hits.iter().map(shared).max().unwrap_or(0);
+    hits.into_iter().filter(|i| shared(i) == best).collect()
+}
+
 fn compatible(a: Language, b: Language) -> bool {
     let web = |l| {
         matches!(
@@ -745,7 +1006,8 @@ fn compatible(a: Language, b: Language) -> bool {
             Language::JavaScript | Language::TypeScript | Language::Tsx
         )
     };
-    a == b || (web(a) && web(b))
+    let c = |l| matches!(l, Language::C | Language::Cpp);
+    a == b || (web(a) && web(b)) || (c(a) && c(b))
 }
 
 /// `src/a/mod.rs` → `src/a`, `pkg/__init__.py` → `pkg`, `web/index.ts` → `web`,

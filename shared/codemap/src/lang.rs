@@ -283,10 +283,14 @@ const CPP_ONLY: &str = r#"
 (class_specifier name: (type_identifier) @name body: (_)) @definition.class
 (namespace_definition name: (_) @name) @definition.module
 (alias_declaration name: (type_identifier) @name) @definition.type
-(function_definition declarator: (function_declarator declarator: (field_identifier) @name)) @definition.method
-(function_definition declarator: (function_declarator declarator: (qualified_identifier name: [(identifier) (destructor_name)] @name))) @definition.method
-(function_definition declarator: (reference_declarator (function_declarator declarator: [(identifier) (field_identifier)] @name))) @definition.function
-(field_declaration declarator: (function_declarator declarator: (field_identifier) @name)) @definition.method
+(function_definition declarator: (function_declarator declarator: [(field_identifier) (destructor_name) (operator_name)] @name)) @definition.method
+(function_definition declarator: (function_declarator declarator: (qualified_identifier name: [(identifier) (destructor_name) (operator_name)] @name))) @definition.method
+(function_definition declarator: (reference_declarator (function_declarator declarator: [(identifier) (field_identifier) (operator_name)] @name))) @definition.function
+(function_definition declarator: (reference_declarator (function_declarator declarator: (qualified_identifier name: [(identifier) (operator_name)] @name)))) @definition.method
+(function_definition declarator: (pointer_declarator (function_declarator declarator: (qualified_identifier name: (identifier) @name)))) @definition.method
+(field_declaration declarator: (function_declarator declarator: [(field_identifier) (operator_name)] @name)) @definition.method
+(field_declaration declarator: (reference_declarator (function_declarator declarator: [(field_identifier) (operator_name)] @name))) @definition.method
+(field_declaration_list (declaration declarator: (function_declarator declarator: [(destructor_name) (operator_name)] @name)) @definition.method)
 "#;
 
 const CSHARP: &str = r#"
@@ -326,6 +330,10 @@ const PHP: &str = r#"
 (include_once_expression (string (string_content) @import))
 (require_expression (string (string_content) @import))
 (require_once_expression (string (string_content) @import))
+(include_expression (binary_expression right: (string (string_content) @import)))
+(include_once_expression (binary_expression right: (string (string_content) @import)))
+(require_expression (binary_expression right: (string (string_content) @import)))
+(require_once_expression (binary_expression right: (string (string_content) @import)))
 "#;
 
 fn query_source(lang: Language) -> String {

@@ -14,7 +14,10 @@ use crate::lang::Language;
 use crate::tokens;
 
 /// Bumped whenever the analysis output changes shape or meaning (invalidates caches).
-pub const ANALYSER_VERSION: u32 = 1;
+/// 2: C++ destructors, operators and template headers; C/C++/C#/Ruby/PHP
+/// signatures without a trailing `;` / `=`; PHP `require __DIR__ . '/x.php'`;
+/// and the maps' include / using / require linking for those languages.
+pub const ANALYSER_VERSION: u32 = 2;
 
 const MAX_SIGNATURE_CHARS: usize = 240;
 const MAX_DOC_LINES: usize = 12;
@@ -250,11 +253,22 @@ pub fn analyse(content: &str, lang: Language) -> FileAnalysis {
     let mut name_starts = Vec::with_capacity(defs.len());
     let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(defs.len());
     for &(_, def, name_node, mut kind) in &defs {
+        // `template <typename T> T clamp(...)`: the template header is part of
+        // the definition (its signature, the doc comment above it).
+        let def = match def.parent() {
+            Some(p) if p.kind() == "template_declaration" && lang == Language::Cpp => p,
+            _ => def,
+        };
         let idx = out.symbols.len();
         let parent = innermost_container(&ranges, &out.symbols, def.start_byte(), def.end_byte());
-        if kind == SymbolKind::Function
-            && parent.is_some_and(|p| out.symbols[p].kind.is_container())
-        {
+        // A function in a class is a method; in a namespace (C++, TypeScript,
+        // a Rust `mod`) it stays a function, but a Ruby module's `def` is a
+        // (mixin) method.
+        let in_type = |p: usize| {
+            let k = out.symbols[p].kind;
+            k.is_container() && (k != SymbolKind::Module || lang == Language::Ruby)
+        };
+        if kind == SymbolKind::Function && parent.is_some_and(in_type) {
             kind = SymbolKind::Method;
         }
         let name = if kind == SymbolKind::Impl {
@@ -268,7 +282,7 @@ pub fn analyse(content: &str, lang: Language) -> FileAnalysis {
             parent: parent.and_then(|p| u32::try_from(p).ok()),
             start_line: line_of(def),
             end_line: u32::try_from(def.end_position().row + 1).unwrap_or(u32::MAX),
-            signature: signature(def, src),
+            signature: signature(def, src, lang),
             doc: doc_comment(def, &lines, lang, src),
         });
         ranges.push((def.start_byte(), def.end_byte()));
@@ -324,17 +338,46 @@ fn import_text(raw: &str, lang: Language) -> String {
 }
 
 /// The declaration header: from the definition's start to its body.
-fn signature(def: Node<'_>, src: &[u8]) -> String {
-    let body = def.child_by_field_name("body").or_else(|| {
-        def.child_by_field_name("value")
-            .and_then(|v| v.child_by_field_name("body"))
-    });
+fn signature(def: Node<'_>, src: &[u8], lang: Language) -> String {
+    let body = match def.kind() {
+        // The templated definition's body.
+        "template_declaration" => {
+            let mut c = def.walk();
+            def.named_children(&mut c)
+                .find_map(|n| n.child_by_field_name("body"))
+        }
+        _ => def.child_by_field_name("body").or_else(|| {
+            def.child_by_field_name("value")
+                .and_then(|v| v.child_by_field_name("body"))
+        }),
+    };
     let end = match body {
         Some(b) if b.start_byte() > def.start_byte() => b.start_byte(),
         _ => {
+            // No body: the first line (a Ruby `def a(x); end` up to its `;`).
             let s = &src[def.start_byte()..def.end_byte()];
-            def.start_byte() + s.iter().position(|b| *b == b'\n').unwrap_or(s.len())
+            let stop = |b: &u8| *b == b'\n' || (lang == Language::Ruby && *b == b';');
+            def.start_byte() + s.iter().position(stop).unwrap_or(s.len())
         }
+    };
+    // Ruby: a comment between the header and the body (`module Billing` then
+    // `# An invoice.`) is not part of the header; the header ends with its
+    // line (or a `;`) after the name, superclass and parameters.
+    let end = if lang == Language::Ruby {
+        let head = ["name", "superclass", "parameters"]
+            .iter()
+            .filter_map(|f| def.child_by_field_name(f))
+            .map(|n| n.end_byte())
+            .max()
+            .unwrap_or(def.start_byte())
+            .clamp(def.start_byte(), end);
+        let rest = &src[head..end];
+        head + rest
+            .iter()
+            .position(|b| *b == b'\n' || *b == b';')
+            .unwrap_or(rest.len())
+    } else {
+        end
     };
     let raw = String::from_utf8_lossy(&src[def.start_byte()..end]);
     let mut sig = raw.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -346,7 +389,13 @@ fn signature(def: Node<'_>, src: &[u8]) -> String {
         sig.truncate(cut);
         sig.push('…');
     }
-    sig.trim_end_matches(['{', ':', ' ']).to_owned()
+    let trailing: &[char] = match lang {
+        // A prototype's `;`; an endless Ruby method's `=`.
+        Language::C | Language::Cpp | Language::CSharp | Language::Php => &['{', ':', ' ', ';'],
+        Language::Ruby => &['{', ':', ' ', ';', '='],
+        _ => &['{', ':', ' '],
+    };
+    sig.trim_end_matches(trailing).to_owned()
 }
 
 /// Comment lines right above the definition (skipping attributes/decorators), or a
@@ -416,7 +465,10 @@ fn identifier_kinds(lang: Language) -> &'static [bool] {
                             u16::try_from(id)
                                 .ok()
                                 .and_then(|id| g.node_kind_for_id(id))
-                                .is_some_and(|k| IDENT_KINDS.contains(&k))
+                                .is_some_and(|k| {
+                                    IDENT_KINDS.contains(&k)
+                                        || (*l == Language::Php && k == PHP_IDENT_KIND)
+                                })
                         })
                         .collect();
                     Some((*l, table))
@@ -428,6 +480,10 @@ fn identifier_kinds(lang: Language) -> &'static [bool] {
         .find(|(l, _)| *l == lang)
         .map_or(&[], |(_, t)| t.as_slice())
 }
+
+/// PHP's identifiers are `name` nodes (in calls, member accesses,
+/// variables); no other grammar has that kind.
+const PHP_IDENT_KIND: &str = "name";
 
 const IDENT_KINDS: &[&str] = &[
     "identifier",

@@ -422,6 +422,7 @@ fn cpp_classes_namespaces_and_out_of_line_methods() {
         [
             ("geo".into(), SymbolKind::Module),
             ("Shape".into(), SymbolKind::Class),
+            ("~Shape".into(), SymbolKind::Method),
             ("area".into(), SymbolKind::Method),
             ("name".into(), SymbolKind::Method),
             ("Point".into(), SymbolKind::Struct)
