@@ -207,7 +207,7 @@ fn truncate_request(request: &str, budget: usize, count: &dyn Fn(&str) -> usize)
 
 fn context_items(map: &CodeMap, ranked: &[RankedFile]) -> Vec<Item> {
     let mut items = Vec::new();
-    let summary = map.summary_text();
+    let summary = map.overview_text(ranked);
     if !summary.is_empty() {
         items.push(Item {
             meta: IncludedItem {

@@ -7,10 +7,25 @@ use serde::Serialize;
 
 use crate::codemap::{CodeMap, SymbolId, fixed, idx, parent_dir, unfixed};
 use crate::parse::{SymbolDef, SymbolKind};
+use crate::query::RankedFile;
 
 const TOP_DIRS: usize = 12;
 const TOP_SYMBOLS: usize = 25;
 const MAX_USAGES: usize = 200;
+/// Definitions the prompt's overview lists.
+const OVERVIEW_SYMBOLS: usize = 12;
+/// Neighbours of each ranked file (by edge weight; importers) that count.
+const NEIGHBOURS_PER_SEED: usize = 24;
+/// A ranked file's relevance passed on to the files it references, and to
+/// those importing it.
+const NEIGHBOUR_SHARE: f32 = 0.5;
+const IMPORTER_SHARE: f32 = 0.3;
+/// Weight of a file's uses of its own definitions.
+const OWN_USE: f32 = 0.5;
+/// Weight of a use resolved without an import (by the name's rarity).
+const UNSCOPED_USE: f32 = 0.05;
+/// Weight of a definition in a test file when the request is not about tests.
+const TEST_DEFINITION: f32 = 0.1;
 
 /// Files and lines of one language.
 #[derive(Debug, Clone, Serialize)]
@@ -176,6 +191,153 @@ impl CodeMap {
 
     /// Summary of the whole repository.
     pub fn summary(&self) -> CodebaseSummary {
+        let mut s = self.summary_head();
+        let mut central: Vec<(SymbolId, f32)> = self.symbol_centrality().into_iter().collect();
+        central.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        central.truncate(TOP_SYMBOLS);
+        s.central_symbols = central
+            .into_iter()
+            .map(|(id, score)| CentralSymbol {
+                symbol: self.symbol_info(id),
+                score,
+            })
+            .collect();
+        s
+    }
+
+    /// The prompt's overview for a request whose ranked files are `ranked`:
+    /// the repository in brief, then the definitions central to the ranked
+    /// files' neighbourhood ([`CodeMap::central_to`]) rather than to the whole
+    /// repository (which, in a large one, says nothing about the request).
+    /// Without ranked files, the repository's central definitions.
+    pub fn overview_text(&self, ranked: &[RankedFile]) -> String {
+        let seeds: Vec<(u32, f32)> = ranked
+            .iter()
+            .filter_map(|r| Some((self.find_file(&r.path)?, r.score)))
+            .collect();
+        if seeds.is_empty() {
+            return self.summary_text().to_owned();
+        }
+        let mut s = self
+            .overview_head
+            .get_or_init(|| self.summary_head().to_text())
+            .clone();
+        let central = self.central_to(&seeds, OVERVIEW_SYMBOLS);
+        if !central.is_empty() {
+            let _ = writeln!(s, "Central definitions around the ranked files:");
+            for c in &central {
+                let _ = writeln!(
+                    s,
+                    "  {}:{} {}",
+                    c.symbol.path, c.symbol.start_line, c.symbol.signature
+                );
+            }
+        }
+        s
+    }
+
+    /// Definitions central to the neighbourhood of `seeds` (file, weight):
+    /// the seeds and the files they reference or are imported by get a
+    /// relevance (a seed its normalised weight, a neighbour a damped share
+    /// of it, one step of personalised PageRank); every definition their
+    /// references resolve to scores the referencing file's relevance (as
+    /// [`CodeMap::symbol_centrality`] shares a file's rank), times the
+    /// relevance of the file defining it, so that what the neighbourhood
+    /// merely calls into (`re.compile` from a JSON decoder) stays below the
+    /// neighbourhood's own definitions.
+    pub fn central_to(&self, seeds: &[(u32, f32)], limit: usize) -> Vec<CentralSymbol> {
+        let total: f32 = seeds.iter().map(|(_, w)| w.max(0.0)).sum();
+        let weight = |i: usize, w: f32| {
+            if total > 0.0 {
+                w.max(0.0) / total
+            } else {
+                1.0 / (i + 1) as f32
+            }
+        };
+        let mut rel: BTreeMap<u32, f32> = BTreeMap::new();
+        for (i, &(f, w)) in seeds.iter().enumerate() {
+            let w = weight(i, w);
+            if f as usize >= self.files.len() || w <= 0.0 {
+                continue;
+            }
+            *rel.entry(f).or_default() += w;
+            let mut out: Vec<(u32, f32)> = self.graph[f as usize].clone();
+            out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            out.truncate(NEIGHBOURS_PER_SEED);
+            let out_w: f32 = out.iter().map(|e| e.1).sum();
+            for (g, ew) in out {
+                if out_w > 0.0 {
+                    *rel.entry(g).or_default() += NEIGHBOUR_SHARE * w * ew / out_w;
+                }
+            }
+            let importers = self.importers_of(f);
+            for &h in importers.iter().take(NEIGHBOURS_PER_SEED) {
+                *rel.entry(h).or_default() +=
+                    IMPORTER_SHARE * w / importers.len().min(NEIGHBOURS_PER_SEED) as f32;
+            }
+        }
+        // Test scaffolding (`PyTest`, fixtures) is central to the tests, not
+        // to the code the request is about, unless the request is about tests.
+        let tests_down = seeds
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .is_some_and(|(f, _)| !crate::query::is_test_path(&self.files[*f as usize].path));
+        // Fixed-point sums, as in `symbol_centrality`: the order of the
+        // additions must not decide ties.
+        let mut score: BTreeMap<SymbolId, u64> = BTreeMap::new();
+        let mut targets = Vec::new();
+        for (&h, &r) in &rel {
+            for &(name, count) in &self.files[h as usize].names.refs {
+                self.resolve_id(h, name, &mut targets);
+                if targets.is_empty() {
+                    continue;
+                }
+                let share = r * (count as f32).sqrt() / targets.len() as f32;
+                for &t in &targets {
+                    let Some(&def_rel) = rel.get(&t.0) else {
+                        continue;
+                    };
+                    // A file's own uses count less than another's, and a use
+                    // linked only by its name being rare (not imported: a
+                    // Python `str()` reaching `locale.str`) far less.
+                    let how = if t.0 == h {
+                        OWN_USE
+                    } else if self.in_scope(h, t.0) {
+                        1.0
+                    } else {
+                        UNSCOPED_USE
+                    };
+                    let test = if tests_down
+                        && crate::query::is_test_path(&self.files[t.0 as usize].path)
+                    {
+                        TEST_DEFINITION
+                    } else {
+                        1.0
+                    };
+                    *score.entry(t).or_default() += fixed(how * test * share * def_rel * 1e6);
+                }
+            }
+        }
+        let mut central: Vec<(SymbolId, f32)> = score
+            .into_iter()
+            .filter(|((f, s), _)| {
+                self.files[*f as usize].analysis.symbols[*s as usize].kind != SymbolKind::Impl
+            })
+            .map(|(id, v)| (id, unfixed(v) / 1e6))
+            .collect();
+        central.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        central.truncate(limit);
+        central
+            .into_iter()
+            .map(|(id, score)| CentralSymbol {
+                symbol: self.symbol_info(id),
+                score,
+            })
+            .collect()
+    }
+
+    /// [`CodeMap::summary`] without its central definitions.
+    fn summary_head(&self) -> CodebaseSummary {
         let mut langs: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
         let mut dirs: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         let mut entry_points = Vec::new();
@@ -220,9 +382,6 @@ impl CodeMap {
             .collect();
         top_dirs.sort_by(|a, b| b.files.cmp(&a.files).then(a.dir.cmp(&b.dir)));
         top_dirs.truncate(TOP_DIRS);
-        let mut central: Vec<(SymbolId, f32)> = self.symbol_centrality().into_iter().collect();
-        central.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        central.truncate(TOP_SYMBOLS);
         CodebaseSummary {
             commit: self.commit.clone(),
             files: self.files.len(),
@@ -232,13 +391,7 @@ impl CodeMap {
             languages,
             top_dirs,
             entry_points,
-            central_symbols: central
-                .into_iter()
-                .map(|(id, score)| CentralSymbol {
-                    symbol: self.symbol_info(id),
-                    score,
-                })
-                .collect(),
+            central_symbols: Vec::new(),
             skipped: self.skipped.clone(),
         }
     }

@@ -1,9 +1,11 @@
 //! Integration tests: small real-shaped repositories written into temp dirs.
 
 mod caching;
+mod cross_file;
 mod helpers;
 mod languages;
 mod memory;
+mod overview;
 mod prompt;
 mod ranking;
 mod secrets;
