@@ -16,7 +16,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OnceCell;
 pub use tokio_util::sync::CancellationToken;
 
 /// What can go wrong talking to Redis.
@@ -124,32 +123,98 @@ impl<E> Clone for Store<E> {
     }
 }
 
-/// One Redis: its client and the connection made on first use.
+/// One Redis: where to find it and the connection made on first use.
 struct Link {
-    client: redis::Client,
+    source: Source,
     /// `host:port`, for errors (a wrong CA must say which Redis; never the password).
     endpoint: String,
-    connection: OnceCell<ConnectionManager>,
+    /// The connection in use; replaced when a sentinel names another master.
+    connection: std::sync::Mutex<Option<Current>>,
+    /// One connection attempt at a time.
+    connecting: tokio::sync::Mutex<()>,
     /// When the last attempt to connect failed: callers fail fast for a while
     /// instead of each paying a connection timeout while Redis is down.
     last_connect_failure: std::sync::Mutex<Option<std::time::Instant>>,
+    /// `REDIS_WAIT_REPLICAS` and `REDIS_WAIT_TIMEOUT_MS` (records only).
+    wait: Option<(u32, Duration)>,
 }
+
+/// Where a [`Link`] connects.
+enum Source {
+    /// One address (`REDIS_URL`): redis's connection manager reconnects to it.
+    Fixed(redis::Client),
+    /// The master the sentinels name (`REDIS_SENTINELS`): asked again on a
+    /// connection error or `READONLY`, and every [`MASTER_CHECK`], since after
+    /// a failover the old address is a replica or gone.
+    Sentinel {
+        sentinels: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+        master: String,
+    },
+}
+
+/// A connection and the master address it was made to.
+#[derive(Clone)]
+struct Current {
+    manager: ConnectionManager,
+    address: String,
+}
+
+/// How often a sentinel link asks whether its master moved (components that
+/// use [`Store::connection`] directly report no errors to the link).
+const MASTER_CHECK: Duration = Duration::from_secs(1);
 
 impl Link {
     /// A `rediss://` URL gets the extra roots and client certificate of `tls`.
-    fn open(url: &str, tls: &TlsSettings) -> Result<Arc<Self>, StoreError> {
-        let client = tls.redis_client(url)?;
+    /// With sentinels, the URL gives scheme, password and database only.
+    fn open(
+        url: &str,
+        settings: &RedisSettings,
+        master: &str,
+        wait: bool,
+        tls: &TlsSettings,
+    ) -> Result<Arc<Self>, StoreError> {
+        let source = if settings.sentinels.is_empty() {
+            Source::Fixed(tls.redis_client(url)?)
+        } else {
+            Source::Sentinel {
+                sentinels: tokio::sync::Mutex::new(sentinel_client(url, settings, master)?),
+                master: master.to_owned(),
+            }
+        };
+        let endpoint = match &source {
+            Source::Fixed(_) => contexten_tls::endpoint(url),
+            Source::Sentinel { .. } => {
+                format!(
+                    "sentinel master {master} via {}",
+                    settings.sentinels.join(",")
+                )
+            }
+        };
         Ok(Arc::new(Link {
-            client,
-            endpoint: contexten_tls::endpoint(url),
-            connection: OnceCell::new(),
+            source,
+            endpoint,
+            connection: std::sync::Mutex::default(),
+            connecting: tokio::sync::Mutex::default(),
             last_connect_failure: std::sync::Mutex::default(),
+            wait: (wait && settings.wait_replicas > 0)
+                .then_some((settings.wait_replicas, settings.wait_timeout)),
         }))
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        if let Some(connection) = self.connection.get() {
-            return Ok(connection.clone());
+    fn current(&self) -> Option<Current> {
+        self.connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn connection(self: &Arc<Self>) -> Result<ConnectionManager, StoreError> {
+        if let Some(current) = self.current() {
+            return Ok(current.manager);
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(current) = self.current() {
+            return Ok(current.manager);
         }
         let recently_failed = self
             .last_connect_failure
@@ -161,15 +226,20 @@ impl Link {
                 "redis unreachable (recent connection attempt failed)".into(),
             ));
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1);
-        let connect = self
-            .connection
-            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config));
-        let result = match tokio::time::timeout(REDIS_TIMEOUT, connect).await {
-            Ok(Ok(connection)) => Ok(connection.clone()),
+        let result = match tokio::time::timeout(REDIS_TIMEOUT, self.connect()).await {
+            Ok(Ok(current)) => {
+                let manager = current.manager.clone();
+                let first = self
+                    .connection
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .replace(current)
+                    .is_none();
+                if first && matches!(self.source, Source::Sentinel { .. }) {
+                    tokio::spawn(watch_master(Arc::downgrade(self)));
+                }
+                Ok(manager)
+            }
             Ok(Err(e)) => Err(StoreError::Redis(format!(
                 "cannot connect to {}: {e}",
                 self.endpoint
@@ -181,6 +251,151 @@ impl Link {
         }
         result
     }
+
+    /// A new connection: to the fixed address, or to the master the sentinels
+    /// name now.
+    async fn connect(&self) -> redis::RedisResult<Current> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1);
+        let client = match &self.source {
+            Source::Fixed(client) => client.clone(),
+            Source::Sentinel { sentinels, .. } => sentinels.lock().await.async_get_client().await?,
+        };
+        let address = client.get_connection_info().addr().to_string();
+        let manager = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Current { manager, address })
+    }
+
+    /// After an error on this link: a sentinel link drops its connection when
+    /// the error says the master may have moved (unreachable, or `READONLY`:
+    /// it became a replica), so the next call asks the sentinels again.
+    fn failed(&self, error: &StoreError) {
+        let Source::Sentinel { master, .. } = &self.source else {
+            return;
+        };
+        let moved = match error {
+            StoreError::Redis(_) | StoreError::RedisTimeout(_) => true,
+            // "ReadOnly: You can't write against a read only replica."
+            StoreError::RedisRefused(detail) => {
+                let detail = detail.to_ascii_lowercase();
+                detail.contains("read only") || detail.contains("noreplicas")
+            }
+            _ => false,
+        };
+        if moved {
+            let dropped = self
+                .connection
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(old) = dropped {
+                tracing::warn!(%error, master, address = old.address, "redis master may have moved; asking the sentinels again");
+            }
+        }
+    }
+
+    /// `WAIT` for the configured replicas after a record write on this
+    /// connection (docs/operations.md "Running on a cluster"). Fewer replicas
+    /// than asked fails the write as refused (`NOREPLICAS`), like Redis's own
+    /// `min-replicas-to-write`: the caller retries rather than acknowledge a
+    /// record a failover could lose.
+    async fn replicated(self: &Arc<Self>) -> Result<(), StoreError> {
+        let Some((replicas, timeout)) = self.wait else {
+            return Ok(());
+        };
+        let mut connection = self.connection().await?;
+        let reached: Result<i64, _> = tokio::time::timeout(
+            timeout + REDIS_TIMEOUT,
+            redis::cmd("WAIT")
+                .arg(replicas)
+                .arg(timeout.as_millis() as u64)
+                .query_async(&mut connection),
+        )
+        .await
+        .map_err(|_| StoreError::RedisTimeout(timeout + REDIS_TIMEOUT))
+        .and_then(|r| r.map_err(redis_error));
+        match reached {
+            Ok(n) if n >= i64::from(replicas) => Ok(()),
+            Ok(n) => {
+                // Not on enough replicas: the master may be on its way out (a
+                // failover promotes the replica first), so the write is
+                // refused; the caller retries it on the master the sentinels
+                // name next.
+                let error = StoreError::RedisRefused(format!(
+                    "NOREPLICAS the write reached {n} of {replicas} replicas within {timeout:?}"
+                ));
+                self.failed(&error);
+                Err(error)
+            }
+            Err(error) => {
+                self.failed(&error);
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Asks the sentinels every [`MASTER_CHECK`] which node is master and moves
+/// the link's connection when it changed; ends with the link.
+async fn watch_master(link: std::sync::Weak<Link>) {
+    loop {
+        tokio::time::sleep(MASTER_CHECK).await;
+        let Some(link) = link.upgrade() else { return };
+        let Source::Sentinel { sentinels, master } = &link.source else {
+            return;
+        };
+        let named = {
+            let mut sentinels = sentinels.lock().await;
+            match tokio::time::timeout(REDIS_TIMEOUT, sentinels.async_get_client()).await {
+                Ok(Ok(client)) => client.get_connection_info().addr().to_string(),
+                _ => continue,
+            }
+        };
+        let current = link.current().map(|c| c.address);
+        if current.as_deref().is_some_and(|address| address != named) {
+            tracing::warn!(
+                master,
+                from = current,
+                to = named,
+                "redis master moved; reconnecting"
+            );
+            link.connection
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+        }
+    }
+}
+
+/// A sentinel client for the master `master`, logging in to it with the
+/// password, user and database of `url` (TLS when `url` is `rediss://`).
+fn sentinel_client(
+    url: &str,
+    settings: &RedisSettings,
+    master: &str,
+) -> Result<redis::sentinel::SentinelClient, StoreError> {
+    use redis::IntoConnectionInfo as _;
+    let fail = |e: redis::RedisError| StoreError::Redis(format!("sentinel settings: {e}"));
+    let info = url.into_connection_info().map_err(fail)?;
+    let mut node = redis::sentinel::SentinelNodeConnectionInfo::default()
+        .set_redis_connection_info(info.redis_settings().clone());
+    if url.starts_with("rediss://") {
+        node = node.set_tls_mode(redis::TlsMode::Secure);
+    }
+    let sentinels: Vec<String> = settings
+        .sentinels
+        .iter()
+        .map(|address| format!("redis://{address}"))
+        .collect();
+    redis::sentinel::SentinelClient::build(
+        sentinels,
+        master,
+        Some(node),
+        redis::sentinel::SentinelServerType::Master,
+    )
+    .map_err(fail)
 }
 
 /// How long callers fail fast after a failed connection attempt.
@@ -249,7 +464,7 @@ impl<E> Store<E> {
         Arc::ptr_eq(&self.records, &self.cache)
     }
 
-    fn link(&self) -> &Link {
+    fn link(&self) -> &Arc<Link> {
         match self.role {
             RedisRole::Records => &self.records,
             RedisRole::Cache => &self.cache,
@@ -289,11 +504,23 @@ impl<E: From<StoreError>> Store<E> {
 
     /// [`Store::new`] with explicit TLS settings.
     pub fn with_tls(settings: &RedisSettings, names: Names, tls: &TlsSettings) -> Result<Self, E> {
-        let records = Link::open(settings.records_url.expose_secret(), tls)?;
+        let records = Link::open(
+            settings.records_url.expose_secret(),
+            settings,
+            &settings.records_sentinel_master,
+            true,
+            tls,
+        )?;
         let cache = if settings.shared() {
             records.clone()
         } else {
-            Link::open(settings.url.expose_secret(), tls)?
+            Link::open(
+                settings.url.expose_secret(),
+                settings,
+                &settings.sentinel_master,
+                false,
+                tls,
+            )?
         };
         Ok(Store {
             records,
@@ -315,13 +542,38 @@ impl<E: From<StoreError>> Store<E> {
         &self,
         query: impl FnOnce() -> redis::Pipeline,
     ) -> Result<T, E> {
-        let mut connection = self.link().connection().await?;
-        let pipeline = query();
-        let reply = tokio::time::timeout(REDIS_TIMEOUT, pipeline.query_async::<T>(&mut connection))
-            .await
-            .map_err(|_| StoreError::RedisTimeout(REDIS_TIMEOUT))?
-            .map_err(|e| self.refusal_noted(redis_error(e)))?;
-        Ok(reply)
+        let link = self.link();
+        let result = async {
+            let mut connection = link.connection().await?;
+            let pipeline = query();
+            tokio::time::timeout(REDIS_TIMEOUT, pipeline.query_async::<T>(&mut connection))
+                .await
+                .map_err(|_| StoreError::RedisTimeout(REDIS_TIMEOUT))?
+                .map_err(|e| self.refusal_noted(redis_error(e)))
+        }
+        .await;
+        if let Err(error) = &result {
+            link.failed(error);
+        }
+        Ok(result?)
+    }
+
+    /// After a write that a caller will be told about (a dedup claim, a
+    /// completion record): waits until `REDIS_WAIT_REPLICAS` replicas hold it
+    /// (`WAIT`), so a sentinel failover cannot lose it. A no-op with
+    /// `REDIS_WAIT_REPLICAS=0` (the default without sentinels) and on the
+    /// cache handle.
+    pub async fn replicated(&self) -> Result<(), E> {
+        match self.role {
+            RedisRole::Records => Ok(self.records.replicated().await?),
+            RedisRole::Cache => Ok(()),
+        }
+    }
+
+    /// Tells the link that a call on [`Store::connection`] failed, so a
+    /// sentinel link looks for the master again (a no-op for one address).
+    pub fn connection_failed(&self, error: &StoreError) {
+        self.link().failed(error);
     }
 
     /// Answers `PONG` when Redis is usable.
@@ -389,7 +641,8 @@ impl<E: From<StoreError>> Store<E> {
             p.ignore();
             p
         })
-        .await
+        .await?;
+        self.replicated().await
     }
 
     /// Records that `stage` completed a side message of the task (an
