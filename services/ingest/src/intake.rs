@@ -566,6 +566,11 @@ impl Claim {
                 .await
                 .map_err(|_| BrokerError::RedisTimeout(REDIS_TIMEOUT))?
                 .map_err(redis_error)?;
+        if claimed == 1 {
+            // A new claim is acknowledged to the caller: on replicas before that
+            // when REDIS_WAIT_REPLICAS asks (docs/operations.md "Running on a cluster").
+            store.replicated().await?;
+        }
         let value = (!value.is_empty()).then_some(value);
         Ok(match claimed {
             1 => ClaimResult::Claimed { previous: value },
