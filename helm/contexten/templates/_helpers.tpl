@@ -91,6 +91,8 @@ payloadInlineLimitBytes: {env: PAYLOAD_INLINE_LIMIT_BYTES, to: [ingest, context,
 maxDeliveries: {env: MAX_DELIVERIES, to: [context, generate, agent, dispatch]}
 publishConfirmTimeoutMs: {env: PUBLISH_CONFIRM_TIMEOUT_MS, to: [ingest, context, generate, agent, dispatch]}
 deadQueueMaxLength: {env: DEAD_QUEUE_MAX_LENGTH, to: [ingest, context, generate, agent, dispatch]}
+queueType: {env: QUEUE_TYPE, to: [ingest, context, generate, agent, dispatch]}
+quorumDeliveryLimit: {env: QUORUM_DELIVERY_LIMIT, to: [ingest, context, generate, agent, dispatch]}
 # shared by several binaries
 allowLocalRepos: {env: CONTEXTEN_ALLOW_LOCAL_REPOS, to: [ingest, context, generate, dispatch]}
 outboundAllow: {env: CONTEXTEN_OUTBOUND_ALLOW, to: [ingest, context, generate, dispatch]}
