@@ -360,6 +360,9 @@ impl Engine {
         let reservation = snap.reservation.take();
         let mut map = self.build(snap, &tables);
         map.reservation = reservation;
+        if let RepoSource::Local(root) = src {
+            self.remember_blob_ids(root, &map);
+        }
         let map = Arc::new(map);
         tracing::debug!(read_ms, build_ms = t.elapsed().as_secs_f64() * 1e3, stats = ?self.stats(), "repository analysed");
         if let Some(t) = tree {
@@ -399,7 +402,7 @@ impl Engine {
         let mut files = std::mem::take(&mut snap.files);
         // Largest first, so no big file is left for one thread at the end while
         // the others idle (the map sorts files by path afterwards).
-        files.sort_by_key(|f| std::cmp::Reverse(f.bytes.as_ref().map_or(0, |b| b.len())));
+        files.sort_by_key(|f| std::cmp::Reverse(f.size));
         let results: Vec<Result<FileEntry, SkipReason>> = files
             .into_par_iter()
             .map(|f| {
@@ -452,12 +455,23 @@ impl Engine {
 
     fn analyse_file(&self, mut f: SourceFile, tables: &Tables) -> Result<FileEntry, SkipReason> {
         let language = Language::from_path(&f.path);
+        let mut fresh = None;
+        if f.bytes.is_none() && f.blob_id.is_empty() {
+            // A working-directory file read only now (see `read_local`).
+            let path = f.origin.as_ref().ok_or(SkipReason::Binary)?;
+            let b = std::fs::read(path).map_err(|_| SkipReason::Binary)?;
+            if let Some(reason) = filter::skip_by_content(&b, self.config.max_file_bytes) {
+                return Err(reason);
+            }
+            f.blob_id = source::blob_id(&b);
+            fresh = Some(Arc::<[u8]>::from(b));
+        }
         let mut key = file_key(&f.blob_id, language);
         let cached = if let Some(c) = self.cached(&key, tables.generation) {
             self.reused_memory.fetch_add(1, Ordering::Relaxed);
             c
         } else {
-            let bytes = match f.bytes.take() {
+            let bytes = match f.bytes.take().or(fresh) {
                 Some(b) => b,
                 None => {
                     // Evicted from memory: read again (and re-key, in case it changed).
@@ -592,8 +606,23 @@ impl Engine {
         }
     }
 
-    /// Reads a working directory; unchanged files (same size and mtime as last
-    /// time) are not read again.
+    /// The blob ids of a working directory's files read during the analysis,
+    /// so that unchanged ones are not read next time.
+    fn remember_blob_ids(&self, root: &std::path::Path, map: &CodeMap) {
+        let Ok(mut m) = self.local.lock() else {
+            return;
+        };
+        for f in map.files() {
+            if let Some(s) = m.get_mut(&root.join(&f.path)) {
+                if s.blob_id.is_empty() {
+                    s.blob_id.clone_from(&f.blob_id);
+                }
+            }
+        }
+    }
+
+    /// Lists a working directory; its files are read as they are analysed,
+    /// and unchanged ones (same size and mtime as last time) not at all.
     fn read_local(&self, root: &std::path::Path) -> Result<Snapshot, CodemapError> {
         let mut snap = Snapshot::default();
         let listed =
@@ -619,21 +648,15 @@ impl Engine {
                 if meta.len() > max {
                     return (rel, abs, Err(SkipReason::Oversize));
                 }
-                let r = match std::fs::read(&abs) {
-                    Ok(bytes) => match filter::skip_by_content(&bytes, max) {
-                        Some(reason) => Err(reason),
-                        None => Ok((
-                            LocalStat {
-                                len: meta.len(),
-                                modified,
-                                blob_id: source::blob_id(&bytes),
-                            },
-                            Some(Arc::from(bytes)),
-                        )),
-                    },
-                    Err(_) => Err(SkipReason::Binary),
+                // Read when it is analysed, not now: a whole tree's bytes read
+                // up front were held at once, a fifth of a large analysis's
+                // peak memory. Its blob id is known then (`analyse_file`).
+                let stat = LocalStat {
+                    len: meta.len(),
+                    modified,
+                    blob_id: String::new(),
                 };
-                (rel, abs, r)
+                (rel, abs, Ok((stat, None)))
             })
             .collect();
         let mut next = HashMap::with_capacity(read.len());
@@ -645,6 +668,7 @@ impl Engine {
                         blob_id: stat.blob_id.clone(),
                         bytes,
                         origin: Some(abs.clone()),
+                        size: stat.len,
                     });
                     next.insert(abs, stat);
                 }

@@ -105,6 +105,8 @@ pub struct SourceFile {
     pub bytes: Option<Arc<[u8]>>,
     /// Where a working-directory file lives.
     pub origin: Option<PathBuf>,
+    /// Its size (to schedule the largest first), known before it is read.
+    pub size: u64,
 }
 
 /// The files of one revision, and what was skipped.
@@ -311,6 +313,7 @@ pub(crate) fn read_git(
         snap.files.push(SourceFile {
             path: entry.path,
             blob_id: entry.id,
+            size: bytes.len() as u64,
             bytes: Some(bytes.into()),
             origin: None,
         });
