@@ -24,7 +24,7 @@ use wiremock::{Mock, Request, ResponseTemplate};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// W3C WebDriver's key for an element reference.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecb";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 fn admin_token() -> String {
     ["ctx_console_", "admin_", "0123456789abcdef"].concat()
@@ -197,7 +197,7 @@ impl Browser {
             .await;
         found[ELEMENT]
             .as_str()
-            .unwrap_or_else(|| panic!("no element {css}"))
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
             .to_owned()
     }
 
@@ -336,17 +336,30 @@ async fn the_console_in_a_browser_shows_a_dead_letter_replays_it_and_the_task_co
         .await
         .expect("broker");
     let channel = connection.create_channel().await.expect("channel");
-    let letter = eventually(FLOW_WITHIN, || async {
-        contexten_cli::list_dead(&channel, &names, Stage::Dispatch, 100)
+    // Both the acknowledgement and the final answer end in dispatch's dead
+    // queue, and the task's record says so.
+    let letters = eventually(FLOW_WITHIN, || async {
+        let letters: Vec<_> = contexten_cli::list_dead(&channel, &names, Stage::Dispatch, 100)
             .await
             .unwrap_or_default()
             .into_iter()
-            .find(|l| l.task_id.as_deref() == Some(&task_id))
+            .filter(|l| l.task_id.as_deref() == Some(&task_id))
+            .collect();
+        (letters.len() == 2).then_some(letters)
     })
     .await
-    .unwrap_or_else(|| panic!("the answer was never dead-lettered\n{}", fleet.logs(60)));
+    .unwrap_or_else(|| panic!("the answers were never dead-lettered\n{}", fleet.logs(60)));
+    let letter = letters
+        .iter()
+        .find(|l| !l.message_id.as_deref().unwrap_or_default().ends_with("/0"))
+        .expect("the final answer's letter")
+        .clone();
     let message_id = letter.message_id.clone().expect("a message id");
     assert!(!letter.reason.is_empty());
+    assert!(
+        letters.iter().all(|l| l.reason == letter.reason),
+        "one reason, one group: {letters:?}"
+    );
 
     let console = format!("{}/console", fleet.ingest_url);
     // Without a session: the API answers 401, a browser lands on the login page.
@@ -408,17 +421,23 @@ async fn the_console_in_a_browser_shows_a_dead_letter_replays_it_and_the_task_co
     let inspected = browser.source().await;
     assert!(inspected.contains("Envelope (secrets masked)") && inspected.contains(&task_id));
     browser.screenshot(&shots, "dead-letter.png").await;
+    // Before the replay the task's record says where it stopped.
+    browser.goto(&format!("{console}/tasks/{task_id}")).await;
+    let before = browser.text("#task-state").await;
+    assert!(before.starts_with("dead_lettered:"), "{before}");
+    // The receiver is back: replay the whole group after its confirmation.
     refusing.store(false, Ordering::SeqCst);
-    browser.click("a.replay").await;
+    browser.goto(&format!("{console}/dead")).await;
+    browser.click("h3.group a.replay").await;
     let confirm = browser.text("#confirm-count").await;
     assert!(
-        confirm.contains("This will replay 1 message(s)"),
+        confirm.contains("This will replay 2 message(s)"),
         "{confirm}"
     );
     browser.screenshot(&shots, "confirm.png").await;
     browser.click("#confirm").await;
     let result = browser.text("#result").await;
-    assert!(result.starts_with("Replayed: 1 message(s)"), "{result}");
+    assert!(result.starts_with("Replayed: 2 message(s)"), "{result}");
 
     browser.click("a.task").await;
     let done = eventually(FLOW_WITHIN, || async {
@@ -454,7 +473,10 @@ async fn the_console_in_a_browser_shows_a_dead_letter_replays_it_and_the_task_co
         .into_iter()
         .filter(|r| r.url.path() == "/hooks/console")
         .count();
-    assert!(delivered >= 2, "refused once, delivered after the replay");
+    assert!(
+        delivered >= 3,
+        "ack and answer refused once each, then the answer delivered after the replay: {delivered}"
+    );
     browser.quit().await;
     let _ = connection.close(200, "done".into()).await;
     fleet.stop().await;

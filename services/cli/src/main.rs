@@ -297,7 +297,13 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
             let connection = connect(&broker, "contexten-cli")
                 .await
                 .map_err(CliError::connecting)?;
-            let done = dead(&connection, &names, action).await;
+            // The records Redis, for a replay to reopen the stage's
+            // dead-lettered completion mark (contexten_operations::DeadAction);
+            // connected on first use, so list and purge never need it.
+            let records = RedisSettings::from_env(&env)
+                .ok()
+                .and_then(|settings| Store::new(&settings, names.clone()).ok());
+            let done = dead(&connection, &names, records.as_ref(), action).await;
             let _ = connection.close(200, "done".into()).await;
             done
         }
@@ -318,6 +324,7 @@ async fn redis_store(env: &Env, names: Names) -> Result<Store, CliError> {
 async fn dead(
     connection: &lapin::Connection,
     names: &Names,
+    records: Option<&Store>,
     action: DeadCommand,
 ) -> Result<Done, CliError> {
     let on_broker = |e| CliError::on_broker(e, "dead letters");
@@ -430,9 +437,10 @@ async fn dead(
     } else {
         None
     };
-    let action = match &publisher {
-        Some(publisher) => DeadAction::Replay(publisher),
-        None => DeadAction::Purge,
+    let action = match (&publisher, records) {
+        (Some(publisher), Some(records)) => DeadAction::ReplayReopening(publisher, records),
+        (Some(publisher), None) => DeadAction::Replay(publisher),
+        (None, _) => DeadAction::Purge,
     };
     // At most the count confirmed per stage: letters dead-lettered since the
     // question wait at the queue's tail and are left for the next run.

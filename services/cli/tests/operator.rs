@@ -213,3 +213,37 @@ async fn the_redis_check_warns_when_records_may_be_evicted_or_a_cache_cannot_evi
     let store = Store::new(&settings(&records.url(), &records.url()), names).unwrap();
     assert_eq!(redis_report(&store).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_reopening_replay_clears_only_the_dead_lettered_completion_mark() {
+    let fx = setup().await;
+    let (channel, publisher, names, store) = (&fx.channel, &fx.publisher, &fx.names, &fx.store);
+    let (dead, done) = (envelope("dead"), envelope("done"));
+    // What the runtime records when it dead-letters a message, and a real completion.
+    store
+        .record_completion(Stage::Generate, &dead, "dead_lettered:retries_exhausted")
+        .await
+        .unwrap();
+    store
+        .record_completion(Stage::Generate, &done, "queued:dispatch")
+        .await
+        .unwrap();
+    dead_letter(publisher, names, &dead, "retries_exhausted").await;
+    dead_letter(publisher, names, &done, "retries_exhausted").await;
+    let touched = dead_letters(
+        channel,
+        names,
+        Stage::Generate,
+        &DeadFilter::default(),
+        10,
+        DeadAction::ReplayReopening(publisher, store),
+    )
+    .await
+    .unwrap();
+    assert_eq!(touched.done.len(), 2, "{:?}", touched.failed);
+    let history = |status: serde_json::Value| status["history"].clone();
+    let reopened = task_status(store, dead.task_id).await.unwrap().unwrap();
+    assert_eq!(history(reopened), serde_json::json!([]), "the mark is gone");
+    let kept = task_status(store, done.task_id).await.unwrap().unwrap();
+    assert_eq!(history(kept)[0]["outcome"], "queued:dispatch");
+}
