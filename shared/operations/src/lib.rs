@@ -105,8 +105,8 @@ impl DeadLetter {
             headers: headers
                 .map(|t| {
                     t.inner()
-                        .iter()
-                        .map(|(k, _)| (k.as_str().to_owned(), header_text(headers, k.as_str())))
+                        .keys()
+                        .map(|k| (k.as_str().to_owned(), header_text(headers, k.as_str())))
                         .collect()
                 })
                 .unwrap_or_default(),

@@ -87,15 +87,15 @@ fn form(body: &[u8]) -> HashMap<String, String> {
         .collect()
 }
 
-/// Checks the form's CSRF token against the session's.
-fn check_csrf(session: &Session, fields: &HashMap<String, String>) -> Result<(), Response> {
+/// The 403 answer when the form's CSRF token is missing or not the session's.
+fn csrf_refusal(session: &Session, fields: &HashMap<String, String>) -> Option<Response> {
     let reason = match fields.get("csrf") {
         None => "refused: the form carries no CSRF token",
-        Some(given) if session::same_token(given, &session.csrf) => return Ok(()),
+        Some(given) if session::same_token(given, &session.csrf) => return None,
         Some(_) => "refused: the CSRF token does not belong to this session",
     };
     tracing::warn!(principal = %session.principal, "console: {reason}");
-    Err(html::error(
+    Some(html::error(
         StatusCode::FORBIDDEN,
         "Forbidden",
         reason,
@@ -172,7 +172,7 @@ pub async fn logout(
         Ok(s) => s,
         Err(refused) => return refused,
     };
-    if let Err(refused) = check_csrf(&session, &form(&body)) {
+    if let Some(refused) = csrf_refusal(&session, &form(&body)) {
         return refused;
     }
     if let Err(error) = session::destroy(&state, &session).await {
@@ -621,7 +621,7 @@ pub async fn act(
         Err(refused) => return refused,
     };
     let fields = form(&body);
-    if let Err(refused) = check_csrf(&session, &fields) {
+    if let Some(refused) = csrf_refusal(&session, &fields) {
         return refused;
     }
     let csrf = Some(session.csrf.as_str());
@@ -1055,7 +1055,7 @@ pub async fn search(
             break;
         }
     }
-    found.sort_by(|a, b| b.3.cmp(&a.3));
+    found.sort_by_key(|f| std::cmp::Reverse(f.3));
     found.truncate(SEARCH_RESULTS);
     let mut body = format!(
         "<p>{} task(s) whose conversation or API token is <code>{}</code> (of {} status records read).</p>",
