@@ -45,6 +45,16 @@ const QUERIES: &[&str] = &[
     "xml.etree ElementTree iterparse",
 ];
 
+/// Targets (issue 20): a cold analysis costs at most this many times reading
+/// and parsing the same files, and its peak resident memory is at most this
+/// many times the source bytes analysed.
+const MAX_RATIO: f64 = 1.5;
+const MAX_MEMORY_RATIO: f64 = 3.0;
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "FAIL" }
+}
+
 /// Set in a child process: analyse this tree once, print its memory figures.
 const CHILD_ENV: &str = "CODEMAP_BENCH_MEMORY_CHILD";
 
@@ -125,13 +135,15 @@ fn bench_tree(name: &str, root: &Path, runs: usize, full: bool, rows: &mut Vec<(
         format!("{name}: read + tree-sitter parse only wall / cpu"),
         format!("{} / {}", ms(parse), ms(parse_cpu)),
     ));
+    let (wall, cpu) = (
+        cold.as_secs_f64() / parse.as_secs_f64(),
+        cold_cpu.as_secs_f64() / parse_cpu.as_secs_f64(),
+    );
+    // CPU time is what the target is judged on: wall time moves with the
+    // load other processes put on the machine (see above).
     rows.push((
-        format!("{name}: cold / parse-only ratio wall / cpu (target <= 1.5)"),
-        format!(
-            "{:.2} / {:.2}",
-            cold.as_secs_f64() / parse.as_secs_f64(),
-            cold_cpu.as_secs_f64() / parse_cpu.as_secs_f64()
-        ),
+        format!("{name}: cold / parse-only ratio wall / cpu (target <= {MAX_RATIO})"),
+        format!("{wall:.2} / {cpu:.2} {}", verdict(cpu <= MAX_RATIO)),
     ));
     if !full {
         return;
@@ -433,6 +445,11 @@ fn memory_child(root: &Path) {
         ("a.js", "function a() {}\n"),
         ("a.ts", "function a(): void {}\n"),
         ("a.tsx", "const A = () => <div />;\n"),
+        ("a.c", "int a(void) { return 0; }\n"),
+        ("a.cpp", "class A { public: ~A() {} };\n"),
+        ("A.cs", "namespace N { class A { void B() {} } }\n"),
+        ("a.rb", "class A\n  def b; end\nend\n"),
+        ("a.php", "<?php\nfunction a() {}\n"),
     ] {
         std::fs::write(warm.path().join(name), text).expect("write");
     }
@@ -500,12 +517,13 @@ fn memory_rows(name: &str, root: &Path, rows: &mut Vec<(String, String)>) {
             mib(m.baseline_kib)
         ),
     ));
+    let ratio = m.peak_kib as f64 / src;
     rows.push((
-        format!("{name}: peak RSS MiB, ratio to source (target <= 3)"),
+        format!("{name}: peak RSS MiB, ratio to source (target <= {MAX_MEMORY_RATIO})"),
         format!(
-            "{:.1}, {:.2}x (above baseline: {:.1}, {:.2}x)",
+            "{:.1}, {ratio:.2}x {} (above baseline: {:.1}, {:.2}x)",
             mib(m.peak_kib),
-            m.peak_kib as f64 / src,
+            verdict(ratio <= MAX_MEMORY_RATIO),
             mib(m.peak_kib.saturating_sub(m.baseline_kib)),
             m.peak_kib.saturating_sub(m.baseline_kib) as f64 / src
         ),
