@@ -4,6 +4,7 @@ mod caching;
 mod cross_file;
 mod helpers;
 mod languages;
+mod local_reads;
 mod memory;
 mod overview;
 mod prompt;
