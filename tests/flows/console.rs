@@ -98,6 +98,9 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
+            // Its own process group, so dropping the browser (a failed
+            // assertion included) ends chromedriver and every Chromium process.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver starts");
@@ -124,7 +127,7 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": CHROMIUM, "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,1000", format!("--user-data-dir={}", profile.path().display())
+                "--window-size=1280,1000", "--disable-crash-reporter", "--disable-breakpad", format!("--user-data-dir={}", profile.path().display())
             ]}
         }}});
         let created: Value = http
@@ -257,6 +260,17 @@ impl Browser {
 
     async fn quit(self) {
         let _ = self.http.delete(&self.session).send().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self._driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &format!("-{pid}")])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 }
 
