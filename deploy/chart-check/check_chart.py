@@ -193,8 +193,16 @@ def main() -> int:
         monitoring = Path(tmp) / "monitoring.yaml"
         monitoring.write_text(yaml.safe_dump({"serviceMonitor": {"enabled": True},
                                               "prometheusRule": {"enabled": True}}))
+        # The bundled broker as a three-node cluster (peer discovery, RBAC,
+        # the cookie) with quorum queues, and Redis behind sentinels.
+        cluster = Path(tmp) / "cluster.yaml"
+        cluster.write_text(yaml.safe_dump({
+            "rabbitmq": {"bundled": {"replicas": 3}},
+            "config": {"queueType": "quorum", "redisSentinels": "s0:26379,s1:26379,s2:26379",
+                       "redisSentinelMaster": "contexten", "redisWaitReplicas": 1}}))
         scenarios = [
             ("default", [], []),
+            ("bundled cluster", [cluster], []),
             ("default+monitoring", [monitoring], ["monitoring.coreos.com/v1"]),
             ("default+KEDA", [], ["keda.sh/v1alpha1"]),
             ("production", [prod], ["keda.sh/v1alpha1", "monitoring.coreos.com/v1"]),

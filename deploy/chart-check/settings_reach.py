@@ -159,6 +159,12 @@ def sentinel_for(path: tuple, default, n: int, schema: dict):
         return tag.upper()
     if key in ("codegenOrgId", "githubAppId", "githubAppInstallationId"):
         return str(900000 + n)
+    if key in ("amqpAddresses", "redisSentinels"):
+        return f"{tag}-0.invalid:5672,{tag}-1.invalid:5672"
+    if key == "redisWaitReplicas":
+        return str(n % 10)
+    if key == "redisWaitTimeoutMs":
+        return str(1000 + n)
     if key == "vhost":
         return tag
     return tag

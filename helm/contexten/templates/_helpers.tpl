@@ -93,6 +93,13 @@ publishConfirmTimeoutMs: {env: PUBLISH_CONFIRM_TIMEOUT_MS, to: [ingest, context,
 deadQueueMaxLength: {env: DEAD_QUEUE_MAX_LENGTH, to: [ingest, context, generate, agent, dispatch]}
 queueType: {env: QUEUE_TYPE, to: [ingest, context, generate, agent, dispatch]}
 quorumDeliveryLimit: {env: QUORUM_DELIVERY_LIMIT, to: [ingest, context, generate, agent, dispatch]}
+# a RabbitMQ cluster and Redis Sentinel (docs/operations.md "Running on a cluster")
+amqpAddresses: {env: AMQP_ADDRESSES, to: [ingest, context, generate, agent, dispatch]}
+redisSentinels: {env: REDIS_SENTINELS, to: [ingest, context, generate, agent, dispatch]}
+redisSentinelMaster: {env: REDIS_SENTINEL_MASTER, to: [ingest, context, generate, agent, dispatch]}
+redisRecordsSentinelMaster: {env: REDIS_RECORDS_SENTINEL_MASTER, to: [ingest, context, generate, agent, dispatch]}
+redisWaitReplicas: {env: REDIS_WAIT_REPLICAS, to: [ingest, context, generate, agent, dispatch]}
+redisWaitTimeoutMs: {env: REDIS_WAIT_TIMEOUT_MS, to: [ingest, context, generate, agent, dispatch]}
 # shared by several binaries
 allowLocalRepos: {env: CONTEXTEN_ALLOW_LOCAL_REPOS, to: [ingest, context, generate, dispatch]}
 outboundAllow: {env: CONTEXTEN_OUTBOUND_ALLOW, to: [ingest, context, generate, dispatch]}
