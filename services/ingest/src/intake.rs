@@ -566,10 +566,18 @@ impl Claim {
                 .await
                 .map_err(|_| BrokerError::RedisTimeout(REDIS_TIMEOUT))?
                 .map_err(redis_error)?;
-        if claimed == 1 {
-            // A new claim is acknowledged to the caller: on replicas before that
-            // when REDIS_WAIT_REPLICAS asks (docs/operations.md "Running on a cluster").
-            store.replicated().await?;
+        if claimed == 1
+            && let Err(error) = store.replicated().await
+        {
+            // A new claim is acknowledged to the caller only once on replicas
+            // when REDIS_WAIT_REPLICAS asks (docs/operations.md "Running on a
+            // cluster"). Not there in time: the caller hears 503, and the
+            // claim is reopened so that its retry publishes the task instead
+            // of meeting a claim whose task was never published.
+            if let Err(error) = self.mark_unconfirmed(store, env).await {
+                tracing::error!(%error, task_id = %env.task_id, "could not reopen an unreplicated delivery claim");
+            }
+            return Err(error);
         }
         let value = (!value.is_empty()).then_some(value);
         Ok(match claimed {
