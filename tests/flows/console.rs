@@ -98,9 +98,6 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            // Its own process group, so dropping the browser (a failed
-            // assertion included) ends chromedriver and every Chromium process.
-            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver starts");
@@ -258,18 +255,31 @@ impl Browser {
         file
     }
 
+    /// Ends the session (again in [`Drop`], where a second DELETE is harmless).
     async fn quit(self) {
         let _ = self.http.delete(&self.session).send().await;
     }
 }
 
 impl Drop for Browser {
+    /// Ends the browser session (chromedriver then closes Chromium) even when
+    /// an assertion failed: a plain blocking HTTP DELETE, since Drop cannot
+    /// await. chromedriver itself is killed by `kill_on_drop`.
     fn drop(&mut self) {
-        if let Some(pid) = self._driver.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &format!("-{pid}")])
-                .stderr(std::process::Stdio::null())
-                .status();
+        use std::io::{Read as _, Write as _};
+        let Some(rest) = self.session.strip_prefix("http://") else {
+            return;
+        };
+        let Some((host, path)) = rest.split_once('/') else {
+            return;
+        };
+        if let Ok(mut stream) = std::net::TcpStream::connect(host) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let request =
+                format!("DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let _ = stream.read(&mut [0u8; 256]);
+            }
         }
     }
 }

@@ -83,19 +83,24 @@ pub struct Console {
 }
 
 impl Console {
-    /// A fresh channel on the console's connection.
-    pub async fn channel(&self, state: &AppState) -> Result<lapin::Channel, BrokerError> {
+    /// A fresh channel on the console's connection, closed when dropped. One
+    /// per request: a dead-letter walk nacks what it held in one go
+    /// (`multiple`), which must not reach another request's messages.
+    pub async fn channel(&self, state: &AppState) -> Result<ConsoleChannel, BrokerError> {
         let mut slot = self.connection.lock().await;
         if let Some(connection) = slot.as_ref()
             && connection.status().connected()
             && let Ok(channel) = connection.create_channel().await
         {
-            return Ok(channel);
+            return Ok(ConsoleChannel(channel));
+        }
+        if let Some(old) = slot.take() {
+            let _ = old.close(200, "reconnecting".into()).await;
         }
         let connection = contexten_broker::connect(&state.cfg.broker, "ingest-console").await?;
         let channel = connection.create_channel().await?;
         *slot = Some(connection);
-        Ok(channel)
+        Ok(ConsoleChannel(channel))
     }
 
     /// The net depth change per second of `queue` since the previous sample
@@ -107,6 +112,28 @@ impl Console {
         let (at, before) = previous?;
         let secs = now.duration_since(at).as_secs_f64();
         (secs >= 0.5).then(|| (f64::from(ready) - f64::from(before)) / secs)
+    }
+}
+
+/// A channel of one console request; closed (in the background) when dropped,
+/// since a dropped lapin channel stays open on the connection.
+pub struct ConsoleChannel(lapin::Channel);
+
+impl std::ops::Deref for ConsoleChannel {
+    type Target = lapin::Channel;
+    fn deref(&self) -> &lapin::Channel {
+        &self.0
+    }
+}
+
+impl Drop for ConsoleChannel {
+    fn drop(&mut self) {
+        let channel = self.0.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = channel.close(200, "done".into()).await;
+            });
+        }
     }
 }
 
