@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: up test chaos eval services build lint bench fmt chart-check clean
+.PHONY: up test chaos ha eval services build lint bench fmt chart-check clean
 
 ## Make RabbitMQ and Redis available (start or install them).
 services:
@@ -34,6 +34,13 @@ test: services build
 ## bursts; prints its report (latency p50/p90/p99, lost, duplicated).
 chaos: services build
 	CHAOS_TASKS=$${CHAOS_TASKS:-500} CHAOS_RATE=$${CHAOS_RATE:-10} $(CARGO) test -p contexten-fleet-tests --test chaos -- --nocapture
+
+## The failover test: the fleet on a three-node RabbitMQ cluster of its own in
+## quorum mode and Redis behind three sentinels; 300 tasks at 10/s, the node
+## leading most queues SIGKILLed half way and restarted, one Redis failover;
+## prints p50/p99 during and outside the failover (docs/operations.md).
+ha: services build
+	HA_TASKS=$${HA_TASKS:-300} HA_RATE=$${HA_RATE:-10} $(CARGO) test -p contexten-fleet-tests --test ha -- --ignored --nocapture
 
 ## Benchmarks (release mode): the runtime against a raw lapin loop, the
 ## generator, ingest, codemap, and the whole fleet's tasks per second at
