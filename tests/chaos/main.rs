@@ -9,12 +9,11 @@
 //! gone when the test ends. `CHAOS_TASKS` (default 60; `make chaos` uses 500)
 //! sets the load, `CHAOS_RATE` (default 10) the requests per second.
 
-use contexten_envelope::{Names, Stage};
-use contexten_fleet_tests::fakes::Fakes;
 use contexten_fleet_tests::harness::*;
+use contexten_fleet_tests::load::{
+    Report, dead_letters, describe_dead, percentile, repo, send_paced,
+};
 use contexten_testkit::{RabbitNode, RabbitOptions, RedisNode, RedisOptions};
-use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,16 +21,6 @@ use tokio::sync::Mutex;
 
 /// How long the fleet may take to answer everything once the faults stop.
 const DRAIN_WITHIN: Duration = Duration::from_secs(240);
-/// How long a sender keeps retrying one request while ingest answers 503.
-const SEND_RETRY_WITHIN: Duration = Duration::from_secs(90);
-
-#[derive(Debug, Clone)]
-enum Sent {
-    Api { task_id: String, at: Instant },
-    Github { number: u64, at: Instant },
-    Slack { thread_ts: String, at: Instant },
-    Linear { issue_id: String, at: Instant },
-}
 
 /// A tiny deterministic generator (xorshift), enough to pick victims.
 struct Dice(u64);
@@ -42,122 +31,6 @@ impl Dice {
         self.0 ^= self.0 << 17;
         self.0 % n.max(1)
     }
-}
-
-fn repo(dir: &std::path::Path) -> String {
-    let root = dir.join("chaos-repo");
-    std::fs::create_dir_all(root.join("app")).unwrap();
-    std::fs::write(
-        root.join("app/timeutil.py"),
-        "def format_duration(seconds: int) -> str:\n    return f'{seconds}s'\n",
-    )
-    .unwrap();
-    format!("file://{}", root.display())
-}
-
-async fn send_one(fleet: &FleetClient, i: u64, repo: &str) -> Option<Sent> {
-    // 503 while the broker restarts: retry the same delivery, as providers do.
-    let sent = contexten_testkit::poll(SEND_RETRY_WITHIN, Duration::from_millis(500), || async {
-        let (status, sent) = match i % 10 {
-            0..=3 => {
-                let body = if i.is_multiple_of(2) {
-                    json!({"text": format!("write a new module app/m{i}.py with a parse_duration function"), "repository_url": repo,
-                           "strategy": "context", "callback_url": format!("{}/hooks/{i}", fleet.callback_uri)})
-                } else {
-                    json!({"text": "write a python function parse_duration(text)", "strategy": "simple",
-                           "callback_url": format!("{}/hooks/{i}", fleet.callback_uri)})
-                };
-                let response = fleet.submit(&body, Some(&format!("chaos-{i}"))).await;
-                let status = response.status();
-                let task_id = response
-                    .json::<Value>()
-                    .await
-                    .ok()
-                    .and_then(|v| v["task_id"].as_str().map(str::to_owned));
-                (
-                    status,
-                    task_id.map(|task_id| Sent::Api {
-                        task_id,
-                        at: Instant::now(),
-                    }),
-                )
-            }
-            4..=6 => {
-                let number = 1000 + i;
-                let command = if i % 20 == 4 {
-                    "agent refactor the duration helpers and open a PR"
-                } else {
-                    "generate write a new module app/parsing.py with parse_duration"
-                };
-                let payload = json!({
-                    "action": "created",
-                    "issue": {"number": number, "title": "chaos", "state": "open", "body": "", "user": {"login": "octocat", "type": "User"}, "labels": [], "author_association": "OWNER"},
-                    "comment": {"id": 500000 + i, "body": format!("/contexten {command}"), "user": {"login": "octocat", "type": "User"}, "author_association": "OWNER"},
-                    "repository": {"id": 1, "name": "hello", "full_name": "octo/hello", "private": false, "owner": {"login": "octo", "type": "Organization"}, "clone_url": repo, "default_branch": "main"},
-                    "sender": {"login": "octocat", "type": "User"}, "installation": {"id": 1}
-                });
-                let response = fleet
-                    .github_webhook("issue_comment", &format!("chaos-gh-{i}"), &payload)
-                    .await;
-                (
-                    response.status(),
-                    Some(Sent::Github {
-                        number,
-                        at: Instant::now(),
-                    }),
-                )
-            }
-            7..=8 => {
-                let thread_ts = format!("1764400000.{i:06}");
-                let payload = json!({
-                    "token": "x", "team_id": "T0001", "api_app_id": "A0001", "type": "event_callback",
-                    "event_id": format!("Ev-chaos-{i}"), "event_time": unix_now(),
-                    "authorizations": [{"team_id": "T0001", "user_id": "U0BOT", "is_bot": true}],
-                    "event": {"type": "app_mention", "user": "U0HUMAN", "text": "<@U0BOT> write a python function parse_duration(text)",
-                              "ts": thread_ts, "channel": "C0CHAOS", "event_ts": thread_ts, "team": "T0001"}
-                });
-                let response = fleet.slack_event(&payload).await;
-                (
-                    response.status(),
-                    Some(Sent::Slack {
-                        thread_ts,
-                        at: Instant::now(),
-                    }),
-                )
-            }
-            _ => {
-                let issue_id = format!("iss-chaos-{i}");
-                let payload = json!({
-                    "action": "update", "type": "Issue", "actor": {"id": "u-grace", "type": "user", "name": "Grace"},
-                    "createdAt": "2026-11-29T12:00:00.000Z",
-                    "data": {"id": issue_id, "identifier": format!("ENG-{i}"), "title": "Write parse_duration",
-                             "description": "A python function parse_duration(text).", "teamId": "team-1",
-                             "labelIds": ["l-bot"], "labels": [{"id": "l-bot", "name": "contexten"}], "assigneeId": null},
-                    "updatedFrom": {"labelIds": []}, "url": "https://linear.app/acme/issue/x", "organizationId": "org-1", "webhookId": "wh-chaos"
-                });
-                let response = fleet
-                    .linear_webhook(&format!("chaos-linear-{i}"), payload)
-                    .await;
-                (
-                    response.status(),
-                    Some(Sent::Linear {
-                        issue_id,
-                        at: Instant::now(),
-                    }),
-                )
-            }
-        };
-        if status.is_success() {
-            Ok(sent)
-        } else {
-            Err(status)
-        }
-    })
-    .await;
-    sent.unwrap_or_else(|status| {
-        eprintln!("request {i} still refused with {status} after {SEND_RETRY_WITHIN:?}");
-        None
-    })
 }
 
 /// A broker crash: SIGKILL to the fleet's own RabbitMQ node, two seconds
@@ -200,17 +73,6 @@ struct Events {
     codegen_bursts: std::sync::atomic::AtomicU64,
 }
 
-fn is_final_marker(body: &str) -> bool {
-    body.contains(":final -->") || body.contains(":failure -->")
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 #[tokio::test]
 async fn every_task_gets_exactly_one_answer_under_faults() {
     let tasks: u64 = std::env::var("CHAOS_TASKS")
@@ -244,7 +106,7 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
     let (repo_url, fakes_llm, fakes_codegen) = {
         let f = fleet.lock().await;
         (
-            repo(f.dir.path()),
+            repo(f.dir.path(), "chaos-repo"),
             f.fakes.llm_failing.clone(),
             f.fakes.codegen_failing.clone(),
         )
@@ -323,31 +185,8 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
     };
 
     // The load: every source, eight requests at a time.
-    let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();
-    let mut senders = Vec::new();
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let client = fleet.lock().await.client.clone();
-    for _ in 0..8 {
-        let (client, sent, next, repo_url) =
-            (client.clone(), sent.clone(), next.clone(), repo_url.clone());
-        senders.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= tasks {
-                    return;
-                }
-                // Pace: request i goes out at i/rate seconds.
-                let due = started + Duration::from_millis(i * 1000 / rate.max(1));
-                tokio::time::sleep_until(due.into()).await;
-                if let Some(s) = send_one(&client, i, &repo_url).await {
-                    sent.lock().await.push(s);
-                }
-            }
-        }));
-    }
-    for sender in senders {
-        sender.await.unwrap();
-    }
+    let sent = send_paced(&client, tasks, rate, started, &repo_url).await;
     let sending_took = started.elapsed();
     // Keep the faults going a little after the last request, then stop them.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -364,20 +203,11 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
         }
     }
 
-    let sent = sent.lock().await.clone();
     let fleet = Arc::try_unwrap(fleet)
         .ok()
         .expect("no other holders")
         .into_inner();
-    let report = eventually(DRAIN_WITHIN, || async {
-        let report = Report::collect(&fleet, &sent).await;
-        (report.missing == 0).then_some(report)
-    })
-    .await;
-    let report = match report {
-        Some(report) => report,
-        None => Report::collect(&fleet, &sent).await,
-    };
+    let report = Report::drain(&fleet, &sent, DRAIN_WITHIN).await;
     let dead = dead_letters(&fleet.amqp_url, &fleet.prefix).await;
     let depths = contexten_fleet_tests::cleanup::depths_on(&fleet.amqp_url, &fleet.prefix).await;
 
@@ -404,18 +234,9 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
         "answered exactly once: {}, missing: {}, duplicated: {}",
         report.answered, report.missing, report.duplicated
     );
-    for (source, (answered, total)) in &report.by_source {
-        println!("  {source:<8} {answered}/{total}");
-    }
+    report.print_by_source();
     println!("failure answers among them: {}", report.failures);
-    println!(
-        "dead letters: {}",
-        if dead.is_empty() {
-            "none".to_owned()
-        } else {
-            format!("{dead:?}")
-        }
-    );
+    println!("dead letters: {}", describe_dead(&dead));
     println!("queue depths at the end: {depths:?}");
     if !report.latencies.is_empty() {
         let l = &report.latencies;
@@ -451,12 +272,7 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
             );
         }
     }
-    let missing_detail = report.missing_detail.join("\n");
-    let logs = if report.missing > 0 || report.duplicated > 0 {
-        fleet.logs(30)
-    } else {
-        String::new()
-    };
+    let logs = report.logs_if_wrong(&fleet);
     fleet.stop().await;
     // The test's own broker and Redis go with it (they are killed on drop).
     drop((rabbit, redis));
@@ -467,16 +283,7 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
         u64::from(faults),
         "the broker restart happened"
     );
-    assert_eq!(
-        report.duplicated,
-        0,
-        "a reply was posted twice:\n{}\n{logs}",
-        report.duplicated_detail.join("\n")
-    );
-    assert_eq!(
-        report.missing, 0,
-        "tasks without a final answer:\n{missing_detail}\n{logs}"
-    );
+    report.assert_exactly_once(&logs);
     let unexplained: Vec<_> = depths
         .iter()
         .filter(|(q, n)| **n > 0 && !q.ends_with(".dead"))
@@ -485,231 +292,4 @@ async fn every_task_gets_exactly_one_answer_under_faults() {
         unexplained.is_empty(),
         "work left in queues: {unexplained:?}"
     );
-}
-
-#[derive(Debug, Default)]
-struct Report {
-    answered: usize,
-    missing: usize,
-    duplicated: usize,
-    failures: usize,
-    by_source: BTreeMap<&'static str, (usize, usize)>,
-    latencies: Vec<Duration>,
-    /// Accepted → first final answer on the source's platform, per source.
-    by_source_latency: BTreeMap<&'static str, Vec<Duration>>,
-    missing_detail: Vec<String>,
-    duplicated_detail: Vec<String>,
-}
-
-impl Report {
-    async fn collect(fleet: &Fleet, sent: &[Sent]) -> Report {
-        let mut report = Report::default();
-        let first = FirstAnswers::from_posts(&fleet.fakes);
-        // GitHub: final/failure comments per issue, by their hidden marker.
-        let mut github: HashMap<u64, usize> = HashMap::new();
-        for r in Fakes::requests(&fleet.fakes.github, "POST", "/repos/octo/hello/issues/*").await {
-            let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-            if r.url.path().ends_with("/comments")
-                && is_final_marker(body["body"].as_str().unwrap_or_default())
-            {
-                let number = r
-                    .url
-                    .path()
-                    .split('/')
-                    .nth(5)
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                *github.entry(number).or_default() += 1;
-            }
-        }
-        // Slack: messages whose metadata says final/failure, per thread.
-        let mut slack: HashMap<String, usize> = HashMap::new();
-        for r in Fakes::requests(&fleet.fakes.slack, "POST", "/api/chat.postMessage").await {
-            let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-            let kind = body["metadata"]["event_payload"]["kind"]
-                .as_str()
-                .unwrap_or_default();
-            if kind == "final" || kind == "failure" {
-                *slack
-                    .entry(body["thread_ts"].as_str().unwrap_or_default().to_owned())
-                    .or_default() += 1;
-            }
-        }
-        // Linear: created comments per issue, distinct ids; the ack is "on it".
-        let mut linear: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
-        for r in Fakes::requests(&fleet.fakes.linear, "POST", "/graphql").await {
-            let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-            let input = &body["variables"]["input"];
-            if body["query"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("commentCreate")
-            {
-                let text = input["body"].as_str().unwrap_or_default().to_lowercase();
-                if text.contains("on it") && !text.contains("```") {
-                    continue;
-                }
-                linear
-                    .entry(input["issueId"].as_str().unwrap_or_default().to_owned())
-                    .or_default()
-                    .insert(input["id"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-        // Callbacks: distinct webhook ids of final/failure per task.
-        let mut callbacks: HashMap<String, (std::collections::HashSet<String>, Instant)> =
-            HashMap::new();
-        for seen in fleet
-            .fakes
-            .callbacks
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_default()
-        {
-            if seen.kind == "task.final" || seen.kind == "task.failure" {
-                if seen.kind == "task.failure" {
-                    report.failures += 1;
-                }
-                let entry = callbacks
-                    .entry(seen.task_id.clone())
-                    .or_insert_with(|| (Default::default(), seen.at));
-                entry.0.insert(seen.webhook_id);
-                entry.1 = entry.1.min(seen.at);
-            }
-        }
-        for s in sent {
-            let (source, count) = match s {
-                Sent::Api { task_id, at } => {
-                    let entry = callbacks.get(task_id);
-                    if let Some((_, arrived)) = entry {
-                        report
-                            .latencies
-                            .push(arrived.saturating_duration_since(*at));
-                    }
-                    ("api", entry.map(|e| e.0.len()).unwrap_or(0))
-                }
-                Sent::Github { number, .. } => ("github", github.get(number).copied().unwrap_or(0)),
-                Sent::Slack { thread_ts, .. } => {
-                    ("slack", slack.get(thread_ts).copied().unwrap_or(0))
-                }
-                Sent::Linear { issue_id, .. } => {
-                    ("linear", linear.get(issue_id).map(|s| s.len()).unwrap_or(0))
-                }
-            };
-            let (accepted, answered) = match s {
-                Sent::Api { task_id, at } => (at, callbacks.get(task_id).map(|e| e.1)),
-                Sent::Github { number, at } => (at, first.github.get(number).copied()),
-                Sent::Slack { thread_ts, at } => (at, first.slack.get(thread_ts).copied()),
-                Sent::Linear { issue_id, at } => (at, first.linear.get(issue_id).copied()),
-            };
-            if let Some(answered) = answered {
-                report
-                    .by_source_latency
-                    .entry(source)
-                    .or_default()
-                    .push(answered.saturating_duration_since(*accepted));
-            }
-            let entry = report.by_source.entry(source).or_default();
-            entry.1 += 1;
-            match count {
-                0 => {
-                    report.missing += 1;
-                    report.missing_detail.push(format!("{s:?}"));
-                }
-                1 => {
-                    report.answered += 1;
-                    entry.0 += 1;
-                }
-                n => {
-                    report.answered += 1;
-                    report.duplicated += 1;
-                    report
-                        .duplicated_detail
-                        .push(format!("{s:?} answered {n} times"));
-                    entry.0 += 1;
-                }
-            }
-        }
-        report.latencies.sort();
-        for latencies in report.by_source_latency.values_mut() {
-            latencies.sort();
-        }
-        report
-    }
-}
-
-/// Keeps the earliest `at` per key.
-fn keep<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Instant>, key: K, at: Instant) {
-    let entry = map.entry(key).or_insert(at);
-    *entry = (*entry).min(at);
-}
-
-/// When the first final answer of each GitHub issue, Slack thread and Linear
-/// issue reached the fake platform.
-#[derive(Default)]
-struct FirstAnswers {
-    github: HashMap<u64, Instant>,
-    slack: HashMap<String, Instant>,
-    linear: HashMap<String, Instant>,
-}
-
-impl FirstAnswers {
-    fn from_posts(fakes: &Fakes) -> FirstAnswers {
-        let mut first = FirstAnswers::default();
-        let posts = fakes.posts.lock().map(|p| p.clone()).unwrap_or_default();
-        for post in posts {
-            match post.provider {
-                "github" if is_final_marker(post.body["body"].as_str().unwrap_or_default()) => {
-                    if let Some(number) = post.path.split('/').nth(5).and_then(|n| n.parse().ok()) {
-                        keep(&mut first.github, number, post.at);
-                    }
-                }
-                "slack" => {
-                    let kind = post.body["metadata"]["event_payload"]["kind"]
-                        .as_str()
-                        .unwrap_or_default();
-                    if kind == "final" || kind == "failure" {
-                        let thread = post.body["thread_ts"].as_str().unwrap_or_default();
-                        keep(&mut first.slack, thread.to_owned(), post.at);
-                    }
-                }
-                "linear" => {
-                    let input = &post.body["variables"]["input"];
-                    let text = input["body"].as_str().unwrap_or_default().to_lowercase();
-                    // The "on it" acknowledgement is not an answer.
-                    let ack = text.contains("on it") && !text.contains("```");
-                    if !ack {
-                        let issue = input["issueId"].as_str().unwrap_or_default();
-                        keep(&mut first.linear, issue.to_owned(), post.at);
-                    }
-                }
-                _ => {}
-            }
-        }
-        first
-    }
-}
-
-/// Dead letters per stage and reason.
-async fn dead_letters(amqp_url: &str, prefix: &str) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    let Ok(connection) =
-        lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await
-    else {
-        return counts;
-    };
-    if let Ok(channel) = connection.create_channel().await {
-        let names = Names::new(prefix);
-        for stage in Stage::QUEUED {
-            for letter in contexten_cli::list_dead(&channel, &names, stage, 10_000)
-                .await
-                .unwrap_or_default()
-            {
-                *counts
-                    .entry(format!("{}:{}", stage.as_str(), letter.reason))
-                    .or_default() += 1;
-            }
-        }
-    }
-    let _ = connection.close(200, "report".into()).await;
-    counts
 }

@@ -5,5 +5,6 @@
 pub mod cleanup;
 pub mod fakes;
 pub mod harness;
+pub mod load;
 pub mod otlp;
 pub mod process;
