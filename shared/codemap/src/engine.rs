@@ -649,8 +649,9 @@ impl Engine {
                     return (rel, abs, Err(SkipReason::Oversize));
                 }
                 // Read when it is analysed, not now: a whole tree's bytes read
-                // up front were held at once, a fifth of a large analysis's
-                // peak memory. Its blob id is known then (`analyse_file`).
+                // up front were all held at once before the first file was
+                // analysed (as much again as the contents the map keeps). Its
+                // blob id is known then (`analyse_file`).
                 let stat = LocalStat {
                     len: meta.len(),
                     modified,
