@@ -52,7 +52,9 @@ mod memory;
 mod parse;
 mod prompt;
 mod query;
-pub mod redact;
+/// Secret redaction lives with the other trust boundaries (contexten-trust);
+/// re-exported so the analysis and its callers name one module.
+pub use contexten_trust::redact;
 mod request;
 mod snapshot;
 mod source;

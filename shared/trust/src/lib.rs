@@ -9,8 +9,12 @@
 //! - [`policy`]: the repository access policy (`CONTEXTEN_POLICY_FILE`): which
 //!   requester scopes (a Slack channel, a Linear team, an API token, a GitHub
 //!   owner) may read which repositories, reloaded when the file changes.
+//! - [`redact`]: what may leave the fleet: secrets are masked in file contents
+//!   before they are parsed, cached or put into a prompt, in generated files,
+//!   and in what the operator console shows.
 //!
-//! Both are pure libraries: ingest and the workers call them at the edge.
+//! All three are pure libraries: ingest and the workers call them at the edge.
 
 pub mod outbound;
 pub mod policy;
+pub mod redact;

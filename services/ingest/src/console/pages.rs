@@ -369,7 +369,7 @@ pub async fn dead(State(state): Shared, method: Method, headers: HeaderMap) -> R
 /// rules, docs/design.md "Secrets").
 fn masked(text: &str) -> String {
     let mut counts = Default::default();
-    contexten_codemap::redact::redact_string(text.to_owned(), &mut counts)
+    contexten_trust::redact::redact_string(text.to_owned(), &mut counts)
 }
 
 fn header_masked(name: &str, value: &str) -> String {

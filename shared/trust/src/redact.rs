@@ -1,4 +1,5 @@
-//! Secret filtering: every text that leaves the library passes through [`redact`].
+//! Secret filtering: every text that leaves codemap (and generated files, and the
+//! operator console) passes through [`redact`].
 //!
 //! Secrets are replaced by `[REDACTED:<kind>]` followed by as many newlines as the
 //! secret spanned, so line numbers of the rest of the file stay exact. Only counts
