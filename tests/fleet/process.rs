@@ -143,6 +143,11 @@ impl Service {
         Ok(())
     }
 
+    /// The running process's id (the fleet benchmark reads its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Whether the process is running.
     pub fn is_running(&mut self) -> bool {
         self.child
