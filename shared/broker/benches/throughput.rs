@@ -7,10 +7,14 @@
 //! side consumes with plain acks, the runtime side parses the envelope, checks and
 //! records completion in Redis, runs the handler and acks.
 //!
+//! Both are measured twice, on classic queues and on quorum queues
+//! (`QUEUE_TYPE=quorum`: the message's lane queue, the runtime consuming all
+//! four lanes), all rounds interleaved in one run.
+//!
 //! `BENCH_MESSAGES` (default 3000) and `BENCH_ROUNDS` (default 5) tune the run.
 
-use contexten_broker::{Outcome, Publisher, benchkit};
-use contexten_config::ExposeSecret;
+use contexten_broker::{Outcome, Publisher, benchkit, topology};
+use contexten_config::{ExposeSecret, QueueType};
 use contexten_envelope::{Priority, ReplyTarget, Request, Source, SourceKind, Stage, TaskEnvelope};
 use contexten_testkit::broker::BrokerFixture as Fixture;
 use std::sync::Arc;
@@ -58,9 +62,10 @@ async fn publish_all(publisher: &Publisher, envelopes: &[TaskEnvelope]) {
 
 /// The testkit's fixture under a `bench-` prefix, publishing as the CLI
 /// does (no payload offload); its topology and keys go on drop.
-async fn fixture(amqp: &str, redis: &str) -> Fixture {
+async fn fixture(amqp: &str, redis: &str, queue_type: QueueType) -> Fixture {
     let mut f = Fixture::builder()
         .label("bench")
+        .env(&[("QUEUE_TYPE", queue_type.as_str())])
         .amqp(amqp)
         .redis(redis)
         .prefetch(prefetch())
@@ -76,7 +81,12 @@ async fn raw_round(f: &Fixture, envelopes: &[TaskEnvelope]) -> f64 {
     benchkit::publish_consume_ack(
         f.settings.amqp_url.expose_secret(),
         &f.publisher,
-        f.names.stage_queue(Stage::Generate).as_str(),
+        // The samples' queue: the stage queue, or their lane's in quorum mode.
+        match f.settings.queue_type {
+            QueueType::Classic => f.names.stage_queue(Stage::Generate),
+            QueueType::Quorum => topology::lane_queue(&f.names, Stage::Generate, Priority::Normal),
+        }
+        .as_str(),
         Stage::Generate,
         envelopes,
         prefetch(),
@@ -123,35 +133,51 @@ async fn main() {
     let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let n = env_usize("BENCH_MESSAGES", 3000);
     let rounds = env_usize("BENCH_ROUNDS", 5);
-    let f = fixture(&amqp, &redis).await;
+    let classic = fixture(&amqp, &redis, QueueType::Classic).await;
+    let quorum = fixture(&amqp, &redis, QueueType::Quorum).await;
     let batch = |round: usize| (0..n).map(|i| sample(round * n + i)).collect::<Vec<_>>();
 
     // Warm-up: one small round of each.
-    raw_round(&f, &batch(1000)[..200]).await;
-    runtime_round(&f, &batch(1001)[..200]).await;
+    for (i, f) in [&classic, &quorum].into_iter().enumerate() {
+        raw_round(f, &batch(1000 + 2 * i)[..200]).await;
+        runtime_round(f, &batch(1001 + 2 * i)[..200]).await;
+    }
 
-    let (mut raw, mut runtime) = (Vec::new(), Vec::new());
+    // raw classic, runtime classic, raw quorum, runtime quorum
+    let mut results: [Vec<f64>; 4] = Default::default();
     for round in 0..rounds {
-        raw.push(raw_round(&f, &batch(2 * round)).await);
-        runtime.push(runtime_round(&f, &batch(2 * round + 1)).await);
+        let base = 4 * round;
+        results[0].push(raw_round(&classic, &batch(base)).await);
+        results[1].push(runtime_round(&classic, &batch(base + 1)).await);
+        results[2].push(raw_round(&quorum, &batch(base + 2)).await);
+        results[3].push(runtime_round(&quorum, &batch(base + 3)).await);
         println!(
-            "round {}: raw {:>8.0} msg/s   runtime {:>8.0} msg/s",
+            "round {}: classic raw {:>7.0} runtime {:>7.0}   quorum raw {:>7.0} runtime {:>7.0} msg/s",
             round + 1,
-            raw[round],
-            runtime[round]
+            results[0][round],
+            results[1][round],
+            results[2][round],
+            results[3][round]
         );
     }
-    let (raw_median, runtime_median) = (median(raw), median(runtime));
+    let [raw, runtime, quorum_raw, quorum_runtime] = results.map(median);
     println!();
     println!(
         "broker throughput, {n} persistent confirmed messages per round, prefetch {}, {rounds} rounds",
         prefetch()
     );
-    println!("  raw lapin publish-confirm/consume/ack loop: {raw_median:>8.0} msg/s (median)");
-    println!("  worker runtime, no-op handler:              {runtime_median:>8.0} msg/s (median)");
+    println!("                                               classic    quorum  (msg/s, median)");
+    println!("  raw lapin publish-confirm/consume/ack loop: {raw:>8.0}  {quorum_raw:>8.0}");
+    println!("  worker runtime, no-op handler:              {runtime:>8.0}  {quorum_runtime:>8.0}");
     println!(
-        "  ratio runtime / raw:                        {:>8.2} (target >= 0.80)",
-        runtime_median / raw_median
+        "  ratio runtime / raw:                        {:>8.2}  {:>8.2} (target >= 0.80)",
+        runtime / raw,
+        quorum_runtime / quorum_raw
     );
-    drop(f);
+    println!(
+        "  quorum / classic, worker runtime:           {:>8.2}",
+        quorum_runtime / runtime
+    );
+    drop(classic);
+    drop(quorum);
 }

@@ -355,7 +355,8 @@ fn producer_span(
         .unwrap_or_default();
     let span = tracing::info_span!(
         "publish",
-        otel.name = %format_args!("publish {routing_key}"),
+        // Named by stage, whatever the lane (the key is an attribute).
+        otel.name = %format_args!("publish {}", crate::topology::without_lane(routing_key)),
         otel.kind = "producer",
         otel.status_code = tracing::field::Empty,
         error.type = tracing::field::Empty,

@@ -386,7 +386,7 @@ async fn handle_delivery<H: Handler>(session: Arc<Session<H>>, delivery: Deliver
             }
         },
     };
-    let redeliveries = delivery_count(&delivery.properties);
+    let redeliveries = broker_returns(&delivery);
     let envelope = match TaskEnvelope::from_json(&body) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -871,7 +871,17 @@ async fn retry_raw<H>(
     }
     let delay = session.policy.delay(retry, Duration::ZERO);
     let tier = session.policy.tier_for(delay);
-    let mut table = delivery.properties.headers().clone().unwrap_or_default();
+    // A new message: the quorum queue's count of the old one's returns must
+    // not travel with it (it would count toward the new one's limit).
+    let kept = delivery.properties.headers().as_ref().map(|headers| {
+        headers
+            .inner()
+            .iter()
+            .filter(|(key, _)| key.as_str() != HEADER_DELIVERY_COUNT)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    });
+    let mut table = FieldTable::from(kept.unwrap_or_default());
     table.insert(HEADER_ATTEMPT.into(), AMQPValue::LongUInt(retry));
     table.insert(HEADER_RETRY_TIER.into(), long(&tier_label(tier)));
     session
@@ -912,6 +922,17 @@ fn delivery_count(properties: &BasicProperties) -> Option<u32> {
     }
 }
 
+/// The broker's count of a redelivered message's returns. A first delivery
+/// has none, even when the message carries the header: a republished copy (a
+/// payload retry, an operator's replay) brings the old message's count along.
+fn broker_returns(delivery: &Delivery) -> Option<u32> {
+    if delivery.redelivered {
+        delivery_count(&delivery.properties)
+    } else {
+        None
+    }
+}
+
 /// How long to hold a delivery before requeueing it: 200 ms, doubling with
 /// each return a quorum queue counted, up to 15 s. Every return counts toward
 /// `QUORUM_DELIVERY_LIMIT`, so a broker alarm of a few minutes must not use
@@ -933,7 +954,7 @@ async fn settle(delivery: &Delivery, result: Result<(), BrokerError>) {
         Err(error) => {
             tracing::warn!(%error, "could not settle the outcome; requeueing");
             // A pause so a broker-side problem does not become a hot loop.
-            tokio::time::sleep(requeue_pause(delivery_count(&delivery.properties))).await;
+            tokio::time::sleep(requeue_pause(broker_returns(delivery))).await;
             let requeue = BasicNackOptions {
                 requeue: true,
                 ..BasicNackOptions::default()

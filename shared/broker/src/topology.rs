@@ -66,6 +66,14 @@ pub fn routing_key(stage: Stage, priority: Priority) -> String {
     format!("{}{}", stage.as_str(), lane_suffix(priority))
 }
 
+/// A routing key without its lane suffix: the stage's own key.
+pub fn without_lane(routing_key: &str) -> &str {
+    match routing_key.rsplit_once('.') {
+        Some((stage, "p1" | "p2" | "p3")) => stage,
+        _ => routing_key,
+    }
+}
+
 /// The quorum-mode queue of `stage`'s `priority` lane (the lowest lane is
 /// [`Names::stage_queue`]).
 pub fn lane_queue(names: &Names, stage: Stage, priority: Priority) -> String {
@@ -418,4 +426,50 @@ pub async fn delete(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_are_named_and_routed_from_the_stage() {
+        let names = Names::new("contexten");
+        assert_eq!(routing_key(Stage::Generate, Priority::Batch), "generate");
+        assert_eq!(
+            routing_key(Stage::Generate, Priority::Operator),
+            "generate.p3"
+        );
+        assert_eq!(
+            lane_queue(&names, Stage::Dispatch, Priority::Normal),
+            "contexten.dispatch.p1"
+        );
+        assert_eq!(
+            lane_queue(&names, Stage::Dispatch, Priority::Batch),
+            names.stage_queue(Stage::Dispatch)
+        );
+        let quorum: Vec<_> = work_queues(&names, QueueType::Quorum, Stage::Agent)
+            .into_iter()
+            .map(|(q, p)| (q, p.amqp()))
+            .collect();
+        assert_eq!(
+            quorum,
+            [
+                ("contexten.agent.p3".to_owned(), 3),
+                ("contexten.agent.p2".to_owned(), 2),
+                ("contexten.agent.p1".to_owned(), 1),
+                ("contexten.agent".to_owned(), 0),
+            ]
+        );
+        assert_eq!(
+            work_queues(&names, QueueType::Classic, Stage::Agent),
+            [("contexten.agent".to_owned(), Priority::Operator)]
+        );
+        for priority in LANES {
+            assert_eq!(
+                without_lane(&routing_key(Stage::Context, priority)),
+                "context"
+            );
+        }
+    }
 }

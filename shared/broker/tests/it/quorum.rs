@@ -282,3 +282,42 @@ async fn a_retry_waits_in_a_quorum_delay_tier_and_returns_to_its_lane() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     worker.stop().await;
 }
+
+/// A republished copy (an operator's replay, a payload retry) may carry the
+/// old message's `x-delivery-count`: on a first delivery it is not the
+/// broker's count of this message, and the task is handled.
+#[tokio::test]
+async fn a_copied_delivery_count_on_a_first_delivery_is_not_taken_for_returns() {
+    let broker = quorum(&[("QUORUM_DELIVERY_LIMIT", "2")]).await;
+    let worker = broker.spawn_worker(Stage::Generate, |env: TaskEnvelope| async move {
+        Outcome::forward(Stage::Dispatch, env)
+    });
+    let env = envelope("replayed");
+    let mut table = FieldTable::default();
+    table.insert("x-delivery-count".into(), AMQPValue::LongLongInt(50));
+    broker
+        .publisher
+        .publish_raw(contexten_broker::PublishedMessage {
+            exchange: broker.names.work_exchange(),
+            routing_key: topology::routing_key(Stage::Generate, env.priority),
+            body: env.to_json(),
+            properties: lapin::BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_headers(table),
+        })
+        .await
+        .unwrap();
+    let forwarded = broker
+        .take_from_stage(Stage::Dispatch, WAIT)
+        .await
+        .expect("handled, not set aside");
+    let forwarded = TaskEnvelope::from_json(&forwarded.delivery.data).unwrap();
+    assert_eq!(forwarded.task_id, env.task_id);
+    assert_eq!(
+        broker
+            .depth(&broker.names.dead_queue(Stage::Generate))
+            .await,
+        0
+    );
+    worker.stop().await;
+}
