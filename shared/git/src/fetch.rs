@@ -33,6 +33,8 @@ const LOCK_POLL: Duration = Duration::from_millis(20);
 pub struct RepoCache {
     root: PathBuf,
     policy: Policy,
+    /// Commits of history [`fetch`](Self::fetch) brings (at least 1).
+    depth: u32,
 }
 
 /// A fetched revision and the repository holding it.
@@ -47,7 +49,26 @@ pub struct Fetched {
 impl RepoCache {
     /// A cache under `root` (created on first fetch).
     pub fn new(root: PathBuf, policy: Policy) -> Self {
-        RepoCache { root, policy }
+        RepoCache {
+            root,
+            policy,
+            depth: 1,
+        }
+    }
+
+    /// The same cache, with [`fetch`](Self::fetch) bringing the last `depth`
+    /// commits of history (0 and 1 both mean the tip alone). Every fetch of a
+    /// repository should use one depth: a shallower fetch of the same ref
+    /// cuts the history a deeper one brought, and the next deeper one fetches
+    /// it again.
+    pub fn with_depth(mut self, depth: u32) -> Self {
+        self.depth = depth.max(1);
+        self
+    }
+
+    /// Commits of history [`fetch`](Self::fetch) brings.
+    pub fn depth(&self) -> u32 {
+        self.depth
     }
 
     /// The policy fetches and reads run under.
@@ -73,8 +94,8 @@ impl RepoCache {
         Ok(Repo::at(git_dir.to_path_buf(), self.policy.clone()))
     }
 
-    /// Fetches `reference` (`HEAD` when `None`) of `url` with depth 1 and
-    /// resolves it. The ref and URL are checked before any git process runs;
+    /// Fetches `reference` (`HEAD` when `None`) of `url` with the cache's depth
+    /// ([`with_depth`](Self::with_depth), 1 unless set) and resolves it. The ref and URL are checked before any git process runs;
     /// each git process, and the wait for another fetch of the same
     /// repository, is bounded by the policy's timeout.
     pub fn fetch(
@@ -83,7 +104,7 @@ impl RepoCache {
         reference: Option<&str>,
         remote: &Remote,
     ) -> Result<Fetched, GitError> {
-        self.fetch_with_depth(url, reference, remote, 1)
+        self.fetch_with_depth(url, reference, remote, self.depth)
     }
 
     /// [`fetch`](Self::fetch) with the last `depth` commits of history (at

@@ -23,7 +23,9 @@
 //! does not fit is counted in [`Skipped`]), and only then [`Repo::read_blobs`]
 //! reads them with `cat-file --batch`, checking each header's size again.
 //!
-//! Fetches ([`RepoCache::fetch`]) go shallowly into one bare repository per
+//! Fetches ([`RepoCache::fetch`]) go shallowly (the tip, or the last
+//! [`RepoCache::with_depth`] commits, whose changed paths
+//! [`Repo::changed_paths`] lists) into one bare repository per
 //! URL, into a ref of their own, under a per-repository file lock, so
 //! concurrent fetches (threads or processes) neither fail nor read each
 //! other's commit.

@@ -186,6 +186,54 @@ impl Repo {
         })
     }
 
+    /// The paths each of the last `max_commits` non-merge commits reachable
+    /// from `commit` touched, newest first (renames as a deletion and an
+    /// addition); fewer when the history at hand is shallower. Commits
+    /// without a parent are left out: a root commit, or the boundary of a
+    /// shallow fetch, lists every file as added, which says nothing about
+    /// which files change together. git's output
+    /// is read up to `max_bytes`: past it, the commits read so far are
+    /// returned (the last, cut one left out), so a huge history costs a
+    /// bounded read. No diff drivers or text conversions run.
+    pub fn changed_paths(
+        &self,
+        commit: &str,
+        max_commits: u32,
+        max_bytes: u64,
+    ) -> Result<Vec<Vec<String>>, GitError> {
+        let commit = check::check_ref(commit)?;
+        if max_commits == 0 {
+            return Ok(Vec::new());
+        }
+        let count = format!("--max-count={max_commits}");
+        let args = [
+            "log",
+            "--no-merges",
+            "--no-renames",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--name-only",
+            "-z",
+            "--format=%x1e%P",
+            &count,
+            "--end-of-options",
+            commit,
+            "--",
+        ];
+        run::stream(&self.invocation("log", &args), None, |out| {
+            let mut buf = Vec::new();
+            out.take(max_bytes + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| GitError::io("log", e))?;
+            let cut = buf.len() as u64 > max_bytes;
+            let mut commits = parse_log(&buf);
+            if cut {
+                commits.pop();
+            }
+            Ok(commits)
+        })
+    }
+
     /// Streams the regular files of `commit`'s tree to `each` (`ls-tree -r -l -z`).
     pub fn list_tree(&self, commit: &str, mut each: impl FnMut(TreeEntry)) -> Result<(), GitError> {
         let commit = check::check_ref(commit)?;
@@ -344,6 +392,27 @@ fn parse_header(header: &str) -> Option<(&str, u64)> {
     Some((kind, size.parse().ok()?))
 }
 
+/// `log --name-only -z --format=%x1e%P` output: each commit starts with a
+/// `\x1e<parents>` record; its paths follow, NUL-terminated (the first after
+/// a newline). Commits without parents are dropped.
+fn parse_log(out: &[u8]) -> Vec<Vec<String>> {
+    let mut commits: Vec<(bool, Vec<String>)> = Vec::new();
+    for record in out.split(|b| *b == 0) {
+        if let Some(parents) = record.strip_prefix(b"\x1e") {
+            commits.push((!parents.trim_ascii().is_empty(), Vec::new()));
+            continue;
+        }
+        let path = record.strip_prefix(b"\n").unwrap_or(record);
+        if let (Some((_, current)), false) = (commits.last_mut(), path.is_empty()) {
+            current.push(String::from_utf8_lossy(path).into_owned());
+        }
+    }
+    commits
+        .into_iter()
+        .filter_map(|(has_parent, paths)| has_parent.then_some(paths))
+        .collect()
+}
+
 /// `<mode> SP <type> SP <id> SP <size>\t<path>\0` → a regular file's entry.
 fn parse_entry(record: &[u8]) -> Option<TreeEntry> {
     let record = record.strip_suffix(&[0]).unwrap_or(record);
@@ -415,6 +484,21 @@ mod tests {
             !is_git_dir(dir.path()),
             "a HEAD file alone is not a repository"
         );
+    }
+
+    #[test]
+    fn log_records_are_split_into_commits_and_paths() {
+        let out = b"\x1eab12\0\na.py\0b c.py\0\x1ecd34\0\x1eef56\0\nd.rs\0\x1e\0\nroot.rs\0";
+        assert_eq!(
+            parse_log(out),
+            vec![
+                vec!["a.py".to_owned(), "b c.py".to_owned()],
+                vec![],
+                vec!["d.rs".to_owned()]
+            ],
+            "the parentless commit is left out"
+        );
+        assert!(parse_log(b"").is_empty());
     }
 
     #[test]

@@ -185,3 +185,95 @@ fn submodules_are_neither_fetched_nor_listed() {
         .unwrap();
     assert_eq!(paths, [".gitmodules", "a.py"]);
 }
+
+/// Five commits: a.py and b.py change together three times, c.py alone twice.
+fn repo_with_history() -> contexten_testkit::GitRepo {
+    let repo = repo_with(&[("a.py", b"a = 0\n"), ("b.py", b"b = 0\n")]);
+    for i in 1..=4u8 {
+        if i % 2 == 0 {
+            repo.file("c.py", format!("c = {i}\n")).commit("c alone");
+        } else {
+            repo.files(&[
+                ("a.py", format!("a = {i}\n")),
+                ("b.py", format!("b = {i}\n")),
+            ])
+            .commit("a and b");
+        }
+    }
+    repo
+}
+
+#[test]
+fn a_deeper_cache_brings_the_history_its_depth_names() {
+    let source = repo_with_history();
+    let url = file_url(source.path());
+    let root = tempfile::tempdir().unwrap();
+
+    let shallow = cache(root.path(), Duration::from_secs(10), true);
+    assert_eq!(shallow.depth(), 1);
+    let tip = shallow
+        .fetch(&url, Some("main"), &Remote::default())
+        .unwrap();
+    let commit = tip.resolved.commit.clone();
+    let seen = tip.repo.changed_paths(&commit, 200, 1 << 20).unwrap();
+    assert!(
+        seen.is_empty(),
+        "depth 1 has the tip alone, a boundary: {seen:?}"
+    );
+
+    let deep = shallow.clone().with_depth(4);
+    let fetched = deep.fetch(&url, Some("main"), &Remote::default()).unwrap();
+    assert_eq!(fetched.resolved.commit, commit);
+    let seen = fetched.repo.changed_paths(&commit, 200, 1 << 20).unwrap();
+    assert_eq!(
+        seen,
+        vec![vec!["c.py"], vec!["a.py", "b.py"], vec!["c.py"]],
+        "the last four commits but the shallow boundary, newest first"
+    );
+    let all = deep.clone().with_depth(50);
+    let fetched = all.fetch(&url, Some("main"), &Remote::default()).unwrap();
+    let seen = fetched.repo.changed_paths(&commit, 200, 1 << 20).unwrap();
+    assert_eq!(seen.len(), 4, "all the history but the root: {seen:?}");
+    assert_eq!(seen[3], vec!["a.py", "b.py"]);
+    // Bounded by count and by bytes: a cut commit is left out, not half read.
+    assert_eq!(
+        fetched
+            .repo
+            .changed_paths(&commit, 2, 1 << 20)
+            .unwrap()
+            .len(),
+        2
+    );
+    let cut = fetched.repo.changed_paths(&commit, 200, 12).unwrap();
+    assert!(
+        cut.len() < 5 && cut.iter().all(|c| !c.is_empty()),
+        "{cut:?}"
+    );
+    assert!(
+        fetched
+            .repo
+            .changed_paths(&commit, 0, 1 << 20)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        fetched.repo.changed_paths("--output=/tmp/x", 5, 1 << 20),
+        Err(GitError::RefusedRef(_))
+    ));
+    // A shallower fetch of the same ref cuts the history again: why a cache
+    // keeps one depth for all its fetches.
+    let tip = shallow
+        .fetch(&url, Some("main"), &Remote::default())
+        .unwrap();
+    let cut_again = tip.repo.changed_paths(&commit, 200, 1 << 20).unwrap();
+    assert!(cut_again.is_empty(), "{cut_again:?}");
+    assert_eq!(
+        RepoCache::new(
+            root.path().into(),
+            Policy::new(Duration::from_secs(1), true)
+        )
+        .with_depth(0)
+        .depth(),
+        1
+    );
+}
