@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
-use contexten_git::{Limits, Policy, RepoCache, Resolve};
+use contexten_git::{Limits, Policy, Repo, RepoCache, Resolve, UrlKind};
 
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::bm25::TermTable;
 use crate::cache::{self, AnalysisStore, DiskStore};
+use crate::cochange::CoChange;
 use crate::codemap::{CodeMap, FileEntry, NameIds, lexical_terms};
 use crate::error::CodemapError;
 use crate::filter::{self, DEFAULT_MAX_FILE_BYTES, SkipReason};
@@ -50,6 +51,9 @@ pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 pub const CACHE_ANALYSIS_DIR: &str = "analysis";
 /// Under `cache_dir`: one bare repository per fetched URL (each fetch refreshes it).
 pub const CACHE_GIT_DIR: &str = "git";
+/// `git log` output [`Engine::history`] reads at most (200 commits of 20
+/// paths take about 250 KiB); past it, the commits read so far count.
+const MAX_HISTORY_LOG_BYTES: u64 = 8 << 20;
 
 /// Engine settings; the worker fills them from its environment at start.
 #[derive(Clone)]
@@ -95,6 +99,10 @@ pub struct EngineConfig {
     /// Interned terms and names kept before the tables start anew
     /// ([`MAX_INTERNED`]).
     pub max_interned: usize,
+    /// Commits of history each remote fetch brings and [`Engine::history`]
+    /// reads for co-change statistics (`CONTEXT_HISTORY_DEPTH` in the context
+    /// worker); 0 fetches the tip alone and reads no history.
+    pub history_depth: u32,
 }
 
 impl Default for EngineConfig {
@@ -114,6 +122,7 @@ impl Default for EngineConfig {
             memory_budget: None,
             memory_wait: Duration::from_secs(120),
             max_interned: MAX_INTERNED,
+            history_depth: 0,
         }
     }
 }
@@ -134,6 +143,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("memory_budget", &self.memory_budget)
             .field("memory_wait", &self.memory_wait)
             .field("max_interned", &self.max_interned)
+            .field("history_depth", &self.history_depth)
             .finish_non_exhaustive()
     }
 }
@@ -242,6 +252,9 @@ pub struct Engine {
     /// The memory budget, when there is one.
     pool: Option<Arc<MemoryPool>>,
     maps: moka::sync::Cache<String, Arc<CodeMap>>,
+    /// Co-change tables by commit, built once per revision in this process
+    /// (cheap to rebuild: one bounded `git log`).
+    histories: moka::sync::Cache<String, Arc<CoChange>>,
     disk: Option<DiskStore>,
     local: Mutex<HashMap<PathBuf, LocalStat>>,
     /// Interned terms and names, replaced by empty ones when they grow past
@@ -275,6 +288,7 @@ impl Engine {
             git: Policy::new(config.git_timeout, config.allow_local),
             memory: moka::sync::Cache::new(config.memory_entries),
             maps: moka::sync::Cache::new(16),
+            histories: moka::sync::Cache::new(16),
             pool: config.memory_budget.map(MemoryPool::new),
             disk,
             local: Mutex::new(HashMap::new()),
@@ -384,6 +398,44 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join("contexten-codemap"));
         RepoCache::new(clones.join(CACHE_GIT_DIR), self.git.clone())
+            .with_depth(self.config.history_depth)
+    }
+
+    /// Co-change statistics over the last [`EngineConfig::history_depth`]
+    /// commits up to `commit` (as [`analyse_revision`](Self::analyse_revision)
+    /// gave it for `src`), read from the repository that call fetched, without
+    /// fetching again. `None` when the depth is 0, `src` is a plain directory,
+    /// or the history at hand has no usable commit (a depth-1 fetch). Built
+    /// once per commit and kept in memory.
+    pub fn history(
+        &self,
+        src: &RepoSource,
+        commit: &str,
+    ) -> Result<Option<Arc<CoChange>>, CodemapError> {
+        let depth = self.config.history_depth;
+        let RepoSource::Git { url, .. } = src else {
+            return Ok(None);
+        };
+        if depth == 0 {
+            return Ok(None);
+        }
+        if src.is_local() && !self.config.allow_local {
+            return Err(CodemapError::LocalRepoRefused);
+        }
+        if let Some(known) = self.histories.get(commit) {
+            return Ok((!known.is_empty()).then_some(known));
+        }
+        let repo = match contexten_git::classify_url(url)? {
+            UrlKind::Local(_) => Repo::open_local(url, &self.git)?,
+            UrlKind::Remote => {
+                let cache = self.repo_cache();
+                cache.open(&cache.dir_of(url))?
+            }
+        };
+        let commits = repo.changed_paths(commit, depth, MAX_HISTORY_LOG_BYTES)?;
+        let table = Arc::new(CoChange::from_commits(&commits));
+        self.histories.insert(commit.to_owned(), table.clone());
+        Ok((!table.is_empty()).then_some(table))
     }
 
     /// The read caps of [`EngineConfig`].
