@@ -284,7 +284,7 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
                 .create_channel()
                 .await
                 .map_err(|e| CliError::on_broker(e.into(), "queues"))?;
-            let stats = queue_stats(&channel, &names)
+            let stats = queue_stats(&channel, &names, broker.queue_type)
                 .await
                 .map_err(|e| CliError::on_broker(e, "queues"))?;
             let _ = connection.close(200, "done".into()).await;

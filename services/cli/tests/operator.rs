@@ -4,7 +4,7 @@ use contexten_broker::{PublishedMessage, Publisher, Store};
 use contexten_cli::{
     DeadAction, DeadFilter, dead_letters, list_dead, queue_stats, redis_report, task_status,
 };
-use contexten_config::{Env, RedisSettings};
+use contexten_config::{Env, QueueType, RedisSettings};
 use contexten_envelope::{
     HEADER_ATTEMPT, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, Names, ReplyTarget, SourceKind, Stage,
     TaskEnvelope,
@@ -77,7 +77,9 @@ async fn dead_letters_are_listed_in_place_then_replayed_with_attempts_reset() {
         .unwrap();
     assert_eq!(again.len(), 2, "listing leaves them in place");
 
-    let stats = queue_stats(channel, names).await.unwrap();
+    let stats = queue_stats(channel, names, QueueType::Classic)
+        .await
+        .unwrap();
     let dead = stats
         .iter()
         .find(|q| q.queue == names.dead_queue(Stage::Generate))
@@ -246,4 +248,80 @@ async fn a_reopening_replay_clears_only_the_dead_lettered_completion_mark() {
     assert_eq!(history(reopened), serde_json::json!([]), "the mark is gone");
     let kept = task_status(store, done.task_id).await.unwrap().unwrap();
     assert_eq!(history(kept)[0]["outcome"], "queued:dispatch");
+}
+
+/// Quorum mode (docs/design.md §3): every priority lane is listed, a letter
+/// the broker dead-lettered at its delivery limit reads as `poison`, and a
+/// replay lands in the stage's operator lane.
+#[tokio::test]
+async fn in_quorum_mode_lanes_are_listed_and_a_replay_lands_in_the_operator_lane() {
+    let fx = BrokerFixture::builder()
+        .prefetch(1)
+        .plain_publisher()
+        .env(&[("QUEUE_TYPE", "quorum")])
+        .start()
+        .await;
+    let (channel, publisher, names) = (&fx.channel, &fx.publisher, &fx.names);
+
+    let stats = queue_stats(channel, names, QueueType::Quorum)
+        .await
+        .unwrap();
+    let lanes = contexten_broker::topology::work_queues(names, QueueType::Quorum, Stage::Generate);
+    assert_eq!(lanes.len(), 4, "four priority lanes");
+    for (lane, _) in &lanes {
+        assert!(
+            stats.iter().any(|q| &q.queue == lane && !q.dead),
+            "{lane} is listed"
+        );
+    }
+
+    // As the broker dead-letters at x-delivery-limit: only its x-death table.
+    let env = envelope("poisoned");
+    let mut death = FieldTable::default();
+    death.insert(
+        "reason".into(),
+        AMQPValue::LongString("delivery_limit".into()),
+    );
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-death".into(),
+        AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
+    );
+    publisher
+        .publish_raw(PublishedMessage {
+            exchange: names.dead_letter_exchange(),
+            routing_key: Stage::Generate.as_str().into(),
+            body: env.to_json(),
+            properties: BasicProperties::default()
+                .with_message_id(env.message_id(Stage::Generate).into())
+                .with_headers(headers),
+        })
+        .await
+        .unwrap();
+    let letters = list_dead(channel, names, Stage::Generate, 10)
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, "poison");
+
+    let replayed = dead_letters(
+        channel,
+        names,
+        Stage::Generate,
+        &DeadFilter::default(),
+        usize::MAX,
+        DeadAction::Replay(publisher),
+    )
+    .await
+    .unwrap();
+    assert_eq!(replayed.done.len(), 1);
+    let operator_lane = lanes
+        .iter()
+        .find(|(_, p)| *p == contexten_envelope::Priority::Operator)
+        .map(|(q, _)| q.clone())
+        .unwrap();
+    let back = fx
+        .take_envelope(&operator_lane, std::time::Duration::from_secs(5))
+        .await;
+    assert_eq!(back.task_id, env.task_id);
 }

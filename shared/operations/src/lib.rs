@@ -6,7 +6,11 @@
 //! function over a broker channel and the Redis store, so tests drive them
 //! against the real services.
 
-use contexten_broker::{BrokerError, PublishedMessage, Publisher, RedisRole, Store, redis_error};
+use contexten_broker::topology;
+use contexten_broker::{
+    BrokerError, PublishedMessage, Publisher, RedisRole, Store, dead_letter_reason, redis_error,
+};
+use contexten_config::QueueType;
 use contexten_envelope::{
     HEADER_ATTEMPT, HEADER_DEAD_AT_MS, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, HEADER_DEAD_STAGE,
     Names, Priority, Stage, TaskId, now_ms,
@@ -29,14 +33,19 @@ pub struct QueueStats {
     pub consumers: u32,
 }
 
-/// Depth and consumers of every stage queue and dead queue.
-pub async fn queue_stats(channel: &Channel, names: &Names) -> Result<Vec<QueueStats>, BrokerError> {
+/// Depth and consumers of every stage queue (each priority lane's in quorum
+/// mode, docs/design.md §3) and dead queue.
+pub async fn queue_stats(
+    channel: &Channel,
+    names: &Names,
+    queue_type: QueueType,
+) -> Result<Vec<QueueStats>, BrokerError> {
     let mut stats = Vec::new();
     for stage in Stage::QUEUED {
-        for (queue, dead) in [
-            (names.stage_queue(stage), false),
-            (names.dead_queue(stage), true),
-        ] {
+        let work = topology::work_queues(names, queue_type, stage)
+            .into_iter()
+            .map(|(queue, _)| (queue, false));
+        for (queue, dead) in work.chain([(names.dead_queue(stage), true)]) {
             let declared = channel
                 .queue_declare(
                     queue.as_str().into(),
@@ -97,7 +106,9 @@ impl DeadLetter {
         DeadLetter {
             stage,
             message_id: props.message_id().as_ref().map(|m| m.as_str().to_owned()),
-            reason: header_text(headers, HEADER_DEAD_REASON),
+            // The runtime's reason header, else the broker's own (a quorum
+            // queue's delivery limit reads as `poison`).
+            reason: dead_letter_reason(headers).unwrap_or_default(),
             detail: header_text(headers, HEADER_DEAD_DETAIL),
             attempt: header_text(headers, HEADER_ATTEMPT),
             task_id,
@@ -394,7 +405,9 @@ async fn republish(
     publisher
         .publish_raw(PublishedMessage {
             exchange: names.work_exchange(),
-            routing_key: stage.as_str().to_owned(),
+            // The operator lane: a quorum-mode stage's highest-priority queue;
+            // a classic stage queue is bound with every lane's key.
+            routing_key: topology::routing_key(stage, Priority::Operator),
             body: delivery.data.clone(),
             properties: props
                 .with_priority(Priority::Operator.amqp())

@@ -197,7 +197,7 @@ pub async fn queues(State(state): Shared, method: Method, headers: HeaderMap) ->
         Ok(c) => c,
         Err(error) => return unavailable("The broker", &error, csrf),
     };
-    let stats = match queue_stats(&channel, &state.names).await {
+    let stats = match queue_stats(&channel, &state.names, state.cfg.broker.queue_type).await {
         Ok(s) => s,
         Err(error) => return unavailable("The broker", &error, csrf),
     };
