@@ -145,6 +145,7 @@ contextGitTimeoutSecs: {env: CONTEXT_GIT_TIMEOUT_SECS, to: [context]}
 contextMaxFiles: {env: CONTEXT_MAX_FILES, to: [context]}
 contextMaxTotalBytes: {env: CONTEXT_MAX_TOTAL_BYTES, to: [context]}
 contextMemoryBudgetBytes: {env: CONTEXT_MEMORY_BUDGET_BYTES, to: [context]}
+contextHistoryDepth: {env: CONTEXT_HISTORY_DEPTH, to: [context]}
 # generator-worker
 llmProvider: {env: LLM_PROVIDER, to: [generate]}
 llmBaseUrl: {env: LLM_BASE_URL, to: [generate]}
