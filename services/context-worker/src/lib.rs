@@ -37,7 +37,8 @@
 //! that many commits (a bounded shallow fetch, under the same URL, address and
 //! timeout rules as the tip alone) and the ranking uses codemap's co-change,
 //! churn and recency statistics over them (`CodeMap::query_history`; codemap's
-//! `eval/README.md` measured +3.9 points of R@10); the table is built once per
+//! `shared/codemap/eval/README.md` measured +3.9 points of R@10; a local git
+//! repository is read in place, up to that depth); the table is built once per
 //! commit and kept in this process's memory. A plain directory, or a history
 //! with no commit beyond its shallow boundary, is ranked from the tree alone,
 //! as is a task whose history cannot be read (logged);
@@ -265,7 +266,7 @@ pub const DEFAULT_MAX_FILES: usize = 50_000;
 pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 256 << 20;
 
 /// Default of `CONTEXT_HISTORY_DEPTH`: the window codemap's evaluation
-/// measured the co-change lever on (`eval/README.md`); fetching it costs a
+/// measured the co-change lever on (`shared/codemap/eval/README.md`); fetching it costs a
 /// few hundred commits' objects once per repository and ref.
 pub const DEFAULT_HISTORY_DEPTH: u32 = 200;
 
