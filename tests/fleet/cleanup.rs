@@ -40,7 +40,8 @@ pub async fn depths(prefix: &str) -> std::collections::BTreeMap<String, u32> {
     depths_on(&amqp_url(), prefix).await
 }
 
-/// [`depths`] on the given broker.
+/// [`depths`] on the given broker (classic queues: the quorum-mode fleet of
+/// the ha test lists its lanes through `rabbitmqctl`).
 pub async fn depths_on(amqp_url: &str, prefix: &str) -> std::collections::BTreeMap<String, u32> {
     let mut depths = std::collections::BTreeMap::new();
     let Ok(connection) =
@@ -50,7 +51,9 @@ pub async fn depths_on(amqp_url: &str, prefix: &str) -> std::collections::BTreeM
     };
     if let Ok(channel) = connection.create_channel().await {
         let names = contexten_envelope::Names::new(prefix);
-        if let Ok(stats) = contexten_cli::queue_stats(&channel, &names).await {
+        if let Ok(stats) =
+            contexten_cli::queue_stats(&channel, &names, contexten_config::QueueType::Classic).await
+        {
             for q in stats {
                 depths.insert(q.queue, q.ready);
             }
