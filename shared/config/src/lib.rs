@@ -686,8 +686,8 @@ mod tests {
         assert_eq!(broker.queue_type, QueueType::Quorum);
         assert_eq!(broker.delivery_limit, 3);
         for bad in ["Quorum", "stream", "mirrored"] {
-            let err = BrokerSettings::from_env(&Env::from_pairs([("QUEUE_TYPE", bad)]), 1)
-                .unwrap_err();
+            let err =
+                BrokerSettings::from_env(&Env::from_pairs([("QUEUE_TYPE", bad)]), 1).unwrap_err();
             assert_eq!(err.var, "QUEUE_TYPE");
             assert!(err.to_string().contains("classic or quorum"), "{err}");
         }
