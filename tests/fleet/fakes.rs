@@ -3,9 +3,7 @@
 //! in bursts (LLM and Codegen) for the fault test.
 
 use serde_json::{Value, json};
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use wiremock::matchers::{method, path_regex};
@@ -71,74 +69,6 @@ pub struct CallbackSeen {
     pub at: std::time::Instant,
 }
 
-/// One request to the fake GitHub's git server through `git http-backend` (CGI),
-/// so clones and shallow fetches speak git's real smart HTTP protocol.
-fn git_http_backend(root: &Path, request: &Request) -> ResponseTemplate {
-    let header = |name: &str| {
-        request
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let mut command = Command::new("git");
-    command
-        .arg("http-backend")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("GIT_PROJECT_ROOT", root)
-        .env("GIT_HTTP_EXPORT_ALL", "1")
-        .env("REQUEST_METHOD", request.method.as_str())
-        .env("PATH_INFO", request.url.path())
-        .env("QUERY_STRING", request.url.query().unwrap_or(""))
-        .env("CONTENT_TYPE", header("content-type"))
-        .env("CONTENT_LENGTH", request.body.len().to_string())
-        .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
-        .env("GIT_PROTOCOL", header("git-protocol"))
-        .env("REMOTE_ADDR", "127.0.0.1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let Ok(mut child) = command.spawn() else {
-        return ResponseTemplate::new(500);
-    };
-    let body = request.body.clone();
-    let mut stdin = child.stdin.take();
-    let writer = std::thread::spawn(move || {
-        if let Some(stdin) = stdin.as_mut() {
-            let _ = stdin.write_all(&body);
-        }
-    });
-    let output = child.wait_with_output();
-    let _ = writer.join();
-    let Ok(output) = output else {
-        return ResponseTemplate::new(500);
-    };
-    // CGI: header lines, a blank line, the body.
-    let out = output.stdout;
-    let Some(split) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return ResponseTemplate::new(500);
-    };
-    let mut response = ResponseTemplate::new(200);
-    let mut content_type = "application/octet-stream".to_owned();
-    for line in String::from_utf8_lossy(&out[..split]).lines() {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        match name.to_ascii_lowercase().as_str() {
-            "status" => {
-                let code = value.split(' ').next().and_then(|c| c.parse().ok());
-                response = ResponseTemplate::new(code.unwrap_or(500));
-            }
-            "content-type" => content_type = value.to_owned(),
-            _ => {}
-        }
-    }
-    response.set_body_raw(out[split + 4..].to_vec(), &content_type)
-}
-
 /// A Slack channel the fake's bot is not a member of: `chat.postMessage`
 /// there answers `not_in_channel`.
 pub const OUTSIDE_CHANNEL: &str = "C0OUTSIDE";
@@ -184,7 +114,9 @@ impl Fakes {
     pub async fn serve_git(&self, root: &Path) {
         let root = root.to_path_buf();
         Mock::given(path_regex(r"^/[^/]+/[^/]+\.git/"))
-            .respond_with(move |request: &Request| git_http_backend(&root, request))
+            .respond_with(move |request: &Request| {
+                contexten_testkit::git_http::respond(&root, request)
+            })
             .mount(&self.github)
             .await;
     }

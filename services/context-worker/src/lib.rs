@@ -1468,74 +1468,15 @@ mod tests {
         (paths, context.extra.get("history").cloned())
     }
 
-    /// One smart-HTTP request answered by `git http-backend` (CGI) over the
-    /// repositories under `root`, so shallow fetches speak git's real protocol.
-    fn git_http_backend(
-        root: &std::path::Path,
-        request: &wiremock::Request,
-    ) -> wiremock::ResponseTemplate {
-        use std::io::Write as _;
-        use wiremock::ResponseTemplate;
-        let header = |name: &str| {
-            request
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
-        };
-        let mut child = std::process::Command::new("git")
-            .arg("http-backend")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("GIT_PROJECT_ROOT", root)
-            .env("GIT_HTTP_EXPORT_ALL", "1")
-            .env("REQUEST_METHOD", request.method.as_str())
-            .env("PATH_INFO", request.url.path())
-            .env("QUERY_STRING", request.url.query().unwrap_or(""))
-            .env("CONTENT_TYPE", header("content-type"))
-            .env("CONTENT_LENGTH", request.body.len().to_string())
-            .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
-            .env("GIT_PROTOCOL", header("git-protocol"))
-            .env("REMOTE_ADDR", "127.0.0.1")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let body = request.body.clone();
-        let mut stdin = child.stdin.take().unwrap();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&body);
-        });
-        let out = child.wait_with_output().unwrap().stdout;
-        writer.join().unwrap();
-        let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        let mut response = ResponseTemplate::new(200);
-        let mut content_type = "application/octet-stream".to_owned();
-        for line in String::from_utf8_lossy(&out[..split]).lines() {
-            match line
-                .split_once(':')
-                .map(|(n, v)| (n.to_ascii_lowercase(), v.trim()))
-            {
-                Some((name, value)) if name == "status" => {
-                    let code = value.split(' ').next().and_then(|c| c.parse().ok());
-                    response = ResponseTemplate::new(code.unwrap_or(500));
-                }
-                Some((name, value)) if name == "content-type" => content_type = value.to_owned(),
-                _ => {}
-            }
-        }
-        response.set_body_raw(out[split + 4..].to_vec(), &content_type)
-    }
-
     #[tokio::test]
     async fn a_remote_repository_is_fetched_with_the_configured_history_and_ranked_with_it() {
         let repo = repo_with_cochanges();
         let root = repo.path().parent().unwrap().to_path_buf();
         let server = wiremock::MockServer::start().await;
         wiremock::Mock::given(wiremock::matchers::any())
-            .respond_with(move |request: &wiremock::Request| git_http_backend(&root, request))
+            .respond_with(move |request: &wiremock::Request| {
+                contexten_testkit::git_http::respond(&root, request)
+            })
             .mount(&server)
             .await;
         let name = repo

@@ -15,6 +15,8 @@ mod certs;
 mod cluster;
 mod eventually;
 mod git;
+#[cfg(feature = "git-http")]
+pub mod git_http;
 mod port;
 mod prefix;
 mod process;
