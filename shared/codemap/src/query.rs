@@ -736,6 +736,22 @@ fn normalise(v: &[f32]) -> Vec<f32> {
     v.iter().map(|x| x / max).collect()
 }
 
+/// The `top_k` paths with a positive score, best first (ties by path), as
+/// both BM25 baselines rank them.
+fn top_scored(paths: &[&str], scores: &[f32], top_k: usize) -> Vec<String> {
+    let mut order: Vec<usize> = (0..paths.len()).filter(|i| scores[*i] > 0.0).collect();
+    order.sort_by(|a, b| {
+        scores[*b]
+            .total_cmp(&scores[*a])
+            .then(paths[*a].cmp(paths[*b]))
+    });
+    order
+        .into_iter()
+        .take(top_k)
+        .map(|i| paths[i].to_owned())
+        .collect()
+}
+
 /// Plain BM25 over whole-file contents: the evaluation baseline.
 pub fn baseline_rank(files: &[(String, String)], text: &str, top_k: usize) -> Vec<String> {
     let terms = std::sync::Arc::new(crate::bm25::TermTable::default());
@@ -756,17 +772,8 @@ pub fn baseline_rank(files: &[(String, String)], text: &str, top_k: usize) -> Ve
         }
     });
     let scores = idx.score(&weigh_query(&q));
-    let mut order: Vec<usize> = (0..files.len()).filter(|i| scores[*i] > 0.0).collect();
-    order.sort_by(|a, b| {
-        scores[*b]
-            .total_cmp(&scores[*a])
-            .then(files[*a].0.cmp(&files[*b].0))
-    });
-    order
-        .into_iter()
-        .take(top_k)
-        .map(|i| files[i].0.clone())
-        .collect()
+    let paths: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
+    top_scored(&paths, &scores, top_k)
 }
 
 /// Field weights of [`code_aware_rank`]: a path or definition name says more
@@ -802,17 +809,8 @@ pub fn code_aware_rank(
     let refs: Vec<&[(u32, f32)]> = docs.iter().map(Vec::as_slice).collect();
     let idx = crate::bm25::Bm25Index::build(&refs, terms);
     let scores = idx.score(&weigh_query(&tokens::query_terms(text)));
-    let mut order: Vec<usize> = (0..files.len()).filter(|i| scores[*i] > 0.0).collect();
-    order.sort_by(|a, b| {
-        scores[*b]
-            .total_cmp(&scores[*a])
-            .then(files[*a].0.cmp(&files[*b].0))
-    });
-    order
-        .into_iter()
-        .take(top_k)
-        .map(|i| files[i].0.clone())
-        .collect()
+    let paths: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
+    top_scored(&paths, &scores, top_k)
 }
 
 #[cfg(test)]

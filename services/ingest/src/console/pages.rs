@@ -323,17 +323,7 @@ pub async fn dead(State(state): Shared, method: Method, headers: HeaderMap) -> R
                     ),
                     None => "<span class=\"muted\">(no id)</span>".into(),
                 };
-                let task = letter
-                    .task_id
-                    .as_deref()
-                    .map(|t| {
-                        format!(
-                            "<a href=\"/console/tasks/{}\">{}</a>",
-                            esc(&url_part(t)),
-                            esc(t)
-                        )
-                    })
-                    .unwrap_or_default();
+                let task = task_link(letter);
                 let mut detail = letter.detail.clone();
                 if detail.len() > 200 {
                     let cut = (0..=200)
@@ -441,17 +431,7 @@ pub async fn letter(
             esc(&header_masked(name, value))
         );
     }
-    let task = letter
-        .task_id
-        .as_deref()
-        .map(|t| {
-            format!(
-                "<a href=\"/console/tasks/{}\">{}</a>",
-                esc(&url_part(t)),
-                esc(t)
-            )
-        })
-        .unwrap_or_default();
+    let task = task_link(&letter);
     let body = format!(
         "<table><tr><th>stage</th><td>{}</td></tr><tr><th>message id</th><td>{}</td></tr><tr><th>task</th><td>{task}</td></tr>\
          <tr><th>reason</th><td class=\"reason\">{}</td></tr><tr><th>attempts</th><td>{}</td></tr>\
@@ -1178,4 +1158,19 @@ pub async fn limits(State(state): Shared, method: Method, headers: HeaderMap) ->
         StatusCode::OK,
         html::page("Breakers & limiters", csrf, &body),
     )
+}
+
+/// A dead letter's task as a link to its task page (empty without a task id).
+fn task_link(letter: &DeadLetter) -> String {
+    letter
+        .task_id
+        .as_deref()
+        .map(|t| {
+            format!(
+                "<a href=\"/console/tasks/{}\">{}</a>",
+                esc(&url_part(t)),
+                esc(t)
+            )
+        })
+        .unwrap_or_default()
 }
