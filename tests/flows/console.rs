@@ -120,8 +120,12 @@ impl Browser {
         .await;
         assert!(ready.is_some(), "chromedriver never became ready");
         let profile = tempfile::tempdir().unwrap();
+        // An implicit wait: a click that submits a form returns before the
+        // next page has loaded, so a lookup waits for its element (up to 10 s)
+        // instead of failing on the page being replaced.
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            "timeouts": {"implicit": 10000},
             "goog:chromeOptions": {"binary": CHROMIUM, "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1280,1000", "--disable-crash-reporter", "--disable-breakpad", format!("--user-data-dir={}", profile.path().display())
