@@ -407,11 +407,17 @@ async fn the_console_in_a_browser_shows_a_dead_letter_replays_it_and_the_task_co
     );
     browser.type_into("#token", &admin_token()).await;
     browser.click("#sign-in").await;
-    assert!(
-        browser.url().await.ends_with("/console/queues"),
-        "{}",
-        browser.url().await
-    );
+    // The click returns before the redirect has been followed.
+    let signed_in = contexten_testkit::poll(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(100),
+        || async {
+            let url = browser.url().await;
+            url.ends_with("/console/queues").then_some(url)
+        },
+    )
+    .await;
+    assert!(signed_in.is_ok(), "{}", browser.url().await);
     let queues = browser.source().await;
     assert!(
         queues.contains(&names.dead_queue(Stage::Dispatch)),
