@@ -1552,6 +1552,50 @@ mod tests {
         assert_eq!(used, None);
     }
 
+    /// `core/calc.py` shares no word with the request; only past commits
+    /// whose messages read like it say that it is where such bugs were fixed.
+    #[tokio::test]
+    async fn past_fixes_described_like_the_request_bring_their_files() {
+        let repo = contexten_testkit::GitRepo::new();
+        for i in 0..8 {
+            repo.file(
+                &format!("util/helper_{i}.py"),
+                format!("def helper_{i}(x):\n    return x + {i}\n"),
+            );
+        }
+        repo.file(
+            "billing/invoice.py",
+            "def total_with_tax(amount, rate):\n    return amount * (1 + rate)\n",
+        );
+        repo.file("core/calc.py", "def f(x):\n    return x\n")
+            .commit("start");
+        for i in 0..3 {
+            repo.file("core/calc.py", format!("def f(x):\n    return x + {i}\n"))
+                .commit("Fix rounding of discounted prices on credit notes");
+            for round in 0..2 {
+                for h in 0..8 {
+                    repo.file(
+                        &format!("util/helper_{h}.py"),
+                        format!("def helper_{h}(x):\n    return x * {i} + {round}\n"),
+                    );
+                }
+                repo.commit("Tidy helpers");
+            }
+        }
+        let url = repo.file_url();
+
+        let (with, used) = ranked_with_depth(&url, "200").await;
+        assert_eq!(used, Some(serde_json::Value::Bool(true)));
+        // Above the helpers, which changed more often and more recently.
+        assert_eq!(with.get(1).map(String::as_str), Some("core/calc.py"), "{with:?}");
+
+        let (without, _) = ranked_with_depth(&url, "0").await;
+        assert!(
+            !without.contains(&"core/calc.py".to_owned()),
+            "nothing in the tree links it to the request: {without:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_repository_over_the_memory_budget_gets_a_partial_answer_that_says_so() {
         let dir = tempfile::tempdir().unwrap();

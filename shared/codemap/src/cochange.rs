@@ -9,6 +9,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+
+use crate::bm25::{Bm25Index, TermTable};
+use crate::tokens;
 
 /// Commits touching more files than this say little about which files belong
 /// together (mass renames, formatting, licence headers) and are skipped.
@@ -32,6 +36,16 @@ pub struct CoChange {
     recent: HashMap<String, f32>,
     /// Highest recency of any file.
     max_recent: f32,
+    /// The commits' messages, indexed so a request finds the past changes that
+    /// read like it (none when the history was given without messages).
+    messages: Option<Arc<MessageIndex>>,
+}
+
+/// Past commit messages as BM25 documents, with the files each commit touched.
+#[derive(Debug, Default)]
+struct MessageIndex {
+    index: Bm25Index,
+    files: Vec<Vec<String>>,
 }
 
 impl CoChange {
@@ -43,15 +57,27 @@ impl CoChange {
     /// the commits touching `a` plus one (so a single shared commit is not
     /// certainty).
     pub fn from_commits<S: AsRef<str>>(commits: &[Vec<S>]) -> Self {
+        let none: Vec<(&str, &[S])> = commits.iter().map(|c| ("", c.as_slice())).collect();
+        Self::from_history(&none)
+    }
+
+    /// [`CoChange::from_commits`] with each commit's message, newest first:
+    /// the messages are indexed for [`CoChange::similar_commits`].
+    pub fn from_history<M: AsRef<str>, S: AsRef<str>>(commits: &[(M, &[S])]) -> Self {
+        let mut indexed: Vec<(Vec<String>, Vec<String>)> = Vec::new();
         let mut changes: HashMap<String, f32> = HashMap::new();
         let mut pairs: HashMap<(String, String), f32> = HashMap::new();
         let mut recent: HashMap<String, f32> = HashMap::new();
-        for (age, c) in commits.iter().enumerate() {
+        for (age, (message, c)) in commits.iter().enumerate() {
             let mut files: Vec<&str> = c.iter().map(AsRef::as_ref).collect();
             files.sort_unstable();
             files.dedup();
             if files.is_empty() || files.len() > MAX_COMMIT_FILES {
                 continue;
+            }
+            let terms = tokens::query_terms(message.as_ref());
+            if !terms.is_empty() {
+                indexed.push((terms, files.iter().map(|f| (*f).to_owned()).collect()));
             }
             let r = (-(age as f32) / RECENCY_COMMITS).exp();
             for f in &files {
@@ -81,12 +107,25 @@ impl CoChange {
         }
         let max_changes = changes.values().copied().fold(0.0, f32::max);
         let max_recent = recent.values().copied().fold(0.0, f32::max);
+        let messages = (!indexed.is_empty()).then(|| {
+            let table = Arc::new(TermTable::default());
+            let docs: Vec<Vec<(u32, f32)>> = indexed
+                .iter()
+                .map(|(terms, _)| table.intern_all(terms.iter().map(|t| (t.as_str(), 1.0))))
+                .collect();
+            let refs: Vec<&[(u32, f32)]> = docs.iter().map(Vec::as_slice).collect();
+            Arc::new(MessageIndex {
+                index: Bm25Index::build(&refs, table),
+                files: indexed.into_iter().map(|(_, f)| f).collect(),
+            })
+        });
         Self {
             changes,
             neighbours,
             max_changes,
             recent,
             max_recent,
+            messages,
         }
     }
 
@@ -98,16 +137,36 @@ impl CoChange {
             .arg(git_dir)
             .args(["log", "--no-merges", "--no-renames", "--name-only"])
             .arg(format!("--max-count={depth}"))
-            .args(["--format=%x1e", rev, "--"])
+            .args(["--format=%x1e%B%x1f", rev, "--"])
             .output()?;
         if !out.status.success() {
             return Err(std::io::Error::other(
                 String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             ));
         }
-        Ok(Self::from_commits(&parse_name_only(
-            &String::from_utf8_lossy(&out.stdout),
-        )))
+        let log = parse_log(&String::from_utf8_lossy(&out.stdout));
+        let commits: Vec<(&str, &[String])> = log
+            .iter()
+            .map(|(m, f)| (m.as_str(), f.as_slice()))
+            .collect();
+        Ok(Self::from_history(&commits))
+    }
+
+    /// Past commits whose messages read like `query` (weighted terms), best
+    /// first, at most `top`: (similarity relative to the best, files touched).
+    pub fn similar_commits(&self, query: &[(String, f32)], top: usize) -> Vec<(f32, &[String])> {
+        let Some(m) = &self.messages else {
+            return Vec::new();
+        };
+        let scores = m.index.score(query);
+        let mut order: Vec<usize> = (0..scores.len()).filter(|i| scores[*i] > 0.0).collect();
+        order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
+        order.truncate(top);
+        let best = order.first().map_or(1.0, |i| scores[*i]);
+        order
+            .into_iter()
+            .map(|i| (scores[i] / best, m.files[i].as_slice()))
+            .collect()
     }
 
     /// Whether no history was counted.
@@ -143,17 +202,20 @@ impl CoChange {
     }
 }
 
-/// Splits `git log --name-only --format=%x1e` output into per-commit path lists.
-fn parse_name_only(log: &str) -> Vec<Vec<String>> {
+/// Splits `git log --name-only --format=%x1e%B%x1f` output into per-commit
+/// (message, paths).
+fn parse_log(log: &str) -> Vec<(String, Vec<String>)> {
     log.split('\x1e')
-        .map(|rec| {
-            rec.lines()
+        .filter_map(|rec| {
+            let (message, names) = rec.split_once('\x1f').unwrap_or(("", rec));
+            let paths: Vec<String> = names
+                .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
                 .map(str::to_owned)
-                .collect::<Vec<_>>()
+                .collect();
+            (!paths.is_empty()).then(|| (message.trim().to_owned(), paths))
         })
-        .filter(|c| !c.is_empty())
         .collect()
 }
 
@@ -197,11 +259,41 @@ mod tests {
     }
 
     #[test]
-    fn name_only_log_is_split_per_commit() {
-        let log = "\x1e\n\nsrc/a.rs\nsrc/b.rs\n\x1e\n\nREADME.md\n\x1e\n\n";
+    fn log_is_split_per_commit_with_its_message() {
+        let log = "\x1eFix the parser\n\nbody\n\x1f\n\nsrc/a.rs\nsrc/b.rs\n\x1eDocs\x1f\n\nREADME.md\n\x1eEmpty\x1f\n\n";
         assert_eq!(
-            parse_name_only(log),
-            vec![vec!["src/a.rs", "src/b.rs"], vec!["README.md"]]
+            parse_log(log),
+            vec![
+                (
+                    "Fix the parser\n\nbody".to_owned(),
+                    vec!["src/a.rs".to_owned(), "src/b.rs".to_owned()]
+                ),
+                ("Docs".to_owned(), vec!["README.md".to_owned()])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_request_finds_the_past_commits_that_read_like_it() {
+        let a = ["src/decoder.rs", "tests/decoder.rs"].map(String::from);
+        let b = ["src/encoder.rs"].map(String::from);
+        let c = ["README.md"].map(String::from);
+        let commits: Vec<(&str, &[String])> = vec![
+            ("Fix decoder panic on trailing comma", &a),
+            ("Speed up the encoder", &b),
+            ("Docs: typo", &c),
+        ];
+        let h = CoChange::from_history(&commits);
+        let q =
+            crate::bm25::weigh_query(&tokens::query_terms("decoder panics with a trailing comma"));
+        let found = h.similar_commits(&q, 5);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, 1.0);
+        assert_eq!(found[0].1, &a[..]);
+        assert!(
+            CoChange::from_commits(&[vec!["a.rs"]])
+                .similar_commits(&q, 5)
+                .is_empty()
         );
     }
 }

@@ -432,8 +432,12 @@ impl Engine {
                 cache.open(&cache.dir_of(url))?
             }
         };
-        let commits = repo.changed_paths(commit, depth, MAX_HISTORY_LOG_BYTES)?;
-        let table = Arc::new(CoChange::from_commits(&commits));
+        let logged = repo.history(commit, depth, MAX_HISTORY_LOG_BYTES)?;
+        let commits: Vec<(&str, &[String])> = logged
+            .iter()
+            .map(|c| (c.message.as_str(), c.paths.as_slice()))
+            .collect();
+        let table = Arc::new(CoChange::from_history(&commits));
         self.histories.insert(commit.to_owned(), table.clone());
         Ok((!table.is_empty()).then_some(table))
     }

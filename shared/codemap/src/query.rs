@@ -65,6 +65,11 @@ pub struct RankParams {
     /// `w_active * recency`: a vague request is most likely about the code
     /// being worked on.
     pub w_active: f32,
+    /// Score added to the files that past commits reading like the request
+    /// touched, `w_similar * share` (share 0..1, the best such file 1).
+    pub w_similar: f32,
+    /// How many of the most similar past commits lend their files score.
+    pub similar_commits: usize,
 }
 
 impl Default for RankParams {
@@ -88,6 +93,8 @@ impl Default for RankParams {
             w_churn: 0.5,
             w_recent: 0.0,
             w_active: 0.2,
+            w_similar: 0.3,
+            similar_commits: 10,
         }
     }
 }
@@ -119,6 +126,8 @@ impl RankParams {
                 "w_churn" => self.w_churn = x,
                 "w_recent" => self.w_recent = x,
                 "w_active" => self.w_active = x,
+                "w_similar" => self.w_similar = x,
+                "similar_commits" => self.similar_commits = x as usize,
                 _ => {}
             }
         }
@@ -338,7 +347,7 @@ impl CodeMap {
             })
             .collect();
         let base = match history.filter(|h| !h.is_empty()) {
-            Some(h) => self.history_lift(base, p, h),
+            Some(h) => self.history_lift(base, p, h, &weighted),
             None => base,
         };
         let lifted = self.companion_lift(&base, p.companion);
@@ -378,7 +387,32 @@ impl CodeMap {
 
     /// Boosts often-changed files and lends each top file's score to the files
     /// that changed with it.
-    fn history_lift(&self, mut base: Vec<f32>, p: &RankParams, h: &CoChange) -> Vec<f32> {
+    fn history_lift(
+        &self,
+        mut base: Vec<f32>,
+        p: &RankParams,
+        h: &CoChange,
+        request: &[(String, f32)],
+    ) -> Vec<f32> {
+        if p.w_similar > 0.0 && p.similar_commits > 0 {
+            // Files of past changes described like this request, each commit's
+            // similarity spread over its files (a one-file fix says more).
+            let mut share = vec![0.0f32; base.len()];
+            for (sim, files) in h.similar_commits(request, p.similar_commits) {
+                let each = sim / (files.len() as f32).sqrt();
+                for path in files {
+                    if let Some(&f) = self.by_path.get(path.as_str()) {
+                        share[f as usize] += each;
+                    }
+                }
+            }
+            let best = share.iter().copied().fold(0.0f32, f32::max);
+            if best > 0.0 {
+                for (s, x) in base.iter_mut().zip(share) {
+                    *s += p.w_similar * x / best;
+                }
+            }
+        }
         if p.w_churn > 0.0 || p.w_recent > 0.0 {
             for (s, f) in base.iter_mut().zip(&self.files) {
                 *s *= 1.0 + p.w_churn * h.churn(&f.path) + p.w_recent * h.recency(&f.path);

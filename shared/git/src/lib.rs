@@ -46,7 +46,7 @@ pub use check::{UrlKind, check_path, check_ref, classify_url};
 pub use error::{GitError, Reason, Stderr};
 pub use fetch::{Fetched, RepoCache};
 pub use policy::{AuthHeader, DEFAULT_TIMEOUT, Policy, Remote, Resolve, SAFE_HOME};
-pub use repo::{Blob, Changes, Repo, Resolved, Selection, TreeEntry, is_git_dir};
+pub use repo::{Blob, Changes, LoggedCommit, Repo, Resolved, Selection, TreeEntry, is_git_dir};
 pub use select::{
     DEFAULT_MAX_BLOB_BYTES, DEFAULT_MAX_FILES, DEFAULT_MAX_TOTAL_BYTES, Limits, Selector, Skipped,
 };

@@ -62,6 +62,15 @@ pub enum Blob {
     NotBlob,
 }
 
+/// One commit of [`Repo::history`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedCommit {
+    /// The full message (subject and body), trimmed.
+    pub message: String,
+    /// The paths it touched.
+    pub paths: Vec<String>,
+}
+
 /// What changed between two commits ([`Repo::changes`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -187,20 +196,36 @@ impl Repo {
     }
 
     /// The paths each of the last `max_commits` non-merge commits reachable
-    /// from `commit` touched, newest first (renames as a deletion and an
-    /// addition); fewer when the history at hand is shallower. Commits
-    /// without a parent are left out: a root commit, or the boundary of a
-    /// shallow fetch, lists every file as added, which says nothing about
-    /// which files change together. git's output
-    /// is read up to `max_bytes`: past it, the commits read so far are
-    /// returned (the last, cut one left out), so a huge history costs a
-    /// bounded read. No diff drivers or text conversions run.
+    /// from `commit` touched, newest first: [`Repo::history`] without the
+    /// messages.
     pub fn changed_paths(
         &self,
         commit: &str,
         max_commits: u32,
         max_bytes: u64,
     ) -> Result<Vec<Vec<String>>, GitError> {
+        Ok(self
+            .history(commit, max_commits, max_bytes)?
+            .into_iter()
+            .map(|c| c.paths)
+            .collect())
+    }
+
+    /// The last `max_commits` non-merge commits reachable from `commit`,
+    /// newest first, each with its message and the paths it touched (renames
+    /// as a deletion and an addition); fewer when the history at hand is
+    /// shallower. Commits without a parent are left out: a root commit, or the
+    /// boundary of a shallow fetch, lists every file as added, which says
+    /// nothing about which files change together. git's output is read up to
+    /// `max_bytes`: past it, the commits read so far are returned (the last,
+    /// cut one left out), so a huge history costs a bounded read. No diff
+    /// drivers or text conversions run.
+    pub fn history(
+        &self,
+        commit: &str,
+        max_commits: u32,
+        max_bytes: u64,
+    ) -> Result<Vec<LoggedCommit>, GitError> {
         let commit = check::check_ref(commit)?;
         if max_commits == 0 {
             return Ok(Vec::new());
@@ -214,7 +239,7 @@ impl Repo {
             "--no-textconv",
             "--name-only",
             "-z",
-            "--format=%x1e%P",
+            "--format=%x1e%P%x1f%B",
             &count,
             "--end-of-options",
             commit,
@@ -395,21 +420,34 @@ fn parse_header(header: &str) -> Option<(&str, u64)> {
 /// `log --name-only -z --format=%x1e%P` output: each commit starts with a
 /// `\x1e<parents>` record; its paths follow, NUL-terminated (the first after
 /// a newline). Commits without parents are dropped.
-fn parse_log(out: &[u8]) -> Vec<Vec<String>> {
-    let mut commits: Vec<(bool, Vec<String>)> = Vec::new();
+fn parse_log(out: &[u8]) -> Vec<LoggedCommit> {
+    let mut commits: Vec<(bool, LoggedCommit)> = Vec::new();
     for record in out.split(|b| *b == 0) {
-        if let Some(parents) = record.strip_prefix(b"\x1e") {
-            commits.push((!parents.trim_ascii().is_empty(), Vec::new()));
+        if let Some(header) = record.strip_prefix(b"\x1e") {
+            let split = header.iter().position(|b| *b == 0x1f);
+            let (parents, message) = match split {
+                Some(i) => (&header[..i], &header[i + 1..]),
+                None => (header, &b""[..]),
+            };
+            commits.push((
+                !parents.trim_ascii().is_empty(),
+                LoggedCommit {
+                    message: String::from_utf8_lossy(message.trim_ascii()).into_owned(),
+                    paths: Vec::new(),
+                },
+            ));
             continue;
         }
         let path = record.strip_prefix(b"\n").unwrap_or(record);
         if let (Some((_, current)), false) = (commits.last_mut(), path.is_empty()) {
-            current.push(String::from_utf8_lossy(path).into_owned());
+            current
+                .paths
+                .push(String::from_utf8_lossy(path).into_owned());
         }
     }
     commits
         .into_iter()
-        .filter_map(|(has_parent, paths)| has_parent.then_some(paths))
+        .filter_map(|(has_parent, c)| has_parent.then_some(c))
         .collect()
 }
 
@@ -488,9 +526,10 @@ mod tests {
 
     #[test]
     fn log_records_are_split_into_commits_and_paths() {
-        let out = b"\x1eab12\0\na.py\0b c.py\0\x1ecd34\0\x1eef56\0\nd.rs\0\x1e\0\nroot.rs\0";
+        let out = b"\x1eab12\x1fFix a\n\nBecause.\n\0\na.py\0b c.py\0\x1ecd34\x1f\0\x1eef56\0\nd.rs\0\x1e\x1fRoot\0\nroot.rs\0";
+        let logged = parse_log(out);
         assert_eq!(
-            parse_log(out),
+            logged.iter().map(|c| c.paths.clone()).collect::<Vec<_>>(),
             vec![
                 vec!["a.py".to_owned(), "b c.py".to_owned()],
                 vec![],
@@ -498,6 +537,9 @@ mod tests {
             ],
             "the parentless commit is left out"
         );
+        assert_eq!(logged[0].message, "Fix a\n\nBecause.");
+        assert_eq!(logged[1].message, "");
+        assert_eq!(logged[2].message, "", "a record without a message");
         assert!(parse_log(b"").is_empty());
     }
 

@@ -609,17 +609,28 @@ fn cold_one(dir: &str, parent: &str, history: usize) -> anyhow::Result<()> {
         allow_local: true,
         ..EngineConfig::default()
     });
+    let t0 = Instant::now();
     let map = engine.analyse(&RepoSource::Git {
         url: dir.to_owned(),
         reference: Some(parent.to_owned()),
     })?;
+    let t_an = t0.elapsed();
     let p = RankParams::default();
     let h = if p.w_cochange > 0.0 || p.w_churn > 0.0 {
         Some(CoChange::from_git(Path::new(dir), parent, history)?)
     } else {
         None
     };
+    let t_h = t0.elapsed();
     let r = map.query_history(&Query::new(request, 10), &p, h.as_ref());
+    if std::env::var_os("CODEMAP_EVAL_PHASES").is_some() {
+        eprintln!(
+            "phases: analyse {:?} history {:?} query {:?}",
+            t_an,
+            t_h - t_an,
+            t0.elapsed() - t_h
+        );
+    }
     println!(
         "{} {}",
         map.files().len(),
