@@ -3,8 +3,6 @@
 
 use std::sync::{Arc, RwLock};
 
-use rustc_hash::FxHashMap as HashMap;
-
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
 
@@ -16,26 +14,34 @@ pub struct TermTable {
 }
 
 /// The strings in one buffer, found by hash: a term costs its bytes plus
-/// about 20 (a `HashMap<Arc<str>, u32>` and a `Vec<Arc<str>>` cost about 75,
-/// a tenth of a large repository's map).
+/// about 15 (an end offset, its hash and a slot of an open-addressing table;
+/// a `HashMap<u64, u32>` with chained ids cost about 30, a `HashMap<Arc<str>,
+/// u32>` with a `Vec<Arc<str>>` about 75, a tenth of a large repository's map).
 #[derive(Debug, Default)]
 struct Interned {
     /// Every string, back to back.
     text: String,
     /// Id → end of its string in `text` (start: the previous id's end).
     ends: Vec<u32>,
-    /// Hash of a string → the last id interned with that hash.
-    by_hash: HashMap<u64, u32>,
-    /// Id → the previous id with the same hash, or `u32::MAX`.
-    next: Vec<u32>,
+    /// Id → the string's hash (its low half), so probes and rehashing need
+    /// not touch the strings.
+    hashes: Vec<u32>,
+    /// Open addressing, linear probing: ids, [`EMPTY`] where none; a power of
+    /// two long, at most [`MAX_LOAD`] full.
+    slots: Vec<u32>,
 }
 
+const EMPTY: u32 = u32::MAX;
+/// Fullest the slots get, in eighths (the mean probe stays short).
+const MAX_LOAD: usize = 6;
+
 impl Interned {
-    fn hash(t: &str) -> u64 {
+    fn hash(t: &str) -> u32 {
         use std::hash::{BuildHasher as _, Hasher as _};
         let mut h = rustc_hash::FxBuildHasher.build_hasher();
         h.write(t.as_bytes());
-        h.finish()
+        // Fx's high bits are its best mixed.
+        (h.finish() >> 32) as u32
     }
 
     fn string(&self, id: u32) -> Option<&str> {
@@ -45,15 +51,27 @@ impl Interned {
         self.text.get(start..end)
     }
 
-    fn get(&self, t: &str) -> Option<u32> {
-        let mut id = *self.by_hash.get(&Self::hash(t))?;
-        while id != u32::MAX {
-            if self.string(id) == Some(t) {
-                return Some(id);
+    /// The id of `t` (hash `h`), or the empty slot where it would go.
+    fn find(&self, t: &str, h: u32) -> Result<u32, usize> {
+        let mask = self.slots.len().wrapping_sub(1);
+        let mut i = h as usize & mask;
+        loop {
+            let id = self.slots[i];
+            if id == EMPTY {
+                return Err(i);
             }
-            id = self.next[id as usize];
+            if self.hashes[id as usize] == h && self.string(id) == Some(t) {
+                return Ok(id);
+            }
+            i = (i + 1) & mask;
         }
-        None
+    }
+
+    fn get(&self, t: &str) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        self.find(t, Self::hash(t)).ok()
     }
 
     fn len(&self) -> usize {
@@ -61,16 +79,71 @@ impl Interned {
     }
 
     fn intern(&mut self, t: &str) -> u32 {
-        if let Some(id) = self.get(t) {
-            return id;
+        let h = Self::hash(t);
+        if (self.len() + 1) * 8 > self.slots.len() * MAX_LOAD {
+            self.grow_slots();
         }
+        let slot = match self.find(t, h) {
+            Ok(id) => return id,
+            Err(slot) => slot,
+        };
         let id = u32::try_from(self.ends.len()).unwrap_or(u32::MAX);
+        reserve_gently(&mut self.text, t.len());
         self.text.push_str(t);
+        reserve_gently(&mut self.ends, 1);
         self.ends
             .push(u32::try_from(self.text.len()).unwrap_or(u32::MAX));
-        let previous = self.by_hash.insert(Self::hash(t), id);
-        self.next.push(previous.unwrap_or(u32::MAX));
+        reserve_gently(&mut self.hashes, 1);
+        self.hashes.push(h);
+        self.slots[slot] = id;
         id
+    }
+
+    /// Doubles the slots and puts every id back by its kept hash.
+    fn grow_slots(&mut self) {
+        let n = (self.slots.len() * 2).max(64);
+        self.slots = vec![EMPTY; n];
+        let mask = n - 1;
+        for (id, h) in (0u32..).zip(&self.hashes) {
+            let mut i = *h as usize & mask;
+            while self.slots[i] != EMPTY {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = id;
+        }
+    }
+}
+
+/// Room for `more` in a growing buffer, by a quarter of its length rather
+/// than the doubling `push` does: these grow for the whole analysis and are
+/// kept, and a doubled buffer holds up to half its bytes unused.
+fn reserve_gently<T: Growable>(v: &mut T, more: usize) {
+    let (len, cap) = v.len_cap();
+    if len + more > cap {
+        v.reserve_exact_more((len / 4).max(more).max(1024));
+    }
+}
+
+trait Growable {
+    fn len_cap(&self) -> (usize, usize);
+    fn reserve_exact_more(&mut self, n: usize);
+}
+
+impl Growable for String {
+    fn len_cap(&self) -> (usize, usize) {
+        (self.len(), self.capacity())
+    }
+    fn reserve_exact_more(&mut self, n: usize) {
+        self.reserve_exact(n);
+    }
+}
+
+impl<T> Growable for Vec<T> {
+    fn len_cap(&self) -> (usize, usize) {
+        (self.len(), self.capacity())
+    }
+    fn reserve_exact_more(&mut self, n: usize) {
+        self.reserve_exact(n);
     }
 }
 
@@ -189,23 +262,24 @@ impl Bm25Index {
         doc: impl Fn(usize) -> I,
         terms: Arc<TermTable>,
     ) -> Self {
-        let mut offsets: Vec<u32> = Vec::new();
+        // Sized once for every term the table holds (a document's ids are
+        // of this table), not doubled up term by term.
+        let mut offsets: Vec<u32> = vec![0; terms.len() + 2];
         for i in 0..n {
             for (term, _) in doc(i) {
-                let slot = term as usize + 1;
+                let slot = term as usize + 2;
                 if slot >= offsets.len() {
                     offsets.resize(slot + 1, 0);
                 }
                 offsets[slot] += 1;
             }
         }
-        if offsets.is_empty() {
-            offsets.push(0);
-        }
+        // Counts sit two ahead of their term: summed, `offsets[t + 1]` is
+        // where term `t` starts, the cursor it fills from; filled, it is
+        // where `t` ends, so the cursors become the offsets without a copy.
         for i in 1..offsets.len() {
             offsets[i] += offsets[i - 1];
         }
-        let mut fill = offsets.clone();
         let mut postings = vec![(0u32, 0.0f32); offsets.last().copied().unwrap_or(0) as usize];
         let mut doc_len = Vec::with_capacity(n);
         for i in 0..n {
@@ -213,12 +287,13 @@ impl Bm25Index {
             let mut len = 0.0f32;
             for (term, tf) in doc(i) {
                 len += tf;
-                let slot = &mut fill[term as usize];
+                let slot = &mut offsets[term as usize + 1];
                 postings[*slot as usize] = (id, tf);
                 *slot += 1;
             }
             doc_len.push(len);
         }
+        offsets.pop();
         let avg_len = if doc_len.is_empty() {
             1.0
         } else {
@@ -322,5 +397,21 @@ mod tests {
         let s = idx.score(&weigh_query(&["redirect".into(), "common".into()]));
         assert!(s[1] > s[0] && s[1] > s[2], "{s:?}");
         assert_eq!(idx.df("common"), 3);
+    }
+
+    #[test]
+    fn interned_ids_are_stable_through_growth() {
+        let table = TermTable::default();
+        let words: Vec<String> = (0..5000).map(|i| format!("w{i}")).collect();
+        let ids = table.intern_each(words.iter().map(String::as_str));
+        assert_eq!(ids, (0..5000).collect::<Vec<u32>>());
+        let again = table.intern_each(words.iter().rev().map(String::as_str));
+        assert_eq!(again, (0..5000).rev().collect::<Vec<u32>>());
+        assert_eq!(table.get("w4321"), Some(4321));
+        assert_eq!(table.get("w5000"), None);
+        assert_eq!(table.get(""), None);
+        assert_eq!(table.spell(&[0, 4999]), ["w0", "w4999"]);
+        assert_eq!(table.intern_each([""]), [5000]);
+        assert_eq!(table.get(""), Some(5000));
     }
 }

@@ -58,30 +58,106 @@ pub(crate) struct NameIds {
     /// map keeps these instead of [`FileAnalysis::refs`]: a third of the
     /// memory for a typical file's thousands of references).
     pub sites: Vec<Site>,
-    /// The sites' lines, `Site::lines_end` delimited.
-    pub site_lines: Vec<u32>,
+    /// The sites' lines, back to back in site order, [`Site::lines`] each.
+    pub site_lines: SiteLines,
 }
 
 /// A [`crate::RefSite`] with its name interned and its lines in
-/// [`NameIds::site_lines`].
+/// [`NameIds::site_lines`]: 12 bytes, a file has thousands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Site {
     pub name: u32,
     /// Enclosing definition, or `u32::MAX`.
     pub in_symbol: u32,
-    pub count: u32,
-    /// End of this site's lines in [`NameIds::site_lines`] (start: the
-    /// previous site's end).
-    pub lines_end: u32,
+    /// Uses, shifted past the number of lines kept (at most
+    /// [`MAX_SITE_LINES`]).
+    packed: u32,
+}
+
+/// Lines a site keeps (the analysis keeps six).
+pub(crate) const MAX_SITE_LINES: usize = 7;
+const LINE_BITS: u32 = 3;
+
+impl Site {
+    fn new(name: u32, in_symbol: u32, count: u32, lines: usize) -> Self {
+        // A file of at most `max_file_bytes` has far fewer than 2^29 uses
+        // of one name; saturating keeps a larger one from spilling over.
+        let count = count.min(u32::MAX >> LINE_BITS);
+        let lines = u32::try_from(lines.min(MAX_SITE_LINES)).unwrap_or(0);
+        Self {
+            name,
+            in_symbol,
+            packed: count << LINE_BITS | lines,
+        }
+    }
+
+    /// Number of uses.
+    pub(crate) fn count(&self) -> u32 {
+        self.packed >> LINE_BITS
+    }
+
+    /// Number of lines kept.
+    pub(crate) fn lines(&self) -> usize {
+        (self.packed & ((1 << LINE_BITS) - 1)) as usize
+    }
+}
+
+/// Line numbers, as `u16` when the file is short enough (nearly all are).
+#[derive(Debug)]
+pub(crate) enum SiteLines {
+    Short(Box<[u16]>),
+    Long(Box<[u32]>),
+}
+
+impl Default for SiteLines {
+    fn default() -> Self {
+        Self::Short(Box::default())
+    }
+}
+
+/// One site's lines.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LineSpan<'a> {
+    Short(&'a [u16]),
+    Long(&'a [u32]),
+}
+
+impl<'a> LineSpan<'a> {
+    pub(crate) fn iter(self) -> impl Iterator<Item = u32> + 'a {
+        let (short, long) = match self {
+            Self::Short(s) => (s, &[][..]),
+            Self::Long(l) => (&[][..], l),
+        };
+        short
+            .iter()
+            .map(|l| u32::from(*l))
+            .chain(long.iter().copied())
+    }
+}
+
+impl SiteLines {
+    fn len(&self) -> usize {
+        match self {
+            Self::Short(s) => s.len(),
+            Self::Long(l) => l.len(),
+        }
+    }
+
+    fn span(&self, start: usize, end: usize) -> LineSpan<'_> {
+        match self {
+            Self::Short(s) => LineSpan::Short(s.get(start..end).unwrap_or(&[])),
+            Self::Long(l) => LineSpan::Long(l.get(start..end).unwrap_or(&[])),
+        }
+    }
 }
 
 impl NameIds {
     /// The reference sites, each with its lines.
-    pub(crate) fn sites(&self) -> impl Iterator<Item = (&Site, &[u32])> {
+    pub(crate) fn sites(&self) -> impl Iterator<Item = (&Site, LineSpan<'_>)> {
         let mut start = 0usize;
         self.sites.iter().map(move |s| {
-            let end = (s.lines_end as usize).min(self.site_lines.len());
-            let lines = self.site_lines.get(start..end).unwrap_or(&[]);
+            let end = (start + s.lines()).min(self.site_lines.len());
+            let lines = self.site_lines.span(start, end);
             start = end;
             (s, lines)
         })
@@ -121,19 +197,27 @@ impl NameIds {
             .collect();
         private.sort_unstable();
         private.dedup();
-        let mut site_lines = Vec::with_capacity(a.refs.iter().map(|r| r.lines.len()).sum());
+        let kept = |r: &crate::RefSite| r.lines.len().min(MAX_SITE_LINES);
+        let total: usize = a.refs.iter().map(kept).sum();
+        let all = || {
+            a.refs
+                .iter()
+                .flat_map(|r| r.lines[..kept(r)].iter().copied())
+        };
+        let site_lines = if all().all(|l| l <= u32::from(u16::MAX)) {
+            SiteLines::Short(
+                all()
+                    .map(|l| u16::try_from(l).unwrap_or(u16::MAX))
+                    .collect(),
+            )
+        } else {
+            SiteLines::Long(all().collect())
+        };
+        debug_assert_eq!(site_lines.len(), total);
         let sites = ref_ids
             .iter()
             .zip(&a.refs)
-            .map(|(id, r)| {
-                site_lines.extend_from_slice(&r.lines);
-                Site {
-                    name: *id,
-                    in_symbol: r.in_symbol.unwrap_or(u32::MAX),
-                    count: r.count,
-                    lines_end: u32::try_from(site_lines.len()).unwrap_or(u32::MAX),
-                }
-            })
+            .map(|(id, r)| Site::new(*id, r.in_symbol.unwrap_or(u32::MAX), r.count, kept(r)))
             .collect();
         defs.shrink_to_fit();
         refs.shrink_to_fit();
@@ -152,11 +236,73 @@ impl NameIds {
 pub type SymbolId = (u32, u32);
 
 /// Every definition of one name.
-#[derive(Debug, Default)]
-pub(crate) struct NameDefs {
-    pub ids: Vec<SymbolId>,
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NameDefs<'a> {
+    pub ids: &'a [SymbolId],
     /// Number of distinct files defining the name.
     pub files: usize,
+}
+
+/// Definitions by name id, in compressed-row form: one flat array instead of
+/// a vector per name (a repository has tens of thousands of names, and a
+/// small vector costs its 24 bytes plus an allocation).
+#[derive(Debug, Default)]
+pub(crate) struct DefsByName {
+    /// Name id → start of its definitions in `ids` (end: the next one's).
+    starts: Vec<u32>,
+    /// In file order, then symbol order.
+    ids: Vec<SymbolId>,
+    /// Name id → number of distinct files defining it.
+    files: Vec<u32>,
+}
+
+impl DefsByName {
+    /// Indexes the definitions of `files` (`NameIds::defs` sorted by name).
+    fn new(files: &[FileEntry]) -> Self {
+        let n = files
+            .iter()
+            .filter_map(|f| f.names.defs.last().map(|d| d.0 as usize + 1))
+            .max()
+            .unwrap_or(0);
+        let mut starts = vec![0u32; n + 1];
+        let mut file_counts = vec![0u32; n];
+        for f in files {
+            let mut last = u32::MAX;
+            for &(name, _) in &f.names.defs {
+                starts[name as usize + 1] += 1;
+                if last != name {
+                    file_counts[name as usize] += 1;
+                    last = name;
+                }
+            }
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut fill: Vec<u32> = starts[..n].to_vec();
+        let mut ids = vec![(0u32, 0u32); starts[n] as usize];
+        for (fi, f) in files.iter().enumerate() {
+            for &(name, si) in &f.names.defs {
+                let slot = &mut fill[name as usize];
+                ids[*slot as usize] = (idx(fi), si);
+                *slot += 1;
+            }
+        }
+        Self {
+            starts,
+            ids,
+            files: file_counts,
+        }
+    }
+
+    /// The definitions of name id `name`.
+    pub(crate) fn get(&self, name: usize) -> Option<NameDefs<'_>> {
+        let (start, end) = (*self.starts.get(name)?, *self.starts.get(name + 1)?);
+        Some(NameDefs {
+            ids: self.ids.get(start as usize..end as usize)?,
+            files: self.files.get(name).copied().unwrap_or(0) as usize,
+        })
+    }
 }
 
 /// The analysed repository. Cheap to query; build it with [`crate::Engine::analyse`].
@@ -166,7 +312,7 @@ pub struct CodeMap {
     pub(crate) files: Vec<FileEntry>,
     pub(crate) by_path: HashMap<String, u32>,
     /// Definitions by name id.
-    pub(crate) defs_by_name: Vec<NameDefs>,
+    pub(crate) defs_by_name: DefsByName,
     pub(crate) names: Arc<TermTable>,
     /// Go / Java package directories → their files.
     pub(crate) packages: HashMap<String, Vec<u32>>,
@@ -202,23 +348,9 @@ impl CodeMap {
             .enumerate()
             .map(|(i, f)| (f.path.clone(), idx(i)))
             .collect();
-        let max_name = files
-            .iter()
-            .filter_map(|f| f.names.defs.last().map(|d| d.0))
-            .max();
-        let mut defs_by_name: Vec<NameDefs> = Vec::new();
-        defs_by_name.resize_with(max_name.map_or(0, |m| m as usize + 1), NameDefs::default);
+        let defs_by_name = DefsByName::new(&files);
         let mut packages: HashMap<String, Vec<u32>> = HashMap::default();
         for (fi, f) in files.iter().enumerate() {
-            let mut last = u32::MAX;
-            for &(name, si) in &f.names.defs {
-                let e = &mut defs_by_name[name as usize];
-                if last != name {
-                    e.files += 1;
-                    last = name;
-                }
-                e.ids.push((idx(fi), si));
-            }
             if matches!(f.language, Language::Go | Language::Java) {
                 packages
                     .entry(parent_dir(&f.path).to_owned())
@@ -404,7 +536,7 @@ impl CodeMap {
         let Some(defs) = self.defs_by_name.get(name as usize) else {
             return;
         };
-        let cands = &defs.ids;
+        let cands = defs.ids;
         if cands.is_empty() {
             return;
         }
@@ -1057,5 +1189,40 @@ mod tests {
         assert_eq!(module_path("web/index.ts"), "web");
         assert_eq!(module_path("src/a/b.rs"), "src/a/b");
         assert_eq!(normalize("web/./x/../y"), "web/y");
+    }
+
+    #[test]
+    fn sites_keep_their_counts_and_lines() {
+        let site = |name: &str, count, lines: Vec<u32>| crate::RefSite {
+            name: name.into(),
+            in_symbol: None,
+            count,
+            lines,
+        };
+        let names = TermTable::default();
+        for last_line in [9, 70_000] {
+            let a = FileAnalysis {
+                refs: vec![
+                    site("a", 3, vec![1, 2, last_line]),
+                    site("b", 1, Vec::new()),
+                    site("a", 1 << 30, vec![4]),
+                ],
+                ..FileAnalysis::default()
+            };
+            let ids = NameIds::new(&a, &names);
+            let got: Vec<(u32, u32, Vec<u32>)> = ids
+                .sites()
+                .map(|(s, lines)| (s.name, s.count(), lines.iter().collect()))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    (0, 3, vec![1, 2, last_line]),
+                    (1, 1, vec![]),
+                    // Saturated: more uses than a file of `max_file_bytes` holds.
+                    (0, u32::MAX >> 3, vec![4]),
+                ]
+            );
+        }
     }
 }

@@ -162,8 +162,8 @@ pub(crate) fn encode(map: &CodeMap, terms: &TermTable) -> Result<Vec<u8>, Codema
                 WireRef {
                     name,
                     in_symbol: (r.in_symbol != u32::MAX).then_some(r.in_symbol),
-                    count: r.count,
-                    line_deltas: deltas(lines.iter().copied()),
+                    count: r.count(),
+                    line_deltas: deltas(lines.iter()),
                 }
             })
             .collect();

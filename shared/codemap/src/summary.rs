@@ -487,10 +487,10 @@ impl CodeMap {
                 if !targets.iter().any(|t| defs.contains(t)) {
                     continue 'files;
                 }
-                for line in lines {
+                for line in lines.iter() {
                     usages.push(Usage {
                         path: f.path.clone(),
-                        line: *line,
+                        line,
                         in_symbol: f
                             .analysis
                             .symbols
