@@ -308,16 +308,6 @@ impl Bm25Index {
         }
     }
 
-    /// The table this index's term ids are of.
-    pub(crate) fn terms(&self) -> &TermTable {
-        &self.terms
-    }
-
-    /// The id of a term in this index's table.
-    pub fn term_id(&self, term: &str) -> Option<u32> {
-        self.terms.get(term)
-    }
-
     fn list(&self, term: &str) -> &[(u32, f32)] {
         let Some(id) = self.terms.get(term) else {
             return &[];
@@ -364,6 +354,197 @@ impl Bm25Index {
         }
         scores
     }
+}
+
+/// A map's lexical index: BM25 over each file's own sorted term list (the
+/// map keeps those anyway) and its path's terms, without an inverted copy.
+/// An inverted index held every (term, file) pair a second time, as much
+/// memory as the term lists (README "Context worker memory"); scoring a
+/// term instead looks it up in each file's list, a binary search, which
+/// keeps a query within milliseconds on tens of thousands of files. Scores
+/// are the same as [`Bm25Index`]'s over the merged lists, to the bit: each
+/// file's terms and sums are taken in the same order.
+#[derive(Debug, Default)]
+pub struct LexicalIndex {
+    terms: Arc<TermTable>,
+    /// Per file: (term id, weighted tf), sorted by id.
+    docs: Vec<Arc<Vec<(u32, f32)>>>,
+    /// Per file, back to back: its path's terms, sorted by id.
+    paths: Vec<(u32, f32)>,
+    /// File → end of its path terms in `paths`.
+    path_ends: Vec<u32>,
+    /// Term id → number of files it occurs in.
+    df: Vec<u32>,
+    doc_len: Vec<f32>,
+    avg_len: f32,
+}
+
+impl LexicalIndex {
+    /// Indexes files by their term lists and their paths' terms (both
+    /// sorted by id, ids of `terms`); a term of both counts as their sum.
+    pub(crate) fn build(
+        docs: Vec<Arc<Vec<(u32, f32)>>>,
+        path_terms: &[Vec<(u32, f32)>],
+        terms: Arc<TermTable>,
+    ) -> Self {
+        let mut paths = Vec::with_capacity(path_terms.iter().map(Vec::len).sum());
+        let mut path_ends = Vec::with_capacity(docs.len());
+        for p in path_terms.iter().take(docs.len()) {
+            paths.extend_from_slice(p);
+            path_ends.push(u32::try_from(paths.len()).unwrap_or(u32::MAX));
+        }
+        path_ends.resize(docs.len(), u32::try_from(paths.len()).unwrap_or(u32::MAX));
+        let mut index = Self {
+            df: vec![0; terms.len()],
+            terms,
+            docs,
+            paths,
+            path_ends,
+            doc_len: Vec::new(),
+            avg_len: 1.0,
+        };
+        let mut df = std::mem::take(&mut index.df);
+        let mut doc_len = Vec::with_capacity(index.docs.len());
+        for i in 0..index.docs.len() {
+            let mut len = 0.0f32;
+            for (term, tf) in merge_sorted(&index.docs[i], index.path(i)) {
+                len += tf;
+                let slot = term as usize;
+                if slot >= df.len() {
+                    df.resize(slot + 1, 0);
+                }
+                df[slot] += 1;
+            }
+            doc_len.push(len);
+        }
+        index.df = df;
+        index.avg_len = if doc_len.is_empty() {
+            1.0
+        } else {
+            (doc_len.iter().sum::<f32>() / doc_len.len() as f32).max(1.0)
+        };
+        index.doc_len = doc_len;
+        index
+    }
+
+    fn path(&self, doc: usize) -> &[(u32, f32)] {
+        let end = self.path_ends.get(doc).copied().unwrap_or(0) as usize;
+        let start = match doc {
+            0 => 0,
+            _ => self.path_ends.get(doc - 1).copied().unwrap_or(0) as usize,
+        };
+        self.paths.get(start..end).unwrap_or(&[])
+    }
+
+    /// The weighted tf of term `id` in file `doc`, as the merged list has it.
+    fn tf(&self, doc: usize, id: u32) -> Option<f32> {
+        let find = |list: &[(u32, f32)]| {
+            list.binary_search_by_key(&id, |(t, _)| *t)
+                .ok()
+                .map(|i| list[i].1)
+        };
+        match (find(&self.docs[doc]), find(self.path(doc))) {
+            (Some(x), Some(y)) => Some(x + y),
+            (x, None) => x,
+            (None, y) => y,
+        }
+    }
+
+    /// The table this index's term ids are of.
+    pub(crate) fn terms(&self) -> &TermTable {
+        &self.terms
+    }
+
+    /// The id of a term in this index's table.
+    pub fn term_id(&self, term: &str) -> Option<u32> {
+        self.terms.get(term)
+    }
+
+    fn df_of(&self, term: &str) -> u32 {
+        self.terms
+            .get(term)
+            .and_then(|id| self.df.get(id as usize))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn idf_of(&self, df: u32) -> f32 {
+        let n = self.doc_len.len() as f32;
+        let df = df as f32;
+        if df == 0.0 {
+            return 0.0;
+        }
+        ((n - df + 0.5) / (df + 0.5) + 1.0).ln()
+    }
+
+    /// Inverse document frequency of a term (0 when absent).
+    pub fn idf(&self, term: &str) -> f32 {
+        self.idf_of(self.df_of(term))
+    }
+
+    /// Document frequency of a term.
+    #[cfg(test)]
+    pub fn df(&self, term: &str) -> usize {
+        self.df_of(term) as usize
+    }
+
+    /// Dense scores for `(term, query weight)` pairs.
+    pub fn score(&self, query: &[(String, f32)]) -> Vec<f32> {
+        let mut scores = vec![0.0f32; self.doc_len.len()];
+        for (term, qw) in query {
+            let Some(id) = self.terms.get(term) else {
+                continue;
+            };
+            let df = self.df.get(id as usize).copied().unwrap_or(0);
+            if df == 0 {
+                continue;
+            }
+            let idf = self.idf_of(df);
+            let mut left = df;
+            for (doc, score) in scores.iter_mut().enumerate() {
+                let Some(tf) = self.tf(doc, id) else {
+                    continue;
+                };
+                let len = self.doc_len[doc];
+                let norm = tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len / self.avg_len));
+                *score += qw * idf * norm;
+                // Every file holding the term is scored.
+                left -= 1;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        scores
+    }
+}
+
+/// Two id-sorted term lists as one, weights of a shared id summed.
+pub(crate) fn merge_sorted<'a>(
+    a: &'a [(u32, f32)],
+    b: &'a [(u32, f32)],
+) -> impl Iterator<Item = (u32, f32)> + 'a {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || match (a.get(i), b.get(j)) {
+        (Some(x), Some(y)) if x.0 == y.0 => {
+            i += 1;
+            j += 1;
+            Some((x.0, x.1 + y.1))
+        }
+        (Some(x), Some(y)) if x.0 < y.0 => {
+            i += 1;
+            Some(*x)
+        }
+        (Some(x), None) => {
+            i += 1;
+            Some(*x)
+        }
+        (_, Some(y)) => {
+            j += 1;
+            Some(*y)
+        }
+        (None, None) => None,
+    })
 }
 
 /// Collapses repeated query terms into (term, count) pairs in first-seen order.
@@ -413,5 +594,46 @@ mod tests {
         assert_eq!(table.spell(&[0, 4999]), ["w0", "w4999"]);
         assert_eq!(table.intern_each([""]), [5000]);
         assert_eq!(table.get(""), Some(5000));
+    }
+
+    #[test]
+    fn the_lexical_index_scores_as_an_inverted_index_of_the_merged_lists() {
+        let terms = Arc::new(TermTable::default());
+        let words = [
+            "parse", "header", "session", "redirect", "pool", "retry", "json",
+        ];
+        let docs: Vec<Vec<(u32, f32)>> = (0..40u32)
+            .map(|d| {
+                let picked = words
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| (d as usize * 7 + i * 3) % 5 < 2)
+                    .map(|(i, w)| (*w, (d + i as u32) as f32 % 4.0 + 0.5));
+                terms.intern_all(picked)
+            })
+            .collect();
+        let paths: Vec<Vec<(u32, f32)>> = (0..40u32)
+            .map(|d| terms.intern_all([(words[d as usize % words.len()], 4.0), ("src", 4.0)]))
+            .collect();
+        let merged: Vec<Vec<(u32, f32)>> = docs
+            .iter()
+            .zip(&paths)
+            .map(|(a, b)| merge_sorted(a, b).collect())
+            .collect();
+        let refs: Vec<&[(u32, f32)]> = merged.iter().map(Vec::as_slice).collect();
+        let inverted = Bm25Index::build(&refs, terms.clone());
+        let lexical = LexicalIndex::build(docs.into_iter().map(Arc::new).collect(), &paths, terms);
+        let query = weigh_query(&[
+            "redirect".into(),
+            "src".into(),
+            "json".into(),
+            "nope".into(),
+        ]);
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(bits(lexical.score(&query)), bits(inverted.score(&query)));
+        for w in words.iter().chain(&["src", "nope"]) {
+            assert_eq!(lexical.idf(w).to_bits(), inverted.idf(w).to_bits(), "{w}");
+            assert_eq!(lexical.df(w), inverted.df(w), "{w}");
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
-use crate::bm25::{Bm25Index, TermTable};
+use crate::bm25::{LexicalIndex, TermTable};
 use crate::graph::{self, Adjacency};
 use crate::lang::Language;
 use crate::parse::{FileAnalysis, SymbolKind};
@@ -320,7 +320,7 @@ pub struct CodeMap {
     pub(crate) imported_by: Vec<Vec<u32>>,
     /// referencer → definer (and importer → imported) weighted edges.
     pub(crate) graph: Adjacency,
-    pub(crate) bm25: Bm25Index,
+    pub(crate) bm25: LexicalIndex,
     pub(crate) skipped: BTreeMap<String, usize>,
     pub(crate) centrality: OnceLock<Vec<f32>>,
     pub(crate) ppr_graph: OnceLock<Adjacency>,
@@ -377,9 +377,9 @@ impl CodeMap {
         // every file's terms (as large as the index itself).
         let path_terms: Vec<Vec<(u32, f32)>> =
             files.par_iter().map(|f| path_terms(f, &terms)).collect();
-        let bm25 = Bm25Index::build_with(
-            files.len(),
-            |i| merge_sorted(&files[i].lexical, &path_terms[i]),
+        let bm25 = LexicalIndex::build(
+            files.iter().map(|f| f.lexical.clone()).collect(),
+            &path_terms,
             terms,
         );
         drop(path_terms);
@@ -667,34 +667,6 @@ fn path_terms(f: &FileEntry, terms: &TermTable) -> Vec<(u32, f32)> {
     let mut path: Vec<String> = Vec::new();
     tokens::code_terms(&f.path, |t| path.push(t.to_owned()));
     terms.intern_all(path.iter().map(|t| (t.as_str(), W_PATH)))
-}
-
-/// Two id-sorted term lists as one, weights of a shared id summed.
-fn merge_sorted<'a>(
-    a: &'a [(u32, f32)],
-    b: &'a [(u32, f32)],
-) -> impl Iterator<Item = (u32, f32)> + 'a {
-    let (mut i, mut j) = (0, 0);
-    std::iter::from_fn(move || match (a.get(i), b.get(j)) {
-        (Some(x), Some(y)) if x.0 == y.0 => {
-            i += 1;
-            j += 1;
-            Some((x.0, x.1 + y.1))
-        }
-        (Some(x), Some(y)) if x.0 < y.0 => {
-            i += 1;
-            Some(*x)
-        }
-        (Some(x), None) => {
-            i += 1;
-            Some(*x)
-        }
-        (_, Some(y)) => {
-            j += 1;
-            Some(*y)
-        }
-        (None, None) => None,
-    })
 }
 
 /// Weighted terms of one analysed file except its path: computed once per blob.
