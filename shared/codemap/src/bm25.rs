@@ -14,8 +14,8 @@ pub struct TermTable {
 }
 
 /// The strings in one buffer, found by hash: a term costs its bytes plus
-/// about 15 (an end offset, its hash and a slot of an open-addressing table;
-/// a `HashMap<u64, u32>` with chained ids cost about 30, a `HashMap<Arc<str>,
+/// about 11 (an end offset and a slot of an open-addressing table; a
+/// `HashMap<u64, u32>` with chained ids cost about 30, a `HashMap<Arc<str>,
 /// u32>` with a `Vec<Arc<str>>` about 75, a tenth of a large repository's map).
 #[derive(Debug, Default)]
 struct Interned {
@@ -23,9 +23,6 @@ struct Interned {
     text: String,
     /// Id → end of its string in `text` (start: the previous id's end).
     ends: Vec<u32>,
-    /// Id → the string's hash (its low half), so probes and rehashing need
-    /// not touch the strings.
-    hashes: Vec<u32>,
     /// Open addressing, linear probing: ids, [`EMPTY`] where none; a power of
     /// two long, at most [`MAX_LOAD`] full.
     slots: Vec<u32>,
@@ -60,7 +57,8 @@ impl Interned {
             if id == EMPTY {
                 return Err(i);
             }
-            if self.hashes[id as usize] == h && self.string(id) == Some(t) {
+            // A different string mostly differs in length: one look at `ends`.
+            if self.string(id) == Some(t) {
                 return Ok(id);
             }
             i = (i + 1) & mask;
@@ -93,34 +91,34 @@ impl Interned {
         reserve_gently(&mut self.ends, 1);
         self.ends
             .push(u32::try_from(self.text.len()).unwrap_or(u32::MAX));
-        reserve_gently(&mut self.hashes, 1);
-        self.hashes.push(h);
         self.slots[slot] = id;
         id
     }
 
-    /// Doubles the slots and puts every id back by its kept hash.
+    /// Doubles the slots and puts every id back.
     fn grow_slots(&mut self) {
         let n = (self.slots.len() * 2).max(64);
-        self.slots = vec![EMPTY; n];
+        let mut slots = vec![EMPTY; n];
         let mask = n - 1;
-        for (id, h) in (0u32..).zip(&self.hashes) {
-            let mut i = *h as usize & mask;
-            while self.slots[i] != EMPTY {
+        for id in 0..u32::try_from(self.len()).unwrap_or(u32::MAX) {
+            let h = Self::hash(self.string(id).unwrap_or(""));
+            let mut i = h as usize & mask;
+            while slots[i] != EMPTY {
                 i = (i + 1) & mask;
             }
-            self.slots[i] = id;
+            slots[i] = id;
         }
+        self.slots = slots;
     }
 }
 
-/// Room for `more` in a growing buffer, by a quarter of its length rather
+/// Room for `more` in a growing buffer, by an eighth of its length rather
 /// than the doubling `push` does: these grow for the whole analysis and are
 /// kept, and a doubled buffer holds up to half its bytes unused.
 fn reserve_gently<T: Growable>(v: &mut T, more: usize) {
     let (len, cap) = v.len_cap();
     if len + more > cap {
-        v.reserve_exact_more((len / 4).max(more).max(1024));
+        v.reserve_exact_more((len / 8).max(more).max(1024));
     }
 }
 
@@ -373,8 +371,9 @@ pub struct LexicalIndex {
     paths: Vec<(u32, f32)>,
     /// File → end of its path terms in `paths`.
     path_ends: Vec<u32>,
-    /// Term id → number of files it occurs in.
-    df: Vec<u32>,
+    /// Term id → number of files it occurs in; [`DF_COUNT`] for as many or
+    /// more (counted when asked).
+    df: Vec<u16>,
     doc_len: Vec<f32>,
     avg_len: f32,
 }
@@ -395,7 +394,7 @@ impl LexicalIndex {
         }
         path_ends.resize(docs.len(), u32::try_from(paths.len()).unwrap_or(u32::MAX));
         let mut index = Self {
-            df: vec![0; terms.len()],
+            df: Vec::new(),
             terms,
             docs,
             paths,
@@ -403,7 +402,7 @@ impl LexicalIndex {
             doc_len: Vec::new(),
             avg_len: 1.0,
         };
-        let mut df = std::mem::take(&mut index.df);
+        let mut df: Vec<u16> = vec![0; index.terms.len()];
         let mut doc_len = Vec::with_capacity(index.docs.len());
         for i in 0..index.docs.len() {
             let mut len = 0.0f32;
@@ -413,7 +412,9 @@ impl LexicalIndex {
                 if slot >= df.len() {
                     df.resize(slot + 1, 0);
                 }
-                df[slot] += 1;
+                if df[slot] < DF_COUNT {
+                    df[slot] += 1;
+                }
             }
             doc_len.push(len);
         }
@@ -461,11 +462,20 @@ impl LexicalIndex {
     }
 
     fn df_of(&self, term: &str) -> u32 {
-        self.terms
-            .get(term)
-            .and_then(|id| self.df.get(id as usize))
-            .copied()
-            .unwrap_or(0)
+        self.terms.get(term).map_or(0, |id| self.df_of_id(id))
+    }
+
+    fn df_of_id(&self, id: u32) -> u32 {
+        match self.df.get(id as usize).copied() {
+            None => 0,
+            Some(DF_COUNT) => {
+                let n = (0..self.docs.len())
+                    .filter(|d| self.tf(*d, id).is_some())
+                    .count();
+                u32::try_from(n).unwrap_or(u32::MAX)
+            }
+            Some(d) => u32::from(d),
+        }
     }
 
     fn idf_of(&self, df: u32) -> f32 {
@@ -495,7 +505,7 @@ impl LexicalIndex {
             let Some(id) = self.terms.get(term) else {
                 continue;
             };
-            let df = self.df.get(id as usize).copied().unwrap_or(0);
+            let df = self.df_of_id(id);
             if df == 0 {
                 continue;
             }
@@ -546,6 +556,11 @@ pub(crate) fn merge_sorted<'a>(
         (None, None) => None,
     })
 }
+
+/// [`LexicalIndex`]'s document frequency of a term in this many files or
+/// more: counted when asked (a `u16` per term, not a `u32`, holds the rest).
+/// (Three in tests, so that they count.)
+const DF_COUNT: u16 = if cfg!(test) { 3 } else { u16::MAX };
 
 /// Collapses repeated query terms into (term, count) pairs in first-seen order.
 pub fn weigh_query(terms: &[String]) -> Vec<(String, f32)> {

@@ -54,16 +54,17 @@ pub(crate) struct NameIds {
     pub refs: Vec<(u32, u32)>,
     /// Ids of names starting with `_` (private by convention), sorted.
     pub private: Vec<u32>,
-    /// The analysis's reference sites with names as ids, in its order (the
+    /// The analysis's reference sites, grouped by name in the order of
+    /// `refs` (a name's in the analysis's order), without their names (the
     /// map keeps these instead of [`FileAnalysis::refs`]: a third of the
     /// memory for a typical file's thousands of references).
-    pub sites: Vec<Site>,
+    pub sites: Sites,
     /// The sites' lines, back to back in site order, [`Site::lines`] each.
     pub site_lines: SiteLines,
 }
 
 /// A [`crate::RefSite`] with its name interned and its lines in
-/// [`NameIds::site_lines`]: 12 bytes, a file has thousands.
+/// [`NameIds::site_lines`] (kept as [`Sites`]: a file has thousands).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Site {
     pub name: u32,
@@ -99,6 +100,96 @@ impl Site {
     /// Number of lines kept.
     pub(crate) fn lines(&self) -> usize {
         (self.packed & ((1 << LINE_BITS) - 1)) as usize
+    }
+}
+
+/// A file's sites without their names, and how many each name of
+/// [`NameIds::refs`] has: 4 bytes a site and 2 a name when the file's
+/// definitions and counts are small enough (nearly always: fewer than 65535
+/// definitions, fewer than 8192 uses of a name in one of them), else 8 and 4.
+#[derive(Debug)]
+pub(crate) enum Sites {
+    /// Enclosing definition << 16 (`0xffff`: none) | count << 3 | lines.
+    Narrow {
+        sites: Box<[u32]>,
+        groups: Box<[u16]>,
+    },
+    /// (enclosing definition, count << 3 | lines).
+    Wide {
+        sites: Box<[(u32, u32)]>,
+        groups: Box<[u32]>,
+    },
+}
+
+impl Default for Sites {
+    fn default() -> Self {
+        Self::Narrow {
+            sites: Box::default(),
+            groups: Box::default(),
+        }
+    }
+}
+
+const NARROW_NONE: u32 = 0xffff;
+const NARROW_MAX_COUNT: u32 = (1 << (16 - LINE_BITS)) - 1;
+
+impl Sites {
+    /// `sites` grouped by name (ascending, as `refs`), `groups` the number
+    /// of sites of each name.
+    fn new(sites: &[Site], groups: Vec<u32>) -> Self {
+        let narrow = sites.iter().all(|s| {
+            (s.in_symbol < NARROW_NONE || s.in_symbol == u32::MAX) && s.count() <= NARROW_MAX_COUNT
+        }) && groups.iter().all(|g| *g <= u32::from(u16::MAX));
+        if !narrow {
+            return Self::Wide {
+                sites: sites.iter().map(|s| (s.in_symbol, s.packed)).collect(),
+                groups: groups.into_boxed_slice(),
+            };
+        }
+        Self::Narrow {
+            sites: sites
+                .iter()
+                .map(|s| {
+                    let sym = if s.in_symbol == u32::MAX {
+                        NARROW_NONE
+                    } else {
+                        s.in_symbol
+                    };
+                    sym << 16 | (s.packed & 0xffff)
+                })
+                .collect(),
+            groups: groups
+                .iter()
+                .map(|g| u16::try_from(*g).unwrap_or(u16::MAX))
+                .collect(),
+        }
+    }
+
+    /// Number of sites of the `k`th name.
+    fn group(&self, k: usize) -> usize {
+        match self {
+            Self::Narrow { groups, .. } => groups.get(k).map_or(0, |g| usize::from(*g)),
+            Self::Wide { groups, .. } => groups.get(k).map_or(0, |g| *g as usize),
+        }
+    }
+
+    /// The `i`th site, named `name`.
+    fn get(&self, i: usize, name: u32) -> Option<Site> {
+        match self {
+            Self::Narrow { sites, .. } => sites.get(i).map(|&packed| {
+                let sym = packed >> 16;
+                Site {
+                    name,
+                    in_symbol: if sym == NARROW_NONE { u32::MAX } else { sym },
+                    packed: packed & 0xffff,
+                }
+            }),
+            Self::Wide { sites, .. } => sites.get(i).map(|&(in_symbol, packed)| Site {
+                name,
+                in_symbol,
+                packed,
+            }),
+        }
     }
 }
 
@@ -153,14 +244,26 @@ impl SiteLines {
 
 impl NameIds {
     /// The reference sites, each with its lines.
-    pub(crate) fn sites(&self) -> impl Iterator<Item = (&Site, LineSpan<'_>)> {
+    /// The reference sites, each with its lines: grouped by name (names in
+    /// id order, a name's sites in the analysis's order).
+    pub(crate) fn sites(&self) -> impl Iterator<Item = (Site, LineSpan<'_>)> {
         let mut start = 0usize;
-        self.sites.iter().map(move |s| {
-            let end = (start + s.lines()).min(self.site_lines.len());
-            let lines = self.site_lines.span(start, end);
-            start = end;
-            (s, lines)
-        })
+        let mut i = 0usize;
+        self.refs
+            .iter()
+            .enumerate()
+            .flat_map(move |(k, &(name, _))| {
+                let first = i;
+                i += self.sites.group(k);
+                (first..i).map(move |j| (j, name))
+            })
+            .filter_map(move |(j, name)| {
+                let s = self.sites.get(j, name)?;
+                let end = (start + s.lines()).min(self.site_lines.len());
+                let lines = self.site_lines.span(start, end);
+                start = end;
+                Some((s, lines))
+            })
     }
 }
 
@@ -197,12 +300,20 @@ impl NameIds {
             .collect();
         private.sort_unstable();
         private.dedup();
+        // Grouped by name (stable: a name's sites keep their order), so a
+        // site need not hold its name: the groups follow `refs`.
+        let mut order: Vec<usize> = (0..a.refs.len()).collect();
+        order.sort_by_key(|i| ref_ids[*i]);
+        let mut groups: Vec<u32> = Vec::with_capacity(refs.len());
+        for w in order.chunk_by(|x, y| ref_ids[*x] == ref_ids[*y]) {
+            groups.push(u32::try_from(w.len()).unwrap_or(u32::MAX));
+        }
+        debug_assert_eq!(groups.len(), refs.len());
         let kept = |r: &crate::RefSite| r.lines.len().min(MAX_SITE_LINES);
-        let total: usize = a.refs.iter().map(kept).sum();
         let all = || {
-            a.refs
+            order
                 .iter()
-                .flat_map(|r| r.lines[..kept(r)].iter().copied())
+                .flat_map(|i| a.refs[*i].lines[..kept(&a.refs[*i])].iter().copied())
         };
         let site_lines = if all().all(|l| l <= u32::from(u16::MAX)) {
             SiteLines::Short(
@@ -213,12 +324,19 @@ impl NameIds {
         } else {
             SiteLines::Long(all().collect())
         };
-        debug_assert_eq!(site_lines.len(), total);
-        let sites = ref_ids
+        let sites: Vec<Site> = order
             .iter()
-            .zip(&a.refs)
-            .map(|(id, r)| Site::new(*id, r.in_symbol.unwrap_or(u32::MAX), r.count, kept(r)))
+            .map(|i| {
+                let r = &a.refs[*i];
+                Site::new(
+                    ref_ids[*i],
+                    r.in_symbol.unwrap_or(u32::MAX),
+                    r.count,
+                    kept(r),
+                )
+            })
             .collect();
+        let sites = Sites::new(&sites, groups);
         defs.shrink_to_fit();
         refs.shrink_to_fit();
         private.shrink_to_fit();
@@ -1165,36 +1283,41 @@ mod tests {
 
     #[test]
     fn sites_keep_their_counts_and_lines() {
-        let site = |name: &str, count, lines: Vec<u32>| crate::RefSite {
+        let site = |name: &str, in_symbol, count, lines: Vec<u32>| crate::RefSite {
             name: name.into(),
-            in_symbol: None,
+            in_symbol,
             count,
             lines,
         };
         let names = TermTable::default();
-        for last_line in [9, 70_000] {
-            let a = FileAnalysis {
-                refs: vec![
-                    site("a", 3, vec![1, 2, last_line]),
-                    site("b", 1, Vec::new()),
-                    site("a", 1 << 30, vec![4]),
-                ],
-                ..FileAnalysis::default()
-            };
-            let ids = NameIds::new(&a, &names);
-            let got: Vec<(u32, u32, Vec<u32>)> = ids
-                .sites()
-                .map(|(s, lines)| (s.name, s.count(), lines.iter().collect()))
-                .collect();
-            assert_eq!(
-                got,
-                [
-                    (0, 3, vec![1, 2, last_line]),
-                    (1, 1, vec![]),
-                    // Saturated: more uses than a file of `max_file_bytes` holds.
-                    (0, u32::MAX >> 3, vec![4]),
-                ]
-            );
+        // Narrow, then wide (a count past 13 bits; a definition past 16).
+        for (count, sym) in [(8191, 65534), (8192, 1), (3, 70_000), (1 << 30, 2)] {
+            for last_line in [9, 70_000] {
+                let a = FileAnalysis {
+                    refs: vec![
+                        site("a", Some(0), 3, vec![1, 2, last_line]),
+                        site("b", None, 1, Vec::new()),
+                        site("a", Some(sym), count, vec![4]),
+                    ],
+                    ..FileAnalysis::default()
+                };
+                let ids = NameIds::new(&a, &names);
+                let got: Vec<(u32, u32, u32, Vec<u32>)> = ids
+                    .sites()
+                    .map(|(s, lines)| (s.name, s.in_symbol, s.count(), lines.iter().collect()))
+                    .collect();
+                // Saturated: more uses than a file of `max_file_bytes` holds.
+                let kept = count.min(u32::MAX >> 3);
+                assert_eq!(
+                    got,
+                    // Grouped by name, each name's in the analysis's order.
+                    [
+                        (0, 0, 3, vec![1, 2, last_line]),
+                        (0, sym, kept, vec![4]),
+                        (1, u32::MAX, 1, vec![]),
+                    ]
+                );
+            }
         }
     }
 }
