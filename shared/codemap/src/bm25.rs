@@ -18,7 +18,7 @@ pub struct TermTable {
 /// `HashMap<u64, u32>` with chained ids cost about 30, a `HashMap<Arc<str>,
 /// u32>` with a `Vec<Arc<str>>` about 75, a tenth of a large repository's map).
 #[derive(Debug, Default)]
-struct Interned {
+pub(crate) struct Interned {
     /// Every string, back to back.
     text: String,
     /// Id → end of its string in `text` (start: the previous id's end).
@@ -41,7 +41,7 @@ impl Interned {
         (h.finish() >> 32) as u32
     }
 
-    fn string(&self, id: u32) -> Option<&str> {
+    pub(crate) fn string(&self, id: u32) -> Option<&str> {
         let i = id as usize;
         let end = *self.ends.get(i)? as usize;
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
@@ -51,6 +51,7 @@ impl Interned {
     /// The id of `t` (hash `h`), or the empty slot where it would go.
     fn find(&self, t: &str, h: u32) -> Result<u32, usize> {
         let mask = self.slots.len().wrapping_sub(1);
+        let (text, want) = (self.text.as_bytes(), t.as_bytes());
         let mut i = h as usize & mask;
         loop {
             let id = self.slots[i];
@@ -58,7 +59,10 @@ impl Interned {
                 return Err(i);
             }
             // A different string mostly differs in length: one look at `ends`.
-            if self.string(id) == Some(t) {
+            let k = id as usize;
+            let end = self.ends[k] as usize;
+            let start = if k == 0 { 0 } else { self.ends[k - 1] as usize };
+            if end.wrapping_sub(start) == want.len() && text.get(start..end) == Some(want) {
                 return Ok(id);
             }
             i = (i + 1) & mask;
@@ -72,11 +76,18 @@ impl Interned {
         self.find(t, Self::hash(t)).ok()
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ends.len()
     }
 
-    fn intern(&mut self, t: &str) -> u32 {
+    /// Empty, its buffers kept for reuse.
+    pub(crate) fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+        self.slots.fill(EMPTY);
+    }
+
+    pub(crate) fn intern(&mut self, t: &str) -> u32 {
         let h = Self::hash(t);
         if (self.len() + 1) * 8 > self.slots.len() * MAX_LOAD {
             self.grow_slots();

@@ -787,8 +787,14 @@ fn path_terms(f: &FileEntry, terms: &TermTable) -> Vec<(u32, f32)> {
     terms.intern_all(path.iter().map(|t| (t.as_str(), W_PATH)))
 }
 
-/// Weighted terms of one analysed file except its path: computed once per blob.
-pub(crate) fn lexical_terms(a: &FileAnalysis, terms: &TermTable) -> Vec<(u32, f32)> {
+/// Weighted terms of one analysed file except its path: computed once per blob
+/// from its definitions and its content terms with their counts (`a.terms`,
+/// or [`crate::parse::with_content_terms`]'s).
+pub(crate) fn lexical_terms<'a>(
+    a: &FileAnalysis,
+    content: impl Iterator<Item = (&'a str, u32)>,
+    terms: &TermTable,
+) -> Vec<(u32, f32)> {
     // Symbol and doc terms go into one buffer (end offset, weight) rather than a
     // string each: a file has thousands of them.
     // Sized once: whole identifiers plus their parts are about twice the names'
@@ -810,9 +816,8 @@ pub(crate) fn lexical_terms(a: &FileAnalysis, terms: &TermTable) -> Vec<(u32, f3
     }
     let starts = std::iter::once(0).chain(extra.iter().map(|(end, _)| *end));
     terms.intern_all(
-        a.terms
-            .iter()
-            .map(|(t, c)| (t.as_str(), W_CONTENT * *c as f32))
+        content
+            .map(|(t, c)| (t, W_CONTENT * c as f32))
             .chain(starts.zip(&extra).map(|(s, (e, w))| (&text[s..*e], *w))),
     )
 }

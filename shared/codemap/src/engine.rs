@@ -546,6 +546,10 @@ impl Engine {
                     self.reused_store.fetch_add(1, Ordering::Relaxed);
                     a
                 }
+                None if !self.keeps_analyses() => {
+                    self.parsed.fetch_add(1, Ordering::Relaxed);
+                    parse::analyse_structure(&content, language)
+                }
                 None => {
                     self.parsed.fetch_add(1, Ordering::Relaxed);
                     let a = parse::analyse(&content, language);
@@ -553,7 +557,16 @@ impl Engine {
                     a
                 }
             };
-            let mut lexical = lexical_terms(&analysis, &tables.terms);
+            // Nothing keeps the analysis: its content terms go from the
+            // content to their ids without a string each.
+            let mut lexical = if analysis.terms.is_empty() && !self.keeps_analyses() {
+                parse::with_content_terms(&content, |content_terms| {
+                    lexical_terms(&analysis, content_terms, &tables.terms)
+                })
+            } else {
+                let content_terms = analysis.terms.iter().map(|(t, c)| (t.as_str(), *c));
+                lexical_terms(&analysis, content_terms, &tables.terms)
+            };
             lexical.shrink_to_fit();
             let lexical = Arc::new(lexical);
             let names = Arc::new(NameIds::new(&analysis, &tables.names));
@@ -644,11 +657,16 @@ impl Engine {
         None
     }
 
+    /// Whether a disk or shared store keeps the files' analyses.
+    fn keeps_analyses(&self) -> bool {
+        self.disk.is_some() || self.config.shared_store.is_some()
+    }
+
     fn save(&self, key: &str, a: &FileAnalysis) {
         // Serialising costs ~4 % of a cold analysis: only when something keeps it.
         // (Packing costs no more than it saves in writing: a stdlib analysis with a
         // disk cache took the same CPU time, and 12.6 MB of disk instead of 55.6.)
-        if self.disk.is_none() && self.config.shared_store.is_none() {
+        if !self.keeps_analyses() {
             return;
         }
         let bytes = match cache::pack_analysis(a) {

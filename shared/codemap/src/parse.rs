@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use serde::{Deserialize, Serialize};
 use tree_sitter::{Node, Parser, QueryCursor, StreamingIterator};
 
+use crate::bm25::Interned;
 use crate::lang::Language;
 use crate::tokens;
 
@@ -184,9 +185,17 @@ thread_local! {
 
 /// Analyses already-redacted content.
 pub fn analyse(content: &str, lang: Language) -> FileAnalysis {
+    let mut out = analyse_structure(content, lang);
+    out.terms = content_terms(content);
+    out
+}
+
+/// [`analyse`] without the content terms (`terms` left empty), for a map
+/// that interns them straight from [`with_content_terms`] when no store
+/// keeps the analysis.
+pub(crate) fn analyse_structure(content: &str, lang: Language) -> FileAnalysis {
     let mut out = FileAnalysis {
         lines: u32::try_from(content.lines().count()).unwrap_or(u32::MAX),
-        terms: content_terms(content),
         ..FileAnalysis::default()
     };
     let (Some(grammar), Some(query)) = (lang.grammar(), lang.query()) else {
@@ -572,6 +581,38 @@ fn collect_refs<'a>(
     }
 }
 
+thread_local! {
+    static CONTENT_TERMS: RefCell<(Interned, Vec<u32>)> = RefCell::default();
+}
+
+/// Calls `f` with the terms [`content_terms`] finds and their counts, in
+/// first-seen order, counted in a buffer each thread reuses: no string is
+/// allocated per term (a file has thousands, and a map that keeps no
+/// analysis only interns them).
+pub(crate) fn with_content_terms<R>(
+    content: &str,
+    f: impl FnOnce(&mut dyn Iterator<Item = (&str, u32)>) -> R,
+) -> R {
+    CONTENT_TERMS.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let (seen, counts) = &mut *guard;
+        seen.clear();
+        counts.clear();
+        tokens::code_terms(content, |t| {
+            let id = seen.intern(t) as usize;
+            if id == counts.len() {
+                counts.push(1);
+            } else if let Some(c) = counts.get_mut(id) {
+                *c += 1;
+            }
+        });
+        let mut terms = (0u32..)
+            .zip(counts.iter())
+            .map(|(id, c)| (seen.string(id).unwrap_or(""), *c));
+        f(&mut terms)
+    })
+}
+
 fn content_terms(content: &str) -> Vec<(String, u32)> {
     // About one distinct term per 50 bytes of source: sized once instead of
     // rehashing through every doubling.
@@ -664,5 +705,20 @@ mod tests {
         let a = analyse("Hello parseHeaders world", Language::Other);
         assert!(a.symbols.is_empty());
         assert!(a.terms.iter().any(|(t, _)| t == "parseheaders"));
+    }
+
+    #[test]
+    fn content_terms_counted_in_place_are_the_kept_ones() {
+        let text = "parseHeaders(x) parse_header; headers HEADERS x2 é parse";
+        let mut kept = content_terms(text);
+        kept.sort();
+        for _ in 0..2 {
+            let mut counted: Vec<(String, u32)> = with_content_terms(text, |terms| {
+                terms.map(|(t, c)| (t.to_owned(), c)).collect()
+            });
+            counted.sort();
+            assert_eq!(counted, kept);
+        }
+        assert!(with_content_terms("", |terms| terms.next().is_none()));
     }
 }
