@@ -46,6 +46,9 @@ pub struct CoChange {
 struct MessageIndex {
     index: Bm25Index,
     files: Vec<Vec<String>>,
+    /// One document per file: the messages of every commit that touched it.
+    by_file: Bm25Index,
+    file_paths: Vec<String>,
 }
 
 impl CoChange {
@@ -114,9 +117,37 @@ impl CoChange {
                 .map(|(terms, _)| table.intern_all(terms.iter().map(|t| (t.as_str(), 1.0))))
                 .collect();
             let refs: Vec<&[(u32, f32)]> = docs.iter().map(Vec::as_slice).collect();
+            let mut per_file: HashMap<&str, Vec<(u32, f32)>> = HashMap::new();
+            for (doc, (_, files)) in docs.iter().zip(&indexed) {
+                for f in files {
+                    per_file
+                        .entry(f.as_str())
+                        .or_default()
+                        .extend(doc.iter().copied());
+                }
+            }
+            let mut per_file: Vec<(&str, Vec<(u32, f32)>)> = per_file.into_iter().collect();
+            per_file.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (_, terms) in &mut per_file {
+                terms.sort_unstable_by_key(|t| t.0);
+                terms.dedup_by(|b, a| {
+                    if a.0 == b.0 {
+                        a.1 += b.1;
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
+            let file_refs: Vec<&[(u32, f32)]> =
+                per_file.iter().map(|(_, t)| t.as_slice()).collect();
+            let by_file = Bm25Index::build(&file_refs, table.clone());
+            let file_paths = per_file.iter().map(|(p, _)| (*p).to_owned()).collect();
             Arc::new(MessageIndex {
                 index: Bm25Index::build(&refs, table),
                 files: indexed.into_iter().map(|(_, f)| f).collect(),
+                by_file,
+                file_paths,
             })
         });
         Self {
@@ -166,6 +197,25 @@ impl CoChange {
         order
             .into_iter()
             .map(|i| (scores[i] / best, m.files[i].as_slice()))
+            .collect()
+    }
+
+    /// Files whose past commit messages, taken together, read like `query`:
+    /// (path, score relative to the best file).
+    pub fn message_match(&self, query: &[(String, f32)]) -> Vec<(&str, f32)> {
+        let Some(m) = &self.messages else {
+            return Vec::new();
+        };
+        let scores = m.by_file.score(query);
+        let best = scores.iter().copied().fold(0.0f32, f32::max);
+        if best <= 0.0 {
+            return Vec::new();
+        }
+        scores
+            .iter()
+            .zip(&m.file_paths)
+            .filter(|(s, _)| **s > 0.0)
+            .map(|(s, p)| (p.as_str(), s / best))
             .collect()
     }
 

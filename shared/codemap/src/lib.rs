@@ -80,8 +80,8 @@ pub use memory::{ESTIMATE_FIXED, ESTIMATE_PER_FILE, ESTIMATE_PER_SOURCE_BYTE, fi
 pub use parse::{ANALYSER_VERSION, FileAnalysis, ImportRef, RefSite, SymbolDef, SymbolKind};
 pub use prompt::{AssembledPrompt, IncludedItem, ItemKind, assemble_prompt, tokenizer_for};
 pub use query::{
-    Hints, Query, RankParams, RankedFile, RankedSymbol, ScoreComponents, baseline_rank,
-    code_aware_rank,
+    Hints, Query, RERANK_DEPTH, RERANK_FEATURES, RankParams, RankedFile, RankedSymbol,
+    ScoreComponents, baseline_rank, code_aware_rank,
 };
 pub use request::Request;
 pub use source::{GitToken, RepoSource, blob_id, is_partial};

@@ -70,6 +70,12 @@ pub struct RankParams {
     pub w_similar: f32,
     /// How many of the most similar past commits lend their files score.
     pub similar_commits: usize,
+    /// Weight of the match between the request and each file's past commit
+    /// messages taken together.
+    pub w_message_file: f32,
+    /// Whether the learned reranker reorders the top [`RERANK_DEPTH`] files
+    /// (0 = off; any other value = on).
+    pub rerank: f32,
 }
 
 impl Default for RankParams {
@@ -95,6 +101,8 @@ impl Default for RankParams {
             w_active: 0.2,
             w_similar: 0.3,
             similar_commits: 10,
+            w_message_file: 0.0,
+            rerank: 1.0,
         }
     }
 }
@@ -128,6 +136,8 @@ impl RankParams {
                 "w_active" => self.w_active = x,
                 "w_similar" => self.w_similar = x,
                 "similar_commits" => self.similar_commits = x as usize,
+                "w_message_file" => self.w_message_file = x,
+                "rerank" => self.rerank = x,
                 _ => {}
             }
         }
@@ -255,6 +265,62 @@ static IDENT_RE: LazyLock<Regex> = LazyLock::new(|| {
         .unwrap_or_else(|e| panic!("ident regex: {e}"))
 });
 
+/// How many of the hand-fused top files the reranker reorders.
+pub const RERANK_DEPTH: usize = 30;
+/// Features per file the reranker reads ([`CodeMap::rerank_candidates`]).
+pub const RERANK_FEATURES: usize = 18;
+/// The reranker's weights, one per feature, fitted on the evaluation's tuning
+/// set with a pairwise logistic loss (`codemap-eval --fit-rerank`,
+/// `eval/README.md`).
+const RERANK_WEIGHTS: [f32; RERANK_FEATURES] = [
+    1.0501, 0.9622, 0.2934, 0.6840, -0.0799, 0.7804, -2.4811, -0.4768, 0.2645, 1.5506, 0.1607,
+    1.5110, 0.0565, 0.4711, -0.4908, 2.0538, 0.2648, 0.7600,
+];
+
+/// Per-file signals of one query and their hand-fitted fusion (`score`).
+struct Signals {
+    bm25: Vec<f32>,
+    ppr: Vec<f32>,
+    mention: Vec<f32>,
+    about_tests: bool,
+    history: HistorySignals,
+    companion: Vec<f32>,
+    score: Vec<f32>,
+    /// Terms of the request's first line.
+    title: Vec<String>,
+}
+
+impl Signals {
+    /// The top [`RERANK_DEPTH`] files by `score`, best first.
+    fn candidates(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.score.len())
+            .filter(|i| self.score[*i] > 0.0)
+            .collect();
+        order.sort_by(|a, b| self.score[*b].total_cmp(&self.score[*a]).then(a.cmp(b)));
+        order.truncate(RERANK_DEPTH);
+        order
+    }
+}
+
+/// What the history said about each file (all zero without history).
+#[derive(Default)]
+struct HistorySignals {
+    churn: Vec<f32>,
+    recency: Vec<f32>,
+    /// Share of the score lent by similar past commits (0..1).
+    similar: Vec<f32>,
+    /// Match of the file's past commit messages (0..1).
+    message: Vec<f32>,
+    /// Score lent by co-changed top files.
+    cochange: Vec<f32>,
+}
+
+impl HistorySignals {
+    fn at(v: &[f32], i: usize) -> f32 {
+        v.get(i).copied().unwrap_or(0.0)
+    }
+}
+
 impl CodeMap {
     /// Ranks files (and symbols inside them) by relevance to `q`. Deterministic.
     pub fn query(&self, q: &Query) -> Vec<RankedFile> {
@@ -278,6 +344,77 @@ impl CodeMap {
         if self.files.is_empty() || q.top_k == 0 {
             return Vec::new();
         }
+        let (signals, mentions, weighted) = self.signals(q, p, history);
+        let mut score = signals.score.clone();
+        if p.rerank != 0.0 {
+            self.rerank(&signals, &mut score, p);
+        }
+        let mut scored: Vec<(u32, f32, ScoreComponents)> = (0..self.files.len())
+            .map(|i| {
+                (
+                    idx(i),
+                    score[i],
+                    ScoreComponents {
+                        bm25: signals.bm25[i],
+                        pagerank: signals.ppr[i],
+                        mention: signals.mention[i],
+                    },
+                )
+            })
+            .filter(|(_, s, _)| *s > 0.0)
+            .collect();
+        scored.sort_by(|a, b| {
+            b.1.total_cmp(&a.1).then_with(|| {
+                self.files[a.0 as usize]
+                    .path
+                    .cmp(&self.files[b.0 as usize].path)
+            })
+        });
+        scored.truncate(q.top_k);
+        let term_set: Vec<(String, f32)> = weighted
+            .iter()
+            .map(|(t, w)| (t.clone(), w * self.bm25.idf(t)))
+            .filter(|(_, w)| *w > 0.0)
+            .collect();
+        scored
+            .into_iter()
+            .map(|(f, score, c)| self.ranked_file(f, score, c, &mentions, &term_set))
+            .collect()
+    }
+
+    /// The top [`RERANK_DEPTH`] files by the hand-fitted fusion with the
+    /// reranker's features, best first (the evaluation fits the reranker on
+    /// these).
+    pub fn rerank_candidates(
+        &self,
+        q: &Query,
+        p: &RankParams,
+        history: Option<&CoChange>,
+    ) -> Vec<(String, [f32; RERANK_FEATURES])> {
+        if self.files.is_empty() {
+            return Vec::new();
+        }
+        let (signals, _, _) = self.signals(q, p, history);
+        signals
+            .candidates()
+            .into_iter()
+            .enumerate()
+            .map(|(rank, i)| {
+                (
+                    self.files[i].path.clone(),
+                    self.rerank_features(&signals, i, rank),
+                )
+            })
+            .collect()
+    }
+
+    /// Every per-file signal of `q`, and the hand-fitted fusion of them.
+    fn signals(
+        &self,
+        q: &Query,
+        p: &RankParams,
+        history: Option<&CoChange>,
+    ) -> (Signals, Mentions, Vec<(String, f32)>) {
         let mut text = q.text.clone();
         for t in &q.hints.traces {
             text.push('\n');
@@ -346,43 +483,105 @@ impl CodeMap {
                 }
             })
             .collect();
-        let base = match history.filter(|h| !h.is_empty()) {
+        let (base, history) = match history.filter(|h| !h.is_empty()) {
             Some(h) => self.history_lift(base, p, h, &weighted),
-            None => base,
+            None => (base, HistorySignals::default()),
         };
-        let lifted = self.companion_lift(&base, p.companion);
-        let mut scored: Vec<(u32, f32, ScoreComponents)> = (0..self.files.len())
-            .map(|i| {
-                let mention = mentions.files.get(&idx(i)).map_or(0.0, |m| m.0);
-                (
-                    idx(i),
-                    base[i] + lifted[i],
-                    ScoreComponents {
-                        bm25: bm25[i],
-                        pagerank: ppr[i],
-                        mention,
-                    },
-                )
-            })
-            .filter(|(_, s, _)| *s > 0.0)
+        let companion = self.companion_lift(&base, p.companion);
+        let score: Vec<f32> = base.iter().zip(&companion).map(|(b, c)| b + c).collect();
+        let mention: Vec<f32> = (0..self.files.len())
+            .map(|i| mentions.files.get(&idx(i)).map_or(0.0, |m| m.0))
             .collect();
-        scored.sort_by(|a, b| {
-            b.1.total_cmp(&a.1).then_with(|| {
-                self.files[a.0 as usize]
-                    .path
-                    .cmp(&self.files[b.0 as usize].path)
-            })
-        });
-        scored.truncate(q.top_k);
-        let term_set: Vec<(String, f32)> = weighted
+        let title = tokens::query_terms(text.trim_start().lines().next().unwrap_or(""));
+        let signals = Signals {
+            bm25,
+            ppr,
+            mention,
+            about_tests,
+            history,
+            companion,
+            score,
+            title,
+        };
+        (signals, mentions, weighted)
+    }
+
+    /// Reorders the top [`RERANK_DEPTH`] files by the learned model, giving
+    /// them the same set of scores in the new order (the rest keep theirs).
+    fn rerank(&self, s: &Signals, score: &mut [f32], p: &RankParams) {
+        let top = s.candidates();
+        let mut values: Vec<f32> = top.iter().map(|i| score[*i]).collect();
+        let mut model: Vec<(usize, f32)> = top
             .iter()
-            .map(|(t, w)| (t.clone(), w * self.bm25.idf(t)))
-            .filter(|(_, w)| *w > 0.0)
+            .enumerate()
+            .map(|(rank, &i)| {
+                let f = self.rerank_features(s, i, rank);
+                (i, f.iter().zip(RERANK_WEIGHTS).map(|(x, w)| x * w).sum())
+            })
             .collect();
-        scored
-            .into_iter()
-            .map(|(f, score, c)| self.ranked_file(f, score, c, &mentions, &term_set))
-            .collect()
+        model.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        values.sort_by(|a, b| b.total_cmp(a));
+        for ((i, _), v) in model.into_iter().zip(values) {
+            score[i] = v;
+        }
+        // The test prior holds between a file and its own test whatever the
+        // model says: unless the request is about tests (or the prior is
+        // off), the subject leads.
+        if !s.about_tests && p.test_file < 1.0 {
+            let tests = self.test_files();
+            for &(a, b) in self.companion_pairs() {
+                let (a, b) = (a as usize, b as usize);
+                if !tests[a] && tests[b] && score[b] > score[a] && score[a] > 0.0 {
+                    score.swap(a, b);
+                }
+            }
+        }
+    }
+
+    /// The reranker's view of file `i`, `rank` (0-based) in the hand-fused order.
+    fn rerank_features(&self, s: &Signals, i: usize, rank: usize) -> [f32; RERANK_FEATURES] {
+        let f = &self.files[i];
+        let best = s.score.iter().copied().fold(0.0f32, f32::max).max(1e-9);
+        let test = if self.test_files()[i] { 1.0 } else { 0.0 };
+        let h = &s.history;
+        let at = HistorySignals::at;
+        // Share of the title's terms in the path, and in the names it defines.
+        let (in_path, in_names) = if s.title.is_empty() {
+            (0.0, 0.0)
+        } else {
+            let path = tokens::query_terms(&f.path);
+            let names: Vec<String> = f
+                .analysis
+                .symbols
+                .iter()
+                .flat_map(|sym| tokens::query_terms(&sym.name))
+                .collect();
+            let share = |set: &[String]| {
+                s.title.iter().filter(|t| set.contains(t)).count() as f32 / s.title.len() as f32
+            };
+            (share(&path), share(&names))
+        };
+        let bm25 = s.bm25[i];
+        [
+            s.score[i] / best,
+            bm25,
+            s.ppr[i],
+            s.mention[i],
+            test * if s.about_tests { 0.0 } else { 1.0 },
+            test * if s.about_tests { 1.0 } else { 0.0 },
+            if f.language.is_parsed() { 0.0 } else { 1.0 },
+            if is_vendored_path(&f.path) { 1.0 } else { 0.0 },
+            at(&h.churn, i),
+            at(&h.recency, i),
+            at(&h.similar, i),
+            at(&h.message, i),
+            at(&h.cochange, i) / best,
+            s.companion[i] / best,
+            (1.0 + rank as f32).ln(),
+            in_path,
+            in_names,
+            bm25 * test,
+        ]
     }
 
     /// Boosts often-changed files and lends each top file's score to the files
@@ -393,7 +592,21 @@ impl CodeMap {
         p: &RankParams,
         h: &CoChange,
         request: &[(String, f32)],
-    ) -> Vec<f32> {
+    ) -> (Vec<f32>, HistorySignals) {
+        let n = base.len();
+        let mut signals = HistorySignals {
+            churn: self.files.iter().map(|f| h.churn(&f.path)).collect(),
+            recency: self.files.iter().map(|f| h.recency(&f.path)).collect(),
+            similar: vec![0.0; n],
+            message: vec![0.0; n],
+            cochange: vec![0.0; n],
+        };
+        for (path, x) in h.message_match(request) {
+            if let Some(&f) = self.by_path.get(path) {
+                signals.message[f as usize] = x;
+                base[f as usize] += p.w_message_file * x;
+            }
+        }
         if p.w_similar > 0.0 && p.similar_commits > 0 {
             // Files of past changes described like this request, each commit's
             // similarity spread over its files (a one-file fix says more).
@@ -408,7 +621,8 @@ impl CodeMap {
             }
             let best = share.iter().copied().fold(0.0f32, f32::max);
             if best > 0.0 {
-                for (s, x) in base.iter_mut().zip(share) {
+                for ((s, x), out) in base.iter_mut().zip(share).zip(&mut signals.similar) {
+                    *out = x / best;
                     *s += p.w_similar * x / best;
                 }
             }
@@ -427,7 +641,7 @@ impl CodeMap {
             }
         }
         if p.w_cochange <= 0.0 || p.cochange_seeds == 0 {
-            return base;
+            return (base, signals);
         }
         let mut order: Vec<usize> = (0..base.len()).filter(|i| base[*i] > 0.0).collect();
         order.sort_by(|a, b| base[*b].total_cmp(&base[*a]).then(a.cmp(b)));
@@ -439,10 +653,11 @@ impl CodeMap {
                 }
             }
         }
-        for (s, l) in base.iter_mut().zip(lift) {
+        for ((s, l), out) in base.iter_mut().zip(lift).zip(&mut signals.cochange) {
+            *out = l;
             *s += l;
         }
-        base
+        (base, signals)
     }
 
     /// Which files are tests (computed once).
@@ -458,7 +673,16 @@ impl CodeMap {
         if share <= 0.0 {
             return lift;
         }
-        let companions = self.companions.get_or_init(|| {
+        let companions = self.companion_pairs();
+        for &(a, b) in companions {
+            lift[b as usize] = lift[b as usize].max(share * base[a as usize]);
+        }
+        lift
+    }
+
+    /// (file, its test or subject) pairs, both ways (computed once).
+    fn companion_pairs(&self) -> &[(u32, u32)] {
+        self.companions.get_or_init(|| {
             let mut by_stem: HashMap<String, Vec<u32>> = HashMap::new();
             for (i, f) in self.files.iter().enumerate() {
                 if f.language.is_parsed() {
@@ -483,11 +707,7 @@ impl CodeMap {
             }
             pairs.sort_unstable();
             pairs
-        });
-        for &(a, b) in companions {
-            lift[b as usize] = lift[b as usize].max(share * base[a as usize]);
-        }
-        lift
+        })
     }
 
     /// The graph PPR walks: forward reference/import edges plus weaker reverse ones.

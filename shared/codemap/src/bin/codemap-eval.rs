@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use contexten_codemap::{
-    CoChange, CodeMap, Engine, EngineConfig, Language, Query, RankParams, RepoSource,
-    baseline_rank, code_aware_rank,
+    CoChange, CodeMap, Engine, EngineConfig, Language, Query, RERANK_FEATURES, RankParams,
+    RepoSource, baseline_rank, code_aware_rank,
 };
 
 const MAX_FILES: usize = 5;
@@ -101,6 +101,7 @@ struct Options {
     per_repo: usize,
     set: String,
     fit: bool,
+    fit_rerank: bool,
     levers: bool,
     cold: usize,
     history: usize,
@@ -117,6 +118,7 @@ fn main() -> anyhow::Result<()> {
         per_repo: 60,
         set: "all".into(),
         fit: false,
+        fit_rerank: false,
         levers: false,
         cold: 0,
         history: DEFAULT_HISTORY,
@@ -135,6 +137,7 @@ fn main() -> anyhow::Result<()> {
             "--per-repo" => o.per_repo = args.next().context("--per-repo N")?.parse()?,
             "--set" => o.set = args.next().context("--set test|tuning|all")?,
             "--fit" => o.fit = true,
+            "--fit-rerank" => o.fit_rerank = true,
             "--levers" => o.levers = true,
             "--cold" => o.cold = args.next().context("--cold N")?.parse()?,
             "--history" => o.history = args.next().context("--history N")?.parse()?,
@@ -323,6 +326,7 @@ fn run(o: &Options, repos: &[Repo], cases: &[Case], variants: &[Variant]) -> any
     let mut variant_scores: Vec<BTreeMap<String, Scores>> = vec![BTreeMap::new(); variants.len()];
     let started = Instant::now();
     let mut query_ms = Vec::new();
+    let mut rerank_data: Vec<Vec<(bool, [f32; RERANK_FEATURES])>> = Vec::new();
     let mut cold_sample: Vec<usize> = Vec::new();
     let mut per_repo_seen: BTreeMap<usize, usize> = BTreeMap::new();
     for (ci, case) in cases.iter().enumerate() {
@@ -397,6 +401,36 @@ fn run(o: &Options, repos: &[Repo], cases: &[Case], variants: &[Variant]) -> any
                 &ranked[..ranked.len().min(5)],
                 &aware[..aware.len().min(5)]
             );
+        }
+        if o.fit_rerank && repo.set == "tuning" {
+            let candidates = map.rerank_candidates(&q, &defaults, Some(&history));
+            rerank_data.push(
+                candidates
+                    .into_iter()
+                    .map(|(path, f)| (expected.contains(&path), f))
+                    .collect(),
+            );
+        }
+        if std::env::var_os("CODEMAP_EVAL_MISSES").is_some() {
+            // Where each expected file the top 10 missed ranks in the full order.
+            let all = map.query_history(
+                &Query::new(case.request.clone(), files.len()),
+                &defaults,
+                Some(&history),
+            );
+            for e in expected.iter().filter(|e| !ranked.contains(e)) {
+                let at = all.iter().position(|r| &r.path == e);
+                let c = at.map(|i| all[i].components);
+                eprintln!(
+                    "MISS {} {} {e} rank={} of {} {:?} title={:?}",
+                    repo.set,
+                    repo.name,
+                    at.map_or("none".to_owned(), |i| (i + 1).to_string()),
+                    files.len(),
+                    c,
+                    case.request.lines().next().unwrap_or("")
+                );
+            }
         }
         // Cold-latency sample: the first `cold` usable cases of each test (or
         // ad-hoc) repository.
@@ -498,6 +532,9 @@ fn run(o: &Options, repos: &[Repo], cases: &[Case], variants: &[Variant]) -> any
         percentile(&query_ms, 0.5),
         percentile(&query_ms, 0.95)
     );
+    if o.fit_rerank {
+        fit_rerank(&rerank_data);
+    }
     if !cold_sample.is_empty() {
         cold_latency(o, repos, cases, &cold_sample)?;
     }
@@ -541,6 +578,99 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+/// Fits the reranker's weights on the tuning cases' candidates with a
+/// pairwise logistic loss (every expected file against every other candidate
+/// of its case, each case weighing the same, L2 1e-3), by gradient descent,
+/// and prints them with R@10 / MRR@10 over the candidates before and after.
+fn fit_rerank(cases: &[Vec<(bool, [f32; RERANK_FEATURES])>]) {
+    const L2: f32 = 1e-3;
+    let usable: Vec<&Vec<(bool, [f32; RERANK_FEATURES])>> = cases
+        .iter()
+        .filter(|c| c.iter().any(|x| x.0) && c.iter().any(|x| !x.0))
+        .collect();
+    let mut w = [0.0f32; RERANK_FEATURES];
+    w[0] = 1.0; // start from the hand-fused order
+    // CODEMAP_EVAL_RERANK_FROZEN="17,4": features held at 0 (ablation).
+    let frozen: Vec<usize> = std::env::var("CODEMAP_EVAL_RERANK_FROZEN")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|k| k.trim().parse().ok())
+        .collect();
+    let (mut m, mut v) = ([0.0f32; RERANK_FEATURES], [0.0f32; RERANK_FEATURES]);
+    let score = |w: &[f32; RERANK_FEATURES], f: &[f32; RERANK_FEATURES]| -> f32 {
+        w.iter().zip(f).map(|(a, b)| a * b).sum()
+    };
+    for step in 1..=3000 {
+        let mut grad = [0.0f32; RERANK_FEATURES];
+        let mut loss = 0.0f32;
+        for c in &usable {
+            let pairs = c.iter().filter(|x| x.0).count() * c.iter().filter(|x| !x.0).count();
+            let norm = 1.0 / (pairs as f32 * usable.len() as f32);
+            for (_, pos) in c.iter().filter(|x| x.0) {
+                let sp = score(&w, pos);
+                for (_, neg) in c.iter().filter(|x| !x.0) {
+                    let d = sp - score(&w, neg);
+                    loss += norm * (1.0 + (-d).exp()).ln();
+                    let g = -1.0 / (1.0 + d.exp());
+                    for k in 0..RERANK_FEATURES {
+                        grad[k] += norm * g * (pos[k] - neg[k]);
+                    }
+                }
+            }
+        }
+        // Adam, learning rate 0.01.
+        for k in 0..RERANK_FEATURES {
+            let g = grad[k] + L2 * w[k];
+            m[k] = 0.9 * m[k] + 0.1 * g;
+            v[k] = 0.999 * v[k] + 0.001 * g * g;
+            let mh = m[k] / (1.0 - 0.9f32.powi(step));
+            let vh = v[k] / (1.0 - 0.999f32.powi(step));
+            w[k] -= 0.01 * mh / (vh.sqrt() + 1e-8);
+        }
+        for k in frozen.iter().copied().filter(|k| *k < RERANK_FEATURES) {
+            w[k] = 0.0;
+        }
+        if step % 500 == 0 {
+            eprintln!("fit-rerank step {step}: loss {loss:.4}");
+        }
+    }
+    let metrics = |w: &[f32; RERANK_FEATURES]| {
+        let (mut r10, mut mrr) = (0.0f32, 0.0f32);
+        for c in cases {
+            let total = c.iter().filter(|x| x.0).count().max(1) as f32;
+            let mut order: Vec<usize> = (0..c.len()).collect();
+            order.sort_by(|a, b| {
+                score(w, &c[*b].1)
+                    .total_cmp(&score(w, &c[*a].1))
+                    .then(a.cmp(b))
+            });
+            let hits = order.iter().take(10).filter(|i| c[**i].0).count() as f32;
+            r10 += hits / total;
+            if let Some(r) = order.iter().take(10).position(|i| c[*i].0) {
+                mrr += 1.0 / (r as f32 + 1.0);
+            }
+        }
+        let n = cases.len().max(1) as f32;
+        (r10 / n, mrr / n)
+    };
+    let mut hand = [0.0f32; RERANK_FEATURES];
+    hand[0] = 1.0;
+    let (hr, hm) = metrics(&hand);
+    let (fr, fm) = metrics(&w);
+    println!(
+        "rerank fit on {} tuning cases ({} with a pair): over the top candidates, hand order R@10 {hr:.3} MRR@10 {hm:.3}; fitted R@10 {fr:.3} MRR@10 {fm:.3}",
+        cases.len(),
+        usable.len()
+    );
+    println!(
+        "const RERANK_WEIGHTS: [f32; RERANK_FEATURES] = [{}];",
+        w.iter()
+            .map(|x| format!("{x:.4}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 }
 
 /// Spawns this binary once per sampled case (`--cold-one`): process start, a
