@@ -273,8 +273,8 @@ pub const RERANK_FEATURES: usize = 18;
 /// set with a pairwise logistic loss (`codemap-eval --fit-rerank`,
 /// `eval/README.md`).
 const RERANK_WEIGHTS: [f32; RERANK_FEATURES] = [
-    1.0501, 0.9622, 0.2934, 0.6840, -0.0799, 0.7804, -2.4811, -0.4768, 0.2645, 1.5506, 0.1607,
-    1.5110, 0.0565, 0.4711, -0.4908, 2.0538, 0.2648, 0.7600,
+    1.1095, 0.9868, 0.2870, 0.6150, -0.1052, 0.6993, -2.4722, -0.4834, 0.2227, 1.4945, 0.1362,
+    1.5355, 0.0591, 0.5827, -0.4830, 2.0036, 0.2544, 0.5816,
 ];
 
 /// Per-file signals of one query and their hand-fitted fusion (`score`).
@@ -931,15 +931,23 @@ impl CodeMap {
 /// Whether a path looks like a test file.
 pub(crate) fn is_test_path(path: &str) -> bool {
     let l = path.to_ascii_lowercase();
-    let name = l.rsplit('/').next().unwrap_or(&l);
-    l.split('/')
-        .any(|c| c == "test" || c == "tests" || c == "__tests__" || c == "spec")
-        || name.starts_with("test_")
-        || name.contains("_test.")
+    let (dirs, name) = l.rsplit_once('/').unwrap_or(("", &l));
+    let stem = name.split('.').next().unwrap_or(name);
+    // Directories: `test/`, `spec/`, and .NET's `UnitTests/`, `Foo.Tests/`.
+    dirs.split('/').any(|c| {
+        matches!(c, "test" | "tests" | "__tests__" | "spec" | "specs") || c.ends_with("tests")
+    }) || name.starts_with("test_")
+        || stem.ends_with("_test")
+        || stem.ends_with("_spec")
         || name.contains(".test.")
         || name.contains(".spec.")
-        || name.ends_with("test.java")
-        || name.ends_with("tests.java")
+        // `FooTest.java`, `FooTests.cs`, `FooTest.php`: PascalCase test
+        // classes (`Latest.java` is not one).
+        || ([".java", ".cs", ".php", ".kt", ".scala"].iter().any(|e| name.ends_with(e)) && {
+            let original = path.rsplit('/').next().unwrap_or(path);
+            let original = original.split('.').next().unwrap_or(original);
+            original.ends_with("Test") || original.ends_with("Tests")
+        })
 }
 
 /// Whether a path looks vendored or generated (third-party copies, minified
@@ -975,6 +983,7 @@ fn subject_stem(path: &str) -> String {
     let stem = name.split('.').next().unwrap_or(&name);
     let stem = stem.strip_prefix("test_").unwrap_or(stem);
     let stem = stem.strip_suffix("_test").unwrap_or(stem);
+    let stem = stem.strip_suffix("_spec").unwrap_or(stem);
     let stem = stem
         .strip_suffix("tests")
         .or_else(|| stem.strip_suffix("test"))
@@ -1112,5 +1121,50 @@ mod baseline_tests {
         for p in ["src/vendors.rs", "lib/generate.py", "src/pb.go"] {
             assert!(!is_vendored_path(p), "{p}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_files_are_recognised_in_every_parsed_language() {
+        for path in [
+            "tests/test_models.py",
+            "pkg/router_test.go",
+            "src/test/java/org/jsoup/NodeTest.java",
+            "src/UnitTests/CollectionMapping.cs",
+            "Src/Newtonsoft.Json.Tests/JsonConvertTest.cs",
+            "test/Foo.Tests.cs",
+            "spec/cart_spec.rb",
+            "lib/cart_spec.rb",
+            "tests/Unit/ClientTest.php",
+            "src/ClientTest.php",
+            "test/main.ts",
+            "src/utils/merge.test.ts",
+            "__tests__/a.js",
+        ] {
+            assert!(is_test_path(path), "{path}");
+        }
+        for path in [
+            "src/requests/models.py",
+            "src/Latest.java",
+            "src/AutoMapper/Mapper.cs",
+            "lib/sinatra/base.rb",
+            "src/Client.php",
+            "src/contest.rs",
+            "include/fmt/format.h",
+        ] {
+            assert!(!is_test_path(path), "{path}");
+        }
+        assert_eq!(
+            subject_stem("spec/cart_spec.rb"),
+            subject_stem("lib/cart.rb")
+        );
+        assert_eq!(
+            subject_stem("tests/ClientTest.php"),
+            subject_stem("src/Client.php")
+        );
     }
 }
