@@ -3,10 +3,12 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use context_worker::{ContextConfig, ContextHandler, PullsApi};
+use context_worker::{ContextConfig, ContextHandler, DEFAULT_HISTORY_DEPTH, PullsApi};
 use contexten_broker::Store;
 use contexten_broker::service::{bind_health, run_service, shutdown_on_signal};
-use contexten_codemap::{Engine, EngineConfig, GitToken, Query, RepoSource};
+use contexten_codemap::{
+    CodeMap, Engine, EngineConfig, GitToken, Query, RankParams, RankedFile, RepoSource,
+};
 use contexten_config::{Env, ExposeSecret};
 use std::sync::Arc;
 
@@ -121,12 +123,29 @@ fn run_command(command: Command, env: &Env) -> anyhow::Result<()> {
             .secret_value("GITHUB_TOKEN")?
             .map(|t| GitToken::new(t.expose_secret())),
         progress: Some(progress),
+        // As the worker reads it: similar past commits, co-changes, churn.
+        history_depth: DEFAULT_HISTORY_DEPTH,
         ..EngineConfig::default()
     });
     let analyse = |repo: &RepoArgs| {
         engine
             .analyse(&RepoSource::parse(&repo.repo, repo.reference.as_deref()))
             .with_context(|| format!("analysing {}", repo.repo))
+    };
+    // The map and its history (none for a plain directory), ranked as the worker ranks.
+    let rank = |repo: &RepoArgs, query: Query| -> anyhow::Result<(Arc<CodeMap>, Vec<RankedFile>)> {
+        let src = RepoSource::parse(&repo.repo, repo.reference.as_deref());
+        let (map, commit) = engine
+            .analyse_revision(&src, Vec::new())
+            .with_context(|| format!("analysing {}", repo.repo))?;
+        let history = match commit {
+            Some(c) => engine
+                .history(&src, &c)
+                .with_context(|| format!("reading the history of {}", repo.repo))?,
+            None => None,
+        };
+        let ranked = map.query_history(&query, &RankParams::default(), history.as_deref());
+        Ok((map, ranked))
     };
     match command {
         Command::Query {
@@ -142,8 +161,7 @@ fn run_command(command: Command, env: &Env) -> anyhow::Result<()> {
                     .with_context(|| format!("reading {}", file.display()))?,
                 (None, None) => anyhow::bail!("give --query or --query-file"),
             };
-            let map = analyse(&repo)?;
-            let ranked = map.query(&Query::new(text, top_k));
+            let (_, ranked) = rank(&repo, Query::new(text, top_k))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&ranked)?);
             } else {
@@ -176,8 +194,7 @@ fn run_command(command: Command, env: &Env) -> anyhow::Result<()> {
             budget,
             model,
         } => {
-            let map = analyse(&repo)?;
-            let ranked = map.query(&Query::new(query.clone(), 10));
+            let (map, ranked) = rank(&repo, Query::new(query.clone(), 10))?;
             let prompt = map.assemble_prompt(&query, &ranked, budget, &model);
             eprintln!(
                 "{} tokens of {budget} ({}), redacted: {:?}",
