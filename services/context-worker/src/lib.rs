@@ -1587,7 +1587,11 @@ mod tests {
         let (with, used) = ranked_with_depth(&url, "200").await;
         assert_eq!(used, Some(serde_json::Value::Bool(true)));
         // Above the helpers, which changed more often and more recently.
-        assert_eq!(with.get(1).map(String::as_str), Some("core/calc.py"), "{with:?}");
+        assert_eq!(
+            with.get(1).map(String::as_str),
+            Some("core/calc.py"),
+            "{with:?}"
+        );
 
         let (without, _) = ranked_with_depth(&url, "0").await;
         assert!(
