@@ -279,6 +279,8 @@ fn variants(o: &Options) -> Vec<Variant> {
             ("no churn", "w_churn=0"),
             ("no personalised PageRank", "w_pagerank=0"),
             ("no companion", "companion=0"),
+            ("no similar past commits", "w_similar=0"),
+            ("no reranker (hand-fitted fusion only)", "rerank=0"),
         ] {
             v.push(Variant {
                 name: format!("lever: {name}"),
