@@ -15,10 +15,10 @@ use crate::lang::Language;
 
 /// Bytes of memory an analysed file is estimated to take per byte of source:
 /// content, definitions, references, lexical terms and its share of the map's
-/// indices. Peak resident above the process's baseline measured 2.8–2.9× the
-/// source bytes on the benchmark trees (the cargo registry, the Python stdlib;
-/// README "Context worker memory"); rounded up for allocator slack and
-/// languages denser in identifiers.
+/// indices. Peak resident above the process's baseline measured 2.2–2.4× the
+/// source bytes on the benchmark trees (the Python stdlib, the cargo registry;
+/// README "Context worker memory"); rounded up for allocator slack, languages
+/// denser in identifiers and the analyses in flight.
 pub const ESTIMATE_PER_SOURCE_BYTE: u64 = 4;
 /// Bytes per file regardless of its size: path, blob id, entry, small vectors.
 pub const ESTIMATE_PER_FILE: u64 = 4 << 10;
