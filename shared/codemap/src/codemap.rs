@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::bm25::{LexicalIndex, TermTable};
 use crate::graph::{self, Adjacency};
 use crate::lang::Language;
-use crate::parse::{FileAnalysis, SymbolKind};
+use crate::parse::{FileAnalysis, RefLike, SymbolKind};
 use crate::redact::RedactionCounts;
 use crate::tokens;
 
@@ -270,6 +270,16 @@ impl NameIds {
 impl NameIds {
     /// Interns the names of an analysis.
     pub(crate) fn new(a: &FileAnalysis, names: &TermTable) -> Self {
+        Self::with_refs(a, &a.refs, names)
+    }
+
+    /// Interns the names of an analysis's definitions and of `site_refs`
+    /// (its references, owned or drafts).
+    pub(crate) fn with_refs<R: RefLike>(
+        a: &FileAnalysis,
+        site_refs: &[R],
+        names: &TermTable,
+    ) -> Self {
         let def_ids = names.intern_each(a.symbols.iter().map(|s| s.name.as_str()));
         let mut defs: Vec<(u32, u32)> = def_ids
             .into_iter()
@@ -277,11 +287,11 @@ impl NameIds {
             .filter(|(_, i)| a.symbols[*i as usize].kind != SymbolKind::Impl)
             .collect();
         defs.sort_unstable();
-        let ref_ids = names.intern_each(a.refs.iter().map(|r| r.name.as_str()));
+        let ref_ids = names.intern_each(site_refs.iter().map(RefLike::name));
         let mut refs: Vec<(u32, u32)> = ref_ids
             .iter()
-            .zip(&a.refs)
-            .map(|(id, r)| (*id, r.count))
+            .zip(site_refs)
+            .map(|(id, r)| (*id, r.count()))
             .collect();
         refs.sort_unstable();
         refs.dedup_by(|b, a| {
@@ -294,26 +304,28 @@ impl NameIds {
         });
         let mut private: Vec<u32> = ref_ids
             .iter()
-            .zip(&a.refs)
-            .filter(|(_, r)| r.name.starts_with('_'))
+            .zip(site_refs)
+            .filter(|(_, r)| r.name().starts_with('_'))
             .map(|(id, _)| *id)
             .collect();
         private.sort_unstable();
         private.dedup();
         // Grouped by name (stable: a name's sites keep their order), so a
         // site need not hold its name: the groups follow `refs`.
-        let mut order: Vec<usize> = (0..a.refs.len()).collect();
+        let mut order: Vec<usize> = (0..site_refs.len()).collect();
         order.sort_by_key(|i| ref_ids[*i]);
         let mut groups: Vec<u32> = Vec::with_capacity(refs.len());
         for w in order.chunk_by(|x, y| ref_ids[*x] == ref_ids[*y]) {
             groups.push(u32::try_from(w.len()).unwrap_or(u32::MAX));
         }
         debug_assert_eq!(groups.len(), refs.len());
-        let kept = |r: &crate::RefSite| r.lines.len().min(MAX_SITE_LINES);
+        let kept = |r: &R| r.lines().len().min(MAX_SITE_LINES);
         let all = || {
-            order
-                .iter()
-                .flat_map(|i| a.refs[*i].lines[..kept(&a.refs[*i])].iter().copied())
+            order.iter().flat_map(|i| {
+                site_refs[*i].lines()[..kept(&site_refs[*i])]
+                    .iter()
+                    .copied()
+            })
         };
         let site_lines = if all().all(|l| l <= u32::from(u16::MAX)) {
             SiteLines::Short(
@@ -327,11 +339,11 @@ impl NameIds {
         let sites: Vec<Site> = order
             .iter()
             .map(|i| {
-                let r = &a.refs[*i];
+                let r = &site_refs[*i];
                 Site::new(
                     ref_ids[*i],
-                    r.in_symbol.unwrap_or(u32::MAX),
-                    r.count,
+                    r.in_symbol().unwrap_or(u32::MAX),
+                    r.count(),
                     kept(r),
                 )
             })
@@ -1324,5 +1336,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn drafts_and_owned_references_give_the_same_names() {
+        let src = "class Cart:\n    def total(self, items):\n        return sum(i.price for i in items) + tax(items) + tax(items)\n\ndef tax(items):\n    return _rate(items)\n";
+        let names = TermTable::default();
+        let owned = crate::parse::analyse(src, Language::Python);
+        let (lean, drafts) = crate::parse::analyse_lean(src, Language::Python);
+        assert!(lean.refs.is_empty() && lean.terms.is_empty() && !drafts.is_empty());
+        let a = NameIds::new(&owned, &names);
+        let b = NameIds::with_refs(&lean, &drafts, &names);
+        let sites = |n: &NameIds| -> Vec<(Site, Vec<u32>)> {
+            n.sites().map(|(s, l)| (s, l.iter().collect())).collect()
+        };
+        assert_eq!(sites(&a), sites(&b));
+        assert_eq!(
+            (&a.defs, &a.refs, &a.private),
+            (&b.defs, &b.refs, &b.private)
+        );
+        assert!(!a.private.is_empty());
     }
 }

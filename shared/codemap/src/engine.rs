@@ -541,25 +541,26 @@ impl Engine {
             let text = std::str::from_utf8(&bytes).map_err(|_| SkipReason::NotUtf8)?;
             let mut counts = RedactionCounts::new();
             let content: Arc<str> = Arc::from(redact::redact(text, &mut counts).as_ref());
-            let analysis = match self.load(&key) {
+            // Nothing keeps the analysis: its content terms and references go
+            // from the content to their ids without a string each.
+            let (analysis, drafts) = match self.load(&key) {
                 Some(a) => {
                     self.reused_store.fetch_add(1, Ordering::Relaxed);
-                    a
+                    (a, None)
                 }
                 None if !self.keeps_analyses() => {
                     self.parsed.fetch_add(1, Ordering::Relaxed);
-                    parse::analyse_structure(&content, language)
+                    let (a, refs) = parse::analyse_lean(&content, language);
+                    (a, Some(refs))
                 }
                 None => {
                     self.parsed.fetch_add(1, Ordering::Relaxed);
                     let a = parse::analyse(&content, language);
                     self.save(&key, &a);
-                    a
+                    (a, None)
                 }
             };
-            // Nothing keeps the analysis: its content terms go from the
-            // content to their ids without a string each.
-            let mut lexical = if analysis.terms.is_empty() && !self.keeps_analyses() {
+            let mut lexical = if drafts.is_some() {
                 parse::with_content_terms(&content, |content_terms| {
                     lexical_terms(&analysis, content_terms, &tables.terms)
                 })
@@ -569,7 +570,11 @@ impl Engine {
             };
             lexical.shrink_to_fit();
             let lexical = Arc::new(lexical);
-            let names = Arc::new(NameIds::new(&analysis, &tables.names));
+            let names = Arc::new(match &drafts {
+                Some(refs) => NameIds::with_refs(&analysis, refs, &tables.names),
+                None => NameIds::new(&analysis, &tables.names),
+            });
+            drop(drafts);
             // The term strings now live as ids in `lexical`, the references
             // in `names`; the stores keep them.
             let mut analysis = analysis;

@@ -185,21 +185,24 @@ thread_local! {
 
 /// Analyses already-redacted content.
 pub fn analyse(content: &str, lang: Language) -> FileAnalysis {
-    let mut out = analyse_structure(content, lang);
+    let (mut out, refs) = analyse_lean(content, lang);
+    out.refs = refs.iter().map(RefDraft::owned).collect();
     out.terms = content_terms(content);
     out
 }
 
-/// [`analyse`] without the content terms (`terms` left empty), for a map
-/// that interns them straight from [`with_content_terms`] when no store
-/// keeps the analysis.
-pub(crate) fn analyse_structure(content: &str, lang: Language) -> FileAnalysis {
+/// [`analyse`] without the content terms (`terms` left empty) and with the
+/// references borrowing the content (`refs` left empty), for a map that
+/// interns both straight away when no store keeps the analysis
+/// ([`with_content_terms`], [`crate::codemap::NameIds::with_refs`]): no
+/// string or vector is allocated per reference or term.
+pub(crate) fn analyse_lean(content: &str, lang: Language) -> (FileAnalysis, Vec<RefDraft<'_>>) {
     let mut out = FileAnalysis {
         lines: u32::try_from(content.lines().count()).unwrap_or(u32::MAX),
         ..FileAnalysis::default()
     };
     let (Some(grammar), Some(query)) = (lang.grammar(), lang.query()) else {
-        return out;
+        return (out, Vec::new());
     };
     let tree = PARSER.with(|p| {
         let mut p = p.borrow_mut();
@@ -207,7 +210,7 @@ pub(crate) fn analyse_structure(content: &str, lang: Language) -> FileAnalysis {
         p.parse(content, None)
     });
     let Some(tree) = tree else {
-        return out;
+        return (out, Vec::new());
     };
     let root = tree.root_node();
     out.has_errors = root.has_error();
@@ -299,8 +302,67 @@ pub(crate) fn analyse_structure(content: &str, lang: Language) -> FileAnalysis {
         debug_assert_eq!(idx + 1, out.symbols.len());
     }
     name_starts.sort_unstable();
-    out.refs = collect_refs(root, content, &ranges, &name_starts, identifier_kinds(lang));
-    out
+    let refs = collect_refs(root, content, &ranges, &name_starts, identifier_kinds(lang));
+    (out, refs)
+}
+
+/// A reference site as the map reads it: a [`RefSite`], or a [`RefDraft`].
+pub(crate) trait RefLike {
+    fn name(&self) -> &str;
+    fn in_symbol(&self) -> Option<u32>;
+    fn count(&self) -> u32;
+    fn lines(&self) -> &[u32];
+}
+
+impl RefLike for RefSite {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn in_symbol(&self) -> Option<u32> {
+        self.in_symbol
+    }
+    fn count(&self) -> u32 {
+        self.count
+    }
+    fn lines(&self) -> &[u32] {
+        &self.lines
+    }
+}
+
+/// A [`RefSite`] borrowing its name from the content, its lines inline.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RefDraft<'a> {
+    name: &'a str,
+    in_symbol: Option<u32>,
+    count: u32,
+    lines: [u32; MAX_REF_LINES],
+    kept: usize,
+}
+
+impl RefDraft<'_> {
+    fn owned(&self) -> RefSite {
+        RefSite {
+            name: self.name.to_owned(),
+            in_symbol: self.in_symbol,
+            count: self.count,
+            lines: self.lines().to_vec(),
+        }
+    }
+}
+
+impl RefLike for RefDraft<'_> {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn in_symbol(&self) -> Option<u32> {
+        self.in_symbol
+    }
+    fn count(&self) -> u32 {
+        self.count
+    }
+    fn lines(&self) -> &[u32] {
+        &self.lines[..self.kept]
+    }
 }
 
 fn innermost_container(
@@ -519,9 +581,9 @@ fn collect_refs<'a>(
     ranges: &[(usize, usize)],
     name_starts: &[usize],
     ident: &[bool],
-) -> Vec<RefSite> {
+) -> Vec<RefDraft<'a>> {
     let mut by_key: HashMap<(&'a str, Option<u32>), usize> = HashMap::default();
-    let mut out: Vec<RefSite> = Vec::new();
+    let mut out: Vec<RefDraft<'a>> = Vec::new();
     let mut cursor = root.walk();
     let mut stack: Vec<usize> = Vec::new(); // indices into ranges, innermost last
     let mut next_def = 0usize;
@@ -551,18 +613,21 @@ fn collect_refs<'a>(
                     let in_symbol = stack.last().and_then(|d| u32::try_from(*d).ok());
                     let line = line_of(node);
                     let i = *by_key.entry((name, in_symbol)).or_insert_with(|| {
-                        out.push(RefSite {
-                            name: name.to_owned(),
+                        out.push(RefDraft {
+                            name,
                             in_symbol,
                             count: 0,
-                            lines: Vec::new(),
+                            lines: [0; MAX_REF_LINES],
+                            kept: 0,
                         });
                         out.len() - 1
                     });
                     let site = &mut out[i];
                     site.count += 1;
-                    if site.lines.len() < MAX_REF_LINES && site.lines.last() != Some(&line) {
-                        site.lines.push(line);
+                    let n = site.kept;
+                    if n < MAX_REF_LINES && (n == 0 || site.lines[n - 1] != line) {
+                        site.lines[n] = line;
+                        site.kept += 1;
                     }
                 }
             }
