@@ -193,15 +193,7 @@ impl TermTable {
                 out.push((table.intern(t), w));
             }
         }
-        out.sort_unstable_by_key(|(id, _)| *id);
-        out.dedup_by(|b, a| {
-            if a.0 == b.0 {
-                a.1 += b.1;
-                true
-            } else {
-                false
-            }
-        });
+        sum_repeated(&mut out);
         out
     }
 
@@ -572,6 +564,19 @@ pub(crate) fn merge_sorted<'a>(
 /// more: counted when asked (a `u16` per term, not a `u32`, holds the rest).
 /// (Three in tests, so that they count.)
 const DF_COUNT: u16 = if cfg!(test) { 3 } else { u16::MAX };
+
+/// Sorts `(id, weight)` pairs by id and sums the weights of repeated ids.
+pub(crate) fn sum_repeated<W: Copy + std::ops::AddAssign>(pairs: &mut Vec<(u32, W)>) {
+    pairs.sort_unstable_by_key(|(id, _)| *id);
+    pairs.dedup_by(|b, a| {
+        if a.0 == b.0 {
+            a.1 += b.1;
+            true
+        } else {
+            false
+        }
+    });
+}
 
 /// Collapses repeated query terms into (term, count) pairs in first-seen order.
 pub fn weigh_query(terms: &[String]) -> Vec<(String, f32)> {

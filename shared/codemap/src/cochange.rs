@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use crate::bm25::{Bm25Index, TermTable};
+use crate::bm25::{Bm25Index, TermTable, sum_repeated};
 use crate::tokens;
 
 /// Commits touching more files than this say little about which files belong
@@ -129,15 +129,7 @@ impl CoChange {
             let mut per_file: Vec<(&str, Vec<(u32, f32)>)> = per_file.into_iter().collect();
             per_file.sort_unstable_by(|a, b| a.0.cmp(b.0));
             for (_, terms) in &mut per_file {
-                terms.sort_unstable_by_key(|t| t.0);
-                terms.dedup_by(|b, a| {
-                    if a.0 == b.0 {
-                        a.1 += b.1;
-                        true
-                    } else {
-                        false
-                    }
-                });
+                sum_repeated(terms);
             }
             let file_refs: Vec<&[(u32, f32)]> =
                 per_file.iter().map(|(_, t)| t.as_slice()).collect();

@@ -293,15 +293,7 @@ impl NameIds {
             .zip(site_refs)
             .map(|(id, r)| (*id, r.count()))
             .collect();
-        refs.sort_unstable();
-        refs.dedup_by(|b, a| {
-            if a.0 == b.0 {
-                a.1 += b.1;
-                true
-            } else {
-                false
-            }
-        });
+        crate::bm25::sum_repeated(&mut refs);
         let mut private: Vec<u32> = ref_ids
             .iter()
             .zip(site_refs)
