@@ -286,6 +286,8 @@ struct Signals {
     history: HistorySignals,
     companion: Vec<f32>,
     score: Vec<f32>,
+    /// The highest `score` (at least a tiny positive number, to divide by).
+    best: f32,
     /// Terms of the request's first line.
     title: Vec<String>,
 }
@@ -493,6 +495,7 @@ impl CodeMap {
             .map(|i| mentions.files.get(&idx(i)).map_or(0.0, |m| m.0))
             .collect();
         let title = tokens::query_terms(text.trim_start().lines().next().unwrap_or(""));
+        let best = score.iter().copied().fold(0.0f32, f32::max).max(1e-9);
         let signals = Signals {
             bm25,
             ppr,
@@ -501,6 +504,7 @@ impl CodeMap {
             history,
             companion,
             score,
+            best,
             title,
         };
         (signals, mentions, weighted)
@@ -541,7 +545,7 @@ impl CodeMap {
     /// The reranker's view of file `i`, `rank` (0-based) in the hand-fused order.
     fn rerank_features(&self, s: &Signals, i: usize, rank: usize) -> [f32; RERANK_FEATURES] {
         let f = &self.files[i];
-        let best = s.score.iter().copied().fold(0.0f32, f32::max).max(1e-9);
+        let best = s.best;
         let test = if self.test_files()[i] { 1.0 } else { 0.0 };
         let h = &s.history;
         let at = HistorySignals::at;
@@ -628,15 +632,15 @@ impl CodeMap {
             }
         }
         if p.w_churn > 0.0 || p.w_recent > 0.0 {
-            for (s, f) in base.iter_mut().zip(&self.files) {
-                *s *= 1.0 + p.w_churn * h.churn(&f.path) + p.w_recent * h.recency(&f.path);
+            for (i, s) in base.iter_mut().enumerate() {
+                *s *= 1.0 + p.w_churn * signals.churn[i] + p.w_recent * signals.recency[i];
             }
         }
         if p.w_active > 0.0 {
             let tests = self.test_files();
             for (i, (s, f)) in base.iter_mut().zip(&self.files).enumerate() {
                 if f.language.is_parsed() && !tests[i] {
-                    *s += p.w_active * h.recency(&f.path);
+                    *s += p.w_active * signals.recency[i];
                 }
             }
         }
