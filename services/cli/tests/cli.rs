@@ -2,7 +2,7 @@
 //! document per command with `--output json`, and an exit code per failure
 //! (README "The operator CLI"), against the real RabbitMQ and Redis.
 
-use contexten_broker::{PublishedMessage, Store};
+use contexten_broker::Store;
 use contexten_config::{Env, ExposeSecret, RedisSettings};
 use contexten_envelope::{
     HEADER_ATTEMPT, HEADER_DEAD_AT_MS, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, ReplyTarget,
@@ -10,7 +10,6 @@ use contexten_envelope::{
 };
 use contexten_testkit::broker::{BrokerFixture, envelope_from, source};
 use contexten_testkit::machine_redis_url;
-use lapin::BasicProperties;
 use lapin::options::QueueDeleteOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::Value;
@@ -89,18 +88,14 @@ impl Fleet {
             HEADER_DEAD_AT_MS.into(),
             AMQPValue::LongLongInt(i64::try_from(at).unwrap()),
         );
-        self.fx
-            .publisher
-            .publish_raw(PublishedMessage {
-                exchange: self.fx.names.dead_letter_exchange(),
-                routing_key: stage.as_str().into(),
-                body: env.to_json(),
-                properties: BasicProperties::default()
-                    .with_message_id(env.message_id(stage).into())
-                    .with_headers(headers),
-            })
-            .await
-            .unwrap();
+        contexten_testkit::broker::dead_letter(
+            &self.fx.publisher,
+            &self.fx.names,
+            stage,
+            &env,
+            headers,
+        )
+        .await;
         env
     }
 

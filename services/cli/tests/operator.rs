@@ -1,6 +1,6 @@
 //! The operator operations against the real RabbitMQ and Redis.
 
-use contexten_broker::{PublishedMessage, Publisher, Store};
+use contexten_broker::{Publisher, Store};
 use contexten_cli::{
     DeadAction, DeadFilter, dead_letters, list_dead, queue_stats, redis_report, task_status,
 };
@@ -11,7 +11,6 @@ use contexten_envelope::{
 };
 use contexten_testkit::broker::{BrokerFixture, envelope_from, source};
 use contexten_testkit::{TestPrefix, machine_redis_url};
-use lapin::BasicProperties;
 use lapin::options::BasicGetOptions;
 use lapin::types::{AMQPValue, FieldTable};
 
@@ -40,17 +39,7 @@ async fn dead_letter(publisher: &Publisher, names: &Names, env: &TaskEnvelope, r
         AMQPValue::LongString("the fake provider said 503".into()),
     );
     headers.insert(HEADER_ATTEMPT.into(), AMQPValue::LongUInt(4));
-    publisher
-        .publish_raw(PublishedMessage {
-            exchange: names.dead_letter_exchange(),
-            routing_key: Stage::Generate.as_str().into(),
-            body: env.to_json(),
-            properties: BasicProperties::default()
-                .with_message_id(env.message_id(Stage::Generate).into())
-                .with_headers(headers),
-        })
-        .await
-        .unwrap();
+    contexten_testkit::broker::dead_letter(publisher, names, Stage::Generate, env, headers).await;
 }
 
 #[tokio::test]
@@ -287,17 +276,7 @@ async fn in_quorum_mode_lanes_are_listed_and_a_replay_lands_in_the_operator_lane
         "x-death".into(),
         AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
     );
-    publisher
-        .publish_raw(PublishedMessage {
-            exchange: names.dead_letter_exchange(),
-            routing_key: Stage::Generate.as_str().into(),
-            body: env.to_json(),
-            properties: BasicProperties::default()
-                .with_message_id(env.message_id(Stage::Generate).into())
-                .with_headers(headers),
-        })
-        .await
-        .unwrap();
+    contexten_testkit::broker::dead_letter(publisher, names, Stage::Generate, &env, headers).await;
     let letters = list_dead(channel, names, Stage::Generate, 10)
         .await
         .unwrap();

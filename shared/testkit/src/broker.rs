@@ -5,7 +5,8 @@
 
 use crate::prefix::{TestPrefix, machine_amqp_url, machine_redis_url};
 use contexten_broker::{
-    BrokerError, CancellationToken, Handler, Publisher, Store, WorkerOptions, run_worker, topology,
+    BrokerError, CancellationToken, Handler, PublishedMessage, Publisher, Store, WorkerOptions,
+    run_worker, topology,
 };
 use contexten_config::{BrokerSettings, Env, ExposeSecret, RedisSettings};
 use contexten_envelope::{Names, ReplyTarget, Request, Source, SourceKind, Stage, TaskEnvelope};
@@ -13,9 +14,32 @@ use contexten_telemetry::health::Readiness;
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use std::time::Duration;
 use tokio::task::JoinHandle;
+
+/// Publishes `env` to the dead-letter exchange as the runtime sets aside
+/// `stage`'s message (its message id, the given headers), and waits for the
+/// broker's confirmation: a dead letter for operator tests to find.
+pub async fn dead_letter(
+    publisher: &Publisher,
+    names: &Names,
+    stage: Stage,
+    env: &TaskEnvelope,
+    headers: FieldTable,
+) {
+    publisher
+        .publish_raw(PublishedMessage {
+            exchange: names.dead_letter_exchange(),
+            routing_key: stage.as_str().into(),
+            body: env.to_json(),
+            properties: BasicProperties::default()
+                .with_message_id(env.message_id(stage).into())
+                .with_headers(headers),
+        })
+        .await
+        .expect("publishing a dead letter");
+}
 
 /// Longest a worker may take to stop when told (a loaded machine included).
 const STOP_WITHIN: Duration = Duration::from_secs(30);

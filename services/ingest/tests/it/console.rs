@@ -5,14 +5,12 @@
 use crate::helpers::{TestIngest, WAIT, token};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use contexten_broker::PublishedMessage;
 use contexten_envelope::{
     HEADER_ATTEMPT, HEADER_DEAD_AT_MS, HEADER_DEAD_DETAIL, HEADER_DEAD_REASON, ReplyTarget,
     SourceKind, Stage, TaskEnvelope, TaskId, now_ms,
 };
 use contexten_testkit::broker::{envelope_from, source};
 use contexten_testkit::eventually;
-use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
 use tower::ServiceExt as _;
 
@@ -272,17 +270,14 @@ async fn dead_letter(ingest: &TestIngest, env: &TaskEnvelope) {
         .await
         .clone()
         .expect("publisher");
-    publisher
-        .publish_raw(PublishedMessage {
-            exchange: ingest.names.dead_letter_exchange(),
-            routing_key: Stage::Generate.as_str().into(),
-            body: env.to_json(),
-            properties: BasicProperties::default()
-                .with_message_id(env.message_id(Stage::Generate).into())
-                .with_headers(headers),
-        })
-        .await
-        .unwrap();
+    contexten_testkit::broker::dead_letter(
+        &publisher,
+        &ingest.names,
+        Stage::Generate,
+        env,
+        headers,
+    )
+    .await;
 }
 
 #[tokio::test]
