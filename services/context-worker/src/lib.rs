@@ -1469,6 +1469,21 @@ mod tests {
         (paths, context.extra.get("history").cloned())
     }
 
+    /// Depth 0 is the tree alone: the request's file first, and nothing in the
+    /// tree links the journal to it.
+    async fn tree_alone_misses_the_journal(url: &str) {
+        let (without, used) = ranked_with_depth(url, "0").await;
+        assert_eq!(used, None);
+        assert_eq!(
+            without.first().map(String::as_str),
+            Some("billing/invoice.py")
+        );
+        assert!(
+            !without.contains(&"ledger/journal.py".to_owned()),
+            "nothing in the tree links the journal to the request: {without:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_remote_repository_is_fetched_with_the_configured_history_and_ranked_with_it() {
         let repo = repo_with_cochanges();
@@ -1497,16 +1512,7 @@ mod tests {
             "{with:?}"
         );
 
-        let (without, used) = ranked_with_depth(&url, "0").await;
-        assert_eq!(used, None);
-        assert_eq!(
-            without.first().map(String::as_str),
-            Some("billing/invoice.py")
-        );
-        assert!(
-            !without.contains(&"ledger/journal.py".to_owned()),
-            "{without:?}"
-        );
+        tree_alone_misses_the_journal(&url).await;
     }
 
     #[tokio::test]
@@ -1528,17 +1534,7 @@ mod tests {
             "the co-changed file comes second: {with:?}"
         );
 
-        // Depth 0 is today's ranking: the tree alone.
-        let (without, used) = ranked_with_depth(&url, "0").await;
-        assert_eq!(used, None);
-        assert_eq!(
-            without.first().map(String::as_str),
-            Some("billing/invoice.py")
-        );
-        assert!(
-            !without.contains(&"ledger/journal.py".to_owned()),
-            "nothing in the tree links the journal to the request: {without:?}"
-        );
+        tree_alone_misses_the_journal(&url).await;
 
         // A repository with one commit has no history to count.
         let single = contexten_testkit::GitRepo::new();
