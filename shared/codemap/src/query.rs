@@ -1081,7 +1081,7 @@ pub fn code_aware_rank(
 }
 
 #[cfg(test)]
-mod baseline_tests {
+mod tests {
     use super::*;
 
     #[test]
@@ -1126,11 +1126,6 @@ mod baseline_tests {
             assert!(!is_vendored_path(p), "{p}");
         }
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn test_files_are_recognised_in_every_parsed_language() {
