@@ -6,6 +6,7 @@
 //! fetched with depth 1 has no history, so the table is empty and the ranking
 //! is unchanged (see `eval/README.md`, "co-change").
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -41,11 +42,47 @@ pub struct CoChange {
     messages: Option<Arc<MessageIndex>>,
 }
 
+/// A past commit found by [`CoChange::similar_commits`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PastCommit<'a> {
+    /// BM25 similarity of its message to the request, relative to the best (0..1].
+    pub similarity: f32,
+    /// Its subject line (whole: [`shortened`] cuts it for display).
+    pub subject: &'a str,
+    /// The files it touched.
+    pub files: &'a [String],
+}
+
+/// Longest commit subject shown to explain a ranking.
+pub const SUBJECT_CHARS: usize = 72;
+
+/// The first line of a commit message.
+fn subject(message: &str) -> String {
+    message
+        .trim_start()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_end()
+        .to_owned()
+}
+
+/// `subject` cut to at most [`SUBJECT_CHARS`] characters, for display: cut
+/// after masking, so no part of a secret is left unrecognised.
+pub fn shortened(subject: &str) -> Cow<'_, str> {
+    match subject.char_indices().nth(SUBJECT_CHARS) {
+        Some((cut, _)) => Cow::Owned(format!("{}…", &subject[..cut])),
+        None => Cow::Borrowed(subject),
+    }
+}
+
 /// Past commit messages as BM25 documents, with the files each commit touched.
 #[derive(Debug, Default)]
 struct MessageIndex {
     index: Bm25Index,
     files: Vec<Vec<String>>,
+    /// Each indexed commit's subject line, to explain a lift.
+    subjects: Vec<String>,
     /// One document per file: the messages of every commit that touched it.
     by_file: Bm25Index,
     file_paths: Vec<String>,
@@ -68,6 +105,7 @@ impl CoChange {
     /// the messages are indexed for [`CoChange::similar_commits`].
     pub fn from_history<M: AsRef<str>, S: AsRef<str>>(commits: &[(M, &[S])]) -> Self {
         let mut indexed: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+        let mut subjects: Vec<String> = Vec::new();
         let mut changes: HashMap<String, f32> = HashMap::new();
         let mut pairs: HashMap<(String, String), f32> = HashMap::new();
         let mut recent: HashMap<String, f32> = HashMap::new();
@@ -81,6 +119,7 @@ impl CoChange {
             let terms = tokens::query_terms(message.as_ref());
             if !terms.is_empty() {
                 indexed.push((terms, files.iter().map(|f| (*f).to_owned()).collect()));
+                subjects.push(subject(message.as_ref()));
             }
             let r = (-(age as f32) / RECENCY_COMMITS).exp();
             for f in &files {
@@ -138,6 +177,7 @@ impl CoChange {
             Arc::new(MessageIndex {
                 index: Bm25Index::build(&refs, table),
                 files: indexed.into_iter().map(|(_, f)| f).collect(),
+                subjects,
                 by_file,
                 file_paths,
             })
@@ -176,8 +216,8 @@ impl CoChange {
     }
 
     /// Past commits whose messages read like `query` (weighted terms), best
-    /// first, at most `top`: (similarity relative to the best, files touched).
-    pub fn similar_commits(&self, query: &[(String, f32)], top: usize) -> Vec<(f32, &[String])> {
+    /// first, at most `top`.
+    pub fn similar_commits(&self, query: &[(String, f32)], top: usize) -> Vec<PastCommit<'_>> {
         let Some(m) = &self.messages else {
             return Vec::new();
         };
@@ -188,7 +228,11 @@ impl CoChange {
         let best = order.first().map_or(1.0, |i| scores[*i]);
         order
             .into_iter()
-            .map(|i| (scores[i] / best, m.files[i].as_slice()))
+            .map(|i| PastCommit {
+                similarity: scores[i] / best,
+                subject: &m.subjects[i],
+                files: &m.files[i],
+            })
             .collect()
     }
 
@@ -316,6 +360,19 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_is_named_by_its_first_line_cut_at_a_character_boundary() {
+        assert_eq!(
+            subject("\n  Fix the decoder\n\nLong body"),
+            "Fix the decoder"
+        );
+        assert_eq!(shortened("Fix the decoder"), "Fix the decoder");
+        let long = "é".repeat(SUBJECT_CHARS + 5);
+        let cut = shortened(&long);
+        assert_eq!(cut.chars().count(), SUBJECT_CHARS + 1);
+        assert!(cut.ends_with('…'));
+    }
+
+    #[test]
     fn a_request_finds_the_past_commits_that_read_like_it() {
         let a = ["src/decoder.rs", "tests/decoder.rs"].map(String::from);
         let b = ["src/encoder.rs"].map(String::from);
@@ -330,8 +387,9 @@ mod tests {
             crate::bm25::weigh_query(&tokens::query_terms("decoder panics with a trailing comma"));
         let found = h.similar_commits(&q, 5);
         assert_eq!(found.len(), 1, "{found:?}");
-        assert_eq!(found[0].0, 1.0);
-        assert_eq!(found[0].1, &a[..]);
+        assert_eq!(found[0].similarity, 1.0);
+        assert_eq!(found[0].files, &a[..]);
+        assert_eq!(found[0].subject, "Fix decoder panic on trailing comma");
         assert!(
             CoChange::from_commits(&[vec!["a.rs"]])
                 .similar_commits(&q, 5)

@@ -64,7 +64,7 @@ mod tokens;
 #[cfg(feature = "redis")]
 pub use cache::RedisStore;
 pub use cache::{AnalysisStore, DiskStore};
-pub use cochange::CoChange;
+pub use cochange::{CoChange, PastCommit};
 pub use codemap::{CodeMap, FileEntry, SymbolId};
 /// git's errors as [`CodemapError::Git`] carries them.
 pub use contexten_git::{GitError, Reason as GitReason, Resolve};

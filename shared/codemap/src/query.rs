@@ -265,6 +265,10 @@ static IDENT_RE: LazyLock<Regex> = LazyLock::new(|| {
         .unwrap_or_else(|e| panic!("ident regex: {e}"))
 });
 
+/// Share of a file's fused score a history or companion lift must make to be
+/// named among its reasons.
+const LIFT_REASON: f32 = 0.1;
+
 /// How many of the hand-fused top files the reranker reorders.
 pub const RERANK_DEPTH: usize = 30;
 /// Features per file the reranker reads ([`CodeMap::rerank_candidates`]).
@@ -315,6 +319,10 @@ struct HistorySignals {
     message: Vec<f32>,
     /// Score lent by co-changed top files.
     cochange: Vec<f32>,
+    /// File → subject of the similar past commit that lent it the most.
+    similar_from: HashMap<usize, String>,
+    /// File → the top file that lent it the most co-change score.
+    cochange_from: HashMap<usize, usize>,
 }
 
 impl HistorySignals {
@@ -351,19 +359,9 @@ impl CodeMap {
         if p.rerank != 0.0 {
             self.rerank(&signals, &mut score, p);
         }
-        let mut scored: Vec<(u32, f32, ScoreComponents)> = (0..self.files.len())
-            .map(|i| {
-                (
-                    idx(i),
-                    score[i],
-                    ScoreComponents {
-                        bm25: signals.bm25[i],
-                        pagerank: signals.ppr[i],
-                        mention: signals.mention[i],
-                    },
-                )
-            })
-            .filter(|(_, s, _)| *s > 0.0)
+        let mut scored: Vec<(u32, f32)> = (0..self.files.len())
+            .map(|i| (idx(i), score[i]))
+            .filter(|(_, s)| *s > 0.0)
             .collect();
         scored.sort_by(|a, b| {
             b.1.total_cmp(&a.1).then_with(|| {
@@ -380,7 +378,7 @@ impl CodeMap {
             .collect();
         scored
             .into_iter()
-            .map(|(f, score, c)| self.ranked_file(f, score, c, &mentions, &term_set))
+            .map(|(f, score)| self.ranked_file(f, score, &mentions, &term_set, &signals, p))
             .collect()
     }
 
@@ -604,6 +602,8 @@ impl CodeMap {
             similar: vec![0.0; n],
             message: vec![0.0; n],
             cochange: vec![0.0; n],
+            similar_from: HashMap::new(),
+            cochange_from: HashMap::new(),
         };
         for (path, x) in h.message_match(request) {
             if let Some(&f) = self.by_path.get(path) {
@@ -615,14 +615,23 @@ impl CodeMap {
             // Files of past changes described like this request, each commit's
             // similarity spread over its files (a one-file fix says more).
             let mut share = vec![0.0f32; base.len()];
-            for (sim, files) in h.similar_commits(request, p.similar_commits) {
-                let each = sim / (files.len() as f32).sqrt();
-                for path in files {
+            let mut strongest: HashMap<usize, (f32, &str)> = HashMap::new();
+            for past in h.similar_commits(request, p.similar_commits) {
+                let each = past.similarity / (past.files.len() as f32).sqrt();
+                for path in past.files {
                     if let Some(&f) = self.by_path.get(path.as_str()) {
                         share[f as usize] += each;
+                        let s = strongest.entry(f as usize).or_insert((each, past.subject));
+                        if each > s.0 {
+                            *s = (each, past.subject);
+                        }
                     }
                 }
             }
+            signals.similar_from = strongest
+                .into_iter()
+                .map(|(f, (_, subject))| (f, subject.to_owned()))
+                .collect();
             let best = share.iter().copied().fold(0.0f32, f32::max);
             if best > 0.0 {
                 for ((s, x), out) in base.iter_mut().zip(share).zip(&mut signals.similar) {
@@ -650,18 +659,65 @@ impl CodeMap {
         let mut order: Vec<usize> = (0..base.len()).filter(|i| base[*i] > 0.0).collect();
         order.sort_by(|a, b| base[*b].total_cmp(&base[*a]).then(a.cmp(b)));
         let mut lift = vec![0.0f32; base.len()];
+        let mut strongest: HashMap<usize, (f32, usize)> = HashMap::new();
         for &a in order.iter().take(p.cochange_seeds) {
             for (path, conf) in h.neighbours(&self.files[a].path) {
                 if let Some(&b) = self.by_path.get(path.as_str()) {
-                    lift[b as usize] += p.w_cochange * conf * base[a];
+                    let l = p.w_cochange * conf * base[a];
+                    lift[b as usize] += l;
+                    let s = strongest.entry(b as usize).or_insert((l, a));
+                    if l > s.0 {
+                        *s = (l, a);
+                    }
                 }
             }
         }
+        signals.cochange_from = strongest.into_iter().map(|(b, (_, a))| (b, a)).collect();
         for ((s, l), out) in base.iter_mut().zip(lift).zip(&mut signals.cochange) {
             *out = l;
             *s += l;
         }
         (base, signals)
+    }
+
+    /// Why the history or a companion lifted file `i`, for the reasons shown
+    /// with it: the lifts that make at least [`LIFT_REASON`] of its fused score.
+    fn history_reasons(&self, i: usize, s: &Signals, p: &RankParams) -> Vec<String> {
+        let mut reasons = Vec::new();
+        let h = &s.history;
+        let worth = |lift: f32| lift > 0.0 && lift >= LIFT_REASON * s.score[i];
+        if let Some(subject) = h.similar_from.get(&i) {
+            if worth(p.w_similar * HistorySignals::at(&h.similar, i)) {
+                // A commit message is text from outside, like a file: masked.
+                let masked = crate::redact::redact(subject, &mut Default::default());
+                let subject = crate::cochange::shortened(&masked);
+                reasons.push(format!(
+                    "changed by a past commit like this request: \"{subject}\""
+                ));
+            }
+        }
+        if let Some(&a) = h.cochange_from.get(&i) {
+            if worth(HistorySignals::at(&h.cochange, i)) {
+                reasons.push(format!("often changes with {}", self.files[a].path));
+            }
+        }
+        if worth(s.companion[i]) {
+            let partner = self
+                .companion_pairs()
+                .iter()
+                .filter(|(_, b)| *b as usize == i)
+                .map(|(a, _)| *a as usize)
+                .max_by(|a, b| s.score[*a].total_cmp(&s.score[*b]).then(b.cmp(a)));
+            if let Some(a) = partner {
+                let what = if self.test_files()[i] {
+                    "test of"
+                } else {
+                    "tested by"
+                };
+                reasons.push(format!("{what} {}", self.files[a].path));
+            }
+        }
+        reasons
     }
 
     /// Which files are tests (computed once).
@@ -847,11 +903,17 @@ impl CodeMap {
         &self,
         f: u32,
         score: f32,
-        c: ScoreComponents,
         mentions: &Mentions,
         terms: &[(String, f32)],
+        signals: &Signals,
+        p: &RankParams,
     ) -> RankedFile {
         let file = &self.files[f as usize];
+        let c = ScoreComponents {
+            bm25: signals.bm25[f as usize],
+            pagerank: signals.ppr[f as usize],
+            mention: signals.mention[f as usize],
+        };
         let mut reasons: Vec<String> = mentions
             .files
             .get(&f)
@@ -880,6 +942,7 @@ impl CodeMap {
                 c.pagerank
             ));
         }
+        reasons.extend(self.history_reasons(f as usize, signals, p));
         let mut symbols: Vec<RankedSymbol> = file
             .analysis
             .symbols

@@ -330,6 +330,12 @@ fn run(o: &Options, repos: &[Repo], cases: &[Case], variants: &[Variant]) -> any
     let started = Instant::now();
     let mut query_ms = Vec::new();
     let mut rerank_data: Vec<Vec<(bool, [f32; RERANK_FEATURES])>> = Vec::new();
+    let mut dump = match std::env::var_os("CODEMAP_EVAL_DUMP") {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(&p).context("creating CODEMAP_EVAL_DUMP")?,
+        )),
+        None => None,
+    };
     let mut cold_sample: Vec<usize> = Vec::new();
     let mut per_repo_seen: BTreeMap<usize, usize> = BTreeMap::new();
     for (ci, case) in cases.iter().enumerate() {
@@ -405,6 +411,24 @@ fn run(o: &Options, repos: &[Repo], cases: &[Case], variants: &[Variant]) -> any
                 &aware[..aware.len().min(5)]
             );
         }
+        if let Some(dump) = &mut dump {
+            // CODEMAP_EVAL_DUMP=<file>: every case's reranker candidates, one
+            // row each (set, repo, case, expected files, label, features), for
+            // fitting outside this binary.
+            let candidates = map.rerank_candidates(&q, &defaults, Some(&history));
+            for (path, f) in candidates {
+                let row: Vec<String> = f.iter().map(|x| format!("{x:.5}")).collect();
+                writeln!(
+                    dump,
+                    "{}\t{}\t{ci}\t{}\t{}\t{}",
+                    repo.set,
+                    repo.name,
+                    expected.len(),
+                    u8::from(expected.contains(&path)),
+                    row.join(",")
+                )?;
+            }
+        }
         if o.fit_rerank && repo.set == "tuning" {
             let candidates = map.rerank_candidates(&q, &defaults, Some(&history));
             rerank_data.push(
@@ -442,6 +466,9 @@ fn run(o: &Options, repos: &[Repo], cases: &[Case], variants: &[Variant]) -> any
             cold_sample.push(ci);
         }
         *seen += 1;
+    }
+    if let Some(mut dump) = dump {
+        dump.flush().context("writing CODEMAP_EVAL_DUMP")?;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let sets: Vec<String> = {

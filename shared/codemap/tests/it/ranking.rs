@@ -247,3 +247,84 @@ fn a_request_about_the_implementation_ranks_it_above_its_test() {
         "tests/test_rounding.py"
     );
 }
+
+#[test]
+fn lifts_from_history_and_companions_say_where_they_came_from() {
+    let dir = service_repo();
+    let map = analyse(&dir);
+    let payments = ["shop/payments.py"].map(String::from);
+    let cart_and_pricing = ["shop/cart.py", "shop/pricing.py"].map(String::from);
+    let users = ["shop/users.py"].map(String::from);
+    // Assembled from pieces: no realistic key in this file (see secrets.rs).
+    let key = ["gh", "p_", "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"].concat();
+    let leaky = format!("Refund webhook signing: use {key} and retry on timeout");
+    let commits: Vec<(&str, &[String])> = vec![
+        (
+            "Refunds were charged twice after a processor timeout",
+            &payments,
+        ),
+        (&leaky, &payments),
+        (
+            "Cart: round the total before the discount",
+            &cart_and_pricing,
+        ),
+        ("Cart keeps items in insertion order", &cart_and_pricing),
+        ("Cart total handles empty carts", &cart_and_pricing),
+        ("Look users up by lower-cased email", &users),
+    ];
+    let history = contexten_codemap::CoChange::from_history(&commits);
+    let p = RankParams::default();
+
+    let refund = Query::new("a refund is charged twice when the processor times out", 5);
+    let ranked = map.query_history(&refund, &p, Some(&history));
+    let payments = ranked
+        .iter()
+        .find(|r| r.path == "shop/payments.py")
+        .expect("payments ranked");
+    assert!(
+        payments.reasons.iter().any(|r| r
+            == "changed by a past commit like this request: \"Refunds were charged twice after a processor timeout\""),
+        "{:?}",
+        payments.reasons
+    );
+
+    // A commit message is masked like file content before it is shown.
+    let webhook = Query::new("refund webhook signing retry", 5);
+    let ranked = map.query_history(&webhook, &p, Some(&history));
+    let shown: Vec<&String> = ranked.iter().flat_map(|r| &r.reasons).collect();
+    assert!(
+        shown
+            .iter()
+            .any(|r| r.contains("Refund webhook signing: use [REDACTED:")),
+        "{shown:?}"
+    );
+    assert!(shown.iter().all(|r| !r.contains(&key[4..20])), "{shown:?}");
+
+    let total = Query::new("the Cart total is wrong for a single item", 5);
+    let ranked = map.query_history(&total, &p, Some(&history));
+    assert_eq!(ranked[0].path, "shop/cart.py");
+    let reasons_of = |path: &str| {
+        ranked
+            .iter()
+            .find(|r| r.path == path)
+            .map(|r| r.reasons.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        reasons_of("shop/pricing.py").contains(&"often changes with shop/cart.py".to_owned()),
+        "{ranked:#?}"
+    );
+    assert!(
+        reasons_of("tests/test_cart.py").contains(&"test of shop/cart.py".to_owned()),
+        "{ranked:#?}"
+    );
+    // Without history nothing is credited to it.
+    let plain = map.query_with(&total, &p);
+    assert!(
+        plain
+            .iter()
+            .flat_map(|r| &r.reasons)
+            .all(|r| !r.starts_with("often changes with") && !r.starts_with("changed by a past")),
+        "{plain:#?}"
+    );
+}
