@@ -249,7 +249,9 @@ pub struct Touched {
 /// attempts reset) before acking its dead copy, so a crash in between
 /// duplicates rather than loses. A replay that fails for one letter (no queue
 /// bound for its stage, a nack) leaves it in place and goes on; any other
-/// publish failure (broker blocked, connection lost) stops the walk.
+/// publish failure (broker blocked, connection lost) stops the walk. It
+/// returns once the broker has applied its acks and requeues, so the queue
+/// read next, on any channel, holds the letters looked at and not those done.
 pub async fn dead_letters(
     channel: &Channel,
     names: &Names,
@@ -262,6 +264,7 @@ pub async fn dead_letters(
     let now = now_ms();
     let mut touched = Touched::default();
     let mut held = Vec::new();
+    let mut taken = false;
     while touched.done.len() + touched.failed.len() < limit {
         let Some(message) = channel
             .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
@@ -269,6 +272,7 @@ pub async fn dead_letters(
         else {
             break;
         };
+        taken = true;
         let letter = DeadLetter::read(stage, &message.delivery);
         if !filter.matches(&letter, now) {
             held.push(message);
@@ -336,7 +340,30 @@ pub async fn dead_letters(
             })
             .await?;
     }
+    if taken {
+        settled(channel, &queue).await?;
+    }
     Ok(touched)
+}
+
+/// Waits until the broker has applied this channel's acks and requeues to
+/// `queue`. Neither has an answer: awaiting one only sends it, so a caller
+/// that reads the queue right after a walk (the console's next page, a depth,
+/// a replay after a look) could find the letters still unacked, missing. A
+/// method with an answer on the same channel is handled after them, and a
+/// passive declaration asks the queue itself, after what this channel sent it.
+async fn settled(channel: &Channel, queue: &str) -> Result<(), BrokerError> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Removes the completion mark `done:<stage>:<hop>` of the letter's task when
