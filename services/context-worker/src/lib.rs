@@ -227,17 +227,23 @@ impl ContextConfig {
         })
     }
 
-    /// The shared analysis cache on the cache Redis (`REDIS_URL`, never the
-    /// records one: analyses are recomputed when evicted); `None` (logged) only
+    /// The shared analysis cache on the cache Redis (`REDIS_URL`, found through
+    /// `REDIS_SENTINELS` when they are set; never the records one: analyses
+    /// are recomputed when evicted); `None` (logged) only
     /// if the client cannot be built, which `REDIS_URL`'s validation rules out.
     fn shared_store(&self) -> Option<Arc<dyn AnalysisStore>> {
         let names = self.worker.names();
-        let redis = RedisStore::new(
-            self.worker.redis.url.expose_secret(),
-            names.prefix(),
-            self.cache_ttl,
-        );
-        match redis.map(|r| r.with_map_ttl(self.map_ttl)) {
+        let settings = &self.worker.redis;
+        let url = settings.url.expose_secret();
+        let redis = RedisStore::new(url, names.prefix(), self.cache_ttl).and_then(|r| {
+            let r = r.with_map_ttl(self.map_ttl);
+            if settings.sentinels.is_empty() {
+                Ok(r)
+            } else {
+                r.through_sentinels(url, &settings.sentinels, &settings.sentinel_master)
+            }
+        });
+        match redis {
             Ok(redis) => {
                 let sealer = Sealer::new(self.encryption_key.as_ref());
                 Some(Arc::new(SealedStore::new(redis, sealer)))

@@ -145,10 +145,22 @@ mod redis_store {
     /// the memory and disk layers carry on alone.
     pub struct RedisStore {
         client: redis::Client,
+        /// With `REDIS_SENTINELS`: the master is asked of these on every
+        /// (re)connect, so the cache follows a failover after its pause.
+        sentinels: Option<Sentinels>,
+        retry_pause: Duration,
         state: Mutex<State>,
         prefix: String,
         ttl_secs: u64,
         map_ttl_secs: u64,
+    }
+
+    /// The sentinels of the cache Redis and its master's name; the login
+    /// (password, user, database, TLS) is the store's URL's.
+    struct Sentinels {
+        addresses: Vec<String>,
+        master: String,
+        login: redis::ConnectionInfo,
     }
 
     #[derive(Default)]
@@ -179,6 +191,8 @@ mod redis_store {
             let ttl_secs = ttl.as_secs().max(1);
             Ok(Self {
                 client,
+                sentinels: None,
+                retry_pause: RETRY_PAUSE,
                 state: Mutex::new(State::default()),
                 prefix: prefix.to_owned(),
                 ttl_secs,
@@ -189,6 +203,35 @@ mod redis_store {
         /// Whole-repository maps expire `ttl` after they are written.
         pub fn with_map_ttl(mut self, ttl: Duration) -> Self {
             self.map_ttl_secs = ttl.as_secs().max(1);
+            self
+        }
+
+        /// Finds the master through `sentinels` (`host:port`, the
+        /// `REDIS_SENTINELS` of `docs/operations.md` §3.1) under the name
+        /// `master`, asking again on every reconnect; the URL given to
+        /// [`Self::new`] then gives only the login (its host is ignored).
+        pub fn through_sentinels(
+            mut self,
+            url: &str,
+            sentinels: &[String],
+            master: &str,
+        ) -> Result<Self, CodemapError> {
+            use redis::IntoConnectionInfo as _;
+            let login = url
+                .into_connection_info()
+                .map_err(|e| CodemapError::Cache(format!("redis url: {e}")))?;
+            self.sentinels = Some(Sentinels {
+                addresses: sentinels.to_vec(),
+                master: master.to_owned(),
+                login,
+            });
+            Ok(self)
+        }
+
+        /// How long the store answers "not cached" after a failure (default
+        /// 15 s) before it tries Redis again.
+        pub fn with_retry_pause(mut self, pause: Duration) -> Self {
+            self.retry_pause = pause;
             self
         }
 
@@ -228,16 +271,19 @@ mod redis_store {
             result.map_err(|e| {
                 // Drop a broken connection: the next call after the pause reconnects.
                 state.conn = None;
-                state.paused_until = Some(Instant::now() + RETRY_PAUSE);
+                state.paused_until = Some(Instant::now() + self.retry_pause);
                 CodemapError::Cache(format!(
-                    "redis: {e} (not used for {}s)",
-                    RETRY_PAUSE.as_secs()
+                    "redis: {e} (not used for {:.1}s)",
+                    self.retry_pause.as_secs_f32()
                 ))
             })
         }
 
         fn connect(&self) -> redis::RedisResult<redis::Connection> {
-            let conn = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+            let conn = match &self.sentinels {
+                None => self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?,
+                Some(s) => s.master()?.get_connection_with_timeout(CONNECT_TIMEOUT)?,
+            };
             conn.set_read_timeout(Some(IO_TIMEOUT))?;
             conn.set_write_timeout(Some(IO_TIMEOUT))?;
             Ok(conn)
@@ -245,6 +291,55 @@ mod redis_store {
 
         fn key(&self, key: &str) -> String {
             format!("{}:codemap:{key}", self.prefix)
+        }
+    }
+
+    impl Sentinels {
+        /// A client for the master the first answering sentinel names. Asked
+        /// here rather than through redis's blocking `SentinelClient`, which
+        /// has no connect timeout: a dead sentinel costs [`CONNECT_TIMEOUT`].
+        fn master(&self) -> redis::RedisResult<redis::Client> {
+            let mut last = None;
+            for address in &self.addresses {
+                let asked = redis::Client::open(format!("redis://{address}"))
+                    .and_then(|c| c.get_connection_with_timeout(CONNECT_TIMEOUT))
+                    .and_then(|mut c| {
+                        c.set_read_timeout(Some(IO_TIMEOUT))?;
+                        redis::cmd("SENTINEL")
+                            .arg("get-master-addr-by-name")
+                            .arg(&self.master)
+                            .query::<Option<(String, u16)>>(&mut c)
+                    });
+                match asked {
+                    Ok(Some((host, port))) => {
+                        let addr = match self.login.addr() {
+                            redis::ConnectionAddr::TcpTls {
+                                insecure,
+                                tls_params,
+                                ..
+                            } => redis::ConnectionAddr::TcpTls {
+                                host,
+                                port,
+                                insecure: *insecure,
+                                tls_params: tls_params.clone(),
+                            },
+                            _ => redis::ConnectionAddr::Tcp(host, port),
+                        };
+                        return redis::Client::open(self.login.clone().set_addr(addr));
+                    }
+                    Ok(None) => {
+                        last = Some(redis::RedisError::from((
+                            redis::ErrorKind::Client,
+                            "sentinel does not know the master",
+                            format!("{} at {address}", self.master),
+                        )));
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                redis::RedisError::from((redis::ErrorKind::Client, "no sentinels given"))
+            }))
         }
     }
 

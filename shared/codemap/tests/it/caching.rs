@@ -196,6 +196,62 @@ fn redis_store_shares_analyses_between_engines() {
     );
 }
 
+/// The shared cache behind Redis Sentinel: its URL's host is ignored, the
+/// master is found through the sentinels, and after a failover (the old master
+/// turned read-only replica) the cache writes to the new master once its pause
+/// is over. Starts its own Redis group (master, replica, three sentinels).
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_finds_its_master_through_sentinels_and_follows_a_failover() {
+    use contexten_codemap::RedisStore;
+    let group = contexten_testkit::RedisSentinelGroup::start("ctkcodemap")
+        .await
+        .expect("sentinel group");
+    let sentinels: Vec<String> = group
+        .sentinel_addresses()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    // Nothing listens on the URL's address: only the sentinels can lead there.
+    let url = "redis://127.0.0.1:1";
+    let store = RedisStore::new(url, "ctk-sentinel-codemap", Duration::from_secs(60))
+        .expect("client")
+        .through_sentinels(url, &sentinels, group.master_name())
+        .expect("sentinels")
+        .with_retry_pause(Duration::from_millis(200));
+    // The store is blocking (it runs on the analysis threads).
+    use tokio::task::block_in_place as blocking;
+    blocking(|| store.put("k1", b"before")).expect("put through the sentinels");
+    assert_eq!(
+        blocking(|| store.get("k1")).expect("get"),
+        Some(b"before".to_vec())
+    );
+
+    let new_master = group.failover().await.expect("failover");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let written = blocking(|| store.put("k2", b"after"));
+        if written.is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no write reached the new master: {written:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The write is on the node the sentinels now name master.
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{new_master}"))
+        .expect("url")
+        .get_connection()
+        .expect("new master");
+    let on_master: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("ctk-sentinel-codemap:codemap:k2")
+        .query(&mut conn)
+        .expect("get");
+    assert_eq!(on_master.as_deref(), Some(&b"after"[..]));
+}
+
 #[test]
 fn unchanged_files_evicted_from_memory_are_read_again() {
     let f = files();
