@@ -10,7 +10,9 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
+use regex::Regex;
 
 use crate::bm25::{Bm25Index, TermTable, sum_repeated};
 use crate::tokens;
@@ -76,6 +78,19 @@ pub fn shortened(subject: &str) -> Cow<'_, str> {
     }
 }
 
+/// `#123`, `/pull/123` and `/issues/123` (not `&#123;` or `abc#123`).
+static NUMBER_RE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?:(?:^|[^\w&])#|/pull/|/issues/)([0-9]{1,9})\b")
+        .unwrap_or_else(|e| panic!("number regex: {e}"))
+});
+
+/// The issue and pull request numbers `text` names, in order.
+fn referenced_numbers(text: &str) -> impl Iterator<Item = u64> + '_ {
+    NUMBER_RE
+        .captures_iter(text)
+        .filter_map(|c| c.get(1)?.as_str().parse().ok())
+}
+
 /// Past commit messages as BM25 documents, with the files each commit touched.
 #[derive(Debug, Default)]
 struct MessageIndex {
@@ -83,6 +98,9 @@ struct MessageIndex {
     files: Vec<Vec<String>>,
     /// Each indexed commit's subject line, to explain a lift.
     subjects: Vec<String>,
+    /// Issue or pull request number → the indexed commits whose message
+    /// names it (`#123`, `.../pull/123`, `.../issues/123`).
+    numbers: HashMap<u64, Vec<u32>>,
     /// One document per file: the messages of every commit that touched it.
     by_file: Bm25Index,
     file_paths: Vec<String>,
@@ -106,6 +124,7 @@ impl CoChange {
     pub fn from_history<M: AsRef<str>, S: AsRef<str>>(commits: &[(M, &[S])]) -> Self {
         let mut indexed: Vec<(Vec<String>, Vec<String>)> = Vec::new();
         let mut subjects: Vec<String> = Vec::new();
+        let mut numbers: HashMap<u64, Vec<u32>> = HashMap::new();
         let mut changes: HashMap<String, f32> = HashMap::new();
         let mut pairs: HashMap<(String, String), f32> = HashMap::new();
         let mut recent: HashMap<String, f32> = HashMap::new();
@@ -119,6 +138,12 @@ impl CoChange {
             let terms = tokens::query_terms(message.as_ref());
             if !terms.is_empty() {
                 indexed.push((terms, files.iter().map(|f| (*f).to_owned()).collect()));
+                for n in referenced_numbers(message.as_ref()) {
+                    numbers
+                        .entry(n)
+                        .or_default()
+                        .push(u32::try_from(subjects.len()).unwrap_or(u32::MAX));
+                }
                 subjects.push(subject(message.as_ref()));
             }
             let r = (-(age as f32) / RECENCY_COMMITS).exp();
@@ -178,6 +203,7 @@ impl CoChange {
                 index: Bm25Index::build(&refs, table),
                 files: indexed.into_iter().map(|(_, f)| f).collect(),
                 subjects,
+                numbers,
                 by_file,
                 file_paths,
             })
@@ -232,6 +258,30 @@ impl CoChange {
                 similarity: scores[i] / best,
                 subject: &m.subjects[i],
                 files: &m.files[i],
+            })
+            .collect()
+    }
+
+    /// Past commits that name an issue or pull request the `request` text
+    /// names (`#123`, `.../pull/123`): the change a request points at,
+    /// whatever words either uses. Newest first, each with similarity 1.
+    pub fn referenced_commits(&self, request: &str) -> Vec<PastCommit<'_>> {
+        let Some(m) = &self.messages else {
+            return Vec::new();
+        };
+        let mut found: Vec<u32> = referenced_numbers(request)
+            .filter_map(|n| m.numbers.get(&n))
+            .flatten()
+            .copied()
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+            .into_iter()
+            .map(|i| PastCommit {
+                similarity: 1.0,
+                subject: &m.subjects[i as usize],
+                files: &m.files[i as usize],
             })
             .collect()
     }
@@ -370,6 +420,39 @@ mod tests {
         let cut = shortened(&long);
         assert_eq!(cut.chars().count(), SUBJECT_CHARS + 1);
         assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn a_request_naming_a_pull_request_finds_its_commit() {
+        let a = ["src/lazy_number.rs"].map(String::from);
+        let b = ["src/decoder.rs"].map(String::from);
+        let commits: Vec<(&str, &[String])> = vec![
+            ("Tidy the decoder (#12)", &b),
+            (
+                "Parse numbers lazily (#3076)\n\nSee https://github.com/o/r/issues/3001",
+                &a,
+            ),
+        ];
+        let h = CoChange::from_history(&commits);
+        let subjects = |text: &str| -> Vec<String> {
+            h.referenced_commits(text)
+                .iter()
+                .map(|c| c.subject.to_owned())
+                .collect()
+        };
+        assert_eq!(
+            subjects("Fix a silly mistake in the unit test for #3076"),
+            ["Parse numbers lazily (#3076)"]
+        );
+        assert_eq!(
+            subjects("regression from https://github.com/o/r/pull/3076 and #12"),
+            ["Tidy the decoder (#12)", "Parse numbers lazily (#3076)"]
+        );
+        assert_eq!(
+            subjects("see issue #3001"),
+            ["Parse numbers lazily (#3076)"]
+        );
+        assert!(subjects("the html entity &#3076; and abc#12 and #999").is_empty());
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub struct RankParams {
     pub w_similar: f32,
     /// How many of the most similar past commits lend their files score.
     pub similar_commits: usize,
+    /// Score added to the files of past commits that name an issue or pull
+    /// request the request names (`#123`), `w_reference / sqrt(files)`.
+    pub w_reference: f32,
     /// Weight of the match between the request and each file's past commit
     /// messages taken together.
     pub w_message_file: f32,
@@ -101,6 +104,7 @@ impl Default for RankParams {
             w_active: 0.2,
             w_similar: 0.3,
             similar_commits: 10,
+            w_reference: 1.0,
             w_message_file: 0.0,
             rerank: 1.0,
         }
@@ -136,6 +140,7 @@ impl RankParams {
                 "w_active" => self.w_active = x,
                 "w_similar" => self.w_similar = x,
                 "similar_commits" => self.similar_commits = x as usize,
+                "w_reference" => self.w_reference = x,
                 "w_message_file" => self.w_message_file = x,
                 "rerank" => self.rerank = x,
                 _ => {}
@@ -321,6 +326,10 @@ struct HistorySignals {
     cochange: Vec<f32>,
     /// File → subject of the similar past commit that lent it the most.
     similar_from: HashMap<usize, String>,
+    /// Score lent by past commits naming an issue the request names.
+    referenced: Vec<f32>,
+    /// File → subject of the newest such commit.
+    referenced_from: HashMap<usize, String>,
     /// File → the top file that lent it the most co-change score.
     cochange_from: HashMap<usize, usize>,
 }
@@ -484,7 +493,7 @@ impl CodeMap {
             })
             .collect();
         let (base, history) = match history.filter(|h| !h.is_empty()) {
-            Some(h) => self.history_lift(base, p, h, &weighted),
+            Some(h) => self.history_lift(base, p, h, &weighted, &text),
             None => (base, HistorySignals::default()),
         };
         let companion = self.companion_lift(&base, p.companion);
@@ -594,6 +603,7 @@ impl CodeMap {
         p: &RankParams,
         h: &CoChange,
         request: &[(String, f32)],
+        text: &str,
     ) -> (Vec<f32>, HistorySignals) {
         let n = base.len();
         let mut signals = HistorySignals {
@@ -603,6 +613,8 @@ impl CodeMap {
             message: vec![0.0; n],
             cochange: vec![0.0; n],
             similar_from: HashMap::new(),
+            referenced: vec![0.0; n],
+            referenced_from: HashMap::new(),
             cochange_from: HashMap::new(),
         };
         for (path, x) in h.message_match(request) {
@@ -637,6 +649,22 @@ impl CodeMap {
                 for ((s, x), out) in base.iter_mut().zip(share).zip(&mut signals.similar) {
                     *out = x / best;
                     *s += p.w_similar * x / best;
+                }
+            }
+        }
+        if p.w_reference > 0.0 {
+            for past in h.referenced_commits(text) {
+                let each = p.w_reference / (past.files.len() as f32).sqrt();
+                for path in past.files {
+                    if let Some(&f) = self.by_path.get(path.as_str()) {
+                        let f = f as usize;
+                        base[f] += each;
+                        signals.referenced[f] += each;
+                        signals
+                            .referenced_from
+                            .entry(f)
+                            .or_insert_with(|| past.subject.to_owned());
+                    }
                 }
             }
         }
@@ -688,11 +716,17 @@ impl CodeMap {
         let worth = |lift: f32| lift > 0.0 && lift >= LIFT_REASON * s.score[i];
         if let Some(subject) = h.similar_from.get(&i) {
             if worth(p.w_similar * HistorySignals::at(&h.similar, i)) {
-                // A commit message is text from outside, like a file: masked.
-                let masked = crate::redact::redact(subject, &mut Default::default());
-                let subject = crate::cochange::shortened(&masked);
+                let subject = shown_subject(subject);
                 reasons.push(format!(
                     "changed by a past commit like this request: \"{subject}\""
+                ));
+            }
+        }
+        if let Some(subject) = h.referenced_from.get(&i) {
+            if worth(HistorySignals::at(&h.referenced, i)) {
+                let subject = shown_subject(subject);
+                reasons.push(format!(
+                    "changed by the change the request names: \"{subject}\""
                 ));
             }
         }
@@ -1045,6 +1079,13 @@ pub(crate) fn is_vendored_path(path: &str) -> bool {
 
 /// The name a test and its subject share: `FooTest.java`, `foo_test.go`,
 /// `test_foo.py`, `foo.test.ts` → `foo`.
+/// A commit subject as a reason shows it: masked like file content (a commit
+/// message is text from outside), then shortened.
+fn shown_subject(subject: &str) -> String {
+    let masked = crate::redact::redact(subject, &mut Default::default());
+    crate::cochange::shortened(&masked).into_owned()
+}
+
 fn subject_stem(path: &str) -> String {
     let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
     let stem = name.split('.').next().unwrap_or(&name);

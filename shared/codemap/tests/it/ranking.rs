@@ -270,7 +270,7 @@ fn lifts_from_history_and_companions_say_where_they_came_from() {
         ),
         ("Cart keeps items in insertion order", &cart_and_pricing),
         ("Cart total handles empty carts", &cart_and_pricing),
-        ("Look users up by lower-cased email", &users),
+        ("Look users up by lower-cased email (#3076)", &users),
     ];
     let history = contexten_codemap::CoChange::from_history(&commits);
     let p = RankParams::default();
@@ -299,6 +299,20 @@ fn lifts_from_history_and_companions_say_where_they_came_from() {
         "{shown:?}"
     );
     assert!(shown.iter().all(|r| !r.contains(&key[4..20])), "{shown:?}");
+
+    // A request naming a pull request finds the files that change made,
+    // though no word of it matches them.
+    let regression = Query::new("Sign-in broke after #3076", 5);
+    let ranked = map.query_history(&regression, &p, Some(&history));
+    assert_eq!(ranked[0].path, "shop/users.py", "{ranked:#?}");
+    assert!(
+        ranked[0].reasons.contains(
+            &"changed by the change the request names: \"Look users up by lower-cased email (#3076)\""
+                .to_owned()
+        ),
+        "{:?}",
+        ranked[0].reasons
+    );
 
     let total = Query::new("the Cart total is wrong for a single item", 5);
     let ranked = map.query_history(&total, &p, Some(&history));
