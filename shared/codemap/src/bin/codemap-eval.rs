@@ -267,7 +267,7 @@ fn variants(o: &Options) -> Vec<Variant> {
                 "previous defaults (before issue 20)",
                 "w_bm25=0.6,w_pagerank=0.3,w_mention=1,seed_top=10,non_code=0.5,vendored=1,\
                  w_title=1,w_body=1,w_cochange=0,w_churn=0,w_recent=0,w_active=0,\
-                 w_similar=0,rerank=0",
+                 w_similar=0,w_reference=0,rerank=0",
             ),
             ("no history at all (co-change, churn, active files)", ""),
             ("no title/body weighting", "w_title=1,w_body=1"),
@@ -281,6 +281,7 @@ fn variants(o: &Options) -> Vec<Variant> {
             ("no personalised PageRank", "w_pagerank=0"),
             ("no companion", "companion=0"),
             ("no similar past commits", "w_similar=0"),
+            ("no referenced change (#123)", "w_reference=0"),
             ("no reranker (hand-fitted fusion only)", "rerank=0"),
         ] {
             v.push(Variant {
