@@ -57,6 +57,8 @@ fn verdict(ok: bool) -> &'static str {
 
 /// Set in a child process: analyse this tree once, print its memory figures.
 const CHILD_ENV: &str = "CODEMAP_BENCH_MEMORY_CHILD";
+/// Set for a memory child that reads its tree as a git repository.
+const CHILD_GIT_ENV: &str = "CODEMAP_BENCH_MEMORY_GIT";
 
 fn main() {
     if let Ok(root) = std::env::var(CHILD_ENV) {
@@ -73,12 +75,16 @@ fn main() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let n = copy_tree(&py, tmp.path());
         eprintln!("python stdlib: {n} files copied from {}", py.display());
-        memory_rows("python-stdlib", tmp.path(), &mut rows);
+        memory_rows("python-stdlib", tmp.path(), false, &mut rows);
         bench_tree("python-stdlib", tmp.path(), runs, true, &mut rows);
-        bench_shared_map("python-stdlib", tmp.path(), &mut rows);
+        // bench_shared_map made the copy a git repository: the same tree
+        // read as the worker reads a repository.
+        if bench_shared_map("python-stdlib", tmp.path(), &mut rows) {
+            memory_rows("python-stdlib (from git)", tmp.path(), true, &mut rows);
+        }
     }
     if let Some(reg) = cargo_registry() {
-        memory_rows("cargo-registry", &reg, &mut rows);
+        memory_rows("cargo-registry", &reg, false, &mut rows);
         bench_tree("cargo-registry", &reg, 1, false, &mut rows);
     }
     rows.push((
@@ -220,7 +226,9 @@ impl AnalysisStore for MemoryStore {
 
 /// Commits the tree to git, analyses it with a shared store, then times a second
 /// engine (empty memory, no disk) answering the same commit from that store.
-fn bench_shared_map(name: &str, root: &Path, rows: &mut Vec<(String, String)>) {
+/// The shared-map figures; `false` when `root` could not be made a git
+/// repository.
+fn bench_shared_map(name: &str, root: &Path, rows: &mut Vec<(String, String)>) -> bool {
     for args in [
         &["init", "-q", "-b", "main"][..],
         &["add", "-A"],
@@ -243,7 +251,7 @@ fn bench_shared_map(name: &str, root: &Path, rows: &mut Vec<(String, String)>) {
             .is_ok_and(|s| s.success());
         if !ok {
             eprintln!("{name}: git {args:?} failed; no shared-map figures");
-            return;
+            return false;
         }
     }
     let store = Arc::new(MemoryStore::default());
@@ -293,6 +301,7 @@ fn bench_shared_map(name: &str, root: &Path, rows: &mut Vec<(String, String)>) {
             ms(cold)
         ),
     ));
+    true
 }
 
 fn read_and_parse(files: &[(PathBuf, Language)]) {
@@ -466,9 +475,17 @@ fn memory_child(root: &Path) {
         allow_local: true,
         ..EngineConfig::default()
     });
-    let map = engine
-        .analyse(&RepoSource::Local(root.to_path_buf()))
-        .expect("analyse");
+    // The worker reads repositories from git (all blobs through one
+    // `cat-file`), a working directory file by file: both are measured.
+    let src = if std::env::var_os(CHILD_GIT_ENV).is_some() {
+        RepoSource::Git {
+            url: root.display().to_string(),
+            reference: Some("HEAD".into()),
+        }
+    } else {
+        RepoSource::Local(root.to_path_buf())
+    };
+    let map = engine.analyse(&src).expect("analyse");
     let peak_kib = status_kib("VmHWM:");
     let source_bytes: usize = map.files().iter().map(|f| f.content.len()).sum();
     println!(
@@ -477,8 +494,12 @@ fn memory_child(root: &Path) {
     );
 }
 
-fn measure_memory(root: &Path) -> Option<Memory> {
-    let out = std::process::Command::new(std::env::current_exe().ok()?)
+fn measure_memory(root: &Path, git: bool) -> Option<Memory> {
+    let mut child = std::process::Command::new(std::env::current_exe().ok()?);
+    if git {
+        child.env(CHILD_GIT_ENV, "1");
+    }
+    let out = child
         .env(CHILD_ENV, root)
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -501,8 +522,8 @@ fn measure_memory(root: &Path) -> Option<Memory> {
     })
 }
 
-fn memory_rows(name: &str, root: &Path, rows: &mut Vec<(String, String)>) {
-    let Some(m) = measure_memory(root) else {
+fn memory_rows(name: &str, root: &Path, git: bool, rows: &mut Vec<(String, String)>) {
+    let Some(m) = measure_memory(root, git) else {
         rows.push((format!("{name}: peak memory"), "not measured".into()));
         return;
     };

@@ -512,7 +512,7 @@ impl Engine {
     fn analyse_file(&self, mut f: SourceFile, tables: &Tables) -> Result<FileEntry, SkipReason> {
         let language = Language::from_path(&f.path);
         let mut fresh = None;
-        if f.bytes.is_none() && f.blob_id.is_empty() {
+        if f.text.is_none() && f.blob_id.is_empty() {
             // A working-directory file read only now (see `read_local`).
             let path = f.origin.as_ref().ok_or(SkipReason::Binary)?;
             let b = std::fs::read(path).map_err(|_| SkipReason::Binary)?;
@@ -520,27 +520,33 @@ impl Engine {
                 return Err(reason);
             }
             f.blob_id = source::blob_id(&b);
-            fresh = Some(Arc::<[u8]>::from(b));
+            fresh = Some(utf8(b)?);
         }
         let mut key = file_key(&f.blob_id, language);
         let cached = if let Some(c) = self.cached(&key, tables.generation) {
             self.reused_memory.fetch_add(1, Ordering::Relaxed);
             c
         } else {
-            let bytes = match f.bytes.take().or(fresh) {
-                Some(b) => b,
+            let text = match f.text.take().or(fresh) {
+                Some(t) => t,
                 None => {
                     // Evicted from memory: read again (and re-key, in case it changed).
                     let path = f.origin.as_ref().ok_or(SkipReason::Binary)?;
-                    let b: Arc<[u8]> = std::fs::read(path).map_err(|_| SkipReason::Binary)?.into();
+                    let b = std::fs::read(path).map_err(|_| SkipReason::Binary)?;
                     f.blob_id = source::blob_id(&b);
                     key = file_key(&f.blob_id, language);
-                    b
+                    utf8(b)?
                 }
             };
-            let text = std::str::from_utf8(&bytes).map_err(|_| SkipReason::NotUtf8)?;
             let mut counts = RedactionCounts::new();
-            let content: Arc<str> = Arc::from(redact::redact(text, &mut counts).as_ref());
+            // Most files have no secret: their content is the buffer they were
+            // read into. A copy made here, on a parsing thread, would not reuse
+            // the memory the reader's thread frees (peak memory, eval/README.md).
+            let content: Arc<str> = match redact::redact(&text, &mut counts) {
+                std::borrow::Cow::Borrowed(_) => text.clone(),
+                std::borrow::Cow::Owned(masked) => Arc::from(masked),
+            };
+            drop(text);
             // Nothing keeps the analysis: its content terms and references go
             // from the content to their ids without a string each.
             let (analysis, drafts) = match self.load(&key) {
@@ -713,7 +719,7 @@ impl Engine {
         type Read = (
             String,
             PathBuf,
-            Result<(LocalStat, Option<Arc<[u8]>>), SkipReason>,
+            Result<(LocalStat, Option<Arc<str>>), SkipReason>,
         );
         let read: Vec<Read> = listed
             .into_par_iter()
@@ -742,11 +748,11 @@ impl Engine {
         let mut next = HashMap::with_capacity(read.len());
         for (rel, abs, r) in read {
             match r {
-                Ok((stat, bytes)) => {
+                Ok((stat, text)) => {
                     snap.files.push(SourceFile {
                         path: rel,
                         blob_id: stat.blob_id.clone(),
-                        bytes,
+                        text,
                         origin: Some(abs.clone()),
                         size: stat.len,
                     });
@@ -799,6 +805,14 @@ fn store_failed(e: &CodemapError, op: &'static str) {
     } else {
         tracing::warn!(error = %e, op, "analysis store failed; going on without it");
     }
+}
+
+/// Bytes read from a file as shared text (one copy, into the `Arc`); not
+/// UTF-8 is a skip.
+fn utf8(bytes: Vec<u8>) -> Result<Arc<str>, SkipReason> {
+    String::from_utf8(bytes)
+        .map(Arc::from)
+        .map_err(|_| SkipReason::NotUtf8)
 }
 
 #[cfg(test)]

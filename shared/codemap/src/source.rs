@@ -100,9 +100,10 @@ pub struct SourceFile {
     pub path: String,
     /// Git blob id (hex).
     pub blob_id: String,
-    /// Raw bytes (before redaction); `None` when a working-directory file is
-    /// unchanged since the last analysis (read again only on a cache miss).
-    pub bytes: Option<Arc<[u8]>>,
+    /// Contents before redaction (checked UTF-8); `None` when a
+    /// working-directory file is read only when it is analysed. When no
+    /// secret is masked, the map's content is this very buffer, not a copy.
+    pub text: Option<Arc<str>>,
     /// Where a working-directory file lives.
     pub origin: Option<PathBuf>,
     /// Its size (to schedule the largest first), known before it is read.
@@ -290,34 +291,37 @@ pub(crate) fn read_git(
         }
         None => selection.entries,
     };
-    let ids = entries.iter().map(|e| e.id.as_str());
-    let blobs = rev.repo.read_blobs(ids, limits)?;
-    for (entry, blob) in entries.into_iter().zip(blobs) {
-        let bytes = match blob {
-            Blob::Data(bytes) => bytes,
-            // Sizes were checked from the listing; a blob of another size, or
-            // none, is left out like any other unreadable file.
-            Blob::Oversize(_) => {
-                snap.skip(SkipReason::Oversize);
-                continue;
+    let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+    let mut entries = entries.into_iter();
+    // Each blob becomes its file's text as it arrives: the blobs are never all
+    // held twice (bytes and text), which was a whole extra copy of the tree
+    // at the peak (eval/README.md, peak memory).
+    rev.repo
+        .each_blob(ids.iter().map(String::as_str), limits, |blob| {
+            let Some(entry) = entries.next() else {
+                return;
+            };
+            let bytes = match blob {
+                Blob::Data(bytes) => bytes,
+                // Sizes were checked from the listing; a blob of another size,
+                // or none, is left out like any other unreadable file.
+                Blob::Oversize(_) => return snap.skip(SkipReason::Oversize),
+                Blob::Missing | Blob::NotBlob => return snap.skip(SkipReason::Binary),
+            };
+            if let Some(reason) = filter::skip_by_content(&bytes, limits.max_blob_bytes) {
+                return snap.skip(reason);
             }
-            Blob::Missing | Blob::NotBlob => {
-                snap.skip(SkipReason::Binary);
-                continue;
-            }
-        };
-        if let Some(reason) = filter::skip_by_content(&bytes, limits.max_blob_bytes) {
-            snap.skip(reason);
-            continue;
-        }
-        snap.files.push(SourceFile {
-            path: entry.path,
-            blob_id: entry.id,
-            size: bytes.len() as u64,
-            bytes: Some(bytes.into()),
-            origin: None,
-        });
-    }
+            let Ok(text) = String::from_utf8(bytes) else {
+                return snap.skip(SkipReason::NotUtf8);
+            };
+            snap.files.push(SourceFile {
+                path: entry.path,
+                blob_id: entry.id,
+                size: text.len() as u64,
+                text: Some(text.into()),
+                origin: None,
+            });
+        })?;
     snap.files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(snap)
 }

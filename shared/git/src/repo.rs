@@ -323,6 +323,20 @@ impl Repo {
         objects: impl IntoIterator<Item = &'a str>,
         limits: &Limits,
     ) -> Result<Vec<Blob>, GitError> {
+        let mut blobs = Vec::new();
+        self.each_blob(objects, limits, |blob| blobs.push(blob))?;
+        Ok(blobs)
+    }
+
+    /// [`Repo::read_blobs`], handing each object to `each` as it is read, so
+    /// a caller that turns blobs into something else never holds them all
+    /// twice.
+    pub fn each_blob<'a>(
+        &self,
+        objects: impl IntoIterator<Item = &'a str>,
+        limits: &Limits,
+        mut each: impl FnMut(Blob),
+    ) -> Result<(), GitError> {
         let mut input = Vec::new();
         let mut count = 0;
         for object in objects {
@@ -334,12 +348,11 @@ impl Repo {
             count += 1;
         }
         if count == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let inv = self.invocation("cat-file", &["cat-file", "--batch"]);
         run::stream(&inv, Some(input), |out| {
             let io = |e| GitError::io("cat-file", e);
-            let mut blobs = Vec::with_capacity(count);
             let mut total = 0u64;
             let mut header = String::new();
             for i in 0..count {
@@ -347,19 +360,19 @@ impl Repo {
                 out.read_line(&mut header).map_err(io)?;
                 let Some((kind, size)) = parse_header(&header) else {
                     // `<object> missing` (or `ambiguous`).
-                    blobs.push(Blob::Missing);
+                    each(Blob::Missing);
                     continue;
                 };
                 let last = i + 1 == count;
                 if kind != "blob" || size > limits.max_blob_bytes {
                     if last {
                         // Nothing more is wanted: git is stopped, not drained.
-                        blobs.push(skipped(kind, size));
-                        return Ok(blobs);
+                        each(skipped(kind, size));
+                        return Ok(());
                     }
                     let drained = std::io::copy(&mut out.take(size + 1), &mut std::io::sink());
                     drained.map_err(io)?;
-                    blobs.push(skipped(kind, size));
+                    each(skipped(kind, size));
                     continue;
                 }
                 total += size;
@@ -374,9 +387,9 @@ impl Repo {
                 out.read_exact(&mut data).map_err(io)?;
                 let mut newline = [0u8; 1];
                 out.read_exact(&mut newline).map_err(io)?;
-                blobs.push(Blob::Data(data));
+                each(Blob::Data(data));
             }
-            Ok(blobs)
+            Ok(())
         })
     }
 
