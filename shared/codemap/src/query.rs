@@ -633,10 +633,7 @@ impl CodeMap {
                 for path in past.files {
                     if let Some(&f) = self.by_path.get(path.as_str()) {
                         share[f as usize] += each;
-                        let s = strongest.entry(f as usize).or_insert((each, past.subject));
-                        if each > s.0 {
-                            *s = (each, past.subject);
-                        }
+                        keep_strongest(&mut strongest, f as usize, each, past.subject);
                     }
                 }
             }
@@ -693,10 +690,7 @@ impl CodeMap {
                 if let Some(&b) = self.by_path.get(path.as_str()) {
                     let l = p.w_cochange * conf * base[a];
                     lift[b as usize] += l;
-                    let s = strongest.entry(b as usize).or_insert((l, a));
-                    if l > s.0 {
-                        *s = (l, a);
-                    }
+                    keep_strongest(&mut strongest, b as usize, l, a);
                 }
             }
         }
@@ -1079,6 +1073,14 @@ pub(crate) fn is_vendored_path(path: &str) -> bool {
 
 /// The name a test and its subject share: `FooTest.java`, `foo_test.go`,
 /// `test_foo.py`, `foo.test.ts` → `foo`.
+/// Keeps, per file, the source that lent it the most (`lift`), to name it.
+fn keep_strongest<V: Copy>(map: &mut HashMap<usize, (f32, V)>, file: usize, lift: f32, from: V) {
+    let kept = map.entry(file).or_insert((lift, from));
+    if lift > kept.0 {
+        *kept = (lift, from);
+    }
+}
+
 /// A commit subject as a reason shows it: masked like file content (a commit
 /// message is text from outside), then shortened.
 fn shown_subject(subject: &str) -> String {
