@@ -369,14 +369,33 @@ async fn watch_master(link: std::sync::Weak<Link>) {
     }
 }
 
-/// [`contexten_tls::redis_sentinel_client`] with the store's error.
+/// A sentinel client for the master `master`, logging in to it with the
+/// password, user and database of `url` (TLS when `url` is `rediss://`).
 fn sentinel_client(
     url: &str,
     settings: &RedisSettings,
     master: &str,
 ) -> Result<redis::sentinel::SentinelClient, StoreError> {
-    contexten_tls::redis_sentinel_client(url, settings, master)
-        .map_err(|e| StoreError::Redis(format!("sentinel settings: {e}")))
+    use redis::IntoConnectionInfo as _;
+    let fail = |e: redis::RedisError| StoreError::Redis(format!("sentinel settings: {e}"));
+    let info = url.into_connection_info().map_err(fail)?;
+    let mut node = redis::sentinel::SentinelNodeConnectionInfo::default()
+        .set_redis_connection_info(info.redis_settings().clone());
+    if url.starts_with("rediss://") {
+        node = node.set_tls_mode(redis::TlsMode::Secure);
+    }
+    let sentinels: Vec<String> = settings
+        .sentinels
+        .iter()
+        .map(|address| format!("redis://{address}"))
+        .collect();
+    redis::sentinel::SentinelClient::build(
+        sentinels,
+        master,
+        Some(node),
+        redis::sentinel::SentinelServerType::Master,
+    )
+    .map_err(fail)
 }
 
 /// How long callers fail fast after a failed connection attempt.

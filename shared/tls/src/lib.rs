@@ -390,42 +390,6 @@ impl TlsSettings {
     }
 }
 
-/// A Redis Sentinel client for the master `master`, logging in to it with the
-/// password, user and database of `url` (its host is ignored; TLS when `url`
-/// is `rediss://`), asking the sentinels of `settings` (`REDIS_SENTINELS`).
-/// The records store and the shared analysis cache both find their master
-/// this way (`docs/operations.md` §3.1).
-#[cfg(feature = "redis")]
-pub fn redis_sentinel_client(
-    url: &str,
-    settings: &contexten_config::RedisSettings,
-    master: &str,
-) -> Result<redis::sentinel::SentinelClient, TlsError> {
-    use redis::IntoConnectionInfo as _;
-    let fail = |e: redis::RedisError| TlsError::Client {
-        endpoint: format!("sentinel master {master}"),
-        detail: e.to_string(),
-    };
-    let info = url.into_connection_info().map_err(fail)?;
-    let mut node = redis::sentinel::SentinelNodeConnectionInfo::default()
-        .set_redis_connection_info(info.redis_settings().clone());
-    if url.starts_with("rediss://") {
-        node = node.set_tls_mode(redis::TlsMode::Secure);
-    }
-    let sentinels: Vec<String> = settings
-        .sentinels
-        .iter()
-        .map(|address| format!("redis://{address}"))
-        .collect();
-    redis::sentinel::SentinelClient::build(
-        sentinels,
-        master,
-        Some(node),
-        redis::sentinel::SentinelServerType::Master,
-    )
-    .map_err(fail)
-}
-
 /// [`TlsSettings::http`] with the process's settings. If they are unusable
 /// (the binary's [`init`] already failed at start), only the provider is
 /// installed and the platform roots are used.
