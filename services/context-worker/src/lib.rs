@@ -235,12 +235,12 @@ impl ContextConfig {
         let names = self.worker.names();
         let settings = &self.worker.redis;
         let url = settings.url.expose_secret();
-        let redis = RedisStore::new(url, names.prefix(), self.cache_ttl).and_then(|r| {
+        let redis = RedisStore::new(url, names.prefix(), self.cache_ttl).map(|r| {
             let r = r.with_map_ttl(self.map_ttl);
             if settings.sentinels.is_empty() {
-                Ok(r)
+                r
             } else {
-                r.through_sentinels(url, &settings.sentinels, &settings.sentinel_master)
+                r.through_sentinels(&settings.sentinels, &settings.sentinel_master)
             }
         });
         match redis {

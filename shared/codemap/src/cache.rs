@@ -209,23 +209,15 @@ mod redis_store {
         /// Finds the master through `sentinels` (`host:port`, the
         /// `REDIS_SENTINELS` of `docs/operations.md` §3.1) under the name
         /// `master`, asking again on every reconnect; the URL given to
-        /// [`Self::new`] then gives only the login (its host is ignored).
-        pub fn through_sentinels(
-            mut self,
-            url: &str,
-            sentinels: &[String],
-            master: &str,
-        ) -> Result<Self, CodemapError> {
-            use redis::IntoConnectionInfo as _;
-            let login = url
-                .into_connection_info()
-                .map_err(|e| CodemapError::Cache(format!("redis url: {e}")))?;
+        /// [`Self::new`] then gives only the login and TLS settings (its host
+        /// is ignored).
+        pub fn through_sentinels(mut self, sentinels: &[String], master: &str) -> Self {
             self.sentinels = Some(Sentinels {
                 addresses: sentinels.to_vec(),
                 master: master.to_owned(),
-                login,
+                login: self.client.get_connection_info().clone(),
             });
-            Ok(self)
+            self
         }
 
         /// How long the store answers "not cached" after a failure (default

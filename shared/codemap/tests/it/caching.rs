@@ -216,8 +216,7 @@ async fn redis_store_finds_its_master_through_sentinels_and_follows_a_failover()
     let url = "redis://127.0.0.1:1";
     let store = RedisStore::new(url, "ctk-sentinel-codemap", Duration::from_secs(60))
         .expect("client")
-        .through_sentinels(url, &sentinels, group.master_name())
-        .expect("sentinels")
+        .through_sentinels(&sentinels, group.master_name())
         .with_retry_pause(Duration::from_millis(200));
     // The store is blocking (it runs on the analysis threads).
     use tokio::task::block_in_place as blocking;
