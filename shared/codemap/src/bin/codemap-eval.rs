@@ -414,19 +414,23 @@ fn run(o: &Options, repos: &[Repo], cases: &[Case], variants: &[Variant]) -> any
         }
         if let Some(dump) = &mut dump {
             // CODEMAP_EVAL_DUMP=<file>: every case's reranker candidates, one
-            // row each (set, repo, case, expected files, label, features), for
+            // row each (set, repo, case, expected files, label, features, path,
+            // parent commit, request as JSON), for
             // fitting outside this binary.
             let candidates = map.rerank_candidates(&q, &defaults, Some(&history));
             for (path, f) in candidates {
                 let row: Vec<String> = f.iter().map(|x| format!("{x:.5}")).collect();
                 writeln!(
                     dump,
-                    "{}\t{}\t{ci}\t{}\t{}\t{}",
+                    "{}\t{}\t{ci}\t{}\t{}\t{}\t{}\t{}\t{}",
                     repo.set,
                     repo.name,
                     expected.len(),
                     u8::from(expected.contains(&path)),
-                    row.join(",")
+                    row.join(","),
+                    path,
+                    case.parent,
+                    serde_json::to_string(&case.request)?
                 )?;
             }
         }
