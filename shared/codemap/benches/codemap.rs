@@ -565,7 +565,7 @@ fn memory_rows(name: &str, root: &Path, git: bool, rows: &mut Vec<(String, Strin
     rows.push((
         format!("{name}: peak RSS MiB, ratio to source (target <= {MAX_MEMORY_RATIO})"),
         format!(
-            "{:.1}, {ratio:.2}x {} (above the fresh process: {:.1}, {:.2}x)",
+            "{:.1}, {ratio:.2}x {} (above its start: {:.1}, {:.2}x)",
             mib(m.peak_kib),
             verdict(ratio <= MAX_MEMORY_RATIO),
             mib(m.peak_kib.saturating_sub(m.baseline_kib)),

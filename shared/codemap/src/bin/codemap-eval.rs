@@ -415,8 +415,7 @@ fn run(o: &Options, repos: &[Repo], cases: &[Case], variants: &[Variant]) -> any
         if let Some(dump) = &mut dump {
             // CODEMAP_EVAL_DUMP=<file>: every case's reranker candidates, one
             // row each (set, repo, case, expected files, label, features, path,
-            // parent commit, request as JSON), for
-            // fitting outside this binary.
+            // parent commit, request as JSON), for fitting outside this binary.
             let candidates = map.rerank_candidates(&q, &defaults, Some(&history));
             for (path, f) in candidates {
                 let row: Vec<String> = f.iter().map(|x| format!("{x:.5}")).collect();
