@@ -18,7 +18,9 @@ use crate::tokens;
 /// 2: C++ destructors, operators and template headers; C/C++/C#/Ruby/PHP
 /// signatures without a trailing `;` / `=`; PHP `require __DIR__ . '/x.php'`;
 /// and the maps' include / using / require linking for those languages.
-pub const ANALYSER_VERSION: u32 = 2;
+/// 3: members of containers nested past the query's start depth (C# nested
+/// classes in namespace blocks, Ruby classes in two modules).
+pub const ANALYSER_VERSION: u32 = 3;
 
 const MAX_SIGNATURE_CHARS: usize = 240;
 const MAX_DOC_LINES: usize = 12;
@@ -221,32 +223,46 @@ pub(crate) fn analyse_lean(content: &str, lang: Language) -> (FileAnalysis, Vec<
     let mut cursor = QueryCursor::new();
     // Definitions and imports sit near the top of the tree; not starting matches
     // inside function bodies skips most nodes (the query otherwise costs about as
-    // much as the parse itself).
+    // much as the parse itself). A container that deep (a C# class nested in a
+    // class in a namespace block, a Ruby class in two modules) has its members
+    // past that depth: the query runs again from it, and so on down.
     cursor.set_max_start_depth(Some(MAX_QUERY_START_DEPTH));
-    let mut matches = cursor.matches(query, root, src);
-    while let Some(m) = matches.next() {
-        let mut def = None;
-        let mut name = None;
-        let mut kind = None;
-        for c in m.captures {
-            let cap = names[c.index as usize];
-            if cap == "name" {
-                name = Some(c.node);
-            } else if cap == "import" {
-                let target = import_text(text(c.node, src), lang);
-                if !target.is_empty() {
-                    out.imports.push(ImportRef {
-                        target,
-                        line: line_of(c.node),
-                    });
+    let mut starts = vec![root];
+    while let Some(start) = starts.pop() {
+        let mut matches = cursor.matches(query, start, src);
+        while let Some(m) = matches.next() {
+            let mut def = None;
+            let mut name = None;
+            let mut kind = None;
+            for c in m.captures {
+                let cap = names[c.index as usize];
+                if cap == "name" {
+                    name = Some(c.node);
+                } else if cap == "import" && start.id() == root.id() {
+                    // Imports sit at the top: the first run finds them all.
+                    let target = import_text(text(c.node, src), lang);
+                    if !target.is_empty() {
+                        out.imports.push(ImportRef {
+                            target,
+                            line: line_of(c.node),
+                        });
+                    }
+                } else if let Some(k) = cap.strip_prefix("definition.") {
+                    def = Some(c.node);
+                    kind = SymbolKind::from_capture(k);
                 }
-            } else if let Some(k) = cap.strip_prefix("definition.") {
-                def = Some(c.node);
-                kind = SymbolKind::from_capture(k);
             }
-        }
-        if let (Some(d), Some(n), Some(k)) = (def, name, kind) {
-            defs.push((m.pattern_index, d, n, k));
+            if let (Some(d), Some(n), Some(k)) = (def, name, kind) {
+                // Members sit two or three levels below their container (a
+                // body, then a decorator or attribute wrapper).
+                if k.is_container()
+                    && d.id() != start.id()
+                    && depth_below(d, start) + 3 > MAX_QUERY_START_DEPTH
+                {
+                    starts.push(d);
+                }
+                defs.push((m.pattern_index, d, n, k));
+            }
         }
     }
     // Several patterns can match one node (Go type specs): keep the most specific.
@@ -304,6 +320,19 @@ pub(crate) fn analyse_lean(content: &str, lang: Language) -> (FileAnalysis, Vec<
     name_starts.sort_unstable();
     let refs = collect_refs(root, content, &ranges, &name_starts, identifier_kinds(lang));
     (out, refs)
+}
+
+/// How many levels `node` sits below `ancestor` (which must be one of its
+/// ancestors or itself).
+fn depth_below(node: Node<'_>, ancestor: Node<'_>) -> u32 {
+    let mut depth = 0;
+    let mut at = node;
+    while at.id() != ancestor.id() {
+        let Some(parent) = at.parent() else { break };
+        at = parent;
+        depth += 1;
+    }
+    depth
 }
 
 /// A reference site as the map reads it: a [`RefSite`], or a [`RefDraft`].
@@ -787,3 +816,4 @@ mod tests {
         assert!(with_content_terms("", |terms| terms.next().is_none()));
     }
 }
+

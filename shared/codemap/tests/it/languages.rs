@@ -632,3 +632,59 @@ fn php_namespaces_uses_and_requires() {
         "A registered user."
     );
 }
+
+/// Members of containers nested past the query's start depth: a C# test
+/// fixture's classes inside a class inside a namespace block, a Ruby class
+/// inside two modules, a decorated Python method three classes down.
+#[test]
+fn members_of_deeply_nested_containers_are_found() {
+    let dir = write_repo(&[
+        (
+            "src/UnitTests/NullBehavior.cs",
+            "using Xunit;\n\nnamespace AutoMapper.UnitTests\n{\n    public class NullBehavior\n    {\n        public class When_mapping_null : SpecBase\n        {\n            public class ModelDto\n            {\n                public string Name { get; set; }\n\n                public void Reset() { }\n            }\n\n            [Fact]\n            public void Should_map_null() { }\n        }\n    }\n}\n",
+        ),
+        (
+            "lib/rack/auth/basic.rb",
+            "module Rack\n  module Auth\n    class Basic\n      def call(env)\n        env\n      end\n    end\n  end\nend\n",
+        ),
+        (
+            "pkg/outer.py",
+            "class A:\n    class B:\n        class C:\n            @staticmethod\n            def deep():\n                return 1\n",
+        ),
+    ]);
+    let map = analyse(&dir);
+    assert_eq!(
+        defs(&map, "src/UnitTests/NullBehavior.cs"),
+        [
+            ("AutoMapper.UnitTests".into(), SymbolKind::Module),
+            ("NullBehavior".into(), SymbolKind::Class),
+            ("When_mapping_null".into(), SymbolKind::Class),
+            ("ModelDto".into(), SymbolKind::Class),
+            ("Name".into(), SymbolKind::Field),
+            ("Reset".into(), SymbolKind::Method),
+            ("Should_map_null".into(), SymbolKind::Method)
+        ]
+    );
+    assert_eq!(
+        defs(&map, "lib/rack/auth/basic.rb"),
+        [
+            ("Rack".into(), SymbolKind::Module),
+            ("Auth".into(), SymbolKind::Module),
+            ("Basic".into(), SymbolKind::Class),
+            ("call".into(), SymbolKind::Method)
+        ]
+    );
+    assert_eq!(
+        defs(&map, "pkg/outer.py"),
+        [
+            ("A".into(), SymbolKind::Class),
+            ("B".into(), SymbolKind::Class),
+            ("C".into(), SymbolKind::Class),
+            ("deep".into(), SymbolKind::Method)
+        ]
+    );
+    // Found once each, under the class that holds them.
+    let reset = map.symbol_summary("Reset").expect("reset");
+    assert_eq!(reset.definitions.len(), 1);
+    assert_eq!(reset.definitions[0].signature, "public void Reset()");
+}
