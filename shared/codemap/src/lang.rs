@@ -305,6 +305,10 @@ const CSHARP: &str = r#"
 (method_declaration name: (identifier) @name) @definition.method
 (constructor_declaration name: (identifier) @name) @definition.constructor
 (property_declaration name: (identifier) @name) @definition.field
+(field_declaration (variable_declaration (variable_declarator name: (identifier) @name))) @definition.field
+(event_field_declaration (variable_declaration (variable_declarator name: (identifier) @name))) @definition.field
+(event_declaration name: (identifier) @name) @definition.field
+(delegate_declaration name: (identifier) @name) @definition.type
 (using_directive !name (_) @import)
 "#;
 

@@ -19,7 +19,8 @@ use crate::tokens;
 /// signatures without a trailing `;` / `=`; PHP `require __DIR__ . '/x.php'`;
 /// and the maps' include / using / require linking for those languages.
 /// 3: members of containers nested past the query's start depth (C# nested
-/// classes in namespace blocks, Ruby classes in two modules).
+/// classes in namespace blocks, Ruby classes in two modules); C# fields,
+/// events and delegates.
 pub const ANALYSER_VERSION: u32 = 3;
 
 const MAX_SIGNATURE_CHARS: usize = 240;
@@ -816,4 +817,3 @@ mod tests {
         assert!(with_content_terms("", |terms| terms.next().is_none()));
     }
 }
-

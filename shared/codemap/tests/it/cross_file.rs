@@ -289,6 +289,11 @@ fn csharp_usings_resolve_to_the_namespace_files_whose_types_are_used() {
                 "public class Order".into()
             ),
             (
+                "_prices".into(),
+                SymbolKind::Field,
+                "private readonly List<decimal> _prices = new()".into()
+            ),
+            (
                 "Order".into(),
                 SymbolKind::Constructor,
                 "public Order(IEnumerable<decimal> prices)".into()

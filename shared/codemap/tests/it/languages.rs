@@ -461,7 +461,7 @@ fn csharp_namespaces_usings_and_members() {
     let dir = write_repo(&[
         (
             "src/Shop/Models/Order.cs",
-            "using System;\nusing System.Collections.Generic;\n\nnamespace Shop.Models\n{\n    /// A customer order.\n    public class Order\n    {\n        public List<decimal> Prices { get; } = new();\n\n        public Order() { }\n\n        public decimal Total()\n        {\n            decimal sum = 0;\n            foreach (var p in Prices) sum += p;\n            return sum;\n        }\n    }\n\n    public interface IPriced { decimal Total(); }\n}\n",
+            "using System;\nusing System.Collections.Generic;\n\nnamespace Shop.Models\n{\n    public delegate void Changed(Order order);\n\n    /// A customer order.\n    public class Order\n    {\n        public List<decimal> Prices { get; } = new();\n        private readonly int id, version;\n        public event Changed OnChange;\n\n        public Order() { }\n\n        public decimal Total()\n        {\n            decimal sum = 0;\n            foreach (var p in Prices) sum += p;\n            return sum;\n        }\n    }\n\n    public interface IPriced { decimal Total(); }\n}\n",
         ),
         (
             "src/Shop/Billing/Invoicer.cs",
@@ -476,8 +476,12 @@ fn csharp_namespaces_usings_and_members() {
         defs(&map, "src/Shop/Models/Order.cs"),
         [
             ("Shop.Models".into(), SymbolKind::Module),
+            ("Changed".into(), SymbolKind::Type),
             ("Order".into(), SymbolKind::Class),
             ("Prices".into(), SymbolKind::Field),
+            ("id".into(), SymbolKind::Field),
+            ("version".into(), SymbolKind::Field),
+            ("OnChange".into(), SymbolKind::Field),
             ("Order".into(), SymbolKind::Constructor),
             ("Total".into(), SymbolKind::Method),
             ("IPriced".into(), SymbolKind::Interface),
