@@ -417,6 +417,7 @@ fn run(o: &Options, repos: &[Repo], cases: &[Case], variants: &[Variant]) -> any
             // row each (set, repo, case, expected files, label, features, path,
             // parent commit, request as JSON), for fitting outside this binary.
             let candidates = map.rerank_candidates(&q, &defaults, Some(&history));
+            let request = serde_json::to_string(&case.request)?;
             for (path, f) in candidates {
                 let row: Vec<String> = f.iter().map(|x| format!("{x:.5}")).collect();
                 writeln!(
@@ -429,7 +430,7 @@ fn run(o: &Options, repos: &[Repo], cases: &[Case], variants: &[Variant]) -> any
                     row.join(","),
                     path,
                     case.parent,
-                    serde_json::to_string(&case.request)?
+                    request
                 )?;
             }
         }
