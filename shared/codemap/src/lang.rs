@@ -309,6 +309,10 @@ const CSHARP: &str = r#"
 (event_field_declaration (variable_declaration (variable_declarator name: (identifier) @name))) @definition.field
 (event_declaration name: (identifier) @name) @definition.field
 (delegate_declaration name: (identifier) @name) @definition.type
+(destructor_declaration name: (identifier) @name) @definition.method
+(operator_declaration operator: _ @name) @definition.method
+(conversion_operator_declaration "operator" @name) @definition.method
+(indexer_declaration "this" @name) @definition.method
 (using_directive !name (_) @import)
 "#;
 

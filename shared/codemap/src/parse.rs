@@ -21,7 +21,9 @@ use crate::tokens;
 /// 3: members of containers nested past the query's start depth (C# nested
 /// classes in namespace blocks, Ruby classes in two modules); C# fields,
 /// events and delegates.
-pub const ANALYSER_VERSION: u32 = 3;
+/// 4: C# destructors, operators, conversion operators and indexers; C#
+/// property and indexer signatures end before their accessors.
+pub const ANALYSER_VERSION: u32 = 4;
 
 const MAX_SIGNATURE_CHARS: usize = 240;
 const MAX_DOC_LINES: usize = 12;
@@ -447,10 +449,18 @@ fn signature(def: Node<'_>, src: &[u8], lang: Language) -> String {
             def.named_children(&mut c)
                 .find_map(|n| n.child_by_field_name("body"))
         }
-        _ => def.child_by_field_name("body").or_else(|| {
-            def.child_by_field_name("value")
-                .and_then(|v| v.child_by_field_name("body"))
-        }),
+        _ => def
+            .child_by_field_name("body")
+            .or_else(|| {
+                def.child_by_field_name("value")
+                    .and_then(|v| v.child_by_field_name("body"))
+            })
+            // C# indexers and properties: `this[int i] => …`, `{ get; set; }`.
+            .or_else(|| {
+                def.child_by_field_name("value")
+                    .filter(|v| v.kind() == "arrow_expression_clause")
+            })
+            .or_else(|| def.child_by_field_name("accessors")),
     };
     let end = match body {
         Some(b) if b.start_byte() > def.start_byte() => b.start_byte(),

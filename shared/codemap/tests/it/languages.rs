@@ -461,7 +461,7 @@ fn csharp_namespaces_usings_and_members() {
     let dir = write_repo(&[
         (
             "src/Shop/Models/Order.cs",
-            "using System;\nusing System.Collections.Generic;\n\nnamespace Shop.Models\n{\n    public delegate void Changed(Order order);\n\n    /// A customer order.\n    public class Order\n    {\n        public List<decimal> Prices { get; } = new();\n        private readonly int id, version;\n        public event Changed OnChange;\n\n        public Order() { }\n\n        public decimal Total()\n        {\n            decimal sum = 0;\n            foreach (var p in Prices) sum += p;\n            return sum;\n        }\n    }\n\n    public interface IPriced { decimal Total(); }\n}\n",
+            "using System;\nusing System.Collections.Generic;\n\nnamespace Shop.Models\n{\n    public delegate void Changed(Order order);\n\n    /// A customer order.\n    public class Order\n    {\n        public List<decimal> Prices { get; } = new();\n        private readonly int id, version;\n        public event Changed OnChange;\n\n        public Order() { }\n        ~Order() { }\n\n        public decimal this[int i] => Prices[i];\n        public static Order operator +(Order a, Order b) => a;\n        public static implicit operator decimal(Order o) => o.Total();\n\n        public decimal Total()\n        {\n            decimal sum = 0;\n            foreach (var p in Prices) sum += p;\n            return sum;\n        }\n    }\n\n    public interface IPriced { decimal Total(); }\n}\n",
         ),
         (
             "src/Shop/Billing/Invoicer.cs",
@@ -483,6 +483,10 @@ fn csharp_namespaces_usings_and_members() {
             ("version".into(), SymbolKind::Field),
             ("OnChange".into(), SymbolKind::Field),
             ("Order".into(), SymbolKind::Constructor),
+            ("Order".into(), SymbolKind::Method),
+            ("this".into(), SymbolKind::Method),
+            ("+".into(), SymbolKind::Method),
+            ("operator".into(), SymbolKind::Method),
             ("Total".into(), SymbolKind::Method),
             ("IPriced".into(), SymbolKind::Interface),
             ("Total".into(), SymbolKind::Method)
@@ -513,9 +517,29 @@ fn csharp_namespaces_usings_and_members() {
         map.symbol_summary("Order").expect("order").definitions[0].doc,
         "A customer order."
     );
+    // Indexers, operators and conversions are listed by their signatures;
+    // a property's and an indexer's end before their accessors.
+    let signature = |name: &str| {
+        map.symbol_summary(name).expect(name).definitions[0]
+            .signature
+            .clone()
+    };
+    assert_eq!(signature("this"), "public decimal this[int i]");
+    assert_eq!(signature("Prices"), "public List<decimal> Prices");
+    assert_eq!(
+        signature("+"),
+        "public static Order operator +(Order a, Order b)"
+    );
+    assert_eq!(
+        signature("operator"),
+        "public static implicit operator decimal(Order o)"
+    );
     assert_eq!(
         usage_paths(&map, "Total"),
-        ["src/Shop/Billing/Invoicer.cs:10"]
+        [
+            "src/Shop/Billing/Invoicer.cs:10",
+            "src/Shop/Models/Order.cs:20"
+        ]
     );
 }
 
