@@ -402,6 +402,31 @@ fn run(o: &Options, repos: &[Repo], cases: &[Case], variants: &[Variant]) -> any
             let r = paths(&map, &q, &v.params, v.history.then_some(&history));
             sc.entry(repo.set.clone()).or_default().add(&r, &expected);
         }
+        if std::env::var_os("CODEMAP_EVAL_RANKS").is_some() {
+            // Where each expected file lands in a 100-deep ranking (a miss
+            // past 100 prints "-"), for reading the failures of one repository.
+            let deep = paths(
+                &map,
+                &Query::new(case.request.clone(), 100),
+                &defaults,
+                Some(&history),
+            );
+            let ranks: Vec<String> = expected
+                .iter()
+                .map(|e| match deep.iter().position(|p| p == e) {
+                    Some(i) => format!("{}:{e}", i + 1),
+                    None => format!("-:{e}"),
+                })
+                .collect();
+            eprintln!(
+                "RANKS\t{}\t{}\t{}\t{}\t{}",
+                repo.name,
+                &case.commit[..8],
+                ranks.join(" "),
+                deep[..deep.len().min(10)].join(" "),
+                case.request.replace('\t', " ").replace('\n', " \\n ")
+            );
+        }
         if std::env::var_os("CODEMAP_EVAL_VERBOSE").is_some() {
             eprintln!(
                 "{} {} expected={:?}\n  engine={:?}\n  aware={:?}",
