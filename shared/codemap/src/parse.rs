@@ -452,14 +452,14 @@ fn signature(def: Node<'_>, src: &[u8], lang: Language) -> String {
         _ => def
             .child_by_field_name("body")
             .or_else(|| {
-                def.child_by_field_name("value")
-                    .and_then(|v| v.child_by_field_name("body"))
+                // A function value's body, or a C# indexer's or property's
+                // `=> …` (`this[int i] => …`).
+                let value = def.child_by_field_name("value")?;
+                value
+                    .child_by_field_name("body")
+                    .or((value.kind() == "arrow_expression_clause").then_some(value))
             })
-            // C# indexers and properties: `this[int i] => …`, `{ get; set; }`.
-            .or_else(|| {
-                def.child_by_field_name("value")
-                    .filter(|v| v.kind() == "arrow_expression_clause")
-            })
+            // C# properties and indexers: `{ get; set; }`.
             .or_else(|| def.child_by_field_name("accessors")),
     };
     let end = match body {
